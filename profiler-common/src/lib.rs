@@ -1,0 +1,214 @@
+//! Wire types shared by the eBPF programs (`profiler-ebpf`) and the collector (`profiler`).
+//!
+//! Everything here is `#[repr(C)]`, `Copy`, free of `bool`s, enums and implicit padding, and pinned
+//! by size: a change of layout fails the build on both sides instead of corrupting events.
+//! Numeric ids (record tags, kinds, backends, flags) never change meaning; new ones get new numbers.
+#![no_std]
+
+use core::mem::size_of;
+
+/// First field of every ring-buffer record: which struct follows.
+pub const RECORD_COW: u32 = 1;
+pub const RECORD_SYSCALL_END: u32 = 2;
+
+/// What happened (the `kind` field of [`CowEvent`]).
+pub mod kind {
+    /// A regular file's data was copied from a lower layer into the upper layer.
+    pub const DATA_COPY_UP: u32 = 1;
+    /// `metacopy=on`: only the metadata of a regular file was copied up.
+    pub const METACOPY: u32 = 2;
+    /// A directory was copied up (created in the upper layer with the lower's attributes).
+    pub const DIR_COPY_UP: u32 = 3;
+    /// A lower entry was hidden by a whiteout (char 0/0) in the upper layer.
+    pub const WHITEOUT: u32 = 4;
+    /// A directory was created over a whiteout and marked opaque.
+    pub const OPAQUE_DIR: u32 = 5;
+    /// A non-directory was created where a whiteout was.
+    pub const CREATE_OVER_WHITEOUT: u32 = 6;
+    /// A symlink, fifo, socket or device node was copied up.
+    pub const SPECIAL_COPY_UP: u32 = 7;
+    /// The deferred data copy of a file that an earlier metacopy left data-less.
+    pub const DEFERRED_DATA_COPY_UP: u32 = 8;
+    /// Tracepoint backend: a regular file made in the work directory; user space decides between
+    /// data copy-up and metacopy from the mount's options and the syscall.
+    pub const TP_REGULAR_COPY_UP: u32 = 9;
+}
+
+/// Which kernel mechanism produced an event (the `backend` field).
+pub mod backend {
+    pub const FENTRY: u32 = 1;
+    pub const KPROBE: u32 = 2;
+    pub const TRACEPOINT: u32 = 3;
+}
+
+/// Bits of [`CowEvent::flags`].
+pub mod flags {
+    /// The dentry walk stopped at its depth or buffer limit before the root.
+    pub const PATH_TRUNCATED: u32 = 1;
+    /// `dev`/`root_ino` name the upper filesystem and upper root (tracepoint backend), not the
+    /// overlay superblock.
+    pub const DEV_IS_UPPER: u32 = 1 << 1;
+    /// The kernel latency spans only part of the operation (see README, "Backends").
+    pub const LATENCY_PARTIAL: u32 = 1 << 2;
+    /// The operation ran inside a tracked syscall window (`syscall_nr`, `syscall_enter_ns` valid).
+    pub const IN_SYSCALL: u32 = 1 << 3;
+    /// `lower_idx` was read from the kernel's overlay entry.
+    pub const LOWER_FROM_KERNEL: u32 = 1 << 4;
+}
+
+/// Syscall classes stored as values of the `SYSCALLS` map (indexed by syscall number).
+pub mod class {
+    pub const OPEN: u8 = 1;
+    pub const CREATE: u8 = 1 << 1;
+    pub const REMOVE: u8 = 1 << 2;
+    pub const RENAME: u8 = 1 << 3;
+    pub const META: u8 = 1 << 4;
+    pub const MKDIR: u8 = 1 << 5;
+}
+
+pub const COMM_LEN: usize = 16;
+/// Path components, leaf first, each NUL-terminated.
+pub const PATH_BUF: usize = 512;
+pub const PATH_MAX_DEPTH: u32 = 16;
+/// Longest component copied (longer names are cut and the event marked truncated).
+pub const NAME_MAX_COPY: usize = 255;
+
+/// One copy-up, whiteout or create-over-whiteout.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CowEvent {
+    pub record: u32,
+    pub kind: u32,
+    pub backend: u32,
+    pub flags: u32,
+    /// `bpf_ktime_get_ns()` at the end of the operation.
+    pub end_ns: u64,
+    pub latency_ns: u64,
+    /// Enter time of the syscall that triggered it (join key with [`SyscallEnd`]).
+    pub syscall_enter_ns: u64,
+    pub size_bytes: u64,
+    pub bytes_copied: u64,
+    pub cgroup_id: u64,
+    /// Inode number of the overlay root (kprobe/fentry) or of the upper root (tracepoint).
+    pub root_ino: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub mnt_ns: u32,
+    /// `s_dev` (kernel encoding: major << 20 | minor) of the overlay or upper superblock.
+    pub dev: u32,
+    pub syscall_nr: i32,
+    /// 0 or a negative errno.
+    pub result: i32,
+    /// 1 = topmost lower layer, 0 = unknown (resolved in user space).
+    pub lower_idx: u32,
+    pub mode: u32,
+    pub path_len: u32,
+    pub depth: u32,
+    pub comm: [u8; COMM_LEN],
+    pub path: [u8; PATH_BUF],
+}
+
+/// Sent at the exit of a tracked syscall that produced at least one [`CowEvent`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallEnd {
+    pub record: u32,
+    pub tid: u32,
+    pub syscall_nr: i32,
+    pub _pad: u32,
+    pub ret: i64,
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+}
+
+/// Offsets (bytes) of kernel structure members, read from the running kernel's BTF at start-up.
+/// `u32::MAX` = member absent on this kernel.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Offsets {
+    pub dentry_d_parent: u32,
+    pub dentry_d_name_name: u32,
+    pub dentry_d_name_len: u32,
+    pub dentry_d_inode: u32,
+    pub dentry_d_alias: u32,
+    pub inode_i_mode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub inode_i_size: u32,
+    pub inode_i_nlink: u32,
+    pub inode_i_rdev: u32,
+    pub inode_i_dentry: u32,
+    pub sb_s_dev: u32,
+    pub task_cred: u32,
+    pub task_real_cred: u32,
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
+    /// Offset of `struct inode vfs_inode` inside `struct ovl_inode`.
+    pub ovl_inode_vfs_inode: u32,
+    pub ovl_inode_upperdentry: u32,
+    /// `ovl_inode.oe` (6.5+); `u32::MAX` before, when the entry hangs off `dentry.d_fsdata`.
+    pub ovl_inode_oe: u32,
+    pub ovl_inode_flags: u32,
+    pub dentry_d_fsdata: u32,
+    pub ovl_entry_numlower: u32,
+    pub ovl_entry_lowerstack: u32,
+    pub ovl_path_layer: u32,
+    pub ovl_layer_idx: u32,
+    /// Bit number of `OVL_UPPERDATA` in `ovl_inode.flags`.
+    pub ovl_flag_upperdata: u32,
+    /// Bit number of `OVL_E_OPAQUE` in the dentry's overlay flags (in `ovl_entry.flags` before
+    /// 6.5, in the `d_fsdata` word itself since).
+    pub ovl_e_opaque: u32,
+    pub dentry_d_sb: u32,
+}
+
+/// Read by every program from the one-element `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Config {
+    /// The collector's own tgid: its syscalls are never traced.
+    pub self_tgid: u32,
+    /// 0 = every process.
+    pub filter_tgid: u32,
+    /// 0 = every cgroup (v2 id, as `bpf_get_current_cgroup_id`).
+    pub filter_cgroup: u64,
+    pub off: Offsets,
+}
+
+/// Key of the tracepoint backend's `WORKDIRS`/`UPPER_ROOTS` maps: an inode on a filesystem.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct InodeKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// Indexes of the per-CPU `COUNTERS` map.
+pub mod counter {
+    /// Ring-buffer reservations that failed: events lost.
+    pub const RINGBUF_DROPS: u32 = 0;
+    /// Tracepoint backend: more CoW operations in one syscall than its table holds (lost).
+    pub const OP_TABLE_FULL: u32 = 1;
+    /// Syscall windows that could not be stored (map full).
+    pub const WINDOW_DROPS: u32 = 2;
+    pub const COUNT: u32 = 4;
+}
+
+const _: () = assert!(size_of::<CowEvent>() == 112 + COMM_LEN + PATH_BUF);
+const _: () = assert!(size_of::<SyscallEnd>() == 40);
+const _: () = assert!(size_of::<Offsets>() == 30 * 4);
+const _: () = assert!(size_of::<Config>() == 16 + size_of::<Offsets>());
+const _: () = assert!(size_of::<InodeKey>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all types are repr(C), Copy, contain only integers and have no padding (sizes are
+    // asserted above), so every bit pattern is valid.
+    unsafe impl aya::Pod for super::CowEvent {}
+    unsafe impl aya::Pod for super::SyscallEnd {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::InodeKey {}
+}

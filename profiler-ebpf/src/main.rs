@@ -1,0 +1,713 @@
+//! cowprof's kernel side: one object, three backends that share the syscall windows, the event
+//! layout and the dentry walk.
+//!
+//! * syscall windows (raw tracepoints `sys_enter`/`sys_exit`, every backend): which syscall
+//!   triggered an operation, and that syscall's own latency.
+//! * kprobe backend: `ovl_copy_up_start`/`ovl_copy_up_end` bracket every copy-up of one dentry;
+//!   `ovl_unlink`/`ovl_rmdir`/`ovl_rename` (inode operations, so never inlined) give whiteouts;
+//!   `ovl_create`/`ovl_mkdir`/`ovl_mknod`/`ovl_symlink`/`ovl_link` give creates over whiteouts.
+//! * tracepoint backend (kernels without kprobes and fentry): the ctime tracepoints of 6.13+
+//!   (`ctime_ns_xchg`, `ctime_xchg_skip`, `inode_set_ctime_to_ts`) fire on every inode whose
+//!   ctime changes, on any filesystem. Overlay builds every copy-up and whiteout in its work
+//!   directory (an O_TMPFILE or a temp entry there), and only overlay makes char 0/0 inodes on an
+//!   upper filesystem. So an inode touched inside a syscall window whose alias lives in a known
+//!   work directory is a CoW temp, and a char 0/0 inode on an upper filesystem is a whiteout.
+//!
+//! No struct layout is compiled in: every offset comes from the running kernel's BTF through
+//! `CONFIG` (see `profiler/src/probe/btf.rs`).
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod prog {
+    use aya_ebpf::{
+        helpers::{
+            bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+            bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+            bpf_probe_read_kernel_str_bytes,
+        },
+        macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint},
+        maps::{Array, HashMap, PerCpuArray, RingBuf},
+        programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext},
+    };
+    use profiler_common::{
+        backend, class, counter, flags, kind, Config, CowEvent, InodeKey, Offsets, SyscallEnd,
+        NAME_MAX_COPY, PATH_BUF, PATH_MAX_DEPTH, RECORD_COW, RECORD_SYSCALL_END,
+    };
+
+    const S_IFMT: u32 = 0o170_000;
+    const S_IFDIR: u32 = 0o040_000;
+    const S_IFREG: u32 = 0o100_000;
+    const S_IFCHR: u32 = 0o020_000;
+    const RENAME_EXCHANGE: u64 = 2;
+    /// CoW operations the tracepoint backend can hold for one syscall (a deep path copies up
+    /// one directory per level; each extra one is counted in `OP_TABLE_FULL`).
+    const MAX_OPS: usize = 8;
+
+    #[map]
+    static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+    /// Syscall number -> `class` bits; 0 = not tracked.
+    #[map]
+    static SYSCALLS: Array<u8> = Array::with_max_entries(512, 0);
+    #[map]
+    static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+    #[map]
+    static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+    /// Tracepoint backend: the work directories (`<workdir>/work`) of the overlay mounts.
+    #[map]
+    static WORKDIRS: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
+    /// Tracepoint backend: upper root directories; the dentry walk stops there.
+    #[map]
+    static UPPER_ROOTS: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
+    /// Tracepoint backend: superblocks that hold an upper layer (s_dev).
+    #[map]
+    static UPPER_DEVS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Op {
+        inode: u64,
+        first_ns: u64,
+        last_ns: u64,
+        dev: u32,
+        mode: u32,
+        nlink: u32,
+        whiteout: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Window {
+        enter_ns: u64,
+        nr: i32,
+        class: u32,
+        emitted: u32,
+        nops: u32,
+        ops: [Op; MAX_OPS],
+    }
+
+    /// tid -> the tracked syscall it is in.
+    #[map]
+    static WINDOWS: HashMap<u32, Window> = HashMap::with_max_entries(16384, 0);
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Pending {
+        dentry: u64,
+        start_ns: u64,
+        /// kprobe copy-up: the dentry already had an upper (deferred metacopy data);
+        /// remove/rename: a whiteout will be made; create: the name is a whiteout.
+        arg: u64,
+        size: u64,
+        kind: u32,
+        mode: u32,
+        lower_idx: u32,
+        _pad: u32,
+    }
+
+    /// kprobe backend: tid -> operation in progress (copy-ups of one dentry do not nest).
+    #[map]
+    static COPY_UPS: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
+    #[map]
+    static DIR_OPS: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
+
+    #[inline(always)]
+    fn config() -> Option<&'static Config> {
+        CONFIG.get(0)
+    }
+
+    #[inline(always)]
+    fn bump(idx: u32) {
+        if let Some(c) = COUNTERS.get_ptr_mut(idx) {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+            unsafe { *c += 1 };
+        }
+    }
+
+    #[inline(always)]
+    fn read<T: Copy>(base: u64, off: u32) -> Option<T> {
+        if base == 0 || off == u32::MAX {
+            return None;
+        }
+        // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
+        unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.ok()
+    }
+
+    #[inline(always)]
+    fn ptr(base: u64, off: u32) -> u64 {
+        read::<u64>(base, off).unwrap_or(0)
+    }
+
+    /// The process filter and self filter. Returns (tgid, tid).
+    #[inline(always)]
+    fn wanted(cfg: &Config) -> Option<(u32, u32)> {
+        let id = bpf_get_current_pid_tgid();
+        let tgid = (id >> 32) as u32;
+        if tgid == cfg.self_tgid || (cfg.filter_tgid != 0 && tgid != cfg.filter_tgid) {
+            return None;
+        }
+        // SAFETY: plain helper call.
+        if cfg.filter_cgroup != 0 && unsafe { bpf_get_current_cgroup_id() } != cfg.filter_cgroup {
+            return None;
+        }
+        Some((tgid, id as u32))
+    }
+
+    #[inline(always)]
+    fn inode_mode(off: &Offsets, inode: u64) -> u32 {
+        u32::from(read::<u16>(inode, off.inode_i_mode).unwrap_or(0))
+    }
+
+    /// Walks `dentry` towards the root, writing names leaf first into `ev.path`.
+    /// Stops at the filesystem root, or at an upper root when `upper_dev` is non-zero.
+    #[inline(always)]
+    fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev: u32) {
+        let mut pos: usize = 0;
+        let mut depth: u32 = 0;
+        let mut truncated = 1u32;
+        for _ in 0..PATH_MAX_DEPTH {
+            if dentry == 0 {
+                truncated = 0;
+                break;
+            }
+            let inode = ptr(dentry, off.dentry_d_inode);
+            let parent = ptr(dentry, off.dentry_d_parent);
+            if upper_dev != 0 && inode != 0 {
+                let key = InodeKey { dev: upper_dev, _pad: 0, ino: ptr(inode, off.inode_i_ino) };
+                // SAFETY: read-only map lookup.
+                if unsafe { UPPER_ROOTS.get(&key) }.is_some() {
+                    ev.root_ino = key.ino;
+                    truncated = 0;
+                    break;
+                }
+            }
+            if parent == dentry || parent == 0 {
+                ev.root_ino = if inode != 0 { ptr(inode, off.inode_i_ino) } else { 0 };
+                truncated = 0;
+                break;
+            }
+            let name = ptr(dentry, off.dentry_d_name_name);
+            let start = pos & (PATH_BUF / 2 - 1);
+            // SAFETY: start < PATH_BUF/2 and the slice is NAME_MAX_COPY + 1 <= PATH_BUF/2 long.
+            let dst = unsafe {
+                core::slice::from_raw_parts_mut(ev.path.as_mut_ptr().add(start), NAME_MAX_COPY + 1)
+            };
+            // SAFETY: kernel string read into a bounded buffer.
+            let n = match unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, dst) } {
+                Ok(s) => s.len(),
+                Err(_) => break,
+            };
+            pos = start + n + 1; // keep the NUL as separator
+            depth += 1;
+            if pos >= PATH_BUF / 2 {
+                break;
+            }
+            dentry = parent;
+        }
+        ev.path_len = pos as u32;
+        ev.depth = depth;
+        if truncated != 0 {
+            ev.flags |= flags::PATH_TRUNCATED;
+        }
+    }
+
+    /// Fills the fields every event has. Returns the window's enter time, if in one.
+    #[inline(always)]
+    fn fill_common(cfg: &Config, ev: &mut CowEvent, tgid: u32, tid: u32, backend_id: u32) {
+        ev.record = RECORD_COW;
+        ev.backend = backend_id;
+        ev.pid = tgid;
+        ev.tid = tid;
+        ev.flags = 0;
+        ev.result = 0;
+        ev.lower_idx = 0;
+        ev.root_ino = 0;
+        ev.size_bytes = 0;
+        ev.bytes_copied = 0;
+        ev.path_len = 0;
+        ev.depth = 0;
+        ev.syscall_nr = -1;
+        ev.syscall_enter_ns = 0;
+        // SAFETY: plain helper calls.
+        ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let off = &cfg.off;
+        // SAFETY: plain helper call.
+        let task = unsafe { bpf_get_current_task() };
+        let ns = ptr(ptr(task, off.task_nsproxy), off.nsproxy_mnt_ns);
+        ev.mnt_ns = read::<u32>(ns, off.mnt_ns_inum).unwrap_or(0);
+        // SAFETY: the window map is only written by this tid.
+        if let Some(w) = WINDOWS.get_ptr_mut(&tid) {
+            unsafe {
+                ev.syscall_nr = (*w).nr;
+                ev.syscall_enter_ns = (*w).enter_ns;
+                (*w).emitted += 1;
+            }
+            ev.flags |= flags::IN_SYSCALL;
+        }
+    }
+
+    // ---------------------------------------------------------------- syscall windows
+
+    #[raw_tracepoint(tracepoint = "sys_enter")]
+    pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
+        let nr: i64 = ctx.arg(1);
+        if !(0..512).contains(&nr) {
+            return 0;
+        }
+        let Some(&cls) = SYSCALLS.get(nr as u32) else { return 0 };
+        if cls == 0 {
+            return 0;
+        }
+        let Some(cfg) = config() else { return 0 };
+        let Some((_, tid)) = wanted(cfg) else { return 0 };
+        let empty = Op { inode: 0, first_ns: 0, last_ns: 0, dev: 0, mode: 0, nlink: 0, whiteout: 0 };
+        let w = Window {
+            // SAFETY: plain helper call.
+            enter_ns: unsafe { bpf_ktime_get_ns() },
+            nr: nr as i32,
+            class: u32::from(cls),
+            emitted: 0,
+            nops: 0,
+            ops: [empty; MAX_OPS],
+        };
+        if WINDOWS.insert(&tid, &w, 0).is_err() {
+            bump(counter::WINDOW_DROPS);
+        }
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "sys_exit")]
+    pub fn cowprof_sys_exit(ctx: RawTracePointContext) -> i32 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let Some(w) = WINDOWS.get_ptr_mut(&tid) else { return 0 };
+        let ret: i64 = ctx.arg(1);
+        // SAFETY: plain helper call.
+        let now = unsafe { bpf_ktime_get_ns() };
+        if let Some(cfg) = config() {
+            // SAFETY: only this tid touches its window.
+            unsafe { emit_tp_ops(cfg, &mut *w, ret, now) };
+        }
+        // SAFETY: as above.
+        let (emitted, nr, enter_ns) = unsafe { ((*w).emitted, (*w).nr, (*w).enter_ns) };
+        if emitted != 0 {
+            let end = SyscallEnd {
+                record: RECORD_SYSCALL_END,
+                tid,
+                syscall_nr: nr,
+                _pad: 0,
+                ret,
+                enter_ns,
+                exit_ns: now,
+            };
+            if EVENTS.output::<SyscallEnd>(&end, 0).is_err() {
+                bump(counter::RINGBUF_DROPS);
+            }
+        }
+        let _ = WINDOWS.remove(&tid);
+        0
+    }
+
+    // ---------------------------------------------------------------- tracepoint backend
+
+    #[inline(always)]
+    fn tp_inode(inode: u64) -> i32 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let Some(w) = WINDOWS.get_ptr_mut(&tid) else { return 0 };
+        let Some(cfg) = config() else { return 0 };
+        let off = &cfg.off;
+        let sb = ptr(inode, off.inode_i_sb);
+        let dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
+        // SAFETY: read-only lookup.
+        if unsafe { UPPER_DEVS.get(&dev) }.is_none() {
+            return 0;
+        }
+        let mode = inode_mode(off, inode);
+        // SAFETY: only this tid touches its window.
+        let w = unsafe { &mut *w };
+        let is_whiteout = mode & S_IFMT == S_IFCHR && read::<u32>(inode, off.inode_i_rdev) == Some(0);
+        if is_whiteout {
+            // Whiteouts are made by remove and rename; in other syscalls a whiteout's ctime
+            // changes because it is being replaced (create over whiteout).
+            if w.class & u32::from(class::REMOVE | class::RENAME) == 0 {
+                return 0;
+            }
+        } else {
+            // A CoW temp: its (newest) alias is in an overlay work directory.
+            let alias = ptr(inode, off.inode_i_dentry);
+            if alias == 0 {
+                return 0; // not instantiated yet; later ctime updates will see it
+            }
+            let dentry = alias - u64::from(off.dentry_d_alias);
+            let parent_inode = ptr(ptr(dentry, off.dentry_d_parent), off.dentry_d_inode);
+            let key = InodeKey { dev, _pad: 0, ino: ptr(parent_inode, off.inode_i_ino) };
+            // SAFETY: read-only lookup.
+            if unsafe { WORKDIRS.get(&key) }.is_none() {
+                return 0;
+            }
+        }
+        // SAFETY: plain helper call.
+        let now = unsafe { bpf_ktime_get_ns() };
+        let nlink = read::<u32>(inode, off.inode_i_nlink).unwrap_or(0);
+        let n = w.nops as usize;
+        for i in 0..MAX_OPS {
+            if i >= n {
+                break;
+            }
+            if w.ops[i].inode == inode {
+                w.ops[i].last_ns = now;
+                return 0;
+            }
+        }
+        if n >= MAX_OPS {
+            bump(counter::OP_TABLE_FULL);
+            return 0;
+        }
+        w.ops[n & (MAX_OPS - 1)] = Op {
+            inode,
+            first_ns: now,
+            last_ns: now,
+            dev,
+            mode,
+            nlink,
+            whiteout: u32::from(is_whiteout),
+        };
+        w.nops += 1;
+        0
+    }
+
+    /// Emits the window's CoW operations at syscall exit, when each temp has reached its final
+    /// name in the upper directory.
+    #[inline(always)]
+    fn emit_tp_ops(cfg: &Config, w: &mut Window, ret: i64, now: u64) {
+        let n = w.nops as usize;
+        if n == 0 {
+            return;
+        }
+        let id = bpf_get_current_pid_tgid();
+        let off = &cfg.off;
+        for i in 0..MAX_OPS {
+            if i >= n {
+                break;
+            }
+            let op = w.ops[i];
+            let Some(mut entry) = EVENTS.reserve::<CowEvent>(0) else {
+                bump(counter::RINGBUF_DROPS);
+                continue;
+            };
+            // SAFETY: the entry is ours until submit; every field is written below.
+            let ev = unsafe { &mut *entry.as_mut_ptr() };
+            fill_common(cfg, ev, (id >> 32) as u32, id as u32, backend::TRACEPOINT);
+            ev.syscall_nr = w.nr;
+            ev.syscall_enter_ns = w.enter_ns;
+            ev.flags |= flags::IN_SYSCALL | flags::DEV_IS_UPPER | flags::LATENCY_PARTIAL;
+            ev.end_ns = now;
+            ev.latency_ns = op.last_ns - op.first_ns;
+            ev.dev = op.dev;
+            ev.mode = op.mode;
+            ev.result = if ret < 0 { ret as i32 } else { 0 };
+            let last = i + 1 == n;
+            let creating = w.class & u32::from(class::CREATE | class::MKDIR) != 0;
+            ev.kind = if op.whiteout != 0 {
+                kind::WHITEOUT
+            } else if op.mode & S_IFMT == S_IFDIR {
+                if last && w.class & u32::from(class::MKDIR) != 0 { kind::OPAQUE_DIR } else { kind::DIR_COPY_UP }
+            } else if op.mode & S_IFMT == S_IFREG && op.nlink == 0 {
+                kind::TP_REGULAR_COPY_UP
+            } else if last && creating {
+                kind::CREATE_OVER_WHITEOUT
+            } else if op.mode & S_IFMT == S_IFREG {
+                kind::TP_REGULAR_COPY_UP
+            } else {
+                kind::SPECIAL_COPY_UP
+            };
+            if op.whiteout == 0 {
+                ev.size_bytes = read::<u64>(op.inode, off.inode_i_size).unwrap_or(0);
+                if ev.kind == kind::TP_REGULAR_COPY_UP {
+                    ev.bytes_copied = ev.size_bytes;
+                }
+            }
+            let alias = ptr(op.inode, off.inode_i_dentry);
+            let dentry = if alias == 0 { 0 } else { alias - u64::from(off.dentry_d_alias) };
+            walk(off, ev, dentry, op.dev);
+            entry.submit(0);
+        }
+        // fill_common counted these in `emitted` through the window pointer already.
+    }
+
+    #[btf_tracepoint(function = "ctime_ns_xchg")]
+    pub fn cowprof_tp_ctime_ns_xchg(ctx: BtfTracePointContext) -> i32 {
+        tp_inode(ctx.arg::<u64>(0))
+    }
+
+    #[btf_tracepoint(function = "ctime_xchg_skip")]
+    pub fn cowprof_tp_ctime_xchg_skip(ctx: BtfTracePointContext) -> i32 {
+        tp_inode(ctx.arg::<u64>(0))
+    }
+
+    #[btf_tracepoint(function = "inode_set_ctime_to_ts")]
+    pub fn cowprof_tp_set_ctime(ctx: BtfTracePointContext) -> i32 {
+        tp_inode(ctx.arg::<u64>(0))
+    }
+
+    // ---------------------------------------------------------------- kprobe backend
+
+    /// The overlay inode's `ovl_inode` (container of the embedded `struct inode`).
+    #[inline(always)]
+    fn ovl_inode(off: &Offsets, inode: u64) -> u64 {
+        if inode == 0 {
+            0
+        } else {
+            inode - u64::from(off.ovl_inode_vfs_inode)
+        }
+    }
+
+    /// The overlay entry (lower stack) of a positive overlay dentry.
+    #[inline(always)]
+    fn ovl_entry(off: &Offsets, dentry: u64) -> u64 {
+        if off.ovl_inode_oe != u32::MAX {
+            let inode = ptr(dentry, off.dentry_d_inode);
+            ptr(ovl_inode(off, inode), off.ovl_inode_oe)
+        } else {
+            ptr(dentry, off.dentry_d_fsdata)
+        }
+    }
+
+    #[inline(always)]
+    fn numlower(off: &Offsets, dentry: u64) -> u32 {
+        read::<u32>(ovl_entry(off, dentry), off.ovl_entry_numlower).unwrap_or(0)
+    }
+
+    /// Index of the topmost lower layer of `dentry` (1 = topmost lower), 0 if none.
+    #[inline(always)]
+    fn lower_idx(off: &Offsets, dentry: u64) -> u32 {
+        let oe = ovl_entry(off, dentry);
+        if read::<u32>(oe, off.ovl_entry_numlower).unwrap_or(0) == 0 {
+            return 0;
+        }
+        let layer = ptr(oe + u64::from(off.ovl_entry_lowerstack), off.ovl_path_layer);
+        read::<i32>(layer, off.ovl_layer_idx).unwrap_or(0) as u32
+    }
+
+    #[inline(always)]
+    fn upperdentry(off: &Offsets, dentry: u64) -> u64 {
+        let inode = ptr(dentry, off.dentry_d_inode);
+        ptr(ovl_inode(off, inode), off.ovl_inode_upperdentry)
+    }
+
+    #[inline(always)]
+    fn start(map: &HashMap<u32, Pending>, dentry: u64, arg: u64, kind_id: u32) {
+        let Some(cfg) = config() else { return };
+        let Some((_, tid)) = wanted(cfg) else { return };
+        let off = &cfg.off;
+        let inode = ptr(dentry, off.dentry_d_inode);
+        let p = Pending {
+            dentry,
+            // SAFETY: plain helper call.
+            start_ns: unsafe { bpf_ktime_get_ns() },
+            arg,
+            size: read::<u64>(inode, off.inode_i_size).unwrap_or(0),
+            kind: kind_id,
+            mode: inode_mode(off, inode),
+            lower_idx: if inode != 0 { lower_idx(off, dentry) } else { 0 },
+            _pad: 0,
+        };
+        let _ = map.insert(&tid, &p, 0);
+    }
+
+    /// Emits one kprobe-backend event for a finished operation.
+    #[inline(always)]
+    fn emit_kprobe(cfg: &Config, p: &Pending, kind_id: u32, result: i32) {
+        let id = bpf_get_current_pid_tgid();
+        let off = &cfg.off;
+        let Some(mut entry) = EVENTS.reserve::<CowEvent>(0) else {
+            bump(counter::RINGBUF_DROPS);
+            return;
+        };
+        // SAFETY: the entry is ours until submit; every field is written.
+        let ev = unsafe { &mut *entry.as_mut_ptr() };
+        fill_common(cfg, ev, (id >> 32) as u32, id as u32, backend::KPROBE);
+        // SAFETY: plain helper call.
+        ev.end_ns = unsafe { bpf_ktime_get_ns() };
+        ev.latency_ns = ev.end_ns - p.start_ns;
+        ev.kind = kind_id;
+        ev.result = result;
+        let dentry = p.dentry;
+        let inode = ptr(dentry, off.dentry_d_inode);
+        let sb = ptr(dentry, off.dentry_d_sb);
+        ev.dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
+        // A removed dentry is negative by now: use what was read at the start.
+        ev.mode = p.mode;
+        ev.size_bytes = p.size;
+        ev.lower_idx = p.lower_idx;
+        if inode != 0 {
+            ev.mode = inode_mode(off, inode);
+            ev.size_bytes = read::<u64>(inode, off.inode_i_size).unwrap_or(0);
+            ev.lower_idx = lower_idx(off, dentry);
+        }
+        if ev.lower_idx != 0 {
+            ev.flags |= flags::LOWER_FROM_KERNEL;
+        }
+        if kind_id == kind::DATA_COPY_UP || kind_id == kind::DEFERRED_DATA_COPY_UP {
+            ev.bytes_copied = ev.size_bytes;
+        }
+        walk(off, ev, dentry, 0);
+        entry.submit(0);
+    }
+
+    #[kprobe]
+    pub fn cowprof_kp_copy_up_start(ctx: ProbeContext) -> u32 {
+        let Some(dentry) = ctx.arg::<u64>(0) else { return 0 };
+        let Some(cfg) = config() else { return 0 };
+        let had_upper = u64::from(upperdentry(&cfg.off, dentry) != 0);
+        start(&COPY_UPS, dentry, had_upper, 0);
+        0
+    }
+
+    /// `ovl_copy_up_start` returns > 0 when another task already copied the dentry up, < 0 when
+    /// interrupted: no copy-up then, and no `ovl_copy_up_end`.
+    #[kretprobe]
+    pub fn cowprof_kp_copy_up_start_ret(ctx: RetProbeContext) -> u32 {
+        let ret: i64 = ctx.ret();
+        if ret as i32 != 0 {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            let _ = COPY_UPS.remove(&tid);
+        }
+        0
+    }
+
+    #[kprobe]
+    pub fn cowprof_kp_copy_up_end(_ctx: ProbeContext) -> u32 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        // SAFETY: value copied out before removal.
+        let Some(p) = (unsafe { COPY_UPS.get(&tid) }).copied() else { return 0 };
+        let _ = COPY_UPS.remove(&tid);
+        let Some(cfg) = config() else { return 0 };
+        let off = &cfg.off;
+        let inode = ptr(p.dentry, off.dentry_d_inode);
+        let mode = inode_mode(off, inode);
+        let oi = ovl_inode(off, inode);
+        let upper = ptr(oi, off.ovl_inode_upperdentry);
+        let oflags = ptr(oi, off.ovl_inode_flags);
+        let upperdata = off.ovl_flag_upperdata < 64 && oflags & (1u64 << off.ovl_flag_upperdata) != 0;
+        let kind_id = match mode & S_IFMT {
+            S_IFDIR => kind::DIR_COPY_UP,
+            S_IFREG if p.arg != 0 => kind::DEFERRED_DATA_COPY_UP,
+            S_IFREG if !upperdata => kind::METACOPY,
+            S_IFREG => kind::DATA_COPY_UP,
+            _ => kind::SPECIAL_COPY_UP,
+        };
+        // The copy-up failed if the dentry still has no upper (the errno is not visible here).
+        let result = if upper == 0 || (p.arg != 0 && !upperdata) { -5 } else { 0 };
+        emit_kprobe(cfg, &p, kind_id, result);
+        0
+    }
+
+    #[inline(always)]
+    fn remove_start(dentry: u64) {
+        let Some(cfg) = config() else { return };
+        // Overlay makes a whiteout when a lower layer has the name (the dentry has a lower).
+        let lower = u64::from(numlower(&cfg.off, dentry) != 0);
+        if lower != 0 {
+            start(&DIR_OPS, dentry, lower, kind::WHITEOUT);
+        }
+    }
+
+    #[kprobe]
+    pub fn cowprof_kp_unlink(ctx: ProbeContext) -> u32 {
+        if let Some(d) = ctx.arg::<u64>(1) {
+            remove_start(d);
+        }
+        0
+    }
+
+    #[kprobe]
+    pub fn cowprof_kp_rmdir(ctx: ProbeContext) -> u32 {
+        if let Some(d) = ctx.arg::<u64>(1) {
+            remove_start(d);
+        }
+        0
+    }
+
+    /// `ovl_rename(idmap, olddir, old, newdir, new, flags)`: the old name gets a whiteout when
+    /// it has a lower, unless the two are exchanged.
+    #[kprobe]
+    pub fn cowprof_kp_rename(ctx: ProbeContext) -> u32 {
+        let (Some(old), Some(fl)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(5)) else { return 0 };
+        if fl & RENAME_EXCHANGE == 0 {
+            remove_start(old);
+        }
+        0
+    }
+
+    /// Is the negative overlay `dentry` a whiteout (the name is hidden, creating it goes through
+    /// the work directory)? That is the dentry's OVL_E_OPAQUE flag.
+    #[inline(always)]
+    fn is_whiteout_dentry(off: &Offsets, dentry: u64) -> bool {
+        if ptr(dentry, off.dentry_d_inode) != 0 || off.ovl_e_opaque >= 64 {
+            return false;
+        }
+        let fsdata = ptr(dentry, off.dentry_d_fsdata);
+        let word = if off.ovl_inode_oe != u32::MAX { fsdata } else { ptr(fsdata, 0) };
+        word & (1u64 << off.ovl_e_opaque) != 0
+    }
+
+    /// `ovl_create(idmap, dir, dentry, ...)`, `ovl_mkdir`, `ovl_mknod`, `ovl_symlink`: the new
+    /// dentry is argument 2; it is armed only when it hides a whiteout.
+    #[inline(always)]
+    fn create_start(dentry: u64, is_dir: u32) {
+        let Some(cfg) = config() else { return };
+        if is_whiteout_dentry(&cfg.off, dentry) {
+            let k = if is_dir != 0 { kind::OPAQUE_DIR } else { kind::CREATE_OVER_WHITEOUT };
+            start(&DIR_OPS, dentry, 1, k);
+        }
+    }
+
+    #[kprobe]
+    pub fn cowprof_kp_create(ctx: ProbeContext) -> u32 {
+        if let Some(d) = ctx.arg::<u64>(2) {
+            create_start(d, 0);
+        }
+        0
+    }
+
+    #[kprobe]
+    pub fn cowprof_kp_mkdir(ctx: ProbeContext) -> u32 {
+        if let Some(d) = ctx.arg::<u64>(2) {
+            create_start(d, 1);
+        }
+        0
+    }
+
+    /// `ovl_link(old, newdir, new)`: the new dentry is argument 2 as well.
+    #[kprobe]
+    pub fn cowprof_kp_link(ctx: ProbeContext) -> u32 {
+        if let Some(d) = ctx.arg::<u64>(2) {
+            create_start(d, 0);
+        }
+        0
+    }
+
+    #[kretprobe]
+    pub fn cowprof_kp_dir_op_ret(ctx: RetProbeContext) -> u32 {
+        let ret: i64 = ctx.ret();
+        let tid = bpf_get_current_pid_tgid() as u32;
+        // SAFETY: value copied out before removal.
+        let Some(p) = (unsafe { DIR_OPS.get(&tid) }).copied() else { return 0 };
+        let _ = DIR_OPS.remove(&tid);
+        if ret as i32 != 0 {
+            return 0;
+        }
+        let Some(cfg) = config() else { return 0 };
+        emit_kprobe(cfg, &p, p.kind, 0);
+        0
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

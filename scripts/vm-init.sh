@@ -1,0 +1,47 @@
+#!/bin/busybox sh
+# PID 1 of the initramfs that scripts/vm-matrix builds. Runs under busybox sh, inside a qemu VM.
+# Layout it expects: /bin/busybox, /overlay.ko, /cowprof-test, optional /cowprof-args (a file of
+# shell words, `set -- 'a' 'b'`, written by vm-matrix). It always ends with exactly one line
+#   COWPROF-VM-VERDICT kernel=<uname -r> rc=<exit code>
+# and powers the VM off, whatever happened before.
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/ TERM=dumb
+
+mkdir -p /proc /sys /dev /tmp /run
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# The console: the kernel opened /dev/console from the cpio (if it was packed); reopen it now that
+# devtmpfs is there so output cannot be lost.
+[ -c /dev/console ] && exec </dev/console >/dev/console 2>&1
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || echo "vm-init: tracefs mount failed"
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null || echo "vm-init: bpffs mount failed"
+ulimit -l unlimited 2>/dev/null
+
+KVER=$(uname -r)
+echo
+echo "vm-init: kernel $KVER"
+if [ -f /overlay.ko ]; then
+  insmod /overlay.ko || echo "vm-init: insmod /overlay.ko failed"
+fi
+
+set --
+[ -f /cowprof-args ] && . /cowprof-args
+if [ -x /cowprof-test ]; then
+  COWPROF_VM_KERNEL="$KVER" /cowprof-test "$@"
+  rc=$?
+else
+  echo "vm-init: /cowprof-test is missing or not executable"
+  rc=127
+fi
+# Let the last console writes drain before the verdict, then the verdict on a line of its own.
+sync
+echo
+echo "COWPROF-VM-VERDICT kernel=$KVER rc=$rc"
+poweroff -f
+# Only reached if poweroff failed: exiting PID 1 panics, and panic=-1 + -no-reboot ends qemu.
+exit "$rc"
