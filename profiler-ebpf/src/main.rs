@@ -26,9 +26,11 @@ mod prog {
             bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
             bpf_probe_read_kernel_str_bytes,
         },
-        macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint},
+        macros::{btf_tracepoint, fentry, kprobe, kretprobe, map, raw_tracepoint},
         maps::{Array, HashMap, PerCpuArray, RingBuf},
-        programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext},
+        programs::{
+            BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext,
+        },
     };
     use profiler_common::{
         backend, class, counter, flags, kind, Config, CowEvent, InodeKey, Offsets, SyscallEnd,
@@ -700,6 +702,13 @@ mod prog {
         }
         let Some(cfg) = config() else { return 0 };
         emit_kprobe(cfg, &p, p.kind, 0);
+        0
+    }
+
+    /// Never attached: `doctor` loads it to learn whether the kernel accepts tracing programs
+    /// (some refuse them with EPERM before the verifier runs).
+    #[fentry(function = "ovl_copy_up_end")]
+    pub fn cowprof_fentry_probe(_ctx: FEntryContext) -> u32 {
         0
     }
 

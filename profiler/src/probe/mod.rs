@@ -1,0 +1,481 @@
+//! Stage 1 of an event's way: choose a backend, load the eBPF object and attach it.
+//!
+//! [`load_and_attach`] is the only loader: `record`, `demo`, the host tests and the in-VM tests
+//! all go through it, so every probe that ships has passed the verifier on every kernel we test.
+
+pub mod btf;
+
+use std::{fmt, fs, path::Path};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, KProbe, ProgramError, RawTracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use profiler_common::{counter, Config, InodeKey};
+
+use crate::enrich::{mountinfo::OverlayMount, syscalls};
+pub use btf::{BtfError, BtfInfo, BtfPaths, KernelBtf};
+
+/// The kernel mechanisms cowprof can use, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// fentry/fexit on overlay functions (BTF trampolines).
+    Fentry,
+    /// kprobe/kretprobe on overlay functions (distro kernels, overlay as a module).
+    Kprobe,
+    /// Syscall windows plus the 6.13+ ctime tracepoints (kernels without kprobes and fentry).
+    Tracepoint,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Fentry => "fentry",
+            Self::Kprobe => "kprobe",
+            Self::Tracepoint => "tracepoint",
+        })
+    }
+}
+
+/// kprobe attach points: (program, kernel function, required). A missing optional function is
+/// reported by `doctor` and loses only that kind of event.
+pub const KPROBE_HOOKS: &[(&str, &str, bool)] = &[
+    ("cowprof_kp_copy_up_start", "ovl_copy_up_start", true),
+    ("cowprof_kp_copy_up_start_ret", "ovl_copy_up_start", true),
+    ("cowprof_kp_copy_up_end", "ovl_copy_up_end", true),
+    ("cowprof_kp_unlink", "ovl_unlink", false),
+    ("cowprof_kp_dir_op_ret", "ovl_unlink", false),
+    ("cowprof_kp_rmdir", "ovl_rmdir", false),
+    ("cowprof_kp_dir_op_ret", "ovl_rmdir", false),
+    ("cowprof_kp_rename", "ovl_rename", false),
+    ("cowprof_kp_dir_op_ret", "ovl_rename", false),
+    ("cowprof_kp_create", "ovl_create", false),
+    ("cowprof_kp_dir_op_ret", "ovl_create", false),
+    ("cowprof_kp_mkdir", "ovl_mkdir", false),
+    ("cowprof_kp_dir_op_ret", "ovl_mkdir", false),
+    ("cowprof_kp_create", "ovl_mknod", false),
+    ("cowprof_kp_dir_op_ret", "ovl_mknod", false),
+    ("cowprof_kp_create", "ovl_symlink", false),
+    ("cowprof_kp_dir_op_ret", "ovl_symlink", false),
+    ("cowprof_kp_link", "ovl_link", false),
+    ("cowprof_kp_dir_op_ret", "ovl_link", false),
+];
+
+/// Tracepoint backend: tp_btf programs and their tracepoints (all three fire from
+/// `inode_set_ctime_current`/`inode_set_ctime_to_ts` since 6.13).
+pub const TP_HOOKS: &[(&str, &str)] = &[
+    ("cowprof_tp_ctime_ns_xchg", "ctime_ns_xchg"),
+    ("cowprof_tp_ctime_xchg_skip", "ctime_xchg_skip"),
+    ("cowprof_tp_set_ctime", "inode_set_ctime_to_ts"),
+];
+
+/// Overlay functions whose presence `doctor` reports (static ones may be inlined).
+pub const OVERLAY_SYMBOLS: &[&str] = &[
+    "ovl_copy_up_flags",
+    "ovl_copy_up_start",
+    "ovl_copy_up_end",
+    "ovl_copy_up_one",
+    "ovl_do_copy_up",
+    "ovl_copy_up_tmpfile",
+    "ovl_copy_up_workdir",
+    "ovl_copy_up_meta_inode_data",
+    "ovl_unlink",
+    "ovl_rmdir",
+    "ovl_rename",
+    "ovl_create",
+    "ovl_mkdir",
+    "ovl_whiteout",
+    "ovl_cleanup_and_whiteout",
+    "ovl_create_over_whiteout",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cowprof must run as root (it loads eBPF programs: CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN); rerun with sudo")]
+    NotRoot,
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("backend {backend} is not usable on this kernel: {reason}; run `cowprof doctor` to see what is")]
+    Unavailable { backend: Backend, reason: String },
+    #[error("no backend can attach on this kernel ({details}); run `cowprof doctor` for details")]
+    NoBackend { details: String },
+    #[error("loading the eBPF object failed: {source}")]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+impl ProbeError {
+    /// Exit code documented in the README.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::NotRoot => 3,
+            Self::Btf(_) | Self::Unavailable { .. } | Self::NoBackend { .. } => 4,
+            Self::Load { .. } | Self::Program { .. } | Self::Map { .. } => 1,
+        }
+    }
+}
+
+/// What the running kernel offers, as `doctor` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelFacts {
+    pub release: String,
+    pub btf: Option<BtfInfo>,
+    pub btf_error: Option<String>,
+    pub overlay_loaded: bool,
+    /// (symbol, present in /proc/kallsyms)
+    pub symbols: Vec<(String, bool)>,
+    pub backends: Vec<BackendStatus>,
+    pub chosen: Option<Backend>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendStatus {
+    pub backend: Backend,
+    pub usable: bool,
+    pub reason: String,
+}
+
+fn kallsyms() -> String {
+    fs::read_to_string("/proc/kallsyms").unwrap_or_default()
+}
+
+fn symbol_present(kallsyms: &str, name: &str) -> bool {
+    kallsyms.lines().any(|l| {
+        let mut it = l.split_whitespace();
+        let (_, ty, sym) = (it.next(), it.next(), it.next());
+        matches!(ty, Some("t" | "T")) && sym == Some(name)
+    })
+}
+
+fn kprobes_supported() -> Result<(), String> {
+    if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        Ok(())
+    } else {
+        Err("unavailable, CONFIG_KPROBES is not set (no kprobe PMU at /sys/bus/event_source/devices/kprobe)".into())
+    }
+}
+
+/// Tries to load (not attach) a tiny fentry program: kernels that refuse tracing programs
+/// answer EPERM here, before the verifier.
+fn fentry_supported(btf_paths: &BtfPaths, kernel_btf: Option<&KernelBtf>) -> Result<(), String> {
+    let Some(kbtf) = kernel_btf else { return Err("no kernel BTF".into()) };
+    if !kbtf.info.overlay_in_vmlinux {
+        return Err(
+            "overlay is a module: stock aya cannot attach fentry to module functions (aya issue #300); use kprobe"
+                .into(),
+        );
+    }
+    let btf = Btf::parse_file(&btf_paths.vmlinux, aya::Endianness::default()).map_err(|e| e.to_string())?;
+    let mut ebpf = EbpfLoader::new().load(crate::EBPF_OBJECT).map_err(|e| e.to_string())?;
+    let prog: &mut FEntry = ebpf
+        .program_mut("cowprof_fentry_probe")
+        .ok_or("probe program missing")?
+        .try_into()
+        .map_err(|e: ProgramError| e.to_string())?;
+    match prog.load("ovl_copy_up_end", &btf) {
+        Ok(()) => Err("the kernel accepts fentry, but cowprof's fentry backend is not built yet; kprobe or tracepoint is used".into()),
+        Err(e) => {
+            let text = format!("{e:#}");
+            let chain = error_chain(&e);
+            if chain.contains("Operation not permitted") {
+                Err("refused by the kernel (EPERM on BPF_PROG_LOAD of a tracing program)".into())
+            } else {
+                Err(format!("load failed: {text}: {chain}"))
+            }
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn tracepoint_supported(kernel_btf: Option<&KernelBtf>) -> Result<(), String> {
+    let Some(kbtf) = kernel_btf else { return Err("no kernel BTF (tp_btf needs it)".into()) };
+    let missing: Vec<&str> = TP_HOOKS
+        .iter()
+        .map(|(_, tp)| *tp)
+        .filter(|tp| !kbtf.has_type(&format!("btf_trace_{tp}")))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the kernel lacks the ctime tracepoints ({}) that came with 6.13's multigrain timestamps",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// Inspects the kernel: BTF, overlay symbols, which backends can attach and which one `record`
+/// picks.
+pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let overlay_loaded = fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("\toverlay");
+    let (kbtf, btf_error) = match KernelBtf::load(btf_paths) {
+        Ok(k) => (Some(k), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let syms = kallsyms();
+    let symbols: Vec<(String, bool)> =
+        OVERLAY_SYMBOLS.iter().map(|s| ((*s).to_owned(), symbol_present(&syms, s))).collect();
+    let offsets_ok = kbtf.as_ref().map(|k| k.offsets().map(|_| ()).map_err(|e| e.to_string()));
+
+    let mut backends = Vec::new();
+    let with_offsets = |r: Result<(), String>| match (&r, &offsets_ok) {
+        (Ok(()), Some(Err(e))) => Err(e.clone()),
+        (Ok(()), None) => Err(btf_error.clone().unwrap_or_default()),
+        _ => r,
+    };
+    let fentry = fentry_supported(btf_paths, kbtf.as_ref());
+    backends.push(status(Backend::Fentry, fentry));
+    let kprobe = kprobes_supported().and_then(|()| {
+        let missing: Vec<&str> = KPROBE_HOOKS
+            .iter()
+            .filter(|(_, f, required)| *required && !symbol_present(&syms, f))
+            .map(|(_, f, _)| *f)
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else if !overlay_loaded {
+            Err("overlay is not loaded (modprobe overlay)".into())
+        } else {
+            Err(format!("overlay functions not found in /proc/kallsyms (inlined?): {}", missing.join(", ")))
+        }
+    });
+    backends.push(status(Backend::Kprobe, with_offsets(kprobe)));
+    backends.push(status(Backend::Tracepoint, with_offsets(tracepoint_supported(kbtf.as_ref()))));
+    let chosen = backends.iter().find(|b| b.usable).map(|b| b.backend);
+    KernelFacts {
+        release,
+        btf: kbtf.map(|k| k.info.clone()),
+        btf_error,
+        overlay_loaded,
+        symbols,
+        backends,
+        chosen,
+    }
+}
+
+fn status(backend: Backend, r: Result<(), String>) -> BackendStatus {
+    match r {
+        Ok(()) => BackendStatus { backend, usable: true, reason: "available".into() },
+        Err(reason) => BackendStatus { backend, usable: false, reason },
+    }
+}
+
+/// What the caller wants traced.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeOptions {
+    /// `None` = the best backend the kernel allows.
+    pub backend: Option<Backend>,
+    pub btf: BtfPaths,
+    pub filter_tgid: u32,
+    pub filter_cgroup: u64,
+}
+
+/// A loaded and attached eBPF object. Dropping it detaches every program (aya owns the links),
+/// so nothing stays attached after cowprof exits, however it exits.
+pub struct Probe {
+    ebpf: Ebpf,
+    pub backend: Backend,
+    /// Kernel functions or tracepoints actually attached.
+    pub attached: Vec<String>,
+    /// Optional hooks skipped, with the reason.
+    pub skipped: Vec<String>,
+    /// Keys already registered in the tracepoint backend's maps.
+    registered: std::collections::HashSet<u32>,
+}
+
+impl Probe {
+    /// The ring buffer; take it before events can flow (the reader starts before probes emit
+    /// in `record`, since attach happens after this in `load_and_attach`'s caller order).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or(ProbeError::Map {
+            name: "EVENTS",
+            source: aya::maps::MapError::InvalidName { name: "EVENTS".into() },
+        })?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map { name: "EVENTS", source })
+    }
+
+    /// Sum over CPUs of each counter in `counter::*`.
+    pub fn counters(&self) -> [u64; counter::COUNT as usize] {
+        let mut out = [0u64; counter::COUNT as usize];
+        let Some(map) = self.ebpf.map("COUNTERS") else { return out };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return out };
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = arr.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// Tells the tracepoint backend about overlay mounts (work dirs, upper roots, upper
+    /// filesystems). Idempotent; called at start and whenever mountinfo changes.
+    pub fn register_mounts(&mut self, mounts: &[OverlayMount]) -> Result<(), ProbeError> {
+        if self.backend != Backend::Tracepoint {
+            return Ok(());
+        }
+        for m in mounts {
+            if !self.registered.insert(m.mount_id) {
+                continue;
+            }
+            let (Some(upper), Some(work)) = (&m.upperdir, &m.workdir) else { continue };
+            // Overlay works in `<workdir>/work`; both live on the upper filesystem.
+            let Ok(work_meta) = fs::metadata(work.join("work")) else { continue };
+            let Ok(upper_meta) = fs::metadata(upper) else { continue };
+            use std::os::unix::fs::MetadataExt as _;
+            let kdev = to_kdev(upper_meta.dev());
+            let key = |ino| InodeKey { dev: kdev, _pad: 0, ino };
+            let mut put = |name: &'static str, k: InodeKey| -> Result<(), ProbeError> {
+                let mut map: HashMap<_, InodeKey, u32> =
+                    HashMap::try_from(self.ebpf.map_mut(name).expect("map in object"))
+                        .map_err(|source| ProbeError::Map { name, source })?;
+                map.insert(k, m.mount_id, 0).map_err(|source| ProbeError::Map { name, source })
+            };
+            put("WORKDIRS", key(work_meta.ino()))?;
+            put("UPPER_ROOTS", key(upper_meta.ino()))?;
+            let mut devs: HashMap<_, u32, u32> =
+                HashMap::try_from(self.ebpf.map_mut("UPPER_DEVS").expect("map in object"))
+                    .map_err(|source| ProbeError::Map { name: "UPPER_DEVS", source })?;
+            devs.insert(kdev, 1, 0).map_err(|source| ProbeError::Map { name: "UPPER_DEVS", source })?;
+        }
+        Ok(())
+    }
+}
+
+/// Userspace `dev_t` (glibc encoding) to the kernel's internal `s_dev` (major << 20 | minor).
+pub fn to_kdev(dev: u64) -> u32 {
+    let major = libc::major(dev);
+    let minor = libc::minor(dev);
+    (major << 20) | minor
+}
+
+/// Chooses a backend, loads the object, fills its configuration and attaches.
+pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(ProbeError::NotRoot);
+    }
+    let kbtf = KernelBtf::load(&opts.btf)?;
+    let offsets = kbtf.offsets()?;
+    let facts = kernel_facts(&opts.btf);
+    let backend = match opts.backend {
+        Some(b) => {
+            let st = facts.backends.iter().find(|s| s.backend == b).expect("every backend is listed");
+            if !st.usable {
+                return Err(ProbeError::Unavailable { backend: b, reason: st.reason.clone() });
+            }
+            b
+        }
+        None => facts.chosen.ok_or_else(|| ProbeError::NoBackend {
+            details: facts
+                .backends
+                .iter()
+                .map(|s| format!("{}: {}", s.backend, s.reason))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?,
+    };
+
+    let mut ebpf = EbpfLoader::new().load(crate::EBPF_OBJECT).map_err(|source| ProbeError::Load { source })?;
+    let cfg = Config {
+        self_tgid: std::process::id(),
+        filter_tgid: opts.filter_tgid,
+        filter_cgroup: opts.filter_cgroup,
+        off: offsets,
+    };
+    {
+        let mut arr: Array<_, Config> = Array::try_from(ebpf.map_mut("CONFIG").expect("map in object"))
+            .map_err(|source| ProbeError::Map { name: "CONFIG", source })?;
+        arr.set(0, cfg, 0).map_err(|source| ProbeError::Map { name: "CONFIG", source })?;
+        let mut sys: Array<_, u8> = Array::try_from(ebpf.map_mut("SYSCALLS").expect("map in object"))
+            .map_err(|source| ProbeError::Map { name: "SYSCALLS", source })?;
+        for &(nr, _, class) in syscalls::TRACKED {
+            sys.set(nr, class, 0).map_err(|source| ProbeError::Map { name: "SYSCALLS", source })?;
+        }
+    }
+
+    let mut attached = Vec::new();
+    let mut skipped = Vec::new();
+    let program_err = |what: String| move |source| ProbeError::Program { what: what.clone(), source };
+    match backend {
+        Backend::Kprobe => {
+            let syms = kallsyms();
+            let mut loaded = std::collections::HashSet::new();
+            for &(prog_name, func, required) in KPROBE_HOOKS {
+                if !symbol_present(&syms, func) {
+                    skipped.push(format!("{func}: not in /proc/kallsyms"));
+                    if required {
+                        return Err(ProbeError::Unavailable { backend, reason: format!("{func} is missing") });
+                    }
+                    continue;
+                }
+                let prog: &mut KProbe = ebpf
+                    .program_mut(prog_name)
+                    .expect("program in object")
+                    .try_into()
+                    .map_err(program_err(prog_name.into()))?;
+                if loaded.insert(prog_name) {
+                    prog.load().map_err(program_err(format!("loading {prog_name}")))?;
+                }
+                prog.attach(func, 0).map_err(program_err(format!("attaching {prog_name} to {func}")))?;
+                attached.push(format!("{}:{func}", if prog_name.ends_with("_ret") { "kretprobe" } else { "kprobe" }));
+            }
+        }
+        Backend::Tracepoint => {
+            let btf = Btf::parse_file(&opts.btf.vmlinux, aya::Endianness::default())
+                .map_err(|e| ProbeError::Unavailable { backend, reason: format!("BTF: {e}") })?;
+            for &(prog_name, tp) in TP_HOOKS {
+                let prog: &mut BtfTracePoint = ebpf
+                    .program_mut(prog_name)
+                    .expect("program in object")
+                    .try_into()
+                    .map_err(program_err(prog_name.into()))?;
+                prog.load(tp, &btf).map_err(program_err(format!("loading {prog_name} for tp_btf/{tp}")))?;
+                prog.attach().map_err(program_err(format!("attaching tp_btf/{tp}")))?;
+                attached.push(format!("tp_btf:{tp}"));
+            }
+        }
+        Backend::Fentry => {
+            return Err(ProbeError::Unavailable { backend, reason: "not implemented yet".into() });
+        }
+    }
+    // Syscall windows last: a window opened before the operation probes existed is harmless,
+    // but operations seen without their window would lose their syscall.
+    for (prog_name, tp) in [("cowprof_sys_enter", "sys_enter"), ("cowprof_sys_exit", "sys_exit")] {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(prog_name)
+            .expect("program in object")
+            .try_into()
+            .map_err(program_err(prog_name.into()))?;
+        prog.load().map_err(program_err(format!("loading {prog_name}")))?;
+        prog.attach(tp).map_err(program_err(format!("attaching raw_tp/{tp}")))?;
+        attached.push(format!("raw_tp:{tp}"));
+    }
+    Ok(Probe { ebpf, backend, attached, skipped, registered: std::collections::HashSet::new() })
+}
