@@ -110,7 +110,7 @@ pub struct CowEvent {
 
 /// Sent at the exit of a tracked syscall that produced at least one [`CowEvent`].
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallEnd {
     pub record: u32,
     pub tid: u32,

@@ -74,8 +74,17 @@ mod prog {
         dev: u32,
         mode: u32,
         nlink: u32,
-        whiteout: u32,
+        state: u32,
     }
+
+    /// `Op::state`: an inode created in this syscall, not yet named.
+    const NEWBORN: u32 = 1;
+    /// Created in this syscall inside a work directory: a CoW temp.
+    const TEMP: u32 = 2;
+    /// A whiteout made (or linked) in this syscall.
+    const WHITEOUT: u32 = 3;
+    /// Created in this syscall outside any work directory: an ordinary create.
+    const IGNORE: u32 = 4;
 
     #[repr(C)]
     #[derive(Clone, Copy)]
@@ -85,6 +94,9 @@ mod prog {
         class: u32,
         emitted: u32,
         nops: u32,
+        /// A whiteout's ctime changed in a creating syscall: it was replaced (create over it).
+        consumed_whiteout: u32,
+        _pad: u32,
         ops: [Op; MAX_OPS],
     }
 
@@ -263,7 +275,7 @@ mod prog {
         }
         let Some(cfg) = config() else { return 0 };
         let Some((_, tid)) = wanted(cfg) else { return 0 };
-        let empty = Op { inode: 0, first_ns: 0, last_ns: 0, dev: 0, mode: 0, nlink: 0, whiteout: 0 };
+        let empty = Op { inode: 0, first_ns: 0, last_ns: 0, dev: 0, mode: 0, nlink: 0, state: 0 };
         let w = Window {
             // SAFETY: plain helper call.
             enter_ns: unsafe { bpf_ktime_get_ns() },
@@ -271,6 +283,8 @@ mod prog {
             class: u32::from(cls),
             emitted: 0,
             nops: 0,
+            consumed_whiteout: 0,
+            _pad: 0,
             ops: [empty; MAX_OPS],
         };
         if WINDOWS.insert(&tid, &w, 0).is_err() {
@@ -312,6 +326,12 @@ mod prog {
 
     // ---------------------------------------------------------------- tracepoint backend
 
+    /// One ctime update of `inode` inside a syscall window.
+    ///
+    /// A CoW temp is an inode *born* in this syscall (its first ctime update comes before it
+    /// has a dentry) whose dentry then appears in an overlay work directory. Requiring the birth
+    /// keeps out inodes that only pass through the work directory (the old upper directory that
+    /// a whiteout replaces is moved there and removed).
     #[inline(always)]
     fn tp_inode(inode: u64) -> i32 {
         let tid = bpf_get_current_pid_tgid() as u32;
@@ -324,56 +344,56 @@ mod prog {
         if unsafe { UPPER_DEVS.get(&dev) }.is_none() {
             return 0;
         }
-        let mode = inode_mode(off, inode);
         // SAFETY: only this tid touches its window.
         let w = unsafe { &mut *w };
-        let is_whiteout = mode & S_IFMT == S_IFCHR && read::<u32>(inode, off.inode_i_rdev) == Some(0);
-        if is_whiteout {
-            // Whiteouts are made by remove and rename; in other syscalls a whiteout's ctime
-            // changes because it is being replaced (create over whiteout).
-            if w.class & u32::from(class::REMOVE | class::RENAME) == 0 {
-                return 0;
-            }
-        } else {
-            // A CoW temp: its (newest) alias is in an overlay work directory.
-            let alias = ptr(inode, off.inode_i_dentry);
-            if alias == 0 {
-                return 0; // not instantiated yet; later ctime updates will see it
-            }
-            let dentry = alias - u64::from(off.dentry_d_alias);
-            let parent_inode = ptr(ptr(dentry, off.dentry_d_parent), off.dentry_d_inode);
-            let key = InodeKey { dev, _pad: 0, ino: ptr(parent_inode, off.inode_i_ino) };
-            // SAFETY: read-only lookup.
-            if unsafe { WORKDIRS.get(&key) }.is_none() {
-                return 0;
-            }
-        }
         // SAFETY: plain helper call.
         let now = unsafe { bpf_ktime_get_ns() };
-        let nlink = read::<u32>(inode, off.inode_i_nlink).unwrap_or(0);
         let n = w.nops as usize;
+        let mut slot = MAX_OPS;
         for i in 0..MAX_OPS {
             if i >= n {
                 break;
             }
             if w.ops[i].inode == inode {
-                w.ops[i].last_ns = now;
-                return 0;
+                slot = i;
+                break;
             }
         }
+        let mode = inode_mode(off, inode);
+        let alias = ptr(inode, off.inode_i_dentry);
+        if slot < MAX_OPS {
+            let op = &mut w.ops[slot];
+            op.last_ns = now;
+            if op.state == NEWBORN && alias != 0 {
+                let dentry = alias - u64::from(off.dentry_d_alias);
+                let parent_inode = ptr(ptr(dentry, off.dentry_d_parent), off.dentry_d_inode);
+                let key = InodeKey { dev, _pad: 0, ino: ptr(parent_inode, off.inode_i_ino) };
+                // SAFETY: read-only lookup.
+                op.state = if unsafe { WORKDIRS.get(&key) }.is_some() { TEMP } else { IGNORE };
+                op.mode = mode;
+                op.nlink = read::<u32>(inode, off.inode_i_nlink).unwrap_or(0);
+            }
+            return 0;
+        }
+        let is_whiteout = mode & S_IFMT == S_IFCHR && read::<u32>(inode, off.inode_i_rdev) == Some(0);
+        let state = if is_whiteout {
+            // Whiteouts are made by remove and rename; in other syscalls a whiteout's ctime
+            // changes because something is created over it.
+            if w.class & u32::from(class::REMOVE | class::RENAME) == 0 {
+                w.consumed_whiteout = 1;
+                return 0;
+            }
+            WHITEOUT
+        } else if alias == 0 {
+            NEWBORN
+        } else {
+            return 0; // an existing inode: not a CoW temp
+        };
         if n >= MAX_OPS {
             bump(counter::OP_TABLE_FULL);
             return 0;
         }
-        w.ops[n & (MAX_OPS - 1)] = Op {
-            inode,
-            first_ns: now,
-            last_ns: now,
-            dev,
-            mode,
-            nlink,
-            whiteout: u32::from(is_whiteout),
-        };
+        w.ops[n & (MAX_OPS - 1)] = Op { inode, first_ns: now, last_ns: now, dev, mode, nlink: 0, state };
         w.nops += 1;
         0
     }
@@ -393,6 +413,16 @@ mod prog {
                 break;
             }
             let op = w.ops[i];
+            if op.state != TEMP && op.state != WHITEOUT {
+                continue;
+            }
+            // The create-over-whiteout temp is the syscall's last temp.
+            let mut last = true;
+            for j in 0..MAX_OPS {
+                if j > i && j < n && w.ops[j].state == TEMP {
+                    last = false;
+                }
+            }
             let Some(mut entry) = EVENTS.reserve::<CowEvent>(0) else {
                 bump(counter::RINGBUF_DROPS);
                 continue;
@@ -408,22 +438,19 @@ mod prog {
             ev.dev = op.dev;
             ev.mode = op.mode;
             ev.result = if ret < 0 { ret as i32 } else { 0 };
-            let last = i + 1 == n;
-            let creating = w.class & u32::from(class::CREATE | class::MKDIR) != 0;
-            ev.kind = if op.whiteout != 0 {
+            let over_whiteout = last && w.consumed_whiteout != 0;
+            ev.kind = if op.state == WHITEOUT {
                 kind::WHITEOUT
             } else if op.mode & S_IFMT == S_IFDIR {
-                if last && w.class & u32::from(class::MKDIR) != 0 { kind::OPAQUE_DIR } else { kind::DIR_COPY_UP }
-            } else if op.mode & S_IFMT == S_IFREG && op.nlink == 0 {
-                kind::TP_REGULAR_COPY_UP
-            } else if last && creating {
+                if over_whiteout { kind::OPAQUE_DIR } else { kind::DIR_COPY_UP }
+            } else if over_whiteout {
                 kind::CREATE_OVER_WHITEOUT
             } else if op.mode & S_IFMT == S_IFREG {
                 kind::TP_REGULAR_COPY_UP
             } else {
                 kind::SPECIAL_COPY_UP
             };
-            if op.whiteout == 0 {
+            if op.state != WHITEOUT {
                 ev.size_bytes = read::<u64>(op.inode, off.inode_i_size).unwrap_or(0);
                 if ev.kind == kind::TP_REGULAR_COPY_UP {
                     ev.bytes_copied = ev.size_bytes;

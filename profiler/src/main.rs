@@ -1,1 +1,302 @@
-fn main() {}
+//! The `cowprof` command: parse, dispatch, print errors, exit with a documented code.
+
+use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use cowprof::{
+    probe::{self, Backend, BtfPaths, ProbeOptions},
+    record::{self, RecordOptions},
+    report::{Exporter, JsonLines, Table},
+    scenario, selftest,
+};
+
+/// Exit codes (README, "Exit codes").
+mod code {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+}
+
+#[derive(Parser)]
+#[command(name = "cowprof", version, about = "Profile overlayfs copy-on-write: every copy-up and whiteout, live")]
+struct Cli {
+    /// More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct BtfArgs {
+    /// Kernel BTF to read structure offsets from.
+    #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
+    btf: PathBuf,
+    /// The overlay module's split BTF (used when overlay is a module).
+    #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/overlay")]
+    btf_overlay: PathBuf,
+}
+
+impl BtfArgs {
+    fn paths(&self) -> BtfPaths {
+        BtfPaths { vmlinux: self.btf.clone(), overlay_module: self.btf_overlay.clone() }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to the kernel and print every copy-up and whiteout until Ctrl-C.
+    Record {
+        /// Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+        /// Only this process (tgid).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Only tasks whose comm is exactly this.
+        #[arg(long)]
+        comm: Option<String>,
+        /// Only this cgroup (v2): a path under /sys/fs/cgroup or a numeric cgroup id.
+        #[arg(long, value_name = "PATH|ID")]
+        cgroup: Option<String>,
+        /// Only events on the overlay mounted here.
+        #[arg(long, value_name = "PATH")]
+        mount: Option<PathBuf>,
+        /// Only events at least this slow (e.g. 100us, 5ms).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        min_latency: Option<Duration>,
+        /// Stop after this long (e.g. 10s, 2m).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        duration: Option<Duration>,
+        /// JSON lines (schema-versioned) instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        btf: BtfArgs,
+        /// Run this command once attached and stop when it exits.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Show which backends this kernel allows and why, BTF, overlay symbols.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        btf: BtfArgs,
+    },
+    /// The main job on an embedded default: build a small overlay stack, record a scripted
+    /// workload on it, print the events and the summary, check them against the upper dir.
+    Demo {
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the default scenario under each backend this kernel allows and check every event
+    /// against the upper directory (the VM matrix runs this in each kernel).
+    Selftest {
+        /// Only this backend (default: every usable one).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+        /// Build the stacks on a tmpfs of their own (needed where /tmp is not writable disk).
+        #[arg(long)]
+        tmpfs: bool,
+        /// Also print `doctor` first.
+        #[arg(long)]
+        doctor: bool,
+        #[command(flatten)]
+        btf: BtfArgs,
+    },
+    /// (internal) the scripted workload, run by demo/selftest in a separate process.
+    #[command(name = "__workload", hide = true)]
+    Workload { merged: PathBuf, meta_merged: Option<PathBuf> },
+}
+
+fn cgroup_id(spec: &str) -> Result<u64, String> {
+    if let Ok(id) = spec.parse::<u64>() {
+        return Ok(id);
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(spec)
+        .map(|m| m.ino())
+        .map_err(|e| format!("--cgroup {spec}: {e}; give a cgroup v2 directory (under /sys/fs/cgroup) or a numeric id"))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { code::USAGE } else { code::OK });
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    }))
+    .init();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cowprof: cannot start the runtime: {e}");
+            return ExitCode::from(code::FAILURE);
+        }
+    };
+    ExitCode::from(rt.block_on(run(cli.command)))
+}
+
+fn exporter(json: bool) -> Box<dyn Exporter> {
+    if json { Box::new(JsonLines) } else { Box::new(Table::new()) }
+}
+
+async fn run(command: Command) -> u8 {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match command {
+        Command::Record { backend, pid, comm, cgroup, mount, min_latency, duration, json, btf, command } => {
+            let filter_cgroup = match cgroup.as_deref().map(cgroup_id).transpose() {
+                Ok(c) => c.unwrap_or(0),
+                Err(msg) => {
+                    eprintln!("cowprof: {msg}");
+                    return code::USAGE;
+                }
+            };
+            let opts = RecordOptions {
+                probe: ProbeOptions { backend, btf: btf.paths(), filter_tgid: pid.unwrap_or(0), filter_cgroup },
+                comm,
+                mount,
+                min_latency_ns: min_latency.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+                duration,
+                command,
+            };
+            match record::record(&opts, exporter(json).as_mut(), &mut out).await {
+                Ok(_) => code::OK,
+                Err(e) => {
+                    eprintln!("cowprof: {e}");
+                    e.exit_code()
+                }
+            }
+        }
+        Command::Doctor { json, btf } => {
+            let facts = probe::kernel_facts(&btf.paths());
+            if json {
+                let _ = serde_json::to_writer_pretty(&mut out, &facts);
+                let _ = writeln!(out);
+            } else {
+                print_doctor(&mut out, &facts);
+            }
+            if facts.chosen.is_some() { code::OK } else { 4 }
+        }
+        Command::Demo { backend, json } => {
+            let mut exp = exporter(json);
+            match selftest::run_scenario(backend, BtfPaths::default(), &std::env::temp_dir(), false, exp.as_mut(), &mut out).await {
+                Ok(run) => {
+                    let _ = writeln!(
+                        out,
+                        "\ndemo: {} events on the demo stacks; {} expected; check against the upper directory: {}",
+                        run.events.len(),
+                        run.expected,
+                        if run.problems.is_empty() { "all match".to_owned() } else { run.problems.join("; ") }
+                    );
+                    if run.problems.is_empty() { code::OK } else { code::FAILURE }
+                }
+                Err(e) => {
+                    eprintln!("cowprof: {e}");
+                    e.exit_code()
+                }
+            }
+        }
+        Command::Selftest { backend, tmpfs, doctor, btf } => selftest_all(backend, tmpfs, doctor, &btf.paths(), &mut out).await,
+        Command::Workload { merged, meta_merged } => match scenario::run_workload(&merged, meta_merged.as_deref()) {
+            Ok(()) => code::OK,
+            Err(e) => {
+                eprintln!("cowprof workload: {e}");
+                code::FAILURE
+            }
+        },
+    }
+}
+
+fn print_doctor(out: &mut dyn std::io::Write, f: &probe::KernelFacts) {
+    let _ = writeln!(out, "kernel: {}", f.release);
+    match (&f.btf, &f.btf_error) {
+        (Some(b), _) => {
+            let ovl = match (&b.overlay_module, b.overlay_in_vmlinux) {
+                (_, true) => "overlay types in vmlinux (overlay built in)".to_owned(),
+                (Some(m), false) => format!("overlay types from module BTF {m}"),
+                (None, false) => "overlay module BTF missing (is overlay loaded?)".to_owned(),
+            };
+            let _ = writeln!(out, "btf: {} available; {ovl}", b.vmlinux);
+        }
+        (None, Some(e)) => {
+            let _ = writeln!(out, "btf: unavailable: {e}");
+        }
+        (None, None) => {}
+    }
+    let _ = writeln!(out, "overlay: {}", if f.overlay_loaded { "loaded" } else { "not loaded (modprobe overlay)" });
+    let _ = writeln!(out, "symbols:");
+    for (s, present) in &f.symbols {
+        let _ = writeln!(out, "  {s:<30} {}", if *present { "present" } else { "absent (inlined or not in this kernel)" });
+    }
+    let _ = writeln!(out, "backends:");
+    for b in &f.backends {
+        let _ = writeln!(out, "  {:<10} {}", b.backend.to_string() + ":", if b.usable { "available".to_owned() } else { b.reason.clone() });
+    }
+    let _ = writeln!(
+        out,
+        "record would use: {}",
+        f.chosen.map_or_else(|| "nothing (no backend can attach)".to_owned(), |b| b.to_string())
+    );
+}
+
+async fn selftest_all(backend: Option<Backend>, tmpfs: bool, doctor: bool, btf: &BtfPaths, out: &mut dyn std::io::Write) -> u8 {
+    let facts = probe::kernel_facts(btf);
+    if doctor {
+        print_doctor(out, &facts);
+    }
+    let backends: Vec<Backend> = match backend {
+        Some(b) => vec![b],
+        None => facts.backends.iter().filter(|b| b.usable).map(|b| b.backend).collect(),
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for b in &facts.backends {
+        if !backends.contains(&b.backend) {
+            let _ = writeln!(out, "selftest: skip backend={} ({})", b.backend, b.reason);
+        }
+    }
+    for b in backends {
+        let mut sink = std::io::sink();
+        let mut quiet = JsonLines;
+        let result = selftest::run_scenario(Some(b), btf.clone(), &std::env::temp_dir(), tmpfs, &mut quiet, &mut sink).await;
+        match result {
+            Ok(run) if run.problems.is_empty() => {
+                passed += 1;
+                let _ = writeln!(
+                    out,
+                    "selftest: ok backend={b} kernel={} events={} expected={} dropped={}",
+                    facts.release,
+                    run.events.len(),
+                    run.expected,
+                    run.outcome.summary.drops.total()
+                );
+            }
+            Ok(run) => {
+                failed += 1;
+                let _ = writeln!(out, "selftest: FAIL backend={b} kernel={}", facts.release);
+                for p in &run.problems {
+                    let _ = writeln!(out, "  {p}");
+                }
+                for e in &run.events {
+                    let _ = writeln!(out, "  got {:?} {} layer={:?} bytes={} syscall={:?}", e.kind, e.path, e.lower_layer, e.bytes_copied, e.syscall);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(out, "selftest: FAIL backend={b} kernel={}: {e}", facts.release);
+            }
+        }
+    }
+    let _ = writeln!(out, "{passed} passed, {failed} failed");
+    if failed == 0 && passed > 0 { code::OK } else { code::FAILURE }
+}

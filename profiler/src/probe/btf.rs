@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use btf_rs::{Btf, BtfType, Type};
+use btf_rs::{Btf, Type};
 use profiler_common::Offsets;
 
 /// Where BTF is read from; tests and `--btf` point it elsewhere.
@@ -153,9 +153,9 @@ impl KernelBtf {
             ovl_entry_lowerstack: any(o, "ovl_entry", &[&["__lowerstack"], &["lowerstack"]])?,
             ovl_path_layer: need(o, "ovl_path", &["layer"])?,
             ovl_layer_idx: need(o, "ovl_layer", &["idx"])?,
-            ovl_flag_upperdata: enum_value(o, "OVL_UPPERDATA")
+            ovl_flag_upperdata: enum_value(o, "ovl_inode_flag", "OVL_UPPERDATA")
                 .ok_or_else(|| BtfError::Missing { what: "enum OVL_UPPERDATA".into() })?,
-            ovl_e_opaque: enum_value(o, "OVL_E_OPAQUE")
+            ovl_e_opaque: enum_value(o, "ovl_entry_flag", "OVL_E_OPAQUE")
                 .ok_or_else(|| BtfError::Missing { what: "enum OVL_E_OPAQUE".into() })?,
             dentry_d_sb: need(v, "dentry", &["d_sb"])?,
         })
@@ -215,18 +215,16 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, want: &str) -> Option<(u32, Type)>
     None
 }
 
-/// Value of the enumerator `name` in any enum of `btf`.
-pub fn enum_value(btf: &Btf, name: &str) -> Option<u32> {
-    for t in btf.type_iter() {
-        if let Type::Enum(e) = t {
-            for m in &e.members {
-                if btf.resolve_name(m).ok().as_deref() == Some(name) {
-                    return Some(m.val());
-                }
-            }
-        }
-    }
-    None
+/// Value of the enumerator `name` in `enum enum_name`.
+pub fn enum_value(btf: &Btf, enum_name: &str, name: &str) -> Option<u32> {
+    btf.resolve_types_by_name(enum_name).ok()?.into_iter().find_map(|t| match t {
+        Type::Enum(e) => e
+            .members
+            .iter()
+            .find(|m| btf.resolve_name(*m).ok().as_deref() == Some(name))
+            .map(btf_rs::EnumMember::val),
+        _ => None,
+    })
 }
 
 /// True if `path` exists and is readable (the doctor's BTF check).

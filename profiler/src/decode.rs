@@ -1,0 +1,264 @@
+//! Stage 3: ring-buffer bytes to typed records. A malformed sample is an error value the reader
+//! counts and skips, never a panic.
+
+use profiler_common::{
+    backend, flags, kind, CowEvent, SyscallEnd, COMM_LEN, PATH_BUF, RECORD_COW, RECORD_SYSCALL_END,
+};
+
+/// What an operation was, as users name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    DataCopyUp,
+    Metacopy,
+    DirCopyUp,
+    SpecialCopyUp,
+    DeferredDataCopyUp,
+    Whiteout,
+    OpaqueDir,
+    CreateOverWhiteout,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DataCopyUp => "data_copy_up",
+            Self::Metacopy => "metacopy",
+            Self::DirCopyUp => "dir_copy_up",
+            Self::SpecialCopyUp => "special_copy_up",
+            Self::DeferredDataCopyUp => "deferred_data_copy_up",
+            Self::Whiteout => "whiteout",
+            Self::OpaqueDir => "opaque_dir",
+            Self::CreateOverWhiteout => "create_over_whiteout",
+        }
+    }
+
+    pub fn is_copy_up(self) -> bool {
+        matches!(
+            self,
+            Self::DataCopyUp | Self::Metacopy | Self::DirCopyUp | Self::SpecialCopyUp | Self::DeferredDataCopyUp
+        )
+    }
+}
+
+/// The kernel's kind id; `TP_REGULAR_COPY_UP` is decided later from the mount's options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireKind {
+    Known(Kind),
+    TpRegular,
+}
+
+impl TryFrom<u32> for WireKind {
+    type Error = DecodeError;
+    fn try_from(v: u32) -> Result<Self, DecodeError> {
+        Ok(Self::Known(match v {
+            kind::DATA_COPY_UP => Kind::DataCopyUp,
+            kind::METACOPY => Kind::Metacopy,
+            kind::DIR_COPY_UP => Kind::DirCopyUp,
+            kind::WHITEOUT => Kind::Whiteout,
+            kind::OPAQUE_DIR => Kind::OpaqueDir,
+            kind::CREATE_OVER_WHITEOUT => Kind::CreateOverWhiteout,
+            kind::SPECIAL_COPY_UP => Kind::SpecialCopyUp,
+            kind::DEFERRED_DATA_COPY_UP => Kind::DeferredDataCopyUp,
+            kind::TP_REGULAR_COPY_UP => return Ok(Self::TpRegular),
+            other => return Err(DecodeError::UnknownKind { kind: other }),
+        }))
+    }
+}
+
+pub fn backend_name(id: u32) -> Result<&'static str, DecodeError> {
+    match id {
+        backend::FENTRY => Ok("fentry"),
+        backend::KPROBE => Ok("kprobe"),
+        backend::TRACEPOINT => Ok("tracepoint"),
+        other => Err(DecodeError::UnknownBackend { backend: other }),
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("sample of {len} bytes is too short for its record type")]
+    Short { len: usize },
+    #[error("unknown record tag {tag}")]
+    UnknownRecord { tag: u32 },
+    #[error("unknown event kind {kind}")]
+    UnknownKind { kind: u32 },
+    #[error("unknown backend id {backend}")]
+    UnknownBackend { backend: u32 },
+    #[error("path length {len} exceeds the buffer")]
+    BadPath { len: u32 },
+}
+
+/// A decoded copy-up or whiteout, before enrichment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    pub kind: WireKind,
+    pub backend: &'static str,
+    pub end_ns: u64,
+    pub latency_ns: u64,
+    pub latency_partial: bool,
+    pub syscall_enter_ns: Option<u64>,
+    pub syscall_nr: Option<i32>,
+    pub size_bytes: u64,
+    pub bytes_copied: u64,
+    pub cgroup_id: u64,
+    pub root_ino: u64,
+    pub dev_is_upper: bool,
+    pub pid: u32,
+    pub tid: u32,
+    pub mnt_ns: u32,
+    pub kdev: u32,
+    pub result: i32,
+    pub lower_idx: Option<u32>,
+    pub mode: u32,
+    pub comm: String,
+    /// Relative to the overlay root (kprobe) or the upper root (tracepoint).
+    pub path: String,
+    pub path_truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Cow(Box<RawEvent>),
+    SyscallEnd(SyscallEnd),
+}
+
+fn read_pod<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short { len: bytes.len() });
+    }
+    // SAFETY: length checked; T is a repr(C) integer-only wire type (every bit pattern valid);
+    // read_unaligned copes with any alignment of the ring-buffer sample.
+    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Leaf-first, NUL-separated components to a `/`-joined relative path.
+pub fn join_path(buf: &[u8], len: usize) -> String {
+    let mut parts: Vec<String> = buf[..len]
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    parts.reverse();
+    parts.join("/")
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let tag: u32 = read_pod(bytes)?;
+    match tag {
+        RECORD_SYSCALL_END => Ok(Record::SyscallEnd(read_pod(bytes)?)),
+        RECORD_COW => {
+            let ev: CowEvent = read_pod(bytes)?;
+            let len = ev.path_len as usize;
+            if len > PATH_BUF {
+                return Err(DecodeError::BadPath { len: ev.path_len });
+            }
+            let in_syscall = ev.flags & flags::IN_SYSCALL != 0;
+            Ok(Record::Cow(Box::new(RawEvent {
+                kind: WireKind::try_from(ev.kind)?,
+                backend: backend_name(ev.backend)?,
+                end_ns: ev.end_ns,
+                latency_ns: ev.latency_ns,
+                latency_partial: ev.flags & flags::LATENCY_PARTIAL != 0,
+                syscall_enter_ns: in_syscall.then_some(ev.syscall_enter_ns),
+                syscall_nr: in_syscall.then_some(ev.syscall_nr),
+                size_bytes: ev.size_bytes,
+                bytes_copied: ev.bytes_copied,
+                cgroup_id: ev.cgroup_id,
+                root_ino: ev.root_ino,
+                dev_is_upper: ev.flags & flags::DEV_IS_UPPER != 0,
+                pid: ev.pid,
+                tid: ev.tid,
+                mnt_ns: ev.mnt_ns,
+                kdev: ev.dev,
+                result: ev.result,
+                lower_idx: (ev.lower_idx != 0).then_some(ev.lower_idx),
+                mode: ev.mode,
+                comm: cstr(&ev.comm[..COMM_LEN]),
+                path: join_path(&ev.path, len),
+                path_truncated: ev.flags & flags::PATH_TRUNCATED != 0,
+            })))
+        }
+        other => Err(DecodeError::UnknownRecord { tag: other }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_bytes(f: impl FnOnce(&mut CowEvent)) -> Vec<u8> {
+        // SAFETY: CowEvent is integers only; all-zero is valid.
+        let mut ev: CowEvent = unsafe { std::mem::zeroed() };
+        ev.record = RECORD_COW;
+        ev.kind = kind::DATA_COPY_UP;
+        ev.backend = backend::KPROBE;
+        f(&mut ev);
+        // SAFETY: plain bytes of a repr(C) value without padding.
+        unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<CowEvent>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_a_copy_up_with_its_path_leaf_first() {
+        let bytes = event_bytes(|ev| {
+            let comps = b"f\0d\0";
+            ev.path[..comps.len()].copy_from_slice(comps);
+            ev.path_len = comps.len() as u32;
+            ev.depth = 2;
+            ev.comm[..4].copy_from_slice(b"bash");
+            ev.latency_ns = 1234;
+            ev.lower_idx = 2;
+            ev.flags = flags::IN_SYSCALL;
+            ev.syscall_nr = 257;
+            ev.syscall_enter_ns = 99;
+        });
+        let Record::Cow(ev) = decode(&bytes).unwrap() else { panic!("not a cow event") };
+        assert_eq!(ev.path, "d/f");
+        assert_eq!(ev.comm, "bash");
+        assert_eq!(ev.kind, WireKind::Known(Kind::DataCopyUp));
+        assert_eq!(ev.lower_idx, Some(2));
+        assert_eq!(ev.syscall_nr, Some(257));
+        assert_eq!(ev.syscall_enter_ns, Some(99));
+        assert_eq!(ev.latency_ns, 1234);
+    }
+
+    #[test]
+    fn outside_a_syscall_has_no_syscall() {
+        let Record::Cow(ev) = decode(&event_bytes(|_| {})).unwrap() else { panic!() };
+        assert_eq!(ev.syscall_nr, None);
+        assert_eq!(ev.lower_idx, None);
+        assert_eq!(ev.path, "");
+    }
+
+    #[test]
+    fn malformed_samples_are_errors_not_panics() {
+        assert_eq!(decode(&[1, 0]), Err(DecodeError::Short { len: 2 }));
+        assert_eq!(decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownRecord { tag: 9 }));
+        let short = &event_bytes(|_| {})[..100];
+        assert_eq!(decode(short), Err(DecodeError::Short { len: 100 }));
+        assert_eq!(decode(&event_bytes(|e| e.kind = 77)), Err(DecodeError::UnknownKind { kind: 77 }));
+        assert_eq!(decode(&event_bytes(|e| e.backend = 9)), Err(DecodeError::UnknownBackend { backend: 9 }));
+        assert_eq!(decode(&event_bytes(|e| e.path_len = 4096)), Err(DecodeError::BadPath { len: 4096 }));
+    }
+
+    #[test]
+    fn syscall_end_round_trips() {
+        let end = SyscallEnd { record: RECORD_SYSCALL_END, tid: 7, syscall_nr: 87, _pad: 0, ret: -2, enter_ns: 5, exit_ns: 9 };
+        // SAFETY: plain bytes of a repr(C) value without padding.
+        let bytes = unsafe { std::slice::from_raw_parts((&raw const end).cast::<u8>(), size_of::<SyscallEnd>()) };
+        let Record::SyscallEnd(got) = decode(bytes).unwrap() else { panic!() };
+        assert_eq!((got.tid, got.syscall_nr, got.ret, got.enter_ns, got.exit_ns), (7, 87, -2, 5, 9));
+    }
+
+    #[test]
+    fn join_path_handles_empty_and_truncated_buffers() {
+        assert_eq!(join_path(b"c\0b\0a\0", 6), "a/b/c");
+        assert_eq!(join_path(b"", 0), "");
+        assert_eq!(join_path(b"x\0", 2), "x");
+    }
+}

@@ -1,0 +1,199 @@
+//! Stage 4: raw kernel facts to the words users think in: the overlay mount, the layer the file
+//! came from, the syscall and its latency, wall-clock time.
+
+pub mod mountinfo;
+pub mod syscalls;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use profiler_common::SyscallEnd;
+
+use crate::decode::{Kind, RawEvent, WireKind};
+use mountinfo::OverlayMount;
+
+/// An enriched event: one JSON line, one table row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    pub kind: Kind,
+    pub backend: String,
+    /// Wall-clock end time, ns since the Unix epoch.
+    pub time_ns: u64,
+    pub latency_ns: u64,
+    /// True when the backend sees only part of the operation (see README, "Backends").
+    pub latency_partial: bool,
+    /// 0 or a positive errno.
+    pub errno: i32,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    pub mnt_ns: u64,
+    /// `major:minor` of the overlay mount.
+    pub dev: Option<String>,
+    pub mount_point: Option<String>,
+    /// Relative to the overlay root.
+    pub path: String,
+    pub path_truncated: bool,
+    pub size_bytes: u64,
+    pub bytes_copied: u64,
+    /// 1 = topmost lower layer.
+    pub lower_layer: Option<u32>,
+    pub lower_layer_dir: Option<String>,
+    pub syscall: Option<String>,
+    pub syscall_latency_ns: Option<u64>,
+    pub syscall_ret: Option<i64>,
+}
+
+/// Remembers every overlay mount seen during the session (a mount may be gone by the time its
+/// last events are read) and joins events with the exit of their syscall.
+pub struct Enricher {
+    mounts: Vec<OverlayMount>,
+    /// (kernel dev, inode) of each mount's upper root, read once when the mount is added.
+    upper_roots: Vec<Option<(u32, u64)>>,
+    /// Monotonic-to-wall-clock offset, ns.
+    wall_offset_ns: i128,
+    /// Events waiting for their syscall's exit, by (tid, syscall enter time).
+    pending: HashMap<(u32, u64), Vec<RawEvent>>,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+impl Default for Enricher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Enricher {
+    pub fn new() -> Self {
+        Self {
+            mounts: Vec::new(),
+            upper_roots: Vec::new(),
+            wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Adds mounts not seen before. Returns true if any was new.
+    pub fn add_mounts(&mut self, mounts: &[OverlayMount]) -> bool {
+        let mut new = false;
+        for m in mounts {
+            if !self.mounts.iter().any(|k| k.mount_id == m.mount_id && k.kdev == m.kdev) {
+                use std::os::unix::fs::MetadataExt as _;
+                let root = m.upperdir.as_deref().and_then(|u| std::fs::metadata(u).ok());
+                self.upper_roots.push(root.map(|md| (crate::probe::to_kdev(md.dev()), md.ino())));
+                self.mounts.push(m.clone());
+                new = true;
+            }
+        }
+        new
+    }
+
+    pub fn mounts(&self) -> &[OverlayMount] {
+        &self.mounts
+    }
+
+    fn mount_for(&self, ev: &RawEvent) -> Option<&OverlayMount> {
+        if ev.dev_is_upper {
+            // Tracepoint backend: the event names the upper filesystem and upper root inode.
+            let key = Some((ev.kdev, ev.root_ino));
+            let i = self.upper_roots.iter().rposition(|r| *r == key)?;
+            self.mounts.get(i)
+        } else {
+            self.mounts.iter().rev().find(|m| m.kdev == ev.kdev)
+        }
+    }
+
+    /// Takes a raw event; returns the events that are complete (now, or held until their
+    /// syscall exits).
+    pub fn push(&mut self, ev: RawEvent) -> Vec<Event> {
+        if let Some(enter) = ev.syscall_enter_ns {
+            self.pending.entry((ev.tid, enter)).or_default().push(ev);
+            return Vec::new();
+        }
+        vec![self.finish(ev, None)]
+    }
+
+    pub fn syscall_end(&mut self, end: &SyscallEnd) -> Vec<Event> {
+        let Some(evs) = self.pending.remove(&(end.tid, end.enter_ns)) else { return Vec::new() };
+        evs.into_iter().map(|ev| self.finish(ev, Some(end))).collect()
+    }
+
+    /// Events whose syscall never exited while we listened (e.g. stopped mid-syscall).
+    pub fn flush(&mut self) -> Vec<Event> {
+        let all: Vec<RawEvent> = self.pending.drain().flat_map(|(_, v)| v).collect();
+        let mut out: Vec<Event> = all.into_iter().map(|ev| self.finish(ev, None)).collect();
+        out.sort_by_key(|e| e.time_ns);
+        out
+    }
+
+    fn finish(&self, ev: RawEvent, end: Option<&SyscallEnd>) -> Event {
+        let mount = self.mount_for(&ev);
+        let syscall_name = ev.syscall_nr.and_then(syscalls::name);
+        let kind = match ev.kind {
+            WireKind::Known(k) => k,
+            // The kernel side made a regular file in the work dir; with metacopy=on a
+            // metadata-only syscall copies metadata only (ovl_need_meta_copy_up).
+            WireKind::TpRegular => {
+                let meta_syscall = ev
+                    .syscall_nr
+                    .and_then(|nr| syscalls::TRACKED.iter().find(|t| i64::from(t.0) == i64::from(nr)))
+                    .is_some_and(|t| t.2 & syscalls::META != 0);
+                if meta_syscall && mount.is_some_and(|m| m.has_option("metacopy", "on")) {
+                    Kind::Metacopy
+                } else {
+                    Kind::DataCopyUp
+                }
+            }
+        };
+        let bytes_copied = if kind == Kind::Metacopy { 0 } else { ev.bytes_copied };
+        let (lower_layer, lower_layer_dir) = match (ev.lower_idx, mount) {
+            (Some(idx), Some(m)) => (Some(idx), m.layer_dir(idx).map(|p| p.display().to_string())),
+            (Some(idx), None) => (Some(idx), None),
+            (None, Some(m)) => match m.lower_layer_of(Path::new(&ev.path)) {
+                Some((idx, dir)) => (Some(idx), Some(dir.display().to_string())),
+                None => (None, None),
+            },
+            (None, None) => (None, None),
+        };
+        let dev = mount.map(|m| format!("{}:{}", m.major, m.minor));
+        Event {
+            kind,
+            backend: ev.backend.to_owned(),
+            time_ns: u64::try_from(i128::from(ev.end_ns) + self.wall_offset_ns).unwrap_or(0),
+            latency_ns: ev.latency_ns,
+            latency_partial: ev.latency_partial,
+            errno: -ev.result,
+            pid: ev.pid,
+            tid: ev.tid,
+            comm: ev.comm,
+            cgroup_id: ev.cgroup_id,
+            mnt_ns: u64::from(ev.mnt_ns),
+            dev,
+            mount_point: mount.map(|m| m.mount_point.display().to_string()),
+            path: ev.path,
+            path_truncated: ev.path_truncated,
+            size_bytes: ev.size_bytes,
+            bytes_copied,
+            lower_layer,
+            lower_layer_dir,
+            syscall: syscall_name.map(str::to_owned).or_else(|| ev.syscall_nr.map(|n| format!("syscall_{n}"))),
+            syscall_latency_ns: end.map(|e| e.exit_ns.saturating_sub(e.enter_ns)),
+            syscall_ret: end.map(|e| e.ret),
+        }
+    }
+}
+
+/// The overlay mount at or containing `path`, for `--mount`.
+pub fn mount_at<'a>(mounts: &'a [OverlayMount], path: &Path) -> Option<&'a OverlayMount> {
+    let canon: PathBuf = path.canonicalize().ok()?;
+    mounts.iter().rev().find(|m| m.mount_point == canon)
+}

@@ -1,0 +1,226 @@
+//! `cowprof record`: load and attach, read the ring buffer (stage 2), decode, enrich, aggregate
+//! and report until Ctrl-C, SIGTERM, `--duration` or the end of `-- COMMAND`.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+
+use crate::{
+    aggregate::{Aggregate, Drops, Summary},
+    decode::{self, Record},
+    enrich::{self, mountinfo, Enricher, Event},
+    probe::{self, Probe, ProbeError, ProbeOptions},
+    report::{Exporter, RunInfo},
+};
+use profiler_common::counter;
+
+#[derive(Debug, Clone, Default)]
+pub struct RecordOptions {
+    pub probe: ProbeOptions,
+    pub comm: Option<String>,
+    /// Only events on this overlay mount (its mount point).
+    pub mount: Option<PathBuf>,
+    pub min_latency_ns: u64,
+    pub duration: Option<Duration>,
+    /// Run this command after attaching; stop when it exits.
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("--mount {path}: not an overlay mount point (see `findmnt -t overlay`)")]
+    NotOverlay { path: PathBuf },
+    #[error("reading mountinfo: {0}")]
+    Mountinfo(#[from] mountinfo::MountinfoError),
+    #[error("cannot run {command}: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ring buffer: {source}")]
+    Io {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RecordError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Probe(e) => e.exit_code(),
+            Self::NotOverlay { .. } | Self::Spawn { .. } => 2,
+            Self::Mountinfo(_) | Self::Io { .. } => 1,
+        }
+    }
+}
+
+/// The result of a run, for callers that check events (tests, the VM self-test, `demo`).
+pub struct Outcome {
+    pub info: RunInfo,
+    pub events: Vec<Event>,
+    pub summary: Summary,
+    /// Exit status of `-- COMMAND`, if one ran.
+    pub command_status: Option<i32>,
+}
+
+struct Filters {
+    comm: Option<String>,
+    mount_dev: Option<String>,
+    min_latency_ns: u64,
+}
+
+impl Filters {
+    fn keep(&self, ev: &Event) -> bool {
+        self.comm.as_ref().is_none_or(|c| &ev.comm == c)
+            && self.mount_dev.as_ref().is_none_or(|d| ev.dev.as_ref() == Some(d))
+            && ev.latency_ns >= self.min_latency_ns
+    }
+}
+
+/// Runs a recording session, writing through `exporter` to `out`.
+pub async fn record(
+    opts: &RecordOptions,
+    exporter: &mut dyn Exporter,
+    out: &mut dyn Write,
+) -> Result<Outcome, RecordError> {
+    let mounts = mountinfo::read_overlay_mounts()?;
+    let mount_dev = match &opts.mount {
+        Some(p) => Some(
+            enrich::mount_at(&mounts, p)
+                .map(|m| format!("{}:{}", m.major, m.minor))
+                .ok_or_else(|| RecordError::NotOverlay { path: p.clone() })?,
+        ),
+        None => None,
+    };
+    let filters = Filters { comm: opts.comm.clone(), mount_dev, min_latency_ns: opts.min_latency_ns };
+
+    let mut probe = probe::load_and_attach(&opts.probe)?;
+    let mut enricher = Enricher::new();
+    enricher.add_mounts(&mounts);
+    probe.register_mounts(&mounts)?;
+    let ring = probe.take_events()?;
+    // SAFETY: the ring buffer owns its fd and outlives the registration (both live in `ring`).
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| RecordError::Io { source: e.into() })?;
+
+    let info = RunInfo {
+        backend: probe.backend.to_string(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+        attached: probe.attached.clone(),
+        skipped: probe.skipped.clone(),
+    };
+    let _ = exporter.header(out, &info);
+
+    let mut child = match opts.command.split_first() {
+        Some((prog, args)) => Some(
+            tokio::process::Command::new(prog)
+                .args(args)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|source| RecordError::Spawn { command: prog.clone(), source })?,
+        ),
+        None => None,
+    };
+
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate()).map_err(|source| RecordError::Io { source })?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt()).map_err(|source| RecordError::Io { source })?;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    // New overlay mounts (a container started after us) must reach the kernel side's maps.
+    let mut mount_check = tokio::time::interval(Duration::from_millis(200));
+    let mut agg = Aggregate::default();
+    let mut events = Vec::new();
+    let mut malformed = 0u64;
+    let mut command_status = None;
+
+    let mut deliver = |evs: Vec<Event>, out: &mut dyn Write, exporter: &mut dyn Exporter| {
+        for ev in evs {
+            if filters.keep(&ev) {
+                agg.record(&ev);
+                // A closed stdout (e.g. `| head`) ends output, not the recording of the summary.
+                let _ = exporter.event(out, &ev);
+                events.push(ev);
+            }
+        }
+    };
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(|source| RecordError::Io { source })?;
+                let batch = drain(guard.get_inner_mut(), &mut enricher, &mut malformed);
+                guard.clear_ready();
+                deliver(batch, out, exporter);
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            () = sleep_until(deadline) => break,
+            status = wait_child(&mut child) => {
+                command_status = Some(status);
+                break;
+            }
+            _ = mount_check.tick() => {
+                if let Ok(now) = mountinfo::read_overlay_mounts() {
+                    if enricher.add_mounts(&now) {
+                        probe.register_mounts(&now)?;
+                    }
+                }
+            }
+        }
+    }
+    // Everything the kernel produced before we stopped is already in the ring buffer.
+    let batch = drain(ring.get_mut(), &mut enricher, &mut malformed);
+    deliver(batch, out, exporter);
+    let rest = enricher.flush();
+    deliver(rest, out, exporter);
+    let summary = agg.summary(drops(&probe, malformed));
+    let _ = exporter.summary(out, &summary);
+    drop(probe); // detaches every program
+    Ok(Outcome { info, events, summary, command_status })
+}
+
+fn drops(probe: &Probe, malformed: u64) -> Drops {
+    let c = probe.counters();
+    Drops {
+        ringbuf: c[counter::RINGBUF_DROPS as usize],
+        op_table: c[counter::OP_TABLE_FULL as usize],
+        windows: c[counter::WINDOW_DROPS as usize],
+        malformed,
+    }
+}
+
+/// Reads every sample currently in the ring buffer.
+fn drain(ring: &mut RingBuf<MapData>, enricher: &mut Enricher, malformed: &mut u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        match decode::decode(&item) {
+            Ok(Record::Cow(ev)) => out.extend(enricher.push(*ev)),
+            Ok(Record::SyscallEnd(end)) => out.extend(enricher.syscall_end(&end)),
+            Err(e) => {
+                *malformed += 1;
+                log::debug!("skipping malformed sample: {e}");
+            }
+        }
+    }
+    out
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_child(child: &mut Option<tokio::process::Child>) -> i32 {
+    match child {
+        Some(c) => c.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,101 @@
+//! The default scenario recorded end to end: used by `cowprof demo` (prints it), `cowprof
+//! selftest` (checks it; the VM matrix runs this inside each kernel) and the host tests.
+
+use std::path::{Path, PathBuf};
+
+use crate::{
+    enrich::Event,
+    probe::{self, Backend, ProbeOptions},
+    record::{self, Outcome, RecordError, RecordOptions},
+    report::Exporter,
+    scenario::{self, Stack, StackError, UpperTruth},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelftestError {
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("reading the upper directory: {0}")]
+    Truth(#[source] std::io::Error),
+    #[error("the workload failed (exit status {0:?}); see its message above")]
+    Workload(Option<i32>),
+    #[error("cannot find cowprof's own executable to run the workload: {0}")]
+    Exe(#[source] std::io::Error),
+}
+
+impl SelftestError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Record(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
+}
+
+/// One run of the scenario.
+pub struct ScenarioRun {
+    pub outcome: Outcome,
+    /// Events on the scenario's own mounts.
+    pub events: Vec<Event>,
+    pub problems: Vec<String>,
+    pub expected: usize,
+}
+
+/// Where the scenario's stacks live: `base/cowprof-<pid>-{a,b}`.
+pub fn stack_dirs(base: &Path) -> (PathBuf, PathBuf) {
+    let id = std::process::id();
+    (base.join(format!("cowprof-{id}-main")), base.join(format!("cowprof-{id}-meta")))
+}
+
+/// Builds the stacks, records the workload (run as `exe __workload ...` in its own process)
+/// with `backend`, and checks the events against the expected list and the upper directories.
+pub async fn run_scenario(
+    backend: Option<Backend>,
+    btf: probe::BtfPaths,
+    base: &Path,
+    on_tmpfs: bool,
+    exporter: &mut dyn Exporter,
+    out: &mut dyn std::io::Write,
+) -> Result<ScenarioRun, SelftestError> {
+    let exe = std::env::current_exe().map_err(SelftestError::Exe)?;
+    let (dir_a, dir_b) = stack_dirs(base);
+    let main = Stack::create(&dir_a, 3, scenario::DEFAULT_FILES, &[], on_tmpfs)?;
+    scenario::add_symlink(&main).map_err(|source| StackError::Io { what: "symlink in", path: main.root.clone(), source })?;
+    let meta = if scenario::overlay_param("metacopy") {
+        Some(Stack::create(&dir_b, 1, scenario::META_FILES, &["metacopy=on"], on_tmpfs)?)
+    } else {
+        None
+    };
+    let mut command = vec![exe.display().to_string(), "__workload".into(), main.merged.display().to_string()];
+    if let Some(m) = &meta {
+        command.push(m.merged.display().to_string());
+    }
+    let opts = RecordOptions {
+        probe: ProbeOptions { backend, btf, ..Default::default() },
+        command,
+        ..Default::default()
+    };
+    let outcome = record::record(&opts, exporter, out).await?;
+    if outcome.command_status != Some(0) {
+        return Err(SelftestError::Workload(outcome.command_status));
+    }
+    let ours: Vec<&Stack> = std::iter::once(&main).chain(meta.as_ref()).collect();
+    let mount_points: Vec<String> = ours.iter().map(|s| s.merged.display().to_string()).collect();
+    let events: Vec<Event> = outcome
+        .events
+        .iter()
+        .filter(|e| e.mount_point.as_ref().is_some_and(|m| mount_points.contains(m)))
+        .cloned()
+        .collect();
+    let mut truth = UpperTruth::read(&main.upper).map_err(SelftestError::Truth)?;
+    let mut lowers = main.lowers.clone();
+    if let Some(m) = &meta {
+        truth.entries.extend(UpperTruth::read(&m.upper).map_err(SelftestError::Truth)?.entries);
+        lowers.extend(m.lowers.iter().cloned());
+    }
+    let expected = scenario::expected(&outcome.info.backend, meta.is_some());
+    let problems = scenario::verify(&events, &expected, &truth, &lowers);
+    Ok(ScenarioRun { outcome, events, problems, expected: expected.len() })
+}
