@@ -75,6 +75,9 @@ mod prog {
         mode: u32,
         nlink: u32,
         state: u32,
+        /// i_size when the temp last changed inside the work directory (before a later truncate
+        /// or write in the same syscall changes it).
+        size: u64,
     }
 
     /// `Op::state`: an inode created in this syscall, not yet named.
@@ -174,7 +177,9 @@ mod prog {
 
     /// Walks `dentry` towards the root, writing names leaf first into `ev.path`.
     /// Stops at the filesystem root, or at an upper root when `upper_dev` is non-zero.
-    #[inline(always)]
+    /// Not inlined: as a BPF subprogram it is verified once per call site instead of being
+    /// unrolled into every caller's loop.
+    #[inline(never)]
     fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev: u32) {
         let mut pos: usize = 0;
         let mut depth: u32 = 0;
@@ -275,7 +280,7 @@ mod prog {
         }
         let Some(cfg) = config() else { return 0 };
         let Some((_, tid)) = wanted(cfg) else { return 0 };
-        let empty = Op { inode: 0, first_ns: 0, last_ns: 0, dev: 0, mode: 0, nlink: 0, state: 0 };
+        let empty = Op { inode: 0, first_ns: 0, last_ns: 0, dev: 0, mode: 0, nlink: 0, state: 0, size: 0 };
         let w = Window {
             // SAFETY: plain helper call.
             enter_ns: unsafe { bpf_ktime_get_ns() },
@@ -363,15 +368,29 @@ mod prog {
         let alias = ptr(inode, off.inode_i_dentry);
         if slot < MAX_OPS {
             let op = &mut w.ops[slot];
-            op.last_ns = now;
-            if op.state == NEWBORN && alias != 0 {
-                let dentry = alias - u64::from(off.dentry_d_alias);
-                let parent_inode = ptr(ptr(dentry, off.dentry_d_parent), off.dentry_d_inode);
-                let key = InodeKey { dev, _pad: 0, ino: ptr(parent_inode, off.inode_i_ino) };
-                // SAFETY: read-only lookup.
-                op.state = if unsafe { WORKDIRS.get(&key) }.is_some() { TEMP } else { IGNORE };
+            if op.state == WHITEOUT {
+                op.last_ns = now;
+                return 0;
+            }
+            if alias == 0 || (op.state != NEWBORN && op.state != TEMP) {
+                return 0;
+            }
+            // The temp's operation lasts while its newest name is in the work directory; the
+            // link or rename into the upper dir still counts (its ctime update comes before
+            // the new name is attached), later changes in the same syscall do not.
+            let dentry = alias - u64::from(off.dentry_d_alias);
+            let parent_inode = ptr(ptr(dentry, off.dentry_d_parent), off.dentry_d_inode);
+            let key = InodeKey { dev, _pad: 0, ino: ptr(parent_inode, off.inode_i_ino) };
+            // SAFETY: read-only lookup.
+            let in_workdir = unsafe { WORKDIRS.get(&key) }.is_some();
+            if op.state == NEWBORN {
+                op.state = if in_workdir { TEMP } else { IGNORE };
                 op.mode = mode;
                 op.nlink = read::<u32>(inode, off.inode_i_nlink).unwrap_or(0);
+            }
+            if in_workdir {
+                op.last_ns = now;
+                op.size = read::<u64>(inode, off.inode_i_size).unwrap_or(0);
             }
             return 0;
         }
@@ -393,7 +412,7 @@ mod prog {
             bump(counter::OP_TABLE_FULL);
             return 0;
         }
-        w.ops[n & (MAX_OPS - 1)] = Op { inode, first_ns: now, last_ns: now, dev, mode, nlink: 0, state };
+        w.ops[n & (MAX_OPS - 1)] = Op { inode, first_ns: now, last_ns: now, dev, mode, nlink: 0, state, size: 0 };
         w.nops += 1;
         0
     }
@@ -403,65 +422,68 @@ mod prog {
     #[inline(always)]
     fn emit_tp_ops(cfg: &Config, w: &mut Window, ret: i64, now: u64) {
         let n = w.nops as usize;
-        if n == 0 {
-            return;
-        }
-        let id = bpf_get_current_pid_tgid();
-        let off = &cfg.off;
         for i in 0..MAX_OPS {
             if i >= n {
                 break;
             }
-            let op = w.ops[i];
-            if op.state != TEMP && op.state != WHITEOUT {
-                continue;
-            }
-            // The create-over-whiteout temp is the syscall's last temp.
-            let mut last = true;
-            for j in 0..MAX_OPS {
-                if j > i && j < n && w.ops[j].state == TEMP {
-                    last = false;
-                }
-            }
-            let Some(mut entry) = EVENTS.reserve::<CowEvent>(0) else {
-                bump(counter::RINGBUF_DROPS);
-                continue;
-            };
-            // SAFETY: the entry is ours until submit; every field is written below.
-            let ev = unsafe { &mut *entry.as_mut_ptr() };
-            fill_common(cfg, ev, (id >> 32) as u32, id as u32, backend::TRACEPOINT);
-            ev.syscall_nr = w.nr;
-            ev.syscall_enter_ns = w.enter_ns;
-            ev.flags |= flags::IN_SYSCALL | flags::DEV_IS_UPPER | flags::LATENCY_PARTIAL;
-            ev.end_ns = now;
-            ev.latency_ns = op.last_ns - op.first_ns;
-            ev.dev = op.dev;
-            ev.mode = op.mode;
-            ev.result = if ret < 0 { ret as i32 } else { 0 };
-            let over_whiteout = last && w.consumed_whiteout != 0;
-            ev.kind = if op.state == WHITEOUT {
-                kind::WHITEOUT
-            } else if op.mode & S_IFMT == S_IFDIR {
-                if over_whiteout { kind::OPAQUE_DIR } else { kind::DIR_COPY_UP }
-            } else if over_whiteout {
-                kind::CREATE_OVER_WHITEOUT
-            } else if op.mode & S_IFMT == S_IFREG {
-                kind::TP_REGULAR_COPY_UP
-            } else {
-                kind::SPECIAL_COPY_UP
-            };
-            if op.state != WHITEOUT {
-                ev.size_bytes = read::<u64>(op.inode, off.inode_i_size).unwrap_or(0);
-                if ev.kind == kind::TP_REGULAR_COPY_UP {
-                    ev.bytes_copied = ev.size_bytes;
-                }
-            }
-            let alias = ptr(op.inode, off.inode_i_dentry);
-            let dentry = if alias == 0 { 0 } else { alias - u64::from(off.dentry_d_alias) };
-            walk(off, ev, dentry, op.dev);
-            entry.submit(0);
+            emit_tp_op(cfg, w, i, ret, now);
         }
-        // fill_common counted these in `emitted` through the window pointer already.
+    }
+
+    #[inline(never)]
+    fn emit_tp_op(cfg: &Config, w: &mut Window, i: usize, ret: i64, now: u64) {
+        let n = w.nops as usize;
+        let i = i & (MAX_OPS - 1);
+        let id = bpf_get_current_pid_tgid();
+        let off = &cfg.off;
+        let op = w.ops[i];
+        if op.state != TEMP && op.state != WHITEOUT {
+            return;
+        }
+        // The create-over-whiteout temp is the syscall's last temp.
+        let mut last = true;
+        for j in 0..MAX_OPS {
+            if j > i && j < n && w.ops[j].state == TEMP {
+                last = false;
+            }
+        }
+        let Some(mut entry) = EVENTS.reserve::<CowEvent>(0) else {
+            bump(counter::RINGBUF_DROPS);
+            return;
+        };
+        // SAFETY: the entry is ours until submit; every field is written below.
+        let ev = unsafe { &mut *entry.as_mut_ptr() };
+        fill_common(cfg, ev, (id >> 32) as u32, id as u32, backend::TRACEPOINT);
+        ev.syscall_nr = w.nr;
+        ev.syscall_enter_ns = w.enter_ns;
+        ev.flags |= flags::IN_SYSCALL | flags::DEV_IS_UPPER | flags::LATENCY_PARTIAL;
+        ev.end_ns = now;
+        ev.latency_ns = op.last_ns - op.first_ns;
+        ev.dev = op.dev;
+        ev.mode = op.mode;
+        ev.result = if ret < 0 { ret as i32 } else { 0 };
+        let over_whiteout = last && w.consumed_whiteout != 0;
+        ev.kind = if op.state == WHITEOUT {
+            kind::WHITEOUT
+        } else if op.mode & S_IFMT == S_IFDIR {
+            if over_whiteout { kind::OPAQUE_DIR } else { kind::DIR_COPY_UP }
+        } else if over_whiteout {
+            kind::CREATE_OVER_WHITEOUT
+        } else if op.mode & S_IFMT == S_IFREG {
+            kind::TP_REGULAR_COPY_UP
+        } else {
+            kind::SPECIAL_COPY_UP
+        };
+        if op.state != WHITEOUT {
+            ev.size_bytes = op.size;
+            if ev.kind == kind::TP_REGULAR_COPY_UP {
+                ev.bytes_copied = ev.size_bytes;
+            }
+        }
+        let alias = ptr(op.inode, off.inode_i_dentry);
+        let dentry = if alias == 0 { 0 } else { alias - u64::from(off.dentry_d_alias) };
+        walk(off, ev, dentry, op.dev);
+        entry.submit(0);
     }
 
     #[btf_tracepoint(function = "ctime_ns_xchg")]

@@ -386,8 +386,16 @@ pub fn verify(events: &[Event], expected: &[Expected], truth: &UpperTruth, lower
             problems.push(format!("upper entry {path} ({entry:?}) disagrees with its last event {:?}", last.get(path.as_str())));
         }
     }
-    for (path, kind) in &last {
-        if !truth.entries.contains_key(*path) {
+    for (i, e) in events.iter().enumerate() {
+        if truth.entries.contains_key(&e.path) || last.get(e.path.as_str()) != Some(&e.kind) {
+            continue;
+        }
+        // Gone from the upper dir: only fine if a later whiteout removed a directory above it.
+        let removed_later = events[i + 1..].iter().any(|later| {
+            later.kind == Kind::Whiteout && e.path.starts_with(&format!("{}/", later.path))
+        });
+        if !removed_later {
+            let (path, kind) = (&e.path, e.kind);
             problems.push(format!("event {kind:?} at {path}, but the upper dir has no such entry"));
         }
     }

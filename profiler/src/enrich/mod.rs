@@ -155,7 +155,9 @@ impl Enricher {
             }
         };
         let bytes_copied = if kind == Kind::Metacopy { 0 } else { ev.bytes_copied };
-        let (lower_layer, lower_layer_dir) = match (ev.lower_idx, mount) {
+        // A create over a whiteout makes something new: it comes from no layer.
+        let from_layer = !matches!(kind, Kind::OpaqueDir | Kind::CreateOverWhiteout);
+        let (lower_layer, lower_layer_dir) = match (ev.lower_idx.filter(|_| from_layer), mount.filter(|_| from_layer)) {
             (Some(idx), Some(m)) => (Some(idx), m.layer_dir(idx).map(|p| p.display().to_string())),
             (Some(idx), None) => (Some(idx), None),
             (None, Some(m)) => match m.lower_layer_of(Path::new(&ev.path)) {
