@@ -206,7 +206,9 @@ mod prog {
                 break;
             }
             let name = ptr(dentry, off.dentry_d_name_name);
-            let start = pos & (PATH_BUF / 2 - 1);
+            // black_box keeps LLVM from dropping the mask (it can prove pos < 256): older
+            // verifiers (6.1) need the mask itself to bound the write offset.
+            let start = core::hint::black_box(pos) & (PATH_BUF / 2 - 1);
             // SAFETY: start < PATH_BUF/2 and the slice is NAME_MAX_COPY + 1 <= PATH_BUF/2 long.
             let dst = unsafe {
                 core::slice::from_raw_parts_mut(ev.path.as_mut_ptr().add(start), NAME_MAX_COPY + 1)
