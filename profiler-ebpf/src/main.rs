@@ -29,7 +29,8 @@ mod prog {
         macros::{btf_tracepoint, fentry, kprobe, kretprobe, map, raw_tracepoint},
         maps::{Array, HashMap, PerCpuArray, RingBuf},
         programs::{
-            BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext,
+            BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext,
+            RetProbeContext,
         },
     };
     use profiler_common::{
@@ -192,7 +193,11 @@ mod prog {
             let inode = ptr(dentry, off.dentry_d_inode);
             let parent = ptr(dentry, off.dentry_d_parent);
             if upper_dev != 0 && inode != 0 {
-                let key = InodeKey { dev: upper_dev, _pad: 0, ino: ptr(inode, off.inode_i_ino) };
+                let key = InodeKey {
+                    dev: upper_dev,
+                    _pad: 0,
+                    ino: ptr(inode, off.inode_i_ino),
+                };
                 // SAFETY: read-only map lookup.
                 if unsafe { UPPER_ROOTS.get(&key) }.is_some() {
                     ev.root_ino = key.ino;
@@ -201,7 +206,11 @@ mod prog {
                 }
             }
             if parent == dentry || parent == 0 {
-                ev.root_ino = if inode != 0 { ptr(inode, off.inode_i_ino) } else { 0 };
+                ev.root_ino = if inode != 0 {
+                    ptr(inode, off.inode_i_ino)
+                } else {
+                    0
+                };
                 truncated = 0;
                 break;
             }
@@ -276,13 +285,26 @@ mod prog {
         if !(0..512).contains(&nr) {
             return 0;
         }
-        let Some(&cls) = SYSCALLS.get(nr as u32) else { return 0 };
+        let Some(&cls) = SYSCALLS.get(nr as u32) else {
+            return 0;
+        };
         if cls == 0 {
             return 0;
         }
         let Some(cfg) = config() else { return 0 };
-        let Some((_, tid)) = wanted(cfg) else { return 0 };
-        let empty = Op { inode: 0, first_ns: 0, last_ns: 0, dev: 0, mode: 0, nlink: 0, state: 0, size: 0 };
+        let Some((_, tid)) = wanted(cfg) else {
+            return 0;
+        };
+        let empty = Op {
+            inode: 0,
+            first_ns: 0,
+            last_ns: 0,
+            dev: 0,
+            mode: 0,
+            nlink: 0,
+            state: 0,
+            size: 0,
+        };
         let w = Window {
             // SAFETY: plain helper call.
             enter_ns: unsafe { bpf_ktime_get_ns() },
@@ -303,7 +325,9 @@ mod prog {
     #[raw_tracepoint(tracepoint = "sys_exit")]
     pub fn cowprof_sys_exit(ctx: RawTracePointContext) -> i32 {
         let tid = bpf_get_current_pid_tgid() as u32;
-        let Some(w) = WINDOWS.get_ptr_mut(&tid) else { return 0 };
+        let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
+            return 0;
+        };
         let ret: i64 = ctx.arg(1);
         // SAFETY: plain helper call.
         let now = unsafe { bpf_ktime_get_ns() };
@@ -342,7 +366,9 @@ mod prog {
     #[inline(always)]
     fn tp_inode(inode: u64) -> i32 {
         let tid = bpf_get_current_pid_tgid() as u32;
-        let Some(w) = WINDOWS.get_ptr_mut(&tid) else { return 0 };
+        let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
+            return 0;
+        };
         let Some(cfg) = config() else { return 0 };
         let off = &cfg.off;
         let sb = ptr(inode, off.inode_i_sb);
@@ -382,7 +408,11 @@ mod prog {
             // the new name is attached), later changes in the same syscall do not.
             let dentry = alias - u64::from(off.dentry_d_alias);
             let parent_inode = ptr(ptr(dentry, off.dentry_d_parent), off.dentry_d_inode);
-            let key = InodeKey { dev, _pad: 0, ino: ptr(parent_inode, off.inode_i_ino) };
+            let key = InodeKey {
+                dev,
+                _pad: 0,
+                ino: ptr(parent_inode, off.inode_i_ino),
+            };
             // SAFETY: read-only lookup.
             let in_workdir = unsafe { WORKDIRS.get(&key) }.is_some();
             if op.state == NEWBORN {
@@ -396,7 +426,8 @@ mod prog {
             }
             return 0;
         }
-        let is_whiteout = mode & S_IFMT == S_IFCHR && read::<u32>(inode, off.inode_i_rdev) == Some(0);
+        let is_whiteout =
+            mode & S_IFMT == S_IFCHR && read::<u32>(inode, off.inode_i_rdev) == Some(0);
         let state = if is_whiteout {
             // Whiteouts are made by remove and rename; in other syscalls a whiteout's ctime
             // changes because something is created over it.
@@ -414,7 +445,16 @@ mod prog {
             bump(counter::OP_TABLE_FULL);
             return 0;
         }
-        w.ops[n & (MAX_OPS - 1)] = Op { inode, first_ns: now, last_ns: now, dev, mode, nlink: 0, state, size: 0 };
+        w.ops[n & (MAX_OPS - 1)] = Op {
+            inode,
+            first_ns: now,
+            last_ns: now,
+            dev,
+            mode,
+            nlink: 0,
+            state,
+            size: 0,
+        };
         w.nops += 1;
         0
     }
@@ -468,7 +508,11 @@ mod prog {
         ev.kind = if op.state == WHITEOUT {
             kind::WHITEOUT
         } else if op.mode & S_IFMT == S_IFDIR {
-            if over_whiteout { kind::OPAQUE_DIR } else { kind::DIR_COPY_UP }
+            if over_whiteout {
+                kind::OPAQUE_DIR
+            } else {
+                kind::DIR_COPY_UP
+            }
         } else if over_whiteout {
             kind::CREATE_OVER_WHITEOUT
         } else if op.mode & S_IFMT == S_IFREG {
@@ -483,7 +527,11 @@ mod prog {
             }
         }
         let alias = ptr(op.inode, off.inode_i_dentry);
-        let dentry = if alias == 0 { 0 } else { alias - u64::from(off.dentry_d_alias) };
+        let dentry = if alias == 0 {
+            0
+        } else {
+            alias - u64::from(off.dentry_d_alias)
+        };
         walk(off, ev, dentry, op.dev);
         entry.submit(0);
     }
@@ -562,7 +610,11 @@ mod prog {
             size: read::<u64>(inode, off.inode_i_size).unwrap_or(0),
             kind: kind_id,
             mode: inode_mode(off, inode),
-            lower_idx: if inode != 0 { lower_idx(off, dentry) } else { 0 },
+            lower_idx: if inode != 0 {
+                lower_idx(off, dentry)
+            } else {
+                0
+            },
             _pad: 0,
         };
         let _ = map.insert(&tid, &p, 0);
@@ -610,7 +662,9 @@ mod prog {
 
     #[kprobe]
     pub fn cowprof_kp_copy_up_start(ctx: ProbeContext) -> u32 {
-        let Some(dentry) = ctx.arg::<u64>(0) else { return 0 };
+        let Some(dentry) = ctx.arg::<u64>(0) else {
+            return 0;
+        };
         let Some(cfg) = config() else { return 0 };
         let had_upper = u64::from(upperdentry(&cfg.off, dentry) != 0);
         start(&COPY_UPS, dentry, had_upper, 0);
@@ -633,7 +687,9 @@ mod prog {
     pub fn cowprof_kp_copy_up_end(_ctx: ProbeContext) -> u32 {
         let tid = bpf_get_current_pid_tgid() as u32;
         // SAFETY: value copied out before removal.
-        let Some(p) = (unsafe { COPY_UPS.get(&tid) }).copied() else { return 0 };
+        let Some(p) = (unsafe { COPY_UPS.get(&tid) }).copied() else {
+            return 0;
+        };
         let _ = COPY_UPS.remove(&tid);
         let Some(cfg) = config() else { return 0 };
         let off = &cfg.off;
@@ -642,7 +698,8 @@ mod prog {
         let oi = ovl_inode(off, inode);
         let upper = ptr(oi, off.ovl_inode_upperdentry);
         let oflags = ptr(oi, off.ovl_inode_flags);
-        let upperdata = off.ovl_flag_upperdata < 64 && oflags & (1u64 << off.ovl_flag_upperdata) != 0;
+        let upperdata =
+            off.ovl_flag_upperdata < 64 && oflags & (1u64 << off.ovl_flag_upperdata) != 0;
         let kind_id = match mode & S_IFMT {
             S_IFDIR => kind::DIR_COPY_UP,
             S_IFREG if p.arg != 0 => kind::DEFERRED_DATA_COPY_UP,
@@ -651,7 +708,11 @@ mod prog {
             _ => kind::SPECIAL_COPY_UP,
         };
         // The copy-up failed if the dentry still has no upper (the errno is not visible here).
-        let result = if upper == 0 || (p.arg != 0 && !upperdata) { -5 } else { 0 };
+        let result = if upper == 0 || (p.arg != 0 && !upperdata) {
+            -5
+        } else {
+            0
+        };
         emit_kprobe(cfg, &p, kind_id, result);
         0
     }
@@ -686,7 +747,9 @@ mod prog {
     /// it has a lower, unless the two are exchanged.
     #[kprobe]
     pub fn cowprof_kp_rename(ctx: ProbeContext) -> u32 {
-        let (Some(old), Some(fl)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(5)) else { return 0 };
+        let (Some(old), Some(fl)) = (ctx.arg::<u64>(2), ctx.arg::<u64>(5)) else {
+            return 0;
+        };
         if fl & RENAME_EXCHANGE == 0 {
             remove_start(old);
         }
@@ -701,7 +764,11 @@ mod prog {
             return false;
         }
         let fsdata = ptr(dentry, off.dentry_d_fsdata);
-        let word = if off.ovl_inode_oe != u32::MAX { fsdata } else { ptr(fsdata, 0) };
+        let word = if off.ovl_inode_oe != u32::MAX {
+            fsdata
+        } else {
+            ptr(fsdata, 0)
+        };
         word & (1u64 << off.ovl_e_opaque) != 0
     }
 
@@ -711,7 +778,11 @@ mod prog {
     fn create_start(dentry: u64, is_dir: u32) {
         let Some(cfg) = config() else { return };
         if is_whiteout_dentry(&cfg.off, dentry) {
-            let k = if is_dir != 0 { kind::OPAQUE_DIR } else { kind::CREATE_OVER_WHITEOUT };
+            let k = if is_dir != 0 {
+                kind::OPAQUE_DIR
+            } else {
+                kind::CREATE_OVER_WHITEOUT
+            };
             start(&DIR_OPS, dentry, 1, k);
         }
     }
@@ -746,7 +817,9 @@ mod prog {
         let ret: i64 = ctx.ret();
         let tid = bpf_get_current_pid_tgid() as u32;
         // SAFETY: value copied out before removal.
-        let Some(p) = (unsafe { DIR_OPS.get(&tid) }).copied() else { return 0 };
+        let Some(p) = (unsafe { DIR_OPS.get(&tid) }).copied() else {
+            return 0;
+        };
         let _ = DIR_OPS.remove(&tid);
         if ret as i32 != 0 {
             return 0;

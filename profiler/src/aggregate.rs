@@ -75,8 +75,14 @@ pub struct Aggregate {
 impl Aggregate {
     pub fn record(&mut self, ev: &Event) {
         self.total += 1;
-        self.by_kind.entry(ev.kind.as_str().to_owned()).or_default().record(ev);
-        let mount = ev.mount_point.clone().unwrap_or_else(|| ev.dev.clone().unwrap_or_else(|| "?".into()));
+        self.by_kind
+            .entry(ev.kind.as_str().to_owned())
+            .or_default()
+            .record(ev);
+        let mount = ev
+            .mount_point
+            .clone()
+            .unwrap_or_else(|| ev.dev.clone().unwrap_or_else(|| "?".into()));
         let layer = match (ev.lower_layer, &ev.lower_layer_dir) {
             (Some(i), Some(d)) => format!("{mount} layer {i} ({d})"),
             (Some(i), None) => format!("{mount} layer {i}"),
@@ -87,7 +93,8 @@ impl Aggregate {
     }
 
     pub fn summary(&self, drops: Drops) -> Summary {
-        let stats = |m: &BTreeMap<String, Group>| m.iter().map(|(k, g)| (k.clone(), g.stats())).collect();
+        let stats =
+            |m: &BTreeMap<String, Group>| m.iter().map(|(k, g)| (k.clone(), g.stats())).collect();
         Summary {
             events: self.total,
             by_kind: stats(&self.by_kind),
@@ -184,12 +191,20 @@ mod tests {
     fn huge_latency_saturates_instead_of_failing() {
         let mut agg = Aggregate::default();
         agg.record(&ev(Kind::DataCopyUp, u64::MAX, 1));
-        assert_eq!(agg.summary(Drops::default()).by_kind["data_copy_up"].count, 1);
+        assert_eq!(
+            agg.summary(Drops::default()).by_kind["data_copy_up"].count,
+            1
+        );
     }
 
     #[test]
     fn drops_total() {
-        let d = Drops { ringbuf: 1, op_table: 2, windows: 3, malformed: 4 };
+        let d = Drops {
+            ringbuf: 1,
+            op_table: 2,
+            windows: 3,
+            malformed: 4,
+        };
         assert_eq!(d.total(), 10);
     }
 }

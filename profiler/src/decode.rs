@@ -6,7 +6,9 @@ use profiler_common::{
 };
 
 /// What an operation was, as users name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     DataCopyUp,
@@ -36,7 +38,11 @@ impl Kind {
     pub fn is_copy_up(self) -> bool {
         matches!(
             self,
-            Self::DataCopyUp | Self::Metacopy | Self::DirCopyUp | Self::SpecialCopyUp | Self::DeferredDataCopyUp
+            Self::DataCopyUp
+                | Self::Metacopy
+                | Self::DirCopyUp
+                | Self::SpecialCopyUp
+                | Self::DeferredDataCopyUp
         )
     }
 }
@@ -200,7 +206,8 @@ mod tests {
         ev.backend = backend::KPROBE;
         f(&mut ev);
         // SAFETY: plain bytes of a repr(C) value without padding.
-        unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<CowEvent>()) }.to_vec()
+        unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<CowEvent>()) }
+            .to_vec()
     }
 
     #[test]
@@ -217,7 +224,9 @@ mod tests {
             ev.syscall_nr = 257;
             ev.syscall_enter_ns = 99;
         });
-        let Record::Cow(ev) = decode(&bytes).unwrap() else { panic!("not a cow event") };
+        let Record::Cow(ev) = decode(&bytes).unwrap() else {
+            panic!("not a cow event")
+        };
         assert_eq!(ev.path, "d/f");
         assert_eq!(ev.comm, "bash");
         assert_eq!(ev.kind, WireKind::Known(Kind::DataCopyUp));
@@ -229,7 +238,9 @@ mod tests {
 
     #[test]
     fn outside_a_syscall_has_no_syscall() {
-        let Record::Cow(ev) = decode(&event_bytes(|_| {})).unwrap() else { panic!() };
+        let Record::Cow(ev) = decode(&event_bytes(|_| {})).unwrap() else {
+            panic!()
+        };
         assert_eq!(ev.syscall_nr, None);
         assert_eq!(ev.lower_idx, None);
         assert_eq!(ev.path, "");
@@ -238,21 +249,48 @@ mod tests {
     #[test]
     fn malformed_samples_are_errors_not_panics() {
         assert_eq!(decode(&[1, 0]), Err(DecodeError::Short { len: 2 }));
-        assert_eq!(decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownRecord { tag: 9 }));
+        assert_eq!(
+            decode(&[9, 0, 0, 0]),
+            Err(DecodeError::UnknownRecord { tag: 9 })
+        );
         let short = &event_bytes(|_| {})[..100];
         assert_eq!(decode(short), Err(DecodeError::Short { len: 100 }));
-        assert_eq!(decode(&event_bytes(|e| e.kind = 77)), Err(DecodeError::UnknownKind { kind: 77 }));
-        assert_eq!(decode(&event_bytes(|e| e.backend = 9)), Err(DecodeError::UnknownBackend { backend: 9 }));
-        assert_eq!(decode(&event_bytes(|e| e.path_len = 4096)), Err(DecodeError::BadPath { len: 4096 }));
+        assert_eq!(
+            decode(&event_bytes(|e| e.kind = 77)),
+            Err(DecodeError::UnknownKind { kind: 77 })
+        );
+        assert_eq!(
+            decode(&event_bytes(|e| e.backend = 9)),
+            Err(DecodeError::UnknownBackend { backend: 9 })
+        );
+        assert_eq!(
+            decode(&event_bytes(|e| e.path_len = 4096)),
+            Err(DecodeError::BadPath { len: 4096 })
+        );
     }
 
     #[test]
     fn syscall_end_round_trips() {
-        let end = SyscallEnd { record: RECORD_SYSCALL_END, tid: 7, syscall_nr: 87, _pad: 0, ret: -2, enter_ns: 5, exit_ns: 9 };
+        let end = SyscallEnd {
+            record: RECORD_SYSCALL_END,
+            tid: 7,
+            syscall_nr: 87,
+            _pad: 0,
+            ret: -2,
+            enter_ns: 5,
+            exit_ns: 9,
+        };
         // SAFETY: plain bytes of a repr(C) value without padding.
-        let bytes = unsafe { std::slice::from_raw_parts((&raw const end).cast::<u8>(), size_of::<SyscallEnd>()) };
-        let Record::SyscallEnd(got) = decode(bytes).unwrap() else { panic!() };
-        assert_eq!((got.tid, got.syscall_nr, got.ret, got.enter_ns, got.exit_ns), (7, 87, -2, 5, 9));
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const end).cast::<u8>(), size_of::<SyscallEnd>())
+        };
+        let Record::SyscallEnd(got) = decode(bytes).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (got.tid, got.syscall_nr, got.ret, got.enter_ns, got.exit_ns),
+            (7, 87, -2, 5, 9)
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The `cowprof` command: parse, dispatch, print errors, exit with a documented code.
 
-use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::Write as _, os::unix::fs::MetadataExt as _, path::PathBuf, process::ExitCode,
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
 use cowprof::{
@@ -18,7 +21,11 @@ mod code {
 }
 
 #[derive(Parser)]
-#[command(name = "cowprof", version, about = "Profile overlayfs copy-on-write: every copy-up and whiteout, live")]
+#[command(
+    name = "cowprof",
+    version,
+    about = "Profile overlayfs copy-on-write: every copy-up and whiteout, live"
+)]
 struct Cli {
     /// More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -39,7 +46,10 @@ struct BtfArgs {
 
 impl BtfArgs {
     fn paths(&self) -> BtfPaths {
-        BtfPaths { vmlinux: self.btf.clone(), overlay_module: self.btf_overlay.clone() }
+        BtfPaths {
+            vmlinux: self.btf.clone(),
+            overlay_module: self.btf_overlay.clone(),
+        }
     }
 }
 
@@ -104,19 +114,24 @@ enum Command {
         /// Also print `doctor` first.
         #[arg(long)]
         doctor: bool,
+        /// Fail unless `doctor` would choose this backend (checks backend detection per kernel).
+        #[arg(long, value_enum, value_name = "BACKEND")]
+        expect_chosen: Option<Backend>,
         #[command(flatten)]
         btf: BtfArgs,
     },
     /// (internal) the scripted workload, run by demo/selftest in a separate process.
     #[command(name = "__workload", hide = true)]
-    Workload { merged: PathBuf, meta_merged: Option<PathBuf> },
+    Workload {
+        merged: PathBuf,
+        meta_merged: Option<PathBuf>,
+    },
 }
 
 fn cgroup_id(spec: &str) -> Result<u64, String> {
     if let Ok(id) = spec.parse::<u64>() {
         return Ok(id);
     }
-    use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(spec)
         .map(|m| m.ino())
         .map_err(|e| format!("--cgroup {spec}: {e}; give a cgroup v2 directory (under /sys/fs/cgroup) or a numeric id"))
@@ -127,16 +142,25 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { code::USAGE } else { code::OK });
+            return ExitCode::from(if e.use_stderr() {
+                code::USAGE
+            } else {
+                code::OK
+            });
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    }))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        },
+    ))
     .init();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cowprof: cannot start the runtime: {e}");
@@ -147,14 +171,29 @@ fn main() -> ExitCode {
 }
 
 fn exporter(json: bool) -> Box<dyn Exporter> {
-    if json { Box::new(JsonLines) } else { Box::new(Table::new()) }
+    if json {
+        Box::new(JsonLines)
+    } else {
+        Box::new(Table::new())
+    }
 }
 
 async fn run(command: Command) -> u8 {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match command {
-        Command::Record { backend, pid, comm, cgroup, mount, min_latency, duration, json, btf, command } => {
+        Command::Record {
+            backend,
+            pid,
+            comm,
+            cgroup,
+            mount,
+            min_latency,
+            duration,
+            json,
+            btf,
+            command,
+        } => {
             let filter_cgroup = match cgroup.as_deref().map(cgroup_id).transpose() {
                 Ok(c) => c.unwrap_or(0),
                 Err(msg) => {
@@ -163,10 +202,16 @@ async fn run(command: Command) -> u8 {
                 }
             };
             let opts = RecordOptions {
-                probe: ProbeOptions { backend, btf: btf.paths(), filter_tgid: pid.unwrap_or(0), filter_cgroup },
+                probe: ProbeOptions {
+                    backend,
+                    btf: btf.paths(),
+                    filter_tgid: pid.unwrap_or(0),
+                    filter_cgroup,
+                },
                 comm,
                 mount,
-                min_latency_ns: min_latency.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+                min_latency_ns: min_latency
+                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 duration,
                 command,
             };
@@ -186,11 +231,24 @@ async fn run(command: Command) -> u8 {
             } else {
                 print_doctor(&mut out, &facts);
             }
-            if facts.chosen.is_some() { code::OK } else { 4 }
+            if facts.chosen.is_some() {
+                code::OK
+            } else {
+                4
+            }
         }
         Command::Demo { backend, json } => {
             let mut exp = exporter(json);
-            match selftest::run_scenario(backend, BtfPaths::default(), &std::env::temp_dir(), false, exp.as_mut(), &mut out).await {
+            match selftest::run_scenario(
+                backend,
+                BtfPaths::default(),
+                &std::env::temp_dir(),
+                false,
+                exp.as_mut(),
+                &mut out,
+            )
+            .await
+            {
                 Ok(run) => {
                     let _ = writeln!(
                         out,
@@ -199,7 +257,11 @@ async fn run(command: Command) -> u8 {
                         run.expected,
                         if run.problems.is_empty() { "all match".to_owned() } else { run.problems.join("; ") }
                     );
-                    if run.problems.is_empty() { code::OK } else { code::FAILURE }
+                    if run.problems.is_empty() {
+                        code::OK
+                    } else {
+                        code::FAILURE
+                    }
                 }
                 Err(e) => {
                     eprintln!("cowprof: {e}");
@@ -207,8 +269,27 @@ async fn run(command: Command) -> u8 {
                 }
             }
         }
-        Command::Selftest { backend, tmpfs, doctor, btf } => selftest_all(backend, tmpfs, doctor, &btf.paths(), &mut out).await,
-        Command::Workload { merged, meta_merged } => match scenario::run_workload(&merged, meta_merged.as_deref()) {
+        Command::Selftest {
+            backend,
+            tmpfs,
+            doctor,
+            expect_chosen,
+            btf,
+        } => {
+            selftest_all(
+                backend,
+                tmpfs,
+                doctor,
+                expect_chosen,
+                &btf.paths(),
+                &mut out,
+            )
+            .await
+        }
+        Command::Workload {
+            merged,
+            meta_merged,
+        } => match scenario::run_workload(&merged, meta_merged.as_deref()) {
             Ok(()) => code::OK,
             Err(e) => {
                 eprintln!("cowprof workload: {e}");
@@ -234,32 +315,89 @@ fn print_doctor(out: &mut dyn std::io::Write, f: &probe::KernelFacts) {
         }
         (None, None) => {}
     }
-    let _ = writeln!(out, "overlay: {}", if f.overlay_loaded { "loaded" } else { "not loaded (modprobe overlay)" });
+    let _ = writeln!(
+        out,
+        "overlay: {}",
+        if f.overlay_loaded {
+            "loaded"
+        } else {
+            "not loaded (modprobe overlay)"
+        }
+    );
     let _ = writeln!(out, "symbols:");
     for (s, present) in &f.symbols {
-        let _ = writeln!(out, "  {s:<30} {}", if *present { "present" } else { "absent (inlined or not in this kernel)" });
+        let _ = writeln!(
+            out,
+            "  {s:<30} {}",
+            if *present {
+                "present"
+            } else {
+                "absent (inlined or not in this kernel)"
+            }
+        );
     }
     let _ = writeln!(out, "backends:");
     for b in &f.backends {
-        let _ = writeln!(out, "  {:<10} {}", b.backend.to_string() + ":", if b.usable { "available".to_owned() } else { b.reason.clone() });
+        let _ = writeln!(
+            out,
+            "  {:<10} {}",
+            b.backend.to_string() + ":",
+            if b.usable {
+                "available".to_owned()
+            } else {
+                b.reason.clone()
+            }
+        );
     }
     let _ = writeln!(
         out,
         "record would use: {}",
-        f.chosen.map_or_else(|| "nothing (no backend can attach)".to_owned(), |b| b.to_string())
+        f.chosen.map_or_else(
+            || "nothing (no backend can attach)".to_owned(),
+            |b| b.to_string()
+        )
     );
 }
 
-async fn selftest_all(backend: Option<Backend>, tmpfs: bool, doctor: bool, btf: &BtfPaths, out: &mut dyn std::io::Write) -> u8 {
+async fn selftest_all(
+    backend: Option<Backend>,
+    tmpfs: bool,
+    doctor: bool,
+    expect_chosen: Option<Backend>,
+    btf: &BtfPaths,
+    out: &mut dyn std::io::Write,
+) -> u8 {
     let facts = probe::kernel_facts(btf);
     if doctor {
         print_doctor(out, &facts);
     }
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(want) = expect_chosen {
+        if facts.chosen == Some(want) {
+            passed += 1;
+            let _ = writeln!(
+                out,
+                "selftest: ok doctor chooses {want} on {}",
+                facts.release
+            );
+        } else {
+            failed += 1;
+            let _ = writeln!(
+                out,
+                "selftest: FAIL doctor chooses {:?} on {}, expected {want}",
+                facts.chosen, facts.release
+            );
+        }
+    }
     let backends: Vec<Backend> = match backend {
         Some(b) => vec![b],
-        None => facts.backends.iter().filter(|b| b.usable).map(|b| b.backend).collect(),
+        None => facts
+            .backends
+            .iter()
+            .filter(|b| b.usable)
+            .map(|b| b.backend)
+            .collect(),
     };
-    let (mut passed, mut failed) = (0, 0);
     for b in &facts.backends {
         if !backends.contains(&b.backend) {
             let _ = writeln!(out, "selftest: skip backend={} ({})", b.backend, b.reason);
@@ -268,7 +406,15 @@ async fn selftest_all(backend: Option<Backend>, tmpfs: bool, doctor: bool, btf: 
     for b in backends {
         let mut sink = std::io::sink();
         let mut quiet = JsonLines;
-        let result = selftest::run_scenario(Some(b), btf.clone(), &std::env::temp_dir(), tmpfs, &mut quiet, &mut sink).await;
+        let result = selftest::run_scenario(
+            Some(b),
+            btf.clone(),
+            &std::env::temp_dir(),
+            tmpfs,
+            &mut quiet,
+            &mut sink,
+        )
+        .await;
         match result {
             Ok(run) if run.problems.is_empty() => {
                 passed += 1;
@@ -288,15 +434,27 @@ async fn selftest_all(backend: Option<Backend>, tmpfs: bool, doctor: bool, btf: 
                     let _ = writeln!(out, "  {p}");
                 }
                 for e in &run.events {
-                    let _ = writeln!(out, "  got {:?} {} layer={:?} bytes={} syscall={:?}", e.kind, e.path, e.lower_layer, e.bytes_copied, e.syscall);
+                    let _ = writeln!(
+                        out,
+                        "  got {:?} {} layer={:?} bytes={} syscall={:?}",
+                        e.kind, e.path, e.lower_layer, e.bytes_copied, e.syscall
+                    );
                 }
             }
             Err(e) => {
                 failed += 1;
-                let _ = writeln!(out, "selftest: FAIL backend={b} kernel={}: {e}", facts.release);
+                let _ = writeln!(
+                    out,
+                    "selftest: FAIL backend={b} kernel={}: {e}",
+                    facts.release
+                );
             }
         }
     }
     let _ = writeln!(out, "{passed} passed, {failed} failed");
-    if failed == 0 && passed > 0 { code::OK } else { code::FAILURE }
+    if failed == 0 && passed > 0 {
+        code::OK
+    } else {
+        code::FAILURE
+    }
 }

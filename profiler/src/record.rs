@@ -1,11 +1,7 @@
 //! `cowprof record`: load and attach, read the ring buffer (stage 2), decode, enrich, aggregate
 //! and report until Ctrl-C, SIGTERM, `--duration` or the end of `-- COMMAND`.
 
-use std::{
-    io::Write,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{io::Write, path::PathBuf, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
@@ -80,7 +76,10 @@ struct Filters {
 impl Filters {
     fn keep(&self, ev: &Event) -> bool {
         self.comm.as_ref().is_none_or(|c| &ev.comm == c)
-            && self.mount_dev.as_ref().is_none_or(|d| ev.dev.as_ref() == Some(d))
+            && self
+                .mount_dev
+                .as_ref()
+                .is_none_or(|d| ev.dev.as_ref() == Some(d))
             && ev.latency_ns >= self.min_latency_ns
     }
 }
@@ -100,7 +99,11 @@ pub async fn record(
         ),
         None => None,
     };
-    let filters = Filters { comm: opts.comm.clone(), mount_dev, min_latency_ns: opts.min_latency_ns };
+    let filters = Filters {
+        comm: opts.comm.clone(),
+        mount_dev,
+        min_latency_ns: opts.min_latency_ns,
+    };
 
     let mut probe = probe::load_and_attach(&opts.probe)?;
     let mut enricher = Enricher::new();
@@ -108,11 +111,15 @@ pub async fn record(
     probe.register_mounts(&mounts)?;
     let ring = probe.take_events()?;
     // SAFETY: the ring buffer owns its fd and outlives the registration (both live in `ring`).
-    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| RecordError::Io { source: e.into() })?;
+    let mut ring =
+        unsafe { AsyncFd::register(ring) }.map_err(|e| RecordError::Io { source: e.into() })?;
 
     let info = RunInfo {
         backend: probe.backend.to_string(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
         attached: probe.attached.clone(),
         skipped: probe.skipped.clone(),
     };
@@ -124,13 +131,18 @@ pub async fn record(
                 .args(args)
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|source| RecordError::Spawn { command: prog.clone(), source })?,
+                .map_err(|source| RecordError::Spawn {
+                    command: prog.clone(),
+                    source,
+                })?,
         ),
         None => None,
     };
 
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate()).map_err(|source| RecordError::Io { source })?;
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt()).map_err(|source| RecordError::Io { source })?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
+        .map_err(|source| RecordError::Io { source })?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())
+        .map_err(|source| RecordError::Io { source })?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // New overlay mounts (a container started after us) must reach the kernel side's maps.
     let mut mount_check = tokio::time::interval(Duration::from_millis(200));
@@ -182,7 +194,12 @@ pub async fn record(
     let summary = agg.summary(drops(&probe, malformed));
     let _ = exporter.summary(out, &summary);
     drop(probe); // detaches every program
-    Ok(Outcome { info, events, summary, command_status })
+    Ok(Outcome {
+        info,
+        events,
+        summary,
+        command_status,
+    })
 }
 
 fn drops(probe: &Probe, malformed: u64) -> Drops {

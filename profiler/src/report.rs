@@ -36,16 +36,37 @@ pub struct JsonLines;
 
 impl Exporter for JsonLines {
     fn header(&mut self, out: &mut dyn Write, info: &RunInfo) -> io::Result<()> {
-        serde_json::to_writer(&mut *out, &Tagged { schema: JSON_SCHEMA, kind: "start", body: info })?;
+        serde_json::to_writer(
+            &mut *out,
+            &Tagged {
+                schema: JSON_SCHEMA,
+                kind: "start",
+                body: info,
+            },
+        )?;
         out.write_all(b"\n")
     }
     fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()> {
-        serde_json::to_writer(&mut *out, &Tagged { schema: JSON_SCHEMA, kind: "event", body: ev })?;
+        serde_json::to_writer(
+            &mut *out,
+            &Tagged {
+                schema: JSON_SCHEMA,
+                kind: "event",
+                body: ev,
+            },
+        )?;
         out.write_all(b"\n")?;
         out.flush()
     }
     fn summary(&mut self, out: &mut dyn Write, s: &Summary) -> io::Result<()> {
-        serde_json::to_writer(&mut *out, &Tagged { schema: JSON_SCHEMA, kind: "summary", body: s })?;
+        serde_json::to_writer(
+            &mut *out,
+            &Tagged {
+                schema: JSON_SCHEMA,
+                kind: "summary",
+                body: s,
+            },
+        )?;
         out.write_all(b"\n")
     }
 }
@@ -97,22 +118,40 @@ pub fn fmt_bytes(b: u64) -> String {
 
 impl Exporter for Table {
     fn header(&mut self, out: &mut dyn Write, info: &RunInfo) -> io::Result<()> {
-        writeln!(out, "cowprof: backend {} on {} ({} hooks)", info.backend, info.kernel, info.attached.len())?;
+        writeln!(
+            out,
+            "cowprof: backend {} on {} ({} hooks)",
+            info.backend,
+            info.kernel,
+            info.attached.len()
+        )?;
         for s in &info.skipped {
             writeln!(out, "cowprof: skipped {s}")?;
         }
         writeln!(
             out,
-            "{:<21} {:>9} {:>7} {:<15} {:<12} {:>9} {:>9} {:>5} {:<32} {}",
-            "KIND", "LATENCY", "PID", "COMM", "SYSCALL", "SYS_LAT", "BYTES", "LAYER", "MOUNT", "PATH"
+            "{:<21} {:>9} {:>7} {:<15} {:<12} {:>9} {:>9} {:>5} {:<32} PATH",
+            "KIND", "LATENCY", "PID", "COMM", "SYSCALL", "SYS_LAT", "BYTES", "LAYER", "MOUNT",
         )
     }
 
     fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()> {
         self.rows += 1;
-        let lat = if ev.latency_partial { format!("~{}", fmt_ns(ev.latency_ns)) } else { fmt_ns(ev.latency_ns) };
-        let path = if ev.path_truncated { format!(".../{}", ev.path) } else { ev.path.clone() };
-        let err = if ev.errno == 0 { String::new() } else { format!("  (errno {})", ev.errno) };
+        let lat = if ev.latency_partial {
+            format!("~{}", fmt_ns(ev.latency_ns))
+        } else {
+            fmt_ns(ev.latency_ns)
+        };
+        let path = if ev.path_truncated {
+            format!(".../{}", ev.path)
+        } else {
+            ev.path.clone()
+        };
+        let err = if ev.errno == 0 {
+            String::new()
+        } else {
+            format!("  (errno {})", ev.errno)
+        };
         writeln!(
             out,
             "{:<21} {:>9} {:>7} {:<15} {:<12} {:>9} {:>9} {:>5} {:<32} {}{}",
@@ -133,13 +172,28 @@ impl Exporter for Table {
 
     fn summary(&mut self, out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         writeln!(out)?;
-        writeln!(out, "Summary: {} events, {} dropped", s.events, s.drops.total())?;
-        for (title, groups) in [("kind", &s.by_kind), ("source layer", &s.by_layer), ("mount", &s.by_mount)] {
+        writeln!(
+            out,
+            "Summary: {} events, {} dropped",
+            s.events,
+            s.drops.total()
+        )?;
+        for (title, groups) in [
+            ("kind", &s.by_kind),
+            ("source layer", &s.by_layer),
+            ("mount", &s.by_mount),
+        ] {
             writeln!(out, "\n  by {title}:")?;
             writeln!(
                 out,
                 "    {:<48} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}",
-                title.to_uppercase(), "COUNT", "BYTES", "P50", "P90", "P99", "MAX"
+                title.to_uppercase(),
+                "COUNT",
+                "BYTES",
+                "P50",
+                "P90",
+                "P99",
+                "MAX"
             )?;
             for (k, st) in groups {
                 writeln!(

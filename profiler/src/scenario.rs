@@ -46,7 +46,11 @@ pub enum StackError {
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StackError + 'a {
-    move |source| StackError::Io { what, path: path.to_owned(), source }
+    move |source| StackError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn cstring(p: &Path) -> CString {
@@ -59,8 +63,20 @@ fn mount(source: &str, target: &Path, fstype: &str, data: &str) -> std::io::Resu
     let data_c = CString::new(data).expect("no NUL");
     let tgt = cstring(target);
     // SAFETY: valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs_c.as_ptr(), 0, data_c.as_ptr().cast()) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs_c.as_ptr(),
+            0,
+            data_c.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn umount(target: &Path) {
@@ -75,7 +91,9 @@ fn umount(target: &Path) {
 
 /// True if this kernel's overlay knows the module parameter (e.g. `index`, `metacopy`).
 pub fn overlay_param(name: &str) -> bool {
-    Path::new("/sys/module/overlay/parameters").join(name).exists()
+    Path::new("/sys/module/overlay/parameters")
+        .join(name)
+        .exists()
 }
 
 /// One file to place in a lower layer: (layer 1-based, relative path, size, mode).
@@ -88,7 +106,13 @@ pub struct FileSpec {
 impl Stack {
     /// Creates `root/{l1..lN,upper,work,merged}`, fills the layers and mounts the overlay the way
     /// Docker's overlay2 does (`lowerdir` top first, `index=off` where the kernel has it).
-    pub fn create(root: &Path, layers: usize, files: &[FileSpec], extra_options: &[&str], on_tmpfs: bool) -> Result<Self, StackError> {
+    pub fn create(
+        root: &Path,
+        layers: usize,
+        files: &[FileSpec],
+        extra_options: &[&str],
+        on_tmpfs: bool,
+    ) -> Result<Self, StackError> {
         fs::create_dir_all(root).map_err(io("creating", root))?;
         let mut stack = Self {
             root: root.to_owned(),
@@ -103,7 +127,11 @@ impl Stack {
             mount("cowprof", root, "tmpfs", "size=256m").map_err(io("mounting tmpfs on", root))?;
             stack.tmpfs = true;
         }
-        for d in stack.lowers.iter().chain([&stack.upper, &stack.work, &stack.merged]) {
+        for d in stack
+            .lowers
+            .iter()
+            .chain([&stack.upper, &stack.work, &stack.merged])
+        {
             fs::create_dir_all(d).map_err(io("creating", d))?;
         }
         for f in files {
@@ -116,7 +144,9 @@ impl Stack {
             }
             let mut file = fs::File::create(&p).map_err(io("creating", &p))?;
             // Non-repeating content so no filesystem can dedupe or compress it away.
-            let block: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            let block: Vec<u8> = (0..4096u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect();
             let mut left = f.size;
             while left > 0 {
                 let n = left.min(block.len());
@@ -124,7 +154,11 @@ impl Stack {
                 left -= n;
             }
         }
-        let lowerdir: Vec<String> = stack.lowers.iter().map(|p| p.display().to_string()).collect();
+        let lowerdir: Vec<String> = stack
+            .lowers
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         let mut options = vec![
             format!("lowerdir={}", lowerdir.join(":")),
             format!("upperdir={}", stack.upper.display()),
@@ -135,10 +169,12 @@ impl Stack {
         }
         options.extend(extra_options.iter().map(|s| (*s).to_owned()));
         let options = options.join(",");
-        mount("overlay", &stack.merged, "overlay", &options).map_err(|source| StackError::Mount {
-            path: stack.merged.clone(),
-            options: options.clone(),
-            source,
+        mount("overlay", &stack.merged, "overlay", &options).map_err(|source| {
+            StackError::Mount {
+                path: stack.merged.clone(),
+                options: options.clone(),
+                source,
+            }
         })?;
         stack.mounted = true;
         Ok(stack)
@@ -159,20 +195,64 @@ impl Drop for Stack {
 
 /// The default stack's layers (1 = topmost lower).
 pub const DEFAULT_FILES: &[FileSpec] = &[
-    FileSpec { layer: 1, path: "bin/tool", size: 32 << 10 },
-    FileSpec { layer: 1, path: "etc/hosts", size: 200 },
-    FileSpec { layer: 2, path: "etc/passwd", size: 1024 },
-    FileSpec { layer: 2, path: "data/mid.bin", size: 16 << 10 },
-    FileSpec { layer: 2, path: "tmpdel/x", size: 100 },
-    FileSpec { layer: 3, path: "etc/app.conf", size: 4 << 10 },
-    FileSpec { layer: 3, path: "var/log/app.log", size: 64 << 10 },
-    FileSpec { layer: 3, path: "data/big.bin", size: 1 << 20 },
-    FileSpec { layer: 3, path: "data/old.bin", size: 8 << 10 },
-    FileSpec { layer: 3, path: "data/gone.bin", size: 2 << 10 },
+    FileSpec {
+        layer: 1,
+        path: "bin/tool",
+        size: 32 << 10,
+    },
+    FileSpec {
+        layer: 1,
+        path: "etc/hosts",
+        size: 200,
+    },
+    FileSpec {
+        layer: 2,
+        path: "etc/passwd",
+        size: 1024,
+    },
+    FileSpec {
+        layer: 2,
+        path: "data/mid.bin",
+        size: 16 << 10,
+    },
+    FileSpec {
+        layer: 2,
+        path: "tmpdel/x",
+        size: 100,
+    },
+    FileSpec {
+        layer: 3,
+        path: "etc/app.conf",
+        size: 4 << 10,
+    },
+    FileSpec {
+        layer: 3,
+        path: "var/log/app.log",
+        size: 64 << 10,
+    },
+    FileSpec {
+        layer: 3,
+        path: "data/big.bin",
+        size: 1 << 20,
+    },
+    FileSpec {
+        layer: 3,
+        path: "data/old.bin",
+        size: 8 << 10,
+    },
+    FileSpec {
+        layer: 3,
+        path: "data/gone.bin",
+        size: 2 << 10,
+    },
 ];
 
 /// The metacopy stack (a second mount with `metacopy=on`).
-pub const META_FILES: &[FileSpec] = &[FileSpec { layer: 1, path: "meta/m.bin", size: 32 << 10 }];
+pub const META_FILES: &[FileSpec] = &[FileSpec {
+    layer: 1,
+    path: "meta/m.bin",
+    size: 32 << 10,
+}];
 
 /// Makes the symlink the workload copies up (a special file).
 pub fn add_symlink(stack: &Stack) -> std::io::Result<()> {
@@ -205,10 +285,16 @@ pub fn run_workload(merged: &Path, meta_merged: Option<&Path>) -> std::io::Resul
     append("etc/hosts")?;
     // 3. truncate(2): var, var/log and var/log/app.log (layer 3), data copied then cut.
     // SAFETY: valid C string.
-    check(unsafe { libc::truncate(cpath(merged, "var/log/app.log").as_ptr(), 100) }, "truncate")?;
+    check(
+        unsafe { libc::truncate(cpath(merged, "var/log/app.log").as_ptr(), 100) },
+        "truncate",
+    )?;
     // 4. chmod: data (layers 2 and 3: layer 2) and data/mid.bin (layer 2), data copied.
     // SAFETY: valid C string.
-    check(unsafe { libc::chmod(cpath(merged, "data/mid.bin").as_ptr(), 0o600) }, "chmod")?;
+    check(
+        unsafe { libc::chmod(cpath(merged, "data/mid.bin").as_ptr(), 0o600) },
+        "chmod",
+    )?;
     // 5. unlink a layer-3 file: one whiteout.
     fs::remove_file(merged.join("data/old.bin"))?;
     // 6. empty and remove a layer-2 directory (dir copy-up, whiteout x, whiteout tmpdel),
@@ -221,7 +307,10 @@ pub fn run_workload(merged: &Path, meta_merged: Option<&Path>) -> std::io::Resul
     fs::File::create_new(merged.join("data/gone.bin"))?;
     // 8. lchown a symlink: a special-file copy-up (layer 1).
     // SAFETY: valid C string.
-    check(unsafe { libc::lchown(cpath(merged, "link").as_ptr(), 0, 0) }, "lchown")?;
+    check(
+        unsafe { libc::lchown(cpath(merged, "link").as_ptr(), 0, 0) },
+        "lchown",
+    )?;
     // Controls, which must produce nothing: rewrite an upper file, read a lower file, create a
     // new file, chmod an upper file.
     append("etc/hosts")?;
@@ -231,9 +320,14 @@ pub fn run_workload(merged: &Path, meta_merged: Option<&Path>) -> std::io::Resul
     if let Some(m) = meta_merged {
         // 9. chmod with metacopy=on: dir meta (layer 1) and metadata-only copy of meta/m.bin.
         // SAFETY: valid C string.
-        check(unsafe { libc::chmod(cpath(m, "meta/m.bin").as_ptr(), 0o600) }, "chmod")?;
+        check(
+            unsafe { libc::chmod(cpath(m, "meta/m.bin").as_ptr(), 0o600) },
+            "chmod",
+        )?;
         // 10. open for write: the deferred data copy of meta/m.bin.
-        let mut f = fs::OpenOptions::new().append(true).open(m.join("meta/m.bin"))?;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(m.join("meta/m.bin"))?;
         f.write_all(b"+")?;
     }
     Ok(())
@@ -295,7 +389,8 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let n = CString::new(name).expect("no NUL");
     let mut buf = [0u8; 256];
     // SAFETY: valid strings and buffer.
-    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     usize::try_from(len).ok().map(|l| buf[..l].to_vec())
 }
 
@@ -308,7 +403,11 @@ impl UpperTruth {
             for entry in fs::read_dir(&dir)? {
                 let entry = entry?;
                 let path = entry.path();
-                let rel = path.strip_prefix(upper).expect("under upper").display().to_string();
+                let rel = path
+                    .strip_prefix(upper)
+                    .expect("under upper")
+                    .display()
+                    .to_string();
                 let md = fs::symlink_metadata(&path)?;
                 let ft = md.file_type();
                 let kind = if ft.is_char_device() && md.rdev() == 0 {
@@ -338,12 +437,21 @@ impl UpperTruth {
 /// bytes) and against the upper directory: every upper entry that a lower layer also has must
 /// be explained by the last event at its path, and no event may name a path whose final upper
 /// state contradicts it. Returns the list of mismatches (empty = pass).
-pub fn verify(events: &[Event], expected: &[Expected], truth: &UpperTruth, lowers: &[PathBuf]) -> Vec<String> {
+pub fn verify(
+    events: &[Event],
+    expected: &[Expected],
+    truth: &UpperTruth,
+    lowers: &[PathBuf],
+) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut got: Vec<(Kind, String, Option<u32>, u64)> =
-        events.iter().map(|e| (e.kind, e.path.clone(), e.lower_layer, e.bytes_copied)).collect();
-    let mut want: Vec<(Kind, String, Option<u32>, u64)> =
-        expected.iter().map(|(k, p, l, b)| (*k, (*p).to_owned(), *l, *b)).collect();
+    let mut got: Vec<(Kind, String, Option<u32>, u64)> = events
+        .iter()
+        .map(|e| (e.kind, e.path.clone(), e.lower_layer, e.bytes_copied))
+        .collect();
+    let mut want: Vec<(Kind, String, Option<u32>, u64)> = expected
+        .iter()
+        .map(|(k, p, l, b)| (*k, (*p).to_owned(), *l, *b))
+        .collect();
     got.sort();
     want.sort();
     for w in &want {
@@ -358,7 +466,10 @@ pub fn verify(events: &[Event], expected: &[Expected], truth: &UpperTruth, lower
     }
     for e in events {
         if e.errno != 0 {
-            problems.push(format!("event with errno {}: {:?} {}", e.errno, e.kind, e.path));
+            problems.push(format!(
+                "event with errno {}: {:?} {}",
+                e.errno, e.kind, e.path
+            ));
         }
     }
     // The last event at each path must agree with what that path is in the upper dir now.
@@ -367,23 +478,35 @@ pub fn verify(events: &[Event], expected: &[Expected], truth: &UpperTruth, lower
         last.insert(&e.path, e.kind);
     }
     for (path, entry) in &truth.entries {
-        let in_lower = lowers.iter().any(|l| fs::symlink_metadata(l.join(path)).is_ok());
+        let in_lower = lowers
+            .iter()
+            .any(|l| fs::symlink_metadata(l.join(path)).is_ok());
         let ok = match (entry, last.get(path.as_str())) {
-            (UpperEntry::Whiteout, Some(Kind::Whiteout)) => true,
-            (UpperEntry::OpaqueDir, Some(Kind::OpaqueDir)) => true,
-            (UpperEntry::Dir, Some(Kind::DirCopyUp)) => in_lower,
-            (UpperEntry::File, Some(Kind::DataCopyUp | Kind::DeferredDataCopyUp | Kind::CreateOverWhiteout)) => in_lower,
-            // The tracepoint backend cannot see the deferred data copy: the file then still
-            // shows as its metacopy event (checked against the backend's expected list above).
-            (UpperEntry::File, Some(Kind::Metacopy)) => in_lower,
-            (UpperEntry::MetacopyFile, Some(Kind::Metacopy)) => in_lower,
-            (UpperEntry::Symlink, Some(Kind::SpecialCopyUp)) => in_lower,
+            (UpperEntry::Whiteout, Some(Kind::Whiteout))
+            | (UpperEntry::OpaqueDir, Some(Kind::OpaqueDir)) => true,
+            // The tracepoint backend cannot see the deferred data copy: such a file still shows
+            // as its metacopy event (checked against the backend's expected list above).
+            (UpperEntry::Dir, Some(Kind::DirCopyUp))
+            | (
+                UpperEntry::File,
+                Some(
+                    Kind::DataCopyUp
+                    | Kind::DeferredDataCopyUp
+                    | Kind::CreateOverWhiteout
+                    | Kind::Metacopy,
+                ),
+            )
+            | (UpperEntry::MetacopyFile, Some(Kind::Metacopy))
+            | (UpperEntry::Symlink, Some(Kind::SpecialCopyUp)) => in_lower,
             // New entries (not in any lower) have no CoW event.
             (UpperEntry::Dir | UpperEntry::File | UpperEntry::Symlink, None) => !in_lower,
             _ => false,
         };
         if !ok {
-            problems.push(format!("upper entry {path} ({entry:?}) disagrees with its last event {:?}", last.get(path.as_str())));
+            problems.push(format!(
+                "upper entry {path} ({entry:?}) disagrees with its last event {:?}",
+                last.get(path.as_str())
+            ));
         }
     }
     for (i, e) in events.iter().enumerate() {
@@ -396,7 +519,9 @@ pub fn verify(events: &[Event], expected: &[Expected], truth: &UpperTruth, lower
         });
         if !removed_later {
             let (path, kind) = (&e.path, e.kind);
-            problems.push(format!("event {kind:?} at {path}, but the upper dir has no such entry"));
+            problems.push(format!(
+                "event {kind:?} at {path}, but the upper dir has no such entry"
+            ));
         }
     }
     problems

@@ -46,7 +46,10 @@ pub struct ScenarioRun {
 /// Where the scenario's stacks live: `base/cowprof-<pid>-{a,b}`.
 pub fn stack_dirs(base: &Path) -> (PathBuf, PathBuf) {
     let id = std::process::id();
-    (base.join(format!("cowprof-{id}-main")), base.join(format!("cowprof-{id}-meta")))
+    (
+        base.join(format!("cowprof-{id}-main")),
+        base.join(format!("cowprof-{id}-meta")),
+    )
 }
 
 /// Builds the stacks, records the workload (run as `exe __workload ...` in its own process)
@@ -62,18 +65,36 @@ pub async fn run_scenario(
     let exe = std::env::current_exe().map_err(SelftestError::Exe)?;
     let (dir_a, dir_b) = stack_dirs(base);
     let main = Stack::create(&dir_a, 3, scenario::DEFAULT_FILES, &[], on_tmpfs)?;
-    scenario::add_symlink(&main).map_err(|source| StackError::Io { what: "symlink in", path: main.root.clone(), source })?;
+    scenario::add_symlink(&main).map_err(|source| StackError::Io {
+        what: "symlink in",
+        path: main.root.clone(),
+        source,
+    })?;
     let meta = if scenario::overlay_param("metacopy") {
-        Some(Stack::create(&dir_b, 1, scenario::META_FILES, &["metacopy=on"], on_tmpfs)?)
+        Some(Stack::create(
+            &dir_b,
+            1,
+            scenario::META_FILES,
+            &["metacopy=on"],
+            on_tmpfs,
+        )?)
     } else {
         None
     };
-    let mut command = vec![exe.display().to_string(), "__workload".into(), main.merged.display().to_string()];
+    let mut command = vec![
+        exe.display().to_string(),
+        "__workload".into(),
+        main.merged.display().to_string(),
+    ];
     if let Some(m) = &meta {
         command.push(m.merged.display().to_string());
     }
     let opts = RecordOptions {
-        probe: ProbeOptions { backend, btf, ..Default::default() },
+        probe: ProbeOptions {
+            backend,
+            btf,
+            ..Default::default()
+        },
         command,
         ..Default::default()
     };
@@ -82,20 +103,36 @@ pub async fn run_scenario(
         return Err(SelftestError::Workload(outcome.command_status));
     }
     let ours: Vec<&Stack> = std::iter::once(&main).chain(meta.as_ref()).collect();
-    let mount_points: Vec<String> = ours.iter().map(|s| s.merged.display().to_string()).collect();
+    let mount_points: Vec<String> = ours
+        .iter()
+        .map(|s| s.merged.display().to_string())
+        .collect();
     let events: Vec<Event> = outcome
         .events
         .iter()
-        .filter(|e| e.mount_point.as_ref().is_some_and(|m| mount_points.contains(m)))
+        .filter(|e| {
+            e.mount_point
+                .as_ref()
+                .is_some_and(|m| mount_points.contains(m))
+        })
         .cloned()
         .collect();
     let mut truth = UpperTruth::read(&main.upper).map_err(SelftestError::Truth)?;
     let mut lowers = main.lowers.clone();
     if let Some(m) = &meta {
-        truth.entries.extend(UpperTruth::read(&m.upper).map_err(SelftestError::Truth)?.entries);
+        truth.entries.extend(
+            UpperTruth::read(&m.upper)
+                .map_err(SelftestError::Truth)?
+                .entries,
+        );
         lowers.extend(m.lowers.iter().cloned());
     }
     let expected = scenario::expected(&outcome.info.backend, meta.is_some());
     let problems = scenario::verify(&events, &expected, &truth, &lowers);
-    Ok(ScenarioRun { outcome, events, problems, expected: expected.len() })
+    Ok(ScenarioRun {
+        outcome,
+        events,
+        problems,
+        expected: expected.len(),
+    })
 }

@@ -60,7 +60,10 @@ pub struct Enricher {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(clock, &raw mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -86,10 +89,18 @@ impl Enricher {
     pub fn add_mounts(&mut self, mounts: &[OverlayMount]) -> bool {
         let mut new = false;
         for m in mounts {
-            if !self.mounts.iter().any(|k| k.mount_id == m.mount_id && k.kdev == m.kdev) {
+            if !self
+                .mounts
+                .iter()
+                .any(|k| k.mount_id == m.mount_id && k.kdev == m.kdev)
+            {
                 use std::os::unix::fs::MetadataExt as _;
-                let root = m.upperdir.as_deref().and_then(|u| std::fs::metadata(u).ok());
-                self.upper_roots.push(root.map(|md| (crate::probe::to_kdev(md.dev()), md.ino())));
+                let root = m
+                    .upperdir
+                    .as_deref()
+                    .and_then(|u| std::fs::metadata(u).ok());
+                self.upper_roots
+                    .push(root.map(|md| (crate::probe::to_kdev(md.dev()), md.ino())));
                 self.mounts.push(m.clone());
                 new = true;
             }
@@ -123,8 +134,12 @@ impl Enricher {
     }
 
     pub fn syscall_end(&mut self, end: &SyscallEnd) -> Vec<Event> {
-        let Some(evs) = self.pending.remove(&(end.tid, end.enter_ns)) else { return Vec::new() };
-        evs.into_iter().map(|ev| self.finish(ev, Some(end))).collect()
+        let Some(evs) = self.pending.remove(&(end.tid, end.enter_ns)) else {
+            return Vec::new();
+        };
+        evs.into_iter()
+            .map(|ev| self.finish(ev, Some(end)))
+            .collect()
     }
 
     /// Events whose syscall never exited while we listened (e.g. stopped mid-syscall).
@@ -145,7 +160,11 @@ impl Enricher {
             WireKind::TpRegular => {
                 let meta_syscall = ev
                     .syscall_nr
-                    .and_then(|nr| syscalls::TRACKED.iter().find(|t| i64::from(t.0) == i64::from(nr)))
+                    .and_then(|nr| {
+                        syscalls::TRACKED
+                            .iter()
+                            .find(|t| i64::from(t.0) == i64::from(nr))
+                    })
                     .is_some_and(|t| t.2 & syscalls::META != 0);
                 if meta_syscall && mount.is_some_and(|m| m.has_option("metacopy", "on")) {
                     Kind::Metacopy
@@ -154,10 +173,17 @@ impl Enricher {
                 }
             }
         };
-        let bytes_copied = if kind == Kind::Metacopy { 0 } else { ev.bytes_copied };
+        let bytes_copied = if kind == Kind::Metacopy {
+            0
+        } else {
+            ev.bytes_copied
+        };
         // A create over a whiteout makes something new: it comes from no layer.
         let from_layer = !matches!(kind, Kind::OpaqueDir | Kind::CreateOverWhiteout);
-        let (lower_layer, lower_layer_dir) = match (ev.lower_idx.filter(|_| from_layer), mount.filter(|_| from_layer)) {
+        let (lower_layer, lower_layer_dir) = match (
+            ev.lower_idx.filter(|_| from_layer),
+            mount.filter(|_| from_layer),
+        ) {
             (Some(idx), Some(m)) => (Some(idx), m.layer_dir(idx).map(|p| p.display().to_string())),
             (Some(idx), None) => (Some(idx), None),
             (None, Some(m)) => match m.lower_layer_of(Path::new(&ev.path)) {
@@ -187,7 +213,9 @@ impl Enricher {
             bytes_copied,
             lower_layer,
             lower_layer_dir,
-            syscall: syscall_name.map(str::to_owned).or_else(|| ev.syscall_nr.map(|n| format!("syscall_{n}"))),
+            syscall: syscall_name
+                .map(str::to_owned)
+                .or_else(|| ev.syscall_nr.map(|n| format!("syscall_{n}"))),
             syscall_latency_ns: end.map(|e| e.exit_ns.saturating_sub(e.enter_ns)),
             syscall_ret: end.map(|e| e.ret),
         }

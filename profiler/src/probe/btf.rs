@@ -63,9 +63,14 @@ pub struct KernelBtf {
 
 impl KernelBtf {
     pub fn load(paths: &BtfPaths) -> Result<Self, BtfError> {
-        let vmlinux = Btf::from_file(&paths.vmlinux)
-            .map_err(|source| BtfError::Vmlinux { path: paths.vmlinux.clone(), source })?;
-        let overlay_in_vmlinux = !vmlinux.resolve_ids_by_name("ovl_inode").unwrap_or_default().is_empty();
+        let vmlinux = Btf::from_file(&paths.vmlinux).map_err(|source| BtfError::Vmlinux {
+            path: paths.vmlinux.clone(),
+            source,
+        })?;
+        let overlay_in_vmlinux = !vmlinux
+            .resolve_ids_by_name("ovl_inode")
+            .unwrap_or_default()
+            .is_empty();
         let module = if overlay_in_vmlinux {
             None
         } else {
@@ -73,10 +78,16 @@ impl KernelBtf {
         };
         let info = BtfInfo {
             vmlinux: paths.vmlinux.display().to_string(),
-            overlay_module: module.as_ref().map(|_| paths.overlay_module.display().to_string()),
+            overlay_module: module
+                .as_ref()
+                .map(|_| paths.overlay_module.display().to_string()),
             overlay_in_vmlinux,
         };
-        Ok(Self { vmlinux, module, info })
+        Ok(Self {
+            vmlinux,
+            module,
+            info,
+        })
     }
 
     /// The BTF that holds overlay's types.
@@ -85,12 +96,20 @@ impl KernelBtf {
     }
 
     pub fn has_overlay_types(&self) -> bool {
-        !self.ovl().resolve_ids_by_name("ovl_inode").unwrap_or_default().is_empty()
+        !self
+            .ovl()
+            .resolve_ids_by_name("ovl_inode")
+            .unwrap_or_default()
+            .is_empty()
     }
 
-    /// Whether a type of that name exists (e.g. `btf_trace_<tracepoint>` for tp_btf targets).
+    /// Whether a type of that name exists (e.g. `btf_trace_<tracepoint>` for `tp_btf` targets).
     pub fn has_type(&self, name: &str) -> bool {
-        !self.vmlinux.resolve_ids_by_name(name).unwrap_or_default().is_empty()
+        !self
+            .vmlinux
+            .resolve_ids_by_name(name)
+            .unwrap_or_default()
+            .is_empty()
     }
 
     /// Every kernel function name in BTF (vmlinux and, when present, overlay's module).
@@ -108,19 +127,27 @@ impl KernelBtf {
         let v = &self.vmlinux;
         let o = self.ovl();
         let need = |btf: &Btf, s: &str, path: &[&str]| {
-            member_offset(btf, s, path)
-                .ok_or_else(|| BtfError::Missing { what: format!("{s}.{}", path.join(".")) })
+            member_offset(btf, s, path).ok_or_else(|| BtfError::Missing {
+                what: format!("{s}.{}", path.join(".")),
+            })
         };
         let any = |btf: &Btf, s: &str, paths: &[&[&str]]| {
             paths
                 .iter()
                 .find_map(|p| member_offset(btf, s, p))
-                .ok_or_else(|| BtfError::Missing { what: format!("{s}.{}", paths[0].join(".")) })
+                .ok_or_else(|| BtfError::Missing {
+                    what: format!("{s}.{}", paths[0].join(".")),
+                })
         };
         if !self.has_overlay_types() {
             return Err(BtfError::MissingOverlayType {
                 name: "ovl_inode",
-                module: PathBuf::from(self.info.overlay_module.clone().unwrap_or_else(|| "/sys/kernel/btf/overlay".into())),
+                module: PathBuf::from(
+                    self.info
+                        .overlay_module
+                        .clone()
+                        .unwrap_or_else(|| "/sys/kernel/btf/overlay".into()),
+                ),
             });
         }
         // 6.5 moved the lower stack from dentry->d_fsdata to ovl_inode->oe.
@@ -153,10 +180,16 @@ impl KernelBtf {
             ovl_entry_lowerstack: any(o, "ovl_entry", &[&["__lowerstack"], &["lowerstack"]])?,
             ovl_path_layer: need(o, "ovl_path", &["layer"])?,
             ovl_layer_idx: need(o, "ovl_layer", &["idx"])?,
-            ovl_flag_upperdata: enum_value(o, "ovl_inode_flag", "OVL_UPPERDATA")
-                .ok_or_else(|| BtfError::Missing { what: "enum OVL_UPPERDATA".into() })?,
-            ovl_e_opaque: enum_value(o, "ovl_entry_flag", "OVL_E_OPAQUE")
-                .ok_or_else(|| BtfError::Missing { what: "enum OVL_E_OPAQUE".into() })?,
+            ovl_flag_upperdata: enum_value(o, "ovl_inode_flag", "OVL_UPPERDATA").ok_or_else(
+                || BtfError::Missing {
+                    what: "enum OVL_UPPERDATA".into(),
+                },
+            )?,
+            ovl_e_opaque: enum_value(o, "ovl_entry_flag", "OVL_E_OPAQUE").ok_or_else(|| {
+                BtfError::Missing {
+                    what: "enum OVL_E_OPAQUE".into(),
+                }
+            })?,
             dentry_d_sb: need(v, "dentry", &["d_sb"])?,
         })
     }
@@ -167,7 +200,11 @@ fn strip(btf: &Btf, mut t: Type) -> Option<btf_rs::Struct> {
     for _ in 0..16 {
         match t {
             Type::Struct(s) | Type::Union(s) => return Some(s),
-            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+            Type::Typedef(_)
+            | Type::Const(_)
+            | Type::Volatile(_)
+            | Type::Restrict(_)
+            | Type::TypeTag(_) => {
                 t = btf.resolve_chained_type(t.as_btf_type()?).ok()?;
             }
             _ => return None,
@@ -217,14 +254,17 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, want: &str) -> Option<(u32, Type)>
 
 /// Value of the enumerator `name` in `enum enum_name`.
 pub fn enum_value(btf: &Btf, enum_name: &str, name: &str) -> Option<u32> {
-    btf.resolve_types_by_name(enum_name).ok()?.into_iter().find_map(|t| match t {
-        Type::Enum(e) => e
-            .members
-            .iter()
-            .find(|m| btf.resolve_name(*m).ok().as_deref() == Some(name))
-            .map(btf_rs::EnumMember::val),
-        _ => None,
-    })
+    btf.resolve_types_by_name(enum_name)
+        .ok()?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| btf.resolve_name(*m).ok().as_deref() == Some(name))
+                .map(btf_rs::EnumMember::val),
+            _ => None,
+        })
 }
 
 /// True if `path` exists and is readable (the doctor's BTF check).
@@ -241,21 +281,34 @@ mod tests {
     fn host_offsets_resolve() {
         let paths = BtfPaths::default();
         if !readable(&paths.vmlinux) {
-            eprintln!("skipped: {} not readable (kernel without CONFIG_DEBUG_INFO_BTF)", paths.vmlinux.display());
+            eprintln!(
+                "skipped: {} not readable (kernel without CONFIG_DEBUG_INFO_BTF)",
+                paths.vmlinux.display()
+            );
             return;
         }
         let btf = KernelBtf::load(&paths).expect("load");
         let off = btf.offsets().expect("offsets");
         // `struct dentry` starts with d_flags and d_seq; d_parent cannot be at 0.
         assert!(off.dentry_d_parent > 0);
-        assert_eq!(off.dentry_d_name_len, off.dentry_d_name_name - 4, "qstr is {{hash, len}} then name");
+        assert_eq!(
+            off.dentry_d_name_len,
+            off.dentry_d_name_name - 4,
+            "qstr is {{hash, len}} then name"
+        );
         assert!(off.ovl_inode_upperdentry > off.ovl_inode_vfs_inode);
     }
 
     #[test]
     fn missing_vmlinux_is_a_clear_error() {
-        let paths = BtfPaths { vmlinux: "/nonexistent/vmlinux".into(), overlay_module: "/nonexistent".into() };
-        let err = KernelBtf::load(&paths).err().expect("must fail").to_string();
+        let paths = BtfPaths {
+            vmlinux: "/nonexistent/vmlinux".into(),
+            overlay_module: "/nonexistent".into(),
+        };
+        let err = KernelBtf::load(&paths)
+            .err()
+            .expect("must fail")
+            .to_string();
         assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     }
 }

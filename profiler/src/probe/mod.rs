@@ -5,7 +5,7 @@
 
 pub mod btf;
 
-use std::{fmt, fs, path::Path};
+use std::{fmt, fs, os::unix::fs::MetadataExt as _, path::Path};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -63,7 +63,7 @@ pub const KPROBE_HOOKS: &[(&str, &str, bool)] = &[
     ("cowprof_kp_dir_op_ret", "ovl_link", false),
 ];
 
-/// Tracepoint backend: tp_btf programs and their tracepoints (all three fire from
+/// Tracepoint backend: `tp_btf` programs and their tracepoints (all three fire from
 /// `inode_set_ctime_current`/`inode_set_ctime_to_ts` since 6.13).
 pub const TP_HOOKS: &[(&str, &str)] = &[
     ("cowprof_tp_ctime_ns_xchg", "ctime_ns_xchg"),
@@ -174,15 +174,20 @@ fn kprobes_supported() -> Result<(), String> {
 /// Tries to load (not attach) a tiny fentry program: kernels that refuse tracing programs
 /// answer EPERM here, before the verifier.
 fn fentry_supported(btf_paths: &BtfPaths, kernel_btf: Option<&KernelBtf>) -> Result<(), String> {
-    let Some(kbtf) = kernel_btf else { return Err("no kernel BTF".into()) };
+    let Some(kbtf) = kernel_btf else {
+        return Err("no kernel BTF".into());
+    };
     if !kbtf.info.overlay_in_vmlinux {
         return Err(
             "overlay is a module: stock aya cannot attach fentry to module functions (aya issue #300); use kprobe"
                 .into(),
         );
     }
-    let btf = Btf::parse_file(&btf_paths.vmlinux, aya::Endianness::default()).map_err(|e| e.to_string())?;
-    let mut ebpf = EbpfLoader::new().load(crate::EBPF_OBJECT).map_err(|e| e.to_string())?;
+    let btf = Btf::parse_file(&btf_paths.vmlinux, aya::Endianness::default())
+        .map_err(|e| e.to_string())?;
+    let mut ebpf = EbpfLoader::new()
+        .load(crate::EBPF_OBJECT)
+        .map_err(|e| e.to_string())?;
     let prog: &mut FEntry = ebpf
         .program_mut("cowprof_fentry_probe")
         .ok_or("probe program missing")?
@@ -214,7 +219,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn tracepoint_supported(kernel_btf: Option<&KernelBtf>) -> Result<(), String> {
-    let Some(kbtf) = kernel_btf else { return Err("no kernel BTF (tp_btf needs it)".into()) };
+    let Some(kbtf) = kernel_btf else {
+        return Err("no kernel BTF (tp_btf needs it)".into());
+    };
     let missing: Vec<&str> = TP_HOOKS
         .iter()
         .map(|(_, tp)| *tp)
@@ -233,16 +240,25 @@ fn tracepoint_supported(kernel_btf: Option<&KernelBtf>) -> Result<(), String> {
 /// Inspects the kernel: BTF, overlay symbols, which backends can attach and which one `record`
 /// picks.
 pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
-    let overlay_loaded = fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("\toverlay");
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let overlay_loaded = fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .contains("\toverlay");
     let (kbtf, btf_error) = match KernelBtf::load(btf_paths) {
         Ok(k) => (Some(k), None),
         Err(e) => (None, Some(e.to_string())),
     };
     let syms = kallsyms();
-    let symbols: Vec<(String, bool)> =
-        OVERLAY_SYMBOLS.iter().map(|s| ((*s).to_owned(), symbol_present(&syms, s))).collect();
-    let offsets_ok = kbtf.as_ref().map(|k| k.offsets().map(|_| ()).map_err(|e| e.to_string()));
+    let symbols: Vec<(String, bool)> = OVERLAY_SYMBOLS
+        .iter()
+        .map(|s| ((*s).to_owned(), symbol_present(&syms, s)))
+        .collect();
+    let offsets_ok = kbtf
+        .as_ref()
+        .map(|k| k.offsets().map(|_| ()).map_err(|e| e.to_string()));
 
     let mut backends = Vec::new();
     let with_offsets = |r: Result<(), String>| match (&r, &offsets_ok) {
@@ -263,11 +279,17 @@ pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
         } else if !overlay_loaded {
             Err("overlay is not loaded (modprobe overlay)".into())
         } else {
-            Err(format!("overlay functions not found in /proc/kallsyms (inlined?): {}", missing.join(", ")))
+            Err(format!(
+                "overlay functions not found in /proc/kallsyms (inlined?): {}",
+                missing.join(", ")
+            ))
         }
     });
     backends.push(status(Backend::Kprobe, with_offsets(kprobe)));
-    backends.push(status(Backend::Tracepoint, with_offsets(tracepoint_supported(kbtf.as_ref()))));
+    backends.push(status(
+        Backend::Tracepoint,
+        with_offsets(tracepoint_supported(kbtf.as_ref())),
+    ));
     let chosen = backends.iter().find(|b| b.usable).map(|b| b.backend);
     KernelFacts {
         release,
@@ -282,8 +304,16 @@ pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
 
 fn status(backend: Backend, r: Result<(), String>) -> BackendStatus {
     match r {
-        Ok(()) => BackendStatus { backend, usable: true, reason: "available".into() },
-        Err(reason) => BackendStatus { backend, usable: false, reason },
+        Ok(()) => BackendStatus {
+            backend,
+            usable: true,
+            reason: "available".into(),
+        },
+        Err(reason) => BackendStatus {
+            backend,
+            usable: false,
+            reason,
+        },
     }
 }
 
@@ -316,16 +346,25 @@ impl Probe {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         let map = self.ebpf.take_map("EVENTS").ok_or(ProbeError::Map {
             name: "EVENTS",
-            source: aya::maps::MapError::InvalidName { name: "EVENTS".into() },
+            source: aya::maps::MapError::InvalidName {
+                name: "EVENTS".into(),
+            },
         })?;
-        RingBuf::try_from(map).map_err(|source| ProbeError::Map { name: "EVENTS", source })
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            name: "EVENTS",
+            source,
+        })
     }
 
     /// Sum over CPUs of each counter in `counter::*`.
     pub fn counters(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];
-        let Some(map) = self.ebpf.map("COUNTERS") else { return out };
-        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return out };
+        let Some(map) = self.ebpf.map("COUNTERS") else {
+            return out;
+        };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+            return out;
+        };
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(values) = arr.get(&(i as u32), 0) {
                 *slot = values.iter().sum();
@@ -344,25 +383,41 @@ impl Probe {
             if !self.registered.insert(m.mount_id) {
                 continue;
             }
-            let (Some(upper), Some(work)) = (&m.upperdir, &m.workdir) else { continue };
+            let (Some(upper), Some(work)) = (&m.upperdir, &m.workdir) else {
+                continue;
+            };
             // Overlay works in `<workdir>/work`; both live on the upper filesystem.
-            let Ok(work_meta) = fs::metadata(work.join("work")) else { continue };
-            let Ok(upper_meta) = fs::metadata(upper) else { continue };
-            use std::os::unix::fs::MetadataExt as _;
+            let Ok(work_meta) = fs::metadata(work.join("work")) else {
+                continue;
+            };
+            let Ok(upper_meta) = fs::metadata(upper) else {
+                continue;
+            };
             let kdev = to_kdev(upper_meta.dev());
-            let key = |ino| InodeKey { dev: kdev, _pad: 0, ino };
+            let key = |ino| InodeKey {
+                dev: kdev,
+                _pad: 0,
+                ino,
+            };
             let mut put = |name: &'static str, k: InodeKey| -> Result<(), ProbeError> {
                 let mut map: HashMap<_, InodeKey, u32> =
                     HashMap::try_from(self.ebpf.map_mut(name).expect("map in object"))
                         .map_err(|source| ProbeError::Map { name, source })?;
-                map.insert(k, m.mount_id, 0).map_err(|source| ProbeError::Map { name, source })
+                map.insert(k, m.mount_id, 0)
+                    .map_err(|source| ProbeError::Map { name, source })
             };
             put("WORKDIRS", key(work_meta.ino()))?;
             put("UPPER_ROOTS", key(upper_meta.ino()))?;
             let mut devs: HashMap<_, u32, u32> =
                 HashMap::try_from(self.ebpf.map_mut("UPPER_DEVS").expect("map in object"))
-                    .map_err(|source| ProbeError::Map { name: "UPPER_DEVS", source })?;
-            devs.insert(kdev, 1, 0).map_err(|source| ProbeError::Map { name: "UPPER_DEVS", source })?;
+                    .map_err(|source| ProbeError::Map {
+                        name: "UPPER_DEVS",
+                        source,
+                    })?;
+            devs.insert(kdev, 1, 0).map_err(|source| ProbeError::Map {
+                name: "UPPER_DEVS",
+                source,
+            })?;
         }
         Ok(())
     }
@@ -386,9 +441,16 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     let facts = kernel_facts(&opts.btf);
     let backend = match opts.backend {
         Some(b) => {
-            let st = facts.backends.iter().find(|s| s.backend == b).expect("every backend is listed");
+            let st = facts
+                .backends
+                .iter()
+                .find(|s| s.backend == b)
+                .expect("every backend is listed");
             if !st.usable {
-                return Err(ProbeError::Unavailable { backend: b, reason: st.reason.clone() });
+                return Err(ProbeError::Unavailable {
+                    backend: b,
+                    reason: st.reason.clone(),
+                });
             }
             b
         }
@@ -402,7 +464,9 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         })?,
     };
 
-    let mut ebpf = EbpfLoader::new().load(crate::EBPF_OBJECT).map_err(|source| ProbeError::Load { source })?;
+    let mut ebpf = EbpfLoader::new()
+        .load(crate::EBPF_OBJECT)
+        .map_err(|source| ProbeError::Load { source })?;
     let cfg = Config {
         self_tgid: std::process::id(),
         filter_tgid: opts.filter_tgid,
@@ -410,19 +474,40 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         off: offsets,
     };
     {
-        let mut arr: Array<_, Config> = Array::try_from(ebpf.map_mut("CONFIG").expect("map in object"))
-            .map_err(|source| ProbeError::Map { name: "CONFIG", source })?;
-        arr.set(0, cfg, 0).map_err(|source| ProbeError::Map { name: "CONFIG", source })?;
-        let mut sys: Array<_, u8> = Array::try_from(ebpf.map_mut("SYSCALLS").expect("map in object"))
-            .map_err(|source| ProbeError::Map { name: "SYSCALLS", source })?;
+        let mut arr: Array<_, Config> =
+            Array::try_from(ebpf.map_mut("CONFIG").expect("map in object")).map_err(|source| {
+                ProbeError::Map {
+                    name: "CONFIG",
+                    source,
+                }
+            })?;
+        arr.set(0, cfg, 0).map_err(|source| ProbeError::Map {
+            name: "CONFIG",
+            source,
+        })?;
+        let mut sys: Array<_, u8> = Array::try_from(
+            ebpf.map_mut("SYSCALLS").expect("map in object"),
+        )
+        .map_err(|source| ProbeError::Map {
+            name: "SYSCALLS",
+            source,
+        })?;
         for &(nr, _, class) in syscalls::TRACKED {
-            sys.set(nr, class, 0).map_err(|source| ProbeError::Map { name: "SYSCALLS", source })?;
+            sys.set(nr, class, 0).map_err(|source| ProbeError::Map {
+                name: "SYSCALLS",
+                source,
+            })?;
         }
     }
 
     let mut attached = Vec::new();
     let mut skipped = Vec::new();
-    let program_err = |what: String| move |source| ProbeError::Program { what: what.clone(), source };
+    let program_err = |what: String| {
+        move |source| ProbeError::Program {
+            what: what.clone(),
+            source,
+        }
+    };
     match backend {
         Backend::Kprobe => {
             let syms = kallsyms();
@@ -431,7 +516,10 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                 if !symbol_present(&syms, func) {
                     skipped.push(format!("{func}: not in /proc/kallsyms"));
                     if required {
-                        return Err(ProbeError::Unavailable { backend, reason: format!("{func} is missing") });
+                        return Err(ProbeError::Unavailable {
+                            backend,
+                            reason: format!("{func} is missing"),
+                        });
                     }
                     continue;
                 }
@@ -441,41 +529,71 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                     .try_into()
                     .map_err(program_err(prog_name.into()))?;
                 if loaded.insert(prog_name) {
-                    prog.load().map_err(program_err(format!("loading {prog_name}")))?;
+                    prog.load()
+                        .map_err(program_err(format!("loading {prog_name}")))?;
                 }
-                prog.attach(func, 0).map_err(program_err(format!("attaching {prog_name} to {func}")))?;
-                attached.push(format!("{}:{func}", if prog_name.ends_with("_ret") { "kretprobe" } else { "kprobe" }));
+                prog.attach(func, 0)
+                    .map_err(program_err(format!("attaching {prog_name} to {func}")))?;
+                attached.push(format!(
+                    "{}:{func}",
+                    if prog_name.ends_with("_ret") {
+                        "kretprobe"
+                    } else {
+                        "kprobe"
+                    }
+                ));
             }
         }
         Backend::Tracepoint => {
-            let btf = Btf::parse_file(&opts.btf.vmlinux, aya::Endianness::default())
-                .map_err(|e| ProbeError::Unavailable { backend, reason: format!("BTF: {e}") })?;
+            let btf =
+                Btf::parse_file(&opts.btf.vmlinux, aya::Endianness::default()).map_err(|e| {
+                    ProbeError::Unavailable {
+                        backend,
+                        reason: format!("BTF: {e}"),
+                    }
+                })?;
             for &(prog_name, tp) in TP_HOOKS {
                 let prog: &mut BtfTracePoint = ebpf
                     .program_mut(prog_name)
                     .expect("program in object")
                     .try_into()
                     .map_err(program_err(prog_name.into()))?;
-                prog.load(tp, &btf).map_err(program_err(format!("loading {prog_name} for tp_btf/{tp}")))?;
-                prog.attach().map_err(program_err(format!("attaching tp_btf/{tp}")))?;
+                prog.load(tp, &btf)
+                    .map_err(program_err(format!("loading {prog_name} for tp_btf/{tp}")))?;
+                prog.attach()
+                    .map_err(program_err(format!("attaching tp_btf/{tp}")))?;
                 attached.push(format!("tp_btf:{tp}"));
             }
         }
         Backend::Fentry => {
-            return Err(ProbeError::Unavailable { backend, reason: "not implemented yet".into() });
+            return Err(ProbeError::Unavailable {
+                backend,
+                reason: "not implemented yet".into(),
+            });
         }
     }
     // Syscall windows last: a window opened before the operation probes existed is harmless,
     // but operations seen without their window would lose their syscall.
-    for (prog_name, tp) in [("cowprof_sys_enter", "sys_enter"), ("cowprof_sys_exit", "sys_exit")] {
+    for (prog_name, tp) in [
+        ("cowprof_sys_enter", "sys_enter"),
+        ("cowprof_sys_exit", "sys_exit"),
+    ] {
         let prog: &mut RawTracePoint = ebpf
             .program_mut(prog_name)
             .expect("program in object")
             .try_into()
             .map_err(program_err(prog_name.into()))?;
-        prog.load().map_err(program_err(format!("loading {prog_name}")))?;
-        prog.attach(tp).map_err(program_err(format!("attaching raw_tp/{tp}")))?;
+        prog.load()
+            .map_err(program_err(format!("loading {prog_name}")))?;
+        prog.attach(tp)
+            .map_err(program_err(format!("attaching raw_tp/{tp}")))?;
         attached.push(format!("raw_tp:{tp}"));
     }
-    Ok(Probe { ebpf, backend, attached, skipped, registered: std::collections::HashSet::new() })
+    Ok(Probe {
+        ebpf,
+        backend,
+        attached,
+        skipped,
+        registered: std::collections::HashSet::new(),
+    })
 }
