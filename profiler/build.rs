@@ -8,10 +8,17 @@ fn main() -> anyhow::Result<()> {
     let root = root
         .canonicalize()
         .map_err(|e| anyhow!("profiler-ebpf not found next to profiler: {e}"))?;
-    let root = root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?.to_owned();
+    let root = root
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path"))?
+        .to_owned();
     println!("cargo:rerun-if-changed=../profiler-common/src");
     aya_build::build_ebpf(
-        [Package { name: "profiler-ebpf", root_dir: &root, ..Default::default() }],
+        [Package {
+            name: "profiler-ebpf",
+            root_dir: &root,
+            ..Default::default()
+        }],
         // Must be the toolchain bpf-linker was built against (scripts/setup links it).
         Toolchain::Custom("cowprof-nightly"),
     )
