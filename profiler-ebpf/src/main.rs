@@ -180,11 +180,13 @@ mod prog {
     /// Stops at the filesystem root, or at an upper root when `upper_dev` is non-zero.
     /// Not inlined: as a BPF subprogram it is verified once per call site instead of being
     /// unrolled into every caller's loop.
+    /// Returns false if the walk never reached its root (an upper root when `upper_dev` is set).
     #[inline(never)]
-    fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev: u32) {
+    fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev: u32) -> bool {
         let mut pos: usize = 0;
         let mut depth: u32 = 0;
         let mut truncated = 1u32;
+        let mut at_root = false;
         for _ in 0..PATH_MAX_DEPTH {
             if dentry == 0 {
                 truncated = 0;
@@ -202,6 +204,7 @@ mod prog {
                 if unsafe { UPPER_ROOTS.get(&key) }.is_some() {
                     ev.root_ino = key.ino;
                     truncated = 0;
+                    at_root = true;
                     break;
                 }
             }
@@ -239,6 +242,7 @@ mod prog {
         if truncated != 0 {
             ev.flags |= flags::PATH_TRUNCATED;
         }
+        at_root || truncated != 0
     }
 
     /// Fills the fields every event has. Returns the window's enter time, if in one.
@@ -532,8 +536,14 @@ mod prog {
         } else {
             alias - u64::from(off.dentry_d_alias)
         };
-        walk(off, ev, dentry, op.dev);
-        entry.submit(0);
+        if walk(off, ev, dentry, op.dev) {
+            entry.submit(0);
+        } else {
+            // Never reached the upper dir: an intermediate directory of a removal (overlay
+            // swaps in an empty opaque dir made in the work dir before whiting out a directory
+            // that held whiteouts), not a copy-up.
+            entry.discard(0);
+        }
     }
 
     #[btf_tracepoint(function = "ctime_ns_xchg")]
