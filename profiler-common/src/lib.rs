@@ -104,6 +104,9 @@ pub struct CowEvent {
     pub mode: u32,
     pub path_len: u32,
     pub depth: u32,
+    /// Tracepoint backend: mountinfo id of the overlay whose work dir made the temp (0 = unknown).
+    pub mount_id: u32,
+    pub _pad: u32,
     pub comm: [u8; COMM_LEN],
     pub path: [u8; PATH_BUF],
 }
@@ -196,7 +199,7 @@ pub mod counter {
     pub const COUNT: u32 = 4;
 }
 
-const _: () = assert!(size_of::<CowEvent>() == 112 + COMM_LEN + PATH_BUF);
+const _: () = assert!(size_of::<CowEvent>() == 120 + COMM_LEN + PATH_BUF);
 const _: () = assert!(size_of::<SyscallEnd>() == 40);
 const _: () = assert!(size_of::<Offsets>() == 30 * 4);
 const _: () = assert!(size_of::<Config>() == 16 + size_of::<Offsets>());

@@ -33,6 +33,7 @@ mod prog {
             RetProbeContext,
         },
     };
+    use aya_log_ebpf::warn;
     use profiler_common::{
         backend, class, counter, flags, kind, Config, CowEvent, InodeKey, Offsets, SyscallEnd,
         NAME_MAX_COPY, PATH_BUF, PATH_MAX_DEPTH, RECORD_COW, RECORD_SYSCALL_END,
@@ -45,7 +46,7 @@ mod prog {
     const RENAME_EXCHANGE: u64 = 2;
     /// CoW operations the tracepoint backend can hold for one syscall (a deep path copies up
     /// one directory per level; each extra one is counted in `OP_TABLE_FULL`).
-    const MAX_OPS: usize = 8;
+    const MAX_OPS: usize = 16;
 
     #[map]
     static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -79,6 +80,9 @@ mod prog {
         /// i_size when the temp last changed inside the work directory (before a later truncate
         /// or write in the same syscall changes it).
         size: u64,
+        /// Mount id of the work directory the temp was made in (0 for whiteouts).
+        mount_id: u32,
+        _pad: u32,
     }
 
     /// `Op::state`: an inode created in this syscall, not yet named.
@@ -103,6 +107,9 @@ mod prog {
         _pad: u32,
         ops: [Op; MAX_OPS],
     }
+
+    #[map]
+    static WINDOW_SCRATCH: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
 
     /// tid -> the tracked syscall it is in.
     #[map]
@@ -256,6 +263,8 @@ mod prog {
         ev.result = 0;
         ev.lower_idx = 0;
         ev.root_ino = 0;
+        ev.mount_id = 0;
+        ev._pad = 0;
         ev.size_bytes = 0;
         ev.bytes_copied = 0;
         ev.path_len = 0;
@@ -299,29 +308,26 @@ mod prog {
         let Some((_, tid)) = wanted(cfg) else {
             return 0;
         };
-        let empty = Op {
-            inode: 0,
-            first_ns: 0,
-            last_ns: 0,
-            dev: 0,
-            mode: 0,
-            nlink: 0,
-            state: 0,
-            size: 0,
+        // The window is too big for the 512-byte BPF stack: build it in a per-CPU scratch slot.
+        // Stale `ops` there are harmless: only the first `nops` entries are ever read.
+        let Some(w) = WINDOW_SCRATCH.get_ptr_mut(0) else {
+            return 0;
         };
-        let w = Window {
-            // SAFETY: plain helper call.
-            enter_ns: unsafe { bpf_ktime_get_ns() },
-            nr: nr as i32,
-            class: u32::from(cls),
-            emitted: 0,
-            nops: 0,
-            consumed_whiteout: 0,
-            _pad: 0,
-            ops: [empty; MAX_OPS],
-        };
-        if WINDOWS.insert(&tid, &w, 0).is_err() {
+        // SAFETY: per-CPU slot, this program is its only user while it runs.
+        let w = unsafe { &mut *w };
+        // SAFETY: plain helper call.
+        w.enter_ns = unsafe { bpf_ktime_get_ns() };
+        w.nr = nr as i32;
+        w.class = u32::from(cls);
+        w.emitted = 0;
+        w.nops = 0;
+        w.consumed_whiteout = 0;
+        if WINDOWS.insert(&tid, &*w, 0).is_err() {
             bump(counter::WINDOW_DROPS);
+            warn!(
+                &ctx,
+                "syscall window map full: tid {} traced without its syscall", tid
+            );
         }
         0
     }
@@ -368,7 +374,7 @@ mod prog {
     /// keeps out inodes that only pass through the work directory (the old upper directory that
     /// a whiteout replaces is moved there and removed).
     #[inline(always)]
-    fn tp_inode(inode: u64) -> i32 {
+    fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         let tid = bpf_get_current_pid_tgid() as u32;
         let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
             return 0;
@@ -418,9 +424,11 @@ mod prog {
                 ino: ptr(parent_inode, off.inode_i_ino),
             };
             // SAFETY: read-only lookup.
-            let in_workdir = unsafe { WORKDIRS.get(&key) }.is_some();
+            let workdir_mount = unsafe { WORKDIRS.get(&key) }.copied();
+            let in_workdir = workdir_mount.is_some();
             if op.state == NEWBORN {
                 op.state = if in_workdir { TEMP } else { IGNORE };
+                op.mount_id = workdir_mount.unwrap_or(0);
                 op.mode = mode;
                 op.nlink = read::<u32>(inode, off.inode_i_nlink).unwrap_or(0);
             }
@@ -447,6 +455,10 @@ mod prog {
         };
         if n >= MAX_OPS {
             bump(counter::OP_TABLE_FULL);
+            warn!(
+                ctx,
+                "more than {} CoW operations in one syscall (nr {}): one lost", MAX_OPS, w.nr
+            );
             return 0;
         }
         w.ops[n & (MAX_OPS - 1)] = Op {
@@ -458,6 +470,8 @@ mod prog {
             nlink: 0,
             state,
             size: 0,
+            mount_id: 0,
+            _pad: 0,
         };
         w.nops += 1;
         0
@@ -506,6 +520,7 @@ mod prog {
         ev.end_ns = now;
         ev.latency_ns = op.last_ns - op.first_ns;
         ev.dev = op.dev;
+        ev.mount_id = op.mount_id;
         ev.mode = op.mode;
         ev.result = if ret < 0 { ret as i32 } else { 0 };
         let over_whiteout = last && w.consumed_whiteout != 0;
@@ -548,17 +563,17 @@ mod prog {
 
     #[btf_tracepoint(function = "ctime_ns_xchg")]
     pub fn cowprof_tp_ctime_ns_xchg(ctx: BtfTracePointContext) -> i32 {
-        tp_inode(ctx.arg::<u64>(0))
+        tp_inode(&ctx, ctx.arg::<u64>(0))
     }
 
     #[btf_tracepoint(function = "ctime_xchg_skip")]
     pub fn cowprof_tp_ctime_xchg_skip(ctx: BtfTracePointContext) -> i32 {
-        tp_inode(ctx.arg::<u64>(0))
+        tp_inode(&ctx, ctx.arg::<u64>(0))
     }
 
     #[btf_tracepoint(function = "inode_set_ctime_to_ts")]
     pub fn cowprof_tp_set_ctime(ctx: BtfTracePointContext) -> i32 {
-        tp_inode(ctx.arg::<u64>(0))
+        tp_inode(&ctx, ctx.arg::<u64>(0))
     }
 
     // ---------------------------------------------------------------- kprobe backend

@@ -110,6 +110,13 @@ pub async fn record(
     enricher.add_mounts(&mounts);
     probe.register_mounts(&mounts)?;
     let ring = probe.take_events()?;
+    // SAFETY (both registrations): each owns its fd and outlives its registration.
+    let mut logs = match probe.take_logger() {
+        Some(l) => Some(
+            unsafe { AsyncFd::register(l) }.map_err(|e| RecordError::Io { source: e.into() })?,
+        ),
+        None => None,
+    };
     // SAFETY: the ring buffer owns its fd and outlives the registration (both live in `ring`).
     let mut ring =
         unsafe { AsyncFd::register(ring) }.map_err(|e| RecordError::Io { source: e.into() })?;
@@ -170,6 +177,12 @@ pub async fn record(
                 guard.clear_ready();
                 deliver(batch, out, exporter);
             }
+            guard = logs_readable(&mut logs) => {
+                if let Ok(mut guard) = guard {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = sleep_until(deadline) => break,
@@ -226,6 +239,15 @@ fn drain(ring: &mut RingBuf<MapData>, enricher: &mut Enricher, malformed: &mut u
         }
     }
     out
+}
+
+async fn logs_readable<T: std::os::fd::AsRawFd>(
+    logs: &mut Option<AsyncFd<T>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
+    match logs {
+        Some(l) => l.readable_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -114,7 +114,10 @@ impl Enricher {
 
     fn mount_for(&self, ev: &RawEvent) -> Option<&OverlayMount> {
         if ev.dev_is_upper {
-            // Tracepoint backend: the event names the upper filesystem and upper root inode.
+            // Tracepoint backend: the work dir's mount id, else the upper root the walk reached.
+            if let Some(id) = ev.mount_id {
+                return self.mounts.iter().rev().find(|m| m.mount_id == id);
+            }
             let key = Some((ev.kdev, ev.root_ino));
             let i = self.upper_roots.iter().rposition(|r| *r == key)?;
             self.mounts.get(i)

@@ -338,6 +338,8 @@ pub struct Probe {
     pub skipped: Vec<String>,
     /// Keys already registered in the tracepoint backend's maps.
     registered: std::collections::HashSet<u32>,
+    /// eBPF-side diagnostics (aya-log), forwarded to `log` (`-v` / `RUST_LOG`).
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Probe {
@@ -354,6 +356,11 @@ impl Probe {
             name: "EVENTS",
             source,
         })
+    }
+
+    /// The aya-log reader; `record` polls it next to the event ring buffer.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
     }
 
     /// Sum over CPUs of each counter in `counter::*`.
@@ -589,11 +596,14 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             .map_err(program_err(format!("attaching raw_tp/{tp}")))?;
         attached.push(format!("raw_tp:{tp}"));
     }
+    // Fails only if the object has no log call sites; diagnostics are optional either way.
+    let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
     Ok(Probe {
         ebpf,
         backend,
         attached,
         skipped,
         registered: std::collections::HashSet::new(),
+        logger,
     })
 }
