@@ -332,8 +332,22 @@ mod prog {
         0
     }
 
+    /// Syscall exit for the kprobe backend: closes the window.
     #[raw_tracepoint(tracepoint = "sys_exit")]
     pub fn cowprof_sys_exit(ctx: RawTracePointContext) -> i32 {
+        sys_exit(&ctx, false)
+    }
+
+    /// Syscall exit for the tracepoint backend: also emits the window's CoW temps. A separate
+    /// program so kernels without the ctime tracepoints (6.1's verifier finds the emission loop
+    /// too complex) never load that code.
+    #[raw_tracepoint(tracepoint = "sys_exit")]
+    pub fn cowprof_sys_exit_tp(ctx: RawTracePointContext) -> i32 {
+        sys_exit(&ctx, true)
+    }
+
+    #[inline(always)]
+    fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
         let tid = bpf_get_current_pid_tgid() as u32;
         let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
             return 0;
@@ -341,9 +355,11 @@ mod prog {
         let ret: i64 = ctx.arg(1);
         // SAFETY: plain helper call.
         let now = unsafe { bpf_ktime_get_ns() };
-        if let Some(cfg) = config() {
-            // SAFETY: only this tid touches its window.
-            unsafe { emit_tp_ops(cfg, &mut *w, ret, now) };
+        if tp_backend {
+            if let Some(cfg) = config() {
+                // SAFETY: only this tid touches its window.
+                unsafe { emit_tp_ops(cfg, &mut *w, ret, now) };
+            }
         }
         // SAFETY: as above.
         let (emitted, nr, enter_ns) = unsafe { ((*w).emitted, (*w).nr, (*w).enter_ns) };

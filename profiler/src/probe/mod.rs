@@ -581,10 +581,12 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     }
     // Syscall windows last: a window opened before the operation probes existed is harmless,
     // but operations seen without their window would lose their syscall.
-    for (prog_name, tp) in [
-        ("cowprof_sys_enter", "sys_enter"),
-        ("cowprof_sys_exit", "sys_exit"),
-    ] {
+    let sys_exit = if backend == Backend::Tracepoint {
+        "cowprof_sys_exit_tp"
+    } else {
+        "cowprof_sys_exit"
+    };
+    for (prog_name, tp) in [("cowprof_sys_enter", "sys_enter"), (sys_exit, "sys_exit")] {
         let prog: &mut RawTracePoint = ebpf
             .program_mut(prog_name)
             .expect("program in object")
