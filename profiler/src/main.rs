@@ -179,6 +179,10 @@ fn exporter(json: bool) -> Box<dyn Exporter> {
 }
 
 async fn run(command: Command) -> u8 {
+    // From here on Ctrl-C and SIGTERM no longer kill the process outright: every command ends
+    // through its own cleanup (stacks unmounted, programs detached). `record` listens for them.
+    let _keep_int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    let _keep_term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match command {

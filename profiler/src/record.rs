@@ -63,8 +63,10 @@ pub struct Outcome {
     pub info: RunInfo,
     pub events: Vec<Event>,
     pub summary: Summary,
-    /// Exit status of `-- COMMAND`, if one ran.
+    /// Exit status of `-- COMMAND`, if one ran to its end.
     pub command_status: Option<i32>,
+    /// Stopped by SIGINT or SIGTERM.
+    pub interrupted: bool,
 }
 
 struct Filters {
@@ -157,6 +159,7 @@ pub async fn record(
     let mut events = Vec::new();
     let mut malformed = 0u64;
     let mut command_status = None;
+    let mut interrupted = false;
 
     let mut deliver = |evs: Vec<Event>, out: &mut dyn Write, exporter: &mut dyn Exporter| {
         for ev in evs {
@@ -183,8 +186,8 @@ pub async fn record(
                     guard.clear_ready();
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = sigint.recv() => { interrupted = true; break }
+            _ = sigterm.recv() => { interrupted = true; break }
             () = sleep_until(deadline) => break,
             status = wait_child(&mut child) => {
                 command_status = Some(status);
@@ -212,6 +215,7 @@ pub async fn record(
         events,
         summary,
         command_status,
+        interrupted,
     })
 }
 

@@ -19,6 +19,8 @@ pub enum SelftestError {
     Record(#[from] RecordError),
     #[error("reading the upper directory: {0}")]
     Truth(#[source] std::io::Error),
+    #[error("interrupted; the test stacks were unmounted and removed")]
+    Interrupted,
     #[error("the workload failed (exit status {0:?}); see its message above")]
     Workload(Option<i32>),
     #[error("cannot find cowprof's own executable to run the workload: {0}")]
@@ -29,6 +31,7 @@ impl SelftestError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Record(e) => e.exit_code(),
+            Self::Interrupted => 130,
             _ => 1,
         }
     }
@@ -99,6 +102,9 @@ pub async fn run_scenario(
         ..Default::default()
     };
     let outcome = record::record(&opts, exporter, out).await?;
+    if outcome.interrupted {
+        return Err(SelftestError::Interrupted);
+    }
     if outcome.command_status != Some(0) {
         return Err(SelftestError::Workload(outcome.command_status));
     }
