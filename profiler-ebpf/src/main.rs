@@ -244,6 +244,28 @@ mod prog {
             }
             dentry = parent;
         }
+        // The walk may have used all its levels on a path exactly that deep: if what is left
+        // is the root, nothing was cut.
+        if truncated != 0 && dentry != 0 && pos < PATH_BUF / 2 {
+            let inode = ptr(dentry, off.dentry_d_inode);
+            let ino = ptr(inode, off.inode_i_ino);
+            let key = InodeKey {
+                dev: upper_dev,
+                _pad: 0,
+                ino,
+            };
+            let is_root = if upper_dev != 0 {
+                // SAFETY: read-only map lookup.
+                unsafe { UPPER_ROOTS.get(&key) }.is_some()
+            } else {
+                ptr(dentry, off.dentry_d_parent) == dentry
+            };
+            if is_root {
+                ev.root_ino = ino;
+                truncated = 0;
+                at_root = true;
+            }
+        }
         ev.path_len = pos as u32;
         ev.depth = depth;
         if truncated != 0 {
