@@ -1,1 +1,685 @@
+//! Pieces shared by cowprof's benchmarks (see `benches/copyup_storm.rs`): a scratch directory
+//! (optionally a tmpfs of its own), a lower layer of many small files, fresh overlay mounts over
+//! it, the copy-up storm itself, and `cowprof record` run as a separate collector process.
+//!
+//! Everything that changes the system is a guard that undoes itself on drop, so a panic, an
+//! early return or Ctrl-C (which only sets a flag, see [`install_stop_handlers`]; the loops poll
+//! it and return [`Interrupted`]) leaves no mount, no directory and no collector process behind.
 
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    fs,
+    io::{self, BufRead as _, BufReader, Read as _},
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_json::Value;
+
+// ------------------------------------------------------------------------------------ signals --
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_sig: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT, SIGTERM and SIGHUP only set a flag; the long loops poll it ([`check_stop`]) and unwind
+/// through the guards, so cleanup always runs.
+pub fn install_stop_handlers() -> Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction with a handler that only stores to an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&raw mut sa.sa_mask);
+            if libc::sigaction(sig, &raw const sa, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error()).context("installing a signal handler");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The run was stopped by a signal (the caller exits 130 after cleanup).
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+pub fn check_stop() -> Result<()> {
+    if stop_requested() {
+        Err(Interrupted.into())
+    } else {
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------------- mounts --
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("paths made here have no NUL")
+}
+
+fn mount(source: &str, target: &Path, fstype: &str, data: &str) -> io::Result<()> {
+    let (src, fs_c, data_c) = (
+        CString::new(source)?,
+        CString::new(fstype)?,
+        CString::new(data)?,
+    );
+    let tgt = cpath(target);
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs_c.as_ptr(),
+            0,
+            data_c.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn umount(target: &Path) {
+    let tgt = cpath(target);
+    // SAFETY: a valid path; MNT_DETACH as the fallback so a busy mount is still released.
+    unsafe {
+        if libc::umount2(tgt.as_ptr(), 0) != 0 {
+            libc::umount2(tgt.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+}
+
+pub fn sync() {
+    // SAFETY: no arguments.
+    unsafe { libc::sync() };
+}
+
+/// `base/cowprof-bench-<pid>`, on a tmpfs of its own if asked; unmounted and removed on drop.
+pub struct Scratch {
+    pub root: PathBuf,
+    tmpfs: bool,
+}
+
+impl Scratch {
+    pub fn create(base: &Path, tmpfs_bytes: Option<u64>) -> Result<Self> {
+        let base = base
+            .canonicalize()
+            .with_context(|| format!("scratch base {}", base.display()))?;
+        let root = base.join(format!("cowprof-bench-{}", std::process::id()));
+        fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+        let mut s = Self { root, tmpfs: false };
+        if let Some(bytes) = tmpfs_bytes {
+            mount(
+                "cowprof-bench",
+                &s.root,
+                "tmpfs",
+                &format!("size={bytes},mode=0755"),
+            )
+            .with_context(|| format!("mounting a tmpfs on {}", s.root.display()))?;
+            s.tmpfs = true;
+        }
+        Ok(s)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.tmpfs {
+            umount(&self.root);
+        }
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+// ------------------------------------------------------------------------------ layer + storm --
+
+pub const FILE_SIZE: usize = 4096;
+/// The storm's files live in this directory of the lower layer, so the first write of a round
+/// also copies up this directory: one `dir_copy_up` plus one `data_copy_up` per file.
+pub const SUBDIR: &str = "d";
+
+pub fn file_name(i: usize) -> String {
+    format!("f{i:06}")
+}
+
+/// Fills `lower/d` with `n` files of 4 KiB (distinct, non-repeating content), then syncs.
+pub fn make_lower(lower: &Path, n: usize) -> Result<()> {
+    let dir = lower.join(SUBDIR);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut block = vec![0u8; FILE_SIZE];
+    for i in 0..n {
+        if i % 256 == 0 {
+            check_stop()?;
+        }
+        let seed = (i as u32).wrapping_mul(0x9e37_79b9);
+        for (j, b) in block.iter_mut().enumerate() {
+            *b = ((j as u32 ^ seed).wrapping_mul(2_654_435_761) >> 13) as u8;
+        }
+        let p = dir.join(file_name(i));
+        fs::write(&p, &block).with_context(|| format!("writing {}", p.display()))?;
+    }
+    sync();
+    Ok(())
+}
+
+/// A fresh overlay (new upper and work, the given lower) at `dir/merged`; unmounted and `dir`
+/// removed on drop.
+pub struct Overlay {
+    pub dir: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    mounted: bool,
+}
+
+impl Overlay {
+    pub fn mount(dir: &Path, lower: &Path) -> Result<Self> {
+        fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut ov = Self {
+            dir: dir.to_owned(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("merged"),
+            mounted: false,
+        };
+        for d in [&ov.upper, &ov.work, &ov.merged] {
+            fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        // Like Docker's overlay2 (and cowprof's own scenario): index=off where the kernel has it.
+        let mut options = Vec::new();
+        if Path::new("/sys/module/overlay/parameters/index").exists() {
+            options.push("index=off".to_owned());
+        }
+        options.push(format!("lowerdir={}", lower.display()));
+        options.push(format!("upperdir={}", ov.upper.display()));
+        options.push(format!("workdir={}", ov.work.display()));
+        let options = options.join(",");
+        mount("overlay", &ov.merged, "overlay", &options)
+            .with_context(|| format!("mount -t overlay on {} ({options})", ov.merged.display()))?;
+        ov.mounted = true;
+        Ok(ov)
+    }
+
+    /// The storm's targets, as C strings made before the clock starts.
+    pub fn storm_paths(&self, n: usize) -> Vec<CString> {
+        let dir = self.merged.join(SUBDIR);
+        (0..n).map(|i| cpath(&dir.join(file_name(i)))).collect()
+    }
+
+    /// How many files of the storm's directory are in the upper layer now.
+    pub fn copied_up(&self) -> Result<usize> {
+        let d = self.upper.join(SUBDIR);
+        match fs::read_dir(&d) {
+            Ok(rd) => Ok(rd
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                })
+                .count()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e).with_context(|| format!("reading {}", d.display())),
+        }
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        if self.mounted {
+            umount(&self.merged);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The storm: for each path, open(O_WRONLY|O_APPEND) + write 1 byte + close; the first open of
+/// a lower file for write is its copy-up. Returns the monotonic time of the whole loop.
+pub fn storm(paths: &[CString]) -> Result<Duration> {
+    let start = Instant::now();
+    for (i, p) in paths.iter().enumerate() {
+        if i % 256 == 0 {
+            check_stop()?;
+        }
+        // SAFETY: a NUL-terminated path; the fd is closed below on every path.
+        let fd = unsafe {
+            libc::open(
+                p.as_ptr(),
+                libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).with_context(|| format!("open {p:?}"));
+        }
+        // SAFETY: a 1-byte buffer that lives across the call; fd is ours.
+        let n = unsafe { libc::write(fd, b"+".as_ptr().cast(), 1) };
+        let err = io::Error::last_os_error();
+        // SAFETY: fd is ours and closed once.
+        unsafe { libc::close(fd) };
+        if n != 1 {
+            return Err(err).with_context(|| format!("write {p:?}"));
+        }
+    }
+    Ok(start.elapsed())
+}
+
+// ---------------------------------------------------------------------------------- collector --
+
+/// What one `cowprof record --json` session produced, read after it exited.
+#[derive(Debug, Clone)]
+pub struct CollectorRun {
+    pub start: Value,
+    pub summary: Option<Value>,
+    /// All `"type":"event"` lines.
+    pub event_lines: u64,
+    /// Event lines on the overlay this round mounted, and by kind.
+    pub ours: u64,
+    pub ours_by_kind: BTreeMap<String, u64>,
+    /// Lines that were not JSON, or JSON of an unknown type.
+    pub odd_lines: u64,
+    /// Sum of the summary's `drops` counters (ring buffer, op table, windows, malformed).
+    pub dropped: u64,
+    /// `VmHWM` of the collector just before SIGINT, KiB.
+    pub vmhwm_kib: Option<u64>,
+    /// `VmRSS` just before SIGINT (steady state after the storm), KiB.
+    pub vmrss_kib: Option<u64>,
+    /// wait4() rusage of the collector: peak RSS (KiB) and CPU time (user + system).
+    pub maxrss_kib: u64,
+    pub cpu: Duration,
+    /// CPU time (user + system) the collector used between its "start" line and SIGINT, i.e.
+    /// while the storm ran (None if /proc could not be read).
+    pub storm_cpu: Option<Duration>,
+    /// From spawn to the "start" line (load, verify, attach).
+    pub attach_time: Duration,
+    /// From SIGINT to the collector's exit (reading what is left of the ring buffer, the summary).
+    pub stop_time: Duration,
+    pub exit_status: i32,
+}
+
+/// `cowprof record --json [--backend B]` as a child process (own process group, SIGTERM if this
+/// process dies). Its stdout is drained by a thread that parses only the first ("start") line and
+/// then copies raw bytes until EOF, so the bench itself adds as little CPU load as possible while
+/// the storm runs; everything else is parsed after the collector exited. Killed and reaped on drop
+/// if still running.
+pub struct Collector {
+    pid: libc::pid_t,
+    reaped: bool,
+    start_rx: mpsc::Receiver<Option<String>>,
+    reader: Option<JoinHandle<io::Result<Vec<u8>>>>,
+    start: Option<Value>,
+    spawned: Instant,
+    attach_time: Duration,
+    cpu_at_start: Option<Duration>,
+}
+
+fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        -1
+    }
+}
+
+impl Collector {
+    pub fn spawn(bin: &Path, backend: Option<&str>) -> Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["record", "--json"]);
+        if let Some(b) = backend {
+            cmd.args(["--backend", b]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} record --json", bin.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+        // Reaped with wait4() below (for its rusage), never through `child`.
+        let pid = libc::pid_t::try_from(child.id()).context("pid")?;
+        drop(child);
+        let (tx, start_rx) = mpsc::channel();
+        let reader = thread::Builder::new()
+            .name("collector-stdout".into())
+            .spawn(move || -> io::Result<Vec<u8>> {
+                let mut r = BufReader::with_capacity(1 << 16, stdout);
+                let mut before = Vec::new();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line)? == 0 {
+                        let _ = tx.send(None);
+                        return Ok(before);
+                    }
+                    let is_start = serde_json::from_str::<Value>(&line)
+                        .is_ok_and(|v| v.get("type").and_then(Value::as_str) == Some("start"));
+                    if is_start {
+                        let _ = tx.send(Some(line.clone()));
+                        break;
+                    }
+                    before.extend_from_slice(line.as_bytes());
+                }
+                let mut rest = before;
+                rest.reserve(16 << 20);
+                r.read_to_end(&mut rest)?;
+                Ok(rest)
+            })
+            .context("spawning the stdout reader")?;
+        Ok(Self {
+            pid,
+            reaped: false,
+            start_rx,
+            reader: Some(reader),
+            start: None,
+            spawned: Instant::now(),
+            attach_time: Duration::ZERO,
+            cpu_at_start: None,
+        })
+    }
+
+    /// Waits for the "start" line (probes attached), polling the stop flag.
+    pub fn wait_start(&mut self, timeout: Duration) -> Result<&Value> {
+        let t0 = Instant::now();
+        loop {
+            match self.start_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(Some(line)) => {
+                    let v: Value = serde_json::from_str(&line).context("parsing the start line")?;
+                    self.attach_time = self.spawned.elapsed();
+                    self.cpu_at_start = self.cpu_so_far();
+                    return Ok(self.start.insert(v));
+                }
+                Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let (status, _) = self.reap_blocking();
+                    bail!(
+                        "cowprof record exited (status {}) before attaching; see its message above",
+                        exit_code(status)
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    check_stop()?;
+                    if t0.elapsed() > timeout {
+                        bail!("cowprof record did not attach within {timeout:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_reap(&mut self) -> Option<(libc::c_int, libc::rusage)> {
+        let mut status = 0;
+        // SAFETY: zeroed rusage is valid; pid is our unreaped child.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(self.pid, &raw mut status, libc::WNOHANG, &raw mut ru) };
+        if r == self.pid {
+            self.reaped = true;
+            Some((status, ru))
+        } else if r < 0 {
+            // ECHILD: nothing left to reap.
+            self.reaped = true;
+            Some((-1, ru))
+        } else {
+            None
+        }
+    }
+
+    fn reap_blocking(&mut self) -> (libc::c_int, libc::rusage) {
+        let mut status = 0;
+        // SAFETY: as in try_reap.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            let r = unsafe { libc::wait4(self.pid, &raw mut status, 0, &raw mut ru) };
+            if r == self.pid
+                || r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+            {
+                self.reaped = true;
+                return (if r == self.pid { status } else { -1 }, ru);
+            }
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if !self.reaped {
+            // SAFETY: an unreaped child's pid cannot have been reused.
+            unsafe { libc::kill(self.pid, sig) };
+        }
+    }
+
+    /// User + system CPU time of the whole collector so far, from /proc/PID/stat (clock ticks).
+    pub fn cpu_so_far(&self) -> Option<Duration> {
+        let s = fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the ")" that ends comm: state is field 3, utime 14, stime 15.
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+            .ok()
+            .filter(|h| *h > 0)?;
+        Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    }
+
+    /// A `/proc/PID/status` field in KiB (`VmHWM` = peak RSS so far, `VmRSS` = now).
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
+        let s = fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let line = s
+            .lines()
+            .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// SIGINT, wait for the summary and the exit, and count what came out. Events on the mount
+    /// at `merged` are "ours"; others (another overlay on this machine) are counted apart.
+    pub fn stop(mut self, merged: &Path, timeout: Duration) -> Result<CollectorRun> {
+        let (vmhwm_kib, vmrss_kib) = (self.status_kib("VmHWM"), self.status_kib("VmRSS"));
+        let storm_cpu = self
+            .cpu_so_far()
+            .zip(self.cpu_at_start)
+            .map(|(now, then)| now.saturating_sub(then));
+        let t0 = Instant::now();
+        self.signal(libc::SIGINT);
+        let (status, ru) = loop {
+            if let Some(r) = self.try_reap() {
+                break r;
+            }
+            if t0.elapsed() > timeout {
+                self.signal(libc::SIGKILL);
+                self.reap_blocking();
+                bail!("cowprof record did not exit within {timeout:?} of SIGINT (killed)");
+            }
+            thread::sleep(Duration::from_millis(1));
+        };
+        let stop_time = t0.elapsed();
+        let out = self
+            .reader
+            .take()
+            .expect("reader joined once")
+            .join()
+            .map_err(|_| anyhow!("the stdout reader panicked"))?
+            .context("reading the collector's stdout")?;
+        let start = self
+            .start
+            .take()
+            .ok_or_else(|| anyhow!("stop() before a start line"))?;
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        let mut run = CollectorRun {
+            start,
+            summary: None,
+            event_lines: 0,
+            ours: 0,
+            ours_by_kind: BTreeMap::new(),
+            odd_lines: 0,
+            dropped: 0,
+            vmhwm_kib,
+            vmrss_kib,
+            maxrss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
+            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+            storm_cpu,
+            attach_time: self.attach_time,
+            stop_time,
+            exit_status: exit_code(status),
+        };
+        let merged = merged
+            .to_str()
+            .ok_or_else(|| anyhow!("non-UTF-8 mount point"))?;
+        for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(v) = serde_json::from_slice::<Value>(line) else {
+                run.odd_lines += 1;
+                continue;
+            };
+            match v.get("type").and_then(Value::as_str) {
+                Some("event") => {
+                    run.event_lines += 1;
+                    if v.get("mount_point").and_then(Value::as_str) == Some(merged) {
+                        run.ours += 1;
+                        let kind = v
+                            .get("kind")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                            .to_owned();
+                        *run.ours_by_kind.entry(kind).or_default() += 1;
+                    }
+                }
+                Some("summary") => {
+                    run.dropped = v
+                        .get("drops")
+                        .and_then(Value::as_object)
+                        .map_or(0, |d| d.values().filter_map(Value::as_u64).sum());
+                    run.summary = Some(v);
+                }
+                _ => run.odd_lines += 1,
+            }
+        }
+        Ok(run)
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // Politely first (it detaches and exits at once), then for sure.
+            self.signal(libc::SIGTERM);
+            let t0 = Instant::now();
+            while self.try_reap().is_none() {
+                if t0.elapsed() > Duration::from_secs(5) {
+                    self.signal(libc::SIGKILL);
+                    self.reap_blocking();
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------- stats --
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+pub fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+pub fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// Other tracers running on this machine (processes named cowprof or bpftrace, other than this
+/// process's own children): their probes slow down baseline and attached rounds alike.
+pub fn other_tracers() -> Vec<String> {
+    let me = std::process::id().to_string();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let ppid = stat[close + 1..].split_whitespace().nth(1).unwrap_or("");
+        if (comm == "cowprof" || comm == "bpftrace") && ppid != me {
+            out.push(format!("{comm}[{pid}]"));
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "?".into(), |s| s.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < 1e-12);
+        assert!((median(&[4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < 1e-12);
+        assert!(median(&[]).is_nan());
+        assert!((min(&[2.0, 1.0]) - 1.0).abs() < 1e-12 && (max(&[2.0, 1.0]) - 2.0).abs() < 1e-12);
+    }
+}

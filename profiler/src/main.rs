@@ -184,7 +184,8 @@ async fn run(command: Command) -> u8 {
     let _keep_int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
     let _keep_term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Block-buffered: record flushes once per ring-buffer batch (stdout alone flushes per line).
+    let mut out = std::io::BufWriter::new(stdout.lock());
     match command {
         Command::Record {
             backend,

@@ -170,6 +170,8 @@ pub async fn record(
                 events.push(ev);
             }
         }
+        // One write per ring-buffer batch, not per event.
+        let _ = out.flush();
     };
 
     loop {

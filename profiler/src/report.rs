@@ -55,8 +55,7 @@ impl Exporter for JsonLines {
                 body: ev,
             },
         )?;
-        out.write_all(b"\n")?;
-        out.flush()
+        out.write_all(b"\n")
     }
     fn summary(&mut self, out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         serde_json::to_writer(
@@ -166,8 +165,7 @@ impl Exporter for Table {
             ev.mount_point.as_deref().unwrap_or("?"),
             path,
             err
-        )?;
-        out.flush()
+        )
     }
 
     fn summary(&mut self, out: &mut dyn Write, s: &Summary) -> io::Result<()> {

@@ -63,10 +63,14 @@ pub struct KernelBtf {
 
 impl KernelBtf {
     pub fn load(paths: &BtfPaths) -> Result<Self, BtfError> {
-        let vmlinux = Btf::from_file(&paths.vmlinux).map_err(|source| BtfError::Vmlinux {
-            path: paths.vmlinux.clone(),
-            source,
-        })?;
+        // Mapped and parsed lazily where the file allows it (a fraction of the memory of a full
+        // parse); parsed into memory otherwise.
+        let vmlinux = Btf::from_file_with_backend(&paths.vmlinux, btf_rs::Backend::Mmap)
+            .or_else(|_| Btf::from_file(&paths.vmlinux))
+            .map_err(|source| BtfError::Vmlinux {
+                path: paths.vmlinux.clone(),
+                source,
+            })?;
         let overlay_in_vmlinux = !vmlinux
             .resolve_ids_by_name("ovl_inode")
             .unwrap_or_default()

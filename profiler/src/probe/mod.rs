@@ -244,9 +244,6 @@ pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let overlay_loaded = fs::read_to_string("/proc/filesystems")
-        .unwrap_or_default()
-        .contains("\toverlay");
     let (kbtf, btf_error) = match KernelBtf::load(btf_paths) {
         Ok(k) => (Some(k), None),
         Err(e) => (None, Some(e.to_string())),
@@ -256,41 +253,15 @@ pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
         .iter()
         .map(|s| ((*s).to_owned(), symbol_present(&syms, s)))
         .collect();
-    let offsets_ok = kbtf
-        .as_ref()
-        .map(|k| k.offsets().map(|_| ()).map_err(|e| e.to_string()));
-
-    let mut backends = Vec::new();
-    let with_offsets = |r: Result<(), String>| match (&r, &offsets_ok) {
-        (Ok(()), Some(Err(e))) => Err(e.clone()),
-        (Ok(()), None) => Err(btf_error.clone().unwrap_or_default()),
-        _ => r,
-    };
-    let fentry = fentry_supported(btf_paths, kbtf.as_ref());
-    backends.push(status(Backend::Fentry, fentry));
-    let kprobe = kprobes_supported().and_then(|()| {
-        let missing: Vec<&str> = KPROBE_HOOKS
-            .iter()
-            .filter(|(_, f, required)| *required && !symbol_present(&syms, f))
-            .map(|(_, f, _)| *f)
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else if !overlay_loaded {
-            Err("overlay is not loaded (modprobe overlay)".into())
-        } else {
-            Err(format!(
-                "overlay functions not found in /proc/kallsyms (inlined?): {}",
-                missing.join(", ")
-            ))
-        }
-    });
-    backends.push(status(Backend::Kprobe, with_offsets(kprobe)));
-    backends.push(status(
-        Backend::Tracepoint,
-        with_offsets(tracepoint_supported(kbtf.as_ref())),
-    ));
+    let survey = Survey::new(kbtf.as_ref(), btf_error.clone(), &syms);
+    let backends = vec![
+        status(Backend::Fentry, fentry_supported(btf_paths, kbtf.as_ref())),
+        survey.status(Backend::Kprobe),
+        survey.status(Backend::Tracepoint),
+    ];
     let chosen = backends.iter().find(|b| b.usable).map(|b| b.backend);
+    let overlay_loaded = survey.overlay_loaded;
+    drop(survey);
     KernelFacts {
         release,
         btf: kbtf.map(|k| k.info.clone()),
@@ -299,6 +270,61 @@ pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
         symbols,
         backends,
         chosen,
+    }
+}
+
+/// What `record` needs to know to pick between kprobe and tracepoint, without `doctor`'s extra
+/// work (the fentry test load parses the object and vmlinux BTF once more).
+struct Survey<'a> {
+    kbtf: Option<&'a KernelBtf>,
+    btf_error: Option<String>,
+    offsets_error: Option<String>,
+    syms: &'a str,
+    overlay_loaded: bool,
+}
+
+impl<'a> Survey<'a> {
+    fn new(kbtf: Option<&'a KernelBtf>, btf_error: Option<String>, syms: &'a str) -> Self {
+        Self {
+            kbtf,
+            btf_error,
+            offsets_error: kbtf.and_then(|k| k.offsets().err().map(|e| e.to_string())),
+            syms,
+            overlay_loaded: fs::read_to_string("/proc/filesystems")
+                .unwrap_or_default()
+                .contains("\toverlay"),
+        }
+    }
+
+    fn status(&self, backend: Backend) -> BackendStatus {
+        let r = match backend {
+            Backend::Fentry => Err("not implemented yet".into()),
+            Backend::Kprobe => kprobes_supported().and_then(|()| {
+                let missing: Vec<&str> = KPROBE_HOOKS
+                    .iter()
+                    .filter(|(_, f, required)| *required && !symbol_present(self.syms, f))
+                    .map(|(_, f, _)| *f)
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else if !self.overlay_loaded {
+                    Err("overlay is not loaded (modprobe overlay)".into())
+                } else {
+                    Err(format!(
+                        "overlay functions not found in /proc/kallsyms (inlined?): {}",
+                        missing.join(", ")
+                    ))
+                }
+            }),
+            Backend::Tracepoint => tracepoint_supported(self.kbtf),
+        };
+        // Every backend reads kernel structures at offsets from BTF.
+        let r = r.and_then(|()| match (self.kbtf, &self.offsets_error) {
+            (None, _) => Err(self.btf_error.clone().unwrap_or_default()),
+            (Some(_), Some(e)) => Err(e.clone()),
+            (Some(_), None) => Ok(()),
+        });
+        status(backend, r)
     }
 }
 
@@ -445,31 +471,43 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     }
     let kbtf = KernelBtf::load(&opts.btf)?;
     let offsets = kbtf.offsets()?;
-    let facts = kernel_facts(&opts.btf);
+    let syms = kallsyms();
+    let survey = Survey::new(Some(&kbtf), None, &syms);
     let backend = match opts.backend {
         Some(b) => {
-            let st = facts
-                .backends
-                .iter()
-                .find(|s| s.backend == b)
-                .expect("every backend is listed");
+            let st = if b == Backend::Fentry {
+                status(b, fentry_supported(&opts.btf, Some(&kbtf)))
+            } else {
+                survey.status(b)
+            };
             if !st.usable {
                 return Err(ProbeError::Unavailable {
                     backend: b,
-                    reason: st.reason.clone(),
+                    reason: st.reason,
                 });
             }
             b
         }
-        None => facts.chosen.ok_or_else(|| ProbeError::NoBackend {
-            details: facts
-                .backends
-                .iter()
-                .map(|s| format!("{}: {}", s.backend, s.reason))
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?,
+        None => {
+            let all = [
+                survey.status(Backend::Kprobe),
+                survey.status(Backend::Tracepoint),
+            ];
+            all.iter()
+                .find(|s| s.usable)
+                .map(|s| s.backend)
+                .ok_or_else(|| ProbeError::NoBackend {
+                    details: all
+                        .iter()
+                        .map(|s| format!("{}: {}", s.backend, s.reason))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                })?
+        }
     };
+    // The parsed BTF is large and not needed past this point.
+    drop(survey);
+    drop(kbtf);
 
     let mut ebpf = EbpfLoader::new()
         .load(crate::EBPF_OBJECT)
@@ -517,7 +555,6 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     };
     match backend {
         Backend::Kprobe => {
-            let syms = kallsyms();
             let mut loaded = std::collections::HashSet::new();
             for &(prog_name, func, required) in KPROBE_HOOKS {
                 if !symbol_present(&syms, func) {
