@@ -37,7 +37,7 @@ fn record_append(stack: &Stack, rel: &str) -> common::Recording {
         &format!("echo y >> '{}'", target.display()),
     ]));
     let start = running.next_line(common::START_TIMEOUT);
-    let (status, rest, stderr) = running.wait(Duration::from_secs(120));
+    let (status, rest, stderr) = running.wait(Duration::from_mins(2));
     assert!(status.success(), "record failed: {stderr}");
     // `wait` returns the lines after the start line; parse_recording wants all of them.
     let mut all = vec![start];

@@ -473,37 +473,34 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     let offsets = kbtf.offsets()?;
     let syms = kallsyms();
     let survey = Survey::new(Some(&kbtf), None, &syms);
-    let backend = match opts.backend {
-        Some(b) => {
-            let st = if b == Backend::Fentry {
-                status(b, fentry_supported(&opts.btf, Some(&kbtf)))
-            } else {
-                survey.status(b)
-            };
-            if !st.usable {
-                return Err(ProbeError::Unavailable {
-                    backend: b,
-                    reason: st.reason,
-                });
-            }
-            b
+    let backend = if let Some(b) = opts.backend {
+        let st = if b == Backend::Fentry {
+            status(b, fentry_supported(&opts.btf, Some(&kbtf)))
+        } else {
+            survey.status(b)
+        };
+        if !st.usable {
+            return Err(ProbeError::Unavailable {
+                backend: b,
+                reason: st.reason,
+            });
         }
-        None => {
-            let all = [
-                survey.status(Backend::Kprobe),
-                survey.status(Backend::Tracepoint),
-            ];
-            all.iter()
-                .find(|s| s.usable)
-                .map(|s| s.backend)
-                .ok_or_else(|| ProbeError::NoBackend {
-                    details: all
-                        .iter()
-                        .map(|s| format!("{}: {}", s.backend, s.reason))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                })?
-        }
+        b
+    } else {
+        let all = [
+            survey.status(Backend::Kprobe),
+            survey.status(Backend::Tracepoint),
+        ];
+        all.iter()
+            .find(|s| s.usable)
+            .map(|s| s.backend)
+            .ok_or_else(|| ProbeError::NoBackend {
+                details: all
+                    .iter()
+                    .map(|s| format!("{}: {}", s.backend, s.reason))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?
     };
     // The parsed BTF is large and not needed past this point.
     drop(survey);
@@ -530,7 +527,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             name: "CONFIG",
             source,
         })?;
-        let mut sys: Array<_, u8> = Array::try_from(
+        let mut classes: Array<_, u8> = Array::try_from(
             ebpf.map_mut("SYSCALLS").expect("map in object"),
         )
         .map_err(|source| ProbeError::Map {
@@ -538,10 +535,12 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             source,
         })?;
         for &(nr, _, class) in syscalls::TRACKED {
-            sys.set(nr, class, 0).map_err(|source| ProbeError::Map {
-                name: "SYSCALLS",
-                source,
-            })?;
+            classes
+                .set(nr, class, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: "SYSCALLS",
+                    source,
+                })?;
         }
     }
 
