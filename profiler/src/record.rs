@@ -133,6 +133,8 @@ pub async fn record(
         skipped: probe.skipped.clone(),
     };
     let _ = exporter.header(out, &info);
+    // Readers wait for this line to know the probes are attached.
+    let _ = out.flush();
 
     let mut child = match opts.command.split_first() {
         Some((prog, args)) => Some(
