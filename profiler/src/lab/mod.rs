@@ -1,0 +1,6 @@
+//! `cowprof bench`, the lab: builds overlay2-style layer stacks of its own, drives copy-on-write
+//! workloads through them and measures them (issue 3). Produces the same aggregates as `record`.
+
+pub mod charts;
+pub mod html;
+pub mod results;

@@ -1,0 +1,95 @@
+//! `results.json`: what `cowprof bench` measured, for `cowprof compare`, charts and scripts.
+//!
+//! Versioned (`schema`), units in field names. Every latency cell keeps its raw histogram
+//! (hdrhistogram V2 serialization, base64) so that later comparisons can run proper tests on the
+//! distributions rather than on summary numbers.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change of this file's layout.
+pub const RESULTS_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub schema: u32,
+    pub environment: Environment,
+    /// SHA-256 (hex) of the spec text that produced this file (the default spec if none).
+    pub spec_hash: String,
+    pub runs: Vec<RunResult>,
+    /// Matrix entries that were not run on this kernel/machine, with the reason.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    pub kernel: String,
+    pub cowprof_version: String,
+    pub cpus: u32,
+    /// `/sys/module/overlay/parameters/*` (name -> value).
+    pub overlay_params: BTreeMap<String, String>,
+    /// cowprof backend that gave the kernel-side timings, if one could attach.
+    pub backend: Option<String>,
+    /// Wall-clock start, seconds since the epoch.
+    pub started_unix_s: u64,
+}
+
+/// One configuration of the matrix: a backing filesystem, a set of overlay mount options and a
+/// page-cache state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// `dir` (the host filesystem), `tmpfs`, `ext4`, `xfs`, `btrfs` (the last three loop-mounted).
+    pub fs: String,
+    /// Features of the backing filesystem that matter for copy-up, e.g. `reflink`.
+    pub fs_features: Vec<String>,
+    /// Overlay mount options beyond lowerdir/upperdir/workdir, e.g. `metacopy=on`, `volatile`.
+    pub mount_options: Vec<String>,
+    /// `warm` or `cold` (page cache dropped before each measured op).
+    pub cache: String,
+    pub layers: u32,
+    pub cells: Vec<Cell>,
+}
+
+/// All measurements of one operation on one file size at one layer depth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// e.g. `first_write`, `open_trunc`, `truncate`, `chmod`, `rewrite`, `read_lower`, ...
+    pub op: String,
+    pub size_bytes: u64,
+    /// Layer the file lives in (1 = topmost lower); 0 for ops on new or upper files.
+    pub layer_depth: u32,
+    /// User-side latency of the syscall(s) of the op, monotonic clock.
+    pub latency: LatencyStats,
+    /// Kernel-side copy-up/whiteout time joined from `record`, when a backend attached.
+    pub kernel: Option<LatencyStats>,
+    /// Copy-ups the kernel reported for these ops (0 for controls).
+    pub copy_ups: u64,
+    pub bytes_copied: u64,
+    /// bytes_copied / total copy-up time, MB/s (10^6 bytes), when bytes were copied.
+    pub mb_per_s: Option<f64>,
+    /// Median of the physical-limit reference (plain copy of the same bytes + fsync) on the
+    /// same filesystem in the same run.
+    pub reference_p50_ns: Option<u64>,
+    /// reference_p50_ns / latency.p50_ns: 1.0 = copy-up as fast as a plain copy.
+    pub efficiency: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    pub mean_ns: u64,
+    /// hdrhistogram V2 serialization, base64 (standard alphabet, padded).
+    pub histogram: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// What was skipped, e.g. `fs=xfs` or `option=metacopy=on`.
+    pub what: String,
+    pub reason: String,
+}
