@@ -224,6 +224,88 @@ impl Exporter for Table {
 mod tests {
     use super::*;
 
+    use crate::{aggregate::Aggregate, decode::Kind};
+
+    fn sample_event() -> Event {
+        Event {
+            kind: Kind::DataCopyUp,
+            backend: "kprobe".into(),
+            time_ns: 1_795_857_779_000_000_000,
+            latency_ns: 528_100,
+            latency_partial: false,
+            errno: 0,
+            pid: 42,
+            tid: 43,
+            comm: "bash".into(),
+            cgroup_id: 7,
+            mnt_ns: 4_026_531_841,
+            dev: Some("0:39".into()),
+            mount_point: Some("/m".into()),
+            path: "etc/app.conf".into(),
+            path_truncated: false,
+            size_bytes: 4096,
+            bytes_copied: 4096,
+            lower_layer: Some(3),
+            lower_layer_dir: Some("/l3".into()),
+            syscall: Some("openat".into()),
+            syscall_latency_ns: Some(919_600),
+            syscall_ret: Some(3),
+        }
+    }
+
+    /// The JSON line is a contract with scripts: field names, units and order are pinned here.
+    #[test]
+    fn json_event_line_snapshot() {
+        let mut out = Vec::new();
+        JsonLines.event(&mut out, &sample_event()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            concat!(
+                r#"{"schema":1,"type":"event","kind":"data_copy_up","backend":"kprobe","#,
+                r#""time_ns":1795857779000000000,"latency_ns":528100,"latency_partial":false,"#,
+                r#""errno":0,"pid":42,"tid":43,"comm":"bash","cgroup_id":7,"mnt_ns":4026531841,"#,
+                r#""dev":"0:39","mount_point":"/m","path":"etc/app.conf","path_truncated":false,"#,
+                r#""size_bytes":4096,"bytes_copied":4096,"lower_layer":3,"lower_layer_dir":"/l3","#,
+                r#""syscall":"openat","syscall_latency_ns":919600,"syscall_ret":3}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn table_row_snapshot() {
+        let mut out = Vec::new();
+        let mut ev = sample_event();
+        Table::new().event(&mut out, &ev).unwrap();
+        ev.latency_partial = true;
+        ev.path_truncated = true;
+        ev.errno = 28;
+        Table::new().event(&mut out, &ev).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "data_copy_up            528.1µs      42 bash            openat         919.6µs    4.0KiB     3 /m                               etc/app.conf\n\
+             data_copy_up           ~528.1µs      42 bash            openat         919.6µs    4.0KiB     3 /m                               .../etc/app.conf  (errno 28)\n"
+        );
+    }
+
+    #[test]
+    fn summary_json_round_trips() {
+        let mut agg = Aggregate::default();
+        agg.record(&sample_event());
+        let summary = agg.summary(crate::aggregate::Drops {
+            ringbuf: 1,
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        JsonLines.summary(&mut out, &summary).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["schema"], 1);
+        assert_eq!(v["type"], "summary");
+        assert_eq!(v["drops"]["ringbuf"], 1);
+        let back: Summary = serde_json::from_value(v).unwrap();
+        assert_eq!(back, summary);
+    }
+
     #[test]
     fn durations_and_sizes() {
         assert_eq!(fmt_ns(999), "999ns");
