@@ -66,12 +66,12 @@ pub struct Cell {
     /// Copy-ups the kernel reported for these ops (0 for controls).
     pub copy_ups: u64,
     pub bytes_copied: u64,
-    /// bytes_copied / total copy-up time, MB/s (10^6 bytes), when bytes were copied.
+    /// `bytes_copied` / total copy-up time, MB/s (10^6 bytes), when bytes were copied.
     pub mb_per_s: Option<f64>,
     /// Median of the physical-limit reference (plain copy of the same bytes + fsync) on the
     /// same filesystem in the same run.
     pub reference_p50_ns: Option<u64>,
-    /// reference_p50_ns / latency.p50_ns: 1.0 = copy-up as fast as a plain copy.
+    /// `reference_p50_ns` / `latency.p50_ns`: 1.0 = copy-up as fast as a plain copy.
     pub efficiency: Option<f64>,
 }
 
