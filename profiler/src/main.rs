@@ -7,6 +7,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use cowprof::{
+    lab,
     probe::{self, Backend, BtfPaths, ProbeOptions},
     record::{self, RecordOptions},
     report::{Exporter, JsonLines, Table},
@@ -120,6 +121,32 @@ enum Command {
         #[command(flatten)]
         btf: BtfArgs,
     },
+    /// The lab: build overlay2-style stacks on several filesystems, measure copy-up latency per
+    /// op, file size and layer depth (plus kernel-side times), write DIR/results.json.
+    #[command(after_long_help = lab::spec::DEFAULT_SPEC)]
+    Bench {
+        /// TOML spec of the matrix (default: the built-in one, about a minute).
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+        /// Output directory for results.json.
+        #[arg(long, value_name = "DIR", default_value = "cowprof-bench")]
+        out: PathBuf,
+        /// Where the lab makes its run directory (cowprof-lab-<pid>).
+        #[arg(long, value_name = "DIR", default_value = "/tmp")]
+        workdir: PathBuf,
+        /// Tiny sizes and two repetitions (smoke tests).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Remove what dead `bench` runs left: mounts, loop devices, images, directories, state.
+    Clean {
+        /// Also look for cowprof-lab-<pid> directories here (bench's --workdir).
+        #[arg(long, value_name = "DIR", default_value = "/tmp")]
+        workdir: Vec<PathBuf>,
+    },
+    /// (internal) the lab's worker: runs and times the ops `bench` sends it.
+    #[command(name = "__lab-worker", hide = true)]
+    LabWorker { parent: u32 },
     /// (internal) the scripted workload, run by demo/selftest in a separate process.
     #[command(name = "__workload", hide = true)]
     Workload {
@@ -291,6 +318,48 @@ async fn run(command: Command) -> u8 {
             )
             .await
         }
+        Command::Bench {
+            spec,
+            out: out_dir,
+            workdir,
+            quick,
+        } => lab::run::main(
+            &lab::run::BenchOptions {
+                spec,
+                out: out_dir,
+                workdir,
+                quick,
+            },
+            &mut out,
+        ),
+        Command::Clean { workdir } => {
+            let report = lab::clean::clean(&workdir);
+            for line in &report.removed {
+                let _ = writeln!(out, "cowprof clean: {line}");
+            }
+            for pid in &report.alive {
+                let _ = writeln!(out, "cowprof clean: run {pid} is still running; left alone");
+            }
+            if report.removed.is_empty() && report.errors.is_empty() {
+                let _ = writeln!(out, "cowprof clean: nothing to clean");
+            }
+            let _ = out.flush();
+            for e in &report.errors {
+                eprintln!("cowprof clean: {e}");
+            }
+            if report.errors.is_empty() {
+                code::OK
+            } else {
+                code::FAILURE
+            }
+        }
+        Command::LabWorker { parent } => match lab::workload::worker_main(parent) {
+            Ok(()) => code::OK,
+            Err(e) => {
+                eprintln!("cowprof lab worker: {e}");
+                code::FAILURE
+            }
+        },
         Command::Workload {
             merged,
             meta_merged,

@@ -94,13 +94,8 @@ impl Enricher {
                 .iter()
                 .any(|k| k.mount_id == m.mount_id && k.kdev == m.kdev)
             {
-                use std::os::unix::fs::MetadataExt as _;
-                let root = m
-                    .upperdir
-                    .as_deref()
-                    .and_then(|u| std::fs::metadata(u).ok());
                 self.upper_roots
-                    .push(root.map(|md| (crate::probe::to_kdev(md.dev()), md.ino())));
+                    .push(m.upperdir.as_deref().and_then(crate::probe::upper_root_key));
                 self.mounts.push(m.clone());
                 new = true;
             }

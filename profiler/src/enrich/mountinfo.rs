@@ -283,6 +283,43 @@ pub fn read_overlay_mounts_from(path: &Path) -> Result<Vec<OverlayMount>, Mounti
 /// The mount whose superblock device is `kdev` (as the eBPF side reads `sb->s_dev`).
 /// Bind mounts of one overlay share a device; the first listed is returned.
 #[must_use]
+/// The superblock device (kernel encoding, `major << 20 | minor`) of the filesystem that holds
+/// `path`, from the mountinfo entry with the longest mount point above it. This is
+/// `sb->s_dev`, what kernel code sees in `inode->i_sb->s_dev`; `stat`'s `st_dev` can differ
+/// (btrfs reports a per-subvolume device).
+pub fn superblock_kdev_of(path: &Path) -> Option<u32> {
+    let path = path.canonicalize().ok()?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(usize, u32)> = None;
+    for line in text.lines() {
+        let mut fields = line.split(' ');
+        let (Some(_), Some(_), Some(devno), Some(_), Some(mnt)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        let mnt = PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(mnt)));
+        let Some((major, minor)) = devno.split_once(':') else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
+            continue;
+        };
+        if path.starts_with(&mnt) {
+            let depth = mnt.components().count();
+            // `>=`: a later mount on the same point hides the earlier one.
+            if best.is_none_or(|(d, _)| depth >= d) {
+                best = Some((depth, (major << 20) | minor));
+            }
+        }
+    }
+    best.map(|(_, kdev)| kdev)
+}
+
 pub fn find_by_kdev(mounts: &[OverlayMount], kdev: u32) -> Option<&OverlayMount> {
     mounts.iter().find(|m| m.kdev == kdev)
 }

@@ -2,5 +2,11 @@
 //! workloads through them and measures them (issue 3). Produces the same aggregates as `record`.
 
 pub mod charts;
+pub mod clean;
 pub mod html;
+pub mod measure;
 pub mod results;
+pub mod run;
+pub mod spec;
+pub mod stack;
+pub mod workload;

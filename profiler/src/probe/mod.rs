@@ -419,14 +419,9 @@ impl Probe {
             let (Some(upper), Some(work)) = (&m.upperdir, &m.workdir) else {
                 continue;
             };
-            // Overlay works in `<workdir>/work`; both live on the upper filesystem.
-            let Ok(work_meta) = fs::metadata(work.join("work")) else {
+            let Some((kdev, upper_ino)) = upper_root_key(upper) else {
                 continue;
             };
-            let Ok(upper_meta) = fs::metadata(upper) else {
-                continue;
-            };
-            let kdev = to_kdev(upper_meta.dev());
             let key = |ino| InodeKey {
                 dev: kdev,
                 _pad: 0,
@@ -439,8 +434,14 @@ impl Probe {
                 map.insert(k, m.mount_id, 0)
                     .map_err(|source| ProbeError::Map { name, source })
             };
-            put("WORKDIRS", key(work_meta.ino()))?;
-            put("UPPER_ROOTS", key(upper_meta.ino()))?;
+            // Overlay makes its temps in `<workdir>/work`, or in `<workdir>/index` with
+            // index=on (the index dir then serves as the copy-up work dir).
+            for sub in ["work", "index"] {
+                if let Ok(md) = fs::metadata(work.join(sub)) {
+                    put("WORKDIRS", key(md.ino()))?;
+                }
+            }
+            put("UPPER_ROOTS", key(upper_ino))?;
             let mut devs: HashMap<_, u32, u32> =
                 HashMap::try_from(self.ebpf.map_mut("UPPER_DEVS").expect("map in object"))
                     .map_err(|source| ProbeError::Map {
@@ -454,6 +455,15 @@ impl Probe {
         }
         Ok(())
     }
+}
+
+/// (superblock device, inode) of an upper directory, as the kernel side sees them: the device
+/// comes from mountinfo (`sb->s_dev`), not `stat` (btrfs reports a subvolume device there).
+pub fn upper_root_key(upper: &Path) -> Option<(u32, u64)> {
+    let md = fs::metadata(upper).ok()?;
+    let kdev =
+        crate::enrich::mountinfo::superblock_kdev_of(upper).unwrap_or_else(|| to_kdev(md.dev()));
+    Some((kdev, md.ino()))
 }
 
 /// Userspace `dev_t` (glibc encoding) to the kernel's internal `s_dev` (major << 20 | minor).

@@ -1,0 +1,390 @@
+//! Measuring: latency histograms (hdrhistogram, serialized V2 + base64 into the results), the
+//! worker process that runs the timed ops, and the in-process kernel tap that joins copy-up and
+//! whiteout events to the op that caused them (by mount and path).
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::Path,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use aya::maps::{MapData, RingBuf};
+use base64::Engine as _;
+use hdrhistogram::{
+    serialization::{Serializer as _, V2Serializer},
+    Histogram,
+};
+
+use crate::{
+    decode::{self, Kind, Record},
+    enrich::{mountinfo, Enricher, Event},
+    probe::{self, Probe, ProbeError, ProbeOptions},
+};
+use profiler_common::counter;
+
+use super::{
+    results::{Cell, LatencyStats},
+    spec::Op,
+    stack::{LabError, LabStack, Layers},
+    workload::{Reply, Request},
+};
+
+/// A latency histogram: 1 ns .. 1 hour at 3 significant digits (as `record`'s summaries).
+pub struct Hist(Histogram<u64>);
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self(Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"))
+    }
+}
+
+impl Hist {
+    pub fn record(&mut self, ns: u64) {
+        self.0.saturating_record(ns.max(1));
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn p50(&self) -> u64 {
+        self.0.value_at_quantile(0.5)
+    }
+
+    pub fn stats(&self) -> LatencyStats {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(&self.0, &mut bytes)
+            .expect("serializing a histogram into memory");
+        LatencyStats {
+            count: self.0.len(),
+            p50_ns: self.0.value_at_quantile(0.50),
+            p90_ns: self.0.value_at_quantile(0.90),
+            p99_ns: self.0.value_at_quantile(0.99),
+            max_ns: self.0.max(),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            mean_ns: self.0.mean().round() as u64,
+            histogram: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+}
+
+/// Decodes `LatencyStats::histogram` back into a histogram (for readers and tests).
+pub fn decode_histogram(b64: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("base64: {e}"))?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("hdrhistogram V2: {e:?}"))
+}
+
+/// Everything measured for one cell, turned into a [`Cell`] at the end.
+pub struct CellAcc {
+    pub op: Op,
+    pub size: u64,
+    pub depth: u32,
+    pub user: Hist,
+    pub kernel: Hist,
+    pub copy_ups: u64,
+    pub bytes_copied: u64,
+    /// Kernel time of the copy-ups that moved bytes, for MB/s.
+    pub copy_ns: u64,
+    /// Whiteouts at the file's path (`unlink`).
+    pub whiteouts: u64,
+}
+
+impl CellAcc {
+    pub fn new(op: Op, size: u64, depth: u32) -> Self {
+        Self {
+            op,
+            size,
+            depth,
+            user: Hist::default(),
+            kernel: Hist::default(),
+            copy_ups: 0,
+            bytes_copied: 0,
+            copy_ns: 0,
+            whiteouts: 0,
+        }
+    }
+
+    /// Adds the kernel events of one repetition (already filtered to this op's mount and path).
+    pub fn add_events(&mut self, events: &[Event]) {
+        for e in events {
+            self.kernel.record(e.latency_ns);
+            if e.kind.is_copy_up() {
+                self.copy_ups += 1;
+            }
+            if e.kind == Kind::Whiteout {
+                self.whiteouts += 1;
+            }
+            if e.bytes_copied > 0 {
+                self.bytes_copied += e.bytes_copied;
+                self.copy_ns += e.latency_ns;
+            }
+        }
+    }
+
+    /// `reference_p50`: the plain-copy reference of this size on this filesystem;
+    /// `data_copy`: whether this op copies the file's data (efficiency is only meaningful then).
+    pub fn finish(&self, reference_p50: Option<u64>, data_copy: bool) -> Cell {
+        let p50 = self.user.p50();
+        #[allow(clippy::cast_precision_loss)]
+        let mb_per_s = (self.bytes_copied > 0 && self.copy_ns > 0)
+            .then(|| self.bytes_copied as f64 / (self.copy_ns as f64 / 1e9) / 1e6);
+        #[allow(clippy::cast_precision_loss)]
+        let efficiency = reference_p50
+            .filter(|_| data_copy && p50 > 0)
+            .map(|r| r as f64 / p50 as f64);
+        Cell {
+            op: self.op.as_str().to_owned(),
+            size_bytes: self.size,
+            layer_depth: self.depth,
+            latency: self.user.stats(),
+            kernel: (!self.kernel.is_empty()).then(|| self.kernel.stats()),
+            copy_ups: self.copy_ups,
+            bytes_copied: self.bytes_copied,
+            mb_per_s,
+            reference_p50_ns: reference_p50,
+            efficiency,
+        }
+    }
+}
+
+/// The worker: `cowprof __lab-worker <our pid>`, in its own process group (a terminal's Ctrl-C
+/// reaches only the bench, which then stops it), killed on drop.
+pub struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Worker {
+    pub fn spawn() -> Result<Self, LabError> {
+        use std::os::unix::process::CommandExt as _;
+        let exe = std::env::current_exe()
+            .map_err(|e| LabError::Other(format!("cannot find cowprof's own executable: {e}")))?;
+        let mut child = Command::new(&exe)
+            .arg("__lab-worker")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                LabError::Other(format!(
+                    "cannot start the lab worker {}: {e}",
+                    exe.display()
+                ))
+            })?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one request and waits for its duration in ns.
+    pub fn call(&mut self, req: &Request) -> Result<u64, LabError> {
+        let dead = |e: String| LabError::Other(format!("the lab worker failed: {e}"));
+        let mut line = serde_json::to_string(req).expect("request serializes");
+        line.push('\n');
+        self.stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| dead(e.to_string()))?;
+        let mut reply = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut reply)
+            .map_err(|e| dead(e.to_string()))?;
+        if n == 0 {
+            return Err(dead("it exited".into()));
+        }
+        let r: Reply =
+            serde_json::from_str(&reply).map_err(|e| dead(format!("bad reply {reply:?}: {e}")))?;
+        match (r.ns, r.error) {
+            (Some(ns), None) => Ok(ns),
+            (_, Some(e)) => Err(LabError::Other(format!("{req:?}: {e}"))),
+            (None, None) => Err(dead("empty reply".into())),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Synthetic mount ids given to the lab's stacks in the kernel side's maps and in the enricher:
+/// real mount ids are reused right after an unmount, and the lab mounts hundreds of stacks.
+const FIRST_MOUNT_ID: u32 = 0x7000_0000;
+/// The kernel side's mount maps hold 4096 entries and are never pruned: re-attach before that.
+const MOUNTS_PER_ATTACH: usize = 4000;
+
+/// The eBPF probes, attached in this process (which they ignore: the worker runs the ops).
+pub struct KernelTap {
+    probe: Probe,
+    ring: RingBuf<MapData>,
+    enricher: Enricher,
+    next_id: u32,
+    registered: usize,
+    malformed: u64,
+    /// Drops of earlier attachments.
+    drops_before: u64,
+}
+
+impl KernelTap {
+    pub fn attach() -> Result<Self, ProbeError> {
+        let mut probe = probe::load_and_attach(&ProbeOptions::default())?;
+        let ring = probe.take_events()?;
+        Ok(Self {
+            probe,
+            ring,
+            enricher: Enricher::new(),
+            next_id: FIRST_MOUNT_ID,
+            registered: 0,
+            malformed: 0,
+            drops_before: 0,
+        })
+    }
+
+    pub fn backend(&self) -> String {
+        self.probe.backend.to_string()
+    }
+
+    /// Loads and attaches afresh: empty maps. Needed when a new backing filesystem reuses the
+    /// device number of an earlier one (a loop device detached and attached again): stale
+    /// (device, inode) keys of its upper roots and work dirs would match unrelated inodes.
+    pub fn reattach(&mut self) -> Result<(), LabError> {
+        let drops = self.drops();
+        let mut fresh =
+            Self::attach().map_err(|e| LabError::Other(format!("re-attaching the probes: {e}")))?;
+        fresh.next_id = self.next_id;
+        fresh.drops_before = drops;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Tells the kernel side and the enricher about the overlay just mounted as `stack`.
+    pub fn register(&mut self, stack: &LabStack, layers: &Layers) -> Result<(), LabError> {
+        let merged = stack.merged.as_path();
+        if self.registered >= MOUNTS_PER_ATTACH {
+            self.reattach()?;
+        }
+        let mounts = mountinfo::read_overlay_mounts()
+            .map_err(|e| LabError::Other(format!("reading mountinfo: {e}")))?;
+        let mut m = mounts
+            .into_iter()
+            .rev()
+            .find(|m| m.mount_point == merged)
+            .ok_or_else(|| {
+                LabError::Other(format!(
+                    "{} is not in mountinfo after mounting it",
+                    merged.display()
+                ))
+            })?;
+        m.mount_id = self.next_id;
+        // Absolute, whatever mountinfo shows (relative when mounted with relative options).
+        m.upperdir = Some(stack.upper.clone());
+        m.workdir = Some(stack.work.clone());
+        m.lowerdirs.clone_from(&layers.dirs);
+        self.next_id += 1;
+        self.registered += 1;
+        let one = [m];
+        self.enricher.add_mounts(&one);
+        self.probe.register_mounts(&one).map_err(|e| {
+            LabError::Other(format!(
+                "registering {} with the probes: {e}",
+                merged.display()
+            ))
+        })
+    }
+
+    /// Every event the kernel side has produced so far, enriched.
+    pub fn drain(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            match decode::decode(&item) {
+                Ok(Record::Cow(ev)) => out.extend(self.enricher.push(*ev)),
+                Ok(Record::SyscallEnd(end)) => out.extend(self.enricher.syscall_end(&end)),
+                Err(e) => {
+                    self.malformed += 1;
+                    log::debug!("skipping malformed sample: {e}");
+                }
+            }
+        }
+        out
+    }
+
+    /// Events lost so far (ring buffer full, tables full, malformed samples).
+    pub fn drops(&self) -> u64 {
+        let c = self.probe.counters();
+        self.drops_before
+            + c[counter::RINGBUF_DROPS as usize]
+            + c[counter::OP_TABLE_FULL as usize]
+            + c[counter::WINDOW_DROPS as usize]
+            + self.malformed
+    }
+}
+
+/// The events of one repetition that belong to it: on the stack mounted at `merged`, at `rel`.
+pub fn events_for<'a>(events: &'a [Event], merged: &Path, rel: &str) -> Vec<&'a Event> {
+    let mp = merged.display().to_string();
+    events
+        .iter()
+        .filter(|e| e.mount_point.as_deref() == Some(mp.as_str()) && e.path == rel)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_round_trips() {
+        let mut h = Hist::default();
+        for ns in [1_000, 2_000, 3_000, 1_000_000] {
+            h.record(ns);
+        }
+        let s = h.stats();
+        assert_eq!(s.count, 4);
+        assert!(s.p50_ns >= 1_990 && s.p50_ns <= 2_010, "{s:?}");
+        assert!(s.max_ns >= 999_000);
+        let back = decode_histogram(&s.histogram).unwrap();
+        assert_eq!(back.len(), 4);
+        assert_eq!(back.value_at_quantile(0.5), h.p50());
+    }
+
+    #[test]
+    fn cell_efficiency_and_throughput() {
+        let mut acc = CellAcc::new(Op::FirstWrite, 1 << 20, 1);
+        acc.user.record(2_000_000);
+        acc.bytes_copied = 1_000_000;
+        acc.copy_ns = 1_000_000;
+        acc.copy_ups = 1;
+        let c = acc.finish(Some(1_000_000), true);
+        assert_eq!(c.op, "first_write");
+        let eff = c.efficiency.unwrap();
+        assert!((eff - 0.5).abs() < 0.01, "{eff}");
+        assert!((c.mb_per_s.unwrap() - 1000.0).abs() < 1e-6);
+        assert!(c.kernel.is_none());
+        let c = acc.finish(Some(1_000_000), false);
+        assert!(c.efficiency.is_none());
+        assert_eq!(c.reference_p50_ns, Some(1_000_000));
+    }
+}

@@ -1,0 +1,766 @@
+//! `cowprof bench`: runs the spec's matrix (filesystem × mount options × cache state × op × size
+//! × layer depth × repetition), writes `results.json` and prints a summary table.
+//!
+//! One process does the plumbing and holds the eBPF probes; a worker child runs the timed ops
+//! (the kernel side ignores the process that loaded it). Every repetition gets a fresh overlay
+//! stack (new upper and work directories over the same lower layers), is checked against what
+//! the upper directory must hold afterwards, and is unmounted before the next one.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{IsTerminal as _, Read as _, Write},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest as _, Sha256};
+
+use super::{
+    measure::{events_for, CellAcc, Hist, KernelTap, Worker},
+    results::{Environment, Results, RunResult, Skipped, RESULTS_SCHEMA},
+    spec::{format_size, Cache, FsKind, Op, Spec, DEFAULT_SPEC, KNOWN_OPTIONS},
+    stack::{
+        drop_caches, io_err, overlay_param, private_mount_namespace, Backing, Cancel, LabError,
+        LabRoot, LabStack, Layers,
+    },
+    workload::{expected_upper, file_rel, prepare, upper_entries, Request, CREATE_REL},
+};
+
+/// Set to `1`: mount the lab's filesystems and stacks in the caller's mount namespace instead of
+/// a private one.
+pub const HOST_MOUNTS_ENV: &str = "COWPROF_LAB_HOST_MOUNTS";
+
+/// What `cowprof bench` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// TOML spec; the built-in one if `None`.
+    pub spec: Option<PathBuf>,
+    /// Output directory (`results.json` goes there).
+    pub out: PathBuf,
+    /// Where the run directory is made.
+    pub workdir: PathBuf,
+    /// Tiny sizes and two repetitions.
+    pub quick: bool,
+}
+
+/// A finished run.
+pub struct BenchReport {
+    pub results: Results,
+    pub results_path: PathBuf,
+    /// Repetitions whose upper directory was checked, and how many disagreed with the op.
+    pub upper_checked: u64,
+    pub upper_mismatches: u64,
+    /// Copy-up cells whose kernel copy-up count differs from their repetitions.
+    pub kernel_mismatches: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// Reads and parses the spec; returns it with the text it came from.
+pub fn load_spec(path: Option<&Path>, quick: bool) -> Result<(Spec, String), LabError> {
+    let (text, name) = match path {
+        Some(p) => {
+            let mut s = String::new();
+            fs::File::open(p)
+                .and_then(|mut f| f.read_to_string(&mut s))
+                .map_err(|source| LabError::SpecFile {
+                    path: p.to_owned(),
+                    source,
+                })?;
+            (s, p.display().to_string())
+        }
+        None => (DEFAULT_SPEC.to_owned(), "(built-in)".to_owned()),
+    };
+    let mut spec = Spec::parse(&text, &name)?;
+    let mut hashed = text;
+    if quick {
+        spec = spec.quick();
+        // --quick measures something else: it must not hash like the full spec.
+        hashed.push_str("\n# cowprof bench --quick\n");
+    }
+    Ok((spec, hashed))
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use std::fmt::Write as _;
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn environment(backend: Option<String>, started: SystemTime) -> Environment {
+    let overlay_params = fs::read_dir("/sys/module/overlay/parameters")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let v = fs::read_to_string(e.path()).ok()?;
+                    Some((
+                        e.file_name().to_string_lossy().into_owned(),
+                        v.trim().to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Environment {
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        cowprof_version: env!("CARGO_PKG_VERSION").to_owned(),
+        cpus: std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+        overlay_params,
+        backend,
+        started_unix_s: started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+/// `a,b` for an option set; `-` for none.
+pub fn options_label(set: &[String]) -> String {
+    if set.is_empty() {
+        "-".to_owned()
+    } else {
+        set.join(",")
+    }
+}
+
+/// True if the stack copies metadata only on chmod (`metacopy=on`, or the module default).
+fn metacopy_on(set: &[String]) -> bool {
+    set.iter().any(|o| o == "metacopy=on")
+        || (overlay_param("metacopy").as_deref() == Some("Y")
+            && !set.iter().any(|o| o == "metacopy=off"))
+}
+
+/// The cells of `op`: (size, depth) for every size and file layer, or the single `create` cell.
+fn cells_of(op: Op, spec: &Spec) -> Vec<(u64, u32)> {
+    if op.per_file() {
+        spec.sizes
+            .iter()
+            .flat_map(|&s| spec.file_layers.iter().map(move |&d| (s, d)))
+            .collect()
+    } else {
+        vec![(0, 0)]
+    }
+}
+
+/// Everything one repetition needs that lives for the whole run.
+struct Ctx<'a> {
+    spec: &'a Spec,
+    cancel: &'a Cancel,
+    worker: Worker,
+    tap: Option<KernelTap>,
+    pb: ProgressBar,
+    /// Stacks mounted so far (names `S/<n>`).
+    stacks: u64,
+    upper_checked: u64,
+    upper_mismatches: u64,
+}
+
+impl Ctx<'_> {
+    fn warn(&self, msg: &str) {
+        self.pb.suspend(|| eprintln!("cowprof: {msg}"));
+    }
+}
+
+/// One measured repetition of `op` on the file of `size` bytes in layer `depth`.
+#[allow(clippy::too_many_arguments)]
+fn repetition(
+    ctx: &mut Ctx<'_>,
+    backing: &Backing,
+    layers: &Layers,
+    set: &[String],
+    cache: Cache,
+    acc: &mut CellAcc,
+) -> Result<(), LabError> {
+    let (op, size, depth) = (acc.op, acc.size, acc.depth);
+    let rel = if op.per_file() {
+        file_rel(size, depth)
+    } else {
+        CREATE_REL.to_owned()
+    };
+    let stack = LabStack::mount(&backing.dir, layers, set, ctx.stacks)?;
+    ctx.stacks += 1;
+    if let Some(tap) = ctx.tap.as_mut() {
+        tap.register(&stack, layers)?;
+        tap.drain();
+    }
+    let target = stack.merged.join(&rel);
+    prepare(op, &stack.merged, &rel).map_err(io_err(format!("preparing {op} on"), &target))?;
+    if cache == Cache::Cold {
+        drop_caches()?;
+    }
+    let ns = ctx.worker.call(&Request::Op {
+        op,
+        path: target,
+        size,
+    })?;
+    acc.user.record(ns);
+    if let Some(tap) = ctx.tap.as_mut() {
+        let events = tap.drain();
+        for e in &events {
+            log::debug!(
+                "{op} {rel}: event {:?} {} on {:?} ({} ns, {} bytes)",
+                e.kind,
+                e.path,
+                e.mount_point,
+                e.latency_ns,
+                e.bytes_copied
+            );
+        }
+        let mine: Vec<_> = events_for(&events, &stack.merged, &rel)
+            .into_iter()
+            .cloned()
+            .collect();
+        acc.add_events(&mine);
+    }
+    // Ground truth: the upper directory holds exactly what this op must leave there.
+    let got = upper_entries(&stack.upper, set.iter().any(|o| o == "userxattr"))
+        .map_err(io_err("reading", &stack.upper))?;
+    let want = expected_upper(op, &rel, metacopy_on(set));
+    ctx.upper_checked += 1;
+    if got != want {
+        ctx.upper_mismatches += 1;
+        if ctx.upper_mismatches <= 5 {
+            ctx.warn(&format!(
+                "upper check: {op} on {rel} ({}, {}) left {got:?} in the upper dir, expected {want:?}",
+                backing.kind,
+                options_label(set)
+            ));
+        }
+    }
+    drop(stack);
+    Ok(())
+}
+
+/// The physical-limit reference on `backing`: p50 of a plain copy + fsync, per size.
+fn references(
+    ctx: &mut Ctx<'_>,
+    backing: &Backing,
+    layers: &Layers,
+    cache: Cache,
+) -> Result<BTreeMap<u64, u64>, LabError> {
+    let dir = backing.dir.join("R");
+    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let depth = ctx.spec.file_layers[0];
+    let mut out = BTreeMap::new();
+    for &size in &ctx.spec.sizes {
+        ctx.pb.set_message(format!(
+            "{} reference {} {}",
+            backing.kind,
+            format_size(size),
+            cache.as_str()
+        ));
+        let mut h = Hist::default();
+        for rep in 0..ctx.spec.repetitions {
+            ctx.cancel.check()?;
+            let dst = dir.join(format!("ref-{size}-{rep}"));
+            if cache == Cache::Cold {
+                drop_caches()?;
+            }
+            let r = ctx.worker.call(&Request::Reference {
+                src: layers.lower_file(depth, &file_rel(size, depth)),
+                dst: dst.clone(),
+            });
+            let _ = fs::remove_file(&dst);
+            h.record(r?);
+            ctx.pb.inc(1);
+        }
+        out.insert(size, h.p50());
+    }
+    Ok(out)
+}
+
+/// Reads every lower file once, so `warm` means warm even after a `cold` run dropped caches.
+fn prewarm(layers: &Layers, spec: &Spec) {
+    let mut buf = vec![0u8; 1 << 20];
+    for &d in &spec.file_layers {
+        for &s in &spec.sizes {
+            if let Ok(mut f) = fs::File::open(layers.lower_file(d, &file_rel(s, d))) {
+                while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+            }
+        }
+    }
+}
+
+/// Steps the progress bar counts: every repetition and every reference copy.
+fn total_steps(spec: &Spec) -> u64 {
+    let reps = u64::from(spec.repetitions);
+    let cells: u64 = spec
+        .ops
+        .iter()
+        .map(|&op| cells_of(op, spec).len() as u64)
+        .sum();
+    let per_cache = spec.sizes.len() as u64 * reps + spec.mount_options.len() as u64 * cells * reps;
+    spec.filesystems.len() as u64 * spec.cache.len() as u64 * per_cache
+}
+
+fn progress(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Runs the bench; writes `results.json` into `opts.out`.
+pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
+    let t0 = Instant::now();
+    let started = SystemTime::now();
+    // First: a Ctrl-C from here on ends the run through its cleanup.
+    let cancel = Cancel::install()
+        .map_err(|e| LabError::Other(format!("installing signal handlers: {e}")))?;
+    let (spec, text) = load_spec(opts.spec.as_deref(), opts.quick)?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(LabError::NotRoot);
+    }
+    // Our mounts then vanish with the process, however it ends; the state file and
+    // `cowprof clean` cover the rest (loop devices, images, directories). With
+    // COWPROF_LAB_HOST_MOUNTS=1 the stacks are mounted where everyone sees them (to watch them
+    // with `cowprof record` or findmnt from outside); then only the guards and `clean` help.
+    if std::env::var_os(HOST_MOUNTS_ENV).is_some_and(|v| v == "1") {
+        log::info!("{HOST_MOUNTS_ENV}=1: mounting in the caller's mount namespace");
+    } else if !private_mount_namespace() {
+        log::info!("no private mount namespace; cleanup relies on guards and `cowprof clean`");
+    }
+    let mut skipped = Vec::new();
+    let pb = progress(total_steps(&spec));
+    pb.set_message("loading and attaching the eBPF probes");
+    let tap = match KernelTap::attach() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            pb.suspend(|| {
+                eprintln!(
+                    "cowprof: no kernel-side timings ({e}); measuring user-side latency only"
+                );
+            });
+            skipped.push(Skipped {
+                what: "kernel-side timings".into(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    };
+    let backend = tap.as_ref().map(KernelTap::backend);
+    // Attaching takes a while: a Ctrl-C during it ends the run here.
+    cancel.check()?;
+    let mut root = LabRoot::create(&opts.workdir)?;
+    let mut ctx = Ctx {
+        spec: &spec,
+        cancel: &cancel,
+        worker: Worker::spawn()?,
+        tap,
+        pb,
+        stacks: 0,
+        upper_checked: 0,
+        upper_mismatches: 0,
+    };
+    let result = run_matrix(&mut ctx, &mut root, &mut skipped);
+    ctx.pb.finish_and_clear();
+    let drops = ctx.tap.as_ref().map_or(0, KernelTap::drops);
+    let (upper_checked, upper_mismatches) = (ctx.upper_checked, ctx.upper_mismatches);
+    // Worker first (it may hold a file open in a stack), then the tap, then the run directory.
+    drop(ctx);
+    drop(root);
+    let runs = result?;
+    if drops > 0 {
+        eprintln!("cowprof: the kernel side lost {drops} events; kernel-side numbers may be low");
+    }
+    let kernel_mismatches = if backend.is_some() {
+        kernel_check(&runs, &mut skipped)
+    } else {
+        Vec::new()
+    };
+    let results = Results {
+        schema: RESULTS_SCHEMA,
+        environment: environment(backend, started),
+        spec_hash: sha256_hex(&text),
+        runs,
+        skipped,
+    };
+    fs::create_dir_all(&opts.out).map_err(io_err("creating", &opts.out))?;
+    let results_path = opts.out.join("results.json");
+    let tmp = opts.out.join(".results.json.tmp");
+    let json = serde_json::to_string_pretty(&results).expect("results serialize");
+    fs::write(&tmp, json + "\n").map_err(io_err("writing", &tmp))?;
+    fs::rename(&tmp, &results_path).map_err(io_err("writing", &results_path))?;
+    // Charts (SVG + PNG) and the one-file HTML report next to results.json. A chart failure
+    // (e.g. no font) is reported but does not lose the measurements already written.
+    let charts_dir = opts.out.join("charts");
+    match crate::lab::charts::render_all(&results, &charts_dir) {
+        Ok(charts) => {
+            let report = opts.out.join("report.html");
+            if let Err(e) = crate::lab::html::write_report(&results, &charts, &report) {
+                eprintln!("cowprof bench: writing {}: {e}", report.display());
+            }
+        }
+        Err(e) => eprintln!("cowprof bench: charts not written: {e}"),
+    }
+    Ok(BenchReport {
+        results,
+        results_path,
+        upper_checked,
+        upper_mismatches,
+        kernel_mismatches,
+        elapsed: t0.elapsed(),
+    })
+}
+
+/// Compares the kernel's copy-up counts with the repetitions of the ops that must copy up. A run
+/// in which the backend saw none of them goes to `skipped` (its kernel-side numbers are absent,
+/// not zero: e.g. the tracepoint backend on btrfs or with index=on); otherwise each cell that
+/// disagrees is returned for a warning.
+fn kernel_check(runs: &[RunResult], skipped: &mut Vec<Skipped>) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in runs {
+        let copying: Vec<_> = r
+            .cells
+            .iter()
+            .filter(|c| c.op.parse::<Op>().is_ok_and(Op::copies_up))
+            .collect();
+        let label = format!(
+            "fs={} options={} cache={}",
+            r.fs,
+            options_label(&r.mount_options),
+            r.cache
+        );
+        if !copying.is_empty() && copying.iter().all(|c| c.copy_ups == 0) {
+            skipped.push(Skipped {
+                what: format!("kernel-side timings {label}"),
+                reason: "the backend saw none of this run's copy-ups (a limit of the backend on this filesystem or with these options); copy_ups and kernel are not measurements here".into(),
+            });
+            continue;
+        }
+        for c in copying.iter().filter(|c| c.copy_ups != c.latency.count) {
+            out.push(format!(
+                "{label} {} {} layer {}: {} copy-ups in {} repetitions",
+                c.op,
+                format_size(c.size_bytes),
+                c.layer_depth,
+                c.copy_ups,
+                c.latency.count
+            ));
+        }
+    }
+    out
+}
+
+fn run_matrix(
+    ctx: &mut Ctx<'_>,
+    root: &mut LabRoot,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Vec<RunResult>, LabError> {
+    let spec = ctx.spec;
+    let reps = u64::from(spec.repetitions);
+    let cells_per_set: u64 = spec
+        .ops
+        .iter()
+        .map(|&op| cells_of(op, spec).len() as u64)
+        .sum();
+    let steps_per_set = cells_per_set * reps;
+    let steps_refs = spec.sizes.len() as u64 * reps;
+
+    // Options this kernel's overlay does not have at all.
+    let mut sets: Vec<&Vec<String>> = Vec::new();
+    for set in &spec.mount_options {
+        let missing = set.iter().find_map(|o| {
+            let param = KNOWN_OPTIONS.iter().find(|(k, _)| k == o)?.1?;
+            overlay_param(param).is_none().then_some((o, param))
+        });
+        if let Some((o, param)) = missing {
+            skipped.push(Skipped {
+                what: format!("options={}", options_label(set)),
+                reason: format!("this kernel's overlay has no {param} parameter, so it has no {o}"),
+            });
+            ctx.pb.dec_length(
+                spec.filesystems.len() as u64 * spec.cache.len() as u64 * steps_per_set,
+            );
+        } else {
+            sets.push(set);
+        }
+    }
+    let max_size = spec.sizes.iter().copied().max().unwrap_or(0);
+    // Lower files, plus a few copies of the largest file in upper dirs and reference copies.
+    let bytes = spec.layer_bytes() + 4 * max_size + (256 << 20);
+
+    let mut runs = Vec::new();
+    let mut devices = std::collections::HashSet::new();
+    for &fs_kind in &spec.filesystems {
+        ctx.cancel.check()?;
+        let steps_fs = spec.cache.len() as u64 * (steps_refs + sets.len() as u64 * steps_per_set);
+        ctx.pb
+            .set_message(format!("{fs_kind}: making the filesystem"));
+        let backing = match Backing::create(root, fs_kind, bytes, ctx.cancel) {
+            Ok(b) => b,
+            Err(e) if ctx.cancel.is_set() || matches!(e, LabError::Interrupted) => {
+                return Err(LabError::Interrupted)
+            }
+            Err(e) => {
+                ctx.warn(&format!("skipping fs={fs_kind}: {e}"));
+                skipped.push(Skipped {
+                    what: format!("fs={fs_kind}"),
+                    reason: e.to_string(),
+                });
+                ctx.pb.dec_length(steps_fs);
+                continue;
+            }
+        };
+        // The kernel side keys upper roots and work dirs by (device, inode): a device number
+        // that an earlier backing filesystem had (loop devices are reused) needs fresh maps.
+        let dev = fs::metadata(&backing.dir)
+            .map_err(io_err("stat", &backing.dir))?
+            .dev();
+        if !devices.insert(dev) {
+            if let Some(tap) = ctx.tap.as_mut() {
+                ctx.pb
+                    .set_message(format!("{fs_kind}: re-attaching the probes"));
+                tap.reattach()?;
+            }
+        }
+        ctx.pb
+            .set_message(format!("{fs_kind}: building {} layers", spec.layers));
+        let layers = Layers::build(
+            &backing.dir,
+            spec.layers,
+            &spec.file_layers,
+            &spec.sizes,
+            ctx.cancel,
+        )?;
+        let mut references_by_cache: BTreeMap<Cache, BTreeMap<u64, u64>> = BTreeMap::new();
+        for cache in &spec.cache {
+            if *cache == Cache::Cold && fs_kind == FsKind::Tmpfs {
+                skipped.push(Skipped {
+                    what: format!("fs={fs_kind} cache=cold"),
+                    reason: "tmpfs lives in the page cache: there is no cold state".into(),
+                });
+                ctx.pb
+                    .dec_length(steps_refs + sets.len() as u64 * steps_per_set);
+            }
+        }
+        for set in &sets {
+            // Does this kernel accept the set on this filesystem at all?
+            match LabStack::mount(&backing.dir, &layers, set, ctx.stacks) {
+                Ok(s) => drop(s),
+                Err(LabError::Mount { source, .. }) => {
+                    let what = format!("fs={fs_kind} options={}", options_label(set));
+                    ctx.warn(&format!(
+                        "skipping {what}: the kernel refused the mount: {source}"
+                    ));
+                    skipped.push(Skipped {
+                        what,
+                        reason: format!("the kernel refused the overlay mount: {source}"),
+                    });
+                    let caches = spec
+                        .cache
+                        .iter()
+                        .filter(|c| !(**c == Cache::Cold && fs_kind == FsKind::Tmpfs))
+                        .count() as u64;
+                    ctx.pb.dec_length(caches * steps_per_set);
+                    ctx.stacks += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            ctx.stacks += 1;
+            let metacopy = metacopy_on(set);
+            for &cache in &spec.cache {
+                if cache == Cache::Cold && fs_kind == FsKind::Tmpfs {
+                    continue;
+                }
+                if cache == Cache::Warm {
+                    prewarm(&layers, spec);
+                }
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    references_by_cache.entry(cache)
+                {
+                    e.insert(references(ctx, &backing, &layers, cache)?);
+                }
+                let mut run = RunResult {
+                    fs: fs_kind.as_str().to_owned(),
+                    fs_features: backing.features.clone(),
+                    mount_options: (*set).clone(),
+                    cache: cache.as_str().to_owned(),
+                    layers: spec.layers,
+                    cells: Vec::new(),
+                };
+                for &op in &spec.ops {
+                    for (size, depth) in cells_of(op, spec) {
+                        ctx.pb.set_message(format!(
+                            "{fs_kind} {} {} {op} {} l{depth}",
+                            options_label(set),
+                            cache.as_str(),
+                            format_size(size)
+                        ));
+                        let mut acc = CellAcc::new(op, size, depth);
+                        for _ in 0..spec.repetitions {
+                            ctx.cancel.check()?;
+                            repetition(ctx, &backing, &layers, set, cache, &mut acc)?;
+                            ctx.pb.inc(1);
+                        }
+                        // Efficiency compares data copies with the plain copy of the same bytes.
+                        let data_copy =
+                            match op {
+                                Op::FirstWrite | Op::Truncate | Op::OpenTrunc => true,
+                                Op::Chmod => !metacopy,
+                                _ => false,
+                            } && (ctx.tap.is_none() || acc.bytes_copied > 0 || size == 0);
+                        let reference = op
+                            .per_file()
+                            .then(|| references_by_cache[&cache].get(&size).copied())
+                            .flatten();
+                        run.cells.push(acc.finish(reference, data_copy));
+                    }
+                }
+                runs.push(run);
+            }
+        }
+        drop(layers);
+        drop(backing);
+    }
+    Ok(runs)
+}
+
+/// `12.3µs`, `4.56ms`, `1.23s`.
+pub fn fmt_ns(ns: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let n = ns as f64;
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}µs", n / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2}ms", n / 1e6)
+    } else {
+        format!("{:.2}s", n / 1e9)
+    }
+}
+
+/// The terminal summary: one row per cell.
+pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<6} {:<22} {:<5} {:<12} {:>6} {:>5} {:>10} {:>10} {:>8} {:>9} {:>6}",
+        "FS", "OPTIONS", "CACHE", "OP", "SIZE", "DEPTH", "P50", "P99", "COPY-UPS", "MB/S", "EFF"
+    )?;
+    for run in &r.runs {
+        // Runs whose copy-ups the backend could not see show no kernel numbers.
+        let unseen = format!(
+            "kernel-side timings fs={} options={} cache={}",
+            run.fs,
+            options_label(&run.mount_options),
+            run.cache
+        );
+        let kernel = r.environment.backend.is_some() && !r.skipped.iter().any(|s| s.what == unseen);
+        for c in &run.cells {
+            writeln!(
+                out,
+                "{:<6} {:<22} {:<5} {:<12} {:>6} {:>5} {:>10} {:>10} {:>8} {:>9} {:>6}",
+                run.fs,
+                options_label(&run.mount_options),
+                run.cache,
+                c.op,
+                format_size(c.size_bytes),
+                c.layer_depth,
+                fmt_ns(c.latency.p50_ns),
+                fmt_ns(c.latency.p99_ns),
+                if kernel {
+                    c.copy_ups.to_string()
+                } else {
+                    "-".into()
+                },
+                c.mb_per_s.map_or("-".into(), |v| format!("{v:.0}")),
+                c.efficiency.map_or("-".into(), |v| format!("{v:.2}")),
+            )?;
+        }
+    }
+    for s in &r.skipped {
+        writeln!(out, "skipped {}: {}", s.what, s.reason)?;
+    }
+    Ok(())
+}
+
+/// `cowprof bench`: runs, prints, returns the exit code.
+pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
+    match bench(opts) {
+        Ok(rep) => {
+            let _ = print_summary(out, &rep.results);
+            let _ = writeln!(
+                out,
+                "\nbench: {} cells in {} runs, {} repetitions checked against the upper dir ({} disagreed), backend {}, {:.1}s; wrote {}",
+                rep.results.runs.iter().map(|r| r.cells.len()).sum::<usize>(),
+                rep.results.runs.len(),
+                rep.upper_checked,
+                rep.upper_mismatches,
+                rep.results.environment.backend.as_deref().unwrap_or("none"),
+                rep.elapsed.as_secs_f64(),
+                rep.results_path.display()
+            );
+            let _ = out.flush();
+            for m in &rep.kernel_mismatches {
+                eprintln!("cowprof: kernel copy-up count differs: {m}");
+            }
+            if rep.upper_mismatches > 0 {
+                eprintln!(
+                    "cowprof: {} repetitions left an upper directory that disagrees with their op (see above); results written anyway",
+                    rep.upper_mismatches
+                );
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("cowprof: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_and_labels() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(options_label(&[]), "-");
+        assert_eq!(fmt_ns(1_500), "1.5µs");
+        assert_eq!(fmt_ns(2_500_000), "2.50ms");
+    }
+
+    #[test]
+    fn quick_hashes_differently() {
+        let (_, a) = load_spec(None, false).unwrap();
+        let (_, b) = load_spec(None, true).unwrap();
+        assert_ne!(sha256_hex(&a), sha256_hex(&b));
+        assert_eq!(sha256_hex(&a), sha256_hex(DEFAULT_SPEC));
+    }
+
+    #[test]
+    fn steps_count_every_repetition() {
+        let s = Spec::parse(
+            "sizes=[1]\nfile_layers=[1]\nrepetitions=2\nfilesystems=[\"dir\"]\nmount_options=[[]]\nops=[\"first_write\",\"create\"]\ncache=[\"warm\"]",
+            "t",
+        )
+        .unwrap();
+        // 1 size x 2 reps of references + (1 + 1 cells) x 2 reps.
+        assert_eq!(total_steps(&s), 2 + 4);
+    }
+}

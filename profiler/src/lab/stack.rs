@@ -1,0 +1,891 @@
+//! The lab's filesystem plumbing: the run directory and its state file, backing filesystems
+//! (a host directory, tmpfs, loop-mounted ext4/xfs/btrfs images), lower layers built once per
+//! backing filesystem, and overlay stacks mounted Docker-overlay2 style with a fresh upper and
+//! work directory for every measured repetition.
+//!
+//! Everything lives under one run directory, `<workdir>/cowprof-lab-<pid>`, and loop images are
+//! named `cowprof-lab-<pid>-<fs>.img` (so `losetup -a` shows whose they are). The state file
+//! `/run/cowprof/lab-<pid>.json` names the run directory and the backing mounts, images and loop
+//! devices, each recorded *before* it is made, so `cowprof clean` can remove what a `SIGKILL`ed run
+//! left. Every guard here undoes its own work on drop (also on errors and on Ctrl-C): overlay
+//! stacks, then backing mounts, then loop devices and images, then the run directory.
+
+use std::{
+    ffi::CString,
+    fs,
+    io::Write as _,
+    os::unix::{ffi::OsStrExt as _, fs::PermissionsExt as _},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    spec::{FsKind, SpecError},
+    workload::{file_rel, DATA_DIR, FILE_MODE},
+};
+
+/// Where run state files live.
+pub const STATE_DIR: &str = "/run/cowprof";
+/// Prefix of every run directory, image and state file.
+pub const TAG: &str = "cowprof-lab-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("cannot read the spec {path}: {source}; give a readable TOML file to --spec")]
+    SpecFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cowprof bench must run as root (it mounts filesystems and loads eBPF programs); rerun with sudo")]
+    NotRoot,
+    #[error("interrupted; the lab's mounts, loop devices and files were removed")]
+    Interrupted,
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount -t overlay on {path} failed: {source} (options: {options})")]
+    Mount {
+        path: PathBuf,
+        options: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl LabError {
+    /// Exit code (README, "Exit codes").
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Spec(_) | Self::SpecFile { .. } => 2,
+            Self::NotRoot => 3,
+            Self::Interrupted => 130,
+            _ => 1,
+        }
+    }
+}
+
+pub fn io_err(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    let path = path.to_owned();
+    move |source| LabError::Io { what, path, source }
+}
+
+/// Set by SIGINT, SIGTERM and SIGHUP; checked between steps, so every guard gets to run.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Registers the handlers (alongside any others, e.g. tokio's).
+    pub fn install() -> std::io::Result<Self> {
+        let c = Self::default();
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            signal_hook::flag::register(sig, Arc::clone(&c.0))?;
+        }
+        Ok(c)
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn check(&self) -> Result<(), LabError> {
+        if self.is_set() {
+            Err(LabError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("lab paths have no NUL")
+}
+
+pub fn mount(source: &str, target: &Path, fstype: &str, data: &str) -> std::io::Result<()> {
+    let src = CString::new(source).expect("no NUL");
+    let fs_c = CString::new(fstype).expect("no NUL");
+    let data_c = CString::new(data).expect("no NUL");
+    let tgt = cstr(target);
+    // SAFETY: valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs_c.as_ptr(),
+            0,
+            data_c.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Unmounts `target`; a busy mount is detached lazily (`MNT_DETACH`) instead. True if something
+/// was unmounted.
+pub fn umount(target: &Path) -> bool {
+    let tgt = cstr(target);
+    // SAFETY: valid C string.
+    unsafe {
+        libc::umount2(tgt.as_ptr(), 0) == 0 || libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) == 0
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space and so on).
+fn unescape(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let d = |k: usize| u32::from(b[i + k] - b'0');
+            out.push((d(1) * 64 + d(2) * 8 + d(3)) as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+/// Mount points in this mount namespace, in mountinfo order (parents before children), with
+/// their filesystem type.
+pub fn mount_points() -> Vec<(PathBuf, String)> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mp = pre.split_whitespace().nth(4)?;
+            Some((unescape(mp), post.split_whitespace().next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Unmounts everything mounted at or below `dir`, innermost and newest first. Returns the mount
+/// points that were unmounted.
+pub fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
+    let mut done = Vec::new();
+    // A detached mount can reveal an older one at the same point: go round until none is left.
+    for _ in 0..8 {
+        let under: Vec<PathBuf> = mount_points()
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.starts_with(dir))
+            .collect();
+        if under.is_empty() {
+            break;
+        }
+        for p in under.iter().rev() {
+            if umount(p) {
+                done.push(p.clone());
+            }
+        }
+    }
+    done
+}
+
+/// Removes `dir` and everything in it, after unmounting whatever is mounted below it (a plain
+/// recursive delete would walk into a mount). Missing is fine.
+pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    unmount_all_under(dir);
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes what `dir` holds but keeps `dir` itself (and its inode: see [`LabStack`]).
+fn empty_dir(dir: &Path, keep: &[&str]) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if keep.iter().any(|k| e.file_name() == *k) {
+            continue;
+        }
+        let p = e.path();
+        let _ = match e.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+            _ => fs::remove_file(&p),
+        };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loop devices
+
+/// Loop devices and the files behind them, from sysfs: (device, backing file). A deleted
+/// backing file shows with a " (deleted)" suffix, which is stripped.
+pub fn loop_devices() -> Vec<(PathBuf, PathBuf)> {
+    let Ok(rd) = fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
+            continue;
+        };
+        let Ok(back) = fs::read_to_string(e.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let back = back.trim_end_matches('\n');
+        let back = back.strip_suffix(" (deleted)").unwrap_or(back);
+        out.push((PathBuf::from(format!("/dev/{name}")), PathBuf::from(back)));
+    }
+    out.sort();
+    out
+}
+
+/// Attaches `image` to a free loop device (`losetup --find --show`).
+fn loop_attach(image: &Path) -> Result<PathBuf, LabError> {
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(image)
+        .output()
+        .map_err(io_err("running losetup for", image))?;
+    if !out.status.success() {
+        return Err(LabError::Other(format!(
+            "losetup --find --show {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` (linux/loop.h).
+#[repr(C)]
+struct LoopInfo64 {
+    device: u64,
+    inode: u64,
+    rdevice: u64,
+    offset: u64,
+    sizelimit: u64,
+    number: u32,
+    encrypt_type: u32,
+    encrypt_key_size: u32,
+    flags: u32,
+    file_name: [u8; 64],
+    crypt_name: [u8; 64],
+    encrypt_key: [u8; 32],
+    init: [u64; 2],
+}
+
+/// Marks a loop device (already held by a mount) to detach itself when its last user goes, so
+/// even a namespace torn down after SIGKILL releases it.
+fn loop_set_autoclear(dev: &Path) {
+    let Ok(f) = fs::File::open(dev) else { return };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: LoopInfo64 is plain old data; the ioctls read/write exactly one of them.
+    unsafe {
+        let mut info: LoopInfo64 = std::mem::zeroed();
+        if libc::ioctl(fd, LOOP_GET_STATUS64, &raw mut info) == 0 {
+            info.flags |= LO_FLAGS_AUTOCLEAR;
+            libc::ioctl(fd, LOOP_SET_STATUS64, &raw const info);
+        }
+    }
+}
+
+/// Detaches a loop device; true if it was detached now or is already free.
+pub fn loop_detach(dev: &Path) -> bool {
+    let Ok(f) = fs::File::open(dev) else {
+        return true;
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: LOOP_CLR_FD takes no argument.
+    let rc = unsafe { libc::ioctl(fd, LOOP_CLR_FD, 0) };
+    // ENXIO: not attached (any more).
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run directory and its state file
+
+/// What a run has made, recorded before it is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resource {
+    /// A backing filesystem mounted here (tmpfs or a loop image).
+    Mount {
+        path: PathBuf,
+    },
+    Image {
+        path: PathBuf,
+    },
+    Loop {
+        device: Option<PathBuf>,
+        image: PathBuf,
+    },
+}
+
+/// `/run/cowprof/lab-<pid>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub pid: u32,
+    /// Process start time (clock ticks since boot, /proc/PID/stat field 22): tells a reused pid
+    /// from the run's own process.
+    pub start_ticks: Option<u64>,
+    /// The run directory: everything the run makes is below it.
+    pub root: PathBuf,
+    pub resources: Vec<Resource>,
+}
+
+/// Start time of `pid` in clock ticks since boot, if it is alive.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+pub fn state_path(pid: u32) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("lab-{pid}.json"))
+}
+
+/// The run directory; removes itself (after unmounting anything left below it) and its state
+/// file on drop. Must outlive every other guard of the run.
+pub struct LabRoot {
+    pub dir: PathBuf,
+    state: State,
+    state_file: PathBuf,
+}
+
+impl LabRoot {
+    pub fn create(workdir: &Path) -> Result<Self, LabError> {
+        let pid = std::process::id();
+        fs::create_dir_all(workdir).map_err(io_err("creating --workdir", workdir))?;
+        let workdir = workdir
+            .canonicalize()
+            .map_err(io_err("resolving --workdir", workdir))?;
+        let dir = workdir.join(format!("{TAG}{pid}"));
+        let root = Self {
+            state: State {
+                pid,
+                start_ticks: start_ticks(pid),
+                root: dir.clone(),
+                resources: Vec::new(),
+            },
+            state_file: state_path(pid),
+            dir,
+        };
+        root.save()?;
+        if root.dir.exists() {
+            // Only a dead run with our pid can have left it (clean would remove it too).
+            remove_tree(&root.dir).map_err(io_err("removing the stale", &root.dir))?;
+        }
+        fs::create_dir(&root.dir).map_err(io_err("creating", &root.dir))?;
+        Ok(root)
+    }
+
+    fn save(&self) -> Result<(), LabError> {
+        let dir = Path::new(STATE_DIR);
+        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        let tmp = self.state_file.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(&self.state).expect("state serializes");
+        fs::write(&tmp, text).map_err(io_err("writing", &tmp))?;
+        fs::rename(&tmp, &self.state_file).map_err(io_err("writing", &self.state_file))
+    }
+
+    /// Records a resource before it is made.
+    pub fn record(&mut self, r: Resource) -> Result<(), LabError> {
+        if !self.state.resources.contains(&r) {
+            self.state.resources.push(r);
+            self.save()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LabRoot {
+    fn drop(&mut self) {
+        let mounted_before = unmount_all_under(&self.dir);
+        if !mounted_before.is_empty() {
+            log::warn!("unmounted leftovers: {mounted_before:?}");
+        }
+        for (dev, back) in loop_devices() {
+            if back.starts_with(&self.dir) {
+                loop_detach(&dev);
+            }
+        }
+        match remove_tree(&self.dir) {
+            Ok(()) => {
+                let _ = fs::remove_file(&self.state_file);
+            }
+            Err(e) => eprintln!(
+                "cowprof: could not remove {}: {e}; run `cowprof clean` once it is free",
+                self.dir.display()
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backing filesystems
+
+/// A backing filesystem for the layers and stacks of one part of the run.
+pub struct Backing {
+    pub kind: FsKind,
+    /// Where layers, stacks and reference copies live.
+    pub dir: PathBuf,
+    /// e.g. `reflink`, and for `dir` the host filesystem (`fstype=ext4`).
+    pub features: Vec<String>,
+    mount: Option<PathBuf>,
+    loop_dev: Option<PathBuf>,
+    image: Option<PathBuf>,
+}
+
+/// statfs magic numbers of the filesystems the lab names.
+fn fs_name(dir: &Path) -> Option<&'static str> {
+    let c = cstr(dir);
+    // SAFETY: statfs writes into the zeroed struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast, clippy::cast_sign_loss)]
+    Some(match st.f_type as u64 {
+        0xEF53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x794C_7630 => "overlay",
+        _ => "other",
+    })
+}
+
+/// True if the filesystem at `dir` can clone file ranges (FICLONE), which overlay uses for
+/// copy-up before falling back to copying.
+fn can_reflink(dir: &Path) -> bool {
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    let a = dir.join(".cowprof-reflink-a");
+    let b = dir.join(".cowprof-reflink-b");
+    let ok = (|| -> std::io::Result<bool> {
+        fs::write(&a, [1u8; 4096])?;
+        let fa = fs::File::open(&a)?;
+        let fb = fs::File::create(&b)?;
+        // SAFETY: two open fds.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&fb),
+                FICLONE,
+                std::os::fd::AsRawFd::as_raw_fd(&fa),
+            )
+        };
+        Ok(rc == 0)
+    })()
+    .unwrap_or(false);
+    let _ = fs::remove_file(&a);
+    let _ = fs::remove_file(&b);
+    ok
+}
+
+fn mkfs(kind: FsKind, image: &Path) -> Result<(), LabError> {
+    let (prog, args): (&str, &[&str]) = match kind {
+        // Inode tables and journal initialised now, not by a background thread mid-measurement.
+        FsKind::Ext4 => (
+            "mkfs.ext4",
+            &[
+                "-F",
+                "-q",
+                "-E",
+                "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
+            ],
+        ),
+        FsKind::Xfs => ("mkfs.xfs", &["-f", "-q", "-K", "-m", "reflink=1"]),
+        FsKind::Btrfs => ("mkfs.btrfs", &["-f", "-q", "-K"]),
+        FsKind::Dir | FsKind::Tmpfs => unreachable!("not an image"),
+    };
+    let out = Command::new(prog)
+        .args(args)
+        .arg(image)
+        .output()
+        .map_err(|e| {
+            LabError::Other(format!(
+                "cannot run {prog}: {e} (install it, or drop {kind} from the spec's filesystems)"
+            ))
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::Other(format!(
+            "{prog} {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Backing {
+    /// Makes the backing filesystem `kind` under `root`, large enough for `bytes`.
+    pub fn create(
+        root: &mut LabRoot,
+        kind: FsKind,
+        bytes: u64,
+        cancel: &Cancel,
+    ) -> Result<Self, LabError> {
+        let mut b = Self {
+            kind,
+            dir: root.dir.join(kind.as_str()),
+            features: Vec::new(),
+            mount: None,
+            loop_dev: None,
+            image: None,
+        };
+        fs::create_dir(&b.dir).map_err(io_err("creating", &b.dir))?;
+        match kind {
+            FsKind::Dir => {
+                if let Some(name) = fs_name(&b.dir) {
+                    b.features.push(format!("fstype={name}"));
+                }
+            }
+            FsKind::Tmpfs => {
+                root.record(Resource::Mount {
+                    path: b.dir.clone(),
+                })?;
+                let size = bytes.max(64 << 20);
+                mount(
+                    "cowprof-lab",
+                    &b.dir,
+                    "tmpfs",
+                    &format!("size={size},mode=0755"),
+                )
+                .map_err(io_err("mounting tmpfs on", &b.dir))?;
+                b.mount = Some(b.dir.clone());
+            }
+            FsKind::Ext4 | FsKind::Xfs | FsKind::Btrfs => {
+                let image = root
+                    .dir
+                    .join(format!("{TAG}{}-{kind}.img", std::process::id()));
+                root.record(Resource::Image {
+                    path: image.clone(),
+                })?;
+                b.image = Some(image.clone());
+                let f = fs::File::create(&image).map_err(io_err("creating", &image))?;
+                // Sparse; xfs wants at least 300 MiB.
+                f.set_len(bytes.max(512 << 20))
+                    .map_err(io_err("sizing", &image))?;
+                drop(f);
+                mkfs(kind, &image)?;
+                cancel.check()?;
+                root.record(Resource::Loop {
+                    device: None,
+                    image: image.clone(),
+                })?;
+                let dev = loop_attach(&image)?;
+                b.loop_dev = Some(dev.clone());
+                root.record(Resource::Loop {
+                    device: Some(dev.clone()),
+                    image: image.clone(),
+                })?;
+                root.record(Resource::Mount {
+                    path: b.dir.clone(),
+                })?;
+                mount(&dev.display().to_string(), &b.dir, kind.as_str(), "").map_err(io_err(
+                    format!("mounting {kind} ({}) on", dev.display()),
+                    &b.dir,
+                ))?;
+                b.mount = Some(b.dir.clone());
+                loop_set_autoclear(&dev);
+            }
+        }
+        if can_reflink(&b.dir) {
+            b.features.push("reflink".into());
+        }
+        Ok(b)
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        // Stacks are gone by now; anything still mounted below is a leftover.
+        if let Some(m) = &self.mount {
+            unmount_all_under(m);
+        } else {
+            let _ = remove_tree(&self.dir);
+        }
+        if let Some(dev) = &self.loop_dev {
+            // With autoclear the device is usually free already.
+            let ours = loop_devices()
+                .into_iter()
+                .any(|(d, back)| &d == dev && Some(&back) == self.image.as_ref());
+            if ours {
+                loop_detach(dev);
+            }
+        }
+        if let Some(img) = &self.image {
+            let _ = fs::remove_file(img);
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lower layers
+
+/// Lower layers on one backing filesystem: `L/1` (topmost) .. `L/N`. Every layer has `data/`
+/// with a small filler file; layer `d` of `file_layers` also has `data/s<size>-l<d>.bin` for
+/// every size. Written with plain writes (no reflink or `copy_file_range` shortcuts), then synced
+/// so that writeback does not run during measurements.
+pub struct Layers {
+    pub dirs: Vec<PathBuf>,
+}
+
+/// Fills `buf` with non-repeating bytes (xorshift), so that no filesystem can dedupe or
+/// compress them away.
+fn fill(buf: &mut [u8], seed: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let b = seed.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+}
+
+impl Layers {
+    pub fn build(
+        base: &Path,
+        layers: u32,
+        file_layers: &[u32],
+        sizes: &[u64],
+        cancel: &Cancel,
+    ) -> Result<Self, LabError> {
+        let dirs: Vec<PathBuf> = (1..=layers)
+            .map(|i| base.join("L").join(i.to_string()))
+            .collect();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        for (i, dir) in dirs.iter().enumerate() {
+            let layer = u32::try_from(i + 1).expect("at most 128 layers");
+            let data = dir.join(DATA_DIR);
+            fs::create_dir_all(&data).map_err(io_err("creating", &data))?;
+            let filler = data.join(format!("filler-l{layer}"));
+            fs::write(&filler, format!("layer {layer}\n")).map_err(io_err("writing", &filler))?;
+            if !file_layers.contains(&layer) {
+                continue;
+            }
+            for &size in sizes {
+                let path = dir.join(file_rel(size, layer));
+                let mut f = fs::File::create(&path).map_err(io_err("creating", &path))?;
+                let mut left = size;
+                while left > 0 {
+                    cancel.check()?;
+                    let n = usize::try_from(left.min(buf.len() as u64)).expect("small");
+                    fill(&mut buf[..n], &mut seed);
+                    f.write_all(&buf[..n]).map_err(io_err("writing", &path))?;
+                    left -= n as u64;
+                }
+                f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                    .map_err(io_err("chmod", &path))?;
+            }
+        }
+        // Flush it all now: writeback must not compete with the measurements.
+        let f = fs::File::open(base).map_err(io_err("opening", base))?;
+        // SAFETY: valid fd.
+        unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) };
+        Ok(Self { dirs })
+    }
+
+    /// The lower file `rel` in layer `depth` (1-based), outside overlay.
+    pub fn lower_file(&self, depth: u32, rel: &str) -> PathBuf {
+        self.dirs[depth as usize - 1].join(rel)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overlay stacks
+
+/// True if this kernel's overlay has the module parameter (e.g. `index`, `metacopy`).
+pub fn overlay_param(name: &str) -> Option<String> {
+    fs::read_to_string(Path::new("/sys/module/overlay/parameters").join(name))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// The kernel copies at most one page of mount options.
+const MOUNT_DATA_MAX: usize = 4096;
+
+/// One overlay mount with its own fresh upper and work directory: `S/<n>/{upper,work,merged}`.
+///
+/// On drop it unmounts and empties upper and work but keeps those directories until the backing
+/// filesystem goes: their inode numbers then cannot be reused by a later stack while the kernel
+/// side still has the old ones in its maps.
+pub struct LabStack {
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    pub options: String,
+    mounted: bool,
+}
+
+impl LabStack {
+    pub fn mount(base: &Path, layers: &Layers, extra: &[String], n: u64) -> Result<Self, LabError> {
+        let dir = base.join("S").join(n.to_string());
+        let mut s = Self {
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("merged"),
+            options: String::new(),
+            mounted: false,
+        };
+        for d in [&s.upper, &s.work, &s.merged] {
+            fs::create_dir_all(d).map_err(io_err("creating", d))?;
+        }
+        let options = |rel: bool| {
+            let show = |p: &Path| {
+                if rel {
+                    p.strip_prefix(base).unwrap_or(p).display().to_string()
+                } else {
+                    p.display().to_string()
+                }
+            };
+            let lowerdir: Vec<String> = layers.dirs.iter().map(|p| show(p)).collect();
+            let mut o = Vec::new();
+            // As Docker's overlay2 does, where the kernel has the option.
+            if overlay_param("index").is_some() && !extra.iter().any(|x| x.starts_with("index=")) {
+                o.push("index=off".to_owned());
+            }
+            o.push(format!("lowerdir={}", lowerdir.join(":")));
+            o.push(format!("upperdir={}", show(&s.upper)));
+            o.push(format!("workdir={}", show(&s.work)));
+            o.extend(extra.iter().cloned());
+            o.join(",")
+        };
+        s.options = options(false);
+        let result = if s.options.len() < MOUNT_DATA_MAX {
+            mount("overlay", &s.merged, "overlay", &s.options)
+        } else {
+            // Too long for one page (many layers): as Docker does, mount from the base
+            // directory with relative paths. The lab's process is single-threaded here.
+            s.options = options(true);
+            if s.options.len() >= MOUNT_DATA_MAX {
+                return Err(LabError::Other(format!(
+                    "overlay options for {} layers are {} bytes even with relative paths, over the kernel's {MOUNT_DATA_MAX}; use fewer layers",
+                    layers.dirs.len(),
+                    s.options.len()
+                )));
+            }
+            let cwd = std::env::current_dir().map_err(io_err("reading the cwd", base))?;
+            std::env::set_current_dir(base).map_err(io_err("chdir", base))?;
+            let r = mount("overlay", &s.merged, "overlay", &s.options);
+            std::env::set_current_dir(&cwd).map_err(io_err("chdir back to", &cwd))?;
+            r
+        };
+        result.map_err(|source| LabError::Mount {
+            path: s.merged.clone(),
+            options: s.options.clone(),
+            source,
+        })?;
+        s.mounted = true;
+        Ok(s)
+    }
+
+    /// Unmounts now (the drop does the rest).
+    pub fn unmount(&mut self) {
+        if self.mounted {
+            umount(&self.merged);
+            self.mounted = false;
+        }
+    }
+}
+
+impl Drop for LabStack {
+    fn drop(&mut self) {
+        self.unmount();
+        empty_dir(&self.upper, &[]);
+        empty_dir(&self.work, &["work"]);
+        empty_dir(&self.work.join("work"), &[]);
+    }
+}
+
+/// Drops the page cache, dentries and inodes (after a sync), for `cache = "cold"`.
+pub fn drop_caches() -> Result<(), LabError> {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    let p = Path::new("/proc/sys/vm/drop_caches");
+    fs::write(p, "3").map_err(io_err("writing", p))
+}
+
+/// Moves this process into a mount namespace of its own whose mounts do not propagate back:
+/// whatever happens to the process (even SIGKILL), its mounts go away with the namespace. Best
+/// effort: false (with the reason logged) if it could not.
+pub fn private_mount_namespace() -> bool {
+    // SAFETY: plain syscalls with constant arguments.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            log::info!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
+            return false;
+        }
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            log::warn!(
+                "making / private in the lab's mount namespace: {}",
+                std::io::Error::last_os_error()
+            );
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_mountinfo() {
+        assert_eq!(unescape(r"/tmp/a\040b"), PathBuf::from("/tmp/a b"));
+        assert_eq!(unescape(r"/x\134y"), PathBuf::from(r"/x\y"));
+        assert_eq!(unescape("/plain"), PathBuf::from("/plain"));
+    }
+
+    #[test]
+    fn own_start_ticks() {
+        assert!(start_ticks(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(LabError::Interrupted.exit_code(), 130);
+        assert_eq!(LabError::NotRoot.exit_code(), 3);
+    }
+}

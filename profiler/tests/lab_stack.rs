@@ -1,0 +1,190 @@
+//! The lab's stacks, op by op, checked against the upper directory (the ground truth): after one
+//! repetition the upper dir holds exactly what the op must leave there, and nothing of the lab
+//! is left afterwards (mounts, directories, state file).
+
+mod common;
+
+use std::{collections::BTreeMap, fs, os::unix::fs::MetadataExt as _, path::Path};
+
+use common::{lock, overlay_mounts, require_root};
+use cowprof::lab::{
+    spec::{FsKind, Op},
+    stack::{state_path, Backing, Cancel, LabError, LabRoot, LabStack, Layers},
+    workload::{
+        expected_upper, file_rel, prepare, run_op, upper_entries, UpperEntry, CHMOD_MODE,
+        CREATE_REL,
+    },
+};
+
+const SIZES: [u64; 2] = [4096, 100_000];
+
+fn entries(pairs: &[(&str, UpperEntry)]) -> BTreeMap<String, UpperEntry> {
+    pairs.iter().map(|(p, e)| ((*p).to_owned(), *e)).collect()
+}
+
+fn run_ops(fs_kind: FsKind, options: &[String], metacopy: bool) {
+    let work = common::disk_tempdir();
+    let mut root = LabRoot::create(work.path()).expect("lab root");
+    let run_dir = root.dir.clone();
+    assert!(state_path(std::process::id()).exists(), "state file first");
+    let cancel = Cancel::default();
+    {
+        let backing = Backing::create(&mut root, fs_kind, 256 << 20, &cancel).expect("backing");
+        let layers = Layers::build(&backing.dir, 3, &[1, 3], &SIZES, &cancel).expect("layers");
+        assert_eq!(layers.dirs.len(), 3);
+        for (i, d) in layers.dirs.iter().enumerate() {
+            assert!(d.join("data").join(format!("filler-l{}", i + 1)).exists());
+        }
+        let mut n = 0;
+        for op in Op::ALL {
+            for &size in &SIZES {
+                for depth in [1u32, 3] {
+                    if !op.per_file() && (size != SIZES[0] || depth != 1) {
+                        continue;
+                    }
+                    let rel = if op.per_file() {
+                        file_rel(size, depth)
+                    } else {
+                        CREATE_REL.to_owned()
+                    };
+                    let stack = LabStack::mount(&backing.dir, &layers, options, n).expect("mount");
+                    n += 1;
+                    assert!(
+                        stack.options.starts_with("index=off,lowerdir=")
+                            || !Path::new("/sys/module/overlay/parameters/index").exists(),
+                        "{}",
+                        stack.options
+                    );
+                    assert!(upper_entries(&stack.upper, false).unwrap().is_empty());
+                    prepare(op, &stack.merged, &rel).expect("prepare");
+                    let target = stack.merged.join(&rel);
+                    let mut buf = vec![0u8; 1 << 20];
+                    let ns = run_op(op, &target, size, &mut buf).expect("op");
+                    assert!(ns > 0);
+                    let got = upper_entries(&stack.upper, false).unwrap();
+                    let lower = layers.lower_file(depth.max(1), &file_rel(size, depth.max(1)));
+                    // The expectations spelled out, not only through expected_upper().
+                    let want = match op {
+                        Op::ReadLower => entries(&[]),
+                        Op::Create => entries(&[(CREATE_REL, UpperEntry::File)]),
+                        Op::Unlink => {
+                            entries(&[("data", UpperEntry::Dir), (&rel, UpperEntry::Whiteout)])
+                        }
+                        Op::Chmod if metacopy => {
+                            entries(&[("data", UpperEntry::Dir), (&rel, UpperEntry::MetacopyFile)])
+                        }
+                        _ => entries(&[("data", UpperEntry::Dir), (&rel, UpperEntry::File)]),
+                    };
+                    assert_eq!(got, want, "{fs_kind} {options:?} {op} {rel}");
+                    assert_eq!(got, expected_upper(op, &rel, metacopy));
+                    let up = stack.upper.join(&rel);
+                    match op {
+                        Op::FirstWrite | Op::Rewrite => {
+                            let mut expect = fs::read(&lower).unwrap();
+                            // Rewrite: prepare opened it for write without writing.
+                            expect.push(b'+');
+                            assert_eq!(fs::read(&up).unwrap(), expect, "{op} {rel}");
+                        }
+                        Op::Truncate => assert_eq!(fs::metadata(&up).unwrap().len(), size / 2),
+                        Op::OpenTrunc | Op::Create => {
+                            assert_eq!(fs::metadata(&up).unwrap().len(), 0);
+                        }
+                        Op::Chmod => {
+                            assert_eq!(fs::metadata(&target).unwrap().mode() & 0o777, CHMOD_MODE);
+                            assert_eq!(fs::read(&target).unwrap(), fs::read(&lower).unwrap());
+                        }
+                        Op::ReadUpper => {
+                            assert_eq!(fs::read(&up).unwrap(), fs::read(&lower).unwrap());
+                        }
+                        Op::Unlink => assert!(!target.exists()),
+                        Op::ReadLower => {}
+                    }
+                    // Lower layers are never written.
+                    assert_eq!(fs::metadata(&lower).unwrap().len(), size, "{op}");
+                    let merged = stack.merged.clone();
+                    let upper = stack.upper.clone();
+                    drop(stack);
+                    assert!(
+                        !overlay_mounts()
+                            .iter()
+                            .any(|(_, mp)| Path::new(mp) == merged),
+                        "{} still mounted",
+                        merged.display()
+                    );
+                    // Emptied but kept (see LabStack): no inode reuse while the probes know it.
+                    assert!(upper.exists() && fs::read_dir(&upper).unwrap().next().is_none());
+                }
+            }
+        }
+    }
+    drop(root);
+    assert!(!run_dir.exists(), "run dir left: {}", run_dir.display());
+    assert!(!state_path(std::process::id()).exists(), "state file left");
+    assert!(
+        !overlay_mounts()
+            .iter()
+            .any(|(_, mp)| mp.starts_with(&run_dir.display().to_string())),
+        "mounts left under {}",
+        run_dir.display()
+    );
+    assert!(fs::read_dir(work.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn upper_dir_truth_on_dir() {
+    if !require_root("upper_dir_truth_on_dir") {
+        return;
+    }
+    let _l = lock();
+    run_ops(FsKind::Dir, &[], false);
+}
+
+#[test]
+fn upper_dir_truth_on_tmpfs_with_metacopy() {
+    if !require_root("upper_dir_truth_on_tmpfs_with_metacopy") {
+        return;
+    }
+    if !Path::new("/sys/module/overlay/parameters/metacopy").exists() {
+        eprintln!("SKIP: this kernel's overlay has no metacopy");
+        return;
+    }
+    let _l = lock();
+    run_ops(FsKind::Tmpfs, &["metacopy=on".to_owned()], true);
+}
+
+/// A combination the kernel refuses is a typed mount error (the bench skips it), not a panic,
+/// and leaves nothing mounted.
+#[test]
+fn refused_options_are_a_mount_error() {
+    if !require_root("refused_options_are_a_mount_error") {
+        return;
+    }
+    let _l = lock();
+    let work = common::disk_tempdir();
+    let mut root = LabRoot::create(work.path()).unwrap();
+    let cancel = Cancel::default();
+    let backing = Backing::create(&mut root, FsKind::Dir, 0, &cancel).unwrap();
+    let layers = Layers::build(&backing.dir, 2, &[1], &[10], &cancel).unwrap();
+    let bad = ["metacopy=on".to_owned(), "redirect_dir=off".to_owned()];
+    match LabStack::mount(&backing.dir, &layers, &bad, 0) {
+        Err(LabError::Mount {
+            source, options, ..
+        }) => {
+            assert_eq!(source.raw_os_error(), Some(libc::EINVAL), "{source}");
+            assert!(options.contains("metacopy=on"));
+        }
+        Err(e) => panic!("expected a mount error, got {e}"),
+        Ok(_) => panic!("the kernel accepted {bad:?}"),
+    }
+    // Cancellation interrupts a layer build.
+    cancel.set();
+    assert!(matches!(
+        Layers::build(&backing.dir.join("x"), 1, &[1], &[4 << 20], &cancel),
+        Err(LabError::Interrupted)
+    ));
+    drop(layers);
+    drop(backing);
+    let dir = root.dir.clone();
+    drop(root);
+    assert!(!dir.exists());
+}
