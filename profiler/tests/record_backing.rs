@@ -4,7 +4,13 @@
 
 mod common;
 
-use std::{fs, path::Path, process::Command, time::Duration};
+use std::{
+    fs,
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
 
 use common::{canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running, BIN};
 use cowprof::decode::Kind;
@@ -70,7 +76,6 @@ fn record_on(root: &Path, extra: &str) {
     );
     assert_eq!(rec.summary.drops.total(), 0);
     // Ground truth: f copied up (3 bytes now), d copied up, d/g a whiteout (char 0/0).
-    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
     assert_eq!(fs::read(root.join("u/f")).unwrap(), b"xz\n");
     assert!(root.join("u/d").is_dir());
     let g = fs::symlink_metadata(root.join("u/d/g")).unwrap();
