@@ -82,6 +82,16 @@ fn record_on(root: &Path, extra: &str) {
     assert!(g.file_type().is_char_device() && g.rdev() == 0);
 }
 
+/// Unmounts the overlay inside and then the loop filesystem itself when dropped.
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.join("s/m")).status();
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
 #[test]
 fn index_on_copy_ups_are_seen() {
     if !require_root("index_on_copy_ups_are_seen") {
@@ -126,13 +136,6 @@ fn btrfs_upper_copy_ups_are_seen() {
             .arg(&img)
             .arg(&mnt));
         // Unmount the loop fs (and free its loop device) even if the checks fail.
-        struct Unmount<'a>(&'a Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                let _ = Command::new("umount").arg(self.0.join("s/m")).status();
-                let _ = Command::new("umount").arg(self.0).status();
-            }
-        }
         let _guard = Unmount(&mnt);
         record_on(&mnt.join("s"), "");
     }
