@@ -12,7 +12,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{decode::Kind, enrich::Event};
+use crate::{
+    decode::Kind,
+    enrich::Event,
+    lab::stack::{mount, umount},
+};
 
 /// A mounted overlay that unmounts and deletes itself on drop (also on panic and on the error
 /// paths), so no test or demo leaves a mount behind.
@@ -55,38 +59,6 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 
 fn cstring(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("paths made here have no NUL")
-}
-
-fn mount(source: &str, target: &Path, fstype: &str, data: &str) -> std::io::Result<()> {
-    let src = CString::new(source).expect("no NUL");
-    let fs_c = CString::new(fstype).expect("no NUL");
-    let data_c = CString::new(data).expect("no NUL");
-    let tgt = cstring(target);
-    // SAFETY: valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            tgt.as_ptr(),
-            fs_c.as_ptr(),
-            0,
-            data_c.as_ptr().cast(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn umount(target: &Path) {
-    let tgt = cstring(target);
-    // SAFETY: valid path; MNT_DETACH as a fallback so a busy mount is still released.
-    unsafe {
-        if libc::umount2(tgt.as_ptr(), 0) != 0 {
-            libc::umount2(tgt.as_ptr(), libc::MNT_DETACH);
-        }
-    }
 }
 
 /// True if this kernel's overlay knows the module parameter (e.g. `index`, `metacopy`).
@@ -184,10 +156,10 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         if self.mounted {
-            umount(&self.merged);
+            let _ = umount(&self.merged);
         }
         if self.tmpfs {
-            umount(&self.root);
+            let _ = umount(&self.root);
         }
         let _ = fs::remove_dir_all(&self.root);
     }

@@ -512,7 +512,7 @@ fn octal_at(s: &[u8], i: usize) -> Option<u8> {
 }
 
 /// Undo the `seq_file` escapes (`\040`, `\011`, `\012`, `\134`, ...) as in a mount point.
-fn unescape_octal(s: &str) -> Vec<u8> {
+pub(crate) fn unescape_octal(s: &str) -> Vec<u8> {
     let s = s.as_bytes();
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;

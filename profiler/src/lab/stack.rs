@@ -154,20 +154,10 @@ pub fn umount(target: &Path) -> bool {
 
 /// Undoes mountinfo's octal escapes (`\040` for a space and so on).
 fn unescape(s: &str) -> PathBuf {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let d = |k: usize| u32::from(b[i + k] - b'0');
-            out.push((d(1) * 64 + d(2) * 8 + d(3)) as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+    use std::os::unix::ffi::OsStringExt as _;
+    PathBuf::from(std::ffi::OsString::from_vec(
+        crate::enrich::mountinfo::unescape_octal(s),
+    ))
 }
 
 /// Mount points in this mount namespace, in mountinfo order (parents before children), with
