@@ -297,9 +297,9 @@ fn loop_set_autoclear(dev: &Path) {
     // SAFETY: LoopInfo64 is plain old data; the ioctls read/write exactly one of them.
     unsafe {
         let mut info: LoopInfo64 = std::mem::zeroed();
-        if libc::ioctl(fd, LOOP_GET_STATUS64, &raw mut info) == 0 {
+        if libc::ioctl(fd, LOOP_GET_STATUS64 as _, &raw mut info) == 0 {
             info.flags |= LO_FLAGS_AUTOCLEAR;
-            libc::ioctl(fd, LOOP_SET_STATUS64, &raw const info);
+            libc::ioctl(fd, LOOP_SET_STATUS64 as _, &raw const info);
         }
     }
 }
@@ -311,7 +311,7 @@ pub fn loop_detach(dev: &Path) -> bool {
     };
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     // SAFETY: LOOP_CLR_FD takes no argument.
-    let rc = unsafe { libc::ioctl(fd, LOOP_CLR_FD, 0) };
+    let rc = unsafe { libc::ioctl(fd, LOOP_CLR_FD as _, 0) };
     // ENXIO: not attached (any more).
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)
 }
@@ -489,7 +489,8 @@ fn can_reflink(dir: &Path) -> bool {
         let rc = unsafe {
             libc::ioctl(
                 std::os::fd::AsRawFd::as_raw_fd(&fb),
-                FICLONE,
+                // `as _`: the request is c_ulong on glibc and c_int on musl.
+                FICLONE as _,
                 std::os::fd::AsRawFd::as_raw_fd(&fa),
             )
         };
