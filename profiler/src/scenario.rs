@@ -367,14 +367,27 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 impl UpperTruth {
+    /// Reads `upper` with overlay's `trusted.overlay.*` xattrs.
     pub fn read(upper: &Path) -> std::io::Result<Self> {
+        Self::read_with(upper, false)
+    }
+
+    /// Reads `upper`; with `userxattr` the marks are `user.overlay.*`. Whiteouts are char 0/0
+    /// devices or empty files with the `whiteout` xattr; a directory is opaque when its `opaque`
+    /// xattr is `y` (`x` only marks a directory holding xattr whiteouts).
+    pub fn read_with(upper: &Path, userxattr: bool) -> std::io::Result<Self> {
         use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+        let prefix = if userxattr {
+            "user.overlay."
+        } else {
+            "trusted.overlay."
+        };
+        let mark = |path: &Path, name: &str| xattr(path, &format!("{prefix}{name}"));
         let mut truth = Self::default();
         let mut stack = vec![upper.to_owned()];
         while let Some(dir) = stack.pop() {
             for entry in fs::read_dir(&dir)? {
-                let entry = entry?;
-                let path = entry.path();
+                let path = entry?.path();
                 let rel = path
                     .strip_prefix(upper)
                     .expect("under upper")
@@ -382,18 +395,20 @@ impl UpperTruth {
                     .to_string();
                 let md = fs::symlink_metadata(&path)?;
                 let ft = md.file_type();
-                let kind = if ft.is_char_device() && md.rdev() == 0 {
+                let kind = if (ft.is_char_device() && md.rdev() == 0)
+                    || (ft.is_file() && md.len() == 0 && mark(&path, "whiteout").is_some())
+                {
                     UpperEntry::Whiteout
                 } else if ft.is_dir() {
                     stack.push(path.clone());
-                    if xattr(&path, "trusted.overlay.opaque").as_deref() == Some(b"y") {
+                    if mark(&path, "opaque").as_deref() == Some(b"y") {
                         UpperEntry::OpaqueDir
                     } else {
                         UpperEntry::Dir
                     }
                 } else if ft.is_symlink() {
                     UpperEntry::Symlink
-                } else if xattr(&path, "trusted.overlay.metacopy").is_some() {
+                } else if mark(&path, "metacopy").is_some() {
                     UpperEntry::MetacopyFile
                 } else {
                     UpperEntry::File

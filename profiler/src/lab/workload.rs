@@ -10,7 +10,7 @@ use std::{
     ffi::CString,
     fs,
     io::{BufRead as _, Write as _},
-    os::unix::{ffi::OsStrExt as _, fs::FileTypeExt as _, fs::MetadataExt as _},
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -278,58 +278,13 @@ pub fn expected_upper(op: Op, rel: &str, metacopy: bool) -> BTreeMap<String, Upp
     m
 }
 
-fn has_xattr(path: &Path, name: &str) -> bool {
-    let p = cstr(path);
-    let n = CString::new(name).expect("no NUL");
-    // SAFETY: valid strings; a zero-size query returns the value's size.
-    unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
-}
-
 /// What the upper directory holds, read from disk (`trusted.overlay.*` or, with `userxattr`,
-/// `user.overlay.*` xattrs).
+/// `user.overlay.*` xattrs): the scenario's ground-truth reader.
 pub fn upper_entries(
     upper: &Path,
     userxattr: bool,
 ) -> std::io::Result<BTreeMap<String, UpperEntry>> {
-    let prefix = if userxattr {
-        "user.overlay."
-    } else {
-        "trusted.overlay."
-    };
-    let mut out = BTreeMap::new();
-    let mut stack = vec![upper.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir)? {
-            let path = entry?.path();
-            let rel = path
-                .strip_prefix(upper)
-                .expect("under upper")
-                .display()
-                .to_string();
-            let md = fs::symlink_metadata(&path)?;
-            let ft = md.file_type();
-            let kind = if (ft.is_char_device() && md.rdev() == 0)
-                || (ft.is_file() && md.len() == 0 && has_xattr(&path, &format!("{prefix}whiteout")))
-            {
-                UpperEntry::Whiteout
-            } else if ft.is_dir() {
-                stack.push(path.clone());
-                if has_xattr(&path, &format!("{prefix}opaque")) {
-                    UpperEntry::OpaqueDir
-                } else {
-                    UpperEntry::Dir
-                }
-            } else if ft.is_symlink() {
-                UpperEntry::Symlink
-            } else if has_xattr(&path, &format!("{prefix}metacopy")) {
-                UpperEntry::MetacopyFile
-            } else {
-                UpperEntry::File
-            };
-            out.insert(rel, kind);
-        }
-    }
-    Ok(out)
+    crate::scenario::UpperTruth::read_with(upper, userxattr).map(|t| t.entries)
 }
 
 #[cfg(test)]
