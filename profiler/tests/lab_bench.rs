@@ -154,7 +154,10 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
             .unwrap()
             .trim()
     );
-    assert!(env.cpus >= 1);
+    assert_eq!(
+        u64::from(env.cpus),
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+    );
     assert!(env.started_unix_s > 1_600_000_000);
     if Path::new("/sys/module/overlay/parameters/index").exists() {
         assert!(env.overlay_params.contains_key("index"), "{env:?}");
