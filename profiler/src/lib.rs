@@ -3,10 +3,12 @@
 //! An event's way through the crate, one module per stage:
 //! [`probe`] (choose a backend, load, attach) → ring buffer ([`record`]) → [`decode`] →
 //! [`enrich`] (mount, layer, syscall) → [`aggregate`] (hdrhistogram) → [`report`] (table, JSON).
+//! [`compare`] gates two results files of the [`lab`] against each other (CI regression tests).
 //! [`scenario`] is the embedded default stack and workload that `demo`, the tests and the VM
 //! self-test share; [`selftest`] runs it under every backend the kernel allows.
 
 pub mod aggregate;
+pub mod compare;
 pub mod decode;
 pub mod enrich;
 pub mod lab;

@@ -7,6 +7,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use cowprof::{
+    compare::{self, CompareOptions, Format},
     lab,
     probe::{self, Backend, BtfPaths, ProbeOptions},
     record::{self, RecordOptions},
@@ -52,6 +53,18 @@ impl BtfArgs {
             overlay_module: self.btf_overlay.clone(),
         }
     }
+}
+
+/// Thresholds of `compare` and `bench --baseline`.
+#[derive(clap::Args, Clone)]
+struct GateArgs {
+    /// Threshold file (default: ./.cowprof-ci.toml if it exists, else built-in gates).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Gate a metric, e.g. `p99=+10%`, `efficiency=-5%`, `bytes_copied=+0` (repeatable;
+    /// replaces the config file's threshold of the same metric).
+    #[arg(long = "threshold", value_name = "METRIC=CHANGE")]
+    thresholds: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -137,6 +150,28 @@ enum Command {
         /// Tiny sizes and two repetitions (smoke tests).
         #[arg(long)]
         quick: bool,
+        /// Then compare the new results.json against this one (`cowprof compare`); the exit
+        /// code is the comparison's.
+        #[arg(long, value_name = "BASE.json")]
+        baseline: Option<PathBuf>,
+        #[command(flatten)]
+        gates: GateArgs,
+    },
+    /// Regression gate: compare two `bench` results.json files metric by metric (bootstrap
+    /// intervals from the histograms); exit 1 if a gated metric regressed beyond its threshold.
+    Compare {
+        #[arg(value_name = "BASE.json")]
+        base: PathBuf,
+        #[arg(value_name = "NEW.json")]
+        new: PathBuf,
+        #[command(flatten)]
+        gates: GateArgs,
+        /// Report format on stdout.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Also write compare.{md,txt,json}, compare-junit.xml and CDF charts (SVG, PNG) here.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Remove what dead `bench` runs left: mounts, loop devices, images, directories, state.
     Clean {
@@ -323,12 +358,60 @@ async fn run(command: Command) -> u8 {
             out: out_dir,
             workdir,
             quick,
-        } => lab::run::main(
-            &lab::run::BenchOptions {
-                spec,
-                out: out_dir,
-                workdir,
-                quick,
+            baseline,
+            gates,
+        } => {
+            // A bad baseline or threshold is found before minutes of measuring, not after.
+            if let Some(base) = &baseline {
+                if let Err(e) = compare::load_results(base).map(|_| ()).and_then(|()| {
+                    compare::load_gates(gates.config.as_deref(), &gates.thresholds).map(|_| ())
+                }) {
+                    eprintln!("cowprof: --baseline: {e}");
+                    return code::USAGE;
+                }
+            }
+            let results = out_dir.join("results.json");
+            let status = lab::run::main(
+                &lab::run::BenchOptions {
+                    spec,
+                    out: out_dir,
+                    workdir,
+                    quick,
+                },
+                &mut out,
+            );
+            match baseline {
+                Some(base) if status == code::OK => {
+                    let _ = writeln!(out);
+                    compare::run(
+                        &CompareOptions {
+                            base,
+                            new: results,
+                            config: gates.config,
+                            thresholds: gates.thresholds,
+                            format: Format::Table,
+                            out: None,
+                        },
+                        &mut out,
+                    )
+                }
+                _ => status,
+            }
+        }
+        Command::Compare {
+            base,
+            new,
+            gates,
+            format,
+            out: report_dir,
+        } => compare::run(
+            &CompareOptions {
+                base,
+                new,
+                config: gates.config,
+                thresholds: gates.thresholds,
+                format,
+                out: report_dir,
             },
             &mut out,
         ),

@@ -1,0 +1,282 @@
+//! Overlaid latency CDFs of both files, one chart per gated op and matched run: each cell (size,
+//! depth) in its own colour, base solid, new dashed. SVG and PNG through plotters, with the
+//! lab's font lookup and formatting helpers.
+
+// Chart coordinates are f64 (see lab/charts.rs).
+#![allow(clippy::cast_precision_loss)]
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+
+use super::{diff::Comparison, CompareError};
+use crate::lab::{
+    charts::{
+        decode_histogram, format_bytes, format_ns, log_bounds, ChartError, CHART_HEIGHT,
+        CHART_WIDTH, FONT_CANDIDATES, FONT_ENV,
+    },
+    results::{Cell, Results, RunResult},
+};
+
+const FONT: &str = "sans-serif";
+const MAX_POINTS: usize = 400;
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+];
+
+fn ensure_font() -> Result<(), ChartError> {
+    static STATE: OnceLock<Result<(), String>> = OnceLock::new();
+    STATE
+        .get_or_init(|| {
+            let mut candidates: Vec<PathBuf> = std::env::var_os(FONT_ENV)
+                .map(PathBuf::from)
+                .into_iter()
+                .collect();
+            candidates.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
+            for path in &candidates {
+                let Ok(bytes) = std::fs::read(path) else {
+                    continue;
+                };
+                // plotters keeps fonts for the life of the process: leak the one we load, once.
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_ok() {
+                    return Ok(());
+                }
+            }
+            Err(candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "))
+        })
+        .clone()
+        .map_err(|tried| ChartError::FontMissing { tried })
+}
+
+/// (latency ns, cumulative fraction), thinned to about [`MAX_POINTS`].
+fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let total = h.len();
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut points = vec![(h.lowest_equivalent(h.min()).max(1) as f64, 0.0)];
+    let mut cum = 0u64;
+    for v in h.iter_recorded() {
+        cum += v.count_since_last_iteration();
+        points.push((
+            v.value_iterated_to().max(1) as f64,
+            cum as f64 / total as f64,
+        ));
+    }
+    if points.len() > MAX_POINTS {
+        let last = *points.last().expect("non-empty");
+        let step = points.len().div_ceil(MAX_POINTS);
+        points = points.into_iter().step_by(step).collect();
+        points.push(last);
+    }
+    points
+}
+
+struct Line {
+    name: String,
+    color: RGBColor,
+    dashed: bool,
+    points: Vec<(f64, f64)>,
+}
+
+fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_owned()
+}
+
+fn draw<DB>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    lines: &[Line],
+) -> Result<(), String>
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    let (lo, hi) = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.0))
+        .fold((f64::MAX, 0f64), |(a, b), x| (a.min(x), b.max(x)));
+    let (lo, hi) = log_bounds(lo, hi, 10.0).ok_or("no latencies to draw")?;
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 18))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..1.0)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (log scale)")
+        .y_desc("fraction of ops ≤ latency")
+        .x_label_formatter(&|v| format_ns(*v))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for l in lines {
+        let col = l.color;
+        let series = if l.dashed {
+            chart.draw_series(DashedLineSeries::new(
+                l.points.clone(),
+                7,
+                5,
+                col.stroke_width(2),
+            ))
+        } else {
+            chart.draw_series(LineSeries::new(l.points.clone(), col.stroke_width(2)))
+        };
+        let dashed = l.dashed;
+        series
+            .map_err(|e| e.to_string())?
+            .label(l.name.as_str())
+            .legend(move |(x, y)| {
+                if dashed {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (7, 0)], col.stroke_width(2))
+                        + PathElement::new(vec![(12, 0), (20, 0)], col.stroke_width(2))
+                } else {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (20, 0)], col.stroke_width(2))
+                        + PathElement::new(vec![(0, 0), (0, 0)], col.stroke_width(2))
+                }
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .margin(10)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.88))
+        .border_style(RGBColor(170, 170, 170))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+fn hist(file: &str, cell: &Cell) -> Result<Histogram<u64>, CompareError> {
+    decode_histogram(&cell.latency.histogram).map_err(|source| CompareError::Histogram {
+        path: file.to_owned(),
+        cell: format!(
+            "{} {} depth {}",
+            cell.op,
+            format_bytes(cell.size_bytes),
+            cell.layer_depth
+        ),
+        source,
+    })
+}
+
+/// Writes `cdf-<op>-<run>.svg` and `.png` into `dir` for every op with a gated metric; returns
+/// the SVG paths.
+pub fn render_cdfs(
+    cmp: &Comparison,
+    base: &Results,
+    new: &Results,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, CompareError> {
+    let gated: BTreeSet<(&str, &str)> = cmp
+        .rows
+        .iter()
+        .filter(|r| r.gated())
+        .map(|r| (r.run.as_str(), r.op.as_str()))
+        .collect();
+    let mut written = Vec::new();
+    for (label, br, nr) in super::diff::matched_runs(base, new) {
+        let ops: BTreeSet<&str> = gated
+            .iter()
+            .filter(|(run, _)| *run == label)
+            .map(|(_, op)| *op)
+            .collect();
+        for op in ops {
+            let lines = lines_for(op, (&cmp.base_file, br), (&cmp.new_file, nr))?;
+            if lines.is_empty() {
+                continue;
+            }
+            ensure_font()?;
+            let title = format!("{op}: base (solid) vs new (dashed) · {label}");
+            let stem = format!("cdf-{}-{}", slug(op), slug(&label));
+            let svg = dir.join(format!("{stem}.svg"));
+            let png = dir.join(format!("{stem}.png"));
+            let mut text = String::new();
+            {
+                let root = SVGBackend::with_string(&mut text, (CHART_WIDTH, CHART_HEIGHT))
+                    .into_drawing_area();
+                draw(&root, &title, &lines).map_err(|reason| ChartError::Draw {
+                    chart: title.clone(),
+                    reason,
+                })?;
+            }
+            std::fs::write(&svg, text).map_err(|source| CompareError::Write {
+                path: svg.clone(),
+                source,
+            })?;
+            let root = BitMapBackend::new(&png, (CHART_WIDTH, CHART_HEIGHT)).into_drawing_area();
+            draw(&root, &title, &lines).map_err(|reason| ChartError::Write {
+                path: png.clone(),
+                source: std::io::Error::other(reason),
+            })?;
+            written.push(svg);
+        }
+    }
+    Ok(written)
+}
+
+fn lines_for(
+    op: &str,
+    (base_file, br): (&str, &RunResult),
+    (new_file, nr): (&str, &RunResult),
+) -> Result<Vec<Line>, CompareError> {
+    let mut lines = Vec::new();
+    let cells = br
+        .cells
+        .iter()
+        .filter(|c| c.op == op && c.latency.count > 0);
+    for (i, bc) in cells.enumerate() {
+        let Some(nc) = nr.cells.iter().find(|c| {
+            c.op == bc.op && c.size_bytes == bc.size_bytes && c.layer_depth == bc.layer_depth
+        }) else {
+            continue;
+        };
+        let color = PALETTE[i % PALETTE.len()];
+        let name = format!("{} d{}", format_bytes(bc.size_bytes), bc.layer_depth);
+        lines.push(Line {
+            name: format!("{name} base"),
+            color,
+            dashed: false,
+            points: cdf_points(&hist(base_file, bc)?),
+        });
+        lines.push(Line {
+            name: format!("{name} new"),
+            color,
+            dashed: true,
+            points: cdf_points(&hist(new_file, nc)?),
+        });
+    }
+    lines.retain(|l| !l.points.is_empty());
+    Ok(lines)
+}
