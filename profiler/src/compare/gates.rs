@@ -159,14 +159,19 @@ pub struct Gates {
     pub source: String,
 }
 
-/// The gates used when neither a config file nor `--threshold` gives any.
+/// The gates used when neither a config file nor `--threshold` gives any: above the run-to-run
+/// drift that scripts/compare-fp measured on a shared 2-core machine (README, "Regression gates").
 pub const DEFAULT_THRESHOLDS: &[&str] = &[
-    "p50=+10%",
-    "p99=+25%",
-    "efficiency=-10%",
+    "p50=+25%",
+    "p99=+50%",
+    "efficiency=-25%",
     "copy_ups=+0",
     "bytes_copied=+0",
 ];
+
+/// The ops the default gates apply to: the ones that copy up (their latency has a same-run
+/// reference, so it is judged normalized). Controls such as `create` drift more between runs.
+pub const DEFAULT_OPS: &[&str] = &["first_write", "open_trunc", "truncate", "chmod"];
 
 impl Default for Gates {
     fn default() -> Self {
@@ -177,7 +182,7 @@ impl Default for Gates {
                 .collect(),
             confidence: DEFAULT_CONFIDENCE,
             normalize: true,
-            ops: None,
+            ops: Some(DEFAULT_OPS.iter().map(|o| (*o).to_owned()).collect()),
             source: "built-in defaults".to_owned(),
         }
     }
@@ -214,6 +219,7 @@ impl Gates {
             None if flags.is_empty() => Self::default(),
             None => Self {
                 thresholds: Vec::new(),
+                ops: None,
                 source: String::new(),
                 ..Self::default()
             },
@@ -378,7 +384,7 @@ mod tests {
             "ci.toml",
         )
         .unwrap();
-        assert_eq!(g.confidence, 0.95);
+        assert!((g.confidence - 0.95).abs() < 1e-12);
         assert_eq!(g.thresholds.len(), 2);
         assert!(g.gates_op("first_write") && !g.gates_op("create"));
         let e = Gates::from_toml("[thresholds]\np99 = +10%\n", "ci.toml").unwrap_err();

@@ -3,7 +3,7 @@
 //! [`load_results`] reads a file and refuses other schema versions; [`diff::compare`] matches
 //! runs and cells and judges every metric present in both (bootstrap intervals from the raw
 //! histograms, [`stats`]); [`gates`] holds the thresholds (`.cowprof-ci.toml`, `--threshold`);
-//! [`render`] writes the table, markdown, JUnit and JSON reports; [`chart`] the overlaid CDFs.
+//! [`render`] writes the table, markdown, `JUnit` and JSON reports; [`chart`] the overlaid CDFs.
 //! [`run`] is the command itself, shared by `compare` and `bench --baseline`.
 
 pub mod chart;

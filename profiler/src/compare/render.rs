@@ -1,5 +1,5 @@
 //! The reports of a [`Comparison`]: terminal table (optionally colored), markdown (PR comment or
-//! CI job summary), JUnit XML (one test case per gated metric) and JSON.
+//! CI job summary), `JUnit` XML (one test case per gated metric) and JSON.
 
 use std::fmt::Write as _;
 
@@ -48,11 +48,23 @@ fn pct(v: f64) -> String {
     format!("{:+.1}%", v * 100.0)
 }
 
-/// `+12.3% [+8.0%, +16.9%]`, or the bare change when untested.
+/// `+12.3% [+8.0%, +16.9%]`, or the bare change when untested; beyond doubling, as factors
+/// (`×74.2 [×22.6, ×81.3]`).
 pub fn format_change(r: &Row) -> String {
+    let big = [Some(r.change), r.change_hi]
+        .into_iter()
+        .flatten()
+        .any(|c| c >= 1.0);
+    let f = |v: f64| {
+        if big {
+            format!("×{:.1}", 1.0 + v)
+        } else {
+            pct(v)
+        }
+    };
     match (r.change_lo, r.change_hi) {
-        (Some(lo), Some(hi)) => format!("{} [{}, {}]", pct(r.change), pct(lo), pct(hi)),
-        _ => pct(r.change),
+        (Some(lo), Some(hi)) => format!("{} [{}, {}]", f(r.change), f(lo), f(hi)),
+        _ => f(r.change),
     }
 }
 

@@ -1,0 +1,196 @@
+//! `cowprof compare` on real `cowprof bench` runs made here: two runs of one tmpfs spec (the
+//! second through `bench --baseline`) show no significant change on any gated metric; the
+//! default mount vs `volatile` (no fsync on copy-up, host ext4) is detected with the right sign
+//! both ways; a bad baseline stops `bench` before it measures anything.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use common::{lock, require_root, Baseline, BIN};
+
+const DATA: &str = "tests/data/compare";
+
+/// The gates of the same-config check, as a config file. The check is stricter than the gate
+/// (every gated metric must be "no significant change", improvements included), so its
+/// tolerances sit well above the run-to-run drift scripts/compare-fp measured on this shared
+/// 2-core machine (README, "Regression gates"); counts are exact.
+const SAME_CONFIG_GATES: &str = r#"ops = ["first_write"]
+[thresholds]
+p50 = "+50%"
+p99 = "+100%"
+efficiency = "-50%"
+copy_ups = "+0"
+bytes_copied = "+0"
+"#;
+
+fn bench(spec: &str, out: &Path, work: &Path, extra: &[&str]) -> Output {
+    let o = Command::new(BIN)
+        .arg("bench")
+        .arg("--spec")
+        .arg(format!("{DATA}/{spec}"))
+        .arg("--out")
+        .arg(out)
+        .arg("--workdir")
+        .arg(work)
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run cowprof bench");
+    assert!(
+        o.status.code().is_some_and(|c| c <= 1),
+        "bench {spec}: {:?}\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn compare_json(base: &Path, new: &Path, gates: &[&str]) -> (i32, serde_json::Value) {
+    let mut c = Command::new(BIN);
+    c.arg("compare")
+        .arg(base)
+        .arg(new)
+        .args(["--format", "json"]);
+    for g in gates {
+        if let Some(file) = g.strip_prefix("@") {
+            c.args(["--config", file]);
+        } else {
+            c.args(["--threshold", g]);
+        }
+    }
+    let o = c.output().unwrap();
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.code().unwrap(), v)
+}
+
+fn rows<'a>(v: &'a serde_json::Value, op: &str, size: u64, metric: &str) -> &'a serde_json::Value {
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["op"] == op && r["size_bytes"] == size && r["metric"] == metric)
+        .unwrap_or_else(|| panic!("no row {op} {size} {metric}"))
+}
+
+#[test]
+fn same_config_no_change_and_volatile_detected() {
+    if !require_root("compare_bench") {
+        return;
+    }
+    let _lock = lock();
+    let baseline = Baseline::take();
+    let dir = common::disk_tempdir();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = |n: &str| -> PathBuf { dir.path().join(n) };
+    let results = |n: &str| out(n).join("results.json");
+
+    // A bad baseline: exit 2 before anything is measured or written.
+    let o = Command::new(BIN)
+        .args([
+            "bench",
+            "--spec",
+            &format!("{DATA}/same.toml"),
+            "--baseline",
+        ])
+        .arg(dir.path().join("none.json"))
+        .arg("--out")
+        .arg(out("never"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("cowprof: --baseline: ") && err.contains("none.json: cannot read it"),
+        "{err}"
+    );
+    assert!(!out("never").exists());
+
+    // Same spec twice; the second run compares itself against the first.
+    bench("same.toml", &out("a"), &work, &[]);
+    let config = dir.path().join("gates.toml");
+    std::fs::write(&config, SAME_CONFIG_GATES).unwrap();
+    let (base, config) = (
+        results("a").display().to_string(),
+        config.display().to_string(),
+    );
+    let o = bench(
+        "same.toml",
+        &out("b"),
+        &work,
+        &["--baseline", &base, "--config", &config],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("cowprof compare: base ") && stdout.contains("\nPASS: "),
+        "{stdout}"
+    );
+    let (code, v) = compare_json(&results("a"), &results("b"), &[&format!("@{config}")]);
+    assert_eq!(code, 0);
+    assert!(v["notes"].as_array().unwrap().is_empty(), "{}", v["notes"]);
+    let gated: Vec<&serde_json::Value> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["passed"].is_null())
+        .collect();
+    // first_write at 3 sizes: p50 p99 efficiency copy_ups bytes_copied.
+    assert_eq!(gated.len(), 3 * 5);
+    for r in &gated {
+        assert_eq!(r["verdict"], "no_significant_change", "{r}");
+    }
+    // One copy-up of the whole file per first write, none for create, on both sides.
+    for (size, copies) in [(4096u32, 1.0), (65536, 1.0), (1 << 20, 1.0)] {
+        let b = rows(&v, "first_write", u64::from(size), "bytes_copied");
+        assert_eq!(
+            (b["base"].as_f64(), b["new"].as_f64()),
+            (Some(f64::from(size)), Some(f64::from(size)))
+        );
+        let c = rows(&v, "first_write", u64::from(size), "copy_ups");
+        assert_eq!(
+            (c["base"].as_f64(), c["new"].as_f64()),
+            (Some(copies), Some(copies))
+        );
+    }
+    assert_eq!(rows(&v, "create", 0, "copy_ups")["new"].as_f64(), Some(0.0));
+
+    // Default vs volatile on the host filesystem: the fsync of copy-up goes away.
+    bench("dir-default.toml", &out("d"), &work, &[]);
+    bench("dir-volatile.toml", &out("v"), &work, &[]);
+    let ab_gates = ["p50=+10%", "efficiency=-10%"];
+    let (code, v) = compare_json(&results("d"), &results("v"), &ab_gates);
+    assert!(
+        v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().starts_with("configurations differ")),
+        "{}",
+        v["notes"]
+    );
+    let p50 = rows(&v, "first_write", 65536, "p50");
+    assert_eq!(p50["verdict"], "improved", "{p50}");
+    assert_eq!(p50["basis"], "normalized");
+    assert!(p50["change_hi"].as_f64().unwrap() < 0.0, "{p50}");
+    assert_eq!(
+        rows(&v, "first_write", 65536, "efficiency")["verdict"],
+        "improved"
+    );
+    assert_eq!(rows(&v, "first_write", 65536, "efficiency")["passed"], true);
+    let _ = code;
+    let (code, v) = compare_json(&results("v"), &results("d"), &ab_gates);
+    assert_eq!(code, 1, "volatile → default must fail the gate");
+    let p50 = rows(&v, "first_write", 65536, "p50");
+    assert_eq!(p50["verdict"], "regressed", "{p50}");
+    assert_eq!(p50["passed"], false);
+    assert!(p50["change_lo"].as_f64().unwrap() > 0.1, "{p50}");
+
+    baseline.assert_clean("compare_bench");
+}
