@@ -150,10 +150,14 @@ enum Command {
         /// Tiny sizes and two repetitions (smoke tests).
         #[arg(long)]
         quick: bool,
-        /// Then compare the new results.json against this one (`cowprof compare`); the exit
-        /// code is the comparison's.
+        /// Then compare the new results.json against this one (`cowprof compare`, reports and
+        /// charts in DIR/compare); the exit code is the comparison's.
         #[arg(long, value_name = "BASE.json")]
         baseline: Option<PathBuf>,
+        /// With --baseline: when the gate fails, measure again up to N times; fail only if every
+        /// measurement fails it (a regression reproduces, a load burst rarely does).
+        #[arg(long, value_name = "N", default_value_t = 0, requires = "baseline")]
+        confirm: u32,
         #[command(flatten)]
         gates: GateArgs,
     },
@@ -359,43 +363,30 @@ async fn run(command: Command) -> u8 {
             workdir,
             quick,
             baseline,
+            confirm,
             gates,
         } => {
-            // A bad baseline or threshold is found before minutes of measuring, not after.
-            if let Some(base) = &baseline {
-                if let Err(e) = compare::load_results(base).map(|_| ()).and_then(|()| {
-                    compare::load_gates(gates.config.as_deref(), &gates.thresholds).map(|_| ())
-                }) {
-                    eprintln!("cowprof: --baseline: {e}");
-                    return code::USAGE;
-                }
-            }
-            let results = out_dir.join("results.json");
-            let status = lab::run::main(
-                &lab::run::BenchOptions {
-                    spec,
-                    out: out_dir,
-                    workdir,
-                    quick,
-                },
-                &mut out,
-            );
+            let bench_opts = lab::run::BenchOptions {
+                spec,
+                out: out_dir.clone(),
+                workdir,
+                quick,
+            };
             match baseline {
-                Some(base) if status == code::OK => {
-                    let _ = writeln!(out);
-                    compare::run(
-                        &CompareOptions {
-                            base,
-                            new: results,
-                            config: gates.config,
-                            thresholds: gates.thresholds,
-                            format: Format::Table,
-                            out: None,
-                        },
-                        &mut out,
-                    )
-                }
-                _ => status,
+                None => lab::run::main(&bench_opts, &mut out),
+                Some(base) => compare::bench_gate(
+                    &CompareOptions {
+                        base,
+                        new: out_dir.join("results.json"),
+                        config: gates.config,
+                        thresholds: gates.thresholds,
+                        format: Format::Table,
+                        out: Some(out_dir.join("compare")),
+                    },
+                    confirm,
+                    &mut out,
+                    |o| lab::run::main(&bench_opts, o),
+                ),
             }
         }
         Command::Compare {

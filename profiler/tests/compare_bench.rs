@@ -20,7 +20,7 @@ const DATA: &str = "tests/data/compare";
 /// 2-core machine (README, "Regression gates"); counts are exact.
 const SAME_CONFIG_GATES: &str = r#"ops = ["first_write"]
 [thresholds]
-p50 = "+50%"
+p50 = "+100%"
 p99 = "+100%"
 efficiency = "-50%"
 copy_ups = "+0"
@@ -124,7 +124,7 @@ fn same_config_no_change_and_volatile_detected() {
         "same.toml",
         &out("b"),
         &work,
-        &["--baseline", &base, "--config", &config],
+        &["--baseline", &base, "--config", &config, "--confirm", "1"],
     );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{stdout}");
@@ -132,6 +132,11 @@ fn same_config_no_change_and_volatile_detected() {
         stdout.contains("cowprof compare: base ") && stdout.contains("\nPASS: "),
         "{stdout}"
     );
+    // The reports and charts of the gate land next to results.json.
+    assert!(out("b").join("compare/compare-junit.xml").is_file());
+    assert!(out("b")
+        .join("compare/cdf-first-write-tmpfs-default-options-warm.svg")
+        .is_file());
     let (code, v) = compare_json(&results("a"), &results("b"), &[&format!("@{config}")]);
     assert_eq!(code, 0);
     assert!(v["notes"].as_array().unwrap().is_empty(), "{}", v["notes"]);

@@ -131,6 +131,45 @@ fn volatile_ab_verdicts_and_notes() {
 }
 
 #[test]
+fn environment_differences_come_first() {
+    let base = load_results(Path::new(&data("tmpfs-a.json"))).unwrap();
+    let mut new = load_results(Path::new(&data("tmpfs-b.json"))).unwrap();
+    let same = compare(&base, &new, "a", "b", &Gates::default()).unwrap();
+    assert!(same.notes.is_empty(), "{:?}", same.notes);
+    new.environment.kernel = "6.1.0-56-cloud-amd64".to_owned();
+    new.environment.cpus = 8;
+    new.environment.backend = None;
+    new.environment
+        .overlay_params
+        .insert("metacopy".to_owned(), "Y".to_owned());
+    let c = compare(&base, &new, "a", "b", &Gates::default()).unwrap();
+    assert_eq!(
+        c.notes,
+        [
+            "kernel differs: 6.18.44-fc-v595 (base) vs 6.1.0-56-cloud-amd64 (new)",
+            "cpus differs: 2 (base) vs 8 (new)",
+            "kernel-side backend differs: tracepoint (base) vs none (new)",
+            "overlay module parameter metacopy differs: N (base) vs Y (new)",
+        ]
+    );
+    // Without kernel-side timings, copy-up counts, bytes and MB/s exist in the base only.
+    assert!(!c.rows.iter().any(|r| r.metric == Metric::CopyUps));
+    assert!(c
+        .only_in_base
+        .iter()
+        .any(|s| s.ends_with("first_write 4 KiB d1 copy_ups")));
+    let table = render::render(&c, Format::Table, false);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("NOTE: kernel differs"),
+        "{table}"
+    );
+}
+
+#[test]
 fn deterministic() {
     assert_eq!(ab(), ab());
 }

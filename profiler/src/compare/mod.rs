@@ -184,3 +184,98 @@ pub fn run(opts: &CompareOptions, out: &mut dyn Write) -> u8 {
         }
     }
 }
+
+/// `bench --baseline`: runs `bench` (which returns its exit code) and compares its results with
+/// the baseline. When the gate fails, measures and compares again up to `confirm` times and fails
+/// only if every attempt fails: a real regression reproduces, a load burst on a shared runner
+/// rarely hits the same cells twice. The baseline and the gates are checked before measuring.
+pub fn bench_gate(
+    opts: &CompareOptions,
+    confirm: u32,
+    out: &mut dyn Write,
+    mut bench: impl FnMut(&mut dyn Write) -> u8,
+) -> u8 {
+    if let Err(e) =
+        load_results(&opts.base).and_then(|_| load_gates(opts.config.as_deref(), &opts.thresholds))
+    {
+        eprintln!("cowprof: --baseline: {e}");
+        return EXIT_USAGE;
+    }
+    for attempt in 1..=confirm + 1 {
+        let status = bench(out);
+        if status != EXIT_PASS {
+            return status;
+        }
+        let _ = writeln!(out);
+        let code = run(opts, out);
+        if code != EXIT_REGRESSION {
+            return code;
+        }
+        if attempt <= confirm {
+            let _ = writeln!(
+                out,
+                "\ncowprof: the gate failed; measuring again to confirm ({attempt} of {confirm})\n"
+            );
+            let _ = out.flush();
+        }
+    }
+    EXIT_REGRESSION
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/compare")
+            .join(name)
+    }
+
+    /// `--confirm`: a failing gate is measured again; the last measurement decides.
+    #[test]
+    fn confirm_measures_again_until_one_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = CompareOptions {
+            base: fixture("dir-volatile.json"),
+            new: dir.path().join("results.json"),
+            config: None,
+            thresholds: vec!["p50=+10%".to_owned()],
+            format: Format::Json,
+            out: None,
+        };
+        // Every measurement is the slower default mount: fails 1 + 2 times, exit 1.
+        let mut calls = 0;
+        let code = bench_gate(&opts, 2, &mut std::io::sink(), |_| {
+            calls += 1;
+            std::fs::copy(fixture("dir-default.json"), &opts.new).unwrap();
+            EXIT_PASS
+        });
+        assert_eq!((code, calls), (EXIT_REGRESSION, 3));
+        // The second measurement is as fast as the baseline: passes after one retry.
+        let mut calls = 0;
+        let code = bench_gate(&opts, 2, &mut std::io::sink(), |_| {
+            calls += 1;
+            let from = if calls == 1 {
+                "dir-default.json"
+            } else {
+                "dir-volatile.json"
+            };
+            std::fs::copy(fixture(from), &opts.new).unwrap();
+            EXIT_PASS
+        });
+        assert_eq!((code, calls), (EXIT_PASS, 2));
+        // A failed bench ends it with the bench's code; a bad baseline before any measuring.
+        assert_eq!(bench_gate(&opts, 2, &mut std::io::sink(), |_| 130), 130);
+        let bad = CompareOptions {
+            base: dir.path().join("missing.json"),
+            ..opts.clone()
+        };
+        let mut calls = 0;
+        let code = bench_gate(&bad, 2, &mut std::io::sink(), |_| {
+            calls += 1;
+            EXIT_PASS
+        });
+        assert_eq!((code, calls), (EXIT_USAGE, 0));
+    }
+}
