@@ -164,8 +164,10 @@ enum Command {
     /// Regression gate: compare two `bench` results.json files metric by metric (bootstrap
     /// intervals from the histograms); exit 1 if a gated metric regressed beyond its threshold.
     Compare {
+        /// results.json of the baseline (e.g. the main branch's `bench`).
         #[arg(value_name = "BASE.json")]
         base: PathBuf,
+        /// results.json to judge against it.
         #[arg(value_name = "NEW.json")]
         new: PathBuf,
         #[command(flatten)]

@@ -500,6 +500,37 @@ fn bad_inputs_exit_2_with_one_line() {
 }
 
 #[test]
+fn fields_and_ops_added_by_a_newer_lab_are_tolerated() {
+    // The lab may add fields (with serde defaults) and ops within schema 1.
+    let dir = tempfile::tempdir().unwrap();
+    let text = fs::read_to_string(data("tmpfs-b.json")).unwrap();
+    let newer = text
+        .replacen(
+            "\"copy_ups\": ",
+            "\"future_stat\": {\"x\": 1}, \"copy_ups\": ",
+            1,
+        )
+        .replacen("\"op\": \"create\"", "\"op\": \"rename_dir\"", 1)
+        .replacen("\"spec_hash\"", "\"host\": \"ci-7\", \"spec_hash\"", 1);
+    let path = dir.path().join("newer.json");
+    fs::write(&path, newer).unwrap();
+    let o = cowprof(
+        &["compare", &data("tmpfs-a.json"), path.to_str().unwrap()],
+        None,
+    );
+    assert!(o.status.code().is_some_and(|c| c <= 1), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("only in base (1):\n  tmpfs · default options · warm create 0 B d0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("only in new (1):\n  tmpfs · default options · warm rename_dir 0 B d0\n"),
+        "{text}"
+    );
+}
+
+#[test]
 fn colors_only_when_asked_for_a_terminal() {
     let c = ab();
     let colored = render::render(&c, Format::Table, true);
