@@ -170,6 +170,43 @@ fn environment_differences_come_first() {
 }
 
 #[test]
+fn runs_are_matched_by_configuration() {
+    // dir-both.json: dir default and dir volatile in one file (first_write 64K and 1M);
+    // dir-default.json: dir default alone (first_write 64K, 1M and create).
+    let both = load_results(Path::new(&data("dir-both.json"))).unwrap();
+    let default = load_results(Path::new(&data("dir-default.json"))).unwrap();
+    let c = compare(&both, &default, "both", "default", &Gates::default()).unwrap();
+    assert_eq!(
+        c.only_in_base,
+        ["run dir (fstype=ext4) · volatile · warm"],
+        "{:?}",
+        c.only_in_base
+    );
+    assert_eq!(
+        c.only_in_new,
+        ["dir (fstype=ext4) · default options · warm create 0 B d0"]
+    );
+    assert!(c
+        .rows
+        .iter()
+        .all(|r| r.run == "dir (fstype=ext4) · default options · warm" && r.op == "first_write"));
+    assert_eq!(c.rows.len(), 2 * 8);
+    assert!(!c
+        .notes
+        .iter()
+        .any(|n| n.starts_with("configurations differ")));
+    // A file against itself: nothing changes, every run matched.
+    let same = compare(&both, &both, "both", "both", &Gates::default()).unwrap();
+    assert_eq!(same.rows.len(), 2 * 2 * 8);
+    assert!(same.only_in_base.is_empty() && same.only_in_new.is_empty() && same.notes.is_empty());
+    assert!(same
+        .rows
+        .iter()
+        .all(|r| matches!(r.verdict, Verdict::NoSignificantChange | Verdict::NotTested)));
+    assert!(same.passed());
+}
+
+#[test]
 fn deterministic() {
     assert_eq!(ab(), ab());
 }

@@ -216,6 +216,12 @@ fn pair_runs<'a>(
             notes.push(format!(
                 "configurations differ: {lb} (base) vs {ln} (new); this is an A/B of two setups, not of two builds"
             ));
+            if b.layers != n.layers {
+                notes.push(format!(
+                    "lower layers differ: {} (base) vs {} (new)",
+                    b.layers, n.layers
+                ));
+            }
             return vec![(b, n, format!("{lb} → {ln}"))];
         }
     }
