@@ -159,8 +159,9 @@ pub struct Gates {
     pub source: String,
 }
 
-/// The gates used when neither a config file nor `--threshold` gives any: above the run-to-run
-/// drift that scripts/compare-fp measured on a shared 2-core machine (README, "Regression gates").
+/// The gates used when neither a config file nor `--threshold` gives any, chosen from the
+/// run-to-run drift that scripts/compare-fp measured on a shared 2-core machine (README,
+/// "Regression gates", with the false-positive rate they give there).
 pub const DEFAULT_THRESHOLDS: &[&str] = &[
     "p50=+25%",
     "p99=+50%",
