@@ -17,8 +17,8 @@ use plotters::prelude::*;
 use super::{diff::Comparison, CompareError};
 use crate::lab::{
     charts::{
-        decode_histogram, format_bytes, format_ns, log_bounds, ChartError, CHART_HEIGHT,
-        CHART_WIDTH, FONT_CANDIDATES, FONT_ENV,
+        decode_histogram, format_bytes, format_ns, ChartError, CHART_HEIGHT, CHART_WIDTH,
+        FONT_CANDIDATES, FONT_ENV,
     },
     results::{Cell, Results, RunResult},
 };
@@ -119,7 +119,11 @@ where
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.0))
         .fold((f64::MAX, 0f64), |(a, b), x| (a.min(x), b.max(x)));
-    let (lo, hi) = log_bounds(lo, hi, 10.0).ok_or("no latencies to draw")?;
+    if !(lo > 0.0 && hi >= lo) {
+        return Err("no latencies to draw".to_owned());
+    }
+    // A little air around the data, not whole decades: the curves use the width.
+    let (lo, hi) = (lo / 1.15, hi * 1.15);
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 18))
@@ -130,6 +134,7 @@ where
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
+        .x_labels(12)
         .x_desc("latency (log scale)")
         .y_desc("fraction of ops ≤ latency")
         .x_label_formatter(&|v| format_ns(*v))
