@@ -191,10 +191,13 @@ fn runs_are_matched_by_configuration() {
         .iter()
         .all(|r| r.run == "dir (fstype=ext4) · default options · warm" && r.op == "first_write"));
     assert_eq!(c.rows.len(), 2 * 8);
-    assert!(!c
-        .notes
-        .iter()
-        .any(|n| n.starts_with("configurations differ")));
+    assert_eq!(
+        c.notes,
+        [
+            "the bench specs differ (spec_hash): only cells measured by both are compared",
+            "the files measured different filesystems or options; not compared: only in base: dir (fstype=ext4) · volatile · warm"
+        ]
+    );
     // A file against itself: nothing changes, every run matched.
     let same = compare(&both, &both, "both", "both", &Gates::default()).unwrap();
     assert_eq!(same.rows.len(), 2 * 2 * 8);

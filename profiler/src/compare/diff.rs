@@ -249,6 +249,31 @@ fn pair_runs<'a>(
             only_new.push(format!("run {}", run_label(n)));
         }
     }
+    let unmatched = |side: &str, runs: &[RunResult]| -> Option<String> {
+        let labels: Vec<String> = runs
+            .iter()
+            .filter(|r| {
+                !pairs
+                    .iter()
+                    .any(|(b, n, _)| std::ptr::eq(*b, *r) || std::ptr::eq(*n, *r))
+            })
+            .map(run_label)
+            .collect();
+        (!labels.is_empty()).then(|| format!("{side}: {}", labels.join("; ")))
+    };
+    let missing: Vec<String> = [
+        unmatched("only in base", &base.runs),
+        unmatched("only in new", &new.runs),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !missing.is_empty() {
+        notes.push(format!(
+            "the files measured different filesystems or options; not compared: {}",
+            missing.join("; ")
+        ));
+    }
     pairs
 }
 
