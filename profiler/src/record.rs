@@ -9,7 +9,12 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use crate::{
     aggregate::{Aggregate, Drops, Summary},
     decode::{self, Record},
-    enrich::{self, mountinfo, Enricher, Event},
+    enrich::{
+        self,
+        container::{self, Attributor, ContainerError},
+        docker::DockerClient,
+        mountinfo, Enricher, Event,
+    },
     probe::{self, Probe, ProbeError, ProbeOptions},
     report::{Exporter, RunInfo},
 };
@@ -21,6 +26,9 @@ pub struct RecordOptions {
     pub comm: Option<String>,
     /// Only events on this overlay mount (its mount point).
     pub mount: Option<PathBuf>,
+    /// Only events of this container (name, full or short id): its processes, and anything
+    /// written through its overlay mount (host processes included).
+    pub container: Option<String>,
     pub min_latency_ns: u64,
     pub duration: Option<Duration>,
     /// Run this command after attaching; stop when it exits.
@@ -41,6 +49,8 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--container: {0}")]
+    Container(#[from] ContainerError),
     #[error("ring buffer: {source}")]
     Io {
         #[source]
@@ -53,7 +63,8 @@ impl RecordError {
         match self {
             Self::Probe(e) => e.exit_code(),
             Self::NotOverlay { .. } | Self::Spawn { .. } => 2,
-            Self::Mountinfo(_) | Self::Io { .. } => 1,
+            Self::Container(ContainerError::Docker(_)) | Self::Mountinfo(_) | Self::Io { .. } => 1,
+            Self::Container(_) => 2,
         }
     }
 }
@@ -72,6 +83,8 @@ pub struct Outcome {
 struct Filters {
     comm: Option<String>,
     mount_dev: Option<String>,
+    /// (full container id, its merged dir).
+    container: Option<(String, Option<String>)>,
     min_latency_ns: u64,
 }
 
@@ -82,6 +95,10 @@ impl Filters {
                 .mount_dev
                 .as_ref()
                 .is_none_or(|d| ev.dev.as_ref() == Some(d))
+            && self.container.as_ref().is_none_or(|(id, merged)| {
+                ev.container_id.as_ref() == Some(id)
+                    || (merged.is_some() && ev.mount_point == *merged)
+            })
             && ev.latency_ns >= self.min_latency_ns
     }
 }
@@ -101,14 +118,33 @@ pub async fn record(
         ),
         None => None,
     };
+    let mut attributor = Attributor::new(DockerClient::from_env());
+    let container = match &opts.container {
+        Some(name) => {
+            let info = attributor.resolve(name).await?;
+            Some((
+                info.id,
+                info.merged_dir.map(|d| d.display().to_string()),
+            ))
+        }
+        None => None,
+    };
+    let running = attributor.running().await;
     let filters = Filters {
         comm: opts.comm.clone(),
         mount_dev,
+        container,
         min_latency_ns: opts.min_latency_ns,
     };
 
     let mut probe = probe::load_and_attach(&opts.probe)?;
     let mut enricher = Enricher::new();
+    // A process that exits before its event is read is still known by its mount namespace.
+    for c in &running {
+        if let Some(ns) = c.pid.and_then(container::mnt_ns_of) {
+            enricher.containers_mut().learn_mnt_ns(ns, &c.id);
+        }
+    }
     enricher.add_mounts(&mounts);
     probe.register_mounts(&mounts)?;
     let ring = probe.take_events()?;
@@ -180,8 +216,9 @@ pub async fn record(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| RecordError::Io { source })?;
-                let batch = drain(guard.get_inner_mut(), &mut enricher, &mut malformed);
+                let mut batch = drain(guard.get_inner_mut(), &mut enricher, &mut malformed);
                 guard.clear_ready();
+                attributor.fill(&mut batch).await;
                 deliver(batch, out, exporter);
             }
             guard = logs_readable(&mut logs) => {
@@ -207,9 +244,11 @@ pub async fn record(
         }
     }
     // Everything the kernel produced before we stopped is already in the ring buffer.
-    let batch = drain(ring.get_mut(), &mut enricher, &mut malformed);
+    let mut batch = drain(ring.get_mut(), &mut enricher, &mut malformed);
+    attributor.fill(&mut batch).await;
     deliver(batch, out, exporter);
-    let rest = enricher.flush();
+    let mut rest = enricher.flush();
+    attributor.fill(&mut rest).await;
     deliver(rest, out, exporter);
     let summary = agg.summary(drops(&probe, malformed));
     let _ = exporter.summary(out, &summary);
