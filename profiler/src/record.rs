@@ -62,9 +62,8 @@ impl RecordError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Probe(e) => e.exit_code(),
-            Self::NotOverlay { .. } | Self::Spawn { .. } => 2,
             Self::Container(ContainerError::Docker(_)) | Self::Mountinfo(_) | Self::Io { .. } => 1,
-            Self::Container(_) => 2,
+            Self::NotOverlay { .. } | Self::Spawn { .. } | Self::Container(_) => 2,
         }
     }
 }
@@ -122,10 +121,7 @@ pub async fn record(
     let container = match &opts.container {
         Some(name) => {
             let info = attributor.resolve(name).await?;
-            Some((
-                info.id,
-                info.merged_dir.map(|d| d.display().to_string()),
-            ))
+            Some((info.id, info.merged_dir.map(|d| d.display().to_string())))
         }
         None => None,
     };

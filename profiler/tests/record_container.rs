@@ -38,7 +38,10 @@ fn run(cmd: &mut Command) -> Output {
 
 fn docker(args: &[&str]) -> String {
     let out = run(Command::new("docker").args(args));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 fn docker_ok(args: &[&str]) -> bool {
@@ -51,7 +54,8 @@ fn docker_ok(args: &[&str]) -> bool {
 /// A statically linked busybox: the VM matrix's cached copy, else `busybox-static` from
 /// Debian's archive unpacked (never installed: it conflicts with Debian's `busybox`).
 fn static_busybox(cache: &Path) -> PathBuf {
-    let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm-cache/busybox-static/bin/busybox");
+    let vm =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm-cache/busybox-static/bin/busybox");
     if vm.exists() {
         return vm;
     }
@@ -77,7 +81,10 @@ fn static_busybox(cache: &Path) -> PathBuf {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .expect("busybox-static .deb");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(cache.join("root")));
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(cache.join("root")));
     bin
 }
 
@@ -147,7 +154,7 @@ fn events_name_container_and_image_layer() {
     let base = Baseline::take();
 
     let name = format!("cowprof-attr-{}", std::process::id());
-    let _guard = ContainerGuard(name.clone());
+    let guard = ContainerGuard(name.clone());
     let id = docker(&["run", "-d", "--name", &name, IMAGE]);
     assert_eq!(id.len(), 64, "container id: {id}");
     let inspect: serde_json::Value =
@@ -166,7 +173,7 @@ fn events_name_container_and_image_layer() {
         .map(|l| l.as_str().expect("diffID").to_owned())
         .collect();
     assert_eq!(layers.len(), 3, "base + 2 COPY layers: {layers:?}");
-    let (layer1, layer2) = (layers[1].clone(), layers[2].clone());
+    let (copy1, copy2) = (layers[1].clone(), layers[2].clone());
     let before = UpperTruth::read(&upper).expect("read upper");
 
     // Unknown container: one line, exit 2, nothing attached.
@@ -180,9 +187,25 @@ fn events_name_container_and_image_layer() {
         "cowprof: --container: no such container: cowprof-no-such-container (see `docker ps -a`)\n"
     );
 
+    // Without an engine a name cannot be resolved: one line, exit 2.
+    let out = Command::new(BIN)
+        .args(["record", "--container", &name])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("run cowprof");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "cowprof: --container: {name}: no Docker engine socket at /nonexistent/docker.sock; \
+             give the full 64-hex container id instead\n"
+        )
+    );
+
+    // /.dockerenv lives in the container's own init layer.
     let script = format!(
-        "docker exec {name} sh -c 'echo c >> /data/app.log && rm /data/cache.bin' && \
-         echo h >> {merged}/data/host.txt"
+        "docker exec {name} sh -c 'echo c >> /data/app.log && rm /data/cache.bin && \
+         echo x >> /.dockerenv' && echo h >> {merged}/data/host.txt"
     );
     let running = Running::spawn(Command::new(BIN).args([
         "record",
@@ -209,6 +232,7 @@ fn events_name_container_and_image_layer() {
             ("data/app.log", UpperEntry::File),
             ("data/cache.bin", UpperEntry::Whiteout),
             ("data/host.txt", UpperEntry::File),
+            (".dockerenv", UpperEntry::File),
         ]
         .into_iter()
         .map(|(p, e)| (p.to_owned(), e))
@@ -232,10 +256,16 @@ fn events_name_container_and_image_layer() {
     assert_eq!(
         got,
         vec![
-            (Kind::DirCopyUp, "data", cid, Some(layer2.as_str())),
-            (Kind::DataCopyUp, "data/app.log", cid, Some(layer1.as_str())),
-            (Kind::Whiteout, "data/cache.bin", cid, Some(layer2.as_str())),
-            (Kind::DataCopyUp, "data/host.txt", None, Some(layer2.as_str())),
+            (Kind::DirCopyUp, "data", cid, Some(copy2.as_str())),
+            (Kind::DataCopyUp, "data/app.log", cid, Some(copy1.as_str())),
+            (Kind::Whiteout, "data/cache.bin", cid, Some(copy2.as_str())),
+            (Kind::DataCopyUp, ".dockerenv", cid, Some("init")),
+            (
+                Kind::DataCopyUp,
+                "data/host.txt",
+                None,
+                Some(copy2.as_str())
+            ),
         ],
         "events: {:#?}",
         rec.events
@@ -255,14 +285,15 @@ fn events_name_container_and_image_layer() {
         }
     }
     let s = &rec.summary;
-    assert_eq!(s.events, 4);
+    assert_eq!(s.events, 5);
     let key = format!("{name} ({})", &id[..12]);
-    assert_eq!(s.by_container[&key].count, 3);
+    assert_eq!(s.by_container[&key].count, 4);
     assert_eq!(s.by_container["host"].count, 1);
-    assert_eq!(s.by_image_layer[&layer1].count, 1);
-    assert_eq!(s.by_image_layer[&layer2].count, 3);
-    assert_eq!(s.by_image_layer.len(), 2);
+    assert_eq!(s.by_image_layer[&copy1].count, 1);
+    assert_eq!(s.by_image_layer[&copy2].count, 3);
+    assert_eq!(s.by_image_layer["init"].count, 1);
+    assert_eq!(s.by_image_layer.len(), 3);
 
-    drop(_guard);
+    drop(guard);
     base.assert_clean("record --container");
 }

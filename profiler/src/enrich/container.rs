@@ -107,7 +107,8 @@ pub fn container_of_cgroup(text: &str) -> Option<CgroupContainer> {
     let mut found = None;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
-        let (Some(hier), Some(_controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        let (Some(hier), Some(_controllers), Some(path)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             continue;
         };
@@ -218,7 +219,9 @@ pub fn mnt_ns_of(pid: u32) -> Option<u64> {
 pub enum ContainerError {
     #[error("no such container: {name} (see `docker ps -a`)")]
     NotFound { name: String },
-    #[error("--container {name}: no Docker socket at {socket}; give the full 64-hex container id instead")]
+    #[error(
+        "{name}: no Docker engine socket at {socket}; give the full 64-hex container id instead"
+    )]
     NoEngine { name: String, socket: String },
     #[error(transparent)]
     Docker(#[from] DockerError),
@@ -283,7 +286,7 @@ impl Attributor {
             }
             return Err(ContainerError::NoEngine {
                 name: name.to_owned(),
-                socket: super::docker::DEFAULT_SOCKET.to_owned(),
+                socket: super::docker::socket_from_env().display().to_string(),
             });
         };
         let info = docker
@@ -321,8 +324,8 @@ impl Attributor {
             if self.docker.is_none() {
                 if !self.said_no_engine {
                     eprintln!(
-                        "cowprof: no Docker engine socket ({}); containers are named by cgroup id only",
-                        super::docker::DEFAULT_SOCKET
+                        "cowprof: no Docker engine socket at {}; containers are named by cgroup id only",
+                        super::docker::socket_from_env().display()
                     );
                     self.said_no_engine = true;
                 }
@@ -357,7 +360,7 @@ mod tests {
         assert_eq!(id_of(&text), Some((Runtime::Docker, ID.into(), false)));
     }
 
-    /// CentOS 7 with Docker's systemd driver (neuvector's cgroup_test.go keeps this one).
+    /// `CentOS` 7 with Docker's systemd driver (neuvector's `cgroup_test.go` keeps this one).
     #[test]
     fn docker_systemd_v1() {
         let text = format!(

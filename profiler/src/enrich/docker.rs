@@ -155,6 +155,14 @@ fn valid_ref(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// `DOCKER_HOST` if it is a `unix://` address, else [`DEFAULT_SOCKET`].
+pub fn socket_from_env() -> PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
 pub struct DockerClient {
     socket: PathBuf,
 }
@@ -163,10 +171,7 @@ impl DockerClient {
     /// The client for `DOCKER_HOST` (if it is a `unix://` address) or the default socket, if
     /// that socket exists. No connection is made here.
     pub fn from_env() -> Option<Self> {
-        let socket = std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        let socket = socket_from_env();
         socket.exists().then_some(Self { socket })
     }
 
@@ -221,8 +226,10 @@ impl DockerClient {
             return Ok(None);
         }
         if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorJson>(&body)
-                .map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.message);
+            let message = serde_json::from_slice::<ErrorJson>(&body).map_or_else(
+                |_| String::from_utf8_lossy(&body).into_owned(),
+                |e| e.message,
+            );
             return Err(DockerError::Status {
                 path: path.to_owned(),
                 status: status.as_u16(),
