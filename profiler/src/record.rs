@@ -125,7 +125,6 @@ pub async fn record(
         }
         None => None,
     };
-    let running = attributor.running().await;
     let filters = Filters {
         comm: opts.comm.clone(),
         mount_dev,
@@ -135,6 +134,8 @@ pub async fn record(
 
     let mut probe = probe::load_and_attach(&opts.probe)?;
     let mut enricher = Enricher::new();
+    // Asked once the probes are attached (after the root check), not before.
+    let running = attributor.running().await;
     // A process that exits before its event is read is still known by its mount namespace.
     for c in &running {
         if let Some(ns) = c.pid.and_then(container::mnt_ns_of) {
