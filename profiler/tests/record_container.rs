@@ -294,6 +294,51 @@ fn events_name_container_and_image_layer() {
     assert_eq!(s.by_image_layer["init"].count, 1);
     assert_eq!(s.by_image_layer.len(), 3);
 
+    // Without an engine: the cgroup's id only, said once on stderr; layers still named.
+    let running = Running::spawn(
+        Command::new(BIN)
+            .args(["record", "--json", "--container", &id, "--"])
+            .args(["env", "-u", "DOCKER_HOST", "docker", "exec", &name])
+            .args(["rm", "/data/host.txt"])
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+    );
+    let (status, lines, stderr) = running.wait(Duration::from_mins(2));
+    assert_eq!(status.code(), Some(0), "record failed: {stderr}");
+    assert_eq!(
+        stderr,
+        "cowprof: no Docker engine socket at /nonexistent/docker.sock; \
+         containers are named by cgroup id only\n"
+    );
+    let rec = parse_recording(&lines);
+    let got: Vec<_> = rec
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.kind,
+                e.path.as_str(),
+                e.container_id.as_deref(),
+                e.container_name.as_deref(),
+                e.layer_digest.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![(
+            Kind::Whiteout,
+            "data/host.txt",
+            cid,
+            None,
+            Some(copy2.as_str())
+        )]
+    );
+    assert_eq!(
+        UpperTruth::read(&upper).expect("read upper").entries["data/host.txt"],
+        UpperEntry::Whiteout
+    );
+    assert_eq!(rec.summary.by_container[&id[..12]].count, 1);
+
     drop(guard);
     base.assert_clean("record --container");
 }
