@@ -136,7 +136,14 @@ pub async fn record(
     let mut enricher = Enricher::new();
     // Asked once the probes are attached (after the root check), not before.
     let running = attributor.running().await;
-    // A process that exits before its event is read is still known by its mount namespace.
+    // A process that exits before its event is read is still known by its mount namespace:
+    // learnt from every running container's processes, and from the engine's init pids.
+    let scan_start = std::time::Instant::now();
+    let in_containers = enricher.containers_mut().scan_proc();
+    log::debug!(
+        "/proc scan: {in_containers} container processes in {:?}",
+        scan_start.elapsed()
+    );
     for c in &running {
         if let Some(ns) = c.pid.and_then(container::mnt_ns_of) {
             enricher.containers_mut().learn_mnt_ns(ns, &c.id);
@@ -235,6 +242,8 @@ pub async fn record(
                 if let Ok(now) = mountinfo::read_overlay_mounts() {
                     if enricher.add_mounts(&now) {
                         probe.register_mounts(&now)?;
+                        // Likely a container starting: learn its namespace early.
+                        enricher.containers_mut().scan_proc();
                     }
                 }
             }

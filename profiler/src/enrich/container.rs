@@ -206,6 +206,36 @@ impl CgroupCache {
     pub fn learn_mnt_ns(&mut self, mnt_ns: u64, container_id: &str) {
         self.by_mnt_ns.insert(mnt_ns, container_id.to_owned());
     }
+
+    /// Reads every process's cgroup once, so that each running container's mount namespace
+    /// is known before its first event: a process that exits before its event is read (a
+    /// `docker exec` of `rm`) is then still recognised, with or without an engine. Called at
+    /// start and when a new overlay mount appears (a container starting). Returns how many
+    /// container processes were seen.
+    pub fn scan_proc(&mut self) -> usize {
+        let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
+            return 0;
+        };
+        let mut seen = 0;
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(e.path().join("cgroup")) else {
+                continue;
+            };
+            let Some(c) = container_of_cgroup(&text) else {
+                continue;
+            };
+            let Ok(ns) = std::fs::metadata(e.path().join("ns/mnt")) else {
+                continue;
+            };
+            self.by_mnt_ns.insert(ns.ino(), c.id.clone());
+            self.by_pid.insert((pid, ns.ino()), Seen::Container(c.id));
+            seen += 1;
+        }
+        seen
+    }
 }
 
 /// The mount namespace inode of a process, as the eBPF side reads it.
@@ -474,5 +504,28 @@ mod tests {
         // Cached: still answered after the process is gone.
         std::fs::remove_dir_all(proc.path().join("10")).unwrap();
         assert_eq!(c.container_of(10, 500, 77).as_deref(), Some(ID));
+    }
+
+    /// The scan learns a running container's mount namespace from any of its processes.
+    #[test]
+    fn scan_learns_namespaces_of_running_containers() {
+        let proc = tempfile::tempdir().unwrap();
+        let p = proc.path();
+        for (pid, cgroup) in [
+            ("20", format!("1:name=systemd:/docker/{ID}\n")),
+            ("21", "0::/\n".into()),
+        ] {
+            std::fs::create_dir_all(p.join(pid).join("ns")).unwrap();
+            std::fs::write(p.join(pid).join("cgroup"), cgroup).unwrap();
+            // A regular file stands in for the namespace link: its inode is the key.
+            std::fs::write(p.join(pid).join("ns/mnt"), pid).unwrap();
+        }
+        std::fs::create_dir_all(p.join("self")).unwrap();
+        let ns_of = |pid: &str| std::fs::metadata(p.join(pid).join("ns/mnt")).unwrap().ino();
+        let mut c = CgroupCache::new(p);
+        assert_eq!(c.scan_proc(), 1);
+        // Pid 30 (gone) in container 20's namespace; pid 31 (gone) in the host's.
+        assert_eq!(c.container_of(30, ns_of("20"), 0).as_deref(), Some(ID));
+        assert_eq!(c.container_of(31, ns_of("21"), 0), None);
     }
 }
