@@ -316,3 +316,43 @@ async fn wait_child(child: &mut Option<tokio::process::Child>) -> i32 {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(container_id: Option<&str>, mount_point: &str) -> Event {
+        let line = serde_json::json!({
+            "kind": "data_copy_up", "backend": "tracepoint", "time_ns": 0, "latency_ns": 1,
+            "latency_partial": false, "errno": 0, "pid": 1, "tid": 1, "comm": "sh",
+            "cgroup_id": 0, "mnt_ns": 0, "dev": "0:39", "mount_point": mount_point, "path": "f",
+            "path_truncated": false, "size_bytes": 1, "bytes_copied": 1, "lower_layer": 1,
+            "lower_layer_dir": "/l", "syscall": null, "syscall_latency_ns": null,
+            "syscall_ret": null, "container_id": container_id,
+        });
+        serde_json::from_value(line).expect("an event without the engine's fields")
+    }
+
+    /// `--container`: the container's own processes anywhere, and anyone writing through its
+    /// overlay mount; nothing else.
+    #[test]
+    fn container_filter() {
+        let f = Filters {
+            comm: None,
+            mount_dev: None,
+            container: Some(("c1".into(), Some("/merged/c1".into()))),
+            min_latency_ns: 0,
+        };
+        assert!(f.keep(&event(Some("c1"), "/elsewhere")));
+        assert!(f.keep(&event(None, "/merged/c1")));
+        assert!(!f.keep(&event(Some("c2"), "/merged/c2")));
+        assert!(!f.keep(&event(None, "/merged/c2")));
+        // Without an engine the merged dir is unknown: the processes alone.
+        let f = Filters {
+            container: Some(("c1".into(), None)),
+            ..f
+        };
+        assert!(f.keep(&event(Some("c1"), "/merged/c1")));
+        assert!(!f.keep(&event(None, "/merged/c1")));
+    }
+}
