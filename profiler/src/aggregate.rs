@@ -62,6 +62,25 @@ pub struct LatencyStats {
     pub max_ns: u64,
 }
 
+/// The `by_container` key of host processes.
+pub const HOST: &str = "host";
+/// The `by_image_layer` key of events whose source is in no known image layer.
+pub const NO_IMAGE_LAYER: &str = "(no image layer)";
+
+/// `name (short id)`, the short id alone without an engine, or [`HOST`].
+pub fn container_key(ev: &Event) -> String {
+    match (&ev.container_name, &ev.container_id) {
+        (Some(n), Some(id)) => format!("{n} ({})", short_id(id)),
+        (None, Some(id)) => short_id(id),
+        (_, None) => HOST.to_owned(),
+    }
+}
+
+/// The 12-character form `docker ps` shows.
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
 /// Everything the end-of-run summary shows.
 #[derive(Default)]
 pub struct Aggregate {
@@ -69,6 +88,10 @@ pub struct Aggregate {
     /// Key: "mount point · layer N (dir)".
     pub by_layer: BTreeMap<String, Group>,
     pub by_mount: BTreeMap<String, Group>,
+    /// Key: [`container_key`].
+    pub by_container: BTreeMap<String, Group>,
+    /// Key: the image layer's diffID, `init`, or [`NO_IMAGE_LAYER`].
+    pub by_image_layer: BTreeMap<String, Group>,
     pub total: u64,
 }
 
@@ -90,6 +113,18 @@ impl Aggregate {
         };
         self.by_layer.entry(layer).or_default().record(ev);
         self.by_mount.entry(mount).or_default().record(ev);
+        self.by_container
+            .entry(container_key(ev))
+            .or_default()
+            .record(ev);
+        self.by_image_layer
+            .entry(
+                ev.layer_digest
+                    .clone()
+                    .unwrap_or_else(|| NO_IMAGE_LAYER.to_owned()),
+            )
+            .or_default()
+            .record(ev);
     }
 
     pub fn summary(&self, drops: Drops) -> Summary {
@@ -100,6 +135,8 @@ impl Aggregate {
             by_kind: stats(&self.by_kind),
             by_layer: stats(&self.by_layer),
             by_mount: stats(&self.by_mount),
+            by_container: stats(&self.by_container),
+            by_image_layer: stats(&self.by_image_layer),
             drops,
         }
     }
@@ -130,6 +167,10 @@ pub struct Summary {
     pub by_kind: BTreeMap<String, LatencyStats>,
     pub by_layer: BTreeMap<String, LatencyStats>,
     pub by_mount: BTreeMap<String, LatencyStats>,
+    #[serde(default)]
+    pub by_container: BTreeMap<String, LatencyStats>,
+    #[serde(default)]
+    pub by_image_layer: BTreeMap<String, LatencyStats>,
     pub drops: Drops,
 }
 
@@ -162,6 +203,11 @@ mod tests {
             syscall: None,
             syscall_latency_ns: None,
             syscall_ret: None,
+            container_id: None,
+            container_name: None,
+            image: None,
+            image_id: None,
+            layer_digest: None,
         }
     }
 
@@ -185,6 +231,30 @@ mod tests {
         assert_eq!(s.by_layer["/m layer 1 (/l1)"].count, 100);
         assert_eq!(s.by_layer["/m layer 2 (/l2)"].count, 1);
         assert_eq!(s.by_mount["/m"].count, 101);
+        assert_eq!(s.by_container[HOST].count, 101);
+        assert_eq!(s.by_image_layer[NO_IMAGE_LAYER].count, 101);
+    }
+
+    #[test]
+    fn container_and_image_layer_groups() {
+        let mut agg = Aggregate::default();
+        let id = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970";
+        let mut e = ev(Kind::DataCopyUp, 10, 2);
+        e.container_id = Some(id.into());
+        e.container_name = Some("web".into());
+        e.layer_digest = Some("sha256:d2".into());
+        agg.record(&e);
+        e.container_name = None;
+        agg.record(&e);
+        e.container_id = None;
+        e.layer_digest = Some("init".into());
+        agg.record(&e);
+        let s = agg.summary(Drops::default());
+        assert_eq!(s.by_container["web (4f797c539e6c)"].count, 1);
+        assert_eq!(s.by_container["4f797c539e6c"].count, 1);
+        assert_eq!(s.by_container[HOST].count, 1);
+        assert_eq!(s.by_image_layer["sha256:d2"].count, 2);
+        assert_eq!(s.by_image_layer["init"].count, 1);
     }
 
     #[test]

@@ -86,6 +86,10 @@ enum Command {
         /// Only events on the overlay mounted here.
         #[arg(long, value_name = "PATH")]
         mount: Option<PathBuf>,
+        /// Only this container's events (Docker name, full or short id): its processes, and
+        /// writes through its overlay mount by host processes (those stay attributed to the host).
+        #[arg(long, value_name = "NAME|ID")]
+        container: Option<String>,
         /// Only events at least this slow (e.g. 100us, 5ms).
         #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
         min_latency: Option<Duration>,
@@ -261,6 +265,7 @@ async fn run(command: Command) -> u8 {
             comm,
             cgroup,
             mount,
+            container,
             min_latency,
             duration,
             json,
@@ -283,6 +288,7 @@ async fn run(command: Command) -> u8 {
                 },
                 comm,
                 mount,
+                container,
                 min_latency_ns: min_latency
                     .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 duration,

@@ -9,7 +9,12 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use crate::{
     aggregate::{Aggregate, Drops, Summary},
     decode::{self, Record},
-    enrich::{self, mountinfo, Enricher, Event},
+    enrich::{
+        self,
+        container::{self, Attributor, ContainerError},
+        docker::DockerClient,
+        mountinfo, Enricher, Event,
+    },
     probe::{self, Probe, ProbeError, ProbeOptions},
     report::{Exporter, RunInfo},
 };
@@ -21,6 +26,9 @@ pub struct RecordOptions {
     pub comm: Option<String>,
     /// Only events on this overlay mount (its mount point).
     pub mount: Option<PathBuf>,
+    /// Only events of this container (name, full or short id): its processes, and anything
+    /// written through its overlay mount (host processes included).
+    pub container: Option<String>,
     pub min_latency_ns: u64,
     pub duration: Option<Duration>,
     /// Run this command after attaching; stop when it exits.
@@ -41,6 +49,8 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--container: {0}")]
+    Container(#[from] ContainerError),
     #[error("ring buffer: {source}")]
     Io {
         #[source]
@@ -52,8 +62,8 @@ impl RecordError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Probe(e) => e.exit_code(),
-            Self::NotOverlay { .. } | Self::Spawn { .. } => 2,
-            Self::Mountinfo(_) | Self::Io { .. } => 1,
+            Self::Container(ContainerError::Docker(_)) | Self::Mountinfo(_) | Self::Io { .. } => 1,
+            Self::NotOverlay { .. } | Self::Spawn { .. } | Self::Container(_) => 2,
         }
     }
 }
@@ -72,6 +82,8 @@ pub struct Outcome {
 struct Filters {
     comm: Option<String>,
     mount_dev: Option<String>,
+    /// (full container id, its merged dir).
+    container: Option<(String, Option<String>)>,
     min_latency_ns: u64,
 }
 
@@ -82,6 +94,10 @@ impl Filters {
                 .mount_dev
                 .as_ref()
                 .is_none_or(|d| ev.dev.as_ref() == Some(d))
+            && self.container.as_ref().is_none_or(|(id, merged)| {
+                ev.container_id.as_ref() == Some(id)
+                    || (merged.is_some() && ev.mount_point == *merged)
+            })
             && ev.latency_ns >= self.min_latency_ns
     }
 }
@@ -101,14 +117,38 @@ pub async fn record(
         ),
         None => None,
     };
+    let mut attributor = Attributor::new(DockerClient::from_env());
+    let container = match &opts.container {
+        Some(name) => {
+            let info = attributor.resolve(name).await?;
+            Some((info.id, info.merged_dir.map(|d| d.display().to_string())))
+        }
+        None => None,
+    };
     let filters = Filters {
         comm: opts.comm.clone(),
         mount_dev,
+        container,
         min_latency_ns: opts.min_latency_ns,
     };
 
     let mut probe = probe::load_and_attach(&opts.probe)?;
     let mut enricher = Enricher::new();
+    // Asked once the probes are attached (after the root check), not before.
+    let running = attributor.running().await;
+    // A process that exits before its event is read is still known by its mount namespace:
+    // learnt from every running container's processes, and from the engine's init pids.
+    let scan_start = std::time::Instant::now();
+    let in_containers = enricher.containers_mut().scan_proc();
+    log::debug!(
+        "/proc scan: {in_containers} container processes in {:?}",
+        scan_start.elapsed()
+    );
+    for c in &running {
+        if let Some(ns) = c.pid.and_then(container::mnt_ns_of) {
+            enricher.containers_mut().learn_mnt_ns(ns, &c.id);
+        }
+    }
     enricher.add_mounts(&mounts);
     probe.register_mounts(&mounts)?;
     let ring = probe.take_events()?;
@@ -180,8 +220,9 @@ pub async fn record(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| RecordError::Io { source })?;
-                let batch = drain(guard.get_inner_mut(), &mut enricher, &mut malformed);
+                let mut batch = drain(guard.get_inner_mut(), &mut enricher, &mut malformed);
                 guard.clear_ready();
+                attributor.fill(&mut batch).await;
                 deliver(batch, out, exporter);
             }
             guard = logs_readable(&mut logs) => {
@@ -201,15 +242,19 @@ pub async fn record(
                 if let Ok(now) = mountinfo::read_overlay_mounts() {
                     if enricher.add_mounts(&now) {
                         probe.register_mounts(&now)?;
+                        // Likely a container starting: learn its namespace early.
+                        enricher.containers_mut().scan_proc();
                     }
                 }
             }
         }
     }
     // Everything the kernel produced before we stopped is already in the ring buffer.
-    let batch = drain(ring.get_mut(), &mut enricher, &mut malformed);
+    let mut batch = drain(ring.get_mut(), &mut enricher, &mut malformed);
+    attributor.fill(&mut batch).await;
     deliver(batch, out, exporter);
-    let rest = enricher.flush();
+    let mut rest = enricher.flush();
+    attributor.fill(&mut rest).await;
     deliver(rest, out, exporter);
     let summary = agg.summary(drops(&probe, malformed));
     let _ = exporter.summary(out, &summary);
@@ -269,5 +314,45 @@ async fn wait_child(child: &mut Option<tokio::process::Child>) -> i32 {
     match child {
         Some(c) => c.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(container_id: Option<&str>, mount_point: &str) -> Event {
+        let line = serde_json::json!({
+            "kind": "data_copy_up", "backend": "tracepoint", "time_ns": 0, "latency_ns": 1,
+            "latency_partial": false, "errno": 0, "pid": 1, "tid": 1, "comm": "sh",
+            "cgroup_id": 0, "mnt_ns": 0, "dev": "0:39", "mount_point": mount_point, "path": "f",
+            "path_truncated": false, "size_bytes": 1, "bytes_copied": 1, "lower_layer": 1,
+            "lower_layer_dir": "/l", "syscall": null, "syscall_latency_ns": null,
+            "syscall_ret": null, "container_id": container_id,
+        });
+        serde_json::from_value(line).expect("an event without the engine's fields")
+    }
+
+    /// `--container`: the container's own processes anywhere, and anyone writing through its
+    /// overlay mount; nothing else.
+    #[test]
+    fn container_filter() {
+        let f = Filters {
+            comm: None,
+            mount_dev: None,
+            container: Some(("c1".into(), Some("/merged/c1".into()))),
+            min_latency_ns: 0,
+        };
+        assert!(f.keep(&event(Some("c1"), "/elsewhere")));
+        assert!(f.keep(&event(None, "/merged/c1")));
+        assert!(!f.keep(&event(Some("c2"), "/merged/c2")));
+        assert!(!f.keep(&event(None, "/merged/c2")));
+        // Without an engine the merged dir is unknown: the processes alone.
+        let f = Filters {
+            container: Some(("c1".into(), None)),
+            ..f
+        };
+        assert!(f.keep(&event(Some("c1"), "/merged/c1")));
+        assert!(!f.keep(&event(None, "/merged/c1")));
     }
 }

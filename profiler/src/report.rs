@@ -3,7 +3,10 @@
 
 use std::io::{self, Write};
 
-use crate::{aggregate::Summary, enrich::Event};
+use crate::{
+    aggregate::{short_id, Summary},
+    enrich::Event,
+};
 
 /// Version of the JSON lines format; bumped on any incompatible change.
 pub const JSON_SCHEMA: u32 = 1;
@@ -129,8 +132,17 @@ impl Exporter for Table {
         }
         writeln!(
             out,
-            "{:<21} {:>9} {:>7} {:<15} {:<12} {:>9} {:>9} {:>5} {:<32} PATH",
-            "KIND", "LATENCY", "PID", "COMM", "SYSCALL", "SYS_LAT", "BYTES", "LAYER", "MOUNT",
+            "{:<21} {:>9} {:>7} {:<15} {:<12} {:>9} {:>9} {:>5} {:<16} {:<32} PATH",
+            "KIND",
+            "LATENCY",
+            "PID",
+            "COMM",
+            "SYSCALL",
+            "SYS_LAT",
+            "BYTES",
+            "LAYER",
+            "CONTAINER",
+            "MOUNT",
         )
     }
 
@@ -153,7 +165,7 @@ impl Exporter for Table {
         };
         writeln!(
             out,
-            "{:<21} {:>9} {:>7} {:<15} {:<12} {:>9} {:>9} {:>5} {:<32} {}{}",
+            "{:<21} {:>9} {:>7} {:<15} {:<12} {:>9} {:>9} {:>5} {:<16} {:<32} {}{}",
             ev.kind.as_str(),
             lat,
             ev.pid,
@@ -162,6 +174,11 @@ impl Exporter for Table {
             ev.syscall_latency_ns.map_or_else(|| "-".into(), fmt_ns),
             fmt_bytes(ev.bytes_copied),
             ev.lower_layer.map_or_else(|| "-".into(), |l| l.to_string()),
+            match (&ev.container_name, &ev.container_id) {
+                (Some(n), _) => n.clone(),
+                (None, Some(id)) => short_id(id),
+                (None, None) => "-".into(),
+            },
             ev.mount_point.as_deref().unwrap_or("?"),
             path,
             err
@@ -180,6 +197,8 @@ impl Exporter for Table {
             ("kind", &s.by_kind),
             ("source layer", &s.by_layer),
             ("mount", &s.by_mount),
+            ("container", &s.by_container),
+            ("image layer", &s.by_image_layer),
         ] {
             writeln!(out, "\n  by {title}:")?;
             writeln!(
@@ -250,6 +269,13 @@ mod tests {
             syscall: Some("openat".into()),
             syscall_latency_ns: Some(919_600),
             syscall_ret: Some(3),
+            container_id: Some(
+                "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970".into(),
+            ),
+            container_name: Some("web".into()),
+            image: Some("app:1".into()),
+            image_id: Some("sha256:0b9c".into()),
+            layer_digest: Some("sha256:d2".into()),
         }
     }
 
@@ -266,7 +292,10 @@ mod tests {
                 r#""errno":0,"pid":42,"tid":43,"comm":"bash","cgroup_id":7,"mnt_ns":4026531841,"#,
                 r#""dev":"0:39","mount_point":"/m","path":"etc/app.conf","path_truncated":false,"#,
                 r#""size_bytes":4096,"bytes_copied":4096,"lower_layer":3,"lower_layer_dir":"/l3","#,
-                r#""syscall":"openat","syscall_latency_ns":919600,"syscall_ret":3}"#,
+                r#""syscall":"openat","syscall_latency_ns":919600,"syscall_ret":3,"#,
+                r#""container_id":"4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970","#,
+                r#""container_name":"web","image":"app:1","image_id":"sha256:0b9c","#,
+                r#""layer_digest":"sha256:d2"}"#,
                 "\n"
             )
         );
@@ -283,8 +312,8 @@ mod tests {
         Table::new().event(&mut out, &ev).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "data_copy_up            528.1µs      42 bash            openat         919.6µs    4.0KiB     3 /m                               etc/app.conf\n\
-             data_copy_up           ~528.1µs      42 bash            openat         919.6µs    4.0KiB     3 /m                               .../etc/app.conf  (errno 28)\n"
+            "data_copy_up            528.1µs      42 bash            openat         919.6µs    4.0KiB     3 web              /m                               etc/app.conf\n\
+             data_copy_up           ~528.1µs      42 bash            openat         919.6µs    4.0KiB     3 web              /m                               .../etc/app.conf  (errno 28)\n"
         );
     }
 
@@ -302,6 +331,8 @@ mod tests {
         assert_eq!(v["schema"], 1);
         assert_eq!(v["type"], "summary");
         assert_eq!(v["drops"]["ringbuf"], 1);
+        assert_eq!(v["by_container"]["web (4f797c539e6c)"]["count"], 1);
+        assert_eq!(v["by_image_layer"]["sha256:d2"]["count"], 1);
         let back: Summary = serde_json::from_value(v).unwrap();
         assert_eq!(back, summary);
     }

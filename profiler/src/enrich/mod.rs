@@ -1,6 +1,9 @@
 //! Stage 4: raw kernel facts to the words users think in: the overlay mount, the layer the file
 //! came from, the syscall and its latency, wall-clock time.
 
+pub mod container;
+pub mod docker;
+pub mod layers;
 pub mod mountinfo;
 pub mod syscalls;
 
@@ -12,6 +15,8 @@ use std::{
 use profiler_common::SyscallEnd;
 
 use crate::decode::{Kind, RawEvent, WireKind};
+use container::CgroupCache;
+use layers::LayerNames;
 use mountinfo::OverlayMount;
 
 /// An enriched event: one JSON line, one table row.
@@ -45,6 +50,23 @@ pub struct Event {
     pub syscall: Option<String>,
     pub syscall_latency_ns: Option<u64>,
     pub syscall_ret: Option<i64>,
+    /// Full 64-hex id of the container the acting process runs in; `None` for a host process
+    /// (also one writing into a container's merged dir).
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// From the Docker engine, when its socket is there.
+    #[serde(default)]
+    pub container_name: Option<String>,
+    /// The image reference the container was created from, e.g. `app:1.2`.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The image id (`sha256:…`, the digest of the image config).
+    #[serde(default)]
+    pub image_id: Option<String>,
+    /// diffID (`sha256:…`) of the image layer the copied-up file came from, `"init"` for a
+    /// container's init layer; `None` when the lower layer is in no known image store.
+    #[serde(default)]
+    pub layer_digest: Option<String>,
 }
 
 /// Remembers every overlay mount seen during the session (a mount may be gone by the time its
@@ -57,6 +79,9 @@ pub struct Enricher {
     wall_offset_ns: i128,
     /// Events waiting for their syscall's exit, by (tid, syscall enter time).
     pending: HashMap<(u32, u64), Vec<RawEvent>>,
+    /// Pid → container, read at first sight of each process.
+    containers: CgroupCache,
+    layer_names: LayerNames,
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
@@ -82,7 +107,14 @@ impl Enricher {
             upper_roots: Vec::new(),
             wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
             pending: HashMap::new(),
+            containers: CgroupCache::default(),
+            layer_names: LayerNames::default(),
         }
+    }
+
+    /// Pid → container attribution, e.g. to teach it the running containers' namespaces.
+    pub fn containers_mut(&mut self) -> &mut CgroupCache {
+        &mut self.containers
     }
 
     /// Adds mounts not seen before. Returns true if any was new.
@@ -124,6 +156,9 @@ impl Enricher {
     /// Takes a raw event; returns the events that are complete (now, or held until their
     /// syscall exits).
     pub fn push(&mut self, ev: RawEvent) -> Vec<Event> {
+        // Now, not at the syscall's exit: the process may be gone by then.
+        self.containers
+            .container_of(ev.pid, u64::from(ev.mnt_ns), ev.cgroup_id);
         if let Some(enter) = ev.syscall_enter_ns {
             self.pending.entry((ev.tid, enter)).or_default().push(ev);
             return Vec::new();
@@ -148,7 +183,10 @@ impl Enricher {
         out
     }
 
-    fn finish(&self, ev: RawEvent, end: Option<&SyscallEnd>) -> Event {
+    fn finish(&mut self, ev: RawEvent, end: Option<&SyscallEnd>) -> Event {
+        let container_id = self
+            .containers
+            .container_of(ev.pid, u64::from(ev.mnt_ns), ev.cgroup_id);
         let mount = self.mount_for(&ev);
         let syscall_name = ev.syscall_nr.and_then(syscalls::name);
         let kind = match ev.kind {
@@ -191,7 +229,8 @@ impl Enricher {
             (None, None) => (None, None),
         };
         let dev = mount.map(|m| format!("{}:{}", m.major, m.minor));
-        Event {
+        let mount_point = mount.map(|m| m.mount_point.display().to_string());
+        let mut out = Event {
             kind,
             backend: ev.backend.to_owned(),
             time_ns: u64::try_from(i128::from(ev.end_ns) + self.wall_offset_ns).unwrap_or(0),
@@ -204,7 +243,7 @@ impl Enricher {
             cgroup_id: ev.cgroup_id,
             mnt_ns: u64::from(ev.mnt_ns),
             dev,
-            mount_point: mount.map(|m| m.mount_point.display().to_string()),
+            mount_point,
             path: ev.path,
             path_truncated: ev.path_truncated,
             size_bytes: ev.size_bytes,
@@ -216,7 +255,17 @@ impl Enricher {
                 .or_else(|| ev.syscall_nr.map(|n| format!("syscall_{n}"))),
             syscall_latency_ns: end.map(|e| e.exit_ns.saturating_sub(e.enter_ns)),
             syscall_ret: end.map(|e| e.ret),
-        }
+            container_id,
+            container_name: None,
+            image: None,
+            image_id: None,
+            layer_digest: None,
+        };
+        out.layer_digest = out
+            .lower_layer_dir
+            .as_deref()
+            .and_then(|d| self.layer_names.name_of(d));
+        out
     }
 }
 

@@ -1,0 +1,531 @@
+//! Process → container, and container → name and image.
+//!
+//! The container id comes from `/proc/PID/cgroup`, read when the event reaches user space
+//! (container processes are often gone a few milliseconds later, so it is read before the
+//! event waits for its syscall's exit). Every runtime puts the 64-hex container id into the
+//! last component of its cgroup path:
+//!
+//! | runtime / driver                 | cgroup path (v1 controller line or v2 `0::` line)                         |
+//! |----------------------------------|----------------------------------------------------------------------------|
+//! | Docker, cgroupfs driver          | `/docker/<id>`                                                             |
+//! | Docker, systemd driver           | `/system.slice/docker-<id>.scope`                                          |
+//! | containerd CRI, systemd (k8s)    | `/kubepods.slice/…/kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope` |
+//! | any CRI runtime, cgroupfs (k8s)  | `/kubepods/burstable/pod<uid>/<id>`, `/kubepods/pod<uid>/<id>`             |
+//! | podman (systemd / cgroupfs)      | `…/libpod-<id>.scope` (maybe `/container` below it), `/libpod_parent/libpod-<id>` |
+//! | CRI-O                            | `…/crio-<id>.scope`                                                        |
+//!
+//! Monitor processes sit in look-alike scopes (`crio-conmon-<id>.scope`,
+//! `libpod-conmon-<id>.scope`): they run on the host's behalf and are not the container.
+//!
+//! When `/proc/PID/cgroup` is already gone, two keys that the event carries are used: the v2
+//! cgroup id (only where the container's cgroup is a v2 one, learnt from earlier events) and
+//! the mount namespace inode (learnt from earlier events and from the Docker engine's
+//! container pids). The engine (see [`super::docker`]) then gives the name and image.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use super::{
+    docker::{ContainerInfo, DockerClient, DockerError},
+    Event,
+};
+
+/// Which convention the cgroup path followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Docker,
+    /// containerd's CRI plugin (`cri-containerd-<id>.scope`).
+    Containerd,
+    /// A Kubernetes pod cgroup with the cgroupfs driver: the runtime is not in the path.
+    Kubernetes,
+    Podman,
+    CriO,
+}
+
+/// A container as its cgroup names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupContainer {
+    pub runtime: Runtime,
+    /// Full 64-hex id.
+    pub id: String,
+    /// Found on the cgroup v2 (`0::`) line: the event's `cgroup_id` then identifies it too.
+    pub v2: bool,
+}
+
+fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The container named by one cgroup path component, given its parent component.
+fn component_container(comp: &str, parent: &str) -> Option<(Runtime, String)> {
+    let scoped = |prefix: &str| {
+        comp.strip_prefix(prefix)
+            .map(|rest| rest.strip_suffix(".scope").unwrap_or(rest))
+            .filter(|id| is_container_id(id))
+            .map(str::to_owned)
+    };
+    for (prefix, runtime) in [
+        ("docker-", Runtime::Docker),
+        ("cri-containerd-", Runtime::Containerd),
+        ("crio-", Runtime::CriO),
+        ("libpod-", Runtime::Podman),
+    ] {
+        // `crio-conmon-<id>` and `libpod-conmon-<id>` fail the id check: monitors are skipped.
+        if let Some(id) = scoped(prefix) {
+            return Some((runtime, id));
+        }
+    }
+    if is_container_id(comp) {
+        if parent == "docker" {
+            return Some((Runtime::Docker, comp.to_owned()));
+        }
+        if parent.starts_with("pod") {
+            return Some((Runtime::Kubernetes, comp.to_owned()));
+        }
+    }
+    None
+}
+
+/// The innermost container in one cgroup path (Docker in Docker nests `/docker/<a>/docker/<b>`:
+/// the process belongs to `<b>`). Components below the container's own (podman's
+/// `libpod-<id>.scope/container`, a payload's own sub-cgroups) are allowed.
+pub fn container_of_path(path: &str) -> Option<(Runtime, String)> {
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    (0..comps.len()).rev().find_map(|i| {
+        let parent = if i == 0 { "" } else { comps[i - 1] };
+        component_container(comps[i], parent)
+    })
+}
+
+/// The container a `/proc/PID/cgroup` text puts its process in; `None` for a host process.
+/// Works for cgroup v1 (one `N:controllers:path` line per hierarchy), v2 (`0::path`) and
+/// hybrid hosts (both).
+pub fn container_of_cgroup(text: &str) -> Option<CgroupContainer> {
+    let mut found = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(hier), Some(_controllers), Some(path)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if let Some((runtime, id)) = container_of_path(path) {
+            let v2 = hier == "0";
+            // Prefer the v2 line: then the event's cgroup id is a key to the container too.
+            if v2 || found.is_none() {
+                found = Some(CgroupContainer { runtime, id, v2 });
+            }
+            if v2 {
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// What one process was found to be, cached for the session.
+#[derive(Debug, Clone)]
+enum Seen {
+    Host,
+    Container(String),
+}
+
+/// Pid → container, read from /proc as early as possible and cached. Keyed by (pid, mount
+/// namespace): a reused pid in another namespace is read afresh.
+pub struct CgroupCache {
+    proc_root: PathBuf,
+    by_pid: HashMap<(u32, u64), Seen>,
+    /// v2 cgroup id → container, learnt when a container was found on a `0::` line.
+    by_cgroup_id: HashMap<u64, String>,
+    /// Mount namespace inode → container.
+    by_mnt_ns: HashMap<u64, String>,
+}
+
+impl Default for CgroupCache {
+    fn default() -> Self {
+        Self::new(Path::new("/proc"))
+    }
+}
+
+impl CgroupCache {
+    pub fn new(proc_root: &Path) -> Self {
+        Self {
+            proc_root: proc_root.to_path_buf(),
+            by_pid: HashMap::new(),
+            by_cgroup_id: HashMap::new(),
+            by_mnt_ns: HashMap::new(),
+        }
+    }
+
+    /// The container id of the process, or `None` for a host process (or one that is gone
+    /// with no key left to recognise it by).
+    pub fn container_of(&mut self, pid: u32, mnt_ns: u64, cgroup_id: u64) -> Option<String> {
+        if let Some(seen) = self.by_pid.get(&(pid, mnt_ns)) {
+            return match seen {
+                Seen::Host => None,
+                Seen::Container(id) => Some(id.clone()),
+            };
+        }
+        let path = self.proc_root.join(pid.to_string()).join("cgroup");
+        let seen = match std::fs::read_to_string(&path) {
+            Ok(text) => match container_of_cgroup(&text) {
+                Some(c) => {
+                    if c.v2 && cgroup_id != 0 {
+                        self.by_cgroup_id.insert(cgroup_id, c.id.clone());
+                    }
+                    if mnt_ns != 0 {
+                        self.by_mnt_ns.insert(mnt_ns, c.id.clone());
+                    }
+                    Seen::Container(c.id)
+                }
+                None => Seen::Host,
+            },
+            // Gone already: recognise it by its keys, and do not cache a guess.
+            Err(_) => {
+                return self
+                    .by_cgroup_id
+                    .get(&cgroup_id)
+                    .or_else(|| self.by_mnt_ns.get(&mnt_ns))
+                    .cloned();
+            }
+        };
+        if self.by_pid.len() > 65_536 {
+            self.by_pid.clear();
+        }
+        self.by_pid.insert((pid, mnt_ns), seen.clone());
+        match seen {
+            Seen::Host => None,
+            Seen::Container(id) => Some(id),
+        }
+    }
+
+    /// Teach the cache a container's mount namespace (from its init pid).
+    pub fn learn_mnt_ns(&mut self, mnt_ns: u64, container_id: &str) {
+        self.by_mnt_ns.insert(mnt_ns, container_id.to_owned());
+    }
+
+    /// Reads every process's cgroup once, so that each running container's mount namespace
+    /// is known before its first event: a process that exits before its event is read (a
+    /// `docker exec` of `rm`) is then still recognised, with or without an engine. Called at
+    /// start and when a new overlay mount appears (a container starting). Returns how many
+    /// container processes were seen.
+    pub fn scan_proc(&mut self) -> usize {
+        let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
+            return 0;
+        };
+        let mut seen = 0;
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(e.path().join("cgroup")) else {
+                continue;
+            };
+            let Some(c) = container_of_cgroup(&text) else {
+                continue;
+            };
+            let Ok(ns) = std::fs::metadata(e.path().join("ns/mnt")) else {
+                continue;
+            };
+            self.by_mnt_ns.insert(ns.ino(), c.id.clone());
+            self.by_pid.insert((pid, ns.ino()), Seen::Container(c.id));
+            seen += 1;
+        }
+        seen
+    }
+}
+
+/// The mount namespace inode of a process, as the eBPF side reads it.
+pub fn mnt_ns_of(pid: u32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("no such container: {name} (see `docker ps -a`)")]
+    NotFound { name: String },
+    #[error(
+        "{name}: no Docker engine socket at {socket}; give the full 64-hex container id instead"
+    )]
+    NoEngine { name: String, socket: String },
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
+/// Names the containers the events' cgroups point at, through the Docker engine when there
+/// is one. Without a socket the events keep the id from the cgroup only (said once).
+pub struct Attributor {
+    docker: Option<DockerClient>,
+    /// By full id; `None` = the engine does not know it (another runtime's container).
+    known: HashMap<String, Option<ContainerInfo>>,
+    said_no_engine: bool,
+}
+
+impl Attributor {
+    pub fn new(docker: Option<DockerClient>) -> Self {
+        Self {
+            docker,
+            known: HashMap::new(),
+            said_no_engine: false,
+        }
+    }
+
+    /// The running containers, asked once at start so that their mount namespaces are known
+    /// before their first event. Engine errors leave the list empty (said once on stderr).
+    pub async fn running(&mut self) -> Vec<ContainerInfo> {
+        let Some(docker) = &self.docker else {
+            return Vec::new();
+        };
+        let ids = match docker.running().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                eprintln!("cowprof: {e}; containers are named by cgroup id only");
+                self.docker = None;
+                self.said_no_engine = true;
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(info) = self.info(&id).await {
+                out.push(info);
+            }
+        }
+        out
+    }
+
+    /// `--container NAME|ID`: the container's full id and, when the engine is there, the rest.
+    pub async fn resolve(&mut self, name: &str) -> Result<ContainerInfo, ContainerError> {
+        let Some(docker) = &self.docker else {
+            if is_container_id(name) {
+                return Ok(ContainerInfo {
+                    id: name.to_ascii_lowercase(),
+                    name: String::new(),
+                    image: String::new(),
+                    image_id: String::new(),
+                    pid: None,
+                    merged_dir: None,
+                    upper_dir: None,
+                    lower_dirs: Vec::new(),
+                });
+            }
+            return Err(ContainerError::NoEngine {
+                name: name.to_owned(),
+                socket: super::docker::socket_from_env().display().to_string(),
+            });
+        };
+        let info = docker
+            .inspect(name)
+            .await?
+            .ok_or_else(|| ContainerError::NotFound {
+                name: name.to_owned(),
+            })?;
+        self.known.insert(info.id.clone(), Some(info.clone()));
+        Ok(info)
+    }
+
+    async fn info(&mut self, id: &str) -> Option<ContainerInfo> {
+        if let Some(k) = self.known.get(id) {
+            return k.clone();
+        }
+        let docker = self.docker.as_ref()?;
+        let info = match docker.inspect(id).await {
+            Ok(i) => i,
+            Err(e) => {
+                log::debug!("inspect {id}: {e}");
+                None
+            }
+        };
+        self.known.insert(id.to_owned(), info.clone());
+        info
+    }
+
+    /// Fills name, image and image id of events whose container id is known.
+    pub async fn fill(&mut self, events: &mut [Event]) {
+        for ev in events {
+            let Some(id) = ev.container_id.clone() else {
+                continue;
+            };
+            if self.docker.is_none() {
+                if !self.said_no_engine {
+                    eprintln!(
+                        "cowprof: no Docker engine socket at {}; containers are named by cgroup id only",
+                        super::docker::socket_from_env().display()
+                    );
+                    self.said_no_engine = true;
+                }
+                continue;
+            }
+            if let Some(info) = self.info(&id).await {
+                ev.container_name = Some(info.name);
+                ev.image = Some(info.image).filter(|s| !s.is_empty());
+                ev.image_id = Some(info.image_id).filter(|s| !s.is_empty());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970";
+
+    fn id_of(text: &str) -> Option<(Runtime, String, bool)> {
+        container_of_cgroup(text).map(|c| (c.runtime, c.id, c.v2))
+    }
+
+    /// This host: cgroup v1 with Docker's cgroupfs driver, plus the (unused) v2 hierarchy.
+    #[test]
+    fn docker_cgroupfs_v1_hybrid() {
+        let text = format!(
+            "12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n2:cpu,cpuacct:/docker/{ID}\n\
+             1:name=systemd:/docker/{ID}\n0::/\n"
+        );
+        assert_eq!(id_of(&text), Some((Runtime::Docker, ID.into(), false)));
+    }
+
+    /// `CentOS` 7 with Docker's systemd driver (neuvector's `cgroup_test.go` keeps this one).
+    #[test]
+    fn docker_systemd_v1() {
+        let text = format!(
+            "10:devices:/system.slice/docker-{ID}.scope\n\
+             2:cpuacct,cpu:/system.slice/docker-{ID}.scope\n\
+             1:name=systemd:/system.slice/docker-{ID}.scope\n"
+        );
+        assert_eq!(id_of(&text), Some((Runtime::Docker, ID.into(), false)));
+    }
+
+    #[test]
+    fn docker_systemd_v2_and_cgroupfs_v2() {
+        assert_eq!(
+            id_of(&format!("0::/system.slice/docker-{ID}.scope\n")),
+            Some((Runtime::Docker, ID.into(), true))
+        );
+        assert_eq!(
+            id_of(&format!("0::/docker/{ID}\n")),
+            Some((Runtime::Docker, ID.into(), true))
+        );
+    }
+
+    #[test]
+    fn kubernetes_containerd_systemd_v2() {
+        let text = format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/\
+             kubepods-burstable-pod0a1b2c3d_4e5f_6789_abcd_ef0123456789.slice/cri-containerd-{ID}.scope\n"
+        );
+        assert_eq!(id_of(&text), Some((Runtime::Containerd, ID.into(), true)));
+    }
+
+    #[test]
+    fn kubernetes_cgroupfs_v1() {
+        let text = format!(
+            "11:memory:/kubepods/burstable/pod0a1b2c3d-4e5f-6789-abcd-ef0123456789/{ID}\n\
+             1:name=systemd:/kubepods/burstable/pod0a1b2c3d-4e5f-6789-abcd-ef0123456789/{ID}\n"
+        );
+        assert_eq!(id_of(&text), Some((Runtime::Kubernetes, ID.into(), false)));
+        // Guaranteed QoS pods sit directly under /kubepods.
+        assert_eq!(
+            id_of(&format!("0::/kubepods/pod0a1b2c3d-4e5f/{ID}\n")),
+            Some((Runtime::Kubernetes, ID.into(), true))
+        );
+    }
+
+    #[test]
+    fn podman_rootless_and_cgroupfs() {
+        let text = format!(
+            "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container\n"
+        );
+        assert_eq!(id_of(&text), Some((Runtime::Podman, ID.into(), true)));
+        assert_eq!(
+            id_of(&format!("3:memory:/libpod_parent/libpod-{ID}\n")),
+            Some((Runtime::Podman, ID.into(), false))
+        );
+    }
+
+    #[test]
+    fn crio_container_but_not_its_monitor() {
+        let pod = "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice";
+        assert_eq!(
+            id_of(&format!("0::/{pod}/crio-{ID}.scope\n")),
+            Some((Runtime::CriO, ID.into(), true))
+        );
+        assert_eq!(id_of(&format!("0::/{pod}/crio-conmon-{ID}.scope\n")), None);
+        assert_eq!(
+            id_of(&format!("0::/machine.slice/libpod-conmon-{ID}.scope\n")),
+            None
+        );
+    }
+
+    #[test]
+    fn docker_in_docker_is_the_inner_container() {
+        let inner = "a".repeat(64);
+        assert_eq!(
+            id_of(&format!("0::/docker/{ID}/docker/{inner}\n")),
+            Some((Runtime::Docker, inner, true))
+        );
+    }
+
+    #[test]
+    fn host_processes() {
+        for text in [
+            "0::/\n",
+            "0::/user.slice/user-0.slice/session-1.scope\n",
+            "4:memory:/process_api/18c8a5fdac617ace96663601bbfa0ef3\n0::/\n",
+            "1:name=systemd:/system.slice/docker.service\n",
+            // Not 64 hex: a look-alike unit name.
+            "0::/system.slice/docker-compose.scope\n",
+            "",
+            "garbage",
+        ] {
+            assert_eq!(id_of(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn cache_reads_proc_and_falls_back_to_namespace() {
+        let proc = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(proc.path().join("10")).unwrap();
+        std::fs::write(proc.path().join("10/cgroup"), format!("0::/docker/{ID}\n")).unwrap();
+        std::fs::create_dir_all(proc.path().join("11")).unwrap();
+        std::fs::write(proc.path().join("11/cgroup"), "0::/\n").unwrap();
+        let mut c = CgroupCache::new(proc.path());
+        assert_eq!(c.container_of(10, 500, 77).as_deref(), Some(ID));
+        assert_eq!(c.container_of(11, 1, 1), None);
+        // Pid 12 is gone: its v2 cgroup id, or else its mount namespace, names it.
+        assert_eq!(c.container_of(12, 0, 77).as_deref(), Some(ID));
+        assert_eq!(c.container_of(12, 500, 0).as_deref(), Some(ID));
+        assert_eq!(c.container_of(13, 2, 2), None);
+        // Cached: still answered after the process is gone.
+        std::fs::remove_dir_all(proc.path().join("10")).unwrap();
+        assert_eq!(c.container_of(10, 500, 77).as_deref(), Some(ID));
+    }
+
+    /// The scan learns a running container's mount namespace from any of its processes.
+    #[test]
+    fn scan_learns_namespaces_of_running_containers() {
+        let proc = tempfile::tempdir().unwrap();
+        let p = proc.path();
+        for (pid, cgroup) in [
+            ("20", format!("1:name=systemd:/docker/{ID}\n")),
+            ("21", "0::/\n".into()),
+        ] {
+            std::fs::create_dir_all(p.join(pid).join("ns")).unwrap();
+            std::fs::write(p.join(pid).join("cgroup"), cgroup).unwrap();
+            // A regular file stands in for the namespace link: its inode is the key.
+            std::fs::write(p.join(pid).join("ns/mnt"), pid).unwrap();
+        }
+        std::fs::create_dir_all(p.join("self")).unwrap();
+        let ns_of = |pid: &str| std::fs::metadata(p.join(pid).join("ns/mnt")).unwrap().ino();
+        let mut c = CgroupCache::new(p);
+        assert_eq!(c.scan_proc(), 1);
+        // Pid 30 (gone) in container 20's namespace; pid 31 (gone) in the host's.
+        assert_eq!(c.container_of(30, ns_of("20"), 0).as_deref(), Some(ID));
+        assert_eq!(c.container_of(31, ns_of("21"), 0), None);
+    }
+}
