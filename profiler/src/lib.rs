@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod decode;
 pub mod enrich;
+pub mod image;
 pub mod lab;
 pub mod probe;
 pub mod record;

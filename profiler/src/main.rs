@@ -138,6 +138,8 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Container images: import `docker save`/OCI archives, inspect layers, compare base images.
+    Image(cowprof::image::cli::ImageArgs),
     /// Remove what dead `bench` runs left: mounts, loop devices, images, directories, state.
     Clean {
         /// Also look for cowprof-lab-<pid> directories here (bench's --workdir).
@@ -332,6 +334,7 @@ async fn run(command: Command) -> u8 {
             },
             &mut out,
         ),
+        Command::Image(args) => cowprof::image::cli::main(args, &mut out),
         Command::Clean { workdir } => {
             let report = lab::clean::clean(&workdir);
             for line in &report.removed {
