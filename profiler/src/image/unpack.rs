@@ -162,9 +162,15 @@ const BENEATH: ResolveFlags = ResolveFlags::BENEATH
 
 impl Ctx<'_> {
     fn refuse(&self, entry: &str, reason: impl Into<String>) -> ImageError {
+        // Hostile names can be kilobytes long: the line names them, shortened.
+        let entry = if entry.chars().count() > 200 {
+            format!("{}…", entry.chars().take(200).collect::<String>())
+        } else {
+            entry.to_owned()
+        };
         ImageError::Entry {
             layer: self.layer.to_owned(),
-            entry: entry.to_owned(),
+            entry,
             reason: reason.into(),
         }
     }
@@ -496,7 +502,7 @@ pub fn unpack_layer(
 }
 
 fn apply_meta(ctx: &Ctx<'_>, name: &str, fd: &OwnedFd, m: &Meta) -> Result<(), ImageError> {
-    ctx.set_xattrs(name, fd, &m.xattrs)?;
+    // chown first: it clears setuid bits and file capabilities, which chmod and xattrs then set.
     rustix::fs::fchown(
         fd,
         Some(rustix::process::Uid::from_raw(m.uid)),
@@ -504,6 +510,7 @@ fn apply_meta(ctx: &Ctx<'_>, name: &str, fd: &OwnedFd, m: &Meta) -> Result<(), I
     )
     .map_err(|e| ctx.io(name, "chown", e))?;
     rustix::fs::fchmod(fd, Mode::from_raw_mode(m.mode)).map_err(|e| ctx.io(name, "chmod", e))?;
+    ctx.set_xattrs(name, fd, &m.xattrs)?;
     let t = Timespec {
         tv_sec: i64::try_from(m.mtime).unwrap_or(0),
         tv_nsec: 0,
@@ -579,6 +586,9 @@ fn unpack_entry(
             return Ok(());
         }
         Whiteout::Delete(target) => {
+            let mut gone = parent.to_vec();
+            gone.push(target.to_owned());
+            ctx.dirs.retain(|(c, _)| !c.starts_with(&gone));
             let dir = ctx.open_dir(shown, parent)?;
             ctx.remove_at(shown, &dir, target)?;
             rustix::fs::mknodat(&dir, target, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
@@ -593,6 +603,10 @@ fn unpack_entry(
         ctx.stats
             .notes
             .push(format!("{shown}: appears more than once; the later entry wins"));
+    }
+    if kind != tar::EntryType::Directory {
+        // A non-directory replacing a directory of this layer: its pending metadata goes too.
+        ctx.dirs.retain(|(c, _)| !c.starts_with(&comps));
     }
     let dir = ctx.open_dir(shown, parent)?;
     let name = leaf.as_str();
