@@ -30,7 +30,8 @@ fn repo() -> PathBuf {
 }
 
 fn cache() -> PathBuf {
-    std::env::var_os("COWPROF_IMAGE_CACHE").map_or_else(|| repo().join("target/image-cache"), PathBuf::from)
+    std::env::var_os("COWPROF_IMAGE_CACHE")
+        .map_or_else(|| repo().join("target/image-cache"), PathBuf::from)
 }
 
 fn sh(cmd: &mut Command) -> Vec<u8> {
@@ -51,7 +52,14 @@ fn runtime_owned(p: &str) -> bool {
     ["/dev", "/proc", "/sys"]
         .iter()
         .any(|d| p == *d || p.starts_with(&format!("{d}/")))
-        || ["/.dockerenv", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/etc/mtab"].contains(&p)
+        || [
+            "/.dockerenv",
+            "/etc/hostname",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            "/etc/mtab",
+        ]
+        .contains(&p)
 }
 
 fn from_export(tar_bytes: &[u8]) -> BTreeMap<String, Entry> {
@@ -89,10 +97,23 @@ fn from_export(tar_bytes: &[u8]) -> BTreeMap<String, Entry> {
             other => panic!("{p}: unexpected type {other:?} in docker export"),
         };
         let size = if kind == 'f' { e.size() } else { 0 };
-        out.insert(p, (kind, mode, uid, gid, size, if kind == 'l' { target } else { String::new() }));
+        out.insert(
+            p,
+            (
+                kind,
+                mode,
+                uid,
+                gid,
+                size,
+                if kind == 'l' { target } else { String::new() },
+            ),
+        );
     }
     for (p, t) in links {
-        let e = out.get(&t).unwrap_or_else(|| panic!("hardlink {p} -> {t} without target")).clone();
+        let e = out
+            .get(&t)
+            .unwrap_or_else(|| panic!("hardlink {p} -> {t} without target"))
+            .clone();
         out.insert(p, e);
     }
     out
@@ -106,7 +127,10 @@ fn from_dir(root: &Path, image_only: bool) -> BTreeMap<String, Entry> {
         for e in fs::read_dir(&d).expect("read_dir") {
             let e = e.expect("entry");
             let m = fs::symlink_metadata(e.path()).expect("stat");
-            let p = format!("/{}", e.path().strip_prefix(root).expect("under root").display());
+            let p = format!(
+                "/{}",
+                e.path().strip_prefix(root).expect("under root").display()
+            );
             if image_only && runtime_owned(&p) {
                 continue;
             }
@@ -122,7 +146,10 @@ fn from_dir(root: &Path, image_only: bool) -> BTreeMap<String, Entry> {
                 'o'
             };
             let target = if kind == 'l' {
-                fs::read_link(e.path()).expect("readlink").display().to_string()
+                fs::read_link(e.path())
+                    .expect("readlink")
+                    .display()
+                    .to_string()
             } else {
                 String::new()
             };
@@ -182,17 +209,25 @@ fn imported_layers_match_docker_export_and_compare() {
     for name in IMAGES {
         let archive = cache().join(format!("{name}.tar"));
         let tag = format!("cowprof-test-{name}:latest");
-        let j = cowprof(&store_dir, &["import", archive.to_str().expect("utf8"), "--json"]);
+        let j = cowprof(
+            &store_dir,
+            &["import", archive.to_str().expect("utf8"), "--json"],
+        );
         let rec: ImageRecord = serde_json::from_value(j["images"][0].clone()).expect("record");
-        assert_eq!(rec.tags, [tag.clone()]);
+        assert_eq!(rec.tags, std::slice::from_ref(&tag));
         assert_eq!(rec.layers.len(), 9, "{name}: base + 8 build steps");
 
         // Ground truth: docker's own view of the same image.
-        sh(&mut Command::new("docker").args(["load", "-q", "-i"]).arg(&archive));
+        sh(Command::new("docker")
+            .args(["load", "-q", "-i"])
+            .arg(&archive));
         let ctr = format!("cowprof-test-export-{}-{name}", std::process::id());
-        sh(&mut Command::new("docker").args(["create", "--name", &ctr, &tag, "/usr/local/bin/cowtool"]));
-        let export = Command::new("docker").args(["export", &ctr]).output().expect("export");
-        sh(&mut Command::new("docker").args(["rm", "-f", &ctr]));
+        sh(Command::new("docker").args(["create", "--name", &ctr, &tag, "/usr/local/bin/cowtool"]));
+        let export = Command::new("docker")
+            .args(["export", &ctr])
+            .output()
+            .expect("export");
+        sh(Command::new("docker").args(["rm", "-f", &ctr]));
         assert!(export.status.success(), "docker export failed");
         let docker = from_export(&export.stdout);
 
@@ -203,16 +238,36 @@ fn imported_layers_match_docker_export_and_compare() {
         let all = from_dir(&stack.merged, false);
         drop(stack);
         let d = diff(&docker, &ours);
-        assert!(d.is_empty(), "{name}: {} differences, first: {:#?}", d.len(), &d[..d.len().min(20)]);
+        assert!(
+            d.is_empty(),
+            "{name}: {} differences, first: {:#?}",
+            d.len(),
+            &d[..d.len().min(20)]
+        );
         // The build's own steps, spelled out.
-        assert!(!docker.contains_key("/var/lib/app/old.bin"), "{name}: whiteout not applied");
-        assert_eq!(docker["/var/lib/app/big.bin"].1, 0o600, "{name}: chmod layer");
+        assert!(
+            !docker.contains_key("/var/lib/app/old.bin"),
+            "{name}: whiteout not applied"
+        );
+        assert_eq!(
+            docker["/var/lib/app/big.bin"].1, 0o600,
+            "{name}: chmod layer"
+        );
         assert_eq!(docker["/var/lib/app/big.bin"].4, 8 << 20);
-        let cache_dir: Vec<&String> = docker.keys().filter(|k| k.starts_with("/var/cache/app/")).collect();
-        assert_eq!(cache_dir, ["/var/cache/app/fresh"], "{name}: opaque directory");
+        let cache_dir: Vec<&String> = docker
+            .keys()
+            .filter(|k| k.starts_with("/var/cache/app/"))
+            .collect();
+        assert_eq!(
+            cache_dir,
+            ["/var/cache/app/fresh"],
+            "{name}: opaque directory"
+        );
         etc_files.insert(
             name,
-            all.iter().filter(|(k, e)| k.starts_with("/etc/") && e.0 == 'f').count() as u64,
+            all.iter()
+                .filter(|(k, e)| k.starts_with("/etc/") && e.0 == 'f')
+                .count() as u64,
         );
         // inspect: exact waste, one deleting layer, one chmod layer that copies 8 MiB again.
         let ins = cowprof(&store_dir, &["inspect", &tag, "--json"]);
@@ -225,7 +280,10 @@ fn imported_layers_match_docker_export_and_compare() {
         assert_eq!(layers[5]["wasted_bytes"], 2 << 20);
         assert_eq!(layers[6]["modified"], 1, "{name}: chmod layer");
         assert_eq!(layers[6]["wasted_bytes"], 8 << 20);
-        assert_eq!(layers[7]["deleted"], 2, "{name}: opaque layer hides a and b");
+        assert_eq!(
+            layers[7]["deleted"], 2,
+            "{name}: opaque layer hides a and b"
+        );
         assert_eq!(
             a["final_files"],
             all.values().filter(|e| e.0 != 'd').count() as u64,
@@ -241,9 +299,17 @@ fn imported_layers_match_docker_export_and_compare() {
     // The OCI layout form (zstd layers, written by skopeo) has the same diffIDs; a second import
     // into the same store unpacks nothing.
     let oci = cache().join("busybox.oci.tar");
-    let j = cowprof(&store_dir, &["import", oci.to_str().expect("utf8"), "--json"]);
+    let j = cowprof(
+        &store_dir,
+        &["import", oci.to_str().expect("utf8"), "--json"],
+    );
     let oci_rec: ImageRecord = serde_json::from_value(j["images"][0].clone()).expect("record");
-    let ids = |r: &ImageRecord| r.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>();
+    let ids = |r: &ImageRecord| {
+        r.layers
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(&oci_rec), ids(&recs["busybox"]));
     assert_eq!(j["unpacked"].as_array().expect("unpacked").len(), 0);
     assert_eq!(j["reused"].as_array().expect("reused").len(), 9);
@@ -256,7 +322,14 @@ fn imported_layers_match_docker_export_and_compare() {
 
     // compare: attack surface, waste, and the same writes on each real layer stack.
     let out_dir = tmp.path().join("compare");
-    let mut args = vec!["compare", "--json", "--reps", "2", "--out", out_dir.to_str().expect("utf8")];
+    let mut args = vec![
+        "compare",
+        "--json",
+        "--reps",
+        "2",
+        "--out",
+        out_dir.to_str().expect("utf8"),
+    ];
     // By digest: the busybox tag now names the OCI import (tags move; digests do not).
     let ids: Vec<String> = IMAGES.iter().map(|n| recs[n].id.clone()).collect();
     args.extend(ids.iter().map(String::as_str));
@@ -277,12 +350,21 @@ fn imported_layers_match_docker_export_and_compare() {
         assert_eq!(w[0]["upper_files"], etc_files[name], "{name}");
         assert_eq!(w[1]["count"], 2);
         assert_eq!(w[1]["upper_files"], 1);
-        assert_eq!(w[1]["upper_bytes"], 8 << 20, "{name}: the largest file is big.bin");
+        assert_eq!(
+            w[1]["upper_bytes"],
+            8 << 20,
+            "{name}: the largest file is big.bin"
+        );
     }
     let svg = fs::read_to_string(out_dir.join("compare.svg")).expect("chart");
     roxmltree::Document::parse(&svg).expect("chart is valid SVG");
     assert!(out_dir.join("compare.json").is_file());
     let run_dir = store_dir.join("run");
-    assert_eq!(fs::read_dir(&run_dir).expect("run").count(), 0, "mount dirs left in {}", run_dir.display());
+    assert_eq!(
+        fs::read_dir(&run_dir).expect("run").count(),
+        0,
+        "mount dirs left in {}",
+        run_dir.display()
+    );
     base.assert_clean("image import/compare");
 }

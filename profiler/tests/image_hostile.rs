@@ -26,7 +26,11 @@ fn sha(b: &[u8]) -> String {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    use std::fmt::Write as _;
+    b.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
 }
 
 /// One layer tar, built entry by entry with raw headers (so hostile names are possible).
@@ -66,7 +70,12 @@ impl Layer {
     }
 
     fn file_mode(self, name: &str, data: &[u8], mode: u32) -> Self {
-        let h = Self::header(name.as_bytes(), tar::EntryType::Regular, data.len() as u64, mode);
+        let h = Self::header(
+            name.as_bytes(),
+            tar::EntryType::Regular,
+            data.len() as u64,
+            mode,
+        );
         self.raw(&h, data)
     }
 
@@ -77,7 +86,8 @@ impl Layer {
 
     fn link(self, kind: tar::EntryType, name: &str, target: &str) -> Self {
         let mut h = Self::header(name.as_bytes(), kind, 0, 0o777);
-        h.as_ustar_mut().expect("ustar").linkname[..target.len()].copy_from_slice(target.as_bytes());
+        h.as_ustar_mut().expect("ustar").linkname[..target.len()]
+            .copy_from_slice(target.as_bytes());
         h.set_cksum();
         self.raw(&h, &[])
     }
@@ -103,7 +113,12 @@ impl Layer {
             body.extend_from_slice(v);
             body.push(b'\n');
         }
-        let h = Self::header(b"././@PaxHeader", tar::EntryType::XHeader, body.len() as u64, 0o644);
+        let h = Self::header(
+            b"././@PaxHeader",
+            tar::EntryType::XHeader,
+            body.len() as u64,
+            0o644,
+        );
         self.raw(&h, &body)
     }
 
@@ -114,7 +129,11 @@ impl Layer {
 }
 
 /// Writes a legacy `docker save` archive with these layers: (blob as stored, diffID).
-fn docker_archive(dir: &Path, layers: &[(Vec<u8>, String)], manifest_layers: Option<Vec<String>>) -> PathBuf {
+fn docker_archive(
+    dir: &Path,
+    layers: &[(Vec<u8>, String)],
+    manifest_layers: Option<Vec<String>>,
+) -> PathBuf {
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>()},
@@ -122,7 +141,9 @@ fn docker_archive(dir: &Path, layers: &[(Vec<u8>, String)], manifest_layers: Opt
     });
     let config = serde_json::to_vec(&config).expect("json");
     let config_name = format!("{}.json", hex(&Sha256::digest(&config)));
-    let names: Vec<String> = (0..layers.len()).map(|i| format!("l{i}/layer.tar")).collect();
+    let names: Vec<String> = (0..layers.len())
+        .map(|i| format!("l{i}/layer.tar"))
+        .collect();
     let manifest = serde_json::json!([{
         "Config": config_name, "RepoTags": ["hostile:latest"],
         "Layers": manifest_layers.unwrap_or_else(|| names.clone()),
@@ -136,7 +157,10 @@ fn docker_archive(dir: &Path, layers: &[(Vec<u8>, String)], manifest_layers: Opt
         h.set_cksum();
         b.append_data(&mut h, name, data).expect("append");
     };
-    add("manifest.json", &serde_json::to_vec(&manifest).expect("json"));
+    add(
+        "manifest.json",
+        &serde_json::to_vec(&manifest).expect("json"),
+    );
     add(&config_name, &config);
     for (n, (blob, _)) in names.iter().zip(layers) {
         add(n, blob);
@@ -201,26 +225,46 @@ impl World {
             .expect("victim")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["target"], "{case}: something appeared in the victim dir");
+        assert_eq!(
+            names,
+            ["target"],
+            "{case}: something appeared in the victim dir"
+        );
         let m = fs::metadata(self.victim.join("target")).expect("target");
         assert_eq!(m.nlink(), 1, "{case}: the victim file got a hard link");
-        assert_eq!(fs::read(self.victim.join("target")).expect("read"), b"original", "{case}");
+        assert_eq!(
+            fs::read(self.victim.join("target")).expect("read"),
+            b"original",
+            "{case}"
+        );
         let mut around: Vec<String> = fs::read_dir(self.store.parent().expect("parent"))
             .expect("tmp")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         around.sort();
-        assert_eq!(around, ["store", "victim", "work"], "{case}: something appeared next to the store");
+        assert_eq!(
+            around,
+            ["store", "victim", "work"],
+            "{case}: something appeared next to the store"
+        );
         if self.store.exists() {
             let tmp: Vec<_> = fs::read_dir(self.store.join("tmp")).expect("tmp").collect();
-            assert!(tmp.is_empty(), "{case}: a partial layer stayed in {}/tmp", self.store.display());
+            assert!(
+                tmp.is_empty(),
+                "{case}: a partial layer stayed in {}/tmp",
+                self.store.display()
+            );
             let dirs = fs::read_dir(self.store.join("layers/sha256"))
                 .expect("layers")
                 .filter(|e| e.as_ref().expect("entry").path().is_dir())
                 .count();
             assert_eq!(dirs, committed_layers, "{case}: layers in the store");
             assert_eq!(
-                fs::metadata(&self.store).expect("store").permissions().mode() & 0o777,
+                fs::metadata(&self.store)
+                    .expect("store")
+                    .permissions()
+                    .mode()
+                    & 0o777,
                 0o700,
                 "{case}: store must be root-only"
             );
@@ -230,14 +274,16 @@ impl World {
 
 /// Asserts a refusal: exit code 2, one line, naming `needle` (the entry or blob).
 fn refused(case: &str, r: Result<ImportReport, ImageError>, needle: &str) {
-    let e = match r {
-        Ok(_) => panic!("{case}: imported, but must be refused"),
-        Err(e) => e,
+    let Err(e) = r else {
+        panic!("{case}: imported, but must be refused")
     };
     let msg = e.to_string();
     assert_eq!(e.exit_code(), 2, "{case}: {msg}");
     assert!(!msg.contains('\n'), "{case}: more than one line: {msg}");
-    assert!(msg.contains(needle), "{case}: {msg:?} does not name {needle:?}");
+    assert!(
+        msg.contains(needle),
+        "{case}: {msg:?} does not name {needle:?}"
+    );
     eprintln!("{case}: refused: {msg}");
 }
 
@@ -304,19 +350,27 @@ fn writes_through_symlinks_are_refused() {
         .link(tar::EntryType::Symlink, "up", "../../../../../../../..")
         .dir("up/victim/")
         .finish();
-    refused("relative symlink then mkdir", w.import(&[plain(l)]), "up/victim/");
+    refused(
+        "relative symlink then mkdir",
+        w.import(&[plain(l)]),
+        "up/victim/",
+    );
     w.assert_contained("relative symlink then mkdir", 0);
 
     // A symlink in one layer, the write in the next: each layer unpacks into its own empty
     // directory, so the upper layer gets a real directory `evil` (which overlay then shows
     // instead of the lower symlink). Contained by construction.
     let w = World::new();
-    let l0 = Layer::default().link(tar::EntryType::Symlink, "evil", &victim).finish();
+    let l0 = Layer::default()
+        .link(tar::EntryType::Symlink, "evil", &victim)
+        .finish();
     let l1 = Layer::default().file("evil/pwned", b"x").finish();
     let r = w.import(&[plain(l0), plain(l1)]).expect("separate layers");
     let s = Store::open(&w.store).expect("store");
     let upper = s.layer_dir(&r.images[0].layers[1].diff_id);
-    assert!(fs::symlink_metadata(upper.join("evil")).expect("evil").is_dir());
+    assert!(fs::symlink_metadata(upper.join("evil"))
+        .expect("evil")
+        .is_dir());
     assert_eq!(fs::read(upper.join("evil/pwned")).expect("pwned"), b"x");
     w.assert_contained("symlink in a lower layer", 2);
 }
@@ -329,16 +383,32 @@ fn hardlinks_outside_the_layer_are_refused() {
     let w = World::new();
     let target = w.victim.join("target").display().to_string();
     for (case, l, needle) in [
-        ("hardlink absolute", Layer::default().link(tar::EntryType::Link, "hl", &target), "hl"),
-        ("hardlink dotdot", Layer::default().link(tar::EntryType::Link, "hl", "../victim/target"), "hl"),
+        (
+            "hardlink absolute",
+            Layer::default().link(tar::EntryType::Link, "hl", &target),
+            "hl",
+        ),
+        (
+            "hardlink dotdot",
+            Layer::default().link(tar::EntryType::Link, "hl", "../victim/target"),
+            "hl",
+        ),
         (
             "hardlink through symlink",
             Layer::default()
-                .link(tar::EntryType::Symlink, "evil", &w.victim.display().to_string())
+                .link(
+                    tar::EntryType::Symlink,
+                    "evil",
+                    &w.victim.display().to_string(),
+                )
                 .link(tar::EntryType::Link, "hl", "evil/target"),
             "hl",
         ),
-        ("hardlink to nothing", Layer::default().link(tar::EntryType::Link, "hl", "missing"), "hl"),
+        (
+            "hardlink to nothing",
+            Layer::default().link(tar::EntryType::Link, "hl", "missing"),
+            "hl",
+        ),
     ] {
         let w = World::new();
         refused(case, w.import(&[plain(l.finish())]), needle);
@@ -346,10 +416,16 @@ fn hardlinks_outside_the_layer_are_refused() {
     }
     // A legitimate hardlink inside the layer works and shares the inode.
     let w = World::new();
-    let l = Layer::default().file("a", b"data").link(tar::EntryType::Link, "b", "a").finish();
+    let l = Layer::default()
+        .file("a", b"data")
+        .link(tar::EntryType::Link, "b", "a")
+        .finish();
     let r = w.import(&[plain(l)]).expect("in-layer hardlink");
     let root = layer_root(&w, &r);
-    assert_eq!(fs::metadata(root.join("a")).expect("a").ino(), fs::metadata(root.join("b")).expect("b").ino());
+    assert_eq!(
+        fs::metadata(root.join("a")).expect("a").ino(),
+        fs::metadata(root.join("b")).expect("b").ino()
+    );
     w.assert_contained("in-layer hardlink", 1);
 }
 
@@ -369,9 +445,18 @@ fn devices_fifos_and_setuid_follow_the_policy() {
         .finish();
     let r = w.import(&[plain(l)]).expect("neutralized, not refused");
     let root = layer_root(&w, &r);
-    assert!(!root.join("mem").exists() && fs::symlink_metadata(root.join("mem")).is_err(), "char device created");
-    assert!(fs::symlink_metadata(root.join("sda")).is_err(), "block device created");
-    assert!(fs::symlink_metadata(root.join("fifo")).expect("fifo").file_type().is_fifo());
+    assert!(
+        !root.join("mem").exists() && fs::symlink_metadata(root.join("mem")).is_err(),
+        "char device created"
+    );
+    assert!(
+        fs::symlink_metadata(root.join("sda")).is_err(),
+        "block device created"
+    );
+    assert!(fs::symlink_metadata(root.join("fifo"))
+        .expect("fifo")
+        .file_type()
+        .is_fifo());
     let mode = |n: &str| fs::metadata(root.join(n)).expect(n).permissions().mode() & 0o7777;
     assert_eq!(mode("suid-ok"), 0o4755);
     assert_eq!(mode("suid-writable"), 0o777);
@@ -379,7 +464,10 @@ fn devices_fifos_and_setuid_follow_the_policy() {
     let notes = &r.images[0].layers[0].stats.notes;
     assert_eq!(notes.len(), 4, "{notes:?}");
     for n in ["mem", "sda", "suid-writable", "sgid-writable"] {
-        assert!(notes.iter().any(|l| l.starts_with(&format!("{n}:"))), "{n} not noted: {notes:?}");
+        assert!(
+            notes.iter().any(|l| l.starts_with(&format!("{n}:"))),
+            "{n} not noted: {notes:?}"
+        );
     }
     w.assert_contained("devices/setuid", 1);
 }
@@ -399,7 +487,10 @@ fn overlay_xattrs_are_refused_and_others_filtered() {
     ] {
         let w = World::new();
         let key = format!("SCHILY.xattr.{x}");
-        let l = Layer::default().pax(&[(&key, b"/etc")]).file("f", b"x").finish();
+        let l = Layer::default()
+            .pax(&[(&key, b"/etc")])
+            .file("f", b"x")
+            .finish();
         refused(x, w.import(&[plain(l)]), x);
         w.assert_contained(x, 0);
     }
@@ -417,8 +508,14 @@ fn overlay_xattrs_are_refused_and_others_filtered() {
     let r = w.import(&[plain(l)]).expect("filtered");
     let p = layer_root(&w, &r).join("ping");
     let mut buf = [0u8; 64];
-    assert_eq!(rustix::fs::getxattr(&p, "user.note", &mut buf[..]).expect("user.note"), 2);
-    assert_eq!(rustix::fs::getxattr(&p, "security.capability", &mut buf[..]).expect("cap"), cap.len());
+    assert_eq!(
+        rustix::fs::getxattr(&p, "user.note", &mut buf[..]).expect("user.note"),
+        2
+    );
+    assert_eq!(
+        rustix::fs::getxattr(&p, "security.capability", &mut buf[..]).expect("cap"),
+        cap.len()
+    );
     assert!(rustix::fs::getxattr(&p, "security.selinux", &mut buf[..]).is_err());
     assert_eq!(r.images[0].layers[0].stats.notes.len(), 1);
     w.assert_contained("xattr filter", 1);
@@ -458,7 +555,10 @@ fn pax_tricks_long_names_and_whiteout_names() {
     let cases: Vec<(&str, Vec<u8>, String)> = vec![
         (
             "PAX path with ..",
-            Layer::default().pax(&[("path", b"../victim/pwned")]).file("innocent", b"x").finish(),
+            Layer::default()
+                .pax(&[("path", b"../victim/pwned")])
+                .file("innocent", b"x")
+                .finish(),
             "../victim/pwned".into(),
         ),
         (
@@ -471,19 +571,36 @@ fn pax_tricks_long_names_and_whiteout_names() {
         ),
         (
             "over-long path",
-            Layer::default().pax(&[("path", "a/".repeat(2100).as_bytes())]).file("x", b"x").finish(),
+            Layer::default()
+                .pax(&[("path", "a/".repeat(2100).as_bytes())])
+                .file("x", b"x")
+                .finish(),
             "a/a/a/".into(),
         ),
         (
             "over-long component",
-            Layer::default().pax(&[("path", "n".repeat(300).as_bytes())]).file("x", b"x").finish(),
+            Layer::default()
+                .pax(&[("path", "n".repeat(300).as_bytes())])
+                .file("x", b"x")
+                .finish(),
             "nnnn".into(),
         ),
-        ("bare .wh.", Layer::default().file(".wh.", b"").finish(), ".wh.".into()),
-        ("whiteout of ..", Layer::default().file("d/.wh...", b"").finish(), ".wh...".into()),
+        (
+            "bare .wh.",
+            Layer::default().file(".wh.", b"").finish(),
+            ".wh.".into(),
+        ),
+        (
+            "whiteout of ..",
+            Layer::default().file("d/.wh...", b"").finish(),
+            ".wh...".into(),
+        ),
         (
             "PAX size desync",
-            Layer::default().pax(&[("size", b"99999")]).file("x", b"short").finish(),
+            Layer::default()
+                .pax(&[("size", b"99999")])
+                .file("x", b"short")
+                .finish(),
             "x".into(),
         ),
     ];
@@ -512,14 +629,27 @@ fn whiteouts_become_overlay_whiteouts() {
     let r = w.import(&[plain(l)]).expect("whiteouts");
     let root = layer_root(&w, &r);
     let st = fs::symlink_metadata(root.join("gone")).expect("whiteout");
-    assert!(st.file_type().is_char_device() && st.rdev() == 0, "whiteout is char 0/0");
-    assert!(fs::symlink_metadata(root.join("e/nested")).expect("nested").file_type().is_char_device());
+    assert!(
+        st.file_type().is_char_device() && st.rdev() == 0,
+        "whiteout is char 0/0"
+    );
+    assert!(fs::symlink_metadata(root.join("e/nested"))
+        .expect("nested")
+        .file_type()
+        .is_char_device());
     let mut buf = [0u8; 4];
-    assert_eq!(rustix::fs::getxattr(root.join("d"), "trusted.overlay.opaque", &mut buf[..]).expect("opaque"), 1);
+    assert_eq!(
+        rustix::fs::getxattr(root.join("d"), "trusted.overlay.opaque", &mut buf[..])
+            .expect("opaque"),
+        1
+    );
     assert_eq!(&buf[..1], b"y");
     assert_eq!(fs::read(root.join("d/new")).expect("sibling kept"), b"n");
     for n in ["d/.wh..wh..opq", ".wh.gone", ".wh..wh.plnk", "e/.wh.nested"] {
-        assert!(fs::symlink_metadata(root.join(n)).is_err(), "{n} left as a file");
+        assert!(
+            fs::symlink_metadata(root.join(n)).is_err(),
+            "{n} left as a file"
+        );
     }
     let s = &r.images[0].layers[0].stats;
     assert_eq!((s.whiteouts, s.opaque_dirs, s.files), (2, 1, 1));
@@ -551,7 +681,17 @@ fn bombs_corrupt_streams_and_limits() {
     let w = World::new();
     let big = plain(Layer::default().file("big", &vec![7u8; 2 << 20]).finish());
     let a = docker_archive(&w.work, &[big], None);
-    refused("size limit", w.import_with(&a, Limits { max_layer_bytes: 1 << 20, ..small }), "limit");
+    refused(
+        "size limit",
+        w.import_with(
+            &a,
+            Limits {
+                max_layer_bytes: 1 << 20,
+                ..small
+            },
+        ),
+        "limit",
+    );
     w.assert_contained("size limit", 0);
     let w = World::new();
     let mut many = Layer::default();
@@ -563,7 +703,10 @@ fn bombs_corrupt_streams_and_limits() {
     w.assert_contained("entry limit", 0);
 
     // Truncated and corrupt streams.
-    let good = Layer::default().file("a", &vec![b'a'; 100_000]).file("b", b"b").finish();
+    let good = Layer::default()
+        .file("a", &vec![b'a'; 100_000])
+        .file("b", b"b")
+        .finish();
     let (gz, gz_diff) = gzip(&good);
     let mut flipped = gz.clone();
     let mid = flipped.len() / 2;
@@ -571,11 +714,20 @@ fn bombs_corrupt_streams_and_limits() {
     flipped[mid + 1] ^= 0xff;
     let (zs, zs_diff) = zstd_c(&good);
     for (case, blob) in [
-        ("truncated gzip", (gz[..gz.len() / 2].to_vec(), gz_diff.clone())),
+        (
+            "truncated gzip",
+            (gz[..gz.len() / 2].to_vec(), gz_diff.clone()),
+        ),
         ("corrupt gzip", (flipped, gz_diff.clone())),
         ("truncated zstd", (zs[..zs.len() / 2].to_vec(), zs_diff)),
         ("truncated tar", (good[..50_000].to_vec(), sha(&good))),
-        ("not a tar", (b"hello, this is not a tar stream at all".repeat(20), sha(b"x"))),
+        (
+            "not a tar",
+            (
+                b"hello, this is not a tar stream at all".repeat(20),
+                sha(b"x"),
+            ),
+        ),
     ] {
         let w = World::new();
         refused(case, w.import(&[blob]), "l0/layer.tar");
@@ -584,6 +736,10 @@ fn bombs_corrupt_streams_and_limits() {
 }
 
 #[test]
+#[expect(
+    clippy::many_single_char_names,
+    reason = "l(ayer), w(orld), a(rchive), d(igest): one per step"
+)]
 fn digests_and_manifests_are_checked() {
     if skip() {
         return;
@@ -591,28 +747,47 @@ fn digests_and_manifests_are_checked() {
     let l = Layer::default().file("a", b"a").finish();
     // diffID mismatch: the config claims another digest.
     let w = World::new();
-    refused("diffID mismatch", w.import(&[(l.clone(), sha(b"other"))]), "l0/layer.tar");
+    refused(
+        "diffID mismatch",
+        w.import(&[(l.clone(), sha(b"other"))]),
+        "l0/layer.tar",
+    );
     w.assert_contained("diffID mismatch", 0);
     // Second layer wrong: the first is kept (complete, verified), the second never appears.
     let w = World::new();
     let l1 = Layer::default().file("b", b"b").finish();
-    refused("second layer mismatch", w.import(&[plain(l.clone()), (l1, sha(b"x"))]), "l1/layer.tar");
+    refused(
+        "second layer mismatch",
+        w.import(&[plain(l.clone()), (l1, sha(b"x"))]),
+        "l1/layer.tar",
+    );
     w.assert_contained("second layer mismatch", 1);
     // Manifest pointing outside the archive.
     for target in ["../../etc/passwd", "/etc/passwd"] {
         let w = World::new();
         let a = docker_archive(&w.work, &[plain(l.clone())], Some(vec![target.into()]));
-        refused("manifest outside", w.import_with(&a, Limits::default()), target);
+        refused(
+            "manifest outside",
+            w.import_with(&a, Limits::default()),
+            target,
+        );
         w.assert_contained("manifest outside", 0);
     }
     // Config tampered: its name no longer matches its content.
     let w = World::new();
     let a = docker_archive(&w.work, &[plain(l.clone())], None);
     let mut bytes = fs::read(&a).expect("archive");
-    let pos = bytes.windows(6).position(|x| x == b"\"amd64").expect("config in archive");
+    let pos = bytes
+        .windows(6)
+        .position(|x| x == b"\"amd64")
+        .expect("config in archive");
     bytes[pos + 1] = b'A';
     fs::write(&a, &bytes).expect("write");
-    refused("config digest", w.import_with(&a, Limits::default()), ".json");
+    refused(
+        "config digest",
+        w.import_with(&a, Limits::default()),
+        ".json",
+    );
     w.assert_contained("config digest", 0);
 
     // OCI layout with a blob whose bytes do not match its digest.
@@ -621,13 +796,17 @@ fn digests_and_manifests_are_checked() {
     let (blob, diff) = gzip(&l);
     let put = |b: &[u8]| {
         let d = sha(b);
-        let p = oci.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+        let p = oci
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"));
         fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         fs::write(p, b).expect("blob");
         d
     };
     let blob_digest = put(&blob);
-    let config = serde_json::to_vec(&serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [diff]}})).expect("json");
+    let config =
+        serde_json::to_vec(&serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [diff]}}))
+            .expect("json");
     let config_digest = put(&config);
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
@@ -645,14 +824,25 @@ fn digests_and_manifests_are_checked() {
     )
     .expect("index");
     // First the honest layout imports.
-    let r = w.import_with(&oci, Limits::default()).expect("valid OCI layout");
+    let r = w
+        .import_with(&oci, Limits::default())
+        .expect("valid OCI layout");
     assert_eq!(r.images[0].id, config_digest);
     assert_eq!(r.images[0].layers[0].stats.compression, "gzip");
     w.assert_contained("valid OCI", 1);
     // Then a fresh store sees a swapped blob: same name, other bytes (a valid gzip of another tar).
     let w2 = World::new();
     let (other, _) = gzip(&Layer::default().file("a", b"evil").finish());
-    fs::write(oci.join("blobs/sha256").join(blob_digest.trim_start_matches("sha256:")), other).expect("swap");
-    refused("OCI blob mismatch", w2.import_with(&oci, Limits::default()), &blob_digest.trim_start_matches("sha256:")[..12]);
+    fs::write(
+        oci.join("blobs/sha256")
+            .join(blob_digest.trim_start_matches("sha256:")),
+        other,
+    )
+    .expect("swap");
+    refused(
+        "OCI blob mismatch",
+        w2.import_with(&oci, Limits::default()),
+        &blob_digest.trim_start_matches("sha256:")[..12],
+    );
     w2.assert_contained("OCI blob mismatch", 0);
 }

@@ -25,8 +25,14 @@ pub enum Item {
 }
 
 pub enum Source {
-    Dir { path: PathBuf, fd: OwnedFd },
-    Tar { path: PathBuf, items: HashMap<String, Item> },
+    Dir {
+        path: PathBuf,
+        fd: OwnedFd,
+    },
+    Tar {
+        path: PathBuf,
+        items: HashMap<String, Item>,
+    },
 }
 
 /// `./a//b/` → `a/b`; `..`, absolute names and NULs are refused (None).
@@ -186,7 +192,10 @@ impl Source {
                         }
                         Some(Item::Symlink(t)) => {
                             cur = resolve_link(&cur, t).ok_or_else(|| {
-                                self.not_found(name, "is a symlink pointing outside the archive; refused")
+                                self.not_found(
+                                    name,
+                                    "is a symlink pointing outside the archive; refused",
+                                )
                             })?;
                         }
                         None => return Err(self.not_found(name, "is not in the archive")),

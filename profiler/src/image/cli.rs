@@ -92,10 +92,14 @@ fn resolve(
         let r = store.import(p, Limits::default(), Some(cancel), |m| {
             let _ = writeln!(err, "cowprof image: {m}");
         })?;
-        return r.images.into_iter().next().ok_or_else(|| ImageError::Archive {
-            archive: reference.to_owned(),
-            reason: "holds no image".into(),
-        });
+        return r
+            .images
+            .into_iter()
+            .next()
+            .ok_or_else(|| ImageError::Archive {
+                archive: reference.to_owned(),
+                reason: "holds no image".into(),
+            });
     }
     store.find(reference)
 }
@@ -133,12 +137,15 @@ fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
                 let _ = writeln!(err, "cowprof image: {m}");
             })?;
             if json {
-                w(serde_json::to_writer_pretty(&mut *out, &serde_json::json!({
-                    "schema": 1,
-                    "images": r.images,
-                    "unpacked": r.unpacked,
-                    "reused": r.reused,
-                }))
+                w(serde_json::to_writer_pretty(
+                    &mut *out,
+                    &serde_json::json!({
+                        "schema": 1,
+                        "images": r.images,
+                        "unpacked": r.unpacked,
+                        "reused": r.reused,
+                    }),
+                )
                 .map_err(std::io::Error::other))?;
                 w(writeln!(out))?;
             } else {
@@ -148,7 +155,11 @@ fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
                         "imported {} ({} layers) tags {} (mutable)",
                         i.id,
                         i.layers.len(),
-                        if i.tags.is_empty() { "-".into() } else { i.tags.join(", ") }
+                        if i.tags.is_empty() {
+                            "-".into()
+                        } else {
+                            i.tags.join(", ")
+                        }
                     ))?;
                     for l in &i.layers {
                         for n in &l.stats.notes {
@@ -173,8 +184,11 @@ fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
             };
             let (ins, _) = inspect::inspect(&store, &rec, &curve)?;
             if json {
-                w(serde_json::to_writer_pretty(&mut *out, &serde_json::json!({"schema": 1, "image": ins}))
-                    .map_err(std::io::Error::other))?;
+                w(serde_json::to_writer_pretty(
+                    &mut *out,
+                    &serde_json::json!({"schema": 1, "image": ins}),
+                )
+                .map_err(std::io::Error::other))?;
                 w(writeln!(out))?;
             } else {
                 w(inspect::render(&ins, out))?;
@@ -190,7 +204,13 @@ fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
             let mut sums = Vec::new();
             for i in &images {
                 let rec = resolve(&store, i, &cancel, &mut err)?;
-                sums.push(compare::summarize_image(&store, &rec, reps, !no_run, Some(&cancel))?);
+                sums.push(compare::summarize_image(
+                    &store,
+                    &rec,
+                    reps,
+                    !no_run,
+                    Some(&cancel),
+                )?);
             }
             let doc = serde_json::json!({"schema": 1, "images": sums});
             if let Some(d) = &out_dir {
@@ -206,7 +226,11 @@ fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
             } else {
                 w(compare::render(&sums, out))?;
                 if let Some(d) = &out_dir {
-                    w(writeln!(out, "\nwrote {0}/compare.json and {0}/compare.svg", d.display()))?;
+                    w(writeln!(
+                        out,
+                        "\nwrote {0}/compare.json and {0}/compare.svg",
+                        d.display()
+                    ))?;
                 }
             }
         }
@@ -217,7 +241,11 @@ fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
                     "{}  {:>3} layers  {}",
                     i.id,
                     i.layers.len(),
-                    if i.tags.is_empty() { "-".into() } else { i.tags.join(", ") }
+                    if i.tags.is_empty() {
+                        "-".into()
+                    } else {
+                        i.tags.join(", ")
+                    }
                 ))?;
             }
         }

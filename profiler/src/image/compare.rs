@@ -107,7 +107,12 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
-    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "index from a fraction")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "index from a fraction"
+    )]
     let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
 }
@@ -134,7 +139,9 @@ pub fn count_files(dir: &Path) -> (u64, u64) {
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
-            let Ok(m) = fs::symlink_metadata(e.path()) else { continue };
+            let Ok(m) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
             if m.is_dir() {
                 stack.push(e.path());
             } else if m.is_file() {
@@ -147,7 +154,10 @@ pub fn count_files(dir: &Path) -> (u64, u64) {
 }
 
 /// Paths of regular files in the final view under `prefix` (e.g. `/etc/`).
-fn files_under<'a>(view: &'a View, prefix: &'a str) -> impl Iterator<Item = (&'a String, u64)> + 'a {
+fn files_under<'a>(
+    view: &'a View,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, u64)> + 'a {
     view.iter().filter_map(move |(p, (k, _))| match k {
         Kind::File { size } if p.starts_with(prefix) => Some((p, *size)),
         _ => None,
@@ -160,12 +170,23 @@ fn timed(f: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<u64> {
     Ok(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Opens an image path in the merged dir as if the merged dir were `/` (RESOLVE_IN_ROOT): an
+/// Opens an image path in the merged dir as if the merged dir were `/` (`RESOLVE_IN_ROOT`): an
 /// absolute symlink in the image cannot lead the write to the host.
 fn open_in(merged: &Path, p: &str, append: bool) -> std::io::Result<fs::File> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let root = rustix::fs::open(merged, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-    let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | if append { OFlags::APPEND } else { OFlags::empty() };
+    let root = rustix::fs::open(
+        merged,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let flags = OFlags::WRONLY
+        | OFlags::NOFOLLOW
+        | OFlags::CLOEXEC
+        | if append {
+            OFlags::APPEND
+        } else {
+            OFlags::empty()
+        };
     let fd = rustix::fs::openat2(
         &root,
         p.trim_start_matches('/'),
@@ -226,13 +247,20 @@ pub fn run_workloads(
             let t = timed(|| {
                 use std::os::unix::fs::FileExt as _;
                 let f = open_in(&s.merged, &p, false)?;
-                f.write_all_at(&[0x5a; 4096][..usize::try_from(size.min(4096)).unwrap_or(4096)], 0)
+                f.write_all_at(
+                    &[0x5a; 4096][..usize::try_from(size.min(4096)).unwrap_or(4096)],
+                    0,
+                )
             })
             .map_err(io_err("rewriting", &path))?;
             ns.push(t);
             last_upper = count_files(&s.upper);
         }
-        let mut r = summarize(&format!("rewrite the largest file ({p}, {})", human(size)), ns, Path::new("/nonexistent"));
+        let mut r = summarize(
+            &format!("rewrite the largest file ({p}, {})", human(size)),
+            ns,
+            Path::new("/nonexistent"),
+        );
         (r.upper_files, r.upper_bytes) = last_upper;
         out.push(r);
     }
@@ -255,14 +283,22 @@ pub struct ImageSummary {
 }
 
 const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "zsh", "busybox"];
-const PACKAGE_MANAGERS: &[&str] = &["apt-get", "apt", "dpkg", "apk", "yum", "dnf", "microdnf", "rpm", "pip", "pip3"];
+const PACKAGE_MANAGERS: &[&str] = &[
+    "apt-get", "apt", "dpkg", "apk", "yum", "dnf", "microdnf", "rpm", "pip", "pip3",
+];
 
 /// Which of `names` exist in a bin directory of the final view (symlinks count: `/bin/sh` →
 /// dash is a shell).
 fn present(view: &View, names: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for n in names {
-        for d in ["/bin/", "/usr/bin/", "/sbin/", "/usr/sbin/", "/usr/local/bin/"] {
+        for d in [
+            "/bin/",
+            "/usr/bin/",
+            "/sbin/",
+            "/usr/sbin/",
+            "/usr/local/bin/",
+        ] {
             let p = format!("{d}{n}");
             if matches!(view.get(&p), Some((Kind::File { .. } | Kind::Symlink, _))) {
                 out.push(p);
@@ -312,7 +348,15 @@ pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io
     writeln!(
         out,
         "{:<28}  {:<12}  {:>10}  {:>6}  {:>6}  {:<5}  {:<7}  {:>10}  {:>6}",
-        "image (tag is mutable)", "id", "size", "layers", "files", "shell", "pkg mgr", "wasted", "eff"
+        "image (tag is mutable)",
+        "id",
+        "size",
+        "layers",
+        "files",
+        "shell",
+        "pkg mgr",
+        "wasted",
+        "eff"
     )?;
     for s in images {
         writeln!(
@@ -324,7 +368,11 @@ pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io
             s.layers,
             s.files,
             if s.shells.is_empty() { "no" } else { "yes" },
-            if s.package_managers.is_empty() { "no" } else { "yes" },
+            if s.package_managers.is_empty() {
+                "no"
+            } else {
+                "yes"
+            },
             human(s.wasted_bytes),
             s.efficiency * 100.0
         )?;
@@ -366,16 +414,31 @@ fn ensure_font() -> Result<(), String> {
     static STATE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     STATE
         .get_or_init(|| {
-            let mut c: Vec<PathBuf> = std::env::var_os(FONT_ENV).map(PathBuf::from).into_iter().collect();
+            let mut c: Vec<PathBuf> = std::env::var_os(FONT_ENV)
+                .map(PathBuf::from)
+                .into_iter()
+                .collect();
             c.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
             for p in &c {
                 let Ok(b) = fs::read(p) else { continue };
                 let b: &'static [u8] = Box::leak(b.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, b).is_ok() {
+                if plotters::style::register_font(
+                    "sans-serif",
+                    plotters::style::FontStyle::Normal,
+                    b,
+                )
+                .is_ok()
+                {
                     return Ok(());
                 }
             }
-            Err(format!("no font found (tried {}; set {FONT_ENV} or install fonts-dejavu-core)", c.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")))
+            Err(format!(
+                "no font found (tried {}; set {FONT_ENV} or install fonts-dejavu-core)",
+                c.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
         })
         .clone()
 }
@@ -392,7 +455,11 @@ pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
         .iter()
         .flat_map(|s| {
             s.workloads.iter().map(move |w| {
-                let kind = if w.name.starts_with("append") { "/etc appends" } else { "largest rewrite" };
+                let kind = if w.name.starts_with("append") {
+                    "/etc appends"
+                } else {
+                    "largest rewrite"
+                };
                 (format!("{} {kind}", label(s)), w.p50_ns, w.p99_ns)
             })
         })
@@ -401,13 +468,20 @@ pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
         return Ok(());
     }
     let draw = || -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::new(path, (960, 120 + 40 * u32::try_from(bars.len()).unwrap_or(20))).into_drawing_area();
+        let root = SVGBackend::new(
+            path,
+            (960, 120 + 40 * u32::try_from(bars.len()).unwrap_or(20)),
+        )
+        .into_drawing_area();
         root.fill(&WHITE)?;
         #[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
         let max = bars.iter().map(|b| b.2).max().unwrap_or(1) as f64 / 1e6 * 1.1;
         let n = bars.len();
         let mut chart = ChartBuilder::on(&root)
-            .caption("copy-up latency per image (ms): p50 dark, p99 light", ("sans-serif", 20))
+            .caption(
+                "copy-up latency per image (ms): p50 dark, p99 light",
+                ("sans-serif", 20),
+            )
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(260)
@@ -425,11 +499,17 @@ pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
         #[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
         chart.draw_series(bars.iter().enumerate().flat_map(|(i, b)| {
             let p99 = Rectangle::new(
-                [(0.0, SegmentValue::Exact(i)), (b.2 as f64 / 1e6, SegmentValue::Exact(i + 1))],
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (b.2 as f64 / 1e6, SegmentValue::Exact(i + 1)),
+                ],
                 RGBColor(160, 190, 230).filled(),
             );
             let p50 = Rectangle::new(
-                [(0.0, SegmentValue::Exact(i)), (b.1 as f64 / 1e6, SegmentValue::Exact(i + 1))],
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (b.1 as f64 / 1e6, SegmentValue::Exact(i + 1)),
+                ],
                 RGBColor(30, 80, 160).filled(),
             );
             [p99, p50]

@@ -45,8 +45,9 @@ pub fn read_layer(dir: &Path) -> Result<LayerTree, ImageError> {
             let path = format!("{rel}/{}", e.file_name().to_string_lossy());
             let ft = m.file_type();
             let kind = if ft.is_dir() {
-                let opaque = rustix::fs::lgetxattr(e.path(), "trusted.overlay.opaque", &mut [0u8; 4])
-                    .is_ok_and(|n| n == 1);
+                let opaque =
+                    rustix::fs::lgetxattr(e.path(), "trusted.overlay.opaque", &mut [0u8; 4])
+                        .is_ok_and(|n| n == 1);
                 stack.push((e.path(), path.clone()));
                 Kind::Dir { opaque }
             } else if ft.is_file() {
@@ -176,7 +177,11 @@ pub fn analyze(trees: &[LayerTree]) -> (Analysis, View) {
                     view.insert(p.clone(), (*k, idx));
                 }
                 _ => {
-                    let size = if let Kind::File { size } = k { *size } else { 0 };
+                    let size = if let Kind::File { size } = k {
+                        *size
+                    } else {
+                        0
+                    };
                     r.files += 1;
                     r.size_bytes += size;
                     match view.get(p) {
@@ -222,7 +227,13 @@ pub fn analyze(trees: &[LayerTree]) -> (Analysis, View) {
     view.retain(|_, (k, _)| !matches!(k, Kind::Dir { .. }));
     let final_bytes = view
         .values()
-        .map(|(k, _)| if let Kind::File { size } = k { *size } else { 0 })
+        .map(|(k, _)| {
+            if let Kind::File { size } = k {
+                *size
+            } else {
+                0
+            }
+        })
         .sum();
     let wasted_bytes = layers.iter().map(|l| l.wasted_bytes).sum();
     let a = Analysis {
@@ -247,7 +258,7 @@ pub struct Curve {
 
 impl Curve {
     /// Measured on this project's host (Linux 6.18, ext4 upper, warm cache, 2 vCPU) with
-    /// `cowprof bench` (op first_write, one lower layer, 10 repetitions, p50; the copy-up's
+    /// `cowprof bench` (op `first_write`, one lower layer, 10 repetitions, p50; the copy-up's
     /// fsync dominates small files). README ("Images") has the spec.
     #[must_use]
     pub fn builtin() -> Self {
@@ -287,11 +298,18 @@ impl Curve {
                 });
             }
         }
-        Err(bad("no first_write cells; run `cowprof bench` with ops = [\"first_write\"]".into()))
+        Err(bad(
+            "no first_write cells; run `cowprof bench` with ops = [\"first_write\"]".into(),
+        ))
     }
 
     #[must_use]
-    #[expect(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "interpolation in f64, result in whole ns")]
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "interpolation in f64, result in whole ns"
+    )]
     pub fn predict_ns(&self, size: u64) -> u64 {
         let p = &self.points;
         match p.len() {
@@ -326,7 +344,9 @@ const BUILTIN_CURVE: &[(u64, u64)] = &[
 pub fn writable_reason(path: &str) -> Option<&'static str> {
     let lower = path.to_ascii_lowercase();
     let ends = |s: &[&str]| s.iter().any(|e| lower.ends_with(e));
-    if ends(&[".db", ".sqlite", ".sqlite3", ".mdb", ".ibd", "-wal", ".wal", ".journal"]) {
+    if ends(&[
+        ".db", ".sqlite", ".sqlite3", ".mdb", ".ibd", "-wal", ".wal", ".journal",
+    ]) {
         return Some("database file");
     }
     if ends(&[".log", ".pid", ".lock"]) {
@@ -457,7 +477,11 @@ pub fn render(i: &Inspection, out: &mut impl std::io::Write) -> std::io::Result<
     writeln!(
         out,
         "tags   {} (mutable: a tag can be moved; the digest above cannot)",
-        if i.tags_mutable.is_empty() { "-".into() } else { i.tags_mutable.join(", ") }
+        if i.tags_mutable.is_empty() {
+            "-".into()
+        } else {
+            i.tags_mutable.join(", ")
+        }
     )?;
     let a = &i.analysis;
     writeln!(
@@ -479,7 +503,9 @@ pub fn render(i: &Inspection, out: &mut impl std::io::Write) -> std::io::Result<
     )?;
     for (n, l) in a.layers.iter().enumerate() {
         let by = l.created_by.as_deref().unwrap_or("");
-        let by = by.trim_start_matches("/bin/sh -c ").trim_start_matches("#(nop) ");
+        let by = by
+            .trim_start_matches("/bin/sh -c ")
+            .trim_start_matches("#(nop) ");
         let by: String = by.chars().take(50).collect();
         writeln!(
             out,
@@ -496,7 +522,10 @@ pub fn render(i: &Inspection, out: &mut impl std::io::Write) -> std::io::Result<
         )?;
     }
     writeln!(out)?;
-    writeln!(out, "likeliest copy-ups in a running container (predicted cost of the first write):")?;
+    writeln!(
+        out,
+        "likeliest copy-ups in a running container (predicted cost of the first write):"
+    )?;
     if i.copy_up_candidates.is_empty() {
         writeln!(out, "  none: no regular files on writable-looking paths")?;
     }
@@ -560,7 +589,11 @@ mod tests {
             ["/a/big", "/a/keep", "/c/z"]
         );
         // dive: big (1000+100, min 100), gone (500+0, min 0): score = (100+10+7+3+0+1) / (1100+10+7+3+500+1)
-        assert!((a.efficiency - 121.0 / 1621.0).abs() < 1e-9, "{}", a.efficiency);
+        assert!(
+            (a.efficiency - 121.0 / 1621.0).abs() < 1e-9,
+            "{}",
+            a.efficiency
+        );
         assert_eq!(a.dive_wasted_bytes, 1100 + 500);
     }
 

@@ -107,7 +107,11 @@ fn bad(src: &Source, reason: impl Into<String>) -> ImageError {
     }
 }
 
-fn json<'a, T: Deserialize<'a>>(src: &Source, name: &str, bytes: &'a [u8]) -> Result<T, ImageError> {
+fn json<'a, T: Deserialize<'a>>(
+    src: &Source,
+    name: &str,
+    bytes: &'a [u8],
+) -> Result<T, ImageError> {
     serde_json::from_slice(bytes).map_err(|e| bad(src, format!("{name}: invalid JSON: {e}")))
 }
 
@@ -115,7 +119,12 @@ fn json<'a, T: Deserialize<'a>>(src: &Source, name: &str, bytes: &'a [u8]) -> Re
 fn blob_path(src: &Source, digest: &str) -> Result<String, ImageError> {
     digest_hex(digest)
         .map(|h| format!("blobs/sha256/{h}"))
-        .ok_or_else(|| bad(src, format!("unsupported or malformed digest {digest:?} (only sha256 is accepted)")))
+        .ok_or_else(|| {
+            bad(
+                src,
+                format!("unsupported or malformed digest {digest:?} (only sha256 is accepted)"),
+            )
+        })
 }
 
 /// Reads a metadata blob and checks it against `digest`.
@@ -172,7 +181,13 @@ fn docker_images(src: &Source) -> Result<Vec<ImageDesc>, ImageError> {
             .trim_end_matches(".json");
         let id = format!("sha256:{stem}");
         if digest_hex(&id).is_none() {
-            return Err(bad(src, format!("manifest.json: config name {:?} does not carry a sha256 digest", e.config)));
+            return Err(bad(
+                src,
+                format!(
+                    "manifest.json: config name {:?} does not carry a sha256 digest",
+                    e.config
+                ),
+            ));
         }
         let cbytes = verified(src, &e.config, &id)?;
         let config = parse_config(src, &e.config, &cbytes)?;

@@ -100,8 +100,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// `sha256:<64 hex>` → the hex part; anything else is refused (it would become a path).
 pub(crate) fn digest_hex(d: &str) -> Option<&str> {
     let h = d.strip_prefix("sha256:")?;
-    (h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then_some(h)
+    (h.len() == 64
+        && h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(h)
 }
 
 pub(crate) fn is_root() -> bool {

@@ -136,18 +136,29 @@ impl Store {
         let hexref = reference.strip_prefix("sha256:").unwrap_or(reference);
         let by_id: Vec<&ImageRecord> = all
             .iter()
-            .filter(|i| hexref.len() >= 12 && i.id.trim_start_matches("sha256:").starts_with(hexref))
+            .filter(|i| {
+                hexref.len() >= 12 && i.id.trim_start_matches("sha256:").starts_with(hexref)
+            })
             .collect();
         if by_id.len() == 1 {
             return Ok(by_id[0].clone());
         }
         // A tag may have moved: the newest import that carries it wins.
         all.iter()
-            .filter(|i| i.tags.iter().any(|t| t == reference || t.split(':').next() == Some(reference) && t.ends_with(":latest")))
+            .filter(|i| {
+                i.tags.iter().any(|t| {
+                    t == reference
+                        || t.split(':').next() == Some(reference) && t.ends_with(":latest")
+                })
+            })
             .max_by_key(|i| {
-                fs::metadata(self.root.join("images").join(format!("{}.json", i.id.trim_start_matches("sha256:"))))
-                    .and_then(|m| m.modified())
-                    .ok()
+                fs::metadata(
+                    self.root
+                        .join("images")
+                        .join(format!("{}.json", i.id.trim_start_matches("sha256:"))),
+                )
+                .and_then(|m| m.modified())
+                .ok()
             })
             .cloned()
             .ok_or_else(|| ImageError::NotFound {
@@ -180,7 +191,8 @@ impl Store {
                 }
                 let dir = self.layer_dir(&l.diff_id);
                 let stats = if dir.is_dir() && self.layer_meta(&l.diff_id).is_file() {
-                    if !report.reused.contains(&l.diff_id) && !report.unpacked.contains(&l.diff_id) {
+                    if !report.reused.contains(&l.diff_id) && !report.unpacked.contains(&l.diff_id)
+                    {
                         report.reused.push(l.diff_id.clone());
                     }
                     let b = fs::read(self.layer_meta(&l.diff_id))

@@ -120,9 +120,7 @@ impl<R: Read> Read for Hashing<R> {
                 self.tripped.set(Some("size"));
                 return Err(std::io::Error::other("layer size limit"));
             }
-            if total > limits.ratio_floor
-                && total / compressed.get().max(1) > limits.max_ratio
-            {
+            if total > limits.ratio_floor && total / compressed.get().max(1) > limits.max_ratio {
                 self.tripped.set(Some("ratio"));
                 return Err(std::io::Error::other("decompression ratio limit"));
             }
@@ -258,7 +256,12 @@ impl Ctx<'_> {
         .map_err(|e| self.io(entry, "replacing an earlier entry", e))
     }
 
-    fn set_xattrs(&self, entry: &str, fd: impl AsFd, xattrs: &[(String, Vec<u8>)]) -> Result<(), ImageError> {
+    fn set_xattrs(
+        &self,
+        entry: &str,
+        fd: impl AsFd,
+        xattrs: &[(String, Vec<u8>)],
+    ) -> Result<(), ImageError> {
         for (k, v) in xattrs {
             rustix::fs::fsetxattr(fd.as_fd(), k.as_str(), v, XattrFlags::empty())
                 .map_err(|e| self.io(entry, &format!("setting xattr {k}"), e))?;
@@ -270,7 +273,10 @@ impl Ctx<'_> {
 /// Splits a tar path into checked components; the reason is the refusal line.
 pub fn split_path(raw: &[u8], max_path: usize) -> Result<Vec<String>, String> {
     if raw.len() > max_path {
-        return Err(format!("path is {} bytes, over the {max_path}-byte limit", raw.len()));
+        return Err(format!(
+            "path is {} bytes, over the {max_path}-byte limit",
+            raw.len()
+        ));
     }
     if raw.contains(&0) {
         return Err("path contains a NUL byte".into());
@@ -356,7 +362,9 @@ fn filter_xattrs(
         if x == "security.capability" || x.starts_with("user.") {
             keep.push((x.to_owned(), ext.value_bytes().to_vec()));
         } else {
-            note.push(format!("{name}: xattr {x} dropped (only user.* and security.capability are kept)"));
+            note.push(format!(
+                "{name}: xattr {x} dropped (only user.* and security.capability are kept)"
+            ));
         }
     }
     Ok(keep)
@@ -394,7 +402,10 @@ pub fn unpack_layer(
         .map(<[u8]>::to_vec)
         .unwrap_or_default();
     let (compression, decoder): (&str, Box<dyn Read + '_>) = if magic.starts_with(&[0x1f, 0x8b]) {
-        ("gzip", Box::new(flate2::bufread::MultiGzDecoder::new(&mut raw)))
+        (
+            "gzip",
+            Box::new(flate2::bufread::MultiGzDecoder::new(&mut raw)),
+        )
     } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
         let d = zstd::stream::read::Decoder::with_buffer(&mut raw)
             .map_err(|e| stream_err(format!("zstd: {e}")))?;
@@ -449,14 +460,22 @@ pub fn unpack_layer(
                 if tripped.get().is_some() {
                     base
                 } else {
-                    stream_err(format!("corrupt or truncated tar stream after entry {last:?}: {e}"))
+                    stream_err(format!(
+                        "corrupt or truncated tar stream after entry {last:?}: {e}"
+                    ))
                 }
             })?;
             let raw_path = entry.path_bytes().into_owned();
             last = String::from_utf8_lossy(&raw_path).into_owned();
             ctx.stats.entries += 1;
             if ctx.stats.entries > limits.max_entries {
-                return Err(ctx.refuse(&last, format!("more than {} entries in one layer; refused", limits.max_entries)));
+                return Err(ctx.refuse(
+                    &last,
+                    format!(
+                        "more than {} entries in one layer; refused",
+                        limits.max_entries
+                    ),
+                ));
             }
             unpack_entry(&mut ctx, entry, &raw_path, &last).map_err(|e| {
                 if tripped.get().is_some() {
@@ -525,7 +544,10 @@ fn apply_meta(ctx: &Ctx<'_>, name: &str, fd: &OwnedFd, m: &Meta) -> Result<(), I
     .map_err(|e| ctx.io(name, "setting times", e))
 }
 
-#[expect(clippy::too_many_lines, reason = "one match over the entry types reads best in one place")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one match over the entry types reads best in one place"
+)]
 fn unpack_entry(
     ctx: &mut Ctx<'_>,
     mut entry: tar::Entry<'_, impl Read>,
@@ -559,11 +581,15 @@ fn unpack_entry(
         kind,
         tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse
     );
-    let (mode, dropped) = if is_file { safe_mode(mode) } else { (mode & 0o7777, false) };
+    let (mode, dropped) = if is_file {
+        safe_mode(mode)
+    } else {
+        (mode & 0o7777, false)
+    };
     if dropped {
-        ctx.stats
-            .notes
-            .push(format!("{shown}: setuid/setgid dropped (the file is group- or world-writable)"));
+        ctx.stats.notes.push(format!(
+            "{shown}: setuid/setgid dropped (the file is group- or world-writable)"
+        ));
     }
     let meta = Meta {
         mode,
@@ -582,7 +608,9 @@ fn unpack_entry(
             return Ok(());
         }
         Whiteout::Reserved => {
-            ctx.stats.notes.push(format!("{shown}: reserved whiteout name skipped"));
+            ctx.stats
+                .notes
+                .push(format!("{shown}: reserved whiteout name skipped"));
             return Ok(());
         }
         Whiteout::Delete(target) => {
@@ -591,8 +619,14 @@ fn unpack_entry(
             ctx.dirs.retain(|(c, _)| !c.starts_with(&gone));
             let dir = ctx.open_dir(shown, parent)?;
             ctx.remove_at(shown, &dir, target)?;
-            rustix::fs::mknodat(&dir, target, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
-                .map_err(|e| ctx.io(shown, "creating the whiteout (char 0/0)", e))?;
+            rustix::fs::mknodat(
+                &dir,
+                target,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rustix::fs::makedev(0, 0),
+            )
+            .map_err(|e| ctx.io(shown, "creating the whiteout (char 0/0)", e))?;
             ctx.stats.whiteouts += 1;
             return Ok(());
         }
@@ -600,9 +634,9 @@ fn unpack_entry(
     }
 
     if !ctx.seen.insert(raw_path.to_vec()) && kind != tar::EntryType::Directory {
-        ctx.stats
-            .notes
-            .push(format!("{shown}: appears more than once; the later entry wins"));
+        ctx.stats.notes.push(format!(
+            "{shown}: appears more than once; the later entry wins"
+        ));
     }
     if kind != tar::EntryType::Directory {
         // A non-directory replacing a directory of this layer: its pending metadata goes too.
@@ -697,7 +731,10 @@ fn unpack_entry(
                 Err(Errno::NOENT) => {
                     return Err(ctx.refuse(
                         shown,
-                        format!("hardlink target {:?} is not in this layer; refused", tcomps.join("/")),
+                        format!(
+                            "hardlink target {:?} is not in this layer; refused",
+                            tcomps.join("/")
+                        ),
                     ))
                 }
                 Err(e) => return Err(ctx.io(shown, "hardlink target", e)),
@@ -709,8 +746,14 @@ fn unpack_entry(
         }
         tar::EntryType::Fifo => {
             ctx.remove_at(shown, &dir, name)?;
-            rustix::fs::mknodat(&dir, name, FileType::Fifo, Mode::from_raw_mode(mode & 0o777), 0)
-                .map_err(|e| ctx.io(shown, "mkfifo", e))?;
+            rustix::fs::mknodat(
+                &dir,
+                name,
+                FileType::Fifo,
+                Mode::from_raw_mode(mode & 0o777),
+                0,
+            )
+            .map_err(|e| ctx.io(shown, "mkfifo", e))?;
             rustix::fs::chownat(
                 &dir,
                 name,
@@ -753,7 +796,10 @@ mod tests {
 
     #[test]
     fn paths_are_checked() {
-        assert_eq!(split_path(b"./a//b/", 4096), Ok(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(
+            split_path(b"./a//b/", 4096),
+            Ok(vec!["a".to_owned(), "b".to_owned()])
+        );
         assert!(split_path(b"a/../../x", 4096).is_err());
         assert!(split_path(b"/etc/passwd", 4096).is_err());
         assert!(split_path(b"a\0b", 4096).is_err());
