@@ -137,6 +137,13 @@ enum Command {
         /// Tiny sizes and two repetitions (smoke tests).
         #[arg(long)]
         quick: bool,
+        /// Instead of the spec's synthetic stack: first_write, chmod and unlink on this image's
+        /// own files on its real layer stack (an archive, imported first, or a digest/tag).
+        #[arg(long, value_name = "ARCHIVE|REF")]
+        image: Option<String>,
+        /// Layer store for --image.
+        #[arg(long, value_name = "DIR", default_value = cowprof::image::store::DEFAULT_STORE)]
+        store: PathBuf,
     },
     /// Container images: import `docker save`/OCI archives, inspect layers, compare base images.
     Image(cowprof::image::cli::ImageArgs),
@@ -321,10 +328,26 @@ async fn run(command: Command) -> u8 {
             .await
         }
         Command::Bench {
+            image: Some(image),
+            store,
+            out: out_dir,
+            quick,
+            ..
+        } => cowprof::image::bench::main(
+            &cowprof::image::bench::ImageBenchOptions {
+                image,
+                store,
+                out: out_dir,
+                files_per_cell: if quick { 3 } else { 10 },
+            },
+            &mut out,
+        ),
+        Command::Bench {
             spec,
             out: out_dir,
             workdir,
             quick,
+            ..
         } => lab::run::main(
             &lab::run::BenchOptions {
                 spec,

@@ -359,6 +359,58 @@ fn imported_layers_match_docker_export_and_compare() {
     let svg = fs::read_to_string(out_dir.join("compare.svg")).expect("chart");
     roxmltree::Document::parse(&svg).expect("chart is valid SVG");
     assert!(out_dir.join("compare.json").is_file());
+    // bench --image: the lab's ops on busybox's own files, as a lab results.json.
+    let bench_out = tmp.path().join("bench");
+    let out = Command::new(common::BIN)
+        .args([
+            "bench",
+            "--quick",
+            "--image",
+            &recs["busybox"].id,
+            "--store",
+        ])
+        .arg(&store_dir)
+        .arg("--out")
+        .arg(&bench_out)
+        .output()
+        .expect("bench --image");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench --image: {stderr}");
+    // Every op left exactly one upper entry per sampled file (no note about a mismatch).
+    assert!(!stderr.contains("note:"), "{stderr}");
+    let r: cowprof::lab::results::Results =
+        serde_json::from_slice(&fs::read(bench_out.join("results.json")).expect("results.json"))
+            .expect("lab schema");
+    let per_op = |op: &str| -> u64 {
+        r.runs[0]
+            .cells
+            .iter()
+            .filter(|c| c.op == op)
+            .map(|c| c.copy_ups)
+            .sum()
+    };
+    assert!(per_op("first_write") > 0);
+    assert_eq!(per_op("first_write"), per_op("chmod"));
+    assert_eq!(per_op("first_write"), per_op("unlink"));
+    for c in &r.runs[0].cells {
+        assert_eq!(c.latency.count, c.copy_ups, "{} {}", c.op, c.size_bytes);
+    }
+    // and image inspect takes it as its latency curve
+    let ins = cowprof(
+        &store_dir,
+        &[
+            "inspect",
+            &recs["scratch"].id,
+            "--json",
+            "--lab",
+            bench_out.join("results.json").to_str().expect("utf8"),
+        ],
+    );
+    assert!(ins["image"]["curve_source"]
+        .as_str()
+        .expect("source")
+        .contains("results.json"));
+
     let run_dir = store_dir.join("run");
     assert_eq!(
         fs::read_dir(&run_dir).expect("run").count(),
@@ -367,4 +419,58 @@ fn imported_layers_match_docker_export_and_compare() {
         run_dir.display()
     );
     base.assert_clean("image import/compare");
+}
+
+/// Ctrl-C in the middle of unpacking a layer: exit 130, no temp layer, no partial layer.
+#[test]
+fn interrupted_import_leaves_nothing() {
+    if !common::require_root("image_docker interrupted") {
+        return;
+    }
+    sh(&mut Command::new(repo().join("scripts/images")));
+    let tmp = common::disk_tempdir();
+    let store = tmp.path().join("store");
+    let archive = cache().join("debian.tar");
+    let run = common::Running::spawn(
+        Command::new(common::BIN)
+            .args(["image", "--store"])
+            .arg(&store)
+            .arg("import")
+            .arg(&archive),
+    );
+    // Progress goes to stderr; wait for the first (largest) layer to start, then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(2);
+    while !fs::read_dir(store.join("tmp")).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never started a layer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run.signal(libc::SIGINT);
+    let (status, _, stderr) = run.wait(std::time::Duration::from_mins(2));
+    // Interrupted (130); on a very fast machine it may have finished the layer first (0).
+    assert!(
+        matches!(status.code(), Some(130 | 0)),
+        "{status:?}: {stderr}"
+    );
+    eprintln!("interrupted import: exit {:?}", status.code());
+    assert_eq!(
+        fs::read_dir(store.join("tmp")).expect("tmp").count(),
+        0,
+        "temp layer left"
+    );
+    let layers: Vec<_> = fs::read_dir(store.join("layers/sha256"))
+        .expect("layers")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    // Whatever is there is complete: each has its stats file, written just before the rename.
+    for l in layers {
+        assert!(
+            l.path().with_extension("json").is_file(),
+            "{} has no stats",
+            l.path().display()
+        );
+    }
 }

@@ -94,11 +94,12 @@ impl Source {
         let mut items = HashMap::new();
         let entries = ar.entries_with_seek().map_err(|e| {
             bad(format!(
-                "not a tar archive or OCI layout directory ({e}); give a `docker save` archive"
+                "not a tar archive or OCI layout directory ({}); give a `docker save` archive",
+                super::one_line(&e)
             ))
         })?;
         for entry in entries {
-            let entry = entry.map_err(|e| bad(format!("corrupt archive: {e}")))?;
+            let entry = entry.map_err(|e| bad(format!("not a readable tar archive ({}); give a `docker save` archive or an OCI layout", super::one_line(&e))))?;
             if items.len() >= MAX_ARCHIVE_ENTRIES {
                 return Err(bad(format!(
                     "more than {MAX_ARCHIVE_ENTRIES} entries; not an image archive"

@@ -110,7 +110,7 @@ pub fn main(args: ImageArgs, out: &mut impl Write) -> u8 {
         Ok(()) => 0,
         Err(e) => {
             let _ = out.flush();
-            eprintln!("cowprof image: {e}");
+            eprintln!("cowprof image: {}", super::one_line(&e));
             e.exit_code()
         }
     }

@@ -172,7 +172,7 @@ fn timed(f: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<u64> {
 
 /// Opens an image path in the merged dir as if the merged dir were `/` (`RESOLVE_IN_ROOT`): an
 /// absolute symlink in the image cannot lead the write to the host.
-fn open_in(merged: &Path, p: &str, append: bool) -> std::io::Result<fs::File> {
+pub(crate) fn open_in(merged: &Path, p: &str, append: bool) -> std::io::Result<fs::File> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     let root = rustix::fs::open(
         merged,

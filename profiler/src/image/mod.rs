@@ -8,6 +8,7 @@
 //! writes entries relative to directory fds → [`store`] renames the finished layer into place.
 
 pub mod archive;
+pub mod bench;
 pub mod cli;
 pub mod compare;
 pub mod inspect;
@@ -104,6 +105,22 @@ pub(crate) fn digest_hex(d: &str) -> Option<&str> {
         && h.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     .then_some(h)
+}
+
+/// An error from a parser of outside input, as one short line (the tar crate quotes raw bytes,
+/// newlines included).
+pub(crate) fn one_line(e: impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    let first = s.lines().next().unwrap_or("");
+    let mut out: String = first
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(160)
+        .collect();
+    if first.chars().count() > 160 || s.lines().nth(1).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 pub(crate) fn is_root() -> bool {

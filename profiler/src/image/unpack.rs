@@ -174,7 +174,7 @@ impl Ctx<'_> {
     }
 
     fn io(&self, entry: &str, what: &str, e: impl std::fmt::Display) -> ImageError {
-        self.refuse(entry, format!("{what}: {e}"))
+        self.refuse(entry, format!("{what}: {}", super::one_line(e)))
     }
 
     /// Opens (creating as needed) the directory `comps` beneath the root; never follows a symlink.
@@ -349,7 +349,7 @@ fn filter_xattrs(
         return Ok(keep);
     };
     for ext in exts {
-        let ext = ext.map_err(|e| format!("corrupt PAX header: {e}"))?;
+        let ext = ext.map_err(|e| format!("corrupt PAX header: {}", super::one_line(&e)))?;
         let Ok(key) = ext.key() else { continue };
         let Some(x) = key.strip_prefix("SCHILY.xattr.") else {
             continue;
@@ -449,7 +449,7 @@ pub fn unpack_layer(
         let mut ar = tar::Archive::new(&mut plain);
         let entries = ar
             .entries()
-            .map_err(|e| stream_err(format!("not a tar stream: {e}")))?;
+            .map_err(|e| stream_err(format!("not a tar stream: {}", super::one_line(&e))))?;
         let mut last = String::from("(start)");
         for entry in entries {
             if cancel.is_some_and(Cancel::is_set) {
@@ -461,12 +461,16 @@ pub fn unpack_layer(
                     base
                 } else {
                     stream_err(format!(
-                        "corrupt or truncated tar stream after entry {last:?}: {e}"
+                        "corrupt or truncated tar stream after entry {last:?}: {}",
+                        super::one_line(&e)
                     ))
                 }
             })?;
             let raw_path = entry.path_bytes().into_owned();
-            last = String::from_utf8_lossy(&raw_path).into_owned();
+            last = String::from_utf8_lossy(&raw_path)
+                .chars()
+                .take(200)
+                .collect();
             ctx.stats.entries += 1;
             if ctx.stats.entries > limits.max_entries {
                 return Err(ctx.refuse(
@@ -490,7 +494,10 @@ pub fn unpack_layer(
         if tripped.get().is_some() {
             limit_err(" at the end")
         } else {
-            stream_err(format!("corrupt or truncated stream at the end: {e}"))
+            stream_err(format!(
+                "corrupt or truncated stream at the end: {}",
+                super::one_line(&e)
+            ))
         }
     })?;
     let diff_id = format!(
