@@ -137,7 +137,7 @@ enum Command {
         /// Tiny sizes and two repetitions (smoke tests).
         #[arg(long)]
         quick: bool,
-        /// Instead of the spec's synthetic stack: first_write, chmod and unlink on this image's
+        /// Instead of the spec's synthetic stack: first writes, chmods and unlinks of this image's
         /// own files on its real layer stack (an archive, imported first, or a digest/tag).
         #[arg(long, value_name = "ARCHIVE|REF")]
         image: Option<String>,
