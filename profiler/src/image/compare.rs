@@ -347,7 +347,7 @@ fn label(s: &ImageSummary) -> String {
 pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<28}  {:<12}  {:>10}  {:>6}  {:>6}  {:<5}  {:<7}  {:>10}  {:>6}",
+        "{:<30}  {:<12}  {:>10}  {:>6}  {:>6}  {:<5}  {:<7}  {:>10}  {:>6}",
         "image (tag is mutable)",
         "id",
         "size",
@@ -361,7 +361,7 @@ pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io
     for s in images {
         writeln!(
             out,
-            "{:<28}  {:<12}  {:>10}  {:>6}  {:>6}  {:<5}  {:<7}  {:>10}  {:>5.1}%",
+            "{:<30}  {:<12}  {:>10}  {:>6}  {:>6}  {:<5}  {:<7}  {:>10}  {:>5.1}%",
             label(s),
             short(&s.id),
             human(s.total_bytes),
@@ -386,14 +386,14 @@ pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io
         )?;
         writeln!(
             out,
-            "{:<28}  {:<50}  {:>6}  {:>10}  {:>10}  {:>12}",
+            "{:<30}  {:<50}  {:>6}  {:>10}  {:>10}  {:>12}",
             "image", "workload", "n", "p50", "p99", "copied up"
         )?;
         for s in images {
             for w in &s.workloads {
                 writeln!(
                     out,
-                    "{:<28}  {:<50}  {:>6}  {:>10}  {:>10}  {:>12}",
+                    "{:<30}  {:<50}  {:>6}  {:>10}  {:>10}  {:>12}",
                     label(s),
                     w.name.chars().take(50).collect::<String>(),
                     w.count,

@@ -300,3 +300,150 @@ fn oci_images(src: &Source) -> Result<Vec<ImageDesc>, ImageError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    fn put(dir: &std::path::Path, bytes: &[u8]) -> String {
+        let d = format!("sha256:{}", hex(&Sha256::digest(bytes)));
+        let p = dir.join("blobs/sha256").join(&d[7..]);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+        d
+    }
+
+    fn config(diff_ids: &[&str]) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created_by": "ADD rootfs"}, {"created_by": "ENV x=1", "empty_layer": true}],
+        }))
+        .unwrap()
+    }
+
+    const DIFF: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    #[test]
+    fn docker_manifest_legacy_and_oci_variant() {
+        let t = tempfile::tempdir().unwrap();
+        let c = config(&[DIFF]);
+        let id = put(t.path(), &c);
+        // Legacy name for the config, OCI-variant name for the layer.
+        fs::write(t.path().join(format!("{}.json", &id[7..])), &c).unwrap();
+        let m = serde_json::json!([{"Config": format!("{}.json", &id[7..]), "RepoTags": ["a:1"],
+            "Layers": [format!("blobs/sha256/{}", "b".repeat(64))]}]);
+        fs::write(
+            t.path().join("manifest.json"),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+        let imgs = read_images(&Source::open(t.path()).unwrap()).unwrap();
+        assert_eq!(imgs.len(), 1);
+        assert_eq!(imgs[0].id, id);
+        assert_eq!(imgs[0].tags, ["a:1"]);
+        assert_eq!(imgs[0].layers[0].diff_id, DIFF);
+        assert_eq!(
+            imgs[0].layers[0].blob_digest.as_deref(),
+            Some(format!("sha256:{}", "b".repeat(64)).as_str())
+        );
+        assert_eq!(
+            imgs[0]
+                .config
+                .history
+                .iter()
+                .filter(|h| !h.empty_layer)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn docker_manifest_layer_count_must_match_config() {
+        let t = tempfile::tempdir().unwrap();
+        let c = config(&[DIFF, DIFF]);
+        let id = put(t.path(), &c);
+        fs::write(t.path().join(format!("{}.json", &id[7..])), &c).unwrap();
+        let m = serde_json::json!([{"Config": format!("{}.json", &id[7..]), "Layers": ["x/layer.tar"]}]);
+        fs::write(
+            t.path().join("manifest.json"),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+        let e = read_images(&Source::open(t.path()).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1 layers listed but the config has 2 diff_ids"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn oci_nested_index_picks_linux_amd64() {
+        let t = tempfile::tempdir().unwrap();
+        let mk = |diff: &str| {
+            let c = config(&[diff]);
+            let cd = put(t.path(), &c);
+            let m = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": format!("sha256:{}", "c".repeat(64))}]}))
+            .unwrap();
+            (put(t.path(), &m), cd)
+        };
+        let (arm, _) = mk(DIFF);
+        let amd_diff = format!("sha256:{}", "d".repeat(64));
+        let (amd, amd_cfg) = mk(&amd_diff);
+        let nested = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm, "platform": {"os": "linux", "architecture": "arm64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd, "platform": {"os": "linux", "architecture": "amd64"}}]}))
+        .unwrap();
+        let nd = put(t.path(), &nested);
+        fs::write(
+            t.path().join("index.json"),
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+                {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": nd,
+                 "annotations": {"org.opencontainers.image.ref.name": "multi:latest"}}]}))
+            .unwrap(),
+        )
+        .unwrap();
+        let imgs = read_images(&Source::open(t.path()).unwrap()).unwrap();
+        assert_eq!(imgs[0].id, amd_cfg);
+        assert_eq!(imgs[0].manifest_digest.as_deref(), Some(amd.as_str()));
+        assert_eq!(imgs[0].tags, ["multi:latest"]);
+        assert_eq!(imgs[0].layers[0].diff_id, amd_diff);
+        assert_eq!(
+            imgs[0].layers[0].blob,
+            format!("blobs/sha256/{}", "c".repeat(64))
+        );
+    }
+
+    #[test]
+    fn oci_digests_are_checked_and_malformed_ones_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let good = put(t.path(), b"{}");
+        // A manifest descriptor whose blob content does not match.
+        fs::write(
+            t.path().join("blobs/sha256").join(&good[7..]),
+            b"{\"tampered\":1}",
+        )
+        .unwrap();
+        let index = |d: &str| {
+            serde_json::to_vec(&serde_json::json!({"manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d}]})).unwrap()
+        };
+        fs::write(t.path().join("index.json"), index(&good)).unwrap();
+        let e = read_images(&Source::open(t.path()).unwrap()).unwrap_err();
+        assert!(matches!(e, ImageError::Digest { .. }), "{e}");
+        fs::write(
+            t.path().join("index.json"),
+            index("sha256:../../../etc/passwd"),
+        )
+        .unwrap();
+        let e = read_images(&Source::open(t.path()).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("malformed digest"), "{e}");
+    }
+}
