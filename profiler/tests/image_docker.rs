@@ -411,6 +411,68 @@ fn imported_layers_match_docker_export_and_compare() {
         .expect("source")
         .contains("results.json"));
 
+    // Ctrl-C during the workloads (the flag set before the first write): Interrupted, and the
+    // stack is unmounted and removed on the way out.
+    {
+        let store = Store::open(&store_dir).expect("store");
+        let cancel = cowprof::lab::stack::Cancel::default();
+        cancel.set();
+        let (_, view) = cowprof::image::inspect::inspect(
+            &store,
+            &recs["debian"],
+            &cowprof::image::inspect::Curve::builtin(),
+        )
+        .expect("inspect");
+        let r = cowprof::image::compare::run_workloads(
+            &store,
+            &recs["debian"],
+            &view,
+            1,
+            Some(&cancel),
+        );
+        assert!(
+            matches!(r, Err(cowprof::image::ImageError::Interrupted)),
+            "{r:?}"
+        );
+    }
+    // A SIGKILLed compare leaves its mount: the next `cowprof image` unmounts and removes it.
+    let dead = {
+        let mut c = Command::new("true").spawn().expect("true");
+        let pid = c.id();
+        c.wait().expect("wait");
+        pid
+    };
+    let store = Store::open(&store_dir).expect("store");
+    let stale = store_dir.join(format!("run/{dead}-0"));
+    for d in ["upper", "work", "merged"] {
+        fs::create_dir_all(stale.join(d)).expect("stale dirs");
+    }
+    let lower = store.layer_dir(&recs["scratch"].layers[0].diff_id);
+    cowprof::lab::stack::mount(
+        "overlay",
+        &stale.join("merged"),
+        "overlay",
+        &format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            stale.join("upper").display(),
+            stale.join("work").display()
+        ),
+    )
+    .expect("mount a stale stack");
+    let out = Command::new(common::BIN)
+        .args(["image", "--store"])
+        .arg(&store_dir)
+        .arg("ls")
+        .output()
+        .expect("ls");
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("left by a killed run"),
+        "{out:?}"
+    );
+    assert!(!stale.exists(), "stale stack not removed");
+
     let run_dir = store_dir.join("run");
     assert_eq!(
         fs::read_dir(&run_dir).expect("run").count(),

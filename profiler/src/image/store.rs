@@ -78,7 +78,12 @@ impl Store {
         let s = Self {
             root: root.to_owned(),
         };
-        s.remove_stale_temps();
+        for p in s.remove_stale_temps() {
+            eprintln!(
+                "cowprof image: removed {} (left by a killed run)",
+                p.display()
+            );
+        }
         Ok(s)
     }
 
@@ -100,21 +105,28 @@ impl Store {
         self.root.join("tmp")
     }
 
-    /// Temp dirs of imports whose process is gone (SIGKILL, power loss).
-    fn remove_stale_temps(&self) {
-        let Ok(rd) = fs::read_dir(self.tmp_dir()) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let pid = name
-                .to_str()
-                .and_then(|n| n.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
-                let _ = crate::lab::stack::remove_tree(&e.path());
+    /// Temp layers of imports and mounted stacks (`run/`) of compares/benches whose process is
+    /// gone (SIGKILL, power loss): unmounted and removed. Returns what was removed.
+    pub fn remove_stale_temps(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for dir in [self.tmp_dir(), self.root.join("run")] {
+            let Ok(rd) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let pid = name
+                    .to_str()
+                    .and_then(|n| n.split('-').next())
+                    .and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+                    && crate::lab::stack::remove_tree(&e.path()).is_ok()
+                {
+                    removed.push(e.path());
+                }
             }
         }
+        removed
     }
 
     pub fn images(&self) -> Vec<ImageRecord> {
