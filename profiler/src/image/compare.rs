@@ -68,6 +68,14 @@ impl ImageStack {
         opts.push(format!("upperdir={}", s.upper.display()));
         opts.push(format!("workdir={}", s.work.display()));
         let opts = opts.join(",");
+        // The kernel takes one page of mount data; Docker's short `l/` links are not made here.
+        if opts.len() >= 4096 {
+            return Err(ImageError::Lab(stack::LabError::Other(format!(
+                "{} layers make {} bytes of overlay options, over the kernel's 4095; use a shorter --store path",
+                rec.layers.len(),
+                opts.len()
+            ))));
+        }
         stack::mount("overlay", &s.merged, "overlay", &opts).map_err(|source| {
             ImageError::Lab(stack::LabError::Mount {
                 path: s.merged.clone(),
