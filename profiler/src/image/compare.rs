@@ -506,20 +506,22 @@ pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
             .draw()?;
         #[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
         chart.draw_series(bars.iter().enumerate().flat_map(|(i, b)| {
-            let p99 = Rectangle::new(
+            let mut p99 = Rectangle::new(
                 [
                     (0.0, SegmentValue::Exact(i)),
                     (b.2 as f64 / 1e6, SegmentValue::Exact(i + 1)),
                 ],
                 RGBColor(160, 190, 230).filled(),
             );
-            let p50 = Rectangle::new(
+            p99.set_margin(4, 4, 0, 0);
+            let mut p50 = Rectangle::new(
                 [
                     (0.0, SegmentValue::Exact(i)),
                     (b.1 as f64 / 1e6, SegmentValue::Exact(i + 1)),
                 ],
                 RGBColor(30, 80, 160).filled(),
             );
+            p50.set_margin(4, 4, 0, 0);
             [p99, p50]
         }))?;
         root.present()?;
