@@ -846,3 +846,35 @@ fn digests_and_manifests_are_checked() {
     );
     w2.assert_contained("OCI blob mismatch", 0);
 }
+
+/// The same refusal through the binary: exit code 2, exactly one stderr line naming the entry,
+/// nothing on stdout, nothing left in the store.
+#[test]
+fn cli_refusal_is_one_line_with_exit_2() {
+    if skip() {
+        return;
+    }
+    let w = World::new();
+    let l = Layer::default().file("../victim/pwned", b"x").finish();
+    let a = docker_archive(&w.work, &[plain(l)], None);
+    let out = std::process::Command::new(common::BIN)
+        .args(["image", "--store"])
+        .arg(&w.store)
+        .arg("import")
+        .arg(&a)
+        .output()
+        .expect("run cowprof");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).expect("utf8");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("unpacking layer"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("cowprof image: layer l0/layer.tar: entry \"../victim/pwned\": "),
+        "{err}"
+    );
+    w.assert_contained("cli", 0);
+}
