@@ -198,8 +198,10 @@ fn imported_layers_match_docker_export_and_compare() {
     if !common::require_root("image_docker") {
         return;
     }
-    // Real images, built offline by the project's own script (idempotent; cached).
+    // Real images, built offline by the project's own script (idempotent; cached), and an
+    // engine for the ground truth (the script does not start one when everything is cached).
     sh(&mut Command::new(repo().join("scripts/images")));
+    sh(&mut Command::new(repo().join("scripts/dockerd")));
     let _lock = common::lock();
     let base = common::Baseline::take();
     let tmp = common::disk_tempdir();
