@@ -360,6 +360,12 @@ fn imported_layers_match_docker_export_and_compare() {
     }
     let svg = fs::read_to_string(out_dir.join("compare.svg")).expect("chart");
     roxmltree::Document::parse(&svg).expect("chart is valid SVG");
+    let png = png::Decoder::new(std::io::BufReader::new(
+        fs::File::open(out_dir.join("compare.png")).expect("png"),
+    ))
+    .read_info()
+    .expect("chart is a valid PNG");
+    assert_eq!(png.info().width, 960);
     assert!(out_dir.join("compare.json").is_file());
     // bench --image: the lab's ops on busybox's own files, as a lab results.json.
     let bench_out = tmp.path().join("bench");

@@ -228,7 +228,7 @@ fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
                 if let Some(d) = &out_dir {
                     w(writeln!(
                         out,
-                        "\nwrote {0}/compare.json and {0}/compare.svg",
+                        "\nwrote {0}/compare.json and {0}/compare.svg (.png)",
                         d.display()
                     ))?;
                 }

@@ -451,7 +451,65 @@ fn ensure_font() -> Result<(), String> {
         .clone()
 }
 
-/// A grouped bar chart of p50 and p99 per image and workload (SVG).
+type Bar = (String, u64, u64);
+
+fn draw_bars<DB>(
+    root: &plotters::drawing::DrawingArea<DB, plotters::coord::Shift>,
+    bars: &[Bar],
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB: plotters::prelude::DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    use plotters::prelude::*;
+    root.fill(&WHITE)?;
+    #[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
+    let max = bars.iter().map(|b| b.2).max().unwrap_or(1) as f64 / 1e6 * 1.1;
+    let n = bars.len();
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            "copy-up latency per image (ms): p50 dark, p99 light",
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(260)
+        .build_cartesian_2d(0f64..max.max(0.001), (0..n).into_segmented())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_label_formatter(&|y| match y {
+            SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.0.clone()).unwrap_or_default(),
+            _ => String::new(),
+        })
+        .y_labels(n)
+        .x_desc("ms")
+        .draw()?;
+    #[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
+    chart.draw_series(bars.iter().enumerate().flat_map(|(i, b)| {
+        let mut p99 = Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (b.2 as f64 / 1e6, SegmentValue::Exact(i + 1)),
+            ],
+            RGBColor(160, 190, 230).filled(),
+        );
+        p99.set_margin(4, 4, 0, 0);
+        let mut p50 = Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (b.1 as f64 / 1e6, SegmentValue::Exact(i + 1)),
+            ],
+            RGBColor(30, 80, 160).filled(),
+        );
+        p50.set_margin(4, 4, 0, 0);
+        [p99, p50]
+    }))?;
+    root.present()?;
+    Ok(())
+}
+
+/// A bar chart of p50 and p99 per image and workload: `path` (SVG) and the same name `.png`.
 pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
     use plotters::prelude::*;
     ensure_font().map_err(|e| ImageError::Io {
@@ -459,7 +517,7 @@ pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
         path: path.to_owned(),
         source: std::io::Error::other(e),
     })?;
-    let bars: Vec<(String, u64, u64)> = images
+    let bars: Vec<Bar> = images
         .iter()
         .flat_map(|s| {
             s.workloads.iter().map(move |w| {
@@ -475,56 +533,13 @@ pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
     if bars.is_empty() {
         return Ok(());
     }
+    let size = (960, 120 + 40 * u32::try_from(bars.len()).unwrap_or(20));
+    let svg = SVGBackend::new(path, size).into_drawing_area();
+    let png_path = path.with_extension("png");
+    let png = BitMapBackend::new(&png_path, size).into_drawing_area();
     let draw = || -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::new(
-            path,
-            (960, 120 + 40 * u32::try_from(bars.len()).unwrap_or(20)),
-        )
-        .into_drawing_area();
-        root.fill(&WHITE)?;
-        #[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
-        let max = bars.iter().map(|b| b.2).max().unwrap_or(1) as f64 / 1e6 * 1.1;
-        let n = bars.len();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "copy-up latency per image (ms): p50 dark, p99 light",
-                ("sans-serif", 20),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(260)
-            .build_cartesian_2d(0f64..max.max(0.001), (0..n).into_segmented())?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_label_formatter(&|y| match y {
-                SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.0.clone()).unwrap_or_default(),
-                _ => String::new(),
-            })
-            .y_labels(n)
-            .x_desc("ms")
-            .draw()?;
-        #[expect(clippy::cast_precision_loss, reason = "chart coordinates")]
-        chart.draw_series(bars.iter().enumerate().flat_map(|(i, b)| {
-            let mut p99 = Rectangle::new(
-                [
-                    (0.0, SegmentValue::Exact(i)),
-                    (b.2 as f64 / 1e6, SegmentValue::Exact(i + 1)),
-                ],
-                RGBColor(160, 190, 230).filled(),
-            );
-            p99.set_margin(4, 4, 0, 0);
-            let mut p50 = Rectangle::new(
-                [
-                    (0.0, SegmentValue::Exact(i)),
-                    (b.1 as f64 / 1e6, SegmentValue::Exact(i + 1)),
-                ],
-                RGBColor(30, 80, 160).filled(),
-            );
-            p50.set_margin(4, 4, 0, 0);
-            [p99, p50]
-        }))?;
-        root.present()?;
+        draw_bars(&svg, &bars)?;
+        draw_bars(&png, &bars)?;
         Ok(())
     };
     draw().map_err(|e| ImageError::Io {
