@@ -11,6 +11,7 @@ pub mod aggregate;
 pub mod compare;
 pub mod decode;
 pub mod enrich;
+pub mod image;
 pub mod lab;
 pub mod probe;
 pub mod record;

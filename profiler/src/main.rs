@@ -164,6 +164,13 @@ enum Command {
         confirm: u32,
         #[command(flatten)]
         gates: GateArgs,
+        /// Instead of the spec's synthetic stack: first writes, chmods and unlinks of this image's
+        /// own files on its real layer stack (an archive, imported first, or a digest/tag).
+        #[arg(long, value_name = "ARCHIVE|REF", conflicts_with = "baseline")]
+        image: Option<String>,
+        /// Layer store for --image.
+        #[arg(long, value_name = "DIR", default_value = cowprof::image::store::DEFAULT_STORE)]
+        store: PathBuf,
     },
     /// Regression gate: compare two `bench` results.json files metric by metric (bootstrap
     /// intervals from the histograms); exit 1 if a gated metric regressed beyond its threshold.
@@ -183,6 +190,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Container images: import `docker save`/OCI archives, inspect layers, compare base images.
+    Image(cowprof::image::cli::ImageArgs),
     /// Remove what dead `bench` runs left: mounts, loop devices, images, directories, state.
     Clean {
         /// Also look for cowprof-lab-<pid> directories here (bench's --workdir).
@@ -366,6 +375,21 @@ async fn run(command: Command) -> u8 {
             .await
         }
         Command::Bench {
+            image: Some(image),
+            store,
+            out: out_dir,
+            quick,
+            ..
+        } => cowprof::image::bench::main(
+            &cowprof::image::bench::ImageBenchOptions {
+                image,
+                store,
+                out: out_dir,
+                files_per_cell: if quick { 3 } else { 10 },
+            },
+            &mut out,
+        ),
+        Command::Bench {
             spec,
             out: out_dir,
             workdir,
@@ -373,6 +397,7 @@ async fn run(command: Command) -> u8 {
             baseline,
             confirm,
             gates,
+            ..
         } => {
             let bench_opts = lab::run::BenchOptions {
                 spec,
@@ -414,6 +439,7 @@ async fn run(command: Command) -> u8 {
             },
             &mut out,
         ),
+        Command::Image(args) => cowprof::image::cli::main(args, &mut out),
         Command::Clean { workdir } => {
             let report = lab::clean::clean(&workdir);
             for line in &report.removed {
