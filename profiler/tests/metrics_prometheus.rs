@@ -1,6 +1,7 @@
 //! `cowprof record --metrics-addr` scraped by a real Prometheus server (Debian's `prometheus`)
 //! while the scenario's workload runs on real overlay stacks; the numbers Prometheus answers are
 //! checked against cowprof's own JSON summary, the scenario's expected events and the upper dir.
+//! `record` runs with CAP_BPF and CAP_PERFMON alone, the DaemonSet's capabilities.
 //! Also: the label budget on real mounts, and bad addresses.
 
 mod common;
@@ -194,7 +195,10 @@ fn prometheus_scrapes_the_workload() {
 
     let port = free_port();
     let prom = Prometheus::start(port);
-    let mut rec = Running::spawn(Command::new(BIN).args([
+    // With the DaemonSet's capabilities only (deploy/daemonset.yaml): CAP_BPF and CAP_PERFMON.
+    let mut rec = Running::spawn(Command::new("setpriv").args([
+        "--bounding-set=-all,+bpf,+perfmon",
+        BIN,
         "record",
         "--json",
         "--comm",
