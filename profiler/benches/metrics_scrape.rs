@@ -1,6 +1,6 @@
 //! Scrape cost and memory of `record --metrics-addr`: label sets are filled with events through
 //! the same `Recorder::observe` that `record` calls, then `/metrics` is fetched over loopback
-//! from the real server (tiny_http thread), as Prometheus would.
+//! from the real server (`tiny_http` thread), as Prometheus would.
 //!
 //! Reported per configuration: active series (sample lines in the exposition), response bytes,
 //! heap held by the metrics (a counting allocator: live bytes after filling minus before), the
@@ -85,7 +85,12 @@ fn scrape(addr: std::net::SocketAddr) -> usize {
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
-    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "an index")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an index"
+    )]
     let i = ((v.len() - 1) as f64 * p).round() as usize;
     v[i]
 }
@@ -109,12 +114,31 @@ fn main() {
     // (name, budget, label sets, copy-up kinds per set, whiteout kinds per set)
     let configs: [(&str, usize, usize, usize, usize); 3] = [
         ("1,000 series: 34 label sets x data copy-up", 50, 34, 1, 0),
-        ("default budget full: 50 sets + other, all 8 kinds", 50, 60, 5, 3),
-        ("--metrics-max-series 1000, 1,000 sets x data copy-up", 1000, 1000, 1, 0),
+        (
+            "default budget full: 50 sets + other, all 8 kinds",
+            50,
+            60,
+            5,
+            3,
+        ),
+        (
+            "--metrics-max-series 1000, 1,000 sets x data copy-up",
+            1000,
+            1000,
+            1,
+            0,
+        ),
     ];
     println!(
         "{:<58} {:>8} {:>10} {:>10} {:>12} {:>12} {:>12} {:>10}",
-        "configuration", "series", "bytes", "heap", "scrape p50", "scrape p90", "encode p50", "observe"
+        "configuration",
+        "series",
+        "bytes",
+        "heap",
+        "scrape p50",
+        "scrape p90",
+        "encode p50",
+        "observe"
     );
     let mut json = Vec::new();
     for (name, budget, sets, ck, wk) in configs {
@@ -123,7 +147,11 @@ fn main() {
         let mut i = 0u64;
         for s in 0..sets {
             let mount = format!("/var/lib/docker/overlay2/{s:064x}/merged");
-            for k in copy_kinds.iter().take(ck).chain(white_kinds.iter().take(wk)) {
+            for k in copy_kinds
+                .iter()
+                .take(ck)
+                .chain(white_kinds.iter().take(wk))
+            {
                 for _ in 0..20 {
                     rec.observe(&event(*k, &mount, i));
                     i += 1;
@@ -134,7 +162,10 @@ fn main() {
         let series = text.lines().filter(|l| !l.starts_with('#')).count();
         let fixed = {
             let (_, empty) = Recorder::new(1).expect("recorder");
-            encode(&empty).lines().filter(|l| !l.starts_with('#')).count()
+            encode(&empty)
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .count()
         };
         drop(text);
         let heap = LIVE.load(Ordering::Relaxed).saturating_sub(before);
@@ -171,8 +202,8 @@ fn main() {
             percentile(&mut enc, 0.5),
         );
         println!(
-            "{name:<58} {series:>8} {bytes:>10} {:>9.0}K {p50:>12.2?} {p90:>12.2?} {e50:>12.2?} {observe:>10.0?}",
-            heap as f64 / 1024.0
+            "{name:<58} {series:>8} {bytes:>10} {:>9}K {p50:>12.2?} {p90:>12.2?} {e50:>12.2?} {observe:>10.0?}",
+            heap / 1024
         );
         json.push(serde_json::json!({
             "configuration": name, "series": series, "fixed_series": fixed, "response_bytes": bytes,

@@ -1,7 +1,7 @@
-//! The Kubernetes DaemonSet (deploy/daemonset.yaml) parsed and checked field by field, and the
+//! The Kubernetes `DaemonSet` (deploy/daemonset.yaml) parsed and checked field by field, and the
 //! container image (deploy/Dockerfile) built from the static musl binary with the local dockerd.
-//! (That the DaemonSet's two capabilities are enough is shown by `metrics_prometheus.rs`, whose
-//! `record` runs with CAP_BPF and CAP_PERFMON alone.)
+//! (That the `DaemonSet`'s two capabilities are enough is shown by `metrics_prometheus.rs`, whose
+//! `record` runs with `CAP_BPF` and `CAP_PERFMON` alone.)
 
 mod common;
 
@@ -50,13 +50,15 @@ fn daemonset_asks_for_what_it_needs_and_no_more() {
     assert_eq!(ds["apiVersion"], "apps/v1");
     assert_eq!(ds["metadata"]["namespace"], docs[0]["metadata"]["name"]);
     assert_eq!(
-        ds["spec"]["selector"]["matchLabels"],
-        ds["spec"]["template"]["metadata"]["labels"],
+        ds["spec"]["selector"]["matchLabels"], ds["spec"]["template"]["metadata"]["labels"],
         "the selector must match the pod template"
     );
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["hostPID"], true, "hostPID: host /proc for attribution");
-    assert_eq!(pod["hostNetwork"], false, "metrics on the pod IP, not the node's");
+    assert_eq!(
+        pod["hostNetwork"], false,
+        "metrics on the pod IP, not the node's"
+    );
     assert_eq!(pod["automountServiceAccountToken"], false);
     assert!(pod.get("hostIPC").is_none_or(|v| v == false));
 
@@ -85,11 +87,16 @@ fn daemonset_asks_for_what_it_needs_and_no_more() {
         .collect();
     assert_eq!(args[0], "record");
     assert!(args.contains(&"--quiet"));
-    let addr = args[args.iter().position(|a| *a == "--metrics-addr").expect("flag") + 1];
+    let addr = args[args
+        .iter()
+        .position(|a| *a == "--metrics-addr")
+        .expect("flag")
+        + 1];
     assert_eq!(addr, "$(POD_IP):9464");
     let env = c["env"].as_array().expect("env");
-    assert!(env.iter().any(|e| e["name"] == "POD_IP"
-        && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"));
+    assert!(env.iter().any(
+        |e| e["name"] == "POD_IP" && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    ));
     let ports = c["ports"].as_array().expect("ports");
     assert_eq!(ports.len(), 1);
     assert_eq!(ports[0]["containerPort"], 9464);
@@ -153,7 +160,9 @@ fn dockerfile_is_the_static_binary_alone() {
     assert!(lines.contains(&"COPY cowprof /cowprof"));
     assert!(lines.contains(&r#"ENTRYPOINT ["/cowprof"]"#));
     // The default command keeps the localhost default; the DaemonSet chooses the pod IP.
-    assert!(lines.iter().any(|l| l.starts_with("CMD ") && l.contains("127.0.0.1:")));
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("CMD ") && l.contains("127.0.0.1:")));
 }
 
 /// Builds the image from the musl binary and runs it. Needs root, dockerd and the static build,
@@ -205,13 +214,31 @@ fn image_builds_and_runs() {
         .port();
     let name = format!("cowprof-test-{}", std::process::id());
     let run = docker(&[
-        "run", "-d", "--rm", "--name", &name, "--network", "host", "--cap-drop", "ALL",
-        "--cap-add", "SYS_ADMIN", &tag, "record", "--quiet", "--duration", "2m",
-        "--metrics-addr", &format!("127.0.0.1:{port}"),
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "SYS_ADMIN",
+        &tag,
+        "record",
+        "--quiet",
+        "--duration",
+        "2m",
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let mut metrics = String::new();
-    while run.0 == Some(0) && Instant::now() < deadline && !metrics.contains("cowprof_backend_info{") {
+    while run.0 == Some(0)
+        && Instant::now() < deadline
+        && !metrics.contains("cowprof_backend_info{")
+    {
         std::thread::sleep(Duration::from_millis(200));
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
@@ -221,7 +248,13 @@ fn image_builds_and_runs() {
     }
     let logs = docker(&["logs", &name]);
     let _ = docker(&["rm", "-f", &name]);
-    let layers = docker(&["image", "inspect", "--format", "{{len .RootFS.Layers}}", &tag]);
+    let layers = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{len .RootFS.Layers}}",
+        &tag,
+    ]);
     let _ = docker(&["rmi", "-f", &tag]);
     assert_eq!(run.0, Some(0), "docker run: {}", run.2);
     assert!(
@@ -238,4 +271,3 @@ fn image_builds_and_runs() {
     );
     assert_eq!(layers.1.trim(), "1", "one layer: the binary");
 }
-

@@ -1,8 +1,13 @@
 //! `cowprof record --metrics-addr` scraped by a real Prometheus server (Debian's `prometheus`)
 //! while the scenario's workload runs on real overlay stacks; the numbers Prometheus answers are
 //! checked against cowprof's own JSON summary, the scenario's expected events and the upper dir.
-//! `record` runs with CAP_BPF and CAP_PERFMON alone, the DaemonSet's capabilities.
+//! `record` runs with `CAP_BPF` and `CAP_PERFMON` alone, the `DaemonSet`'s capabilities.
 //! Also: the label budget on real mounts, and bad addresses.
+#![expect(
+    clippy::float_cmp,
+    clippy::cast_precision_loss,
+    reason = "Prometheus answers counts as floats; these small integers are exact in f64"
+)]
 
 mod common;
 
@@ -15,8 +20,8 @@ use std::{
 };
 
 use common::{
-    build_stacks, canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running,
-    BIN, START_TIMEOUT,
+    build_stacks, canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running, BIN,
+    START_TIMEOUT,
 };
 use cowprof::{
     decode::Kind,
@@ -80,7 +85,10 @@ impl Prometheus {
         let port = free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
@@ -99,7 +107,7 @@ impl Prometheus {
     fn query_at(&self, promql: &str, time: Option<f64>) -> Vec<(BTreeMap<String, String>, f64)> {
         let mut q = format!("/api/v1/query?query={}", urlencode(promql));
         if let Some(t) = time {
-            q.push_str(&format!("&time={t:.3}"));
+            q = format!("{q}&time={t:.3}");
         }
         let body = http_get(self.port, &q).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -186,7 +194,9 @@ fn prometheus_scrapes_the_workload() {
     let root = canon(dir.path());
     let (main, meta) = build_stacks(&root);
     let main_mount = canon(&main.merged).display().to_string();
-    let meta_mount = meta.as_ref().map(|m| canon(&m.merged).display().to_string());
+    let meta_mount = meta
+        .as_ref()
+        .map(|m| canon(&m.merged).display().to_string());
     // The workload under a comm of its own, so that only its events are counted even without
     // --mount (both stacks are recorded: the label budget is exercised on real mounts).
     let comm = "cowprofmetrics1";
@@ -210,7 +220,11 @@ fn prometheus_scrapes_the_workload() {
     ]));
     let start_line = rec.next_line(START_TIMEOUT);
     // One scrape before the workload: every counter's first sample is its zero.
-    assert_eq!(prom.wait_for("cowprof_events_total", 0.0), 0.0, "first scrape");
+    assert_eq!(
+        prom.wait_for("cowprof_events_total", 0.0),
+        0.0,
+        "first scrape"
+    );
 
     let mut workload = Command::new(&workload_bin);
     workload.args(["__workload", &main_mount]);
@@ -222,7 +236,11 @@ fn prometheus_scrapes_the_workload() {
 
     let expected = scenario::expected("tracepoint", meta.is_some());
     let n = expected.len() as f64;
-    assert_eq!(prom.wait_for("cowprof_events_total", n), n, "events in Prometheus");
+    assert_eq!(
+        prom.wait_for("cowprof_events_total", n),
+        n,
+        "events in Prometheus"
+    );
 
     // Evaluated at the last scrape, increase() over the whole run is exact: the first sample is
     // 0 (no extrapolation before it) and there is nothing after the last one.
@@ -234,8 +252,14 @@ fn prometheus_scrapes_the_workload() {
     let copy_ups = prom.by_label("sum by (kind) (cowprof_copy_ups_total)", "kind");
     let whiteouts = prom.by_label("sum by (kind) (cowprof_whiteouts_total)", "kind");
     let bytes = prom.by_label("sum by (kind) (cowprof_copied_bytes_total)", "kind");
-    let lat_count = prom.by_label("sum by (kind) (cowprof_copy_up_latency_seconds_count)", "kind");
-    let lat_sum = prom.by_label("sum by (kind) (cowprof_copy_up_latency_seconds_sum)", "kind");
+    let lat_count = prom.by_label(
+        "sum by (kind) (cowprof_copy_up_latency_seconds_count)",
+        "kind",
+    );
+    let lat_sum = prom.by_label(
+        "sum by (kind) (cowprof_copy_up_latency_seconds_sum)",
+        "kind",
+    );
     let mounts = prom.by_label(
         r#"sum by (mount) ({__name__=~"cowprof_copy_ups_total|cowprof_whiteouts_total"})"#,
         "mount",
@@ -296,11 +320,11 @@ fn prometheus_scrapes_the_workload() {
     }
     for (kind, (count, b)) in &want {
         let k = kind.as_str();
-        let stats = &s.by_kind[k];
-        assert_eq!(stats.count as f64, *count, "summary count {k}");
+        let own = &s.by_kind[k];
+        assert_eq!(own.count as f64, *count, "summary count {k}");
         let got = if kind.is_copy_up() {
             assert_eq!(bytes.get(k), Some(b), "bytes {k}: {bytes:?}");
-            assert_eq!(stats.bytes_copied as f64, *b, "summary bytes {k}");
+            assert_eq!(own.bytes_copied as f64, *b, "summary bytes {k}");
             assert_eq!(lat_count.get(k), Some(count), "histogram count {k}");
             let sum_ns: u64 = recording
                 .events
@@ -309,14 +333,25 @@ fn prometheus_scrapes_the_workload() {
                 .map(|e| e.latency_ns)
                 .sum();
             let sum = lat_sum[k];
-            assert!((sum - sum_ns as f64 / 1e9).abs() < 1e-9, "latency sum {k}: {sum} vs {sum_ns} ns");
+            assert!(
+                (sum - sum_ns as f64 / 1e9).abs() < 1e-9,
+                "latency sum {k}: {sum} vs {sum_ns} ns"
+            );
             copy_ups.get(k)
         } else {
             whiteouts.get(k)
         };
-        assert_eq!(got, Some(count), "{k}: copy-ups {copy_ups:?} whiteouts {whiteouts:?}");
+        assert_eq!(
+            got,
+            Some(count),
+            "{k}: copy-ups {copy_ups:?} whiteouts {whiteouts:?}"
+        );
     }
-    assert_eq!(copy_ups.len() + whiteouts.len(), want.len(), "no other kinds");
+    assert_eq!(
+        copy_ups.len() + whiteouts.len(),
+        want.len(),
+        "no other kinds"
+    );
 
     // The histogram's buckets hold exactly the events' latencies; histogram_quantile is the
     // interpolation inside the bucket where cowprof's own p50 lies.
@@ -332,8 +367,14 @@ fn prometheus_scrapes_the_workload() {
         assert_eq!(*count, below as f64, "bucket le={le}");
     }
     let want_p50 = histogram_quantile(0.5, &buckets);
-    assert!((p50 - want_p50).abs() <= 1e-12 * want_p50.max(1.0), "p50 {p50} vs {want_p50}");
-    let b = buckets.iter().position(|(le, _)| *le >= p50).expect("bucket");
+    assert!(
+        (p50 - want_p50).abs() <= 1e-12 * want_p50.max(1.0),
+        "p50 {p50} vs {want_p50}"
+    );
+    let b = buckets
+        .iter()
+        .position(|(le, _)| *le >= p50)
+        .expect("bucket");
     let lower = if b == 0 { 0.0 } else { buckets[b - 1].0 };
     let own_p50 = s.by_kind["data_copy_up"].p50_ns as f64 / 1e9;
     // hdrhistogram keeps 3 significant digits.
@@ -365,7 +406,7 @@ fn prometheus_scrapes_the_workload() {
     assert_eq!(backend.len(), 1, "{backend:?}");
     assert_eq!(backend[0].0["backend"], recording.start.backend);
     assert_eq!(backend[0].1, 1.0);
-    assert!((1.0..4096.0).contains(&(rss / 1048576.0)), "rss {rss}");
+    assert!((1.0..4096.0).contains(&(rss / 1_048_576.0)), "rss {rss}");
 
     drop(meta);
     drop(main);
@@ -380,25 +421,39 @@ fn run_bad(args: &[&str]) -> (Option<i32>, String) {
         .stdin(Stdio::null())
         .output()
         .expect("run cowprof");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn bad_metrics_addresses() {
     let _lock = lock();
     let baseline = is_root_baseline();
-    for addr in ["nonsense", "127.0.0.1:99999", "127.0.0.1:", "no.such.host.invalid:9464"] {
+    for addr in [
+        "nonsense",
+        "127.0.0.1:99999",
+        "127.0.0.1:",
+        "no.such.host.invalid:9464",
+    ] {
         let (code, err) = run_bad(&["--metrics-addr", addr]);
         assert_eq!(code, Some(2), "{addr}: {err}");
         assert_eq!(err.lines().count(), 1, "one line: {err}");
-        assert!(err.contains("--metrics-addr") && err.contains("HOST:PORT"), "{err}");
+        assert!(
+            err.contains("--metrics-addr") && err.contains("HOST:PORT"),
+            "{err}"
+        );
     }
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let (code, err) = run_bad(&["--metrics-addr", &addr]);
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.contains("cannot listen") && err.contains("pick a free port"), "{err}");
+    assert!(
+        err.contains("cannot listen") && err.contains("pick a free port"),
+        "{err}"
+    );
     let (code, err) = run_bad(&["--metrics-addr", "127.0.0.1:0", "--metrics-max-series", "0"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--metrics-max-series"), "{err}");

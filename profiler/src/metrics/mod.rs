@@ -36,7 +36,7 @@ use crate::{aggregate::Drops, decode::Kind, enrich::Event, report::RunInfo};
 /// Default number of label sets with series of their own (`--metrics-max-series`).
 pub const DEFAULT_MAX_SERIES: usize = 50;
 /// A label set idle this long may be replaced by a new one when the budget is full.
-pub const IDLE_EVICT: Duration = Duration::from_secs(300);
+pub const IDLE_EVICT: Duration = Duration::from_mins(5);
 /// The label value of everything beyond the budget.
 pub const OTHER: &str = "other";
 /// Latency buckets: 1 µs × 2^k, k = 0..23 (1 µs … 8.4 s).
@@ -340,10 +340,7 @@ impl Recorder {
             self.copied_bytes
                 .get_or_create(&series)
                 .inc_by(ev.bytes_copied);
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "ns to seconds for a histogram"
-            )]
+            #[expect(clippy::cast_precision_loss, reason = "ns to seconds for a histogram")]
             let secs = ev.latency_ns as f64 / 1e9;
             self.latency.get_or_create(&series).observe(secs);
         } else {
@@ -361,8 +358,7 @@ impl Recorder {
         ] {
             let c = self.dropped.get_or_create(&ReasonLabels { reason });
             // Monotonic by construction; never move a counter backwards.
-            c.inner()
-                .fetch_max(v, std::sync::atomic::Ordering::Relaxed);
+            c.inner().fetch_max(v, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -402,7 +398,7 @@ impl crate::report::Exporter for Quiet {
     }
 }
 
-/// The registry as OpenMetrics text (what `/metrics` serves).
+/// The registry as `OpenMetrics` text (what `/metrics` serves).
 pub fn encode(registry: &Registry) -> String {
     let mut s = String::new();
     // Writing into a String cannot fail.
@@ -474,8 +470,7 @@ mod tests {
         assert!(copy[0].contains(r#"kind="data_copy_up""#) && copy[0].contains(r#"mount="/m""#));
         assert!((value(copy[0]) - 2.0).abs() < f64::EPSILON);
         assert!(
-            (value(samples(&text, "cowprof_copied_bytes_total{")[0]) - 4196.0).abs()
-                < f64::EPSILON
+            (value(samples(&text, "cowprof_copied_bytes_total{")[0]) - 4196.0).abs() < f64::EPSILON
         );
         assert!((value(samples(&text, "cowprof_whiteouts_total{")[0]) - 1.0).abs() < f64::EPSILON);
         // 3 µs falls in le=4 µs, 500 µs in le=512 µs.
@@ -547,7 +542,11 @@ mod tests {
             } else {
                 Kind::Whiteout
             };
-            let l = labels(kind, &format!("/var/lib/docker/overlay2/{i}/merged"), &format!("c{i}"));
+            let l = labels(
+                kind,
+                &format!("/var/lib/docker/overlay2/{i}/merged"),
+                &format!("c{i}"),
+            );
             rec.observe_at(&l, &event(kind, "/x", 1_000, 1), t0);
         }
         let text = encode(&reg);
@@ -566,7 +565,10 @@ mod tests {
         let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
         assert!(all_series <= (max + 1) * 2 * 28 + 40, "{all_series} series");
         let total: f64 = copy.iter().chain(&white).map(|l| value(l)).sum();
-        assert!((total - 5_000.0).abs() < f64::EPSILON, "every event counted once");
+        assert!(
+            (total - 5_000.0).abs() < f64::EPSILON,
+            "every event counted once"
+        );
         let other: f64 = copy
             .iter()
             .chain(&white)
@@ -596,8 +598,14 @@ mod tests {
         rec.observe_at(&labels(Kind::DataCopyUp, "/d", "d"), &ev, later);
         let text = encode(&reg);
         let copy = samples(&text, "cowprof_copy_ups_total{");
-        let has = |c: &str| copy.iter().any(|l| l.contains(&format!("container=\"{c}\"")));
-        assert!(!has("a") && has("b") && has("c") && has("other") && !has("d"), "{copy:?}");
+        let has = |c: &str| {
+            copy.iter()
+                .any(|l| l.contains(&format!("container=\"{c}\"")))
+        };
+        assert!(
+            !has("a") && has("b") && has("c") && has("other") && !has("d"),
+            "{copy:?}"
+        );
         assert_eq!(copy.len(), 3);
     }
 

@@ -1,4 +1,4 @@
-//! Kubernetes pods from cgroup paths: QoS class, pod UID and container id.
+//! Kubernetes pods from cgroup paths: `QoS` class, pod UID and container id.
 //!
 //! The kubelet names pod cgroups `kubepods[/burstable|/besteffort]/pod<UID>` (cgroupfs driver) or,
 //! with the systemd driver, `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<UID
@@ -9,7 +9,7 @@
 //! names appear on cgroup v1 (per controller) and v2 (unified).
 //! Docker/podman containers outside Kubernetes are attributed by `enrich::container`.
 
-/// A pod's QoS class (its cgroup parent).
+/// A pod's `QoS` class (its cgroup parent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Qos {
     Guaranteed,
@@ -136,6 +136,7 @@ mod tests {
     const UID: &str = "8e3f2b1c-5d4a-4c3b-9e2f-1a0b9c8d7e6f";
     const CID: &str = "2f9c1e0b7d8a6c5b4e3d2c1b0a9f8e7d6c5b4a3928171605f4e3d2c1b0a99887";
 
+    #[expect(clippy::unnecessary_wraps, reason = "compared with parse()'s Option")]
     fn pod(qos: Qos, cid: Option<&str>) -> Option<PodCgroup> {
         Some(PodCgroup {
             qos,
@@ -157,8 +158,14 @@ mod tests {
             pod(Qos::BestEffort, Some(CID))
         );
         // Guaranteed pods sit right under kubepods; the pod cgroup itself has no container.
-        assert_eq!(parse(&format!("/kubepods/pod{u}/{CID}")), pod(Qos::Guaranteed, Some(CID)));
-        assert_eq!(parse(&format!("/kubepods/pod{u}")), pod(Qos::Guaranteed, None));
+        assert_eq!(
+            parse(&format!("/kubepods/pod{u}/{CID}")),
+            pod(Qos::Guaranteed, Some(CID))
+        );
+        assert_eq!(
+            parse(&format!("/kubepods/pod{u}")),
+            pod(Qos::Guaranteed, None)
+        );
         // cri-o with cgroupfs names its container cgroups crio-<id>
         assert_eq!(
             parse(&format!("12:pids:/kubepods/burstable/pod{u}/crio-{CID}")),
@@ -182,7 +189,9 @@ mod tests {
             pod(Qos::BestEffort, Some(CID))
         );
         assert_eq!(
-            parse(&format!("7:cpu,cpuacct:/kubepods.slice/kubepods-pod{us}.slice/docker-{CID}.scope")),
+            parse(&format!(
+                "7:cpu,cpuacct:/kubepods.slice/kubepods-pod{us}.slice/docker-{CID}.scope"
+            )),
             pod(Qos::Guaranteed, Some(CID))
         );
         // kind: the kubelet's own cgroup root prefixes every name.

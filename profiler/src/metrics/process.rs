@@ -64,11 +64,24 @@ impl Collector for ProcessCollector {
         )?)?;
         let (rss, peak) = rss_bytes();
         for (name, help, v) in [
-            ("process_resident_memory", "Resident set size of cowprof", rss),
-            ("process_max_resident_memory", "Peak resident set size of cowprof", peak),
+            (
+                "process_resident_memory",
+                "Resident set size of cowprof",
+                rss,
+            ),
+            (
+                "process_max_resident_memory",
+                "Peak resident set size of cowprof",
+                peak,
+            ),
         ] {
             let g = ConstGauge::new(v);
-            g.encode(encoder.encode_descriptor(name, help, Some(&Unit::Bytes), g.metric_type())?)?;
+            g.encode(encoder.encode_descriptor(
+                name,
+                help,
+                Some(&Unit::Bytes),
+                g.metric_type(),
+            )?)?;
         }
         let fds = ConstGauge::new(open_fds());
         fds.encode(encoder.encode_descriptor(

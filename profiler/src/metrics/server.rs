@@ -1,4 +1,4 @@
-//! The `/metrics` endpoint: tiny_http on a thread of its own, so a slow scrape never holds up
+//! The `/metrics` endpoint: `tiny_http` on a thread of its own, so a slow scrape never holds up
 //! the ring-buffer reader (the metric handles are atomics shared with the recorder).
 
 use std::{
@@ -57,12 +57,11 @@ impl MetricsServer {
             source,
         })?;
         let addr = listener.local_addr().unwrap_or(addr);
-        let server = tiny_http::Server::from_listener(listener, None).map_err(|e| {
-            MetricsError::Bind {
+        let server =
+            tiny_http::Server::from_listener(listener, None).map_err(|e| MetricsError::Bind {
                 addr: spec.to_owned(),
                 source: std::io::Error::other(e.to_string()),
-            }
-        })?;
+            })?;
         let server = Arc::new(server);
         let serving = Arc::clone(&server);
         let thread = std::thread::Builder::new()
@@ -123,7 +122,15 @@ mod tests {
         ok("[::1]:9464", "[::1]:9464");
         ok("127.0.0.1:0", "127.0.0.1:0");
         assert!(parse_addr("localhost:9464").unwrap().ip().is_loopback());
-        for bad in ["", "abc", "1.2.3.4", "1.2.3.4:99999", "127.0.0.1:port", ":", "[::1]"] {
+        for bad in [
+            "",
+            "abc",
+            "1.2.3.4",
+            "1.2.3.4:99999",
+            "127.0.0.1:port",
+            ":",
+            "[::1]",
+        ] {
             let e = parse_addr(bad).unwrap_err();
             assert!(matches!(e, MetricsError::Addr { .. }), "{bad}: {e}");
             assert!(e.to_string().contains("HOST:PORT"), "{e}");
@@ -157,9 +164,15 @@ mod tests {
             body
         };
         let body = get("/metrics");
-        assert!(body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(
+            body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+            "{body}"
+        );
         assert!(body.contains("application/openmetrics-text"));
-        assert!(body.contains(r#"cowprof_dropped_events_total{reason="ringbuf"} 7"#), "{body}");
+        assert!(
+            body.contains(r#"cowprof_dropped_events_total{reason="ringbuf"} 7"#),
+            "{body}"
+        );
         assert!(get("/").contains(" 404 "));
         drop(server);
     }
