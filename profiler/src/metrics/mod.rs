@@ -164,6 +164,8 @@ struct Budget {
     max: usize,
     /// Label set → last event time.
     admitted: HashMap<Source, Instant>,
+    /// No idle label set was found before this.
+    next_scan: Instant,
 }
 
 enum Admission {
@@ -183,6 +185,11 @@ impl Budget {
             self.admitted.insert(src.clone(), now);
             return Admission::Own;
         }
+        // A full budget of busy label sets is the steady state under a flood: look for an idle
+        // one at most once a second, not on every folded event (the scan is O(max)).
+        if now < self.next_scan {
+            return Admission::Folded;
+        }
         let idlest = self
             .admitted
             .iter()
@@ -195,7 +202,10 @@ impl Budget {
                 self.admitted.insert(src.clone(), now);
                 Admission::Replaces(old)
             }
-            None => Admission::Folded,
+            None => {
+                self.next_scan = now + Duration::from_secs(1);
+                Admission::Folded
+            }
         }
     }
 }
@@ -241,6 +251,7 @@ impl Recorder {
             budget: Arc::new(Mutex::new(Budget {
                 max: max_series,
                 admitted: HashMap::new(),
+                next_scan: Instant::now(),
             })),
         };
         for reason in ["ringbuf", "op_table", "windows", "malformed"] {
