@@ -138,7 +138,8 @@ fn main() {
         "scrape p50",
         "scrape p90",
         "encode p50",
-        "observe"
+        "observe",
+        "folded"
     );
     let mut json = Vec::new();
     for (name, budget, sets, ck, wk) in configs {

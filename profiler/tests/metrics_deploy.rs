@@ -264,6 +264,7 @@ fn image_builds_and_runs() {
         logs.2
     );
     assert!(metrics.contains("cowprof_events_total 0"), "{metrics}");
+    assert_eq!(logs.1, "", "--quiet: nothing on stdout");
     assert_eq!(version.0, Some(0), "--version: {}", version.2);
     assert_eq!(
         version.1.trim(),
