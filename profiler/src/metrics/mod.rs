@@ -196,16 +196,13 @@ impl Budget {
             .filter(|(_, seen)| now.saturating_duration_since(**seen) >= IDLE_EVICT)
             .min_by_key(|(_, seen)| **seen)
             .map(|(s, _)| s.clone());
-        match idlest {
-            Some(old) => {
-                self.admitted.remove(&old);
-                self.admitted.insert(src.clone(), now);
-                Admission::Replaces(old)
-            }
-            None => {
-                self.next_scan = now + Duration::from_secs(1);
-                Admission::Folded
-            }
+        if let Some(old) = idlest {
+            self.admitted.remove(&old);
+            self.admitted.insert(src.clone(), now);
+            Admission::Replaces(old)
+        } else {
+            self.next_scan = now + Duration::from_secs(1);
+            Admission::Folded
         }
     }
 }
