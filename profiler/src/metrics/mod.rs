@@ -569,9 +569,12 @@ mod tests {
             })
             .collect();
         assert_eq!(sets.len(), max + 1, "{max} label sets of their own + other");
-        // Per label set at most: 8 kinds × (counter + bytes + 26 histogram lines).
+        // The documented bound: per label set 5 copy-up kinds × (count + bytes + 27 histogram
+        // lines) + 3 whiteout kinds, for N + 1 label sets, plus 13 fixed series. Here exactly:
+        // 25 sets with a data copy-up (29 each), 25 with a whiteout (1), `other` with both (30).
         let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert!(all_series <= (max + 1) * 2 * 28 + 40, "{all_series} series");
+        assert!(all_series <= (max + 1) * (5 * 29 + 3) + 13);
+        assert_eq!(all_series, 25 * 29 + 25 + 30 + 13);
         let total: f64 = copy.iter().chain(&white).map(|l| value(l)).sum();
         assert!(
             (total - 5_000.0).abs() < f64::EPSILON,
@@ -588,6 +591,22 @@ mod tests {
             (value(samples(&text, "cowprof_folded_events_total")[0]) - other).abs() < f64::EPSILON
         );
         assert!((value(samples(&text, "cowprof_label_sets ")[0]) - 50.0).abs() < f64::EPSILON);
+    }
+
+    /// Every kind on more label sets than the budget: exactly the documented maximum.
+    #[test]
+    fn the_documented_maximum_is_reached_not_passed() {
+        let (rec, reg) = Recorder::new(DEFAULT_MAX_SERIES).unwrap();
+        let t0 = Instant::now();
+        for set in 0..2 * DEFAULT_MAX_SERIES {
+            for kind in ALL_KINDS {
+                let l = labels(kind, &format!("/m{set}"), &format!("c{set}"));
+                rec.observe_at(&l, &event(kind, "/x", 1_000, 1), t0);
+            }
+        }
+        let text = encode(&reg);
+        let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(all_series, (DEFAULT_MAX_SERIES + 1) * 148 + 13);
     }
 
     /// An idle label set gives its place to a new one; active ones keep theirs.
