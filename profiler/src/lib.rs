@@ -2,7 +2,8 @@
 //!
 //! An event's way through the crate, one module per stage:
 //! [`probe`] (choose a backend, load, attach) → ring buffer ([`record`]) → [`decode`] →
-//! [`enrich`] (mount, layer, syscall) → [`aggregate`] (hdrhistogram) → [`report`] (table, JSON).
+//! [`enrich`] (mount, layer, syscall, container) → [`aggregate`] (hdrhistogram) → [`report`] (table,
+//! JSON) and [`metrics`] (Prometheus `/metrics`).
 //! [`compare`] gates two results files of the [`lab`] against each other (CI regression tests).
 //! [`scenario`] is the embedded default stack and workload that `demo`, the tests and the VM
 //! self-test share; [`selftest`] runs it under every backend the kernel allows.
@@ -13,6 +14,7 @@ pub mod decode;
 pub mod enrich;
 pub mod image;
 pub mod lab;
+pub mod metrics;
 pub mod probe;
 pub mod record;
 pub mod report;

@@ -101,6 +101,17 @@ enum Command {
         json: bool,
         #[command(flatten)]
         btf: BtfArgs,
+        /// Serve Prometheus/OpenMetrics metrics on http://HOST:PORT/metrics (PORT alone binds
+        /// 127.0.0.1; 0.0.0.0:PORT exposes them to the network).
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_addr: Option<String>,
+        /// Label sets (mount, container, image, layer digest) with series of their own; the
+        /// rest are counted under "other".
+        #[arg(long, value_name = "N", default_value_t = cowprof::metrics::DEFAULT_MAX_SERIES)]
+        metrics_max_series: usize,
+        /// Print nothing on stdout (a daemon serving --metrics-addr).
+        #[arg(long, short)]
+        quiet: bool,
         /// Run this command once attached and stop when it exits.
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -279,8 +290,23 @@ async fn run(command: Command) -> u8 {
             duration,
             json,
             btf,
+            metrics_addr,
+            metrics_max_series,
+            quiet,
             command,
         } => {
+            // Bound before anything is loaded: a bad address leaves nothing behind.
+            let (metrics, _server) = match metrics_addr
+                .map(|addr| cowprof::metrics::serve(&addr, metrics_max_series))
+                .transpose()
+            {
+                Ok(Some((rec, server))) => (Some(rec), Some(server)),
+                Ok(None) => (None, None),
+                Err(e) => {
+                    eprintln!("cowprof: {e}");
+                    return e.exit_code();
+                }
+            };
             let filter_cgroup = match cgroup.as_deref().map(cgroup_id).transpose() {
                 Ok(c) => c.unwrap_or(0),
                 Err(msg) => {
@@ -302,8 +328,15 @@ async fn run(command: Command) -> u8 {
                     .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 duration,
                 command,
+                discard_events: metrics.is_some() || quiet,
+                metrics,
             };
-            match record::record(&opts, exporter(json).as_mut(), &mut out).await {
+            let mut exp = if quiet {
+                Box::new(cowprof::metrics::Quiet)
+            } else {
+                exporter(json)
+            };
+            match record::record(&opts, exp.as_mut(), &mut out).await {
                 Ok(_) => code::OK,
                 Err(e) => {
                     eprintln!("cowprof: {e}");

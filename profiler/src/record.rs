@@ -33,6 +33,10 @@ pub struct RecordOptions {
     pub duration: Option<Duration>,
     /// Run this command after attaching; stop when it exits.
     pub command: Vec<String>,
+    /// Serve the events as Prometheus metrics (`--metrics-addr`).
+    pub metrics: Option<crate::metrics::Recorder>,
+    /// Do not keep events in the outcome (a daemon runs for days).
+    pub discard_events: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +177,9 @@ pub async fn record(
         skipped: probe.skipped.clone(),
     };
     let _ = exporter.header(out, &info);
+    if let Some(m) = &opts.metrics {
+        m.set_backend(&info);
+    }
     // Readers wait for this line to know the probes are attached.
     let _ = out.flush();
 
@@ -207,9 +214,14 @@ pub async fn record(
         for ev in evs {
             if filters.keep(&ev) {
                 agg.record(&ev);
+                if let Some(m) = &opts.metrics {
+                    m.observe(&ev);
+                }
                 // A closed stdout (e.g. `| head`) ends output, not the recording of the summary.
                 let _ = exporter.event(out, &ev);
-                events.push(ev);
+                if !opts.discard_events {
+                    events.push(ev);
+                }
             }
         }
         // One write per ring-buffer batch, not per event.
@@ -239,6 +251,9 @@ pub async fn record(
                 break;
             }
             _ = mount_check.tick() => {
+                if let Some(m) = &opts.metrics {
+                    m.set_drops(&drops(&probe, malformed));
+                }
                 if let Ok(now) = mountinfo::read_overlay_mounts() {
                     if enricher.add_mounts(&now) {
                         probe.register_mounts(&now)?;
@@ -257,6 +272,9 @@ pub async fn record(
     attributor.fill(&mut rest).await;
     deliver(rest, out, exporter);
     let summary = agg.summary(drops(&probe, malformed));
+    if let Some(m) = &opts.metrics {
+        m.set_drops(&summary.drops);
+    }
     let _ = exporter.summary(out, &summary);
     drop(probe); // detaches every program
     Ok(Outcome {

@@ -1,0 +1,647 @@
+//! `record --metrics-addr`: the events as Prometheus/OpenMetrics metrics on `/metrics`, so that a
+//! fleet of nodes is collected and queried by the Prometheus server users already run.
+//!
+//! Label cardinality is bounded (README, "Prometheus and Kubernetes"): a *label set* is one
+//! combination of `mount`, `container`, `image` and `layer_digest`. At most `max_series` label
+//! sets have series of their own; events of any further label set are counted under
+//! `container="other"` (all four labels `other`). A label set with no event for [`IDLE_EVICT`]
+//! gives its place to the next new one (its series are removed, as for a stopped container).
+//! Paths are never labels.
+
+pub mod pod;
+mod process;
+mod server;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::{Registry, Unit},
+};
+
+pub use server::{parse_addr, MetricsServer};
+
+use crate::{aggregate::Drops, decode::Kind, enrich::Event, report::RunInfo};
+
+/// Default number of label sets with series of their own (`--metrics-max-series`).
+pub const DEFAULT_MAX_SERIES: usize = 50;
+/// A label set idle this long may be replaced by a new one when the budget is full.
+pub const IDLE_EVICT: Duration = Duration::from_mins(5);
+/// The label value of everything beyond the budget.
+pub const OTHER: &str = "other";
+/// Latency buckets: 1 µs × 2^k, k = 0..23 (1 µs … 8.4 s).
+pub const LATENCY_BUCKETS: u16 = 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("--metrics-addr {addr}: {reason}; give HOST:PORT or PORT, e.g. 127.0.0.1:9464")]
+    Addr { addr: String, reason: String },
+    #[error("--metrics-addr {addr}: cannot listen: {source}; pick a free port")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--metrics-max-series must be at least 1")]
+    Budget,
+}
+
+impl MetricsError {
+    /// All are usage/input errors (README, "Exit codes").
+    pub fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
+/// What the metrics know of one event. Built from an [`Event`] by [`EventLabels::from_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventLabels {
+    pub kind: Kind,
+    pub mount: Option<String>,
+    pub container: Option<String>,
+    pub image: Option<String>,
+    pub layer_digest: Option<String>,
+}
+
+impl EventLabels {
+    pub fn from_event(ev: &Event) -> Self {
+        Self {
+            kind: ev.kind,
+            mount: ev.mount_point.clone(),
+            // The name where the engine told it, else the short id (as `docker ps` shows it).
+            container: ev.container_name.clone().or_else(|| {
+                ev.container_id
+                    .as_ref()
+                    .map(|id| id.chars().take(12).collect())
+            }),
+            image: ev.image.clone(),
+            layer_digest: ev.layer_digest.clone(),
+        }
+    }
+}
+
+/// One label set: the unit of the cardinality budget.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Source {
+    mount: String,
+    container: String,
+    image: String,
+    layer_digest: String,
+}
+
+impl Source {
+    fn of(l: &EventLabels) -> Self {
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+        Self {
+            mount: s(&l.mount),
+            container: s(&l.container),
+            image: s(&l.image),
+            layer_digest: s(&l.layer_digest),
+        }
+    }
+
+    fn other() -> Self {
+        Self {
+            mount: OTHER.into(),
+            container: OTHER.into(),
+            image: OTHER.into(),
+            layer_digest: OTHER.into(),
+        }
+    }
+
+    fn series(&self, kind: Kind) -> SeriesLabels {
+        SeriesLabels {
+            kind: kind.as_str().to_owned(),
+            container: self.container.clone(),
+            image: self.image.clone(),
+            layer_digest: self.layer_digest.clone(),
+            mount: self.mount.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SeriesLabels {
+    kind: String,
+    container: String,
+    image: String,
+    layer_digest: String,
+    mount: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+    kernel: String,
+    version: &'static str,
+}
+
+const ALL_KINDS: [Kind; 8] = [
+    Kind::DataCopyUp,
+    Kind::Metacopy,
+    Kind::DirCopyUp,
+    Kind::SpecialCopyUp,
+    Kind::DeferredDataCopyUp,
+    Kind::Whiteout,
+    Kind::OpaqueDir,
+    Kind::CreateOverWhiteout,
+];
+
+/// Which label sets have series of their own.
+#[derive(Debug)]
+struct Budget {
+    max: usize,
+    /// Label set → last event time.
+    admitted: HashMap<Source, Instant>,
+    /// No idle label set was found before this.
+    next_scan: Instant,
+}
+
+enum Admission {
+    Own,
+    /// Admitted in place of this idle label set.
+    Replaces(Source),
+    Folded,
+}
+
+impl Budget {
+    fn admit(&mut self, src: &Source, now: Instant) -> Admission {
+        if let Some(seen) = self.admitted.get_mut(src) {
+            *seen = now;
+            return Admission::Own;
+        }
+        if self.admitted.len() < self.max {
+            self.admitted.insert(src.clone(), now);
+            return Admission::Own;
+        }
+        // A full budget of busy label sets is the steady state under a flood: look for an idle
+        // one at most once a second, not on every folded event (the scan is O(max)).
+        if now < self.next_scan {
+            return Admission::Folded;
+        }
+        let idlest = self
+            .admitted
+            .iter()
+            .filter(|(_, seen)| now.saturating_duration_since(**seen) >= IDLE_EVICT)
+            .min_by_key(|(_, seen)| **seen)
+            .map(|(s, _)| s.clone());
+        if let Some(old) = idlest {
+            self.admitted.remove(&old);
+            self.admitted.insert(src.clone(), now);
+            Admission::Replaces(old)
+        } else {
+            self.next_scan = now + Duration::from_secs(1);
+            Admission::Folded
+        }
+    }
+}
+
+type HistogramFamily = Family<SeriesLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-6, 2.0, LATENCY_BUCKETS))
+}
+
+/// The metric handles (shared with the registry the server encodes) and the label budget.
+/// Cheap to clone: clones share everything.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    copy_ups: Family<SeriesLabels, Counter>,
+    whiteouts: Family<SeriesLabels, Counter>,
+    copied_bytes: Family<SeriesLabels, Counter>,
+    latency: HistogramFamily,
+    events: Counter,
+    folded: Counter,
+    dropped: Family<ReasonLabels, Counter>,
+    backend: Family<BackendLabels, Gauge>,
+    label_sets: Gauge,
+    budget: Arc<Mutex<Budget>>,
+}
+
+impl Recorder {
+    /// A recorder and the registry that exposes it (`max_series` ≥ 1 label sets of their own).
+    pub fn new(max_series: usize) -> Result<(Self, Registry), MetricsError> {
+        if max_series == 0 {
+            return Err(MetricsError::Budget);
+        }
+        let rec = Self {
+            copy_ups: Family::default(),
+            whiteouts: Family::default(),
+            copied_bytes: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            events: Counter::default(),
+            folded: Counter::default(),
+            dropped: Family::default(),
+            backend: Family::default(),
+            label_sets: Gauge::default(),
+            budget: Arc::new(Mutex::new(Budget {
+                max: max_series,
+                admitted: HashMap::new(),
+                next_scan: Instant::now(),
+            })),
+        };
+        for reason in ["ringbuf", "op_table", "windows", "malformed"] {
+            let _ = rec.dropped.get_or_create(&ReasonLabels { reason });
+        }
+        let mut root = Registry::default();
+        process::register(&mut root);
+        let reg = root.sub_registry_with_prefix("cowprof");
+        reg.register(
+            "copy_ups",
+            "Copy-ups (data, metacopy, dir, special, deferred data) by kind and label set",
+            rec.copy_ups.clone(),
+        );
+        reg.register(
+            "whiteouts",
+            "Whiteouts, opaque dirs and creates over whiteouts by kind and label set",
+            rec.whiteouts.clone(),
+        );
+        reg.register_with_unit(
+            "copied",
+            "Bytes copied up into the upper layer",
+            Unit::Bytes,
+            rec.copied_bytes.clone(),
+        );
+        reg.register_with_unit(
+            "copy_up_latency",
+            "Kernel latency of copy-ups (partial on the tracepoint backend)",
+            Unit::Seconds,
+            rec.latency.clone(),
+        );
+        reg.register(
+            "events",
+            "Every event delivered (all kinds, all label sets)",
+            rec.events.clone(),
+        );
+        reg.register(
+            "folded_events",
+            "Events counted under the label set `other` (the label budget was full)",
+            rec.folded.clone(),
+        );
+        reg.register(
+            "dropped_events",
+            "Events lost: ring buffer full, op table full, syscall windows, malformed samples",
+            rec.dropped.clone(),
+        );
+        reg.register(
+            "backend_info",
+            "The kernel mechanism in use (value 1)",
+            rec.backend.clone(),
+        );
+        reg.register(
+            "label_sets",
+            "Label sets (mount, container, image, layer_digest) with series of their own",
+            rec.label_sets.clone(),
+        );
+        let max = Gauge::<i64>::default();
+        max.set(i64::try_from(max_series).unwrap_or(i64::MAX));
+        reg.register(
+            "label_sets_max",
+            "The label-set budget (--metrics-max-series)",
+            max,
+        );
+        Ok((rec, root))
+    }
+
+    pub fn observe(&self, ev: &Event) {
+        self.observe_at(&EventLabels::from_event(ev), ev, Instant::now());
+    }
+
+    fn observe_at(&self, labels: &EventLabels, ev: &Event, now: Instant) {
+        let mut src = Source::of(labels);
+        {
+            let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+            match budget.admit(&src, now) {
+                Admission::Own => {}
+                Admission::Replaces(old) => {
+                    for kind in ALL_KINDS {
+                        let l = old.series(kind);
+                        self.copy_ups.remove(&l);
+                        self.whiteouts.remove(&l);
+                        self.copied_bytes.remove(&l);
+                        self.latency.remove(&l);
+                    }
+                }
+                Admission::Folded => {
+                    src = Source::other();
+                    self.folded.inc();
+                }
+            }
+            self.label_sets
+                .set(i64::try_from(budget.admitted.len()).unwrap_or(i64::MAX));
+        }
+        let series = src.series(labels.kind);
+        self.events.inc();
+        if labels.kind.is_copy_up() {
+            self.copy_ups.get_or_create(&series).inc();
+            self.copied_bytes
+                .get_or_create(&series)
+                .inc_by(ev.bytes_copied);
+            #[expect(clippy::cast_precision_loss, reason = "ns to seconds for a histogram")]
+            let secs = ev.latency_ns as f64 / 1e9;
+            self.latency.get_or_create(&series).observe(secs);
+        } else {
+            self.whiteouts.get_or_create(&series).inc();
+        }
+    }
+
+    /// The drop counters are the kernel's and the decoder's own running totals.
+    pub fn set_drops(&self, d: &Drops) {
+        for (reason, v) in [
+            ("ringbuf", d.ringbuf),
+            ("op_table", d.op_table),
+            ("windows", d.windows),
+            ("malformed", d.malformed),
+        ] {
+            let c = self.dropped.get_or_create(&ReasonLabels { reason });
+            // Monotonic by construction; never move a counter backwards.
+            c.inner().fetch_max(v, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn set_backend(&self, info: &RunInfo) {
+        self.backend
+            .get_or_create(&BackendLabels {
+                backend: info.backend.clone(),
+                kernel: info.kernel.clone(),
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+    }
+}
+
+/// Binds `addr` and serves a new recorder's registry on `/metrics` until the server is dropped.
+pub fn serve(addr: &str, max_series: usize) -> Result<(Recorder, MetricsServer), MetricsError> {
+    let (rec, registry) = Recorder::new(max_series)?;
+    Ok((rec, MetricsServer::start(addr, registry)?))
+}
+
+/// The `--quiet` exporter: nothing on stdout (a daemon serving `/metrics`).
+pub struct Quiet;
+
+impl crate::report::Exporter for Quiet {
+    fn header(&mut self, _: &mut dyn std::io::Write, _: &RunInfo) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn event(&mut self, _: &mut dyn std::io::Write, _: &Event) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn summary(
+        &mut self,
+        _: &mut dyn std::io::Write,
+        _: &crate::aggregate::Summary,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The registry as `OpenMetrics` text (what `/metrics` serves).
+pub fn encode(registry: &Registry) -> String {
+    let mut s = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut s, registry);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: Kind, mount: &str, latency_ns: u64, bytes: u64) -> Event {
+        Event {
+            kind,
+            backend: "tracepoint".into(),
+            time_ns: 0,
+            latency_ns,
+            latency_partial: false,
+            errno: 0,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            cgroup_id: 0,
+            mnt_ns: 0,
+            dev: None,
+            mount_point: Some(mount.into()),
+            path: "secret/path".into(),
+            path_truncated: false,
+            size_bytes: bytes,
+            bytes_copied: bytes,
+            lower_layer: Some(1),
+            lower_layer_dir: None,
+            syscall: None,
+            syscall_latency_ns: None,
+            syscall_ret: None,
+        }
+    }
+
+    fn labels(kind: Kind, mount: &str, container: &str) -> EventLabels {
+        EventLabels {
+            kind,
+            mount: Some(mount.into()),
+            container: Some(container.into()),
+            image: Some(format!("img-{container}")),
+            layer_digest: Some(format!("sha256:{container}")),
+        }
+    }
+
+    /// Sample lines (not comments) of one metric name prefix.
+    fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name))
+            .collect()
+    }
+
+    fn value(line: &str) -> f64 {
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn counts_bytes_and_latency_by_kind() {
+        let (rec, reg) = Recorder::new(DEFAULT_MAX_SERIES).unwrap();
+        rec.observe(&event(Kind::DataCopyUp, "/m", 3_000, 4096));
+        rec.observe(&event(Kind::DataCopyUp, "/m", 500_000, 100));
+        rec.observe(&event(Kind::Whiteout, "/m", 1_000, 0));
+        let text = encode(&reg);
+        let copy = samples(&text, "cowprof_copy_ups_total{");
+        assert_eq!(copy.len(), 1, "{text}");
+        assert!(copy[0].contains(r#"kind="data_copy_up""#) && copy[0].contains(r#"mount="/m""#));
+        assert!((value(copy[0]) - 2.0).abs() < f64::EPSILON);
+        assert!(
+            (value(samples(&text, "cowprof_copied_bytes_total{")[0]) - 4196.0).abs() < f64::EPSILON
+        );
+        assert!((value(samples(&text, "cowprof_whiteouts_total{")[0]) - 1.0).abs() < f64::EPSILON);
+        // 3 µs falls in le=4 µs, 500 µs in le=512 µs.
+        let buckets = samples(&text, "cowprof_copy_up_latency_seconds_bucket{");
+        assert_eq!(buckets.len(), usize::from(LATENCY_BUCKETS) + 1);
+        let at = |le: &str| {
+            value(
+                buckets
+                    .iter()
+                    .find(|l| l.contains(&format!("le=\"{le}\"")))
+                    .unwrap_or_else(|| panic!("no bucket {le}: {buckets:?}")),
+            )
+        };
+        assert!((at("0.000002") - 0.0).abs() < f64::EPSILON);
+        assert!((at("0.000004") - 1.0).abs() < f64::EPSILON);
+        assert!((at("0.000256") - 1.0).abs() < f64::EPSILON);
+        assert!((at("0.000512") - 2.0).abs() < f64::EPSILON);
+        assert!((at("+Inf") - 2.0).abs() < f64::EPSILON);
+        assert!(!text.contains("secret/path"), "paths are never labels");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn drops_backend_and_process() {
+        let (rec, reg) = Recorder::new(DEFAULT_MAX_SERIES).unwrap();
+        let before = encode(&reg);
+        assert_eq!(samples(&before, "cowprof_dropped_events_total{").len(), 4);
+        rec.set_drops(&Drops {
+            ringbuf: 3,
+            op_table: 0,
+            windows: 1,
+            malformed: 2,
+        });
+        rec.set_backend(&RunInfo {
+            backend: "tracepoint".into(),
+            kernel: "6.18".into(),
+            attached: vec![],
+            skipped: vec![],
+        });
+        let text = encode(&reg);
+        let drop = |r: &str| {
+            value(
+                samples(&text, "cowprof_dropped_events_total{")
+                    .into_iter()
+                    .find(|l| l.contains(&format!("reason=\"{r}\"")))
+                    .unwrap(),
+            )
+        };
+        assert!((drop("ringbuf") - 3.0).abs() < f64::EPSILON);
+        assert!((drop("windows") - 1.0).abs() < f64::EPSILON);
+        assert!((drop("malformed") - 2.0).abs() < f64::EPSILON);
+        assert!((drop("op_table")).abs() < f64::EPSILON);
+        assert!(text.contains(r#"cowprof_backend_info{backend="tracepoint",kernel="6.18""#));
+        let rss = value(samples(&text, "process_resident_memory_bytes")[0]);
+        assert!(rss >= 4096.0, "{text}");
+        assert_eq!(samples(&text, "process_cpu_seconds_total").len(), 1);
+    }
+
+    /// A flood of distinct containers and mounts stays within the budget; nothing is lost.
+    #[test]
+    fn cardinality_is_bounded() {
+        let max = 50;
+        let (rec, reg) = Recorder::new(max).unwrap();
+        let t0 = Instant::now();
+        let n = 5_000u64;
+        for i in 0..n {
+            let kind = if i % 2 == 0 {
+                Kind::DataCopyUp
+            } else {
+                Kind::Whiteout
+            };
+            let l = labels(
+                kind,
+                &format!("/var/lib/docker/overlay2/{i}/merged"),
+                &format!("c{i}"),
+            );
+            rec.observe_at(&l, &event(kind, "/x", 1_000, 1), t0);
+        }
+        let text = encode(&reg);
+        let copy = samples(&text, "cowprof_copy_ups_total{");
+        let white = samples(&text, "cowprof_whiteouts_total{");
+        let sets: std::collections::HashSet<String> = copy
+            .iter()
+            .chain(&white)
+            .map(|l| {
+                let start = l.find("container=").unwrap();
+                l[start..].split(',').next().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(sets.len(), max + 1, "{max} label sets of their own + other");
+        // The documented bound: per label set 5 copy-up kinds × (count + bytes + 27 histogram
+        // lines) + 3 whiteout kinds, for N + 1 label sets, plus 13 fixed series. Here exactly:
+        // 25 sets with a data copy-up (29 each), 25 with a whiteout (1), `other` with both (30).
+        let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert!(all_series <= (max + 1) * (5 * 29 + 3) + 13);
+        assert_eq!(all_series, 25 * 29 + 25 + 30 + 13);
+        let total: f64 = copy.iter().chain(&white).map(|l| value(l)).sum();
+        assert!(
+            (total - 5_000.0).abs() < f64::EPSILON,
+            "every event counted once"
+        );
+        let other: f64 = copy
+            .iter()
+            .chain(&white)
+            .filter(|l| l.contains(r#"container="other""#))
+            .map(|l| value(l))
+            .sum();
+        assert!((other - (5_000.0 - 50.0)).abs() < f64::EPSILON);
+        assert!(
+            (value(samples(&text, "cowprof_folded_events_total")[0]) - other).abs() < f64::EPSILON
+        );
+        assert!((value(samples(&text, "cowprof_label_sets ")[0]) - 50.0).abs() < f64::EPSILON);
+    }
+
+    /// Every kind on more label sets than the budget: exactly the documented maximum.
+    #[test]
+    fn the_documented_maximum_is_reached_not_passed() {
+        let (rec, reg) = Recorder::new(DEFAULT_MAX_SERIES).unwrap();
+        let t0 = Instant::now();
+        for set in 0..2 * DEFAULT_MAX_SERIES {
+            for kind in ALL_KINDS {
+                let l = labels(kind, &format!("/m{set}"), &format!("c{set}"));
+                rec.observe_at(&l, &event(kind, "/x", 1_000, 1), t0);
+            }
+        }
+        let text = encode(&reg);
+        let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(all_series, (DEFAULT_MAX_SERIES + 1) * 148 + 13);
+    }
+
+    /// An idle label set gives its place to a new one; active ones keep theirs.
+    #[test]
+    fn idle_label_sets_are_replaced() {
+        let (rec, reg) = Recorder::new(2).unwrap();
+        let t0 = Instant::now();
+        let ev = event(Kind::DataCopyUp, "/x", 1_000, 1);
+        rec.observe_at(&labels(Kind::DataCopyUp, "/a", "a"), &ev, t0);
+        rec.observe_at(&labels(Kind::DataCopyUp, "/b", "b"), &ev, t0);
+        let later = t0 + IDLE_EVICT;
+        // b stays active; a is idle when c arrives.
+        rec.observe_at(&labels(Kind::DataCopyUp, "/b", "b"), &ev, later);
+        rec.observe_at(&labels(Kind::DataCopyUp, "/c", "c"), &ev, later);
+        // d finds no idle label set: folded.
+        rec.observe_at(&labels(Kind::DataCopyUp, "/d", "d"), &ev, later);
+        let text = encode(&reg);
+        let copy = samples(&text, "cowprof_copy_ups_total{");
+        let has = |c: &str| {
+            copy.iter()
+                .any(|l| l.contains(&format!("container=\"{c}\"")))
+        };
+        assert!(
+            !has("a") && has("b") && has("c") && has("other") && !has("d"),
+            "{copy:?}"
+        );
+        assert_eq!(copy.len(), 3);
+    }
+
+    #[test]
+    fn zero_budget_is_an_error() {
+        assert!(matches!(Recorder::new(0), Err(MetricsError::Budget)));
+    }
+}
