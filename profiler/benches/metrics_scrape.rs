@@ -71,6 +71,11 @@ fn event(kind: Kind, mount: &str, i: u64) -> Event {
         syscall: None,
         syscall_latency_ns: None,
         syscall_ret: None,
+        container_id: None,
+        container_name: None,
+        image: None,
+        image_id: None,
+        layer_digest: None,
     }
 }
 

@@ -446,7 +446,29 @@ mod tests {
             syscall: None,
             syscall_latency_ns: None,
             syscall_ret: None,
+            container_id: None,
+            container_name: None,
+            image: None,
+            image_id: None,
+            layer_digest: None,
         }
+    }
+
+    #[test]
+    fn container_labels_come_from_attribution() {
+        let mut ev = event(Kind::DataCopyUp, "/m", 1, 1);
+        ev.container_id = Some("0123456789abcdef0123".into());
+        ev.image = Some("busybox:latest".into());
+        ev.layer_digest = Some("sha256:aa".into());
+        let l = EventLabels::from_event(&ev);
+        assert_eq!(l.container.as_deref(), Some("0123456789ab"));
+        assert_eq!(l.image.as_deref(), Some("busybox:latest"));
+        assert_eq!(l.layer_digest.as_deref(), Some("sha256:aa"));
+        ev.container_name = Some("web".into());
+        assert_eq!(
+            EventLabels::from_event(&ev).container.as_deref(),
+            Some("web")
+        );
     }
 
     fn labels(kind: Kind, mount: &str, container: &str) -> EventLabels {
