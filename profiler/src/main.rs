@@ -137,6 +137,10 @@ enum Command {
         /// Tiny sizes and two repetitions (smoke tests).
         #[arg(long)]
         quick: bool,
+        /// Exit 1 unless a backend attached and every copy-up cell's kernel-side count is exact
+        /// (the VM matrix's check).
+        #[arg(long)]
+        expect_kernel: bool,
     },
     /// Remove what dead `bench` runs left: mounts, loop devices, images, directories, state.
     Clean {
@@ -323,12 +327,14 @@ async fn run(command: Command) -> u8 {
             out: out_dir,
             workdir,
             quick,
+            expect_kernel,
         } => lab::run::main(
             &lab::run::BenchOptions {
                 spec,
                 out: out_dir,
                 workdir,
                 quick,
+                expect_kernel,
             },
             &mut out,
         ),
