@@ -16,8 +16,8 @@ use common::{lock, require_root, Baseline, Running, BIN};
 use cowprof::lab::{
     measure::decode_histogram,
     results::{Results, RESULTS_SCHEMA},
-    run::{load_spec, sha256_hex, HOST_MOUNTS_ENV},
-    spec::{format_size, Op, Spec},
+    run::{cells_of, load_spec, sha256_hex, HOST_MOUNTS_ENV},
+    spec::{format_size, Op, Shape, Spec},
     stack::{loop_devices, start_ticks, state_path, State, STATE_DIR},
 };
 
@@ -176,52 +176,68 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
         assert_eq!(run.cache, "warm");
         let metacopy = run.mount_options.iter().any(|o| o == "metacopy=on");
         // Exactly the spec's cells, in spec order.
-        let want: Vec<(String, u64, u32)> = spec
+        let want: Vec<(String, u64, u32, u32)> = spec
             .ops
             .iter()
             .flat_map(|&op| {
-                if op.per_file() {
-                    spec.sizes
-                        .iter()
-                        .flat_map(|&s| {
-                            spec.file_layers
-                                .iter()
-                                .map(move |&d| (op.to_string(), s, d))
-                        })
-                        .collect::<Vec<_>>()
-                } else {
-                    vec![(op.to_string(), 0, 0)]
-                }
+                cells_of(op, &spec)
+                    .into_iter()
+                    .map(move |(s, d, t)| (op.to_string(), s, d, t))
             })
             .collect();
-        let got: Vec<(String, u64, u32)> = run
+        let got: Vec<(String, u64, u32, u32)> = run
             .cells
             .iter()
-            .map(|c| (c.op.clone(), c.size_bytes, c.layer_depth))
+            .map(|c| (c.op.clone(), c.size_bytes, c.layer_depth, c.threads))
             .collect();
         assert_eq!(got, want, "cells of {} {:?}", run.fs, run.mount_options);
+        // metacopy=on turns redirect_dir on; otherwise the module default.
+        let redirect = metacopy
+            || run.mount_options.iter().any(|o| o == "redirect_dir=on")
+            || fs::read_to_string("/sys/module/overlay/parameters/redirect_dir")
+                .is_ok_and(|v| v.trim() == "Y");
         for c in &run.cells {
             let what = format!(
-                "{} {:?} {} {} l{}",
+                "{} {:?} {} {} l{} x{}",
                 run.fs,
                 run.mount_options,
                 c.op,
                 format_size(c.size_bytes),
-                c.layer_depth
+                c.layer_depth,
+                c.threads
             );
             let op: Op = c.op.parse().unwrap();
-            assert_eq!(c.latency.count, reps, "{what}");
+            let threads = u64::from(c.threads);
+            let concurrent = op.shape() == Shape::Concurrent;
+            assert_eq!(c.repetitions, reps, "{what}");
+            let per_rep = if concurrent { threads } else { 1 };
+            assert_eq!(c.latency.count, reps * per_rep, "{what}");
             assert!(
                 c.latency.p50_ns > 0 && c.latency.p50_ns <= c.latency.p99_ns,
                 "{what}"
             );
+            assert!(
+                c.latency.p25_ns <= c.latency.p50_ns && c.latency.p50_ns <= c.latency.p75_ns,
+                "{what}: quartiles"
+            );
             assert!(c.latency.p99_ns <= c.latency.max_ns, "{what}");
             let h = decode_histogram(&c.latency.histogram).expect("histogram decodes");
-            assert_eq!(h.len(), reps, "{what}");
+            assert_eq!(h.len(), reps * per_rep, "{what}");
             assert_eq!(h.value_at_quantile(0.5), c.latency.p50_ns, "{what}");
             assert_eq!(c.reference_p50_ns.is_some(), op.per_file(), "{what}");
+            assert_eq!(
+                c.wall.as_ref().map(|w| w.count),
+                concurrent.then_some(reps),
+                "{what}"
+            );
             if op == Op::FirstWrite {
                 assert!(c.efficiency.is_some_and(|e| e > 0.0), "{what}");
+            }
+            if op == Op::RenameDir {
+                let o = if redirect { "redirect" } else { "exdev" };
+                assert_eq!(c.outcomes, [(o.to_owned(), reps)].into(), "{what}");
+            } else {
+                assert!(c.outcomes.is_empty(), "{what}");
             }
             if !kernel {
                 continue;
@@ -252,8 +268,31 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
                 }
                 Op::Unlink => {
                     assert_eq!(c.copy_ups, 0, "{what}");
+                    assert_eq!(c.whiteouts, reps, "{what}");
                     let k = c.kernel.as_ref().expect("the whiteouts");
                     assert_eq!(k.count, reps, "{what}: one whiteout per repetition");
+                }
+                Op::RmdirRecreate => {
+                    assert_eq!(c.copy_ups, 0, "{what}");
+                    assert_eq!(c.whiteouts, reps, "{what}");
+                    let k = c.kernel.as_ref().expect("whiteout + opaque dir");
+                    assert_eq!(k.count, 2 * reps, "{what}: a whiteout, then an opaque dir");
+                }
+                Op::RenameFile | Op::Link => {
+                    assert_eq!(c.copy_ups, reps, "{what}: one copy-up per repetition");
+                    if !metacopy {
+                        assert_eq!(c.bytes_copied, c.size_bytes * reps, "{what}");
+                    }
+                }
+                Op::RenameDir => {
+                    let moved = if redirect { reps } else { 0 };
+                    assert_eq!(c.copy_ups, moved, "{what}: a directory copy-up per move");
+                    assert_eq!(c.bytes_copied, 0, "{what}");
+                }
+                Op::ParallelWrite | Op::RaceWrite => {
+                    let files = if op == Op::RaceWrite { 1 } else { threads };
+                    assert_eq!(c.copy_ups, reps * files, "{what}: one copy-up per file");
+                    assert_eq!(c.bytes_copied, c.size_bytes * reps * files, "{what}");
                 }
             }
         }
@@ -319,7 +358,7 @@ fn quick_on_loop_ext4() {
     let _l = lock();
     let baseline = Baseline::take();
     let b = Bench::new(
-        "filesystems = [\"ext4\"]\nmount_options = [[]]\nlayers = 3\nfile_layers = [3]\n",
+        "filesystems = [\"ext4\"]\nmount_options = [[]]\nlayers = 3\nfile_layers = [3]\nops = [\"first_write\", \"chmod\", \"read_lower\", \"unlink\", \"rename_file\", \"race_write\"]\n",
     );
     let (r, _, _) = b.run_quick();
     check_results(&r, &b.spec, &["ext4"]);
