@@ -141,6 +141,9 @@ enum Command {
         /// (the VM matrix's check).
         #[arg(long)]
         expect_kernel: bool,
+        /// Write results.json only: no charts, no report.html.
+        #[arg(long)]
+        no_charts: bool,
     },
     /// Remove what dead `bench` runs left: mounts, loop devices, images, directories, state.
     Clean {
@@ -328,6 +331,7 @@ async fn run(command: Command) -> u8 {
             workdir,
             quick,
             expect_kernel,
+            no_charts,
         } => lab::run::main(
             &lab::run::BenchOptions {
                 spec,
@@ -335,6 +339,7 @@ async fn run(command: Command) -> u8 {
                 workdir,
                 quick,
                 expect_kernel,
+                no_charts,
             },
             &mut out,
         ),

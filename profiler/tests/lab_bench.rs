@@ -116,9 +116,14 @@ impl Bench {
         c
     }
 
-    /// Runs to the end; returns the results, stdout and stderr.
+    /// Runs to the end without charts (debug-build chart rendering dominates a quick run; the
+    /// ext4 run and lab_report.rs cover them); returns the results, stdout and stderr.
     fn run_quick(&self) -> (Results, String, String) {
-        let running = Running::spawn(&mut self.command(true, false));
+        self.run_quick_with(&["--no-charts"])
+    }
+
+    fn run_quick_with(&self, extra: &[&str]) -> (Results, String, String) {
+        let running = Running::spawn(self.command(true, false).args(extra));
         let pid = u32::try_from(running.pid()).unwrap();
         let (status, stdout, stderr) = running.wait(RUN_TIMEOUT);
         let stdout = stdout.join("\n");
@@ -173,7 +178,7 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
             seen_fs.push(run.fs.clone());
         }
         assert_eq!(run.layers, spec.layers);
-        assert_eq!(run.cache, "warm");
+        assert!(spec.cache.iter().any(|c| c.as_str() == run.cache), "{}", run.cache);
         let metacopy = run.mount_options.iter().any(|o| o == "metacopy=on");
         // Exactly the spec's cells, in spec order.
         let want: Vec<(String, u64, u32, u32)> = spec
@@ -360,13 +365,47 @@ fn quick_on_loop_ext4() {
     let b = Bench::new(
         "filesystems = [\"ext4\"]\nmount_options = [[]]\nlayers = 3\nfile_layers = [3]\nops = [\"first_write\", \"chmod\", \"read_lower\", \"unlink\", \"rename_file\", \"race_write\"]\n",
     );
-    let (r, _, _) = b.run_quick();
+    // With charts and the report: the end-to-end check that a real run renders them.
+    let (r, _, _) = b.run_quick_with(&[]);
     check_results(&r, &b.spec, &["ext4"]);
+    let charts = fs::read_dir(b.out().join("charts")).unwrap().count();
+    assert!(
+        charts > 0 && charts % 2 == 0,
+        "{charts} chart files (SVG + PNG each)"
+    );
+    assert!(b.out().join("report.html").is_file());
     assert_eq!(r.runs.len(), 1);
     assert!(!r.runs[0].fs_features.contains(&"reflink".to_owned()));
     assert!(r.skipped.is_empty(), "{:?}", r.skipped);
     drop(b);
     baseline.assert_clean("quick_on_loop_ext4");
+}
+
+/// `cache = ["warm", "cold"]`: cold runs drop the page cache before every measured op (and
+/// reference copy); tmpfs has no cold state and is skipped with that reason.
+#[test]
+fn quick_cold_cache() {
+    if !require_root("quick_cold_cache") {
+        return;
+    }
+    let _l = lock();
+    let baseline = Baseline::take();
+    let b = Bench::new(
+        "filesystems = [\"dir\", \"tmpfs\"]\nmount_options = [[]]\nfile_layers = [4]\nops = [\"first_write\", \"read_lower\"]\ncache = [\"warm\", \"cold\"]\n",
+    );
+    let (r, _, _) = b.run_quick();
+    check_results(&r, &b.spec, &["dir", "tmpfs"]);
+    let runs: Vec<(&str, &str)> = r
+        .runs
+        .iter()
+        .map(|x| (x.fs.as_str(), x.cache.as_str()))
+        .collect();
+    assert_eq!(runs, [("dir", "warm"), ("dir", "cold"), ("tmpfs", "warm")]);
+    let skipped: Vec<&str> = r.skipped.iter().map(|s| s.what.as_str()).collect();
+    assert_eq!(skipped, ["fs=tmpfs cache=cold"]);
+    assert!(r.skipped[0].reason.contains("page cache"), "{:?}", r.skipped);
+    drop(b);
+    baseline.assert_clean("quick_cold_cache");
 }
 
 /// Docker's maximum of 128 layers under a long work directory: the mount options no longer fit a
@@ -396,6 +435,7 @@ fn quick_with_128_layers() {
         .arg(b.out())
         .arg("--workdir")
         .arg(&deep)
+        .arg("--no-charts")
         .env_remove(HOST_MOUNTS_ENV);
     let running = Running::spawn(&mut cmd);
     let pid = u32::try_from(running.pid()).unwrap();

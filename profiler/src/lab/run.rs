@@ -49,6 +49,8 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Fail (exit 1) unless a backend attached and every copy-up cell's kernel count is exact.
     pub expect_kernel: bool,
+    /// Write results.json only (no charts, no report.html).
+    pub no_charts: bool,
 }
 
 /// A finished run.
@@ -458,14 +460,16 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
     // Charts (SVG + PNG) and the one-file HTML report next to results.json. A chart failure
     // (e.g. no font) is reported but does not lose the measurements already written.
     let charts_dir = opts.out.join("charts");
-    match crate::lab::charts::render_all(&results, &charts_dir) {
-        Ok(charts) => {
-            let report = opts.out.join("report.html");
-            if let Err(e) = crate::lab::html::write_report(&results, &charts, &report) {
-                eprintln!("cowprof bench: writing {}: {e}", report.display());
+    if !opts.no_charts {
+        match crate::lab::charts::render_all(&results, &charts_dir) {
+            Ok(charts) => {
+                let report = opts.out.join("report.html");
+                if let Err(e) = crate::lab::html::write_report(&results, &charts, &report) {
+                    eprintln!("cowprof bench: writing {}: {e}", report.display());
+                }
             }
+            Err(e) => eprintln!("cowprof bench: charts not written: {e}"),
         }
-        Err(e) => eprintln!("cowprof bench: charts not written: {e}"),
     }
     Ok(BenchReport {
         results,
