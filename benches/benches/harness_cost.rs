@@ -42,8 +42,8 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
-        ops: 20_000,
-        rounds: 11,
+        ops: 5_000,
+        rounds: 61,
         dir: None,
     };
     let mut it = env::args().skip(1);

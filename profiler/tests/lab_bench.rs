@@ -178,7 +178,11 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
             seen_fs.push(run.fs.clone());
         }
         assert_eq!(run.layers, spec.layers);
-        assert!(spec.cache.iter().any(|c| c.as_str() == run.cache), "{}", run.cache);
+        assert!(
+            spec.cache.iter().any(|c| c.as_str() == run.cache),
+            "{}",
+            run.cache
+        );
         let metacopy = run.mount_options.iter().any(|o| o == "metacopy=on");
         // Exactly the spec's cells, in spec order.
         let want: Vec<(String, u64, u32, u32)> = spec
@@ -403,7 +407,11 @@ fn quick_cold_cache() {
     assert_eq!(runs, [("dir", "warm"), ("dir", "cold"), ("tmpfs", "warm")]);
     let skipped: Vec<&str> = r.skipped.iter().map(|s| s.what.as_str()).collect();
     assert_eq!(skipped, ["fs=tmpfs cache=cold"]);
-    assert!(r.skipped[0].reason.contains("page cache"), "{:?}", r.skipped);
+    assert!(
+        r.skipped[0].reason.contains("page cache"),
+        "{:?}",
+        r.skipped
+    );
     drop(b);
     baseline.assert_clean("quick_cold_cache");
 }

@@ -96,7 +96,11 @@ fn last_err(what: &str, p: &Path) -> String {
 }
 
 fn open(p: &Path, flags: libc::c_int) -> Result<libc::c_int, String> {
-    let c = cstr(p);
+    open_c(&cstr(p), flags, p)
+}
+
+/// `open` of a path already converted (no allocation inside a timed window).
+fn open_c(c: &CString, flags: libc::c_int, p: &Path) -> Result<libc::c_int, String> {
     // SAFETY: valid C string; the fd is closed by the caller.
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, FILE_MODE) };
     if fd < 0 {
@@ -148,8 +152,8 @@ fn write_all(fd: libc::c_int, mut data: &[u8], p: &Path) -> Result<(), String> {
 }
 
 /// open(O_APPEND) + write one byte + close: the first write of `first_write` and the threads.
-fn append_one(path: &Path) -> Result<(), String> {
-    let fd = open(path, libc::O_WRONLY | libc::O_APPEND)?;
+fn append_one(c: &CString, path: &Path) -> Result<(), String> {
+    let fd = open_c(c, libc::O_WRONLY | libc::O_APPEND, path)?;
     let w = write_all(fd, b"+", path);
     close(fd);
     w
@@ -157,14 +161,15 @@ fn append_one(path: &Path) -> Result<(), String> {
 
 /// Runs one op and returns its duration in ns (monotonic clock, syscalls only).
 pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, String> {
+    // Everything that allocates happens before the clock starts.
     let c = cstr(path);
     let second = second_rel(op, &path.to_string_lossy()).map(PathBuf::from);
     let c2 = second.as_deref().map(cstr);
     let mut outcome = None;
     let t0 = Instant::now();
     match op {
-        Op::FirstWrite | Op::Rewrite => append_one(path)?,
-        Op::OpenTrunc => close(open(path, libc::O_WRONLY | libc::O_TRUNC)?),
+        Op::FirstWrite | Op::Rewrite => append_one(&c, path)?,
+        Op::OpenTrunc => close(open_c(&c, libc::O_WRONLY | libc::O_TRUNC, path)?),
         Op::Truncate => {
             let to = libc::off_t::try_from(size / 2).unwrap_or(0);
             // SAFETY: valid C string.
@@ -177,7 +182,7 @@ pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, S
             path,
         )?,
         Op::ReadLower | Op::ReadUpper => {
-            let fd = open(path, libc::O_RDONLY)?;
+            let fd = open_c(&c, libc::O_RDONLY, path)?;
             let r = read_all(fd, buf, path);
             close(fd);
             let n = r?;
@@ -188,7 +193,11 @@ pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, S
                 ));
             }
         }
-        Op::Create => close(open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)?),
+        Op::Create => close(open_c(
+            &c,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            path,
+        )?),
         // SAFETY: valid C string.
         Op::Unlink => rc(unsafe { libc::unlink(c.as_ptr()) }, "unlink", path)?,
         Op::RmdirRecreate => {
@@ -243,9 +252,10 @@ pub fn run_parallel(paths: &[PathBuf]) -> Result<(u64, Vec<u64>), String> {
             .map(|p| {
                 let barrier = &barrier;
                 s.spawn(move || {
+                    let c = cstr(p);
                     barrier.wait();
                     let t0 = Instant::now();
-                    append_one(p).map(|()| elapsed_ns(t0))
+                    append_one(&c, p).map(|()| elapsed_ns(t0))
                 })
             })
             .collect();
