@@ -36,7 +36,7 @@ cache = ["warm"]
 # (N copy-ups), race_write all to one lower file (one copy-up, N appends land).
 [concurrency]
 threads = [1, 4]
-sizes = ["64K", "1M"]
+sizes = ["64K"]
 "#;
 
 /// `--quick`: sizes and repetitions that keep a run to seconds (tests, smoke checks).
@@ -707,7 +707,7 @@ mod tests {
         assert_eq!(s.ops, Op::ALL.to_vec());
         assert_eq!(s.cache, vec![Cache::Warm]);
         assert_eq!(s.concurrency.threads, vec![1, 4]);
-        assert_eq!(s.concurrency.sizes, vec![64 << 10, 1 << 20]);
+        assert_eq!(s.concurrency.sizes, vec![64 << 10]);
     }
 
     #[test]

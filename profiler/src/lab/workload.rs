@@ -243,10 +243,11 @@ pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, S
 }
 
 /// Runs one appending thread per path, all released by one barrier. Returns the wall time (from
-/// the release to the last thread's end) and each thread's own op time, in path order.
+/// the first thread's start to the last thread's end, each read in its own thread) and each
+/// thread's own op time, in path order.
 pub fn run_parallel(paths: &[PathBuf]) -> Result<(u64, Vec<u64>), String> {
-    let barrier = Barrier::new(paths.len() + 1);
-    std::thread::scope(|s| {
+    let barrier = Barrier::new(paths.len());
+    let spans: Vec<Result<(Instant, Instant), String>> = std::thread::scope(|s| {
         let handles: Vec<_> = paths
             .iter()
             .map(|p| {
@@ -255,24 +256,26 @@ pub fn run_parallel(paths: &[PathBuf]) -> Result<(u64, Vec<u64>), String> {
                     let c = cstr(p);
                     barrier.wait();
                     let t0 = Instant::now();
-                    append_one(&c, p).map(|()| elapsed_ns(t0))
+                    append_one(&c, p).map(|()| (t0, Instant::now()))
                 })
             })
             .collect();
-        barrier.wait();
-        let t0 = Instant::now();
-        let per: Vec<Result<u64, String>> = handles
+        handles
             .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err("a writer thread panicked".into()))
             })
-            .collect();
-        let wall = elapsed_ns(t0);
-        per.into_iter()
-            .collect::<Result<Vec<u64>, String>>()
-            .map(|v| (wall, v))
-    })
+            .collect()
+    });
+    let spans = spans.into_iter().collect::<Result<Vec<_>, String>>()?;
+    let first = spans.iter().map(|s| s.0).min().ok_or("no threads")?;
+    let last = spans.iter().map(|s| s.1).max().ok_or("no threads")?;
+    let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    Ok((
+        ns(last - first),
+        spans.iter().map(|(a, b)| ns(*b - *a)).collect(),
+    ))
 }
 
 /// The reference: a plain copy (read + write, 1 MiB at a time) into a new file, then fsync.
