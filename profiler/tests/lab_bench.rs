@@ -117,7 +117,7 @@ impl Bench {
     }
 
     /// Runs to the end without charts (debug-build chart rendering dominates a quick run; the
-    /// ext4 run and lab_report.rs cover them); returns the results, stdout and stderr.
+    /// ext4 run and `lab_report.rs` cover them); returns the results, stdout and stderr.
     fn run_quick(&self) -> (Results, String, String) {
         self.run_quick_with(&["--no-charts"])
     }
@@ -374,7 +374,7 @@ fn quick_on_loop_ext4() {
     check_results(&r, &b.spec, &["ext4"]);
     let charts = fs::read_dir(b.out().join("charts")).unwrap().count();
     assert!(
-        charts > 0 && charts % 2 == 0,
+        charts > 0 && charts.is_multiple_of(2),
         "{charts} chart files (SVG + PNG each)"
     );
     assert!(b.out().join("report.html").is_file());

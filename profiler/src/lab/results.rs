@@ -89,7 +89,7 @@ pub struct Cell {
     #[serde(default)]
     pub wall: Option<LatencyStats>,
     /// Ops with more than one legal result, counted per result: `rename_dir` gives
-    /// `{"redirect": n}` (redirect_dir on) or `{"exdev": n}` (the kernel refused the move).
+    /// `{"redirect": n}` (`redirect_dir` on) or `{"exdev": n}` (the kernel refused the move).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outcomes: BTreeMap<String, u64>,
     /// Whiteouts the kernel side reported for these ops.

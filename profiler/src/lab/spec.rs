@@ -113,7 +113,7 @@ pub enum Op {
     /// rename(2) of a lower file in its directory: a copy-up (metacopy with `metacopy=on`, with
     /// a redirect) and a whiteout at the old name.
     RenameFile,
-    /// rename(2) of a lower directory (holding one file) in its directory: with redirect_dir on,
+    /// rename(2) of a lower directory (holding one file) in its directory: with `redirect_dir` on,
     /// a directory copy-up with a redirect and a whiteout at the old name; otherwise EXDEV
     /// (recorded as the cell's outcome; nothing changes).
     RenameDir,

@@ -66,7 +66,7 @@ pub struct Timed {
 
 /// `rename_dir` moved the directory (the kernel wrote a redirect).
 pub const OUTCOME_REDIRECT: &str = "redirect";
-/// `rename_dir` failed with EXDEV (redirect_dir off: user space must copy the tree itself).
+/// `rename_dir` failed with EXDEV (`redirect_dir` off: user space must copy the tree itself).
 pub const OUTCOME_EXDEV: &str = "exdev";
 
 /// The second name of ops that make one: `rename_file`, `rename_dir`, `link`.
@@ -151,7 +151,7 @@ fn write_all(fd: libc::c_int, mut data: &[u8], p: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// open(O_APPEND) + write one byte + close: the first write of `first_write` and the threads.
+/// `open(O_APPEND)` + write one byte + close: the first write of `first_write` and the threads.
 fn append_one(c: &CString, path: &Path) -> Result<(), String> {
     let fd = open_c(c, libc::O_WRONLY | libc::O_APPEND, path)?;
     let w = write_all(fd, b"+", path);
@@ -493,6 +493,10 @@ pub fn expected_upper(
 /// Checks the ground truth cannot express as entry kinds: the redirect of a moved directory or
 /// a renamed metacopy file, the shared inode of a hard link, and that every concurrent append
 /// landed (`merged` is the stack's merged dir, still mounted). Returns what disagreed.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the same facts as expected_upper plus the stack's two directories"
+)]
 pub fn check_details(
     op: Op,
     rels: &[String],
