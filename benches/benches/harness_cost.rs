@@ -147,17 +147,28 @@ fn run(a: &Args) -> Result<serde_json::Value> {
         // Warm-up: page cache, dentry, the first clock reads.
         batch(op, &file, a.ops / 10 + 1, false, &mut buf)?;
         batch(op, &file, a.ops / 10 + 1, true, &mut buf)?;
-        let (mut b, mut w) = (Vec::new(), Vec::new());
-        for _ in 0..a.rounds {
-            b.push(batch(op, &file, a.ops, false, &mut buf)?);
-            w.push(batch(op, &file, a.ops, true, &mut buf)?);
+        let (mut b, mut w, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..a.rounds {
+            // Pairs run back to back, alternating which goes first, so drift favours neither.
+            let (x, y) = if i % 2 == 0 {
+                let x = batch(op, &file, a.ops, false, &mut buf)?;
+                (x, batch(op, &file, a.ops, true, &mut buf)?)
+            } else {
+                let y = batch(op, &file, a.ops, true, &mut buf)?;
+                (batch(op, &file, a.ops, false, &mut buf)?, y)
+            };
+            b.push(x);
+            w.push(y);
+            d.push(y - x);
             // Keep the file small: appends grow it.
             fs::write(&file, b"x")?;
         }
-        let (mb, mw) = (median(&mut b), median(&mut w));
-        let cost = mw - mb;
+        let (mb, mw) = (median(&mut b.clone()), median(&mut w.clone()));
+        // The cost: the median of the paired differences.
+        let cost = median(&mut d);
+        let (q1, q3) = (d[d.len() / 4], d[d.len() * 3 / 4]);
         println!(
-            "{:<8} {:>8} {:>6} {:>10.0}ns {:>10.0}ns {:>10.0}ns",
+            "{:<8} {:>8} {:>6} {:>10.0}ns {:>10.0}ns {:>10.0}ns  (pairs' IQR {q1:.0} .. {q3:.0} ns)",
             op.as_str(),
             a.ops,
             a.rounds,
@@ -167,7 +178,8 @@ fn run(a: &Args) -> Result<serde_json::Value> {
         );
         rows.push(
             json!({"op": op.as_str(), "bare_ns_per_op": mb, "wrapped_ns_per_op": mw,
-            "cost_ns_per_op": cost, "bare_rounds_ns": b, "wrapped_rounds_ns": w}),
+            "cost_ns_per_op": cost, "cost_q1_ns": q1, "cost_q3_ns": q3,
+            "bare_rounds_ns": b, "wrapped_rounds_ns": w}),
         );
     }
     let worst = rows
