@@ -878,6 +878,51 @@ mod tests {
     }
 
     #[test]
+    fn kernel_check_expects_exact_copy_ups() {
+        let cell = |op: Op, threads: u32, reps: u64, copy_ups: u64, outcome: Option<&str>| {
+            let mut acc = CellAcc::new(op, 4096, 1, threads);
+            acc.repetitions = reps;
+            acc.copy_ups = copy_ups;
+            for _ in 0..reps * u64::from(threads) {
+                acc.user.record(1_000);
+            }
+            if let Some(o) = outcome {
+                acc.outcomes.insert(o.to_owned(), reps);
+            }
+            acc.finish(None, false)
+        };
+        let run = |cells| RunResult {
+            fs: "tmpfs".into(),
+            fs_features: vec![],
+            mount_options: vec![],
+            cache: "warm".into(),
+            layers: 4,
+            cells,
+        };
+        let exact = run(vec![
+            cell(Op::FirstWrite, 1, 3, 3, None),
+            cell(Op::ParallelWrite, 4, 3, 12, None),
+            cell(Op::RaceWrite, 4, 3, 3, None),
+            cell(Op::RenameDir, 1, 3, 0, Some("exdev")),
+            cell(Op::RenameDir, 1, 3, 3, Some(OUTCOME_REDIRECT)),
+            cell(Op::Unlink, 1, 3, 0, None),
+        ]);
+        let mut skipped = Vec::new();
+        assert!(kernel_check(&[exact], &mut skipped).is_empty());
+        assert!(skipped.is_empty());
+        let off = run(vec![
+            cell(Op::RaceWrite, 4, 3, 4, None),
+            cell(Op::ParallelWrite, 4, 3, 3, None),
+        ]);
+        assert_eq!(kernel_check(&[off], &mut skipped).len(), 2);
+        // A backend that saw none of a run's copy-ups: the run's kernel numbers are absent.
+        let blind = run(vec![cell(Op::FirstWrite, 1, 3, 0, None)]);
+        assert!(kernel_check(&[blind], &mut skipped).is_empty());
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].what.starts_with("kernel-side timings"));
+    }
+
+    #[test]
     fn steps_count_every_repetition() {
         let s = Spec::parse(
             "sizes=[1]\nfile_layers=[1]\nrepetitions=2\nfilesystems=[\"dir\"]\nmount_options=[[]]\nops=[\"first_write\",\"create\"]\ncache=[\"warm\"]",
