@@ -416,6 +416,51 @@ fn quick_cold_cache() {
     baseline.assert_clean("quick_cold_cache");
 }
 
+/// True if `s` holds a frame of the bench's progress bar (`[` + 30 of `=> ` + `]`).
+fn has_progress_bar(s: &str) -> bool {
+    s.match_indices('[').any(|(i, _)| {
+        let rest = &s.as_bytes()[i + 1..];
+        rest.len() > 30 && rest[..30].iter().all(|b| b" =>".contains(b)) && rest[30] == b']'
+    })
+}
+
+/// The indicatif progress bar is drawn when stderr is a terminal (here a pseudo-terminal from
+/// util-linux `script`) and never when stderr is a pipe.
+#[test]
+fn progress_bar_only_on_a_terminal() {
+    if !require_root("progress_bar_only_on_a_terminal") {
+        return;
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIP: no `script` (util-linux) to give the bench a terminal");
+        return;
+    }
+    let _l = lock();
+    let baseline = Baseline::take();
+    let b = Bench::new(
+        "layers = 1\nfile_layers = [1]\nfilesystems = [\"tmpfs\"]\nmount_options = [[]]\nops = [\"first_write\"]\n",
+    );
+    let (_, _, stderr) = b.run_quick();
+    assert!(!has_progress_bar(&stderr), "a bar on a pipe:\n{stderr}");
+    let line = format!(
+        "{BIN} bench --quick --no-charts --spec {} --out {} --workdir {}",
+        b.spec.display(),
+        b.out().display(),
+        b.work().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove(HOST_MOUNTS_ENV)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{tty}", out.status);
+    assert!(has_progress_bar(&tty), "no bar on a terminal:\n{tty}");
+    drop(b);
+    baseline.assert_clean("progress_bar_only_on_a_terminal");
+}
+
 /// Docker's maximum of 128 layers under a long work directory: the mount options no longer fit a
 /// page with absolute paths, so the lab mounts with relative ones (as Docker does); the kernel
 /// side still joins every copy-up.
