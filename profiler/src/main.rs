@@ -182,6 +182,13 @@ enum Command {
         /// Layer store for --image.
         #[arg(long, value_name = "DIR", default_value = cowprof::image::store::DEFAULT_STORE)]
         store: PathBuf,
+        /// Exit 1 unless a backend attached and every copy-up cell's kernel-side count is exact
+        /// (the VM matrix's check).
+        #[arg(long)]
+        expect_kernel: bool,
+        /// Write results.json only: no charts, no report.html.
+        #[arg(long)]
+        no_charts: bool,
     },
     /// Regression gate: compare two `bench` results.json files metric by metric (bootstrap
     /// intervals from the histograms); exit 1 if a gated metric regressed beyond its threshold.
@@ -430,6 +437,8 @@ async fn run(command: Command) -> u8 {
             baseline,
             confirm,
             gates,
+            expect_kernel,
+            no_charts,
             ..
         } => {
             let bench_opts = lab::run::BenchOptions {
@@ -437,6 +446,8 @@ async fn run(command: Command) -> u8 {
                 out: out_dir.clone(),
                 workdir,
                 quick,
+                expect_kernel,
+                no_charts,
             };
             match baseline {
                 None => lab::run::main(&bench_opts, &mut out),

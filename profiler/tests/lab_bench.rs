@@ -16,8 +16,8 @@ use common::{lock, require_root, Baseline, Running, BIN};
 use cowprof::lab::{
     measure::decode_histogram,
     results::{Results, RESULTS_SCHEMA},
-    run::{load_spec, sha256_hex, HOST_MOUNTS_ENV},
-    spec::{format_size, Op, Spec},
+    run::{cells_of, load_spec, sha256_hex, HOST_MOUNTS_ENV},
+    spec::{format_size, Op, Shape, Spec},
     stack::{loop_devices, start_ticks, state_path, State, STATE_DIR},
 };
 
@@ -116,9 +116,14 @@ impl Bench {
         c
     }
 
-    /// Runs to the end; returns the results, stdout and stderr.
+    /// Runs to the end without charts (debug-build chart rendering dominates a quick run; the
+    /// ext4 run and `lab_report.rs` cover them); returns the results, stdout and stderr.
     fn run_quick(&self) -> (Results, String, String) {
-        let running = Running::spawn(&mut self.command(true, false));
+        self.run_quick_with(&["--no-charts"])
+    }
+
+    fn run_quick_with(&self, extra: &[&str]) -> (Results, String, String) {
+        let running = Running::spawn(self.command(true, false).args(extra));
         let pid = u32::try_from(running.pid()).unwrap();
         let (status, stdout, stderr) = running.wait(RUN_TIMEOUT);
         let stdout = stdout.join("\n");
@@ -173,55 +178,75 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
             seen_fs.push(run.fs.clone());
         }
         assert_eq!(run.layers, spec.layers);
-        assert_eq!(run.cache, "warm");
+        assert!(
+            spec.cache.iter().any(|c| c.as_str() == run.cache),
+            "{}",
+            run.cache
+        );
         let metacopy = run.mount_options.iter().any(|o| o == "metacopy=on");
         // Exactly the spec's cells, in spec order.
-        let want: Vec<(String, u64, u32)> = spec
+        let want: Vec<(String, u64, u32, u32)> = spec
             .ops
             .iter()
             .flat_map(|&op| {
-                if op.per_file() {
-                    spec.sizes
-                        .iter()
-                        .flat_map(|&s| {
-                            spec.file_layers
-                                .iter()
-                                .map(move |&d| (op.to_string(), s, d))
-                        })
-                        .collect::<Vec<_>>()
-                } else {
-                    vec![(op.to_string(), 0, 0)]
-                }
+                cells_of(op, &spec)
+                    .into_iter()
+                    .map(move |(s, d, t)| (op.to_string(), s, d, t))
             })
             .collect();
-        let got: Vec<(String, u64, u32)> = run
+        let got: Vec<(String, u64, u32, u32)> = run
             .cells
             .iter()
-            .map(|c| (c.op.clone(), c.size_bytes, c.layer_depth))
+            .map(|c| (c.op.clone(), c.size_bytes, c.layer_depth, c.threads))
             .collect();
         assert_eq!(got, want, "cells of {} {:?}", run.fs, run.mount_options);
+        // metacopy=on turns redirect_dir on; otherwise the module default.
+        let redirect = metacopy
+            || run.mount_options.iter().any(|o| o == "redirect_dir=on")
+            || fs::read_to_string("/sys/module/overlay/parameters/redirect_dir")
+                .is_ok_and(|v| v.trim() == "Y");
         for c in &run.cells {
             let what = format!(
-                "{} {:?} {} {} l{}",
+                "{} {:?} {} {} l{} x{}",
                 run.fs,
                 run.mount_options,
                 c.op,
                 format_size(c.size_bytes),
-                c.layer_depth
+                c.layer_depth,
+                c.threads
             );
             let op: Op = c.op.parse().unwrap();
-            assert_eq!(c.latency.count, reps, "{what}");
+            let threads = u64::from(c.threads);
+            let concurrent = op.shape() == Shape::Concurrent;
+            assert_eq!(c.repetitions, reps, "{what}");
+            let per_rep = if concurrent { threads } else { 1 };
+            assert_eq!(c.latency.count, reps * per_rep, "{what}");
             assert!(
                 c.latency.p50_ns > 0 && c.latency.p50_ns <= c.latency.p99_ns,
                 "{what}"
             );
+            assert!(
+                c.latency.p25_ns <= c.latency.p50_ns && c.latency.p50_ns <= c.latency.p75_ns,
+                "{what}: quartiles"
+            );
             assert!(c.latency.p99_ns <= c.latency.max_ns, "{what}");
             let h = decode_histogram(&c.latency.histogram).expect("histogram decodes");
-            assert_eq!(h.len(), reps, "{what}");
+            assert_eq!(h.len(), reps * per_rep, "{what}");
             assert_eq!(h.value_at_quantile(0.5), c.latency.p50_ns, "{what}");
             assert_eq!(c.reference_p50_ns.is_some(), op.per_file(), "{what}");
+            assert_eq!(
+                c.wall.as_ref().map(|w| w.count),
+                concurrent.then_some(reps),
+                "{what}"
+            );
             if op == Op::FirstWrite {
                 assert!(c.efficiency.is_some_and(|e| e > 0.0), "{what}");
+            }
+            if op == Op::RenameDir {
+                let o = if redirect { "redirect" } else { "exdev" };
+                assert_eq!(c.outcomes, [(o.to_owned(), reps)].into(), "{what}");
+            } else {
+                assert!(c.outcomes.is_empty(), "{what}");
             }
             if !kernel {
                 continue;
@@ -252,8 +277,31 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
                 }
                 Op::Unlink => {
                     assert_eq!(c.copy_ups, 0, "{what}");
+                    assert_eq!(c.whiteouts, reps, "{what}");
                     let k = c.kernel.as_ref().expect("the whiteouts");
                     assert_eq!(k.count, reps, "{what}: one whiteout per repetition");
+                }
+                Op::RmdirRecreate => {
+                    assert_eq!(c.copy_ups, 0, "{what}");
+                    assert_eq!(c.whiteouts, reps, "{what}");
+                    let k = c.kernel.as_ref().expect("whiteout + opaque dir");
+                    assert_eq!(k.count, 2 * reps, "{what}: a whiteout, then an opaque dir");
+                }
+                Op::RenameFile | Op::Link => {
+                    assert_eq!(c.copy_ups, reps, "{what}: one copy-up per repetition");
+                    if !metacopy {
+                        assert_eq!(c.bytes_copied, c.size_bytes * reps, "{what}");
+                    }
+                }
+                Op::RenameDir => {
+                    let moved = if redirect { reps } else { 0 };
+                    assert_eq!(c.copy_ups, moved, "{what}: a directory copy-up per move");
+                    assert_eq!(c.bytes_copied, 0, "{what}");
+                }
+                Op::ParallelWrite | Op::RaceWrite => {
+                    let files = if op == Op::RaceWrite { 1 } else { threads };
+                    assert_eq!(c.copy_ups, reps * files, "{what}: one copy-up per file");
+                    assert_eq!(c.bytes_copied, c.size_bytes * reps * files, "{what}");
                 }
             }
         }
@@ -271,7 +319,7 @@ fn quick_on_dir_and_tmpfs() {
     let metacopy = Path::new("/sys/module/overlay/parameters/metacopy").exists();
     // The second set is one the kernel refuses: skipped with a reason, not a crash.
     let b = Bench::new(
-        "filesystems = [\"dir\", \"tmpfs\"]\nmount_options = [[], [\"metacopy=on\"], [\"metacopy=on\", \"redirect_dir=off\"]]\n",
+        "filesystems = [\"dir\", \"tmpfs\"]\nfile_layers = [4]\nmount_options = [[], [\"metacopy=on\"], [\"metacopy=on\", \"redirect_dir=off\"]]\n",
     );
     let (r, stdout, _) = b.run_quick();
     check_results(&r, &b.spec, &["dir", "tmpfs"]);
@@ -306,7 +354,7 @@ fn quick_on_dir_and_tmpfs() {
     // The summary table: a header and one row per cell.
     assert!(stdout.contains("OP") && stdout.contains("EFF"), "{stdout}");
     let rows = stdout.lines().filter(|l| l.contains("first_write")).count();
-    assert_eq!(rows, r.runs.len() * 2 * 2);
+    assert_eq!(rows, r.runs.len() * 2);
     drop(b);
     baseline.assert_clean("quick_on_dir_and_tmpfs");
 }
@@ -319,15 +367,98 @@ fn quick_on_loop_ext4() {
     let _l = lock();
     let baseline = Baseline::take();
     let b = Bench::new(
-        "filesystems = [\"ext4\"]\nmount_options = [[]]\nlayers = 3\nfile_layers = [3]\n",
+        "filesystems = [\"ext4\"]\nmount_options = [[]]\nlayers = 3\nfile_layers = [3]\nops = [\"first_write\", \"chmod\", \"read_lower\", \"unlink\", \"rename_file\", \"race_write\"]\n",
     );
-    let (r, _, _) = b.run_quick();
+    // With charts and the report: the end-to-end check that a real run renders them.
+    let (r, _, _) = b.run_quick_with(&[]);
     check_results(&r, &b.spec, &["ext4"]);
+    let charts = fs::read_dir(b.out().join("charts")).unwrap().count();
+    assert!(
+        charts > 0 && charts.is_multiple_of(2),
+        "{charts} chart files (SVG + PNG each)"
+    );
+    assert!(b.out().join("report.html").is_file());
     assert_eq!(r.runs.len(), 1);
     assert!(!r.runs[0].fs_features.contains(&"reflink".to_owned()));
     assert!(r.skipped.is_empty(), "{:?}", r.skipped);
     drop(b);
     baseline.assert_clean("quick_on_loop_ext4");
+}
+
+/// `cache = ["warm", "cold"]`: cold runs drop the page cache before every measured op (and
+/// reference copy); tmpfs has no cold state and is skipped with that reason.
+#[test]
+fn quick_cold_cache() {
+    if !require_root("quick_cold_cache") {
+        return;
+    }
+    let _l = lock();
+    let baseline = Baseline::take();
+    let b = Bench::new(
+        "filesystems = [\"dir\", \"tmpfs\"]\nmount_options = [[]]\nfile_layers = [4]\nops = [\"first_write\", \"read_lower\"]\ncache = [\"warm\", \"cold\"]\n",
+    );
+    let (r, _, _) = b.run_quick();
+    check_results(&r, &b.spec, &["dir", "tmpfs"]);
+    let runs: Vec<(&str, &str)> = r
+        .runs
+        .iter()
+        .map(|x| (x.fs.as_str(), x.cache.as_str()))
+        .collect();
+    assert_eq!(runs, [("dir", "warm"), ("dir", "cold"), ("tmpfs", "warm")]);
+    let skipped: Vec<&str> = r.skipped.iter().map(|s| s.what.as_str()).collect();
+    assert_eq!(skipped, ["fs=tmpfs cache=cold"]);
+    assert!(
+        r.skipped[0].reason.contains("page cache"),
+        "{:?}",
+        r.skipped
+    );
+    drop(b);
+    baseline.assert_clean("quick_cold_cache");
+}
+
+/// True if `s` holds a frame of the bench's progress bar (`[` + 30 of `=> ` + `]`).
+fn has_progress_bar(s: &str) -> bool {
+    s.match_indices('[').any(|(i, _)| {
+        let rest = &s.as_bytes()[i + 1..];
+        rest.len() > 30 && rest[..30].iter().all(|b| b" =>".contains(b)) && rest[30] == b']'
+    })
+}
+
+/// The indicatif progress bar is drawn when stderr is a terminal (here a pseudo-terminal from
+/// util-linux `script`) and never when stderr is a pipe.
+#[test]
+fn progress_bar_only_on_a_terminal() {
+    if !require_root("progress_bar_only_on_a_terminal") {
+        return;
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIP: no `script` (util-linux) to give the bench a terminal");
+        return;
+    }
+    let _l = lock();
+    let baseline = Baseline::take();
+    let b = Bench::new(
+        "layers = 1\nfile_layers = [1]\nfilesystems = [\"tmpfs\"]\nmount_options = [[]]\nops = [\"first_write\"]\n",
+    );
+    let (_, _, stderr) = b.run_quick();
+    assert!(!has_progress_bar(&stderr), "a bar on a pipe:\n{stderr}");
+    let line = format!(
+        "{BIN} bench --quick --no-charts --spec {} --out {} --workdir {}",
+        b.spec.display(),
+        b.out().display(),
+        b.work().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove(HOST_MOUNTS_ENV)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{tty}", out.status);
+    assert!(has_progress_bar(&tty), "no bar on a terminal:\n{tty}");
+    drop(b);
+    baseline.assert_clean("progress_bar_only_on_a_terminal");
 }
 
 /// Docker's maximum of 128 layers under a long work directory: the mount options no longer fit a
@@ -357,6 +488,7 @@ fn quick_with_128_layers() {
         .arg(b.out())
         .arg("--workdir")
         .arg(&deep)
+        .arg("--no-charts")
         .env_remove(HOST_MOUNTS_ENV);
     let running = Running::spawn(&mut cmd);
     let pid = u32::try_from(running.pid()).unwrap();

@@ -137,6 +137,8 @@ fn stats(h: &Histogram<u64>) -> LatencyStats {
     LatencyStats {
         count: h.len(),
         p50_ns: h.value_at_quantile(0.50),
+        p25_ns: h.value_at_quantile(0.25),
+        p75_ns: h.value_at_quantile(0.75),
         p90_ns: h.value_at_quantile(0.90),
         p99_ns: h.value_at_quantile(0.99),
         max_ns: h.max(),
@@ -172,6 +174,11 @@ fn sample_results() -> Results {
                         mb_per_s: copies.then(|| size as f64 / p50 as f64 * 1_000.0),
                         reference_p50_ns: reference,
                         efficiency: reference.map(|r| r as f64 / p50 as f64),
+                        threads: 1,
+                        repetitions: count,
+                        wall: None,
+                        outcomes: BTreeMap::new(),
+                        whiteouts: 0,
                         latency,
                     });
                 }
@@ -187,6 +194,7 @@ fn sample_results() -> Results {
         });
     }
     Results {
+        elapsed_s: 60.0,
         schema: RESULTS_SCHEMA,
         environment: Environment {
             kernel: "6.12.33-cowprof-test #1 SMP PREEMPT_DYNAMIC".to_string(),
@@ -792,4 +800,33 @@ fn report_in_headless_chromium() {
         }
     }
     eprintln!("screenshot: {}", keep.join("report.png").display());
+}
+
+/// `results.json` stays schema 1: files written before the fields added for issue 3's second
+/// half (quartiles, threads, repetitions, wall, outcomes, whiteouts, elapsed time) still parse,
+/// with the documented defaults.
+#[test]
+fn results_without_the_added_fields_still_parse() {
+    let mut v = serde_json::to_value(sample_results()).unwrap();
+    v.as_object_mut().unwrap().remove("elapsed_s");
+    let mut removed = 0;
+    for run in v["runs"].as_array_mut().unwrap() {
+        for cell in run["cells"].as_array_mut().unwrap() {
+            let c = cell.as_object_mut().unwrap();
+            for k in ["threads", "repetitions", "wall", "outcomes", "whiteouts"] {
+                removed += usize::from(c.remove(k).is_some());
+            }
+            for k in ["p25_ns", "p75_ns"] {
+                removed += usize::from(c["latency"].as_object_mut().unwrap().remove(k).is_some());
+            }
+        }
+    }
+    assert!(removed > 0);
+    let old: Results = serde_json::from_value(v).expect("an older schema-1 file parses");
+    assert_eq!(old.schema, RESULTS_SCHEMA);
+    assert!(old.elapsed_s.abs() < f64::EPSILON, "{}", old.elapsed_s);
+    let c = &old.runs[0].cells[0];
+    assert_eq!((c.threads, c.repetitions, c.whiteouts), (1, 0, 0));
+    assert!(c.wall.is_none() && c.outcomes.is_empty());
+    assert_eq!((c.latency.p25_ns, c.latency.p75_ns), (0, 0));
 }

@@ -641,9 +641,19 @@ fn cdf_plans(run: &RunResult) -> Result<Vec<(String, String, XyChart)>, ChartErr
             .iter()
             .filter(|c| c.op == op && c.layer_depth == depth)
             .collect();
-        cells.sort_by_key(|c| c.size_bytes);
+        cells.sort_by_key(|c| (c.size_bytes, c.threads));
         let mut series = Vec::new();
         for (i, cell) in cells.iter().enumerate() {
+            // Concurrent ops have one cell per thread count at each size.
+            let name = if cell.threads > 1 {
+                format!(
+                    "{} x{} threads",
+                    format_bytes(cell.size_bytes),
+                    cell.threads
+                )
+            } else {
+                format_bytes(cell.size_bytes)
+            };
             let h = decode_histogram(&cell.latency.histogram).map_err(|source| {
                 ChartError::Histogram {
                     cell: cell_name(run, cell),
@@ -655,7 +665,7 @@ fn cdf_plans(run: &RunResult) -> Result<Vec<(String, String, XyChart)>, ChartErr
                 continue;
             }
             series.push(Series {
-                name: format_bytes(cell.size_bytes),
+                name,
                 color: color(i),
                 kind: SeriesKind::Plain,
                 points,

@@ -63,6 +63,8 @@ impl Hist {
         LatencyStats {
             count: self.0.len(),
             p50_ns: self.0.value_at_quantile(0.50),
+            p25_ns: self.0.value_at_quantile(0.25),
+            p75_ns: self.0.value_at_quantile(0.75),
             p90_ns: self.0.value_at_quantile(0.90),
             p99_ns: self.0.value_at_quantile(0.99),
             max_ns: self.0.max(),
@@ -88,7 +90,12 @@ pub struct CellAcc {
     pub op: Op,
     pub size: u64,
     pub depth: u32,
+    pub threads: u32,
+    pub repetitions: u64,
     pub user: Hist,
+    /// Concurrent ops: wall time per repetition.
+    pub wall: Hist,
+    pub outcomes: std::collections::BTreeMap<String, u64>,
     pub kernel: Hist,
     pub copy_ups: u64,
     pub bytes_copied: u64,
@@ -99,12 +106,16 @@ pub struct CellAcc {
 }
 
 impl CellAcc {
-    pub fn new(op: Op, size: u64, depth: u32) -> Self {
+    pub fn new(op: Op, size: u64, depth: u32, threads: u32) -> Self {
         Self {
             op,
             size,
             depth,
+            threads,
+            repetitions: 0,
             user: Hist::default(),
+            wall: Hist::default(),
+            outcomes: std::collections::BTreeMap::new(),
             kernel: Hist::default(),
             copy_ups: 0,
             bytes_copied: 0,
@@ -152,6 +163,11 @@ impl CellAcc {
             mb_per_s,
             reference_p50_ns: reference_p50,
             efficiency,
+            threads: self.threads,
+            repetitions: self.repetitions,
+            wall: (!self.wall.is_empty()).then(|| self.wall.stats()),
+            outcomes: self.outcomes.clone(),
+            whiteouts: self.whiteouts,
         }
     }
 }
@@ -198,6 +214,11 @@ impl Worker {
 
     /// Sends one request and waits for its duration in ns.
     pub fn call(&mut self, req: &Request) -> Result<u64, LabError> {
+        self.call_full(req).map(|r| r.ns.unwrap_or_default())
+    }
+
+    /// Sends one request and returns the whole reply (an error reply is an error).
+    pub fn call_full(&mut self, req: &Request) -> Result<Reply, LabError> {
         let dead = |e: String| LabError::Other(format!("the lab worker failed: {e}"));
         let mut line = serde_json::to_string(req).expect("request serializes");
         line.push('\n');
@@ -215,8 +236,8 @@ impl Worker {
         }
         let r: Reply =
             serde_json::from_str(&reply).map_err(|e| dead(format!("bad reply {reply:?}: {e}")))?;
-        match (r.ns, r.error) {
-            (Some(ns), None) => Ok(ns),
+        match (r.ns, &r.error) {
+            (Some(_), None) => Ok(r),
             (_, Some(e)) => Err(LabError::Other(format!("{req:?}: {e}"))),
             (None, None) => Err(dead("empty reply".into())),
         }
@@ -342,12 +363,13 @@ impl KernelTap {
     }
 }
 
-/// The events of one repetition that belong to it: on the stack mounted at `merged`, at `rel`.
-pub fn events_for<'a>(events: &'a [Event], merged: &Path, rel: &str) -> Vec<&'a Event> {
+/// The events of one repetition that belong to it: on the stack mounted at `merged`, at one of
+/// `rels` (the op's path, its second name, the threads' paths).
+pub fn events_for<'a>(events: &'a [Event], merged: &Path, rels: &[String]) -> Vec<&'a Event> {
     let mp = merged.display().to_string();
     events
         .iter()
-        .filter(|e| e.mount_point.as_deref() == Some(mp.as_str()) && e.path == rel)
+        .filter(|e| e.mount_point.as_deref() == Some(mp.as_str()) && rels.contains(&e.path))
         .collect()
 }
 
@@ -372,7 +394,7 @@ mod tests {
 
     #[test]
     fn cell_efficiency_and_throughput() {
-        let mut acc = CellAcc::new(Op::FirstWrite, 1 << 20, 1);
+        let mut acc = CellAcc::new(Op::FirstWrite, 1 << 20, 1, 1);
         acc.user.record(2_000_000);
         acc.bytes_copied = 1_000_000;
         acc.copy_ns = 1_000_000;

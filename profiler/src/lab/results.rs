@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any incompatible change of this file's layout.
+/// Bumped on any incompatible change of this file's layout. Fields added later carry
+/// `#[serde(default)]`, so files written before them still read (with the default noted there).
 pub const RESULTS_SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +21,9 @@ pub struct Results {
     pub runs: Vec<RunResult>,
     /// Matrix entries that were not run on this kernel/machine, with the reason.
     pub skipped: Vec<Skipped>,
+    /// Wall time of the whole run, seconds (0 in files written before this field).
+    #[serde(default)]
+    pub elapsed_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +77,28 @@ pub struct Cell {
     pub reference_p50_ns: Option<u64>,
     /// `reference_p50_ns` / `latency.p50_ns`: 1.0 = copy-up as fast as a plain copy.
     pub efficiency: Option<f64>,
+    /// Threads that ran the op at once (`parallel_write`, `race_write`); 1 for every other op
+    /// (and in files written before this field). `latency` then holds one value per thread.
+    #[serde(default = "one")]
+    pub threads: u32,
+    /// Measured repetitions (each on a fresh stack); 0 in files written before this field.
+    #[serde(default)]
+    pub repetitions: u64,
+    /// Concurrent ops: wall time of each repetition, from the threads' release to the last
+    /// thread's end.
+    #[serde(default)]
+    pub wall: Option<LatencyStats>,
+    /// Ops with more than one legal result, counted per result: `rename_dir` gives
+    /// `{"redirect": n}` (`redirect_dir` on) or `{"exdev": n}` (the kernel refused the move).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outcomes: BTreeMap<String, u64>,
+    /// Whiteouts the kernel side reported for these ops.
+    #[serde(default)]
+    pub whiteouts: u64,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +109,12 @@ pub struct LatencyStats {
     pub p99_ns: u64,
     pub max_ns: u64,
     pub mean_ns: u64,
+    /// Quartiles: the spread of the cell is `p75_ns - p25_ns` (the IQR). 0 in files written
+    /// before these fields.
+    #[serde(default)]
+    pub p25_ns: u64,
+    #[serde(default)]
+    pub p75_ns: u64,
     /// hdrhistogram V2 serialization, base64 (standard alphabet, padded).
     pub histogram: String,
 }

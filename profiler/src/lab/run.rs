@@ -21,12 +21,15 @@ use sha2::{Digest as _, Sha256};
 use super::{
     measure::{events_for, CellAcc, Hist, KernelTap, Worker},
     results::{Environment, Results, RunResult, Skipped, RESULTS_SCHEMA},
-    spec::{format_size, Cache, FsKind, Op, Spec, DEFAULT_SPEC, KNOWN_OPTIONS},
+    spec::{format_size, Cache, FsKind, Op, Shape, Spec, DEFAULT_SPEC, KNOWN_OPTIONS},
     stack::{
         drop_caches, io_err, overlay_param, private_mount_namespace, Backing, Cancel, LabError,
         LabRoot, LabStack, Layers,
     },
-    workload::{expected_upper, file_rel, prepare, upper_entries, Request, CREATE_REL},
+    workload::{
+        check_details, expected_upper, file_rel, op_rel, prepare, second_rel, thread_rels,
+        upper_entries, Request, OUTCOME_REDIRECT,
+    },
 };
 
 /// Set to `1`: mount the lab's filesystems and stacks in the caller's mount namespace instead of
@@ -44,6 +47,10 @@ pub struct BenchOptions {
     pub workdir: PathBuf,
     /// Tiny sizes and two repetitions.
     pub quick: bool,
+    /// Fail (exit 1) unless a backend attached and every copy-up cell's kernel count is exact.
+    pub expect_kernel: bool,
+    /// Write results.json only (no charts, no report.html).
+    pub no_charts: bool,
 }
 
 /// A finished run.
@@ -139,15 +146,37 @@ fn metacopy_on(set: &[String]) -> bool {
             && !set.iter().any(|o| o == "metacopy=off"))
 }
 
-/// The cells of `op`: (size, depth) for every size and file layer, or the single `create` cell.
-fn cells_of(op: Op, spec: &Spec) -> Vec<(u64, u32)> {
-    if op.per_file() {
-        spec.sizes
+/// The cells of `op`, in results order: (size, depth, threads) for every size and file layer,
+/// every file layer (directory ops), the single `create` cell, or every concurrency size, file
+/// layer and thread count.
+pub fn cells_of(op: Op, spec: &Spec) -> Vec<(u64, u32, u32)> {
+    match op.shape() {
+        Shape::PerFile => spec
+            .sizes
             .iter()
-            .flat_map(|&s| spec.file_layers.iter().map(move |&d| (s, d)))
-            .collect()
-    } else {
-        vec![(0, 0)]
+            .flat_map(|&s| spec.file_layers.iter().map(move |&d| (s, d, 1)))
+            .collect(),
+        Shape::PerDir => spec.file_layers.iter().map(|&d| (0, d, 1)).collect(),
+        Shape::Single => vec![(0, 0, 1)],
+        Shape::Concurrent => spec
+            .concurrency
+            .sizes
+            .iter()
+            .flat_map(|&s| {
+                spec.file_layers
+                    .iter()
+                    .flat_map(move |&d| spec.concurrency.threads.iter().map(move |&t| (s, d, t)))
+            })
+            .collect(),
+    }
+}
+
+/// Copy-ups one repetition of `op` must cause (`redirect`: `rename_dir` moved the directory).
+pub fn copy_ups_per_repetition(op: Op, threads: u32, redirect: bool) -> u64 {
+    match op {
+        Op::ParallelWrite => u64::from(threads),
+        Op::RenameDir => u64::from(redirect),
+        _ => u64::from(op.copies_up()),
     }
 }
 
@@ -181,10 +210,11 @@ fn repetition(
     acc: &mut CellAcc,
 ) -> Result<(), LabError> {
     let (op, size, depth) = (acc.op, acc.size, acc.depth);
-    let rel = if op.per_file() {
-        file_rel(size, depth)
+    let rel = op_rel(op, size, depth);
+    let rels = if op.shape() == Shape::Concurrent {
+        thread_rels(op, size, depth, acc.threads)
     } else {
-        CREATE_REL.to_owned()
+        vec![rel.clone()]
     };
     let stack = LabStack::mount(&backing.dir, layers, set, ctx.stacks)?;
     ctx.stacks += 1;
@@ -197,12 +227,28 @@ fn repetition(
     if cache == Cache::Cold {
         drop_caches()?;
     }
-    let ns = ctx.worker.call(&Request::Op {
-        op,
-        path: target,
-        size,
-    })?;
-    acc.user.record(ns);
+    let outcome = if op.shape() == Shape::Concurrent {
+        let reply = ctx.worker.call_full(&Request::Parallel {
+            paths: rels.iter().map(|r| stack.merged.join(r)).collect(),
+        })?;
+        for ns in &reply.per_thread_ns {
+            acc.user.record(*ns);
+        }
+        acc.wall.record(reply.ns.unwrap_or_default());
+        None
+    } else {
+        let reply = ctx.worker.call_full(&Request::Op {
+            op,
+            path: target,
+            size,
+        })?;
+        acc.user.record(reply.ns.unwrap_or_default());
+        reply.outcome
+    };
+    acc.repetitions += 1;
+    if let Some(o) = &outcome {
+        *acc.outcomes.entry(o.clone()).or_default() += 1;
+    }
     if let Some(tap) = ctx.tap.as_mut() {
         let events = tap.drain();
         for e in &events {
@@ -215,22 +261,35 @@ fn repetition(
                 e.bytes_copied
             );
         }
-        let mine: Vec<_> = events_for(&events, &stack.merged, &rel)
+        let mut paths = rels.clone();
+        paths.extend(second_rel(op, &rel));
+        let mine: Vec<_> = events_for(&events, &stack.merged, &paths)
             .into_iter()
             .cloned()
             .collect();
         acc.add_events(&mine);
     }
     // Ground truth: the upper directory holds exactly what this op must leave there.
-    let got = upper_entries(&stack.upper, set.iter().any(|o| o == "userxattr"))
-        .map_err(io_err("reading", &stack.upper))?;
-    let want = expected_upper(op, &rel, metacopy_on(set));
+    let userxattr = set.iter().any(|o| o == "userxattr");
+    let got = upper_entries(&stack.upper, userxattr).map_err(io_err("reading", &stack.upper))?;
+    let metacopy = metacopy_on(set);
+    let want = expected_upper(op, &rels, metacopy, outcome.as_deref());
+    let details = check_details(
+        op,
+        &rels,
+        size,
+        metacopy,
+        outcome.as_deref(),
+        &stack.upper,
+        &stack.merged,
+        userxattr,
+    );
     ctx.upper_checked += 1;
-    if got != want {
+    if got != want || !details.is_empty() {
         ctx.upper_mismatches += 1;
         if ctx.upper_mismatches <= 5 {
             ctx.warn(&format!(
-                "upper check: {op} on {rel} ({}, {}) left {got:?} in the upper dir, expected {want:?}",
+                "upper check: {op} on {rel} ({}, {}) left {got:?} in the upper dir, expected {want:?}; {details:?}",
                 backing.kind,
                 options_label(set)
             ));
@@ -390,6 +449,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
         spec_hash: sha256_hex(&text),
         runs,
         skipped,
+        elapsed_s: t0.elapsed().as_secs_f64(),
     };
     fs::create_dir_all(&opts.out).map_err(io_err("creating", &opts.out))?;
     let results_path = opts.out.join("results.json");
@@ -400,14 +460,16 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
     // Charts (SVG + PNG) and the one-file HTML report next to results.json. A chart failure
     // (e.g. no font) is reported but does not lose the measurements already written.
     let charts_dir = opts.out.join("charts");
-    match crate::lab::charts::render_all(&results, &charts_dir) {
-        Ok(charts) => {
-            let report = opts.out.join("report.html");
-            if let Err(e) = crate::lab::html::write_report(&results, &charts, &report) {
-                eprintln!("cowprof bench: writing {}: {e}", report.display());
+    if !opts.no_charts {
+        match crate::lab::charts::render_all(&results, &charts_dir) {
+            Ok(charts) => {
+                let report = opts.out.join("report.html");
+                if let Err(e) = crate::lab::html::write_report(&results, &charts, &report) {
+                    eprintln!("cowprof bench: writing {}: {e}", report.display());
+                }
             }
+            Err(e) => eprintln!("cowprof bench: charts not written: {e}"),
         }
-        Err(e) => eprintln!("cowprof bench: charts not written: {e}"),
     }
     Ok(BenchReport {
         results,
@@ -437,22 +499,36 @@ fn kernel_check(runs: &[RunResult], skipped: &mut Vec<Skipped>) -> Vec<String> {
             options_label(&r.mount_options),
             r.cache
         );
-        if !copying.is_empty() && copying.iter().all(|c| c.copy_ups == 0) {
+        if !copying.is_empty()
+            && copying.iter().all(|c| c.copy_ups == 0)
+            && copying.iter().any(|c| !c.outcomes.contains_key("exdev"))
+        {
             skipped.push(Skipped {
                 what: format!("kernel-side timings {label}"),
                 reason: "the backend saw none of this run's copy-ups (a limit of the backend on this filesystem or with these options); copy_ups and kernel are not measurements here".into(),
             });
             continue;
         }
-        for c in copying.iter().filter(|c| c.copy_ups != c.latency.count) {
-            out.push(format!(
-                "{label} {} {} layer {}: {} copy-ups in {} repetitions",
-                c.op,
-                format_size(c.size_bytes),
-                c.layer_depth,
-                c.copy_ups,
-                c.latency.count
-            ));
+        for c in &copying {
+            let op: Op = c.op.parse().expect("filtered above");
+            let redirect = c.outcomes.get(OUTCOME_REDIRECT).copied().unwrap_or(0);
+            // rename_dir: only the repetitions that moved the directory copy it up.
+            let want = if op == Op::RenameDir {
+                redirect
+            } else {
+                c.repetitions * copy_ups_per_repetition(op, c.threads, true)
+            };
+            if c.copy_ups != want {
+                out.push(format!(
+                    "{label} {} {} layer {} threads {}: {} copy-ups in {} repetitions, expected {want}",
+                    c.op,
+                    format_size(c.size_bytes),
+                    c.layer_depth,
+                    c.threads,
+                    c.copy_ups,
+                    c.repetitions
+                ));
+            }
         }
     }
     out
@@ -532,11 +608,18 @@ fn run_matrix(
         }
         ctx.pb
             .set_message(format!("{fs_kind}: building {} layers", spec.layers));
-        let layers = Layers::build(
+        let concurrent = spec.ops.iter().any(|o| o.shape() == Shape::Concurrent);
+        let layers = Layers::build_with(
             &backing.dir,
             spec.layers,
             &spec.file_layers,
             &spec.sizes,
+            if concurrent {
+                &spec.concurrency.sizes
+            } else {
+                &[]
+            },
+            spec.concurrency.max_threads(),
             ctx.cancel,
         )?;
         let mut references_by_cache: BTreeMap<Cache, BTreeMap<u64, u64>> = BTreeMap::new();
@@ -597,14 +680,14 @@ fn run_matrix(
                     cells: Vec::new(),
                 };
                 for &op in &spec.ops {
-                    for (size, depth) in cells_of(op, spec) {
+                    for (size, depth, threads) in cells_of(op, spec) {
                         ctx.pb.set_message(format!(
-                            "{fs_kind} {} {} {op} {} l{depth}",
+                            "{fs_kind} {} {} {op} {} l{depth} x{threads}",
                             options_label(set),
                             cache.as_str(),
                             format_size(size)
                         ));
-                        let mut acc = CellAcc::new(op, size, depth);
+                        let mut acc = CellAcc::new(op, size, depth, threads);
                         for _ in 0..spec.repetitions {
                             ctx.cancel.check()?;
                             repetition(ctx, &backing, &layers, set, cache, &mut acc)?;
@@ -652,8 +735,20 @@ pub fn fmt_ns(ns: u64) -> String {
 pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<6} {:<22} {:<5} {:<12} {:>6} {:>5} {:>10} {:>10} {:>8} {:>9} {:>6}",
-        "FS", "OPTIONS", "CACHE", "OP", "SIZE", "DEPTH", "P50", "P99", "COPY-UPS", "MB/S", "EFF"
+        "{:<6} {:<22} {:<5} {:<14} {:>6} {:>5} {:>3} {:>10} {:>10} {:>10} {:>8} {:>9} {:>6}",
+        "FS",
+        "OPTIONS",
+        "CACHE",
+        "OP",
+        "SIZE",
+        "DEPTH",
+        "THR",
+        "P50",
+        "IQR",
+        "P99",
+        "COPY-UPS",
+        "MB/S",
+        "EFF"
     )?;
     for run in &r.runs {
         // Runs whose copy-ups the backend could not see show no kernel numbers.
@@ -665,16 +760,24 @@ pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
         );
         let kernel = r.environment.backend.is_some() && !r.skipped.iter().any(|s| s.what == unseen);
         for c in &run.cells {
+            let op = if c.outcomes.is_empty() {
+                c.op.clone()
+            } else {
+                let o: Vec<&str> = c.outcomes.keys().map(String::as_str).collect();
+                format!("{}:{}", c.op, o.join("+"))
+            };
             writeln!(
                 out,
-                "{:<6} {:<22} {:<5} {:<12} {:>6} {:>5} {:>10} {:>10} {:>8} {:>9} {:>6}",
+                "{:<6} {:<22} {:<5} {:<14} {:>6} {:>5} {:>3} {:>10} {:>10} {:>10} {:>8} {:>9} {:>6}",
                 run.fs,
                 options_label(&run.mount_options),
                 run.cache,
-                c.op,
+                op,
                 format_size(c.size_bytes),
                 c.layer_depth,
+                c.threads,
                 fmt_ns(c.latency.p50_ns),
+                fmt_ns(c.latency.p75_ns.saturating_sub(c.latency.p25_ns)),
                 fmt_ns(c.latency.p99_ns),
                 if kernel {
                     c.copy_ups.to_string()
@@ -711,6 +814,27 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
             let _ = out.flush();
             for m in &rep.kernel_mismatches {
                 eprintln!("cowprof: kernel copy-up count differs: {m}");
+            }
+            if opts.expect_kernel {
+                let unseen: Vec<&str> = rep
+                    .results
+                    .skipped
+                    .iter()
+                    .filter(|s| s.what.starts_with("kernel-side timings"))
+                    .map(|s| s.what.as_str())
+                    .collect();
+                if rep.results.environment.backend.is_none()
+                    || !unseen.is_empty()
+                    || !rep.kernel_mismatches.is_empty()
+                {
+                    eprintln!(
+                        "cowprof: --expect-kernel: kernel-side timings missing or inexact (backend {}, {} runs unseen, {} cells off)",
+                        rep.results.environment.backend.as_deref().unwrap_or("none"),
+                        unseen.len(),
+                        rep.kernel_mismatches.len()
+                    );
+                    return 1;
+                }
             }
             if rep.upper_mismatches > 0 {
                 eprintln!(
@@ -751,6 +875,51 @@ mod tests {
         let (_, b) = load_spec(None, true).unwrap();
         assert_ne!(sha256_hex(&a), sha256_hex(&b));
         assert_eq!(sha256_hex(&a), sha256_hex(DEFAULT_SPEC));
+    }
+
+    #[test]
+    fn kernel_check_expects_exact_copy_ups() {
+        let cell = |op: Op, threads: u32, reps: u64, copy_ups: u64, outcome: Option<&str>| {
+            let mut acc = CellAcc::new(op, 4096, 1, threads);
+            acc.repetitions = reps;
+            acc.copy_ups = copy_ups;
+            for _ in 0..reps * u64::from(threads) {
+                acc.user.record(1_000);
+            }
+            if let Some(o) = outcome {
+                acc.outcomes.insert(o.to_owned(), reps);
+            }
+            acc.finish(None, false)
+        };
+        let run = |cells| RunResult {
+            fs: "tmpfs".into(),
+            fs_features: vec![],
+            mount_options: vec![],
+            cache: "warm".into(),
+            layers: 4,
+            cells,
+        };
+        let exact = run(vec![
+            cell(Op::FirstWrite, 1, 3, 3, None),
+            cell(Op::ParallelWrite, 4, 3, 12, None),
+            cell(Op::RaceWrite, 4, 3, 3, None),
+            cell(Op::RenameDir, 1, 3, 0, Some("exdev")),
+            cell(Op::RenameDir, 1, 3, 3, Some(OUTCOME_REDIRECT)),
+            cell(Op::Unlink, 1, 3, 0, None),
+        ]);
+        let mut skipped = Vec::new();
+        assert!(kernel_check(&[exact], &mut skipped).is_empty());
+        assert!(skipped.is_empty());
+        let off = run(vec![
+            cell(Op::RaceWrite, 4, 3, 4, None),
+            cell(Op::ParallelWrite, 4, 3, 3, None),
+        ]);
+        assert_eq!(kernel_check(&[off], &mut skipped).len(), 2);
+        // A backend that saw none of a run's copy-ups: the run's kernel numbers are absent.
+        let blind = run(vec![cell(Op::FirstWrite, 1, 3, 0, None)]);
+        assert!(kernel_check(&[blind], &mut skipped).is_empty());
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].what.starts_with("kernel-side timings"));
     }
 
     #[test]

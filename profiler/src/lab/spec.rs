@@ -23,10 +23,20 @@ filesystems = ["dir", "tmpfs"]
 # Overlay mount option sets, each beyond lowerdir/upperdir/workdir (and index=off, as Docker).
 # Known: metacopy=on, volatile, redirect_dir=on, index=on, xino=on, userxattr.
 mount_options = [[], ["metacopy=on"]]
-# Operations: first_write open_trunc truncate chmod rewrite read_lower read_upper create unlink.
-ops = ["first_write", "open_trunc", "truncate", "chmod", "rewrite", "read_lower", "read_upper", "create", "unlink"]
-# Page cache before each measured op: warm, cold (caches dropped; slow, not on tmpfs).
+# Operations on a lower file of each size in each file layer: first_write open_trunc truncate
+# chmod rewrite read_lower read_upper unlink rename_file link; on a lower directory in each file
+# layer: rmdir_recreate (opaque dir) rename_dir (redirect_dir=on: redirect, else EXDEV);
+# one new file: create; concurrency (see [concurrency]): parallel_write race_write.
+ops = ["first_write", "open_trunc", "truncate", "chmod", "rewrite", "read_lower", "read_upper", "create", "unlink", "rmdir_recreate", "rename_file", "rename_dir", "link", "parallel_write", "race_write"]
+# Page cache before each measured op: warm, cold (caches dropped before every op: slow, and
+# skipped on tmpfs, which has no cold state).
 cache = ["warm"]
+
+# N threads append one byte at the same instant: parallel_write to N distinct lower files
+# (N copy-ups), race_write all to one lower file (one copy-up, N appends land).
+[concurrency]
+threads = [1, 4]
+sizes = ["64K"]
 "#;
 
 /// `--quick`: sizes and repetitions that keep a run to seconds (tests, smoke checks).
@@ -97,10 +107,39 @@ pub enum Op {
     Create,
     /// unlink(2) of a lower file: a whiteout.
     Unlink,
+    /// rmdir(2) of an empty lower directory, then mkdir(2) of it again: a whiteout, then an
+    /// opaque directory in its place.
+    RmdirRecreate,
+    /// rename(2) of a lower file in its directory: a copy-up (metacopy with `metacopy=on`, with
+    /// a redirect) and a whiteout at the old name.
+    RenameFile,
+    /// rename(2) of a lower directory (holding one file) in its directory: with `redirect_dir` on,
+    /// a directory copy-up with a redirect and a whiteout at the old name; otherwise EXDEV
+    /// (recorded as the cell's outcome; nothing changes).
+    RenameDir,
+    /// link(2) of a lower file to a new name: a copy-up, then a second name for it.
+    Link,
+    /// N threads append one byte to N distinct lower files at once: N copy-ups.
+    ParallelWrite,
+    /// N threads append one byte to the same lower file at once: one copy-up, N appends.
+    RaceWrite,
+}
+
+/// What one cell of an op is measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A lower file of each size in each file layer.
+    PerFile,
+    /// A lower directory in each file layer (size 0).
+    PerDir,
+    /// One new file (size 0, depth 0).
+    Single,
+    /// `[concurrency]` sizes x file layers x thread counts.
+    Concurrent,
 }
 
 impl Op {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 15] = [
         Self::FirstWrite,
         Self::OpenTrunc,
         Self::Truncate,
@@ -110,6 +149,12 @@ impl Op {
         Self::ReadUpper,
         Self::Create,
         Self::Unlink,
+        Self::RmdirRecreate,
+        Self::RenameFile,
+        Self::RenameDir,
+        Self::Link,
+        Self::ParallelWrite,
+        Self::RaceWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -123,20 +168,44 @@ impl Op {
             Self::ReadUpper => "read_upper",
             Self::Create => "create",
             Self::Unlink => "unlink",
+            Self::RmdirRecreate => "rmdir_recreate",
+            Self::RenameFile => "rename_file",
+            Self::RenameDir => "rename_dir",
+            Self::Link => "link",
+            Self::ParallelWrite => "parallel_write",
+            Self::RaceWrite => "race_write",
         }
     }
 
-    /// Ops on a lower file of each size in each file layer; `create` makes a new empty file
-    /// (one cell, size 0, depth 0).
-    pub fn per_file(self) -> bool {
-        self != Self::Create
+    pub fn shape(self) -> Shape {
+        match self {
+            Self::Create => Shape::Single,
+            Self::RmdirRecreate | Self::RenameDir => Shape::PerDir,
+            Self::ParallelWrite | Self::RaceWrite => Shape::Concurrent,
+            _ => Shape::PerFile,
+        }
     }
 
-    /// The op itself copies up the file (the cell's copy-ups must equal its repetitions).
+    /// Ops on a lower file of each size in each file layer (the reference copy applies).
+    pub fn per_file(self) -> bool {
+        self.shape() == Shape::PerFile
+    }
+
+    /// The op itself copies up one file or directory per repetition (per thread for
+    /// `parallel_write`; `rename_dir` only where it does not fail with EXDEV): the cell's
+    /// copy-ups must match exactly.
     pub fn copies_up(self) -> bool {
         matches!(
             self,
-            Self::FirstWrite | Self::OpenTrunc | Self::Truncate | Self::Chmod
+            Self::FirstWrite
+                | Self::OpenTrunc
+                | Self::Truncate
+                | Self::Chmod
+                | Self::RenameFile
+                | Self::RenameDir
+                | Self::Link
+                | Self::ParallelWrite
+                | Self::RaceWrite
         )
     }
 
@@ -273,6 +342,30 @@ struct SpecFile {
     mount_options: Option<Vec<Vec<String>>>,
     ops: Option<Vec<Op>>,
     cache: Option<Vec<Cache>>,
+    concurrency: Option<ConcurrencyFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConcurrencyFile {
+    threads: Option<Vec<u32>>,
+    sizes: Option<Vec<Size>>,
+}
+
+/// Most threads of a concurrency cell.
+pub const MAX_THREADS: u32 = 64;
+
+/// `[concurrency]`: thread counts and file sizes of `parallel_write` and `race_write`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Concurrency {
+    pub threads: Vec<u32>,
+    pub sizes: Vec<u64>,
+}
+
+impl Concurrency {
+    pub fn max_threads(&self) -> u32 {
+        self.threads.iter().copied().max().unwrap_or(1)
+    }
 }
 
 /// A validated spec.
@@ -287,6 +380,7 @@ pub struct Spec {
     pub mount_options: Vec<Vec<String>>,
     pub ops: Vec<Op>,
     pub cache: Vec<Cache>,
+    pub concurrency: Concurrency,
 }
 
 /// A spec error: the field and a message that says how to fix it. Displays as one line.
@@ -390,6 +484,22 @@ impl Spec {
                 .unwrap_or_default(),
             ops: file.ops.or(default.ops).unwrap_or_default(),
             cache: file.cache.or(default.cache).unwrap_or_default(),
+            concurrency: {
+                let (f, d) = (
+                    file.concurrency.unwrap_or_default(),
+                    default.concurrency.unwrap_or_default(),
+                );
+                Concurrency {
+                    threads: f.threads.or(d.threads).unwrap_or_else(|| vec![1, 4]),
+                    sizes: f
+                        .sizes
+                        .or(d.sizes)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|s| s.0)
+                        .collect(),
+                }
+            },
         };
         spec.validate().map_err(|(f, m)| err(f, m))?;
         Ok(spec)
@@ -514,6 +624,43 @@ impl Spec {
         if has_duplicates(&self.cache) {
             return Err(("cache", "lists a state twice; list each once".into()));
         }
+        let c = &self.concurrency;
+        if c.threads.is_empty() {
+            return Err((
+                "concurrency.threads",
+                "is empty; list at least one thread count, e.g. [4]".into(),
+            ));
+        }
+        if let Some(t) = c.threads.iter().find(|t| **t == 0 || **t > MAX_THREADS) {
+            return Err((
+                "concurrency.threads",
+                format!("{t} is out of range; write numbers from 1 to {MAX_THREADS}"),
+            ));
+        }
+        if has_duplicates(&c.threads) {
+            return Err((
+                "concurrency.threads",
+                "lists a count twice; list each once".into(),
+            ));
+        }
+        if c.sizes.is_empty() {
+            return Err((
+                "concurrency.sizes",
+                "is empty; list at least one size, e.g. [\"64K\"]".into(),
+            ));
+        }
+        if let Some(s) = c.sizes.iter().find(|s| **s > MAX_SIZE) {
+            return Err((
+                "concurrency.sizes",
+                format!("{s} bytes is above the limit; use at most \"16G\""),
+            ));
+        }
+        if has_duplicates(&c.sizes) {
+            return Err((
+                "concurrency.sizes",
+                "lists a size twice; list each once".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -521,13 +668,19 @@ impl Spec {
     #[must_use]
     pub fn quick(mut self) -> Self {
         self.sizes = QUICK_SIZES.to_vec();
+        self.concurrency.sizes = QUICK_SIZES[..1].to_vec();
         self.repetitions = QUICK_REPETITIONS.min(self.repetitions);
         self
     }
 
     /// Bytes of lower-layer files on each backing filesystem.
     pub fn layer_bytes(&self) -> u64 {
-        self.sizes.iter().sum::<u64>() * self.file_layers.len() as u64
+        let conc = if self.ops.iter().any(|o| o.shape() == Shape::Concurrent) {
+            self.concurrency.sizes.iter().sum::<u64>() * u64::from(self.concurrency.max_threads())
+        } else {
+            0
+        };
+        (self.sizes.iter().sum::<u64>() + conc) * self.file_layers.len() as u64
     }
 }
 
@@ -551,8 +704,10 @@ mod tests {
         );
         assert_eq!(s.filesystems, vec![FsKind::Dir, FsKind::Tmpfs]);
         assert_eq!(s.mount_options.len(), 2);
-        assert_eq!(s.ops.len(), 9);
+        assert_eq!(s.ops, Op::ALL.to_vec());
         assert_eq!(s.cache, vec![Cache::Warm]);
+        assert_eq!(s.concurrency.threads, vec![1, 4]);
+        assert_eq!(s.concurrency.sizes, vec![64 << 10]);
     }
 
     #[test]
@@ -590,6 +745,17 @@ mod tests {
             ),
             ("cache = []", "cache", "empty"),
             ("layers = ", "layers (line 1)", "quoted"),
+            (
+                "[concurrency]\nthreads = [0]",
+                "concurrency.threads",
+                "1 to 64",
+            ),
+            ("[concurrency]\nsizes = []", "concurrency.sizes", "empty"),
+            (
+                "[concurrency]\nthread = [2]",
+                "line 2",
+                "unknown field `thread`",
+            ),
         ] {
             let e = Spec::parse(text, "t.toml").unwrap_err();
             let line = e.to_string();

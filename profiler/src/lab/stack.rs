@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     spec::{FsKind, SpecError},
-    workload::{file_rel, DATA_DIR, FILE_MODE},
+    workload::{
+        conc_rel, empty_dir_rel, file_rel, moved_dir_rel, DATA_DIR, FILE_MODE, MOVED_DIR_FILE,
+    },
 };
 
 /// Where run state files live.
@@ -666,11 +668,27 @@ fn fill(buf: &mut [u8], seed: &mut u64) {
 }
 
 impl Layers {
+    /// Layers with the measured files of `sizes` (and the directories of the directory ops) in
+    /// every layer of `file_layers`.
     pub fn build(
         base: &Path,
         layers: u32,
         file_layers: &[u32],
         sizes: &[u64],
+        cancel: &Cancel,
+    ) -> Result<Self, LabError> {
+        Self::build_with(base, layers, file_layers, sizes, &[], 0, cancel)
+    }
+
+    /// As [`Self::build`], plus `threads` files of each of `conc_sizes` per file layer for the
+    /// concurrency ops.
+    pub fn build_with(
+        base: &Path,
+        layers: u32,
+        file_layers: &[u32],
+        sizes: &[u64],
+        conc_sizes: &[u64],
+        threads: u32,
         cancel: &Cancel,
     ) -> Result<Self, LabError> {
         let dirs: Vec<PathBuf> = (1..=layers)
@@ -687,8 +705,20 @@ impl Layers {
             if !file_layers.contains(&layer) {
                 continue;
             }
-            for &size in sizes {
-                let path = dir.join(file_rel(size, layer));
+            let empty = dir.join(empty_dir_rel(layer));
+            fs::create_dir_all(&empty).map_err(io_err("creating", &empty))?;
+            let moved = dir.join(moved_dir_rel(layer));
+            fs::create_dir_all(&moved).map_err(io_err("creating", &moved))?;
+            let inside = moved.join(MOVED_DIR_FILE);
+            fs::write(&inside, b"moved with its directory\n")
+                .map_err(io_err("writing", &inside))?;
+            let files = sizes.iter().map(|&s| (s, file_rel(s, layer))).chain(
+                conc_sizes
+                    .iter()
+                    .flat_map(|&s| (0..threads).map(move |i| (s, conc_rel(s, layer, i)))),
+            );
+            for (size, rel) in files {
+                let path = dir.join(rel);
                 let mut f = fs::File::create(&path).map_err(io_err("creating", &path))?;
                 let mut left = size;
                 while left > 0 {

@@ -12,6 +12,7 @@ use std::{
     io::{BufRead as _, Write as _},
     os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     path::{Path, PathBuf},
+    sync::Barrier,
     time::Instant,
 };
 
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::scenario::UpperEntry;
 
-use super::spec::Op;
+use super::spec::{Op, Shape};
 
 /// Mode of every lower file (chmod changes it to [`CHMOD_MODE`]).
 pub const FILE_MODE: u32 = 0o644;
@@ -35,13 +36,51 @@ pub enum Request {
     Op { op: Op, path: PathBuf, size: u64 },
     /// The physical-limit reference: read `src` and write it to the new file `dst`, fsync.
     Reference { src: PathBuf, dst: PathBuf },
+    /// One thread per path, released together: each appends one byte to its path (paths may
+    /// repeat: a race on one file).
+    Parallel { paths: Vec<PathBuf> },
 }
 
 /// One line on the worker's stdout.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reply {
+    /// The op's duration (for `Parallel`: wall time from the threads' release to the last one's
+    /// end).
     pub ns: Option<u64>,
     pub error: Option<String>,
+    /// What happened when an op has more than one legal result (`rename_dir`: `redirect` or
+    /// `exdev`).
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// `Parallel`: each thread's own op duration, in path order.
+    #[serde(default)]
+    pub per_thread_ns: Vec<u64>,
+}
+
+/// A timed op: its duration and, for ops with more than one legal result, which one happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timed {
+    pub ns: u64,
+    pub outcome: Option<&'static str>,
+}
+
+/// `rename_dir` moved the directory (the kernel wrote a redirect).
+pub const OUTCOME_REDIRECT: &str = "redirect";
+/// `rename_dir` failed with EXDEV (`redirect_dir` off: user space must copy the tree itself).
+pub const OUTCOME_EXDEV: &str = "exdev";
+
+/// The second name of ops that make one: `rename_file`, `rename_dir`, `link`.
+pub fn second_rel(op: Op, rel: &str) -> Option<String> {
+    match op {
+        Op::RenameFile => Some(format!("{rel}.renamed")),
+        Op::RenameDir => Some(format!("{rel}.moved")),
+        Op::Link => Some(format!("{rel}.link")),
+        _ => None,
+    }
+}
+
+fn elapsed_ns(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn cstr(p: &Path) -> CString {
@@ -57,7 +96,11 @@ fn last_err(what: &str, p: &Path) -> String {
 }
 
 fn open(p: &Path, flags: libc::c_int) -> Result<libc::c_int, String> {
-    let c = cstr(p);
+    open_c(&cstr(p), flags, p)
+}
+
+/// `open` of a path already converted (no allocation inside a timed window).
+fn open_c(c: &CString, flags: libc::c_int, p: &Path) -> Result<libc::c_int, String> {
     // SAFETY: valid C string; the fd is closed by the caller.
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, FILE_MODE) };
     if fd < 0 {
@@ -108,18 +151,25 @@ fn write_all(fd: libc::c_int, mut data: &[u8], p: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `open(O_APPEND)` + write one byte + close: the first write of `first_write` and the threads.
+fn append_one(c: &CString, path: &Path) -> Result<(), String> {
+    let fd = open_c(c, libc::O_WRONLY | libc::O_APPEND, path)?;
+    let w = write_all(fd, b"+", path);
+    close(fd);
+    w
+}
+
 /// Runs one op and returns its duration in ns (monotonic clock, syscalls only).
-pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<u64, String> {
+pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, String> {
+    // Everything that allocates happens before the clock starts.
     let c = cstr(path);
+    let second = second_rel(op, &path.to_string_lossy()).map(PathBuf::from);
+    let c2 = second.as_deref().map(cstr);
+    let mut outcome = None;
     let t0 = Instant::now();
     match op {
-        Op::FirstWrite | Op::Rewrite => {
-            let fd = open(path, libc::O_WRONLY | libc::O_APPEND)?;
-            let w = write_all(fd, b"+", path);
-            close(fd);
-            w?;
-        }
-        Op::OpenTrunc => close(open(path, libc::O_WRONLY | libc::O_TRUNC)?),
+        Op::FirstWrite | Op::Rewrite => append_one(&c, path)?,
+        Op::OpenTrunc => close(open_c(&c, libc::O_WRONLY | libc::O_TRUNC, path)?),
         Op::Truncate => {
             let to = libc::off_t::try_from(size / 2).unwrap_or(0);
             // SAFETY: valid C string.
@@ -132,7 +182,7 @@ pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<u64, Str
             path,
         )?,
         Op::ReadLower | Op::ReadUpper => {
-            let fd = open(path, libc::O_RDONLY)?;
+            let fd = open_c(&c, libc::O_RDONLY, path)?;
             let r = read_all(fd, buf, path);
             close(fd);
             let n = r?;
@@ -143,11 +193,89 @@ pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<u64, Str
                 ));
             }
         }
-        Op::Create => close(open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)?),
+        Op::Create => close(open_c(
+            &c,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            path,
+        )?),
         // SAFETY: valid C string.
         Op::Unlink => rc(unsafe { libc::unlink(c.as_ptr()) }, "unlink", path)?,
+        Op::RmdirRecreate => {
+            // SAFETY: valid C string.
+            rc(unsafe { libc::rmdir(c.as_ptr()) }, "rmdir", path)?;
+            // SAFETY: valid C string.
+            rc(unsafe { libc::mkdir(c.as_ptr(), 0o755) }, "mkdir", path)?;
+        }
+        Op::RenameFile | Op::RenameDir | Op::Link => {
+            let (to, to_path) = (c2.as_ref().expect("a second name"), second.as_deref());
+            let to_path = to_path.expect("a second name");
+            // SAFETY: valid C strings.
+            let r = unsafe {
+                if op == Op::Link {
+                    libc::link(c.as_ptr(), to.as_ptr())
+                } else {
+                    libc::rename(c.as_ptr(), to.as_ptr())
+                }
+            };
+            if r != 0 {
+                let e = std::io::Error::last_os_error();
+                if op == Op::RenameDir && e.raw_os_error() == Some(libc::EXDEV) {
+                    outcome = Some(OUTCOME_EXDEV);
+                } else {
+                    return Err(format!(
+                        "{op} {} -> {}: {e}",
+                        path.display(),
+                        to_path.display()
+                    ));
+                }
+            } else if op == Op::RenameDir {
+                outcome = Some(OUTCOME_REDIRECT);
+            }
+        }
+        Op::ParallelWrite | Op::RaceWrite => {
+            return Err(format!("{op} runs as a Parallel request"));
+        }
     }
-    Ok(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    Ok(Timed {
+        ns: elapsed_ns(t0),
+        outcome,
+    })
+}
+
+/// Runs one appending thread per path, all released by one barrier. Returns the wall time (from
+/// the first thread's start to the last thread's end, each read in its own thread) and each
+/// thread's own op time, in path order.
+pub fn run_parallel(paths: &[PathBuf]) -> Result<(u64, Vec<u64>), String> {
+    let barrier = Barrier::new(paths.len());
+    let spans: Vec<Result<(Instant, Instant), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let c = cstr(p);
+                    barrier.wait();
+                    let t0 = Instant::now();
+                    append_one(&c, p).map(|()| (t0, Instant::now()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a writer thread panicked".into()))
+            })
+            .collect()
+    });
+    let spans = spans.into_iter().collect::<Result<Vec<_>, String>>()?;
+    let first = spans.iter().map(|s| s.0).min().ok_or("no threads")?;
+    let last = spans.iter().map(|s| s.1).max().ok_or("no threads")?;
+    let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    Ok((
+        ns(last - first),
+        spans.iter().map(|(a, b)| ns(*b - *a)).collect(),
+    ))
 }
 
 /// The reference: a plain copy (read + write, 1 MiB at a time) into a new file, then fsync.
@@ -182,7 +310,7 @@ pub fn run_reference(src: &Path, dst: &Path, buf: &mut [u8]) -> Result<u64, Stri
     close(s);
     close(d);
     r?;
-    Ok(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    Ok(elapsed_ns(t0))
 }
 
 /// The worker's main loop: requests on stdin, replies on stdout, until stdin closes. Dies with
@@ -204,20 +332,30 @@ pub fn worker_main(parent: u32) -> std::io::Result<()> {
             continue;
         }
         let result = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Op { op, path, size }) => run_op(op, &path, size, &mut buf),
-            Ok(Request::Reference { src, dst }) => run_reference(&src, &dst, &mut buf),
+            Ok(Request::Op { op, path, size }) => {
+                run_op(op, &path, size, &mut buf).map(|t| Reply {
+                    ns: Some(t.ns),
+                    outcome: t.outcome.map(str::to_owned),
+                    ..Reply::default()
+                })
+            }
+            Ok(Request::Reference { src, dst }) => {
+                run_reference(&src, &dst, &mut buf).map(|ns| Reply {
+                    ns: Some(ns),
+                    ..Reply::default()
+                })
+            }
+            Ok(Request::Parallel { paths }) => run_parallel(&paths).map(|(ns, per)| Reply {
+                ns: Some(ns),
+                per_thread_ns: per,
+                ..Reply::default()
+            }),
             Err(e) => Err(format!("bad request: {e}")),
         };
-        let reply = match result {
-            Ok(ns) => Reply {
-                ns: Some(ns),
-                error: None,
-            },
-            Err(e) => Reply {
-                ns: None,
-                error: Some(e),
-            },
-        };
+        let reply = result.unwrap_or_else(|e| Reply {
+            error: Some(e),
+            ..Reply::default()
+        });
         serde_json::to_writer(&mut out, &reply)?;
         out.write_all(b"\n")?;
         out.flush()?;
@@ -233,6 +371,41 @@ pub fn file_rel(size: u64, depth: u32) -> String {
     format!("{DATA_DIR}/s{size}-l{depth}.bin")
 }
 
+/// The empty lower directory of `rmdir_recreate` in layer `depth`.
+pub fn empty_dir_rel(depth: u32) -> String {
+    format!("{DATA_DIR}/d-l{depth}")
+}
+
+/// The lower directory of `rename_dir` in layer `depth`; it holds one file, [`MOVED_DIR_FILE`].
+pub fn moved_dir_rel(depth: u32) -> String {
+    format!("{DATA_DIR}/r-l{depth}")
+}
+
+pub const MOVED_DIR_FILE: &str = "f";
+
+/// Thread `i`'s file of `parallel_write` (`race_write` uses thread 0's for every thread).
+pub fn conc_rel(size: u64, depth: u32, i: u32) -> String {
+    format!("{DATA_DIR}/c{size}-l{depth}-t{i}.bin")
+}
+
+/// The path an op of `shape` works on (thread 0's for the concurrent ones).
+pub fn op_rel(op: Op, size: u64, depth: u32) -> String {
+    match op {
+        Op::Create => CREATE_REL.to_owned(),
+        Op::RmdirRecreate => empty_dir_rel(depth),
+        Op::RenameDir => moved_dir_rel(depth),
+        _ if op.shape() == Shape::Concurrent => conc_rel(size, depth, 0),
+        _ => file_rel(size, depth),
+    }
+}
+
+/// The paths the threads of a concurrent op write to.
+pub fn thread_rels(op: Op, size: u64, depth: u32, threads: u32) -> Vec<String> {
+    (0..threads)
+        .map(|i| conc_rel(size, depth, if op == Op::RaceWrite { 0 } else { i }))
+        .collect()
+}
+
 /// The new file `create` makes (in the merged root, which is always upper: no copy-up).
 pub const CREATE_REL: &str = "created.bin";
 
@@ -240,7 +413,7 @@ pub const CREATE_REL: &str = "created.bin";
 /// the parent directory, so the op's cell holds exactly one file's copy-up, and for the
 /// controls that need it, the file itself.
 pub fn prepare(op: Op, merged: &Path, rel: &str) -> std::io::Result<()> {
-    if op.per_file() && op != Op::ReadLower {
+    if op != Op::Create && op != Op::ReadLower {
         let dir = merged.join(DATA_DIR);
         let mode = fs::metadata(&dir)?.mode() & 0o7777;
         let c = cstr(&dir);
@@ -257,25 +430,142 @@ pub fn prepare(op: Op, merged: &Path, rel: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What the upper directory must hold after one repetition of `op` on `rel`.
-pub fn expected_upper(op: Op, rel: &str, metacopy: bool) -> BTreeMap<String, UpperEntry> {
+/// What the upper directory must hold after one repetition of `op` on `rels` (the op's path,
+/// or the threads' paths). `metacopy`: the stack copies metadata only where it can;
+/// `outcome`: what the op reported (`rename_dir`).
+pub fn expected_upper(
+    op: Op,
+    rels: &[String],
+    metacopy: bool,
+    outcome: Option<&str>,
+) -> BTreeMap<String, UpperEntry> {
     let mut m = BTreeMap::new();
+    let rel = rels[0].as_str();
+    let file_or_meta = if metacopy {
+        UpperEntry::MetacopyFile
+    } else {
+        UpperEntry::File
+    };
     match op {
-        Op::ReadLower => {}
+        Op::ReadLower => return m,
         Op::Create => {
             m.insert(rel.to_owned(), UpperEntry::File);
+            return m;
+        }
+        _ => {}
+    }
+    m.insert(DATA_DIR.to_owned(), UpperEntry::Dir);
+    let second = second_rel(op, rel);
+    match op {
+        Op::Unlink => {
+            m.insert(rel.to_owned(), UpperEntry::Whiteout);
+        }
+        Op::Chmod => {
+            m.insert(rel.to_owned(), file_or_meta);
+        }
+        Op::RmdirRecreate => {
+            m.insert(rel.to_owned(), UpperEntry::OpaqueDir);
+        }
+        // rename(2) and link(2) copy up with no open flags: metadata only with metacopy=on.
+        Op::RenameFile => {
+            m.insert(rel.to_owned(), UpperEntry::Whiteout);
+            m.insert(second.expect("renamed"), file_or_meta);
+        }
+        Op::Link => {
+            m.insert(rel.to_owned(), file_or_meta);
+            m.insert(second.expect("linked"), file_or_meta);
+        }
+        Op::RenameDir => {
+            if outcome == Some(OUTCOME_REDIRECT) {
+                m.insert(rel.to_owned(), UpperEntry::Whiteout);
+                m.insert(second.expect("moved"), UpperEntry::Dir);
+            }
         }
         _ => {
-            m.insert(DATA_DIR.to_owned(), UpperEntry::Dir);
-            let file = match op {
-                Op::Unlink => UpperEntry::Whiteout,
-                Op::Chmod if metacopy => UpperEntry::MetacopyFile,
-                _ => UpperEntry::File,
-            };
-            m.insert(rel.to_owned(), file);
+            for r in rels {
+                m.insert(r.clone(), UpperEntry::File);
+            }
         }
     }
     m
+}
+
+/// Checks the ground truth cannot express as entry kinds: the redirect of a moved directory or
+/// a renamed metacopy file, the shared inode of a hard link, and that every concurrent append
+/// landed (`merged` is the stack's merged dir, still mounted). Returns what disagreed.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the same facts as expected_upper plus the stack's two directories"
+)]
+pub fn check_details(
+    op: Op,
+    rels: &[String],
+    size: u64,
+    metacopy: bool,
+    outcome: Option<&str>,
+    upper: &Path,
+    merged: &Path,
+    userxattr: bool,
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    let rel = rels[0].as_str();
+    let redirect = if userxattr {
+        "user.overlay.redirect"
+    } else {
+        "trusted.overlay.redirect"
+    };
+    let has_redirect = |p: &Path| {
+        let (c, n) = (cstr(p), CString::new(redirect).expect("no NUL"));
+        // SAFETY: valid C strings; a NULL buffer of size 0 asks for the value's length only.
+        unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+    };
+    match op {
+        Op::RenameDir if outcome == Some(OUTCOME_REDIRECT) => {
+            let moved = upper.join(second_rel(op, rel).expect("moved"));
+            if !has_redirect(&moved) {
+                bad.push(format!("{} has no {redirect} xattr", moved.display()));
+            }
+            let inside = merged
+                .join(second_rel(op, rel).expect("moved"))
+                .join(MOVED_DIR_FILE);
+            if !inside.is_file() {
+                bad.push(format!("{} is not visible", inside.display()));
+            }
+        }
+        Op::RenameFile if metacopy => {
+            let renamed = upper.join(second_rel(op, rel).expect("renamed"));
+            if !has_redirect(&renamed) {
+                bad.push(format!("{} has no {redirect} xattr", renamed.display()));
+            }
+        }
+        Op::Link => {
+            let ino = |p: &Path| fs::symlink_metadata(p).map(|m| (m.ino(), m.nlink())).ok();
+            let (a, b) = (
+                ino(&upper.join(rel)),
+                ino(&upper.join(second_rel(op, rel).expect("linked"))),
+            );
+            if a.is_none() || a != b || a.is_some_and(|(_, n)| n != 2) {
+                bad.push(format!(
+                    "link: upper {rel} and its link are not one inode with 2 names ({a:?}, {b:?})"
+                ));
+            }
+        }
+        Op::ParallelWrite | Op::RaceWrite => {
+            let mut distinct = rels.to_vec();
+            distinct.dedup();
+            let appends = (rels.len() / distinct.len()) as u64;
+            for r in &distinct {
+                let len = fs::metadata(merged.join(r)).map(|m| m.len()).ok();
+                if len != Some(size + appends) {
+                    bad.push(format!(
+                        "{op}: {r} is {len:?} bytes after {appends} appends to {size}"
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    bad
 }
 
 /// What the upper directory holds, read from disk (`trusted.overlay.*` or, with `userxattr`,
@@ -297,7 +587,7 @@ mod tests {
         let f = dir.path().join("f");
         fs::write(&f, vec![7u8; 10_000]).unwrap();
         let mut buf = vec![0u8; BUF];
-        assert!(run_op(Op::FirstWrite, &f, 10_000, &mut buf).unwrap() > 0);
+        assert!(run_op(Op::FirstWrite, &f, 10_000, &mut buf).unwrap().ns > 0);
         assert_eq!(fs::metadata(&f).unwrap().len(), 10_001);
         run_op(Op::Truncate, &f, 10_000, &mut buf).unwrap();
         assert_eq!(fs::metadata(&f).unwrap().len(), 5_000);
@@ -318,17 +608,56 @@ mod tests {
         assert!(!f.exists());
         run_op(Op::Create, &f, 0, &mut buf).unwrap();
         assert!(run_op(Op::Create, &f, 0, &mut buf).is_err());
+        run_op(Op::Link, &f, 0, &mut buf).unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().nlink(), 2);
+        run_op(Op::RenameFile, &f, 0, &mut buf).unwrap();
+        assert!(!f.exists() && dir.path().join("f.renamed").exists());
+        let d = dir.path().join("d");
+        fs::create_dir(&d).unwrap();
+        run_op(Op::RmdirRecreate, &d, 0, &mut buf).unwrap();
+        assert!(d.is_dir());
+        // Outside overlay a directory rename simply works.
+        let t = run_op(Op::RenameDir, &d, 0, &mut buf).unwrap();
+        assert_eq!(t.outcome, Some(OUTCOME_REDIRECT));
+        assert!(dir.path().join("d.moved").is_dir());
+    }
+
+    #[test]
+    fn threads_all_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = dir.path().join("one");
+        fs::write(&one, b"x").unwrap();
+        let (wall, per) = run_parallel(&vec![one.clone(); 4]).unwrap();
+        assert_eq!(per.len(), 4);
+        assert!(wall > 0 && per.iter().all(|&n| n > 0));
+        assert_eq!(fs::read(&one).unwrap(), b"x++++");
+        assert!(run_parallel(&[dir.path().join("missing")]).is_err());
     }
 
     #[test]
     fn expectations() {
         let rel = file_rel(4096, 2);
         assert_eq!(rel, "data/s4096-l2.bin");
-        assert!(expected_upper(Op::ReadLower, &rel, false).is_empty());
+        let one = [rel.clone()];
+        assert!(expected_upper(Op::ReadLower, &one, false, None).is_empty());
         assert_eq!(
-            expected_upper(Op::Chmod, &rel, true)[&rel],
+            expected_upper(Op::Chmod, &one, true, None)[&rel],
             UpperEntry::MetacopyFile
         );
-        assert_eq!(expected_upper(Op::Unlink, &rel, false).len(), 2);
+        assert_eq!(expected_upper(Op::Unlink, &one, false, None).len(), 2);
+        let d = [moved_dir_rel(1)];
+        assert_eq!(
+            expected_upper(Op::RenameDir, &d, false, Some(OUTCOME_EXDEV)).len(),
+            1
+        );
+        assert_eq!(
+            expected_upper(Op::RenameDir, &d, true, Some(OUTCOME_REDIRECT))["data/r-l1.moved"],
+            UpperEntry::Dir
+        );
+        let race = thread_rels(Op::RaceWrite, 4096, 1, 3);
+        assert_eq!(race, vec![conc_rel(4096, 1, 0); 3]);
+        assert_eq!(expected_upper(Op::RaceWrite, &race, false, None).len(), 2);
+        let par = thread_rels(Op::ParallelWrite, 4096, 1, 3);
+        assert_eq!(expected_upper(Op::ParallelWrite, &par, true, None).len(), 4);
     }
 }
