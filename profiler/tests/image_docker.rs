@@ -394,14 +394,27 @@ fn imported_layers_match_docker_export_and_compare() {
             .cells
             .iter()
             .filter(|c| c.op == op)
-            .map(|c| c.copy_ups)
+            .map(|c| c.copy_ups + c.whiteouts)
             .sum()
     };
     assert!(per_op("first_write") > 0);
     assert_eq!(per_op("first_write"), per_op("chmod"));
     assert_eq!(per_op("first_write"), per_op("unlink"));
     for c in &r.runs[0].cells {
-        assert_eq!(c.latency.count, c.copy_ups, "{} {}", c.op, c.size_bytes);
+        assert_eq!(
+            c.latency.count,
+            c.copy_ups + c.whiteouts,
+            "{} {}",
+            c.op,
+            c.size_bytes
+        );
+        assert_eq!(
+            c.op == "unlink",
+            c.whiteouts > 0,
+            "{} {}",
+            c.op,
+            c.size_bytes
+        );
     }
     // and image inspect takes it as its latency curve
     let ins = cowprof(

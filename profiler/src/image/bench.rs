@@ -164,6 +164,7 @@ pub fn bench(
     cancel: Option<&Cancel>,
     log: &mut impl Write,
 ) -> Result<Results, ImageError> {
+    let started = Instant::now();
     let store = Store::open(&opts.store)?;
     let rec = if Path::new(&opts.image).exists() {
         let r = store.import(
@@ -237,11 +238,25 @@ pub fn bench(
                 layer_depth: *depth,
                 latency: h.stats(),
                 kernel: None,
-                copy_ups: files.len() as u64,
+                // As in the lab: an unlink is a whiteout, not a copy-up.
+                copy_ups: if op == "unlink" {
+                    0
+                } else {
+                    files.len() as u64
+                },
+                whiteouts: if op == "unlink" {
+                    files.len() as u64
+                } else {
+                    0
+                },
                 bytes_copied: copied,
                 mb_per_s,
                 reference_p50_ns: None,
                 efficiency: None,
+                threads: 1,
+                repetitions: files.len() as u64,
+                wall: None,
+                outcomes: BTreeMap::new(),
             });
         }
         let (files, _, whiteouts) = upper_truth(&stack.upper);
@@ -268,6 +283,7 @@ pub fn bench(
             cells,
         }],
         skipped: Vec::new(),
+        elapsed_s: started.elapsed().as_secs_f64(),
     };
     fs::create_dir_all(&opts.out).map_err(io_err("creating", &opts.out))?;
     let p = opts.out.join("results.json");
