@@ -13,7 +13,7 @@ use std::{
     io::Write,
     os::unix::fs::{FileTypeExt as _, MetadataExt as _},
     path::{Path, PathBuf},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime},
 };
 
 use super::{
@@ -25,7 +25,7 @@ use super::{
 };
 use crate::lab::{
     measure::Hist,
-    results::{Cell, Environment, Results, RunResult, RESULTS_SCHEMA},
+    results::{Cell, Results, RunResult, RESULTS_SCHEMA},
     stack::Cancel,
 };
 
@@ -126,36 +126,6 @@ fn open_in_dir(merged: &Path, p: &str) -> std::io::Result<std::os::fd::OwnedFd> 
         p,
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
     )
-}
-
-fn environment() -> Environment {
-    let overlay_params = fs::read_dir("/sys/module/overlay/parameters")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let v = fs::read_to_string(e.path()).ok()?;
-                    Some((
-                        e.file_name().to_string_lossy().into_owned(),
-                        v.trim().to_owned(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Environment {
-        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
-        cowprof_version: env!("CARGO_PKG_VERSION").to_owned(),
-        cpus: std::thread::available_parallelism()
-            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
-        overlay_params,
-        backend: None,
-        started_unix_s: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    }
 }
 
 /// Runs the ops and returns the results (also written to `out/results.json`).
@@ -272,7 +242,7 @@ pub fn bench(
     }
     let results = Results {
         schema: RESULTS_SCHEMA,
-        environment: environment(),
+        environment: crate::lab::run::environment(None, SystemTime::now()),
         spec_hash: crate::lab::run::sha256_hex(&format!("image {} files_per_cell {n}", rec.id)),
         runs: vec![RunResult {
             fs: "dir".into(),

@@ -100,7 +100,8 @@ pub fn sha256_hex(text: &str) -> String {
         })
 }
 
-fn environment(backend: Option<String>, started: SystemTime) -> Environment {
+/// What a results file records about the machine it was measured on (also `bench --image`'s).
+pub(crate) fn environment(backend: Option<String>, started: SystemTime) -> Environment {
     let overlay_params = fs::read_dir("/sys/module/overlay/parameters")
         .map(|rd| {
             rd.flatten()
