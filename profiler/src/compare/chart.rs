@@ -8,7 +8,6 @@
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    sync::OnceLock,
 };
 
 use hdrhistogram::Histogram;
@@ -17,14 +16,13 @@ use plotters::prelude::*;
 use super::{diff::Comparison, CompareError};
 use crate::lab::{
     charts::{
-        decode_histogram, format_bytes, format_ns, ChartError, CHART_HEIGHT, CHART_WIDTH,
-        FONT_CANDIDATES, FONT_ENV,
+        cdf_points, decode_histogram, ensure_font, format_bytes, format_ns, slug, ChartError,
+        CHART_HEIGHT, CHART_WIDTH,
     },
     results::{Cell, Results, RunResult},
 };
 
 const FONT: &str = "sans-serif";
-const MAX_POINTS: usize = 400;
 const PALETTE: [RGBColor; 6] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
@@ -34,76 +32,11 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(86, 180, 233),
 ];
 
-fn ensure_font() -> Result<(), ChartError> {
-    static STATE: OnceLock<Result<(), String>> = OnceLock::new();
-    STATE
-        .get_or_init(|| {
-            let mut candidates: Vec<PathBuf> = std::env::var_os(FONT_ENV)
-                .map(PathBuf::from)
-                .into_iter()
-                .collect();
-            candidates.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
-            for path in &candidates {
-                let Ok(bytes) = std::fs::read(path) else {
-                    continue;
-                };
-                // plotters keeps fonts for the life of the process: leak the one we load, once.
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_ok() {
-                    return Ok(());
-                }
-            }
-            Err(candidates
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "))
-        })
-        .clone()
-        .map_err(|tried| ChartError::FontMissing { tried })
-}
-
-/// (latency ns, cumulative fraction), thinned to about [`MAX_POINTS`].
-fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
-    let total = h.len();
-    if total == 0 {
-        return Vec::new();
-    }
-    let mut points = vec![(h.lowest_equivalent(h.min()).max(1) as f64, 0.0)];
-    let mut cum = 0u64;
-    for v in h.iter_recorded() {
-        cum += v.count_since_last_iteration();
-        points.push((
-            v.value_iterated_to().max(1) as f64,
-            cum as f64 / total as f64,
-        ));
-    }
-    if points.len() > MAX_POINTS {
-        let last = *points.last().expect("non-empty");
-        let step = points.len().div_ceil(MAX_POINTS);
-        points = points.into_iter().step_by(step).collect();
-        points.push(last);
-    }
-    points
-}
-
 struct Line {
     name: String,
     color: RGBColor,
     dashed: bool,
     points: Vec<(f64, f64)>,
-}
-
-fn slug(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    out.trim_end_matches('-').to_owned()
 }
 
 fn draw<DB>(

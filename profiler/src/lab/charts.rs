@@ -493,7 +493,7 @@ pub fn run_label(run: &RunResult) -> String {
     s
 }
 
-fn slug(s: &str) -> String {
+pub(crate) fn slug(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
         if c.is_ascii_alphanumeric() {
@@ -592,7 +592,8 @@ fn copy_up_plan(run: &RunResult) -> Option<(String, String, XyChart)> {
     ))
 }
 
-fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+/// (latency ns, cumulative fraction) of a histogram, thinned to about `MAX_CDF_POINTS`.
+pub(crate) fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     let total = h.len();
     if total == 0 {
         return Vec::new();
@@ -936,7 +937,8 @@ impl Ranged for Ticked {
     }
 }
 
-fn ensure_font() -> Result<(), ChartError> {
+/// Registers the chart font once per process (plotters keeps it).
+pub(crate) fn ensure_font() -> Result<(), ChartError> {
     static FONT_STATE: OnceLock<Result<(), String>> = OnceLock::new();
     FONT_STATE
         .get_or_init(|| {
