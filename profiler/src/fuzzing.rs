@@ -23,8 +23,11 @@ use crate::{
     lab::spec::Spec,
 };
 
+/// A target's body: raw input in, whether the parser accepted it out.
+pub type Target = fn(&[u8]) -> bool;
+
 /// Every target, by the name of its `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("layer_tar", layer_tar),
     ("image_archive", image_archive),
     ("docker_manifest", docker_manifest),
@@ -104,7 +107,11 @@ fn check_layer_tree(dir: &Path) {
             "whiteout name left unconverted: {}",
             p.display()
         );
-        assert!(!ft.is_block_device(), "block device created: {}", p.display());
+        assert!(
+            !ft.is_block_device(),
+            "block device created: {}",
+            p.display()
+        );
         assert!(
             !ft.is_char_device() || md.rdev() == 0,
             "char device other than a whiteout created: {}",
@@ -130,16 +137,16 @@ pub fn image_archive(data: &[u8]) -> bool {
 /// replaced by the hex sha256 of part N (N = 1..9, replaced from the last part backwards), so
 /// the digest checks pass and the fuzzer reaches the JSON behind them.
 fn layout(data: &[u8], entry: &str) -> bool {
-    let mut parts: Vec<Vec<u8>> = data
-        .split_inclusive(|&b| b == b'\n')
-        .fold(vec![Vec::new()], |mut acc, line| {
-            if line == b"--\n" {
-                acc.push(Vec::new());
-            } else {
-                acc.last_mut().expect("never empty").extend_from_slice(line);
-            }
-            acc
-        });
+    let mut parts: Vec<Vec<u8>> =
+        data.split_inclusive(|&b| b == b'\n')
+            .fold(vec![Vec::new()], |mut acc, line| {
+                if line == b"--\n" {
+                    acc.push(Vec::new());
+                } else {
+                    acc.last_mut().expect("never empty").extend_from_slice(line);
+                }
+                acc
+            });
     parts.truncate(10);
     let mut digests = vec![String::new(); parts.len()];
     for i in (0..parts.len()).rev() {

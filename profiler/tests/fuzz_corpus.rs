@@ -23,7 +23,10 @@ fn every_target_replays_its_corpus() {
         .map(|(n, _)| (*n).to_owned())
         .collect();
     listed.sort();
-    assert_eq!(on_disk, listed, "fuzz/fuzz_targets and fuzzing::TARGETS differ");
+    assert_eq!(
+        on_disk, listed,
+        "fuzz/fuzz_targets and fuzzing::TARGETS differ"
+    );
 
     let mut mismatches = Vec::new();
     for (target, run) in cowprof::fuzzing::TARGETS {
@@ -36,7 +39,11 @@ fn every_target_replays_its_corpus() {
         assert!(!files.is_empty(), "{target}: empty corpus");
         for f in files {
             let data = std::fs::read(&f).expect("reading a corpus file");
-            let name = f.file_name().expect("file name").to_string_lossy().into_owned();
+            let name = f
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
             let accepted = run(&data);
             if accepted == name.starts_with("no-") {
                 mismatches.push(format!("{target}/{name}: accepted = {accepted}"));

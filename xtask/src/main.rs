@@ -26,7 +26,7 @@ struct Cli {
 enum Cmd {
     /// Runs fuzz targets with cargo-fuzz (sanitizer build under fuzz/target).
     Fuzz {
-        /// A target from fuzz/fuzz_targets, or `all`.
+        /// A target from `fuzz/fuzz_targets`, or `all`.
         #[arg(default_value = "all")]
         target: String,
         /// Seconds per target.
@@ -96,7 +96,10 @@ fn fuzz(root: &Path, which: &str, secs: u64) -> Result<bool> {
     } else if all.iter().any(|t| t == which) {
         vec![which.to_owned()]
     } else {
-        bail!("no fuzz target {which:?}; choose one of: all, {}", all.join(", "));
+        bail!(
+            "no fuzz target {which:?}; choose one of: all, {}",
+            all.join(", ")
+        );
     };
     if !Command::new("cargo")
         .args([&format!("+{TOOLCHAIN}"), "fuzz", "--version"])
