@@ -137,7 +137,12 @@ fn fuzz(root: &Path, which: &str, secs: u64) -> Result<bool> {
         let seeds = fuzz_dir.join("corpus").join(t);
         let log_path = logs.join(format!("{t}.log"));
         let log_file = fs::File::create(&log_path)?;
-        let status = cargo_fuzz(&["run", t])
+        let mut run = cargo_fuzz(&["run", t]);
+        // The image targets make a scratch directory per input: on tmpfs when there is one.
+        if Path::new("/dev/shm").is_dir() {
+            run.env("TMPDIR", "/dev/shm");
+        }
+        let status = run
             .arg(&work)
             .arg(&seeds)
             .args([
