@@ -12,6 +12,8 @@ pub mod aggregate;
 pub mod compare;
 pub mod decode;
 pub mod enrich;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod lab;
 pub mod metrics;

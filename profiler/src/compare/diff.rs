@@ -17,7 +17,7 @@ use super::{
     CompareError,
 };
 use crate::lab::{
-    charts::{decode_histogram, format_bytes, run_label},
+    charts::{decode_histogram, format_bytes, run_label, HistogramError},
     results::{Cell, Results, RunResult},
 };
 
@@ -300,7 +300,16 @@ fn sample(file: &str, run: &RunResult, cell: &Cell, kernel: bool) -> Result<Samp
         return Ok(Sample::from_values(Vec::new()));
     };
     decode_histogram(&stats.histogram)
-        .map(|h| Sample::from_histogram(&h))
+        .and_then(|h| {
+            if h.len() == stats.count {
+                Ok(Sample::from_histogram(&h))
+            } else {
+                Err(HistogramError::CountMismatch {
+                    recorded: h.len(),
+                    count: stats.count,
+                })
+            }
+        })
         .map_err(|source| CompareError::Histogram {
             path: file.to_owned(),
             cell: format!(

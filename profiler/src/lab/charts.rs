@@ -102,9 +102,22 @@ pub enum ChartError {
     UnknownChart { svg: PathBuf },
 }
 
+/// Values one cell's histogram may hold: ten times the most repetitions a spec allows.
+pub const MAX_RECORDED: u64 = 1_000_000;
+
 /// Why a cell's `latency.histogram` could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum HistogramError {
+    #[error(
+        "histogram holds {recorded} values, over the {MAX_RECORDED} a bench can record; \
+         results.json is damaged: re-run `cowprof bench`"
+    )]
+    TooMany { recorded: u64 },
+    #[error(
+        "histogram holds {recorded} values but the cell's count is {count}; results.json is \
+         damaged or was edited: re-run `cowprof bench`"
+    )]
+    CountMismatch { recorded: u64, count: u64 },
     #[error(
         "histogram is not valid base64 ({source}); results.json is damaged: re-run `cowprof bench`"
     )]
@@ -151,9 +164,15 @@ pub fn decode_histogram(b64: &str) -> Result<Histogram<u64>, HistogramError> {
             }
         }
     }
-    Deserializer::new()
+    let h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut bytes.as_slice())
-        .map_err(|source| HistogramError::Format { source })
+        .map_err(|source| HistogramError::Format { source })?;
+    // Consumers expand every recorded value (compare's bootstrap is O(values) per resample):
+    // a forged count of 10^12 must be refused, not allocated or looped over (found by fuzzing).
+    if h.len() > MAX_RECORDED {
+        return Err(HistogramError::TooMany { recorded: h.len() });
+    }
+    Ok(h)
 }
 
 // ---------------------------------------------------------------------------------------------
