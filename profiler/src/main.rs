@@ -101,6 +101,9 @@ enum Command {
         json: bool,
         #[command(flatten)]
         btf: BtfArgs,
+        /// Ring buffer size in bytes (advanced: a power of two, at least a page; default 4 MiB).
+        #[arg(long, hide = true, value_name = "BYTES", value_parser = ringbuf_size)]
+        ringbuf_size: Option<u32>,
         /// Run this command once attached and stop when it exits.
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -209,6 +212,13 @@ enum Command {
     },
 }
 
+fn ringbuf_size(s: &str) -> Result<u32, String> {
+    let bytes: u32 = s
+        .parse()
+        .map_err(|e| format!("{e}; give a number of bytes"))?;
+    probe::check_ringbuf_size(bytes)
+}
+
 fn cgroup_id(spec: &str) -> Result<u64, String> {
     if let Ok(id) = spec.parse::<u64>() {
         return Ok(id);
@@ -279,6 +289,7 @@ async fn run(command: Command) -> u8 {
             duration,
             json,
             btf,
+            ringbuf_size,
             command,
         } => {
             let filter_cgroup = match cgroup.as_deref().map(cgroup_id).transpose() {
@@ -294,6 +305,7 @@ async fn run(command: Command) -> u8 {
                     btf: btf.paths(),
                     filter_tgid: pid.unwrap_or(0),
                     filter_cgroup,
+                    ringbuf_size,
                 },
                 comm,
                 mount,

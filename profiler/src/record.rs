@@ -275,6 +275,7 @@ fn drops(probe: &Probe, malformed: u64) -> Drops {
         op_table: c[counter::OP_TABLE_FULL as usize],
         windows: c[counter::WINDOW_DROPS as usize],
         malformed,
+        syscall_ends: c[counter::SYSCALL_END_DROPS as usize],
     }
 }
 

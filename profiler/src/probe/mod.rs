@@ -351,6 +351,23 @@ pub struct ProbeOptions {
     pub btf: BtfPaths,
     pub filter_tgid: u32,
     pub filter_cgroup: u64,
+    /// Ring buffer size in bytes (`None` = the object's 4 MiB). A power of two and a multiple
+    /// of the page size (the kernel refuses anything else); see [`check_ringbuf_size`].
+    pub ringbuf_size: Option<u32>,
+}
+
+/// Checks a ring buffer size the way the kernel will (`BPF_MAP_TYPE_RINGBUF` wants a power of
+/// two that is a multiple of the page size), so a bad size is a usage error, not a load failure.
+pub fn check_ringbuf_size(bytes: u32) -> Result<u32, String> {
+    // SAFETY: sysconf has no preconditions.
+    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    if bytes.is_power_of_two() && bytes >= page {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "ring buffer size {bytes}: give a power of two of at least the page size ({page} bytes), e.g. 4096 or 4194304"
+        ))
+    }
 }
 
 /// A loaded and attached eBPF object. Dropping it detaches every program (aya owns the links),
@@ -516,7 +533,11 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     drop(survey);
     drop(kbtf);
 
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if let Some(bytes) = opts.ringbuf_size {
+        loader.map_max_entries("EVENTS", bytes);
+    }
+    let mut ebpf = loader
         .load(crate::EBPF_OBJECT)
         .map_err(|source| ProbeError::Load { source })?;
     let cfg = Config {
