@@ -108,6 +108,12 @@ pub async fn record(
     exporter: &mut dyn Exporter,
     out: &mut dyn Write,
 ) -> Result<Outcome, RecordError> {
+    // Listening from the start: a Ctrl-C while the probes load (seconds) must end the run once
+    // they are attached, not be lost (a tokio signal stream only sees signals after its creation).
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
+        .map_err(|source| RecordError::Io { source })?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())
+        .map_err(|source| RecordError::Io { source })?;
     let mounts = mountinfo::read_overlay_mounts()?;
     let mount_dev = match &opts.mount {
         Some(p) => Some(
@@ -190,10 +196,6 @@ pub async fn record(
         None => None,
     };
 
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
-        .map_err(|source| RecordError::Io { source })?;
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())
-        .map_err(|source| RecordError::Io { source })?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // New overlay mounts (a container started after us) must reach the kernel side's maps.
     let mut mount_check = tokio::time::interval(Duration::from_millis(200));
