@@ -13,6 +13,7 @@ pub mod decode;
 pub mod enrich;
 pub mod image;
 pub mod lab;
+pub mod ownership;
 pub mod probe;
 pub mod record;
 pub mod report;

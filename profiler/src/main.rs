@@ -417,7 +417,8 @@ async fn run(command: Command) -> u8 {
                 workdir,
                 quick,
             };
-            match baseline {
+            let written = cowprof::ownership::Output::before(&out_dir);
+            let rc = match baseline {
                 None => lab::run::main(&bench_opts, &mut out),
                 Some(base) => compare::bench_gate(
                     &CompareOptions {
@@ -432,7 +433,9 @@ async fn run(command: Command) -> u8 {
                     &mut out,
                     |o| lab::run::main(&bench_opts, o),
                 ),
-            }
+            };
+            written.give_to_invoker();
+            rc
         }
         Command::Compare {
             base,
@@ -440,17 +443,26 @@ async fn run(command: Command) -> u8 {
             gates,
             format,
             out: report_dir,
-        } => compare::run(
-            &CompareOptions {
-                base,
-                new,
-                config: gates.config,
-                thresholds: gates.thresholds,
-                format,
-                out: report_dir,
-            },
-            &mut out,
-        ),
+        } => {
+            let written = report_dir
+                .as_deref()
+                .map(cowprof::ownership::Output::before);
+            let rc = compare::run(
+                &CompareOptions {
+                    base,
+                    new,
+                    config: gates.config,
+                    thresholds: gates.thresholds,
+                    format,
+                    out: report_dir,
+                },
+                &mut out,
+            );
+            if let Some(w) = written {
+                w.give_to_invoker();
+            }
+            rc
+        }
         Command::Image(args) => cowprof::image::cli::main(args, &mut out),
         Command::Clean { workdir } => {
             let report = lab::clean::clean(&workdir);

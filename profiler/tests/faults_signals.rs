@@ -108,9 +108,9 @@ fn signals_at_random_moments_leave_nothing() {
     fs::write(&spec, BENCH_SPEC).unwrap();
     let work = dir.path().join("work");
     fs::create_dir(&work).unwrap();
-    for round in 0..3 {
+    for round in 0..2 {
         let sig = sigs[rng.usize(..2)];
-        let delay = Duration::from_millis(rng.u64(0..3000));
+        let delay = Duration::from_millis(rng.u64(0..2500));
         let out = dir.path().join(format!("out{round}"));
         let mut running = Running::spawn(
             Command::new(BIN)
@@ -154,7 +154,7 @@ fn signals_at_random_moments_leave_nothing() {
             .arg(&archive);
         c
     };
-    for round in 0..4 {
+    for round in 0..3 {
         let sig = sigs[rng.usize(..2)];
         let delay = Duration::from_millis(rng.u64(0..1500));
         let _ = fs::remove_dir_all(&store);
@@ -192,9 +192,9 @@ fn signals_at_random_moments_leave_nothing() {
     }
 
     // record: a signal while loading, attaching or recording always ends it with exit 0.
-    for round in 0..4 {
+    for round in 0..3 {
         let sig = sigs[rng.usize(..2)];
-        let delay = Duration::from_millis(rng.u64(0..3000));
+        let delay = Duration::from_millis(rng.u64(0..2000));
         let mut running = Running::spawn(Command::new(BIN).args(["record", "--json"]));
         let sent = signal_after(&mut running, delay, sig);
         let (status, _, stderr) = running.wait(Duration::from_mins(1));

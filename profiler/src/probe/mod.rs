@@ -95,6 +95,8 @@ pub const OVERLAY_SYMBOLS: &[&str] = &[
 pub enum ProbeError {
     #[error("cowprof must run as root (it loads eBPF programs: CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN); rerun with sudo")]
     NotRoot,
+    #[error("cowprof lacks {missing} (root, but with capabilities dropped; it loads eBPF programs); rerun with plain sudo, or give the container --privileged or --cap-add {missing}")]
+    MissingCaps { missing: String },
     #[error(transparent)]
     Btf(#[from] BtfError),
     #[error("backend {backend} is not usable on this kernel: {reason}; run `cowprof doctor` to see what is")]
@@ -124,7 +126,7 @@ impl ProbeError {
     /// Exit code documented in the README.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::NotRoot => 3,
+            Self::NotRoot | Self::MissingCaps { .. } => 3,
             Self::Btf(_) | Self::Unavailable { .. } | Self::NoBackend { .. } => 4,
             Self::Load { .. } | Self::Program { .. } | Self::Map { .. } => 1,
         }
@@ -490,11 +492,36 @@ pub fn to_kdev(dev: u64) -> u32 {
     (major << 20) | minor
 }
 
+/// The capabilities loading and attaching needs that this process lacks (effective set, from
+/// /proc/self/status), e.g. `CAP_BPF,CAP_PERFMON`; `None` when it has them all. Kernels older
+/// than 5.8 have no CAP_BPF or CAP_PERFMON: there CAP_SYS_ADMIN covers both.
+fn missing_caps() -> Option<String> {
+    const NEEDED: &[(u32, &str)] = &[(21, "CAP_SYS_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())?;
+    let last: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(bit, _)| *bit <= last && eff & (1u64 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    (!missing.is_empty()).then(|| missing.join(","))
+}
+
 /// Chooses a backend, loads the object, fills its configuration and attaches.
 pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(ProbeError::NotRoot);
+    }
+    if let Some(missing) = missing_caps() {
+        return Err(ProbeError::MissingCaps { missing });
     }
     let kbtf = KernelBtf::load(&opts.btf)?;
     let offsets = kbtf.offsets()?;
