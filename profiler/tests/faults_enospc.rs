@@ -47,7 +47,10 @@ fn enospc_on_the_upper_fs_is_one_line_and_keeps_finished_results() {
         let pid = running.pid();
         let (status, _, stderr) = running.wait(Duration::from_mins(3));
         assert_eq!(status.code(), Some(1), "{stderr}");
-        let last: Vec<&str> = stderr.lines().filter(|l| l.starts_with("cowprof:")).collect();
+        let last: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("cowprof:"))
+            .collect();
         assert_eq!(last.len(), 1, "one error line: {stderr}");
         assert!(
             last[0].starts_with("cowprof: no space left on a backing filesystem (")
@@ -61,7 +64,10 @@ fn enospc_on_the_upper_fs_is_one_line_and_keeps_finished_results() {
         assert_eq!(fss, ["dir"], "the run finished before ENOSPC is kept");
         assert_eq!(r.runs[0].cells.len(), 1);
         assert_eq!(r.runs[0].cells[0].latency.count, 2);
-        assert_eq!(r.runs[0].cells[0].copy_ups, 2, "kernel copy-ups of the dir run");
+        assert_eq!(
+            r.runs[0].cells[0].copy_ups, 2,
+            "kernel copy-ups of the dir run"
+        );
         assert!(
             r.skipped.iter().any(|s| s.reason.contains("no space left")),
             "{:?}",
@@ -70,7 +76,11 @@ fn enospc_on_the_upper_fs_is_one_line_and_keeps_finished_results() {
         let tag = format!("cowprof-lab-{pid}");
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mountinfo.contains(&tag), "left mounted: {mountinfo}");
-        assert_eq!(fs::read_dir(&work).unwrap().count(), 0, "run directory left");
+        assert_eq!(
+            fs::read_dir(&work).unwrap().count(),
+            0,
+            "run directory left"
+        );
     }
     baseline.assert_clean("enospc_on_the_upper_fs_is_one_line_and_keeps_finished_results");
 }

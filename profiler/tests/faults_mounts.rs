@@ -9,11 +9,7 @@
 mod common;
 
 use std::{
-    fs,
-    io::Write as _,
-    os::unix::fs::OpenOptionsExt as _,
-    process::Command,
-    time::Duration,
+    fs, io::Write as _, os::unix::fs::OpenOptionsExt as _, process::Command, time::Duration,
 };
 
 use common::{canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running, BIN};
@@ -68,10 +64,17 @@ fn a_lazily_unmounted_overlay_does_not_stop_recording() {
         append(&a.merged.join("d/f0"));
         // A directory fd on the mount keeps the detached overlay usable after umount -l.
         let a_dir = fs::File::open(a.merged.join("d")).unwrap();
-        let st = Command::new("umount").arg("-l").arg(&a.merged).status().unwrap();
+        let st = Command::new("umount")
+            .arg("-l")
+            .arg(&a.merged)
+            .status()
+            .unwrap();
         assert!(st.success());
         for i in 1..5 {
-            let p = format!("/proc/self/fd/{}/f{i}", std::os::fd::AsRawFd::as_raw_fd(&a_dir));
+            let p = format!(
+                "/proc/self/fd/{}/f{i}",
+                std::os::fd::AsRawFd::as_raw_fd(&a_dir)
+            );
             fs::OpenOptions::new()
                 .append(true)
                 .custom_flags(0)
@@ -102,9 +105,17 @@ fn a_lazily_unmounted_overlay_does_not_stop_recording() {
                 .filter(|e| e.kind == Kind::DataCopyUp && e.mount_point.as_deref() == m.to_str())
                 .count()
         };
-        let all_data = r.events.iter().filter(|e| e.kind == Kind::DataCopyUp).count();
+        let all_data = r
+            .events
+            .iter()
+            .filter(|e| e.kind == Kind::DataCopyUp)
+            .count();
         assert_eq!(data(&b.merged), 10, "b's copy-ups after a vanished");
-        assert_eq!(all_data, 15, "every copy-up of a is delivered too: {:?}", r.events);
+        assert_eq!(
+            all_data, 15,
+            "every copy-up of a is delivered too: {:?}",
+            r.events
+        );
         assert_eq!(r.summary.drops.total(), 0);
         assert_eq!(r.summary.events as usize, r.events.len());
         drop(a); // its umount fails quietly: already detached

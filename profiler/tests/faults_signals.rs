@@ -178,7 +178,12 @@ fn signals_at_random_moments_leave_nothing() {
         let delay = Duration::from_millis(rng.u64(100..1000));
         signal_after(&mut running, delay, libc::SIGKILL);
         let _ = running.wait(Duration::from_mins(1));
-        let out = Command::new(BIN).arg("clean").arg("--workdir").arg(&work).output().unwrap();
+        let out = Command::new(BIN)
+            .arg("clean")
+            .arg("--workdir")
+            .arg(&work)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0), "clean: {out:?}");
         let out = import(&store).output().unwrap();
         assert_eq!(
@@ -187,7 +192,11 @@ fn signals_at_random_moments_leave_nothing() {
             "import after SIGKILL: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_nothing_left("import after SIGKILL", &[], &[store.join("tmp"), store.join("run")]);
+        assert_nothing_left(
+            "import after SIGKILL",
+            &[],
+            &[store.join("tmp"), store.join("run")],
+        );
         assert_layers_complete("import after SIGKILL", &store);
     }
 

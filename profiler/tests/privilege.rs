@@ -102,7 +102,11 @@ fn sudo_user_owns_what_compare_wrote_and_nothing_else() {
             .unwrap();
     }
     run(&old);
-    assert_eq!(fs::metadata(&old).unwrap().uid(), 0, "the existing dir stays root's");
+    assert_eq!(
+        fs::metadata(&old).unwrap().uid(),
+        0,
+        "the existing dir stays root's"
+    );
     assert_eq!(fs::metadata(old.join("mine.txt")).unwrap().uid(), 0);
     assert_eq!(fs::metadata(&victim).unwrap().uid(), 0, "symlink target");
     assert_eq!(fs::symlink_metadata(old.join("link")).unwrap().uid(), 0);
@@ -112,7 +116,12 @@ fn sudo_user_owns_what_compare_wrote_and_nothing_else() {
         .collect();
     assert!(!written.is_empty());
     for p in written {
-        assert_eq!(fs::symlink_metadata(&p).unwrap().uid(), 65534, "{}", p.display());
+        assert_eq!(
+            fs::symlink_metadata(&p).unwrap().uid(),
+            65534,
+            "{}",
+            p.display()
+        );
     }
 }
 
@@ -190,7 +199,10 @@ fn clean_never_deletes_through_symlinks() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(!real.join(format!("cowprof-lab-{dead}")).exists());
     assert!(real.join("keep").exists());
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -68,7 +68,11 @@ fn tiny_ring_buffer_drops_are_counted_exactly() {
         for i in 0..WHITEOUTS {
             fs::remove_file(merged.join(format!("w{i}"))).unwrap();
         }
-        eprintln!("storm: {} operations in {:?}", COPY_UPS + WHITEOUTS, t.elapsed());
+        eprintln!(
+            "storm: {} operations in {:?}",
+            COPY_UPS + WHITEOUTS,
+            t.elapsed()
+        );
         rec.signal(libc::SIGCONT);
         rec.signal(libc::SIGINT);
         let (status, mut lines, stderr) = rec.wait(Duration::from_mins(1));
@@ -101,13 +105,21 @@ fn tiny_ring_buffer_drops_are_counted_exactly() {
             .iter()
             .filter(|e| e.kind == Kind::Whiteout)
             .count();
-        assert_eq!(copy_ups + wh, recording.events.len(), "{:?}", recording.events);
+        assert_eq!(
+            copy_ups + wh,
+            recording.events.len(),
+            "{:?}",
+            recording.events
+        );
         let d = recording.summary.drops;
         eprintln!(
             "produced {produced}, delivered {delivered} ({copy_ups} copy-ups, {wh} whiteouts), dropped {d:?}"
         );
         // A page holds a few ~650-byte events, never hundreds.
-        assert!(delivered < 8, "a 4 KiB buffer cannot hold {delivered} events");
+        assert!(
+            delivered < 8,
+            "a 4 KiB buffer cannot hold {delivered} events"
+        );
         assert_eq!(d.op_table + d.windows + d.malformed, 0, "{d:?}");
         assert_eq!(
             delivered + d.ringbuf,
