@@ -135,7 +135,11 @@ fn signals_at_random_moments_leave_nothing() {
             let text = fs::read_to_string(out.join("results.json")).expect("results.json");
             let _: Results = serde_json::from_str(&text).expect("results.json parses");
         }
-        assert_nothing_left(&what, &[format!("cowprof-lab-{pid}")], &[work.clone()]);
+        assert_nothing_left(
+            &what,
+            &[format!("cowprof-lab-{pid}")],
+            std::slice::from_ref(&work),
+        );
         assert!(
             !Path::new(&format!("/run/cowprof/lab-{pid}.json")).exists(),
             "{what}: state file left"
@@ -243,7 +247,12 @@ fn assert_layers_complete(what: &str, store: &Path) {
 
 fn make_archive(dir: &Path) -> PathBuf {
     use sha2::{Digest as _, Sha256};
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let hex = |b: &[u8]| {
+        b.iter().fold(String::new(), |mut s, x| {
+            let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{x:02x}"));
+            s
+        })
+    };
     let mut layers = Vec::new();
     for l in 0..3 {
         let mut b = tar::Builder::new(Vec::new());

@@ -1,7 +1,7 @@
 //! Privilege and bad use: root with capabilities dropped is refused in one sentence naming the
 //! missing capabilities (exit 3); outputs written under sudo go to the sudo user, and only what
 //! the run wrote; user-given paths are never followed through symlinks into places cowprof then
-//! deletes or chowns. (Not root at all: cli_errors.rs `not_root_exits_3`.)
+//! deletes or chowns. (Not root at all: `not_root_exits_3` in `cli_errors.rs`.)
 
 mod common;
 
@@ -45,7 +45,7 @@ fn dropped_capabilities_are_named_exit_3() {
     baseline.assert_clean("dropped_capabilities_are_named_exit_3");
 }
 
-/// `compare --out` as root with SUDO_UID/SUDO_GID set: the new directory and every file in it go
+/// `compare --out` as root with `SUDO_UID`/`SUDO_GID` set: the new directory and every file in it go
 /// to that user; a file that was there before and a symlink's target stay root's.
 #[test]
 fn sudo_user_owns_what_compare_wrote_and_nothing_else() {
@@ -92,7 +92,7 @@ fn sudo_user_owns_what_compare_wrote_and_nothing_else() {
     fs::write(&victim, "root's").unwrap();
     symlink(&victim, old.join("link")).unwrap();
     // Older than the run.
-    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let past = std::time::SystemTime::now() - std::time::Duration::from_hours(1);
     for p in [&old.join("mine.txt"), &victim] {
         fs::File::options()
             .write(true)

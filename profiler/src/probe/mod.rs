@@ -494,7 +494,7 @@ pub fn to_kdev(dev: u64) -> u32 {
 
 /// The capabilities loading and attaching needs that this process lacks (effective set, from
 /// /proc/self/status), e.g. `CAP_BPF,CAP_PERFMON`; `None` when it has them all. Kernels older
-/// than 5.8 have no CAP_BPF or CAP_PERFMON: there CAP_SYS_ADMIN covers both.
+/// than 5.8 have no `CAP_BPF` or `CAP_PERFMON`: there `CAP_SYS_ADMIN` covers both.
 fn missing_caps() -> Option<String> {
     const NEEDED: &[(u32, &str)] = &[(21, "CAP_SYS_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
     let status = fs::read_to_string("/proc/self/status").ok()?;
@@ -560,11 +560,11 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     drop(survey);
     drop(kbtf);
 
-    let mut loader = EbpfLoader::new();
+    let mut ebpf_loader = EbpfLoader::new();
     if let Some(bytes) = opts.ringbuf_size {
-        loader.map_max_entries("EVENTS", bytes);
+        ebpf_loader.map_max_entries("EVENTS", bytes);
     }
-    let mut ebpf = loader
+    let mut ebpf = ebpf_loader
         .load(crate::EBPF_OBJECT)
         .map_err(|source| ProbeError::Load { source })?;
     let cfg = Config {
