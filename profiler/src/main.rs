@@ -314,6 +314,7 @@ async fn run(command: Command) -> u8 {
                     .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 duration,
                 command,
+                discard_events: true,
             };
             match record::record(&opts, exporter(json).as_mut(), &mut out).await {
                 Ok(_) => code::OK,

@@ -33,6 +33,9 @@ pub struct RecordOptions {
     pub duration: Option<Duration>,
     /// Run this command after attaching; stop when it exits.
     pub command: Vec<String>,
+    /// Do not keep the events in [`Outcome::events`] (the CLI: a long recording would otherwise
+    /// hold every event in memory; the summary's histograms stay bounded).
+    pub discard_events: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +214,9 @@ pub async fn record(
                 agg.record(&ev);
                 // A closed stdout (e.g. `| head`) ends output, not the recording of the summary.
                 let _ = exporter.event(out, &ev);
-                events.push(ev);
+                if !opts.discard_events {
+                    events.push(ev);
+                }
             }
         }
         // One write per ring-buffer batch, not per event.

@@ -5,7 +5,8 @@
 //! or program.
 //!
 //! The moments come from a seeded generator; the seed is printed, and
-//! `COWPROF_FAULT_SEED=<seed>` replays the same moments.
+//! `COWPROF_FAULT_SEED=<seed>` replays the same moments; `COWPROF_FAULT_ROUNDS=N` runs N times
+//! the default rounds.
 
 mod common;
 
@@ -101,6 +102,11 @@ fn signals_at_random_moments_leave_nothing() {
     let baseline = Baseline::take();
     let mut rng = fastrand::Rng::with_seed(seed());
     let sigs = [libc::SIGINT, libc::SIGTERM];
+    // COWPROF_FAULT_ROUNDS=N: N times the default rounds (2 bench, 3 import, 2 record).
+    let scale: usize = std::env::var("COWPROF_FAULT_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
 
     // bench --quick on a loop-mounted ext4, stacks in our namespace (so a leftover shows here).
     let dir = disk_tempdir();
@@ -108,7 +114,7 @@ fn signals_at_random_moments_leave_nothing() {
     fs::write(&spec, BENCH_SPEC).unwrap();
     let work = dir.path().join("work");
     fs::create_dir(&work).unwrap();
-    for round in 0..2 {
+    for round in 0..2 * scale {
         let sig = sigs[rng.usize(..2)];
         let delay = Duration::from_millis(rng.u64(0..2500));
         let out = dir.path().join(format!("out{round}"));
@@ -158,7 +164,7 @@ fn signals_at_random_moments_leave_nothing() {
             .arg(&archive);
         c
     };
-    for round in 0..3 {
+    for round in 0..3 * scale {
         let sig = sigs[rng.usize(..2)];
         let delay = Duration::from_millis(rng.u64(0..1500));
         let _ = fs::remove_dir_all(&store);
@@ -205,7 +211,7 @@ fn signals_at_random_moments_leave_nothing() {
     }
 
     // record: a signal while loading, attaching or recording always ends it with exit 0.
-    for round in 0..3 {
+    for round in 0..2 * scale {
         let sig = sigs[rng.usize(..2)];
         let delay = Duration::from_millis(rng.u64(0..2000));
         let mut running = Running::spawn(Command::new(BIN).args(["record", "--json"]));
