@@ -91,6 +91,12 @@ fn signal_after(running: &mut Running, delay: Duration, sig: libc::c_int) -> boo
     true
 }
 
+/// Killed by `sig` itself: it arrived before cowprof installed its handlers (the first
+/// milliseconds after exec), when it had made nothing yet.
+fn early_death(status: std::process::ExitStatus, sig: libc::c_int) -> bool {
+    std::os::unix::process::ExitStatusExt::signal(&status) == Some(sig)
+}
+
 const BENCH_SPEC: &str = "filesystems = [\"ext4\"]\nops = [\"first_write\", \"unlink\"]\n";
 
 #[test]
@@ -133,7 +139,9 @@ fn signals_at_random_moments_leave_nothing() {
         let (status, _, stderr) = running.wait(Duration::from_mins(2));
         let what = format!("bench round {round}: {} after {delay:?}", sig_name(sig));
         eprintln!("{what}: {status}");
-        if sent && status.code() == Some(130) {
+        if sent && early_death(status, sig) {
+            // Before the handlers were installed: nothing made yet (checked below).
+        } else if sent && status.code() == Some(130) {
             assert!(stderr.contains("interrupted"), "{what}: {stderr}");
             assert!(!out.join("results.json").exists(), "{what}");
         } else {
@@ -173,7 +181,9 @@ fn signals_at_random_moments_leave_nothing() {
         let (status, _, stderr) = running.wait(Duration::from_mins(1));
         let what = format!("import round {round}: {} after {delay:?}", sig_name(sig));
         eprintln!("{what}: {status}");
-        if sent && status.code() == Some(130) {
+        if sent && early_death(status, sig) {
+            // Before the handlers were installed: nothing made yet (checked below).
+        } else if sent && status.code() == Some(130) {
             assert!(stderr.contains("interrupted"), "{what}: {stderr}");
         } else {
             assert_eq!(status.code(), Some(0), "{what}: {stderr}");
@@ -220,7 +230,9 @@ fn signals_at_random_moments_leave_nothing() {
         let what = format!("record round {round}: {} after {delay:?}", sig_name(sig));
         eprintln!("{what}: {status}");
         assert!(sent, "{what}: record ended by itself: {stderr}");
-        assert_eq!(status.code(), Some(0), "{what}: {stderr}");
+        if !early_death(status, sig) {
+            assert_eq!(status.code(), Some(0), "{what}: {stderr}");
+        }
         baseline.assert_clean(&what);
     }
     // SIGKILL of record: the kernel releases the programs with the process's fds.
