@@ -196,6 +196,9 @@ pub mod counter {
     pub const OP_TABLE_FULL: u32 = 1;
     /// Syscall windows that could not be stored (map full).
     pub const WINDOW_DROPS: u32 = 2;
+    /// Syscall-end markers the ring buffer had no room for. No event is lost: the syscall's
+    /// events are delivered when recording ends, with a partial latency.
+    pub const SYSCALL_END_DROPS: u32 = 3;
     pub const COUNT: u32 = 4;
 }
 

@@ -396,7 +396,7 @@ mod prog {
                 exit_ns: now,
             };
             if EVENTS.output::<SyscallEnd>(&end, 0).is_err() {
-                bump(counter::RINGBUF_DROPS);
+                bump(counter::SYSCALL_END_DROPS);
             }
         }
         let _ = WINDOWS.remove(&tid);

@@ -153,6 +153,10 @@ pub struct Drops {
     pub windows: u64,
     /// Samples user space could not decode.
     pub malformed: u64,
+    /// Syscall-end markers lost to a full ring buffer: not events (those are kept, with a
+    /// partial latency), so not part of [`Drops::total`].
+    #[serde(default)]
+    pub syscall_ends: u64,
 }
 
 impl Drops {
@@ -274,6 +278,7 @@ mod tests {
             op_table: 2,
             windows: 3,
             malformed: 4,
+            syscall_ends: 5,
         };
         assert_eq!(d.total(), 10);
     }

@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod image;
 pub mod lab;
 pub mod metrics;
+pub mod ownership;
 pub mod probe;
 pub mod record;
 pub mod report;

@@ -112,6 +112,9 @@ enum Command {
         /// Print nothing on stdout (a daemon serving --metrics-addr).
         #[arg(long, short)]
         quiet: bool,
+        /// Ring buffer size in bytes (advanced: a power of two, at least a page; default 4 MiB).
+        #[arg(long, hide = true, value_name = "BYTES", value_parser = ringbuf_size)]
+        ringbuf_size: Option<u32>,
         /// Run this command once attached and stop when it exits.
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -227,6 +230,13 @@ enum Command {
     },
 }
 
+fn ringbuf_size(s: &str) -> Result<u32, String> {
+    let bytes: u32 = s
+        .parse()
+        .map_err(|e| format!("{e}; give a number of bytes"))?;
+    probe::check_ringbuf_size(bytes)
+}
+
 fn cgroup_id(spec: &str) -> Result<u64, String> {
     if let Ok(id) = spec.parse::<u64>() {
         return Ok(id);
@@ -300,6 +310,7 @@ async fn run(command: Command) -> u8 {
             metrics_addr,
             metrics_max_series,
             quiet,
+            ringbuf_size,
             command,
         } => {
             // Bound before anything is loaded: a bad address leaves nothing behind.
@@ -327,6 +338,7 @@ async fn run(command: Command) -> u8 {
                     btf: btf.paths(),
                     filter_tgid: pid.unwrap_or(0),
                     filter_cgroup,
+                    ringbuf_size,
                 },
                 comm,
                 mount,
@@ -335,7 +347,7 @@ async fn run(command: Command) -> u8 {
                     .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 duration,
                 command,
-                discard_events: metrics.is_some() || quiet,
+                discard_events: true,
                 metrics,
             };
             let mut exp = if quiet {
@@ -449,7 +461,8 @@ async fn run(command: Command) -> u8 {
                 expect_kernel,
                 no_charts,
             };
-            match baseline {
+            let written = cowprof::ownership::Output::before(&out_dir);
+            let rc = match baseline {
                 None => lab::run::main(&bench_opts, &mut out),
                 Some(base) => compare::bench_gate(
                     &CompareOptions {
@@ -464,7 +477,9 @@ async fn run(command: Command) -> u8 {
                     &mut out,
                     |o| lab::run::main(&bench_opts, o),
                 ),
-            }
+            };
+            written.give_to_invoker();
+            rc
         }
         Command::Compare {
             base,
@@ -472,17 +487,26 @@ async fn run(command: Command) -> u8 {
             gates,
             format,
             out: report_dir,
-        } => compare::run(
-            &CompareOptions {
-                base,
-                new,
-                config: gates.config,
-                thresholds: gates.thresholds,
-                format,
-                out: report_dir,
-            },
-            &mut out,
-        ),
+        } => {
+            let written = report_dir
+                .as_deref()
+                .map(cowprof::ownership::Output::before);
+            let rc = compare::run(
+                &CompareOptions {
+                    base,
+                    new,
+                    config: gates.config,
+                    thresholds: gates.thresholds,
+                    format,
+                    out: report_dir,
+                },
+                &mut out,
+            );
+            if let Some(w) = written {
+                w.give_to_invoker();
+            }
+            rc
+        }
         Command::Image(args) => cowprof::image::cli::main(args, &mut out),
         Command::Clean { workdir } => {
             let report = lab::clean::clean(&workdir);

@@ -35,7 +35,8 @@ pub struct RecordOptions {
     pub command: Vec<String>,
     /// Serve the events as Prometheus metrics (`--metrics-addr`).
     pub metrics: Option<crate::metrics::Recorder>,
-    /// Do not keep events in the outcome (a daemon runs for days).
+    /// Do not keep the events in [`Outcome::events`] (the CLI: a long recording would otherwise
+    /// hold every event in memory; the summary's histograms stay bounded).
     pub discard_events: bool,
 }
 
@@ -112,6 +113,12 @@ pub async fn record(
     exporter: &mut dyn Exporter,
     out: &mut dyn Write,
 ) -> Result<Outcome, RecordError> {
+    // Listening from the start: a Ctrl-C while the probes load (seconds) must end the run once
+    // they are attached, not be lost (a tokio signal stream only sees signals after its creation).
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
+        .map_err(|source| RecordError::Io { source })?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())
+        .map_err(|source| RecordError::Io { source })?;
     let mounts = mountinfo::read_overlay_mounts()?;
     let mount_dev = match &opts.mount {
         Some(p) => Some(
@@ -197,10 +204,6 @@ pub async fn record(
         None => None,
     };
 
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
-        .map_err(|source| RecordError::Io { source })?;
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())
-        .map_err(|source| RecordError::Io { source })?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // New overlay mounts (a container started after us) must reach the kernel side's maps.
     let mut mount_check = tokio::time::interval(Duration::from_millis(200));
@@ -293,6 +296,7 @@ fn drops(probe: &Probe, malformed: u64) -> Drops {
         op_table: c[counter::OP_TABLE_FULL as usize],
         windows: c[counter::WINDOW_DROPS as usize],
         malformed,
+        syscall_ends: c[counter::SYSCALL_END_DROPS as usize],
     }
 }
 

@@ -238,6 +238,10 @@ impl Worker {
             serde_json::from_str(&reply).map_err(|e| dead(format!("bad reply {reply:?}: {e}")))?;
         match (r.ns, &r.error) {
             (Some(_), None) => Ok(r),
+            // The worker's errors are io::Error texts: ENOSPC shows as "(os error 28)".
+            (_, Some(e)) if e.contains(&format!("(os error {})", libc::ENOSPC)) => {
+                Err(LabError::NoSpace { detail: e.clone() })
+            }
             (_, Some(e)) => Err(LabError::Other(format!("{req:?}: {e}"))),
             (None, None) => Err(dead("empty reply".into())),
         }

@@ -428,14 +428,27 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
         upper_checked: 0,
         upper_mismatches: 0,
     };
-    let result = run_matrix(&mut ctx, &mut root, &mut skipped);
+    let mut runs = Vec::new();
+    let result = run_matrix(&mut ctx, &mut root, &mut skipped, &mut runs);
     ctx.pb.finish_and_clear();
     let drops = ctx.tap.as_ref().map_or(0, KernelTap::drops);
     let (upper_checked, upper_mismatches) = (ctx.upper_checked, ctx.upper_mismatches);
     // Worker first (it may hold a file open in a stack), then the tap, then the run directory.
     drop(ctx);
     drop(root);
-    let runs = result?;
+    // Out of space on a backing filesystem: the runs finished before are still written (and
+    // the failure is named in `skipped`), then the error ends the command.
+    let no_space = match result {
+        Ok(()) => None,
+        Err(e) if e.is_no_space() => {
+            skipped.push(Skipped {
+                what: "the rest of the matrix".into(),
+                reason: e.to_string(),
+            });
+            Some(e)
+        }
+        Err(e) => return Err(e),
+    };
     if drops > 0 {
         eprintln!("cowprof: the kernel side lost {drops} events; kernel-side numbers may be low");
     }
@@ -471,6 +484,9 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
             }
             Err(e) => eprintln!("cowprof bench: charts not written: {e}"),
         }
+    }
+    if let Some(e) = no_space {
+        return Err(e);
     }
     Ok(BenchReport {
         results,
@@ -539,7 +555,8 @@ fn run_matrix(
     ctx: &mut Ctx<'_>,
     root: &mut LabRoot,
     skipped: &mut Vec<Skipped>,
-) -> Result<Vec<RunResult>, LabError> {
+    runs: &mut Vec<RunResult>,
+) -> Result<(), LabError> {
     let spec = ctx.spec;
     let reps = u64::from(spec.repetitions);
     let cells_per_set: u64 = spec
@@ -571,9 +588,10 @@ fn run_matrix(
     }
     let max_size = spec.sizes.iter().copied().max().unwrap_or(0);
     // Lower files, plus a few copies of the largest file in upper dirs and reference copies.
-    let bytes = spec.layer_bytes() + 4 * max_size + (256 << 20);
+    let bytes = spec
+        .backing_size
+        .unwrap_or(spec.layer_bytes() + 4 * max_size + (256 << 20));
 
-    let mut runs = Vec::new();
     let mut devices = std::collections::HashSet::new();
     for &fs_kind in &spec.filesystems {
         ctx.cancel.check()?;
@@ -714,7 +732,7 @@ fn run_matrix(
         drop(layers);
         drop(backing);
     }
-    Ok(runs)
+    Ok(())
 }
 
 /// `12.3µs`, `4.56ms`, `1.23s`.

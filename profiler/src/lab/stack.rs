@@ -65,6 +65,8 @@ pub enum LabError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no space left on a backing filesystem ({detail}); give the spec a larger backing_size or free space under --workdir; results.json holds the runs finished before")]
+    NoSpace { detail: String },
     #[error("{0}")]
     Other(String),
 }
@@ -77,6 +79,15 @@ impl LabError {
             Self::NotRoot => 3,
             Self::Interrupted => 130,
             _ => 1,
+        }
+    }
+
+    /// ENOSPC, from the worker or from the lab's own writes (layers, upper dirs).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::NoSpace { .. } => true,
+            Self::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
         }
     }
 }

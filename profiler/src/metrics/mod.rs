@@ -537,6 +537,7 @@ mod tests {
             op_table: 0,
             windows: 1,
             malformed: 2,
+            syscall_ends: 5,
         });
         rec.set_backend(&RunInfo {
             backend: "tracepoint".into(),

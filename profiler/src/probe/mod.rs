@@ -95,6 +95,8 @@ pub const OVERLAY_SYMBOLS: &[&str] = &[
 pub enum ProbeError {
     #[error("cowprof must run as root (it loads eBPF programs: CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN); rerun with sudo")]
     NotRoot,
+    #[error("cowprof lacks {missing} (root, but with capabilities dropped; it loads eBPF programs); rerun with plain sudo, or give the container --privileged or --cap-add {missing}")]
+    MissingCaps { missing: String },
     #[error(transparent)]
     Btf(#[from] BtfError),
     #[error("backend {backend} is not usable on this kernel: {reason}; run `cowprof doctor` to see what is")]
@@ -124,7 +126,7 @@ impl ProbeError {
     /// Exit code documented in the README.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::NotRoot => 3,
+            Self::NotRoot | Self::MissingCaps { .. } => 3,
             Self::Btf(_) | Self::Unavailable { .. } | Self::NoBackend { .. } => 4,
             Self::Load { .. } | Self::Program { .. } | Self::Map { .. } => 1,
         }
@@ -351,6 +353,23 @@ pub struct ProbeOptions {
     pub btf: BtfPaths,
     pub filter_tgid: u32,
     pub filter_cgroup: u64,
+    /// Ring buffer size in bytes (`None` = the object's 4 MiB). A power of two and a multiple
+    /// of the page size (the kernel refuses anything else); see [`check_ringbuf_size`].
+    pub ringbuf_size: Option<u32>,
+}
+
+/// Checks a ring buffer size the way the kernel will (`BPF_MAP_TYPE_RINGBUF` wants a power of
+/// two that is a multiple of the page size), so a bad size is a usage error, not a load failure.
+pub fn check_ringbuf_size(bytes: u32) -> Result<u32, String> {
+    // SAFETY: sysconf has no preconditions.
+    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    if bytes.is_power_of_two() && bytes >= page {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "ring buffer size {bytes}: give a power of two of at least the page size ({page} bytes), e.g. 4096 or 4194304"
+        ))
+    }
 }
 
 /// A loaded and attached eBPF object. Dropping it detaches every program (aya owns the links),
@@ -473,11 +492,36 @@ pub fn to_kdev(dev: u64) -> u32 {
     (major << 20) | minor
 }
 
+/// The capabilities loading and attaching needs that this process lacks (effective set, from
+/// /proc/self/status), e.g. `CAP_BPF,CAP_PERFMON`; `None` when it has them all. Kernels older
+/// than 5.8 have no `CAP_BPF` or `CAP_PERFMON`: there `CAP_SYS_ADMIN` covers both.
+fn missing_caps() -> Option<String> {
+    const NEEDED: &[(u32, &str)] = &[(21, "CAP_SYS_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())?;
+    let last: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(bit, _)| *bit <= last && eff & (1u64 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    (!missing.is_empty()).then(|| missing.join(","))
+}
+
 /// Chooses a backend, loads the object, fills its configuration and attaches.
 pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(ProbeError::NotRoot);
+    }
+    if let Some(missing) = missing_caps() {
+        return Err(ProbeError::MissingCaps { missing });
     }
     let kbtf = KernelBtf::load(&opts.btf)?;
     let offsets = kbtf.offsets()?;
@@ -516,7 +560,11 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     drop(survey);
     drop(kbtf);
 
-    let mut ebpf = EbpfLoader::new()
+    let mut ebpf_loader = EbpfLoader::new();
+    if let Some(bytes) = opts.ringbuf_size {
+        ebpf_loader.map_max_entries("EVENTS", bytes);
+    }
+    let mut ebpf = ebpf_loader
         .load(crate::EBPF_OBJECT)
         .map_err(|source| ProbeError::Load { source })?;
     let cfg = Config {
