@@ -93,9 +93,9 @@ pub const OVERLAY_SYMBOLS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("cowprof must run as root (it loads eBPF programs: CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN); rerun with sudo")]
+    #[error("cowprof must run as root (it loads eBPF programs: CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN); rerun with sudo")]
     NotRoot,
-    #[error("cowprof lacks {missing} (root, but with capabilities dropped; it loads eBPF programs); rerun with plain sudo, or give the container --privileged or --cap-add {missing}")]
+    #[error("cowprof lacks {missing} (root, but with capabilities dropped; it loads eBPF programs; CAP_SYS_ADMIN also covers both); rerun with plain sudo, or add {missing} to the process or container")]
     MissingCaps { missing: String },
     #[error(transparent)]
     Btf(#[from] BtfError),
@@ -493,22 +493,27 @@ pub fn to_kdev(dev: u64) -> u32 {
 }
 
 /// The capabilities loading and attaching needs that this process lacks (effective set, from
-/// /proc/self/status), e.g. `CAP_BPF,CAP_PERFMON`; `None` when it has them all. Kernels older
-/// than 5.8 have no `CAP_BPF` or `CAP_PERFMON`: there `CAP_SYS_ADMIN` covers both.
+/// /proc/self/status), e.g. `CAP_PERFMON,CAP_BPF`; `None` when it has them. The kernel accepts
+/// `CAP_SYS_ADMIN` in place of either (`bpf_capable()`, `perfmon_capable()`), which is also all
+/// that kernels older than 5.8 know.
 fn missing_caps() -> Option<String> {
-    const NEEDED: &[(u32, &str)] = &[(21, "CAP_SYS_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
+    const SYS_ADMIN: u32 = 21;
+    const NEEDED: &[(u32, &str)] = &[(38, "CAP_PERFMON"), (39, "CAP_BPF")];
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let eff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())?;
+    if eff & (1u64 << SYS_ADMIN) != 0 {
+        return None;
+    }
     let last: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
     let missing: Vec<&str> = NEEDED
         .iter()
-        .filter(|(bit, _)| *bit <= last && eff & (1u64 << bit) == 0)
+        .filter(|(bit, _)| *bit > last || eff & (1u64 << bit) == 0)
         .map(|(_, name)| *name)
         .collect();
     (!missing.is_empty()).then(|| missing.join(","))
