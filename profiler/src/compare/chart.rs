@@ -16,21 +16,11 @@ use plotters::prelude::*;
 use super::{diff::Comparison, CompareError};
 use crate::lab::{
     charts::{
-        cdf_points, decode_histogram, ensure_font, format_bytes, format_ns, slug, ChartError,
-        CHART_HEIGHT, CHART_WIDTH,
+        cdf_points, color, decode_histogram, ensure_font, format_bytes, format_ns, slug,
+        ChartError, CHART_HEIGHT, CHART_WIDTH, FONT,
     },
     results::{Cell, Results, RunResult},
 };
-
-const FONT: &str = "sans-serif";
-const PALETTE: [RGBColor; 6] = [
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-];
 
 struct Line {
     name: String,
@@ -200,7 +190,7 @@ fn lines_for(
         }) else {
             continue;
         };
-        let color = PALETTE[i % PALETTE.len()];
+        let color = color(i);
         let name = format!("{} d{}", format_bytes(bc.size_bytes), bc.layer_depth);
         lines.push(Line {
             name: format!("{name} base"),
