@@ -199,7 +199,10 @@ pub mod counter {
     /// Syscall-end markers the ring buffer had no room for. No event is lost: the syscall's
     /// events are delivered when recording ends, with a partial latency.
     pub const SYSCALL_END_DROPS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Tracepoint backend: whiteouts seen whose name in the upper dir could not be read
+    /// (lost).
+    pub const WHITEOUT_UNNAMED: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 const _: () = assert!(size_of::<CowEvent>() == 120 + COMM_LEN + PATH_BUF);

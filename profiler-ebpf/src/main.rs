@@ -83,6 +83,11 @@ mod prog {
         /// Mount id of the work directory the temp was made in (0 for whiteouts).
         mount_id: u32,
         _pad: u32,
+        /// Whiteouts: the inode's newest alias (`i_dentry.first`) at the previous ctime update.
+        alias_before: u64,
+        /// Whiteouts: this syscall's own link of the (shared) whiteout inode, found at its
+        /// rename into the upper dir; 0 = not found (the newest alias is used).
+        whiteout_dentry: u64,
     }
 
     /// `Op::state`: an inode created in this syscall, not yet named.
@@ -446,6 +451,18 @@ mod prog {
             let op = &mut w.ops[slot];
             if op.state == WHITEOUT {
                 op.last_ns = now;
+                // Overlay links its one shared whiteout inode into the work dir (this update
+                // comes before the new dentry is added to the alias list), then renames that
+                // link into the upper dir (this update, with the work dir locked). Other
+                // syscalls may have linked the inode in between, so the newest alias is not
+                // necessarily ours: ours is the one added right in front of the alias that was
+                // newest at the previous update. `d_move` keeps the dentry, so at syscall exit
+                // it carries the whiteout's final name.
+                let ours = added_after(alias, op.alias_before);
+                if ours != 0 {
+                    op.whiteout_dentry = ours - u64::from(off.dentry_d_alias);
+                }
+                op.alias_before = alias;
                 return 0;
             }
             if alias == 0 || (op.state != NEWBORN && op.state != TEMP) {
@@ -510,9 +527,61 @@ mod prog {
             size: 0,
             mount_id: 0,
             _pad: 0,
+            alias_before: alias,
+            whiteout_dentry: 0,
         };
         w.nops += 1;
         0
+    }
+
+    /// Aliases a syscall can find ahead of its own link of the shared whiteout inode: one per
+    /// other syscall that linked it between this one's link and rename (at most one per CPU
+    /// in practice; the work dir lock serializes the links).
+    const ALIAS_SCAN: usize = 16;
+
+    /// The node of an inode's alias list (`hlist`, newest first, starting at `head`) whose
+    /// successor is `before`: the alias added right after `before` was the newest. 0 if not
+    /// within `ALIAS_SCAN` nodes.
+    #[inline(never)]
+    fn added_after(head: u64, before: u64) -> u64 {
+        let mut node = head;
+        for _ in 0..ALIAS_SCAN {
+            if node == 0 {
+                return 0;
+            }
+            // `hlist_node.next` is its first field.
+            let next = ptr(node, 0);
+            if next == before {
+                return node;
+            }
+            node = next;
+        }
+        0
+    }
+
+    /// The dentry whose path names an operation at syscall exit: a whiteout's own link when it
+    /// was found, else the inode's newest alias. Not inlined: the choice stays inside, so the
+    /// verifier does not carry two paths through the rest of the emission.
+    #[inline(never)]
+    fn name_dentry(off: &Offsets, inode: u64, whiteout_dentry: u64) -> u64 {
+        if whiteout_dentry != 0 {
+            return whiteout_dentry;
+        }
+        let alias = ptr(inode, off.inode_i_dentry);
+        if alias == 0 {
+            0
+        } else {
+            alias - u64::from(off.dentry_d_alias)
+        }
+    }
+
+    /// Counts an operation that could not be named if it was a whiteout (a lost event). Not
+    /// inlined, for the same reason as `name_dentry`.
+    #[inline(never)]
+    fn count_unnamed(state: u32) {
+        if state == WHITEOUT {
+            bump(counter::WHITEOUT_UNNAMED);
+        }
     }
 
     /// Emits the window's CoW operations at syscall exit, when each temp has reached its final
@@ -583,20 +652,21 @@ mod prog {
                 ev.bytes_copied = ev.size_bytes;
             }
         }
-        let alias = ptr(op.inode, off.inode_i_dentry);
-        let dentry = if alias == 0 {
-            0
-        } else {
-            alias - u64::from(off.dentry_d_alias)
-        };
-        if walk(off, ev, dentry, op.dev) {
+        if walk(
+            off,
+            ev,
+            name_dentry(off, op.inode, op.whiteout_dentry),
+            op.dev,
+        ) {
             entry.submit(0);
-        } else {
-            // Never reached the upper dir: an intermediate directory of a removal (overlay
-            // swaps in an empty opaque dir made in the work dir before whiting out a directory
-            // that held whiteouts), not a copy-up.
-            entry.discard(0);
+            return;
         }
+        // Never reached the upper dir. A temp: an intermediate directory of a removal (overlay
+        // swaps in an empty opaque dir made in the work dir before whiting out a directory that
+        // held whiteouts), not a copy-up. A whiteout: made, but its name in the upper dir cannot
+        // be read (no dentry: an upper filesystem's own RENAME_WHITEOUT), so lost and counted.
+        entry.discard(0);
+        count_unnamed(op.state);
     }
 
     #[btf_tracepoint(function = "ctime_ns_xchg")]

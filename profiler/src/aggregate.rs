@@ -157,11 +157,15 @@ pub struct Drops {
     /// partial latency), so not part of [`Drops::total`].
     #[serde(default)]
     pub syscall_ends: u64,
+    /// Tracepoint backend: whiteouts the kernel made whose name in the upper dir could not be
+    /// read (lost, counted).
+    #[serde(default)]
+    pub whiteout_unnamed: u64,
 }
 
 impl Drops {
     pub fn total(&self) -> u64 {
-        self.ringbuf + self.op_table + self.windows + self.malformed
+        self.ringbuf + self.op_table + self.windows + self.malformed + self.whiteout_unnamed
     }
 }
 
@@ -279,7 +283,8 @@ mod tests {
             windows: 3,
             malformed: 4,
             syscall_ends: 5,
+            whiteout_unnamed: 6,
         };
-        assert_eq!(d.total(), 10);
+        assert_eq!(d.total(), 16);
     }
 }

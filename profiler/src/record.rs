@@ -297,6 +297,7 @@ fn drops(probe: &Probe, malformed: u64) -> Drops {
         windows: c[counter::WINDOW_DROPS as usize],
         malformed,
         syscall_ends: c[counter::SYSCALL_END_DROPS as usize],
+        whiteout_unnamed: c[counter::WHITEOUT_UNNAMED as usize],
     }
 }
 

@@ -229,12 +229,13 @@ impl Exporter for Table {
         let d = s.drops;
         writeln!(
             out,
-            "\n  dropped: {} (ring buffer full {}, op table full {}, window map full {}, malformed {}){}",
+            "\n  dropped: {} (ring buffer full {}, op table full {}, window map full {}, malformed {}, whiteout unnamed {}){}",
             d.total(),
             d.ringbuf,
             d.op_table,
             d.windows,
             d.malformed,
+            d.whiteout_unnamed,
             if d.syscall_ends > 0 {
                 format!(
                     "; {} syscall-end markers lost (their events kept, latency partial)",

@@ -401,7 +401,7 @@ fn prometheus_scrapes_the_workload() {
 
     // Drops: every reason present, all zero as in the summary; the backend; our own RSS.
     assert_eq!(s.drops.total(), 0);
-    assert_eq!(drops.len(), 4, "{drops:?}");
+    assert_eq!(drops.len(), 5, "{drops:?}");
     assert!(drops.values().all(|v| *v == 0.0), "{drops:?}");
     assert_eq!(backend.len(), 1, "{backend:?}");
     assert_eq!(backend[0].0["backend"], recording.start.backend);

@@ -363,6 +363,7 @@ impl KernelTap {
             + c[counter::RINGBUF_DROPS as usize]
             + c[counter::OP_TABLE_FULL as usize]
             + c[counter::WINDOW_DROPS as usize]
+            + c[counter::WHITEOUT_UNNAMED as usize]
             + self.malformed
     }
 }

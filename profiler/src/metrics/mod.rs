@@ -255,7 +255,13 @@ impl Recorder {
                 next_scan: Instant::now(),
             })),
         };
-        for reason in ["ringbuf", "op_table", "windows", "malformed"] {
+        for reason in [
+            "ringbuf",
+            "op_table",
+            "windows",
+            "malformed",
+            "whiteout_unnamed",
+        ] {
             let _ = rec.dropped.get_or_create(&ReasonLabels { reason });
         }
         let mut root = Registry::default();
@@ -295,7 +301,7 @@ impl Recorder {
         );
         reg.register(
             "dropped_events",
-            "Events lost: ring buffer full, op table full, syscall windows, malformed samples",
+            "Events lost: ring buffer full, op table full, syscall windows, malformed samples, whiteouts whose name could not be read",
             rec.dropped.clone(),
         );
         reg.register(
@@ -367,6 +373,7 @@ impl Recorder {
             ("op_table", d.op_table),
             ("windows", d.windows),
             ("malformed", d.malformed),
+            ("whiteout_unnamed", d.whiteout_unnamed),
         ] {
             let c = self.dropped.get_or_create(&ReasonLabels { reason });
             // Monotonic by construction; never move a counter backwards.
@@ -531,13 +538,14 @@ mod tests {
     fn drops_backend_and_process() {
         let (rec, reg) = Recorder::new(DEFAULT_MAX_SERIES).unwrap();
         let before = encode(&reg);
-        assert_eq!(samples(&before, "cowprof_dropped_events_total{").len(), 4);
+        assert_eq!(samples(&before, "cowprof_dropped_events_total{").len(), 5);
         rec.set_drops(&Drops {
             ringbuf: 3,
             op_table: 0,
             windows: 1,
             malformed: 2,
             syscall_ends: 5,
+            whiteout_unnamed: 7,
         });
         rec.set_backend(&RunInfo {
             backend: "tracepoint".into(),
@@ -558,6 +566,7 @@ mod tests {
         assert!((drop("windows") - 1.0).abs() < f64::EPSILON);
         assert!((drop("malformed") - 2.0).abs() < f64::EPSILON);
         assert!((drop("op_table")).abs() < f64::EPSILON);
+        assert!((drop("whiteout_unnamed") - 7.0).abs() < f64::EPSILON);
         assert!(text.contains(r#"cowprof_backend_info{backend="tracepoint",kernel="6.18""#));
         let rss = value(samples(&text, "process_resident_memory_bytes")[0]);
         assert!(rss >= 4096.0, "{text}");
