@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # PID 1 of the initramfs that scripts/vm-matrix builds. Runs under busybox sh, inside a qemu VM.
 # Layout it expects: /bin/busybox, /overlay.ko, /cowprof-test, optional /cowprof-args (a file of
-# shell words, `set -- 'a' 'b'`, written by vm-matrix). It always ends with exactly one line
+# shell words, `set -- 'a' 'b'`, written by vm-matrix) and /after (a script run next, `sh /after
+# /cowprof-test`). It always ends with exactly one line
 #   COWPROF-VM-VERDICT kernel=<uname -r> rc=<exit code>
 # and powers the VM off, whatever happened before.
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
@@ -37,6 +38,12 @@ if [ -x /cowprof-test ]; then
 else
   echo "vm-init: /cowprof-test is missing or not executable"
   rc=127
+fi
+# A second test (vm-matrix --after), e.g. unloading overlay.ko under a recording.
+if [ -f /after ]; then
+  sh /after /cowprof-test
+  arc=$?
+  [ "$rc" = 0 ] && rc=$arc
 fi
 # Let the last console writes drain before the verdict, then the verdict on a line of its own.
 sync

@@ -20,6 +20,8 @@ mod code {
     pub const OK: u8 = 0;
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
+    /// `record` (kprobe backend): the overlay module was unloaded under its probes.
+    pub const OVERLAY_UNLOADED: u8 = 5;
 }
 
 #[derive(Parser)]
@@ -356,6 +358,10 @@ async fn run(command: Command) -> u8 {
                 exporter(json)
             };
             match record::record(&opts, exp.as_mut(), &mut out).await {
+                Ok(o) if o.overlay_unloaded => {
+                    eprintln!("cowprof: {}", record::OVERLAY_UNLOADED);
+                    code::OVERLAY_UNLOADED
+                }
                 Ok(_) => code::OK,
                 Err(e) => {
                     eprintln!("cowprof: {e}");

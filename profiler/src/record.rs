@@ -82,6 +82,28 @@ pub struct Outcome {
     pub command_status: Option<i32>,
     /// Stopped by SIGINT or SIGTERM.
     pub interrupted: bool,
+    /// Ended because the overlay module was unloaded under the kprobe backend (its probes are
+    /// gone for good: the kernel never re-arms them, even when the module is loaded again).
+    pub overlay_unloaded: bool,
+}
+
+/// The line `record` prints when the overlay module goes away under its probes.
+pub const OVERLAY_UNLOADED: &str =
+    "overlay module unloaded: its probes are gone (the kernel does not \
+     re-arm them when it is loaded again); recording ended. Restart cowprof record after \
+     `modprobe overlay`";
+
+/// Identity of the loaded overlay module: the inode of `/sys/module/overlay` (sysfs gives a new
+/// directory, with a new inode number, to each load), if overlay is a loadable module (only
+/// those have `initstate`). `None` when overlay is built in or not loaded.
+fn overlay_module_id() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    if !std::path::Path::new("/sys/module/overlay/initstate").exists() {
+        return None;
+    }
+    std::fs::metadata("/sys/module/overlay")
+        .ok()
+        .map(|m| m.ino())
 }
 
 struct Filters {
@@ -144,6 +166,14 @@ pub async fn record(
     };
 
     let mut probe = probe::load_and_attach(&opts.probe)?;
+    // kprobes on a module function do not hold the module: `rmmod overlay` succeeds under them
+    // and marks them gone. Watched only for that backend (the tracepoint backend does not probe
+    // overlay's code).
+    let overlay_module = if probe.backend == probe::Backend::Kprobe {
+        overlay_module_id()
+    } else {
+        None
+    };
     let mut enricher = Enricher::new();
     // Asked once the probes are attached (after the root check), not before.
     let running = attributor.running().await;
@@ -212,6 +242,7 @@ pub async fn record(
     let mut malformed = 0u64;
     let mut command_status = None;
     let mut interrupted = false;
+    let mut overlay_unloaded = false;
 
     let mut deliver = |evs: Vec<Event>, out: &mut dyn Write, exporter: &mut dyn Exporter| {
         for ev in evs {
@@ -254,6 +285,10 @@ pub async fn record(
                 break;
             }
             _ = mount_check.tick() => {
+                if overlay_module.is_some() && overlay_module_id() != overlay_module {
+                    overlay_unloaded = true;
+                    break;
+                }
                 if let Some(m) = &opts.metrics {
                     m.set_drops(&drops(&probe, malformed));
                 }
@@ -286,6 +321,7 @@ pub async fn record(
         summary,
         command_status,
         interrupted,
+        overlay_unloaded,
     })
 }
 

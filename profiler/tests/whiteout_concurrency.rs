@@ -1,0 +1,127 @@
+//! Concurrent unlinks on one overlay (issue 6): overlay links ONE shared whiteout inode for every
+//! whiteout of a mount, so the tracepoint backend must name each whiteout by its own link, not
+//! by the inode's newest alias (another thread's link, still in the work dir or already renamed
+//! to another name). Threads remove distinct lower files at once, on tmpfs and on disk; the
+//! upper dir's char 0/0 entries are the ground truth: whiteout events + counted unnamed
+//! whiteouts = ground truth, exactly, and every event names a distinct removed file.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    process::Command,
+    sync::{Arc, Barrier},
+    time::Duration,
+};
+
+use common::{canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running, BIN};
+use cowprof::{
+    decode::Kind,
+    scenario::{FileSpec, Stack, UpperEntry, UpperTruth},
+};
+
+const THREADS: usize = 4;
+const FILES: usize = 4000;
+
+fn concurrent_unlinks(test: &str, on_tmpfs: bool) {
+    if !require_root(test) {
+        return;
+    }
+    let _lock = lock();
+    let baseline = Baseline::take();
+    {
+        let dir = disk_tempdir();
+        let root = canon(dir.path()).join("s");
+        let files: Vec<FileSpec> = (0..FILES)
+            .map(|i| FileSpec {
+                layer: 1,
+                path: Box::leak(format!("f{i}").into_boxed_str()),
+                size: 0,
+            })
+            .collect();
+        let stack = Stack::create(&root, 1, &files, &[], on_tmpfs).expect("stack");
+        let merged = canon(&stack.merged);
+
+        let me = std::process::id().to_string();
+        let mut rec = Running::spawn(Command::new(BIN).args(["record", "--json", "--pid", &me]));
+        let start = rec.next_line(common::START_TIMEOUT);
+        assert!(start.contains("\"start\""), "{start}");
+
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (barrier, merged) = (Arc::clone(&barrier), merged.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in (t..FILES).step_by(THREADS) {
+                        fs::remove_file(merged.join(format!("f{i}"))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        // The reader delivers what the kernel wrote; give it a moment before stopping.
+        std::thread::sleep(Duration::from_millis(500));
+        rec.signal(libc::SIGINT);
+        let (status, mut lines, stderr) = rec.wait(Duration::from_mins(1));
+        assert_eq!(status.code(), Some(0), "record: {stderr}");
+        lines.insert(0, start);
+        let recording = parse_recording(&lines);
+
+        let truth = UpperTruth::read(&stack.upper).expect("read upper");
+        let ground_truth = truth
+            .entries
+            .values()
+            .filter(|e| **e == UpperEntry::Whiteout)
+            .count();
+        assert_eq!(
+            ground_truth, FILES,
+            "ground truth: {FILES} whiteouts in the upper dir"
+        );
+
+        let whiteouts: Vec<_> = recording
+            .events
+            .iter()
+            .filter(|e| e.kind == Kind::Whiteout)
+            .collect();
+        assert_eq!(whiteouts.len(), recording.events.len(), "only whiteouts");
+        let named: BTreeSet<&str> = whiteouts.iter().map(|e| e.path.as_str()).collect();
+        let d = recording.summary.drops;
+        eprintln!(
+            "{test}: ground truth {ground_truth}, whiteout events {} ({} distinct names), drops {d:?}",
+            whiteouts.len(),
+            named.len()
+        );
+        assert_eq!(
+            whiteouts.len() as u64 + d.total(),
+            ground_truth as u64,
+            "produced = delivered + dropped"
+        );
+        assert_eq!(d.total(), d.whiteout_unnamed + d.ringbuf, "{d:?}");
+        assert_eq!(named.len(), whiteouts.len(), "one event per removed name");
+        for e in &whiteouts {
+            assert_eq!(e.mount_point.as_deref(), merged.to_str(), "{e:?}");
+            assert_eq!(
+                truth.entries.get(&e.path),
+                Some(&UpperEntry::Whiteout),
+                "{e:?}"
+            );
+        }
+        assert_eq!(recording.summary.events, whiteouts.len() as u64);
+        drop(stack);
+    }
+    baseline.assert_clean(test);
+}
+
+#[test]
+fn concurrent_unlinks_on_tmpfs_are_all_counted() {
+    concurrent_unlinks("concurrent_unlinks_on_tmpfs_are_all_counted", true);
+}
+
+#[test]
+fn concurrent_unlinks_on_disk_are_all_counted() {
+    concurrent_unlinks("concurrent_unlinks_on_disk_are_all_counted", false);
+}

@@ -1,0 +1,70 @@
+#!/bin/busybox sh
+# Issue 6: `rmmod overlay` while `cowprof record` runs (run by vm-init.sh as `sh /after BIN`,
+# packed by `scripts/vm-matrix --after scripts/vm-unload.sh`; overlay.ko is loaded, tmpfs /tmp).
+#
+# 1. record (kprobe backend) attaches; an overlay is mounted, a lower file appended to (a data
+#    copy-up) and another removed (a whiteout), then unmounted.
+# 2. `rmmod overlay`. Expected: the module unloads (kprobes take no module reference; they are
+#    marked gone), and record ends by itself with exit code 5 after one line naming what happened
+#    and what to do, having delivered the 2 events and its summary (no panic).
+# 3. The module is loaded again, a new record attaches and sees the same 2 events on a new mount.
+# Prints "vm-unload: ..." lines and ends with "vm-unload: PASS" (exit 0) or "vm-unload: FAIL: why"
+# (exit 1).
+B=$1
+T=/tmp/vm-unload
+fail() { echo "vm-unload: FAIL: $*"; echo "--- record stderr:"; cat "$T/rec.err" 2>/dev/null; exit 1; }
+kinds() { grep -o '"kind":"[a-z_]*"' "$1" | sort | tr '\n' ' '; }
+
+# $1 = tag. Starts record in the background, waits until its header line says it is attached.
+start_record() {
+  "$B" record --backend kprobe --json >"$T/$1.json" 2>"$T/$1.err" &
+  RP=$!
+  i=0
+  while [ ! -s "$T/$1.json" ]; do
+    kill -0 "$RP" 2>/dev/null || fail "record ($1) exited before attaching"
+    i=$((i + 1)); [ $i -lt 1200 ] || fail "record ($1) did not attach in 120 s"
+    sleep 0.1
+  done
+}
+# $1 = round. Mounts a fresh overlay, appends to a lower file, removes another, unmounts.
+use_overlay() {
+  d=$T/s$1; mkdir -p "$d/l" "$d/u" "$d/w" "$d/m"
+  echo lower >"$d/l/a"; echo lower >"$d/l/b"
+  mount -t overlay overlay -o "lowerdir=$d/l,upperdir=$d/u,workdir=$d/w" "$d/m" || fail "mount $1"
+  echo more >>"$d/m/a" && rm "$d/m/b" || fail "use of overlay $1"
+  umount "$d/m" || fail "umount $1"
+}
+
+mkdir -p "$T"
+grep -q '^overlay ' /proc/modules || fail "overlay is not a loaded module here"
+start_record rec
+use_overlay 1
+sleep 1
+rmmod overlay || fail "rmmod overlay failed (rc=$?) while record held kprobes on it"
+grep -q '^overlay ' /proc/modules && fail "overlay still in /proc/modules after rmmod"
+echo "vm-unload: rmmod overlay under record: unloaded"
+i=0
+while kill -0 "$RP" 2>/dev/null; do
+  i=$((i + 1)); [ $i -lt 100 ] || { kill -INT "$RP"; fail "record still running 10 s after rmmod"; }
+  sleep 0.1
+done
+wait "$RP"; rrc=$?
+echo "vm-unload: record ended by itself after $((i / 10)).$((i % 10)) s, rc=$rrc; events: $(kinds "$T/rec.json")"
+echo "--- record stderr:"; cat "$T/rec.err"; echo "---"
+[ "$rrc" = 5 ] || fail "record rc=$rrc, expected 5"
+[ "$(grep -c . "$T/rec.err")" = 1 ] || fail "record stderr is not exactly one line"
+grep -q '^cowprof: overlay module unloaded: its probes are gone .* Restart cowprof record after `modprobe overlay`$' "$T/rec.err" ||
+  fail "record stderr is not the documented line"
+[ "$(kinds "$T/rec.json")" = '"kind":"data_copy_up" "kind":"whiteout" ' ] || fail "events before rmmod: $(kinds "$T/rec.json")"
+grep -q '"type":"summary","events":2,' "$T/rec.json" || fail "no summary line with 2 events"
+grep -qi 'panic' "$T/rec.err" && fail "panic"
+
+insmod /overlay.ko || fail "insmod /overlay.ko again failed"
+start_record rec2
+use_overlay 2
+sleep 1
+kill -INT "$RP"; wait "$RP"; r2=$?
+echo "vm-unload: after insmod, a new record: rc=$r2; events: $(kinds "$T/rec2.json")"
+[ "$r2" = 0 ] || fail "second record rc=$r2"
+[ "$(kinds "$T/rec2.json")" = '"kind":"data_copy_up" "kind":"whiteout" ' ] || fail "events after insmod: $(kinds "$T/rec2.json")"
+echo "vm-unload: PASS"
