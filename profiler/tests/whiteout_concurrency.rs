@@ -3,7 +3,9 @@
 //! by the inode's newest alias (another thread's link, still in the work dir or already renamed
 //! to another name). Threads remove distinct lower files at once, on tmpfs and on disk; the
 //! upper dir's char 0/0 entries are the ground truth: whiteout events + counted unnamed
-//! whiteouts = ground truth, exactly, and every event names a distinct removed file.
+//! whiteouts = ground truth, exactly, and every event names a distinct removed file. A churn
+//! (remove, create over the whiteout, remove again, as `scripts/stress` does) checks the same
+//! against the number of removals the threads made.
 
 mod common;
 
@@ -111,6 +113,95 @@ fn concurrent_unlinks(test: &str, on_tmpfs: bool) {
             );
         }
         assert_eq!(recording.summary.events, whiteouts.len() as u64);
+        drop(stack);
+    }
+    baseline.assert_clean(test);
+}
+
+const CHURN_FILES: usize = 2000;
+const CHURN_ROUNDS: usize = 2;
+
+#[test]
+fn concurrent_whiteout_churn_is_counted_exactly() {
+    let test = "concurrent_whiteout_churn_is_counted_exactly";
+    if !require_root(test) {
+        return;
+    }
+    let _lock = lock();
+    let baseline = Baseline::take();
+    {
+        let dir = disk_tempdir();
+        let root = canon(dir.path()).join("s");
+        let files: Vec<FileSpec> = (0..CHURN_FILES)
+            .map(|i| FileSpec {
+                layer: 1,
+                path: Box::leak(format!("f{i}").into_boxed_str()),
+                size: 0,
+            })
+            .collect();
+        let stack = Stack::create(&root, 1, &files, &[], true).expect("stack");
+        let merged = canon(&stack.merged);
+
+        let me = std::process::id().to_string();
+        let mut rec = Running::spawn(Command::new(BIN).args(["record", "--json", "--pid", &me]));
+        let start = rec.next_line(common::START_TIMEOUT);
+        assert!(start.contains("\"start\""), "{start}");
+
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (barrier, merged) = (Arc::clone(&barrier), merged.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in (t..CHURN_FILES).step_by(THREADS) {
+                        let p = merged.join(format!("f{i}"));
+                        for _ in 0..CHURN_ROUNDS {
+                            fs::remove_file(&p).unwrap();
+                            fs::File::create(&p).unwrap();
+                        }
+                        fs::remove_file(&p).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        rec.signal(libc::SIGINT);
+        let (status, mut lines, stderr) = rec.wait(Duration::from_mins(1));
+        assert_eq!(status.code(), Some(0), "record: {stderr}");
+        lines.insert(0, start);
+        let recording = parse_recording(&lines);
+
+        let truth = UpperTruth::read(&stack.upper).expect("read upper");
+        let final_whiteouts = truth
+            .entries
+            .values()
+            .filter(|e| **e == UpperEntry::Whiteout)
+            .count();
+        assert_eq!(final_whiteouts, CHURN_FILES, "ground truth at the end");
+        let removals = (CHURN_FILES * (CHURN_ROUNDS + 1)) as u64;
+        let creates = (CHURN_FILES * CHURN_ROUNDS) as u64;
+        let count = |k: Kind| recording.events.iter().filter(|e| e.kind == k).count() as u64;
+        let (whiteouts, over) = (count(Kind::Whiteout), count(Kind::CreateOverWhiteout));
+        let d = recording.summary.drops;
+        eprintln!(
+            "{test}: {removals} removals, {creates} creates; events: {whiteouts} whiteouts, \
+             {over} creates over whiteouts; drops {d:?}"
+        );
+        assert_eq!(whiteouts + over, recording.events.len() as u64);
+        assert_eq!(d.total(), d.whiteout_unnamed + d.ringbuf, "{d:?}");
+        assert_eq!(
+            whiteouts + over + d.total(),
+            removals + creates,
+            "produced = delivered + dropped"
+        );
+        // A slow (debug) collector may lose some to a full ring buffer: counted above.
+        assert!(
+            whiteouts <= removals && over <= creates,
+            "{whiteouts} {over}"
+        );
         drop(stack);
     }
     baseline.assert_clean(test);
