@@ -90,6 +90,14 @@ enum Command {
         /// writes through its overlay mount by host processes (those stay attributed to the host).
         #[arg(long, value_name = "NAME|ID")]
         container: Option<String>,
+        #[arg(
+            long,
+            value_name = "PATH",
+            help = "containerd's API socket, for Kubernetes pod and container names (default: \
+                    $CONTAINERD_ADDRESS, else /run/containerd/containerd.sock; absent = names \
+                    from cgroups and the Docker engine only)"
+        )]
+        containerd_socket: Option<PathBuf>,
         /// Only events at least this slow (e.g. 100us, 5ms).
         #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
         min_latency: Option<Duration>,
@@ -303,6 +311,7 @@ async fn run(command: Command) -> u8 {
             cgroup,
             mount,
             container,
+            containerd_socket,
             min_latency,
             duration,
             json,
@@ -343,6 +352,7 @@ async fn run(command: Command) -> u8 {
                 comm,
                 mount,
                 container,
+                containerd_socket,
                 min_latency_ns: min_latency
                     .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 duration,
