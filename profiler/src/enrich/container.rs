@@ -314,6 +314,8 @@ pub enum ContainerError {
 /// events keep the id (and the pod UID and `QoS` from the cgroup) only, said once on stderr.
 pub struct Attributor {
     docker: Option<DockerClient>,
+    /// Why the engine is not asked any more (its socket was there but did not answer).
+    docker_down: Option<DockerError>,
     /// By full id; `None` = the engine does not know it (another runtime's container).
     known: HashMap<String, Option<ContainerInfo>>,
     containerd: Option<ContainerdClient>,
@@ -333,6 +335,7 @@ impl Attributor {
     pub fn new(docker: Option<DockerClient>, containerd: Option<ContainerdClient>) -> Self {
         Self {
             docker,
+            docker_down: None,
             known: HashMap::new(),
             containerd,
             containerd_down: None,
@@ -351,9 +354,10 @@ impl Attributor {
         let ids = match docker.running().await {
             Ok(ids) => ids,
             Err(e) => {
-                eprintln!("cowprof: {e}; containers are named by cgroup id only");
+                // Said once with the first container event if containerd cannot name it either.
+                log::debug!("Docker engine given up: {e}");
                 self.docker = None;
-                self.said_unnamed = true;
+                self.docker_down = Some(e);
                 return Vec::new();
             }
         };
@@ -448,9 +452,14 @@ impl Attributor {
             return;
         }
         self.said_unnamed = true;
-        let docker = format!(
-            "no Docker engine socket at {}",
-            super::docker::socket_from_env().display()
+        let docker = self.docker_down.as_ref().map_or_else(
+            || {
+                format!(
+                    "no Docker engine socket at {}",
+                    super::docker::socket_from_env().display()
+                )
+            },
+            ToString::to_string,
         );
         let containerd = self.containerd_down.as_ref().map(ToString::to_string);
         match (self.docker.is_some(), containerd) {

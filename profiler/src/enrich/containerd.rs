@@ -241,6 +241,28 @@ mod tests {
         assert_eq!(i.container_name, None);
     }
 
+    /// A daemon that accepts but never answers costs one [`LOOKUP_TIMEOUT`], not a hang.
+    #[tokio::test]
+    async fn stuck_daemon_times_out_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("containerd.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = listener.accept().await {
+                conns.push(c);
+            }
+        });
+        let mut c = ContainerdClient::new(sock);
+        let t0 = std::time::Instant::now();
+        let e = c.container("abc").await.unwrap_err();
+        let took = t0.elapsed();
+        assert!(matches!(e, ContainerdError::Timeout { .. }), "{e}");
+        assert!(!e.is_unavailable());
+        assert!(took < LOOKUP_TIMEOUT * 3, "{took:?}");
+        held.abort();
+    }
+
     /// No socket, and a path that is no socket: errors that say so, fast, and that mark
     /// containerd as unavailable (the caller then stops asking).
     #[tokio::test]
