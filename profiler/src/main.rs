@@ -113,8 +113,8 @@ enum Command {
         /// 127.0.0.1; 0.0.0.0:PORT exposes them to the network).
         #[arg(long, value_name = "HOST:PORT")]
         metrics_addr: Option<String>,
-        /// Label sets (mount, container, image, layer digest) with series of their own; the
-        /// rest are counted under "other".
+        /// Label sets (mount, container, pod, namespace, image, layer digest) with series of
+        /// their own; the rest are counted under "other".
         #[arg(long, value_name = "N", default_value_t = cowprof::metrics::DEFAULT_MAX_SERIES)]
         metrics_max_series: usize,
         /// Print nothing on stdout (a daemon serving --metrics-addr).

@@ -1,8 +1,10 @@
 //! Kubernetes pods through a real containerd (Debian's 1.6, as on a node): a private daemon
-//! (own root, state and socket in a temp dir, overlayfs snapshotter, CRI plugin off) runs two
-//! containers of the busybox test image with kubepods cgroup paths as the kubelet's cgroupfs
-//! driver makes them. Pod A is in namespace `k8s.io` with the kubelet's labels (besteffort);
-//! pod B is a plain `default`-namespace container in a burstable pod cgroup, with no labels.
+//! (own root, state and socket in a temp dir, overlayfs snapshotter, CRI plugin off) runs three
+//! containers of the busybox test image with kubepods cgroup paths as the kubelet names them.
+//! Pod A is in namespace `k8s.io` with the kubelet's labels (cgroupfs driver, besteffort); pod B
+//! is a plain `default`-namespace container in a burstable pod cgroup, with no labels; pod C has
+//! the labels and the systemd driver's names (`kubepods.slice/…/cri-containerd-<id>.scope`,
+//! Guaranteed).
 //! `record --containerd-socket` (through a read-only bind mount of the socket's directory, as
 //! the `DaemonSet` mounts /run/containerd) must give every event its pod name, namespace, UID,
 //! `QoS` and container name, and `/metrics` exact counts per `pod` label. The upper directories
@@ -77,12 +79,35 @@ struct Pod {
     namespace: &'static str,
     id: String,
     uid: String,
+    /// `guaranteed` (directly under kubepods), `burstable` or `besteffort`.
     qos: &'static str,
+    /// The kubelet's systemd-driver names (`….slice/cri-containerd-<id>.scope`) instead of its
+    /// cgroupfs ones. runc here uses cgroupfs: the names are plain directories, but
+    /// /proc/PID/cgroup shows them exactly as on a systemd node.
+    systemd: bool,
 }
 
 impl Pod {
     fn cgroup(&self) -> String {
-        format!("/kubepods/{}/pod{}/{}", self.qos, self.uid, self.id)
+        let qos = (self.qos != "guaranteed").then_some(self.qos);
+        if self.systemd {
+            let uid = self.uid.replace('-', "_");
+            match qos {
+                Some(q) => format!(
+                    "/kubepods.slice/kubepods-{q}.slice/kubepods-{q}-pod{uid}.slice/cri-containerd-{}.scope",
+                    self.id
+                ),
+                None => format!(
+                    "/kubepods.slice/kubepods-pod{uid}.slice/cri-containerd-{}.scope",
+                    self.id
+                ),
+            }
+        } else {
+            match qos {
+                Some(q) => format!("/kubepods/{q}/pod{}/{}", self.uid, self.id),
+                None => format!("/kubepods/pod{}/{}", self.uid, self.id),
+            }
+        }
     }
 }
 
@@ -284,19 +309,24 @@ impl Drop for Containerd {
         for m in mounts {
             let _ = Command::new("umount").args(["-l", &m]).output();
         }
-        // The pod cgroups runc made in every hierarchy (the container's own is gone with it).
+        // The pod cgroups runc made in every hierarchy (the container's own is normally gone
+        // with it), deepest first; a parent another pod still uses stays until its turn.
         for pod in &self.pods {
+            let path = pod.cgroup();
+            let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
             if let Ok(dir) = std::fs::read_dir("/sys/fs/cgroup") {
                 for h in dir.flatten() {
-                    let base = h.path().join("kubepods");
-                    let _ = std::fs::remove_dir(
-                        base.join(pod.qos)
-                            .join(format!("pod{}", pod.uid))
-                            .join(&pod.id),
-                    );
-                    let _ = std::fs::remove_dir(base.join(pod.qos).join(format!("pod{}", pod.uid)));
-                    let _ = std::fs::remove_dir(base.join(pod.qos));
-                    let _ = std::fs::remove_dir(&base);
+                    for depth in (1..=comps.len()).rev() {
+                        let _ = std::fs::remove_dir(h.path().join(comps[..depth].join("/")));
+                    }
+                }
+            }
+        }
+        for pod in &self.pods {
+            let top = pod.cgroup().split('/').nth(1).map(str::to_owned);
+            if let (Ok(dir), Some(top)) = (std::fs::read_dir("/sys/fs/cgroup"), top) {
+                for h in dir.flatten() {
+                    let _ = std::fs::remove_dir(h.path().join(&top));
                 }
             }
         }
@@ -367,13 +397,23 @@ fn pods_named_by_containerd() {
         id: hex(64),
         uid: uid(),
         qos: "besteffort",
+        systemd: false,
     };
     let b = Pod {
         namespace: "default",
         id: hex(64),
         uid: uid(),
         qos: "burstable",
+        systemd: false,
     };
+    let c = Pod {
+        namespace: "k8s.io",
+        id: hex(64),
+        uid: uid(),
+        qos: "guaranteed",
+        systemd: true,
+    };
+    let c_uid = c.uid.clone();
     let a_uid = a.uid.clone();
     ctrd.run_pod(
         a,
@@ -385,16 +425,38 @@ fn pods_named_by_containerd() {
         ],
     );
     ctrd.run_pod(b, &[]);
-    let (a, b) = (&ctrd.pods[0], &ctrd.pods[1]);
-    let (rootfs_a, rootfs_b) = (ctrd.rootfs(a), ctrd.rootfs(b));
-    let (upper_a, upper_b) = (ctrd.upper(a), ctrd.upper(b));
+    ctrd.run_pod(
+        c,
+        &[
+            ("io.kubernetes.pod.name", "db-0"),
+            ("io.kubernetes.pod.namespace", "shop"),
+            ("io.kubernetes.pod.uid", &c_uid),
+            ("io.kubernetes.container.name", "db"),
+        ],
+    );
+    let (a, b, c) = (&ctrd.pods[0], &ctrd.pods[1], &ctrd.pods[2]);
+    let (rootfs_a, rootfs_b, rootfs_c) = (ctrd.rootfs(a), ctrd.rootfs(b), ctrd.rootfs(c));
+    let (upper_a, upper_b, upper_c) = (ctrd.upper(a), ctrd.upper(b), ctrd.upper(c));
+    // What the kernel shows for the systemd-style pod (every line, v2 included).
+    let task_c = run(ctrd.ctr(c.namespace).args(["task", "ls"]))
+        .lines()
+        .find(|l| l.starts_with(&c.id))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .expect("task of pod C");
+    let cg = std::fs::read_to_string(format!("/proc/{task_c}/cgroup")).expect("cgroup");
+    assert!(
+        cg.lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&c.cgroup())),
+        "{cg}"
+    );
     // The snapshotter the config names made the layers and the containers' upper dirs.
     let snapshots = ctrd.dir.path().join("root/overlayfs/snapshots");
     assert!(upper_a.starts_with(&snapshots), "{}", upper_a.display());
     assert!(upper_b.starts_with(&snapshots), "{}", upper_b.display());
-    let (before_a, before_b) = (
+    let (before_a, before_b, before_c) = (
         UpperTruth::read(&upper_a).expect("upper a"),
         UpperTruth::read(&upper_b).expect("upper b"),
+        UpperTruth::read(&upper_c).expect("upper c"),
     );
 
     let port = free_port();
@@ -418,14 +480,17 @@ fn pods_named_by_containerd() {
         "echo x >> /etc/passwd && echo y >> /etc/group && rm /etc/app.conf",
     );
     ctrd.exec(b, "rm /etc/passwd && echo z >> /etc/app.conf");
+    // Pod C (systemd-style cgroup, Guaranteed): one rm, its /etc copied up for the whiteout.
+    ctrd.exec(c, "rm /etc/group");
     let ours = |l: &str| {
         l.contains(&format!("\"mount_point\":\"{}\"", rootfs_a.display()))
             || l.contains(&format!("\"mount_point\":\"{}\"", rootfs_b.display()))
+            || l.contains(&format!("\"mount_point\":\"{}\"", rootfs_c.display()))
     };
-    // 4 events in A, 3 in B; wait for all 7 before scraping.
+    // 4 events in A, 3 in B, 2 in C; wait for all 9 before scraping.
     let mut lines = vec![start];
     let deadline = Instant::now() + Duration::from_mins(1);
-    while lines.iter().filter(|l| ours(l)).count() < 7 {
+    while lines.iter().filter(|l| ours(l)).count() < 9 {
         assert!(Instant::now() < deadline, "events so far: {lines:#?}");
         lines.push(rec.next_line(Duration::from_mins(1)));
     }
@@ -464,6 +529,13 @@ fn pods_named_by_containerd() {
             ("etc", UpperEntry::Dir),
             ("etc/passwd", UpperEntry::Whiteout),
             ("etc/app.conf", UpperEntry::File),
+        ])
+    );
+    assert_eq!(
+        added(&before_c, &upper_c),
+        map(&[
+            ("etc", UpperEntry::Dir),
+            ("etc/group", UpperEntry::Whiteout)
         ])
     );
 
@@ -529,6 +601,25 @@ fn pods_named_by_containerd() {
             pod_b(Kind::DataCopyUp, "etc/app.conf"),
         ]
     );
+    let pod_c = |kind, path| {
+        (
+            kind,
+            path,
+            Some(c.id.as_str()),
+            Some("db"),
+            Some("db-0"),
+            Some("shop"),
+            Some(c.uid.as_str()),
+            Some("guaranteed"),
+        )
+    };
+    assert_eq!(
+        rows(&rootfs_c),
+        [
+            pod_c(Kind::DirCopyUp, "etc"),
+            pod_c(Kind::Whiteout, "etc/group"),
+        ]
+    );
     for e in &recording.events {
         if e.container_id.is_some() {
             assert_eq!(e.image.as_deref(), Some(IMAGE), "{e:?}");
@@ -543,6 +634,10 @@ fn pods_named_by_containerd() {
     assert_eq!(
         s.by_container[&format!("{}/{}", b.uid, short(&b.id))].count,
         3
+    );
+    assert_eq!(
+        s.by_container[&format!("shop/db-0/db ({})", short(&c.id))].count,
+        2
     );
 
     // /metrics, scraped once: exact counts per pod label (and per kind within each pod).
@@ -572,6 +667,8 @@ fn pods_named_by_containerd() {
         (key(&b.uid, "", &short(&b.id), "dir_copy_up"), 1.0),
         (key(&b.uid, "", &short(&b.id), "whiteout"), 1.0),
         (key(&b.uid, "", &short(&b.id), "data_copy_up"), 1.0),
+        (key("db-0", "shop", "db", "dir_copy_up"), 1.0),
+        (key("db-0", "shop", "db", "whiteout"), 1.0),
     ]
     .into_iter()
     .collect();
@@ -585,12 +682,11 @@ fn pods_named_by_containerd() {
     }
 
     drop(ctrd);
-    assert!(
-        !Path::new(&format!(
-            "/sys/fs/cgroup/memory/kubepods/besteffort/pod{a_uid}"
-        ))
-        .exists(),
-        "pod cgroup removed"
-    );
+    for gone in ["kubepods", "kubepods.slice"] {
+        assert!(
+            !Path::new("/sys/fs/cgroup/memory").join(gone).exists(),
+            "pod cgroups removed: {gone}"
+        );
+    }
     base.assert_clean("record --containerd-socket");
 }

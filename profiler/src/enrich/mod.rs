@@ -56,7 +56,7 @@ pub struct Event {
     /// (also one writing into a container's merged dir).
     #[serde(default)]
     pub container_id: Option<String>,
-    /// From the Docker engine, when its socket is there.
+    /// From the Docker engine, or containerd (a Kubernetes container: its name in the pod spec).
     #[serde(default)]
     pub container_name: Option<String>,
     /// The image reference the container was created from, e.g. `app:1.2`.
