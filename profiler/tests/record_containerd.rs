@@ -681,6 +681,75 @@ fn pods_named_by_containerd() {
         }
     }
 
+    // No socket for names: the cgroup still gives the pod's UID and QoS; said once on stderr.
+    let mut rec = Running::spawn(
+        Command::new(BIN)
+            .args(["record", "--json", "--mount"])
+            .arg(&rootfs_c)
+            .args(["--containerd-socket", "/nonexistent/containerd.sock"])
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+    );
+    let start = rec.next_line(START_TIMEOUT);
+    assert!(start.contains(r#""type":"start""#), "{start}");
+    ctrd.exec(
+        c,
+        "echo q >> /etc/passwd && echo r >> /etc/shadow-not-there",
+    );
+    let mut lines = vec![start];
+    while lines
+        .iter()
+        .filter(|l| l.contains(r#""type":"event""#))
+        .count()
+        < 1
+    {
+        lines.push(rec.next_line(Duration::from_mins(1)));
+    }
+    rec.signal(libc::SIGINT);
+    let (status, rest, stderr) = rec.wait(Duration::from_mins(1));
+    assert_eq!(status.code(), Some(0), "record failed: {stderr}");
+    assert_eq!(
+        stderr,
+        "cowprof: no Docker engine socket at /nonexistent/docker.sock; \
+         no containerd socket at /nonexistent/containerd.sock; \
+         containers are named by cgroup id only\n"
+    );
+    lines.extend(rest);
+    let unnamed = parse_recording(&lines);
+    let got: Vec<Row<'_>> = unnamed
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.kind,
+                e.path.as_str(),
+                e.container_id.as_deref(),
+                e.container_name.as_deref(),
+                e.pod_name.as_deref(),
+                e.pod_namespace.as_deref(),
+                e.pod_uid.as_deref(),
+                e.pod_qos.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [(
+            Kind::DataCopyUp,
+            "etc/passwd",
+            Some(c.id.as_str()),
+            None,
+            None,
+            None,
+            Some(c.uid.as_str()),
+            Some("guaranteed"),
+        )]
+    );
+    assert_eq!(unnamed.events[0].image, None);
+    assert_eq!(
+        unnamed.summary.by_container[&format!("{}/{}", c.uid, short(&c.id))].count,
+        1
+    );
+
     drop(ctrd);
     for gone in ["kubepods", "kubepods.slice"] {
         assert!(
