@@ -76,6 +76,10 @@ fn event(kind: Kind, mount: &str, i: u64) -> Event {
         image: None,
         image_id: None,
         layer_digest: None,
+        pod_name: None,
+        pod_namespace: None,
+        pod_uid: None,
+        pod_qos: None,
     }
 }
 

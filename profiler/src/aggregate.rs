@@ -67,12 +67,19 @@ pub const HOST: &str = "host";
 /// The `by_image_layer` key of events whose source is in no known image layer.
 pub const NO_IMAGE_LAYER: &str = "(no image layer)";
 
-/// `name (short id)`, the short id alone without an engine, or [`HOST`].
+/// `name (short id)`, the short id alone without an engine, or [`HOST`]; a Kubernetes
+/// container's key starts with `namespace/pod/` (names from containerd) or `pod-uid/` (the
+/// cgroup path alone).
 pub fn container_key(ev: &Event) -> String {
-    match (&ev.container_name, &ev.container_id) {
+    let container = match (&ev.container_name, &ev.container_id) {
         (Some(n), Some(id)) => format!("{n} ({})", short_id(id)),
         (None, Some(id)) => short_id(id),
-        (_, None) => HOST.to_owned(),
+        (_, None) => return HOST.to_owned(),
+    };
+    match (&ev.pod_namespace, &ev.pod_name, &ev.pod_uid) {
+        (Some(ns), Some(pod), _) => format!("{ns}/{pod}/{container}"),
+        (_, _, Some(uid)) => format!("{uid}/{container}"),
+        _ => container,
     }
 }
 
@@ -216,6 +223,10 @@ mod tests {
             image: None,
             image_id: None,
             layer_digest: None,
+            pod_name: None,
+            pod_namespace: None,
+            pod_uid: None,
+            pod_qos: None,
         }
     }
 
@@ -263,6 +274,17 @@ mod tests {
         assert_eq!(s.by_container[HOST].count, 1);
         assert_eq!(s.by_image_layer["sha256:d2"].count, 2);
         assert_eq!(s.by_image_layer["init"].count, 1);
+        let mut e = ev(Kind::DataCopyUp, 1, 1);
+        e.container_id = Some(id.into());
+        e.pod_uid = Some("0a1b2c3d-4e5f-4789-abcd-ef0123456789".into());
+        assert_eq!(
+            container_key(&e),
+            "0a1b2c3d-4e5f-4789-abcd-ef0123456789/4f797c539e6c"
+        );
+        e.container_name = Some("app".into());
+        e.pod_name = Some("web-0".into());
+        e.pod_namespace = Some("shop".into());
+        assert_eq!(container_key(&e), "shop/web-0/app (4f797c539e6c)");
     }
 
     #[test]

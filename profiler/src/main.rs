@@ -92,6 +92,14 @@ enum Command {
         /// writes through its overlay mount by host processes (those stay attributed to the host).
         #[arg(long, value_name = "NAME|ID")]
         container: Option<String>,
+        #[arg(
+            long,
+            value_name = "PATH",
+            help = "containerd's API socket, for Kubernetes pod and container names (default: \
+                    $CONTAINERD_ADDRESS, else /run/containerd/containerd.sock; absent = names \
+                    from cgroups and the Docker engine only)"
+        )]
+        containerd_socket: Option<PathBuf>,
         /// Only events at least this slow (e.g. 100us, 5ms).
         #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
         min_latency: Option<Duration>,
@@ -107,8 +115,8 @@ enum Command {
         /// 127.0.0.1; 0.0.0.0:PORT exposes them to the network).
         #[arg(long, value_name = "HOST:PORT")]
         metrics_addr: Option<String>,
-        /// Label sets (mount, container, image, layer digest) with series of their own; the
-        /// rest are counted under "other".
+        /// Label sets (mount, container, pod, namespace, image, layer digest) with series of
+        /// their own; the rest are counted under "other".
         #[arg(long, value_name = "N", default_value_t = cowprof::metrics::DEFAULT_MAX_SERIES)]
         metrics_max_series: usize,
         /// Print nothing on stdout (a daemon serving --metrics-addr).
@@ -305,6 +313,7 @@ async fn run(command: Command) -> u8 {
             cgroup,
             mount,
             container,
+            containerd_socket,
             min_latency,
             duration,
             json,
@@ -345,6 +354,7 @@ async fn run(command: Command) -> u8 {
                 comm,
                 mount,
                 container,
+                containerd_socket,
                 min_latency_ns: min_latency
                     .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 duration,

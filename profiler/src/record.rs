@@ -12,6 +12,7 @@ use crate::{
     enrich::{
         self,
         container::{self, Attributor, ContainerError},
+        containerd::{self as containerd_api, ContainerdClient},
         docker::DockerClient,
         mountinfo, Enricher, Event,
     },
@@ -29,6 +30,9 @@ pub struct RecordOptions {
     /// Only events of this container (name, full or short id): its processes, and anything
     /// written through its overlay mount (host processes included).
     pub container: Option<String>,
+    /// containerd's socket for Kubernetes pod and container names (`--containerd-socket`;
+    /// default: `CONTAINERD_ADDRESS`, else /run/containerd/containerd.sock).
+    pub containerd_socket: Option<PathBuf>,
     pub min_latency_ns: u64,
     pub duration: Option<Duration>,
     /// Run this command after attaching; stop when it exits.
@@ -150,7 +154,15 @@ pub async fn record(
         ),
         None => None,
     };
-    let mut attributor = Attributor::new(DockerClient::from_env());
+    // containerd is asked lazily (first container the engine does not know), never here.
+    let mut attributor = Attributor::new(
+        DockerClient::from_env(),
+        Some(ContainerdClient::new(
+            opts.containerd_socket
+                .clone()
+                .unwrap_or_else(containerd_api::socket_from_env),
+        )),
+    );
     let container = match &opts.container {
         Some(name) => {
             let info = attributor.resolve(name).await?;

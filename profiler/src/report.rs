@@ -175,7 +175,10 @@ impl Exporter for Table {
             fmt_bytes(ev.bytes_copied),
             ev.lower_layer.map_or_else(|| "-".into(), |l| l.to_string()),
             match (&ev.container_name, &ev.container_id) {
-                (Some(n), _) => n.clone(),
+                (Some(n), _) => ev
+                    .pod_name
+                    .as_ref()
+                    .map_or_else(|| n.clone(), |p| format!("{p}/{n}")),
                 (None, Some(id)) => short_id(id),
                 (None, None) => "-".into(),
             },
@@ -285,6 +288,10 @@ mod tests {
             image: Some("app:1".into()),
             image_id: Some("sha256:0b9c".into()),
             layer_digest: Some("sha256:d2".into()),
+            pod_name: None,
+            pod_namespace: None,
+            pod_uid: None,
+            pod_qos: None,
         }
     }
 
@@ -304,7 +311,8 @@ mod tests {
                 r#""syscall":"openat","syscall_latency_ns":919600,"syscall_ret":3,"#,
                 r#""container_id":"4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970","#,
                 r#""container_name":"web","image":"app:1","image_id":"sha256:0b9c","#,
-                r#""layer_digest":"sha256:d2"}"#,
+                r#""layer_digest":"sha256:d2","pod_name":null,"pod_namespace":null,"#,
+                r#""pod_uid":null,"pod_qos":null}"#,
                 "\n"
             )
         );

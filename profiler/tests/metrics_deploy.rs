@@ -93,6 +93,25 @@ fn daemonset_asks_for_what_it_needs_and_no_more() {
         .expect("flag")
         + 1];
     assert_eq!(addr, "$(POD_IP):9464");
+    // containerd's API socket for pod names: reached through the read-only /run/containerd
+    // mount (checked below; tests/record_containerd.rs connects through a read-only bind mount).
+    let socket = args[args
+        .iter()
+        .position(|a| *a == "--containerd-socket")
+        .expect("--containerd-socket")
+        + 1];
+    assert_eq!(socket, "/run/containerd/containerd.sock");
+    let socket_mount = c["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|p| Path::new(socket).starts_with(p))
+        })
+        .expect("a mount holding the containerd socket");
+    assert_eq!(socket_mount["readOnly"], true);
     let env = c["env"].as_array().expect("env");
     assert!(env.iter().any(
         |e| e["name"] == "POD_IP" && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"

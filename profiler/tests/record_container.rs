@@ -297,7 +297,8 @@ fn events_name_container_and_image_layer() {
     // Without an engine: the cgroup's id only, said once on stderr; layers still named.
     let running = Running::spawn(
         Command::new(BIN)
-            .args(["record", "--json", "--container", &id, "--"])
+            .args(["record", "--json", "--container", &id])
+            .args(["--containerd-socket", "/nonexistent/containerd.sock", "--"])
             .args(["env", "-u", "DOCKER_HOST", "docker", "exec", &name])
             .args(["rm", "/data/host.txt"])
             .env("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
@@ -307,6 +308,7 @@ fn events_name_container_and_image_layer() {
     assert_eq!(
         stderr,
         "cowprof: no Docker engine socket at /nonexistent/docker.sock; \
+         no containerd socket at /nonexistent/containerd.sock; \
          containers are named by cgroup id only\n"
     );
     let rec = parse_recording(&lines);

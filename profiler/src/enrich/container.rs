@@ -20,7 +20,10 @@
 //! When `/proc/PID/cgroup` is already gone, two keys that the event carries are used: the v2
 //! cgroup id (only where the container's cgroup is a v2 one, learnt from earlier events) and
 //! the mount namespace inode (learnt from earlier events and from the Docker engine's
-//! container pids). The engine (see [`super::docker`]) then gives the name and image.
+//! container pids). The engine (see [`super::docker`]) then gives the name and image; for a
+//! container it does not know, containerd's API ([`super::containerd`]) gives the Kubernetes
+//! container and pod names. The pod's UID and `QoS` class come from the cgroup path itself
+//! ([`super::pod`]), so they are there without any runtime socket.
 
 use std::{
     collections::HashMap,
@@ -29,8 +32,9 @@ use std::{
 };
 
 use super::{
+    containerd::{ContainerdClient, ContainerdError, ContainerdInfo},
     docker::{ContainerInfo, DockerClient, DockerError},
-    Event,
+    pod, Event,
 };
 
 /// Which convention the cgroup path followed.
@@ -53,6 +57,25 @@ pub struct CgroupContainer {
     pub id: String,
     /// Found on the cgroup v2 (`0::`) line: the event's `cgroup_id` then identifies it too.
     pub v2: bool,
+    /// The Kubernetes pod around it, when the path is a kubepods one.
+    pub pod: Option<PodRef>,
+}
+
+/// A Kubernetes pod as the kubelet's cgroup path names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    /// With dashes, as the API server shows it (a static pod's 32-hex hash as it is).
+    pub uid: String,
+    pub qos: pod::Qos,
+}
+
+/// What attribution keeps of one process: its container and, for a Kubernetes container, its
+/// pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Full 64-hex container id.
+    pub id: String,
+    pub pod: Option<PodRef>,
 }
 
 fn is_container_id(s: &str) -> bool {
@@ -116,7 +139,19 @@ pub fn container_of_cgroup(text: &str) -> Option<CgroupContainer> {
             let v2 = hier == "0";
             // Prefer the v2 line: then the event's cgroup id is a key to the container too.
             if v2 || found.is_none() {
-                found = Some(CgroupContainer { runtime, id, v2 });
+                // The pod is taken only when the pod parser finds this same container in it.
+                let pod = pod::parse(path)
+                    .filter(|p| p.container_id.as_deref() == Some(id.as_str()))
+                    .map(|p| PodRef {
+                        uid: p.pod_uid,
+                        qos: p.qos,
+                    });
+                found = Some(CgroupContainer {
+                    runtime,
+                    id,
+                    v2,
+                    pod,
+                });
             }
             if v2 {
                 break;
@@ -130,7 +165,16 @@ pub fn container_of_cgroup(text: &str) -> Option<CgroupContainer> {
 #[derive(Debug, Clone)]
 enum Seen {
     Host,
-    Container(String),
+    Container(Origin),
+}
+
+impl From<CgroupContainer> for Origin {
+    fn from(c: CgroupContainer) -> Self {
+        Self {
+            id: c.id,
+            pod: c.pod,
+        }
+    }
 }
 
 /// Pid → container, read from /proc as early as possible and cached. Keyed by (pid, mount
@@ -139,9 +183,9 @@ pub struct CgroupCache {
     proc_root: PathBuf,
     by_pid: HashMap<(u32, u64), Seen>,
     /// v2 cgroup id → container, learnt when a container was found on a `0::` line.
-    by_cgroup_id: HashMap<u64, String>,
+    by_cgroup_id: HashMap<u64, Origin>,
     /// Mount namespace inode → container.
-    by_mnt_ns: HashMap<u64, String>,
+    by_mnt_ns: HashMap<u64, Origin>,
 }
 
 impl Default for CgroupCache {
@@ -160,26 +204,28 @@ impl CgroupCache {
         }
     }
 
-    /// The container id of the process, or `None` for a host process (or one that is gone
-    /// with no key left to recognise it by).
-    pub fn container_of(&mut self, pid: u32, mnt_ns: u64, cgroup_id: u64) -> Option<String> {
+    /// The container (and pod) of the process, or `None` for a host process (or one that is
+    /// gone with no key left to recognise it by).
+    pub fn container_of(&mut self, pid: u32, mnt_ns: u64, cgroup_id: u64) -> Option<Origin> {
         if let Some(seen) = self.by_pid.get(&(pid, mnt_ns)) {
             return match seen {
                 Seen::Host => None,
-                Seen::Container(id) => Some(id.clone()),
+                Seen::Container(o) => Some(o.clone()),
             };
         }
         let path = self.proc_root.join(pid.to_string()).join("cgroup");
         let seen = match std::fs::read_to_string(&path) {
             Ok(text) => match container_of_cgroup(&text) {
                 Some(c) => {
-                    if c.v2 && cgroup_id != 0 {
-                        self.by_cgroup_id.insert(cgroup_id, c.id.clone());
+                    let v2 = c.v2;
+                    let origin = Origin::from(c);
+                    if v2 && cgroup_id != 0 {
+                        self.by_cgroup_id.insert(cgroup_id, origin.clone());
                     }
                     if mnt_ns != 0 {
-                        self.by_mnt_ns.insert(mnt_ns, c.id.clone());
+                        self.by_mnt_ns.insert(mnt_ns, origin.clone());
                     }
-                    Seen::Container(c.id)
+                    Seen::Container(origin)
                 }
                 None => Seen::Host,
             },
@@ -198,13 +244,17 @@ impl CgroupCache {
         self.by_pid.insert((pid, mnt_ns), seen.clone());
         match seen {
             Seen::Host => None,
-            Seen::Container(id) => Some(id),
+            Seen::Container(o) => Some(o),
         }
     }
 
-    /// Teach the cache a container's mount namespace (from its init pid).
+    /// Teach the cache a container's mount namespace (from its init pid). What the /proc scan
+    /// already learnt (with the pod) is kept.
     pub fn learn_mnt_ns(&mut self, mnt_ns: u64, container_id: &str) {
-        self.by_mnt_ns.insert(mnt_ns, container_id.to_owned());
+        self.by_mnt_ns.entry(mnt_ns).or_insert_with(|| Origin {
+            id: container_id.to_owned(),
+            pod: None,
+        });
     }
 
     /// Reads every process's cgroup once, so that each running container's mount namespace
@@ -230,8 +280,9 @@ impl CgroupCache {
             let Ok(ns) = std::fs::metadata(e.path().join("ns/mnt")) else {
                 continue;
             };
-            self.by_mnt_ns.insert(ns.ino(), c.id.clone());
-            self.by_pid.insert((pid, ns.ino()), Seen::Container(c.id));
+            let origin = Origin::from(c);
+            self.by_mnt_ns.insert(ns.ino(), origin.clone());
+            self.by_pid.insert((pid, ns.ino()), Seen::Container(origin));
             seen += 1;
         }
         seen
@@ -257,21 +308,40 @@ pub enum ContainerError {
     Docker(#[from] DockerError),
 }
 
-/// Names the containers the events' cgroups point at, through the Docker engine when there
-/// is one. Without a socket the events keep the id from the cgroup only (said once).
+/// Names the containers the events' cgroups point at: the Docker engine first (name, image,
+/// image id), then containerd's API for ids the engine does not know (Kubernetes container and
+/// pod names, image). Each id is asked once per session, answer or not. Without either the
+/// events keep the id (and the pod UID and `QoS` from the cgroup) only, said once on stderr.
 pub struct Attributor {
     docker: Option<DockerClient>,
+    /// Why the engine is not asked any more (its socket was there but did not answer).
+    docker_down: Option<DockerError>,
     /// By full id; `None` = the engine does not know it (another runtime's container).
     known: HashMap<String, Option<ContainerInfo>>,
-    said_no_engine: bool,
+    containerd: Option<ContainerdClient>,
+    /// Why containerd is not asked any more (its socket is absent, refused, or it timed out).
+    containerd_down: Option<ContainerdError>,
+    /// By full id; `None` = containerd does not know it, or could not answer.
+    from_containerd: HashMap<String, Option<ContainerdInfo>>,
+    /// containerd lookups that timed out in a row; at [`MAX_TIMEOUTS`] it is given up.
+    timeouts: u32,
+    said_unnamed: bool,
 }
 
+/// containerd lookups may time out this many times in a row before it is no longer asked.
+const MAX_TIMEOUTS: u32 = 3;
+
 impl Attributor {
-    pub fn new(docker: Option<DockerClient>) -> Self {
+    pub fn new(docker: Option<DockerClient>, containerd: Option<ContainerdClient>) -> Self {
         Self {
             docker,
+            docker_down: None,
             known: HashMap::new(),
-            said_no_engine: false,
+            containerd,
+            containerd_down: None,
+            from_containerd: HashMap::new(),
+            timeouts: 0,
+            said_unnamed: false,
         }
     }
 
@@ -284,9 +354,10 @@ impl Attributor {
         let ids = match docker.running().await {
             Ok(ids) => ids,
             Err(e) => {
-                eprintln!("cowprof: {e}; containers are named by cgroup id only");
+                // Said once with the first container event if containerd cannot name it either.
+                log::debug!("Docker engine given up: {e}");
                 self.docker = None;
-                self.said_no_engine = true;
+                self.docker_down = Some(e);
                 return Vec::new();
             }
         };
@@ -345,26 +416,91 @@ impl Attributor {
         info
     }
 
-    /// Fills name, image and image id of events whose container id is known.
+    /// containerd's record of a container: asked once per id; a socket that is absent or
+    /// refused is given up at once, one that times out after [`MAX_TIMEOUTS`] tries in a row.
+    async fn containerd_info(&mut self, id: &str) -> Option<ContainerdInfo> {
+        if let Some(k) = self.from_containerd.get(id) {
+            return k.clone();
+        }
+        let client = self.containerd.as_mut()?;
+        let info = match client.container(id).await {
+            Ok(i) => {
+                self.timeouts = 0;
+                i
+            }
+            Err(e) => {
+                let timed_out = matches!(e, ContainerdError::Timeout { .. });
+                self.timeouts = if timed_out { self.timeouts + 1 } else { 0 };
+                if e.is_unavailable() || self.timeouts >= MAX_TIMEOUTS {
+                    log::debug!("containerd given up: {e}");
+                    self.containerd = None;
+                    self.containerd_down = Some(e);
+                    // Not cached: the id may still be named by the engine's answer, not ours.
+                    return None;
+                }
+                log::debug!("containerd lookup of {id}: {e}");
+                None
+            }
+        };
+        self.from_containerd.insert(id.to_owned(), info.clone());
+        info
+    }
+
+    /// Said once: which sources of names are missing, and what the events keep instead.
+    fn say_unnamed(&mut self) {
+        if self.said_unnamed {
+            return;
+        }
+        self.said_unnamed = true;
+        let docker = self.docker_down.as_ref().map_or_else(
+            || {
+                format!(
+                    "no Docker engine socket at {}",
+                    super::docker::socket_from_env().display()
+                )
+            },
+            ToString::to_string,
+        );
+        let containerd = self.containerd_down.as_ref().map(ToString::to_string);
+        match (self.docker.is_some(), containerd) {
+            (false, None) => {
+                eprintln!("cowprof: {docker}; containers are named by cgroup id only");
+            }
+            (false, Some(c)) => {
+                eprintln!("cowprof: {docker}; {c}; containers are named by cgroup id only");
+            }
+            (true, Some(c)) => eprintln!(
+                "cowprof: {c}; containers the Docker engine does not know are named by cgroup id only"
+            ),
+            (true, None) => self.said_unnamed = false,
+        }
+    }
+
+    /// Fills names, image, image id and pod names of events whose container id is known.
     pub async fn fill(&mut self, events: &mut [Event]) {
         for ev in events {
             let Some(id) = ev.container_id.clone() else {
                 continue;
             };
-            if self.docker.is_none() {
-                if !self.said_no_engine {
-                    eprintln!(
-                        "cowprof: no Docker engine socket at {}; containers are named by cgroup id only",
-                        super::docker::socket_from_env().display()
-                    );
-                    self.said_no_engine = true;
-                }
-                continue;
-            }
             if let Some(info) = self.info(&id).await {
                 ev.container_name = Some(info.name);
                 ev.image = Some(info.image).filter(|s| !s.is_empty());
                 ev.image_id = Some(info.image_id).filter(|s| !s.is_empty());
+                continue;
+            }
+            if let Some(c) = self.containerd_info(&id).await {
+                ev.container_name = c.container_name;
+                ev.image = Some(c.image).filter(|s| !s.is_empty());
+                ev.pod_name = c.pod_name;
+                ev.pod_namespace = c.pod_namespace;
+                // The cgroup's UID stays (it is the kernel's view); the label fills it otherwise.
+                if ev.pod_uid.is_none() {
+                    ev.pod_uid = c.pod_uid;
+                }
+                continue;
+            }
+            if self.containerd.is_none() {
+                self.say_unnamed();
             }
         }
     }
@@ -420,6 +556,40 @@ mod tests {
              kubepods-burstable-pod0a1b2c3d_4e5f_6789_abcd_ef0123456789.slice/cri-containerd-{ID}.scope\n"
         );
         assert_eq!(id_of(&text), Some((Runtime::Containerd, ID.into(), true)));
+    }
+
+    /// The pod around a Kubernetes container comes with it, from the same cgroup line; this
+    /// host's cgroup v1 form (what `ctr run --cgroup` made in `tests/record_containerd.rs`).
+    #[test]
+    fn kubernetes_pod_comes_with_the_container() {
+        let uid = "0a1b2c3d-4e5f-4789-abcd-ef0123456789";
+        let text = format!(
+            "4:memory:/kubepods/besteffort/pod{uid}/{ID}\n0::/kubepods/besteffort/pod{uid}/{ID}\n"
+        );
+        let c = container_of_cgroup(&text).unwrap();
+        assert_eq!(
+            c.pod,
+            Some(PodRef {
+                uid: uid.into(),
+                qos: pod::Qos::BestEffort
+            })
+        );
+        let text = format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope\n",
+            uid.replace('-', "_")
+        );
+        let c = container_of_cgroup(&text).unwrap();
+        assert_eq!(
+            c.pod.map(|p| (p.uid, p.qos)),
+            Some((uid.into(), pod::Qos::Burstable))
+        );
+        // Docker, podman: no pod.
+        assert_eq!(
+            container_of_cgroup(&format!("0::/docker/{ID}\n"))
+                .unwrap()
+                .pod,
+            None
+        );
     }
 
     #[test]
@@ -495,15 +665,24 @@ mod tests {
         std::fs::create_dir_all(proc.path().join("11")).unwrap();
         std::fs::write(proc.path().join("11/cgroup"), "0::/\n").unwrap();
         let mut c = CgroupCache::new(proc.path());
-        assert_eq!(c.container_of(10, 500, 77).as_deref(), Some(ID));
+        assert_eq!(
+            c.container_of(10, 500, 77).map(|o| o.id).as_deref(),
+            Some(ID)
+        );
         assert_eq!(c.container_of(11, 1, 1), None);
         // Pid 12 is gone: its v2 cgroup id, or else its mount namespace, names it.
-        assert_eq!(c.container_of(12, 0, 77).as_deref(), Some(ID));
-        assert_eq!(c.container_of(12, 500, 0).as_deref(), Some(ID));
+        assert_eq!(c.container_of(12, 0, 77).map(|o| o.id).as_deref(), Some(ID));
+        assert_eq!(
+            c.container_of(12, 500, 0).map(|o| o.id).as_deref(),
+            Some(ID)
+        );
         assert_eq!(c.container_of(13, 2, 2), None);
         // Cached: still answered after the process is gone.
         std::fs::remove_dir_all(proc.path().join("10")).unwrap();
-        assert_eq!(c.container_of(10, 500, 77).as_deref(), Some(ID));
+        assert_eq!(
+            c.container_of(10, 500, 77).map(|o| o.id).as_deref(),
+            Some(ID)
+        );
     }
 
     /// The scan learns a running container's mount namespace from any of its processes.
@@ -525,7 +704,10 @@ mod tests {
         let mut c = CgroupCache::new(p);
         assert_eq!(c.scan_proc(), 1);
         // Pid 30 (gone) in container 20's namespace; pid 31 (gone) in the host's.
-        assert_eq!(c.container_of(30, ns_of("20"), 0).as_deref(), Some(ID));
+        assert_eq!(
+            c.container_of(30, ns_of("20"), 0).map(|o| o.id).as_deref(),
+            Some(ID)
+        );
         assert_eq!(c.container_of(31, ns_of("21"), 0), None);
     }
 }

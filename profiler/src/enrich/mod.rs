@@ -2,9 +2,11 @@
 //! came from, the syscall and its latency, wall-clock time.
 
 pub mod container;
+pub mod containerd;
 pub mod docker;
 pub mod layers;
 pub mod mountinfo;
+pub mod pod;
 pub mod syscalls;
 
 use std::{
@@ -54,7 +56,7 @@ pub struct Event {
     /// (also one writing into a container's merged dir).
     #[serde(default)]
     pub container_id: Option<String>,
-    /// From the Docker engine, when its socket is there.
+    /// From the Docker engine, or containerd (a Kubernetes container: its name in the pod spec).
     #[serde(default)]
     pub container_name: Option<String>,
     /// The image reference the container was created from, e.g. `app:1.2`.
@@ -67,6 +69,17 @@ pub struct Event {
     /// container's init layer; `None` when the lower layer is in no known image store.
     #[serde(default)]
     pub layer_digest: Option<String>,
+    /// The Kubernetes pod's name and namespace, from containerd's API (the kubelet's labels).
+    #[serde(default)]
+    pub pod_name: Option<String>,
+    #[serde(default)]
+    pub pod_namespace: Option<String>,
+    /// The pod's UID, from the kubepods cgroup path (no runtime socket needed).
+    #[serde(default)]
+    pub pod_uid: Option<String>,
+    /// The pod's `QoS` class from the cgroup path: `guaranteed`, `burstable` or `besteffort`.
+    #[serde(default)]
+    pub pod_qos: Option<String>,
 }
 
 /// Remembers every overlay mount seen during the session (a mount may be gone by the time its
@@ -184,9 +197,10 @@ impl Enricher {
     }
 
     fn finish(&mut self, ev: RawEvent, end: Option<&SyscallEnd>) -> Event {
-        let container_id = self
+        let origin = self
             .containers
             .container_of(ev.pid, u64::from(ev.mnt_ns), ev.cgroup_id);
+        let pod = origin.as_ref().and_then(|o| o.pod.clone());
         let mount = self.mount_for(&ev);
         let syscall_name = ev.syscall_nr.and_then(syscalls::name);
         let kind = match ev.kind {
@@ -255,11 +269,15 @@ impl Enricher {
                 .or_else(|| ev.syscall_nr.map(|n| format!("syscall_{n}"))),
             syscall_latency_ns: end.map(|e| e.exit_ns.saturating_sub(e.enter_ns)),
             syscall_ret: end.map(|e| e.ret),
-            container_id,
+            container_id: origin.map(|o| o.id),
             container_name: None,
             image: None,
             image_id: None,
             layer_digest: None,
+            pod_name: None,
+            pod_namespace: None,
+            pod_qos: pod.as_ref().map(|p| p.qos.as_str().to_owned()),
+            pod_uid: pod.map(|p| p.uid),
         };
         out.layer_digest = out
             .lower_layer_dir

@@ -2,13 +2,12 @@
 //! fleet of nodes is collected and queried by the Prometheus server users already run.
 //!
 //! Label cardinality is bounded (README, "Prometheus and Kubernetes"): a *label set* is one
-//! combination of `mount`, `container`, `image` and `layer_digest`. At most `max_series` label
-//! sets have series of their own; events of any further label set are counted under
-//! `container="other"` (all four labels `other`). A label set with no event for [`IDLE_EVICT`]
+//! combination of `mount`, `container`, `pod`, `namespace`, `image` and `layer_digest`. At most
+//! `max_series` label sets have series of their own; events of any further label set are counted
+//! under `container="other"` (all six labels `other`). A label set with no event for [`IDLE_EVICT`]
 //! gives its place to the next new one (its series are removed, as for a stopped container).
 //! Paths are never labels.
 
-pub mod pod;
 mod process;
 mod server;
 
@@ -69,6 +68,10 @@ pub struct EventLabels {
     pub kind: Kind,
     pub mount: Option<String>,
     pub container: Option<String>,
+    /// The pod's name where containerd told it, else its UID from the cgroup path.
+    pub pod: Option<String>,
+    /// The pod's namespace (known only with its name, from containerd).
+    pub namespace: Option<String>,
     pub image: Option<String>,
     pub layer_digest: Option<String>,
 }
@@ -84,6 +87,8 @@ impl EventLabels {
                     .as_ref()
                     .map(|id| id.chars().take(12).collect())
             }),
+            pod: ev.pod_name.clone().or_else(|| ev.pod_uid.clone()),
+            namespace: ev.pod_name.as_ref().and(ev.pod_namespace.clone()),
             image: ev.image.clone(),
             layer_digest: ev.layer_digest.clone(),
         }
@@ -95,6 +100,8 @@ impl EventLabels {
 struct Source {
     mount: String,
     container: String,
+    pod: String,
+    namespace: String,
     image: String,
     layer_digest: String,
 }
@@ -105,6 +112,8 @@ impl Source {
         Self {
             mount: s(&l.mount),
             container: s(&l.container),
+            pod: s(&l.pod),
+            namespace: s(&l.namespace),
             image: s(&l.image),
             layer_digest: s(&l.layer_digest),
         }
@@ -114,6 +123,8 @@ impl Source {
         Self {
             mount: OTHER.into(),
             container: OTHER.into(),
+            pod: OTHER.into(),
+            namespace: OTHER.into(),
             image: OTHER.into(),
             layer_digest: OTHER.into(),
         }
@@ -123,6 +134,8 @@ impl Source {
         SeriesLabels {
             kind: kind.as_str().to_owned(),
             container: self.container.clone(),
+            pod: self.pod.clone(),
+            namespace: self.namespace.clone(),
             image: self.image.clone(),
             layer_digest: self.layer_digest.clone(),
             mount: self.mount.clone(),
@@ -134,6 +147,8 @@ impl Source {
 struct SeriesLabels {
     kind: String,
     container: String,
+    pod: String,
+    namespace: String,
     image: String,
     layer_digest: String,
     mount: String,
@@ -311,7 +326,7 @@ impl Recorder {
         );
         reg.register(
             "label_sets",
-            "Label sets (mount, container, image, layer_digest) with series of their own",
+            "Label sets (mount, container, pod, namespace, image, layer_digest) with series of their own",
             rec.label_sets.clone(),
         );
         let max = Gauge::<i64>::default();
@@ -458,6 +473,10 @@ mod tests {
             image: None,
             image_id: None,
             layer_digest: None,
+            pod_name: None,
+            pod_namespace: None,
+            pod_uid: None,
+            pod_qos: None,
         }
     }
 
@@ -478,11 +497,50 @@ mod tests {
         );
     }
 
+    /// Pods: the name and namespace from containerd, else the UID from the cgroup path and no
+    /// namespace; host processes and plain containers have neither.
+    #[test]
+    fn pod_labels_come_from_attribution() {
+        let mut ev = event(Kind::DataCopyUp, "/m", 1, 1);
+        assert_eq!(EventLabels::from_event(&ev).pod, None);
+        ev.container_id = Some("0123456789abcdef0123".into());
+        ev.pod_uid = Some("0a1b2c3d-4e5f-4789-abcd-ef0123456789".into());
+        ev.pod_qos = Some("besteffort".into());
+        let l = EventLabels::from_event(&ev);
+        assert_eq!(
+            l.pod.as_deref(),
+            Some("0a1b2c3d-4e5f-4789-abcd-ef0123456789")
+        );
+        assert_eq!(l.namespace, None);
+        ev.pod_name = Some("web-0".into());
+        ev.pod_namespace = Some("shop".into());
+        ev.container_name = Some("app".into());
+        let l = EventLabels::from_event(&ev);
+        assert_eq!(
+            (
+                l.container.as_deref(),
+                l.pod.as_deref(),
+                l.namespace.as_deref()
+            ),
+            (Some("app"), Some("web-0"), Some("shop"))
+        );
+        let (rec, reg) = Recorder::new(DEFAULT_MAX_SERIES).unwrap();
+        rec.observe(&ev);
+        let text = encode(&reg);
+        let line = samples(&text, "cowprof_copy_ups_total{")[0];
+        assert!(
+            line.contains(r#"container="app",pod="web-0",namespace="shop""#),
+            "{line}"
+        );
+    }
+
     fn labels(kind: Kind, mount: &str, container: &str) -> EventLabels {
         EventLabels {
             kind,
             mount: Some(mount.into()),
             container: Some(container.into()),
+            pod: Some(format!("pod-{container}")),
+            namespace: Some("ns".into()),
             image: Some(format!("img-{container}")),
             layer_digest: Some(format!("sha256:{container}")),
         }
