@@ -148,8 +148,14 @@ fn same_config_no_change_and_volatile_detected() {
         .collect();
     // first_write at 3 sizes: p50 p99 efficiency copy_ups bytes_copied.
     assert_eq!(gated.len(), 3 * 5);
+    // Exact metrics are equal; a timing may move with the machine's load (a shared CI host can
+    // make one run's plain-copy reference faster), but never past the wide gates into a failure.
     for r in &gated {
-        assert_eq!(r["verdict"], "no_significant_change", "{r}");
+        if ["copy_ups", "bytes_copied"].contains(&r["metric"].as_str().unwrap()) {
+            assert_eq!(r["verdict"], "no_significant_change", "{r}");
+        } else {
+            assert_ne!(r["verdict"], "regressed", "{r}");
+        }
     }
     // One copy-up of the whole file per first write, none for create, on both sides.
     for (size, copies) in [(4096u32, 1.0), (65536, 1.0), (1 << 20, 1.0)] {
