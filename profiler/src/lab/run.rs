@@ -235,12 +235,21 @@ pub const TRACE_ENV: &str = "COWPROF_LAB_TRACE";
 /// in the same order).
 const ROUND_ORDER_SEED: u64 = 0x636f_7770_726f_6621;
 
+/// Environment variable: `0` turns [`settle`] off.
+pub const SETTLE_ENV: &str = "COWPROF_LAB_SETTLE";
+
+fn settle_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os(SETTLE_ENV).is_none_or(|v| v != "0"))
+}
+
 /// Writes back the backing filesystem's dirty data and commits its journal (`syncfs`), outside
 /// the timed window: a repetition must not pay for its predecessor's writeback (the upper dir
 /// just removed, a 64 MiB copy-up's blocks freed) nor find a half-full journal. A no-op on
-/// tmpfs. Returns how long it took, in ns.
+/// tmpfs, and with `COWPROF_LAB_SETTLE=0` (to measure what it buys). Returns how long it
+/// took, in ns.
 fn settle(backing: &Backing) -> u64 {
-    if backing.kind == FsKind::Tmpfs {
+    if backing.kind == FsKind::Tmpfs || !settle_enabled() {
         return 0;
     }
     let t = Instant::now();
@@ -378,11 +387,45 @@ fn reference_repetition(
     r
 }
 
+/// One `create` (open `O_CREAT|O_EXCL` + close, as the `create` op) of a new file in `R/` on
+/// the plain backing filesystem, removed afterwards. Returns its duration in ns.
+fn plain_create(
+    ctx: &mut Ctx<'_>,
+    backing: &Backing,
+    cache: Cache,
+    round: u32,
+) -> Result<u64, LabError> {
+    let dir = backing.dir.join("R");
+    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let path = dir.join(format!("plain-create-{round}"));
+    if cache == Cache::Cold {
+        drop_caches()?;
+    }
+    let r = ctx.worker.call(&Request::Op {
+        op: Op::Create,
+        path: path.clone(),
+        size: 0,
+    });
+    let _ = fs::remove_file(&path);
+    r
+}
+
 /// What a round measures once: a cell of one option set, or the plain-copy reference of one
 /// size (shared by the option sets of a filesystem and cache state, as before).
 enum Item {
-    Cell { set: usize, acc: Box<CellAcc> },
-    Reference { size: u64, hist: Hist },
+    Cell {
+        set: usize,
+        acc: Box<CellAcc>,
+    },
+    Reference {
+        size: u64,
+        hist: Hist,
+    },
+    /// `create` on the plain backing filesystem (no overlay): the same-run reference of the
+    /// metadata ops, which have no size to copy.
+    PlainCreate {
+        hist: Hist,
+    },
 }
 
 /// Measures every cell of `sets` and every reference size on one backing filesystem and cache
@@ -407,6 +450,11 @@ fn measure_interleaved(
             hist: Hist::default(),
         })
         .collect();
+    if spec.ops.contains(&Op::Create) {
+        items.push(Item::PlainCreate {
+            hist: Hist::default(),
+        });
+    }
     for (set, _) in sets.iter().enumerate() {
         for &op in &spec.ops {
             for (size, depth, threads) in cells_of(op, spec) {
@@ -436,6 +484,11 @@ fn measure_interleaved(
                     hist.record(ns);
                     (None, ("reference", *size, 0, 1), ns)
                 }
+                Item::PlainCreate { hist } => {
+                    let ns = plain_create(ctx, backing, cache, round)?;
+                    hist.record(ns);
+                    (None, ("plain_create", 0, 0, 1), ns)
+                }
                 Item::Cell { set, acc } => {
                     let ns = repetition(ctx, backing, layers, sets[*set], cache, acc)?;
                     (
@@ -455,9 +508,13 @@ fn measure_interleaved(
         .iter()
         .filter_map(|it| match it {
             Item::Reference { size, hist } => Some((*size, hist.p50())),
-            Item::Cell { .. } => None,
+            Item::Cell { .. } | Item::PlainCreate { .. } => None,
         })
         .collect();
+    let plain_create = items.iter().find_map(|it| match it {
+        Item::PlainCreate { hist } if !hist.is_empty() => Some(hist.stats()),
+        _ => None,
+    });
     let mut runs: Vec<RunResult> = sets
         .iter()
         .map(|set| RunResult {
@@ -467,6 +524,7 @@ fn measure_interleaved(
             cache: cache.as_str().to_owned(),
             layers: spec.layers,
             cells: Vec::new(),
+            plain_create: plain_create.clone(),
         })
         .collect();
     for it in &items {
@@ -502,7 +560,13 @@ fn prewarm(layers: &Layers, spec: &Spec) {
     }
 }
 
-/// Steps the progress bar counts: every repetition and every reference copy.
+/// Items measured once per round besides the cells: a reference copy per size, and the plain
+/// `create` when the spec has `create`.
+fn reference_items(spec: &Spec) -> u64 {
+    spec.sizes.len() as u64 + u64::from(spec.ops.contains(&Op::Create))
+}
+
+/// Steps the progress bar counts: every repetition, every reference copy and plain `create`.
 fn total_steps(spec: &Spec) -> u64 {
     let reps = u64::from(spec.repetitions);
     let cells: u64 = spec
@@ -510,7 +574,7 @@ fn total_steps(spec: &Spec) -> u64 {
         .iter()
         .map(|&op| cells_of(op, spec).len() as u64)
         .sum();
-    let per_cache = spec.sizes.len() as u64 * reps + spec.mount_options.len() as u64 * cells * reps;
+    let per_cache = reference_items(spec) * reps + spec.mount_options.len() as u64 * cells * reps;
     spec.filesystems.len() as u64 * spec.cache.len() as u64 * per_cache
 }
 
@@ -724,7 +788,7 @@ fn run_matrix(
         .map(|&op| cells_of(op, spec).len() as u64)
         .sum();
     let steps_per_set = cells_per_set * reps;
-    let steps_refs = spec.sizes.len() as u64 * reps;
+    let steps_refs = reference_items(spec) * reps;
 
     // Options this kernel's overlay does not have at all.
     let mut sets: Vec<&Vec<String>> = Vec::new();
@@ -1055,6 +1119,7 @@ mod tests {
             cache: "warm".into(),
             layers: 4,
             cells,
+            plain_create: None,
         };
         let exact = run(vec![
             cell(Op::FirstWrite, 1, 3, 3, None),
@@ -1086,7 +1151,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        // 1 size x 2 reps of references + (1 + 1 cells) x 2 reps.
-        assert_eq!(total_steps(&s), 2 + 4);
+        // (1 size + the plain create) x 2 reps of references + (1 + 1 cells) x 2 reps.
+        assert_eq!(total_steps(&s), 4 + 4);
     }
 }
