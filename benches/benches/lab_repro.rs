@@ -57,7 +57,8 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         spec: None,
-        out: PathBuf::from("target/lab-repro"),
+        // cargo runs benches in the package directory: anchor at the workspace's target/.
+        out: workspace_root().join("target/lab-repro"),
         cowprof: None,
         tolerance: 0.25,
         quorum: 0.9,
