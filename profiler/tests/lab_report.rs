@@ -191,6 +191,7 @@ fn sample_results() -> Results {
             cache: cfg.cache.to_string(),
             layers: 4,
             cells,
+            plain_create: None,
         });
     }
     Results {

@@ -365,11 +365,22 @@ impl Side<'_> {
     }
 
     fn reference(&self) -> Option<f64> {
-        self.cell
-            .reference_p50_ns
-            .filter(|r| *r > 0)
-            .map(|r| r as f64)
+        reference_ns(self.cell)
     }
+}
+
+/// The same run's physical-limit reference of `cell` (the median of a plain copy + fsync of the
+/// same bytes on the same filesystem), when the run measured one: what normalized verdicts
+/// divide by.
+pub fn reference_ns(cell: &Cell) -> Option<f64> {
+    cell.reference_p50_ns.filter(|r| *r > 0).map(|r| r as f64)
+}
+
+/// `p50 / reference`: the cell's median in units of its own run's reference. Two runs on a disk
+/// that changed speed between them differ less in this than in the p50 itself; a normalized
+/// p50 verdict is the change of this value (`lab_repro` judges reproducibility with it too).
+pub fn normalized_p50(cell: &Cell) -> Option<f64> {
+    reference_ns(cell).map(|r| cell.latency.p50_ns as f64 / r)
 }
 
 struct Judged {

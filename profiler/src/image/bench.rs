@@ -251,6 +251,7 @@ pub fn bench(
             cache: "warm".into(),
             layers: u32::try_from(n_layers).unwrap_or(u32::MAX),
             cells,
+            plain_create: None,
         }],
         skipped: Vec::new(),
         elapsed_s: started.elapsed().as_secs_f64(),

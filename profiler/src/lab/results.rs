@@ -53,6 +53,12 @@ pub struct RunResult {
     pub cache: String,
     pub layers: u32,
     pub cells: Vec<Cell>,
+    /// `create` of a new file on the plain backing filesystem (no overlay), measured in the same
+    /// run, interleaved with the cells: the reference of the metadata ops (`create`,
+    /// `rmdir_recreate`, `rename_dir`), which have no size to copy. Absent when the spec has no
+    /// `create` and in files written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_create: Option<LatencyStats>,
 }
 
 /// All measurements of one operation on one file size at one layer depth.

@@ -192,12 +192,72 @@ struct Ctx<'a> {
     stacks: u64,
     upper_checked: u64,
     upper_mismatches: u64,
+    /// `COWPROF_LAB_TRACE=FILE`: one JSON line per repetition (when, what, how long), to see
+    /// drift within a run.
+    trace: Option<std::io::BufWriter<fs::File>>,
+    started: Instant,
 }
 
 impl Ctx<'_> {
     fn warn(&self, msg: &str) {
         self.pb.suspend(|| eprintln!("cowprof: {msg}"));
     }
+
+    /// One line of the repetition trace, if asked for.
+    #[allow(clippy::too_many_arguments)]
+    fn trace(
+        &mut self,
+        round: u32,
+        fs_kind: FsKind,
+        set: &[String],
+        cache: Cache,
+        what: (&str, u64, u32, u32),
+        ns: u64,
+        settle_ns: u64,
+    ) {
+        let t_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        if let Some(w) = self.trace.as_mut() {
+            let line = serde_json::json!({
+                "t_ms": (t_ms * 1e3).round() / 1e3, "round": round, "fs": fs_kind.as_str(),
+                "options": options_label(set), "cache": cache.as_str(), "op": what.0,
+                "size_bytes": what.1, "layer_depth": what.2, "threads": what.3, "ns": ns,
+                "settle_ns": settle_ns,
+            });
+            let _ = writeln!(w, "{line}");
+        }
+    }
+}
+
+/// Environment variable naming the repetition trace file (JSON lines).
+pub const TRACE_ENV: &str = "COWPROF_LAB_TRACE";
+
+/// Seed of the order in which each round visits the cells (fixed: two runs of one spec measure
+/// in the same order).
+const ROUND_ORDER_SEED: u64 = 0x636f_7770_726f_6621;
+
+/// Environment variable: `0` turns [`settle`] off.
+pub const SETTLE_ENV: &str = "COWPROF_LAB_SETTLE";
+
+fn settle_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os(SETTLE_ENV).is_none_or(|v| v != "0"))
+}
+
+/// Writes back the backing filesystem's dirty data and commits its journal (`syncfs`), outside
+/// the timed window: a repetition must not pay for its predecessor's writeback (the upper dir
+/// just removed, a 64 MiB copy-up's blocks freed) nor find a half-full journal. A no-op on
+/// tmpfs, and with `COWPROF_LAB_SETTLE=0` (to measure what it buys). Returns how long it
+/// took, in ns.
+fn settle(backing: &Backing) -> u64 {
+    if backing.kind == FsKind::Tmpfs || !settle_enabled() {
+        return 0;
+    }
+    let t = Instant::now();
+    if let Ok(f) = fs::File::open(&backing.dir) {
+        // SAFETY: a valid fd; syncfs has no other preconditions.
+        unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) };
+    }
+    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One measured repetition of `op` on the file of `size` bytes in layer `depth`.
@@ -209,7 +269,7 @@ fn repetition(
     set: &[String],
     cache: Cache,
     acc: &mut CellAcc,
-) -> Result<(), LabError> {
+) -> Result<u64, LabError> {
     let (op, size, depth) = (acc.op, acc.size, acc.depth);
     let rel = op_rel(op, size, depth);
     let rels = if op.shape() == Shape::Concurrent {
@@ -228,23 +288,25 @@ fn repetition(
     if cache == Cache::Cold {
         drop_caches()?;
     }
-    let outcome = if op.shape() == Shape::Concurrent {
+    let (outcome, ns) = if op.shape() == Shape::Concurrent {
         let reply = ctx.worker.call_full(&Request::Parallel {
             paths: rels.iter().map(|r| stack.merged.join(r)).collect(),
         })?;
         for ns in &reply.per_thread_ns {
             acc.user.record(*ns);
         }
-        acc.wall.record(reply.ns.unwrap_or_default());
-        None
+        let wall = reply.ns.unwrap_or_default();
+        acc.wall.record(wall);
+        (None, wall)
     } else {
         let reply = ctx.worker.call_full(&Request::Op {
             op,
             path: target,
             size,
         })?;
-        acc.user.record(reply.ns.unwrap_or_default());
-        reply.outcome
+        let ns = reply.ns.unwrap_or_default();
+        acc.user.record(ns);
+        (reply.outcome, ns)
     };
     acc.repetitions += 1;
     if let Some(o) = &outcome {
@@ -297,45 +359,193 @@ fn repetition(
         }
     }
     drop(stack);
-    Ok(())
+    Ok(ns)
 }
 
-/// The physical-limit reference on `backing`: p50 of a plain copy + fsync, per size.
-fn references(
+/// One repetition of the physical-limit reference on `backing`: a plain copy + fsync of the
+/// lower file of `size` bytes (outside overlay) into `R/`. Returns its duration in ns.
+fn reference_repetition(
     ctx: &mut Ctx<'_>,
     backing: &Backing,
     layers: &Layers,
     cache: Cache,
-) -> Result<BTreeMap<u64, u64>, LabError> {
+    size: u64,
+    round: u32,
+) -> Result<u64, LabError> {
     let dir = backing.dir.join("R");
     fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
     let depth = ctx.spec.file_layers[0];
-    let mut out = BTreeMap::new();
-    for &size in &ctx.spec.sizes {
-        ctx.pb.set_message(format!(
-            "{} reference {} {}",
-            backing.kind,
-            format_size(size),
-            cache.as_str()
-        ));
-        let mut h = Hist::default();
-        for rep in 0..ctx.spec.repetitions {
-            ctx.cancel.check()?;
-            let dst = dir.join(format!("ref-{size}-{rep}"));
-            if cache == Cache::Cold {
-                drop_caches()?;
+    let dst = dir.join(format!("ref-{size}-{round}"));
+    if cache == Cache::Cold {
+        drop_caches()?;
+    }
+    let r = ctx.worker.call(&Request::Reference {
+        src: layers.lower_file(depth, &file_rel(size, depth)),
+        dst: dst.clone(),
+    });
+    let _ = fs::remove_file(&dst);
+    r
+}
+
+/// One `create` (open `O_CREAT|O_EXCL` + close, as the `create` op) of a new file in `R/` on
+/// the plain backing filesystem, removed afterwards. Returns its duration in ns.
+fn plain_create(
+    ctx: &mut Ctx<'_>,
+    backing: &Backing,
+    cache: Cache,
+    round: u32,
+) -> Result<u64, LabError> {
+    let dir = backing.dir.join("R");
+    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let path = dir.join(format!("plain-create-{round}"));
+    if cache == Cache::Cold {
+        drop_caches()?;
+    }
+    let r = ctx.worker.call(&Request::Op {
+        op: Op::Create,
+        path: path.clone(),
+        size: 0,
+    });
+    let _ = fs::remove_file(&path);
+    r
+}
+
+/// What a round measures once: a cell of one option set, or the plain-copy reference of one
+/// size (shared by the option sets of a filesystem and cache state, as before).
+enum Item {
+    Cell {
+        set: usize,
+        acc: Box<CellAcc>,
+    },
+    Reference {
+        size: u64,
+        hist: Hist,
+    },
+    /// `create` on the plain backing filesystem (no overlay): the same-run reference of the
+    /// metadata ops, which have no size to copy.
+    PlainCreate {
+        hist: Hist,
+    },
+}
+
+/// Measures every cell of `sets` and every reference size on one backing filesystem and cache
+/// state, interleaved: each of the spec's `repetitions` rounds runs one repetition of every
+/// item, in an order shuffled per round with a fixed seed. A slow phase of the disk (a
+/// throttled virtual disk, another process's writeback) then lands on all cells and on the
+/// references alike instead of on whichever cell ran during it, and no cell always follows the
+/// same predecessor. Returns one run per set, cells in the spec's order.
+fn measure_interleaved(
+    ctx: &mut Ctx<'_>,
+    backing: &Backing,
+    layers: &Layers,
+    sets: &[&Vec<String>],
+    cache: Cache,
+) -> Result<Vec<RunResult>, LabError> {
+    let spec = ctx.spec;
+    let mut items: Vec<Item> = spec
+        .sizes
+        .iter()
+        .map(|&size| Item::Reference {
+            size,
+            hist: Hist::default(),
+        })
+        .collect();
+    if spec.ops.contains(&Op::Create) {
+        items.push(Item::PlainCreate {
+            hist: Hist::default(),
+        });
+    }
+    for (set, _) in sets.iter().enumerate() {
+        for &op in &spec.ops {
+            for (size, depth, threads) in cells_of(op, spec) {
+                items.push(Item::Cell {
+                    set,
+                    acc: Box::new(CellAcc::new(op, size, depth, threads)),
+                });
             }
-            let r = ctx.worker.call(&Request::Reference {
-                src: layers.lower_file(depth, &file_rel(size, depth)),
-                dst: dst.clone(),
-            });
-            let _ = fs::remove_file(&dst);
-            h.record(r?);
+        }
+    }
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    let mut rng = fastrand::Rng::with_seed(ROUND_ORDER_SEED);
+    for round in 0..spec.repetitions {
+        ctx.pb.set_message(format!(
+            "{} {} round {}/{}",
+            backing.kind,
+            cache.as_str(),
+            round + 1,
+            spec.repetitions
+        ));
+        rng.shuffle(&mut order);
+        for &i in &order {
+            ctx.cancel.check()?;
+            let (set, what, ns) = match &mut items[i] {
+                Item::Reference { size, hist } => {
+                    let ns = reference_repetition(ctx, backing, layers, cache, *size, round)?;
+                    hist.record(ns);
+                    (None, ("reference", *size, 0, 1), ns)
+                }
+                Item::PlainCreate { hist } => {
+                    let ns = plain_create(ctx, backing, cache, round)?;
+                    hist.record(ns);
+                    (None, ("plain_create", 0, 0, 1), ns)
+                }
+                Item::Cell { set, acc } => {
+                    let ns = repetition(ctx, backing, layers, sets[*set], cache, acc)?;
+                    (
+                        Some(*set),
+                        (acc.op.as_str(), acc.size, acc.depth, acc.threads),
+                        ns,
+                    )
+                }
+            };
+            let settle_ns = settle(backing);
+            let set: &[String] = set.map_or(&[], |s| sets[s].as_slice());
+            ctx.trace(round, backing.kind, set, cache, what, ns, settle_ns);
             ctx.pb.inc(1);
         }
-        out.insert(size, h.p50());
     }
-    Ok(out)
+    let references: BTreeMap<u64, u64> = items
+        .iter()
+        .filter_map(|it| match it {
+            Item::Reference { size, hist } => Some((*size, hist.p50())),
+            Item::Cell { .. } | Item::PlainCreate { .. } => None,
+        })
+        .collect();
+    let plain_create = items.iter().find_map(|it| match it {
+        Item::PlainCreate { hist } if !hist.is_empty() => Some(hist.stats()),
+        _ => None,
+    });
+    let mut runs: Vec<RunResult> = sets
+        .iter()
+        .map(|set| RunResult {
+            fs: backing.kind.as_str().to_owned(),
+            fs_features: backing.features.clone(),
+            mount_options: (*set).clone(),
+            cache: cache.as_str().to_owned(),
+            layers: spec.layers,
+            cells: Vec::new(),
+            plain_create: plain_create.clone(),
+        })
+        .collect();
+    for it in &items {
+        let Item::Cell { set, acc } = it else {
+            continue;
+        };
+        let metacopy = metacopy_on(sets[*set]);
+        // Efficiency compares data copies with the plain copy of the same bytes.
+        let data_copy = match acc.op {
+            Op::FirstWrite | Op::Truncate | Op::OpenTrunc => true,
+            Op::Chmod => !metacopy,
+            _ => false,
+        } && (ctx.tap.is_none() || acc.bytes_copied > 0 || acc.size == 0);
+        let reference = acc
+            .op
+            .per_file()
+            .then(|| references.get(&acc.size).copied())
+            .flatten();
+        runs[*set].cells.push(acc.finish(reference, data_copy));
+    }
+    Ok(runs)
 }
 
 /// Reads every lower file once, so `warm` means warm even after a `cold` run dropped caches.
@@ -350,7 +560,13 @@ fn prewarm(layers: &Layers, spec: &Spec) {
     }
 }
 
-/// Steps the progress bar counts: every repetition and every reference copy.
+/// Items measured once per round besides the cells: a reference copy per size, and the plain
+/// `create` when the spec has `create`.
+fn reference_items(spec: &Spec) -> u64 {
+    spec.sizes.len() as u64 + u64::from(spec.ops.contains(&Op::Create))
+}
+
+/// Steps the progress bar counts: every repetition, every reference copy and plain `create`.
 fn total_steps(spec: &Spec) -> u64 {
     let reps = u64::from(spec.repetitions);
     let cells: u64 = spec
@@ -358,7 +574,7 @@ fn total_steps(spec: &Spec) -> u64 {
         .iter()
         .map(|&op| cells_of(op, spec).len() as u64)
         .sum();
-    let per_cache = spec.sizes.len() as u64 * reps + spec.mount_options.len() as u64 * cells * reps;
+    let per_cache = reference_items(spec) * reps + spec.mount_options.len() as u64 * cells * reps;
     spec.filesystems.len() as u64 * spec.cache.len() as u64 * per_cache
 }
 
@@ -427,6 +643,13 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
         stacks: 0,
         upper_checked: 0,
         upper_mismatches: 0,
+        trace: std::env::var_os(TRACE_ENV).and_then(|p| {
+            fs::File::create(&p)
+                .map_err(|e| eprintln!("cowprof: {TRACE_ENV}: {}: {e}", p.to_string_lossy()))
+                .ok()
+                .map(std::io::BufWriter::new)
+        }),
+        started: t0,
     };
     let mut runs = Vec::new();
     let result = run_matrix(&mut ctx, &mut root, &mut skipped, &mut runs);
@@ -565,7 +788,7 @@ fn run_matrix(
         .map(|&op| cells_of(op, spec).len() as u64)
         .sum();
     let steps_per_set = cells_per_set * reps;
-    let steps_refs = spec.sizes.len() as u64 * reps;
+    let steps_refs = reference_items(spec) * reps;
 
     // Options this kernel's overlay does not have at all.
     let mut sets: Vec<&Vec<String>> = Vec::new();
@@ -641,7 +864,9 @@ fn run_matrix(
             spec.concurrency.max_threads(),
             ctx.cancel,
         )?;
-        let mut references_by_cache: BTreeMap<Cache, BTreeMap<u64, u64>> = BTreeMap::new();
+        // The layers were synced as they were built; let that writeback finish before the
+        // first measured repetition.
+        settle(&backing);
         for cache in &spec.cache {
             if *cache == Cache::Cold && fs_kind == FsKind::Tmpfs {
                 skipped.push(Skipped {
@@ -652,8 +877,9 @@ fn run_matrix(
                     .dec_length(steps_refs + sets.len() as u64 * steps_per_set);
             }
         }
-        for set in &sets {
-            // Does this kernel accept the set on this filesystem at all?
+        // Does this kernel accept each set on this filesystem at all?
+        let mut accepted: Vec<(usize, &Vec<String>)> = Vec::new();
+        for (i, set) in sets.iter().enumerate() {
             match LabStack::mount(&backing.dir, &layers, set, ctx.stacks) {
                 Ok(s) => drop(s),
                 Err(LabError::Mount { source, .. }) => {
@@ -677,58 +903,34 @@ fn run_matrix(
                 Err(e) => return Err(e),
             }
             ctx.stacks += 1;
-            let metacopy = metacopy_on(set);
-            for &cache in &spec.cache {
-                if cache == Cache::Cold && fs_kind == FsKind::Tmpfs {
-                    continue;
-                }
-                if cache == Cache::Warm {
-                    prewarm(&layers, spec);
-                }
-                if let std::collections::btree_map::Entry::Vacant(e) =
-                    references_by_cache.entry(cache)
-                {
-                    e.insert(references(ctx, &backing, &layers, cache)?);
-                }
-                let mut run = RunResult {
-                    fs: fs_kind.as_str().to_owned(),
-                    fs_features: backing.features.clone(),
-                    mount_options: (*set).clone(),
-                    cache: cache.as_str().to_owned(),
-                    layers: spec.layers,
-                    cells: Vec::new(),
-                };
-                for &op in &spec.ops {
-                    for (size, depth, threads) in cells_of(op, spec) {
-                        ctx.pb.set_message(format!(
-                            "{fs_kind} {} {} {op} {} l{depth} x{threads}",
-                            options_label(set),
-                            cache.as_str(),
-                            format_size(size)
-                        ));
-                        let mut acc = CellAcc::new(op, size, depth, threads);
-                        for _ in 0..spec.repetitions {
-                            ctx.cancel.check()?;
-                            repetition(ctx, &backing, &layers, set, cache, &mut acc)?;
-                            ctx.pb.inc(1);
-                        }
-                        // Efficiency compares data copies with the plain copy of the same bytes.
-                        let data_copy =
-                            match op {
-                                Op::FirstWrite | Op::Truncate | Op::OpenTrunc => true,
-                                Op::Chmod => !metacopy,
-                                _ => false,
-                            } && (ctx.tap.is_none() || acc.bytes_copied > 0 || size == 0);
-                        let reference = op
-                            .per_file()
-                            .then(|| references_by_cache[&cache].get(&size).copied())
-                            .flatten();
-                        run.cells.push(acc.finish(reference, data_copy));
-                    }
-                }
-                runs.push(run);
-            }
+            accepted.push((i, set));
         }
+        if accepted.is_empty() {
+            drop(layers);
+            drop(backing);
+            continue;
+        }
+        let accepted_sets: Vec<&Vec<String>> = accepted.iter().map(|(_, s)| *s).collect();
+        // Results keep their order: per option set, then per cache state.
+        let mut fs_runs: Vec<(usize, usize, RunResult)> = Vec::new();
+        for (ci, &cache) in spec.cache.iter().enumerate() {
+            if cache == Cache::Cold && fs_kind == FsKind::Tmpfs {
+                continue;
+            }
+            if cache == Cache::Warm {
+                prewarm(&layers, spec);
+                settle(&backing);
+            }
+            let measured = measure_interleaved(ctx, &backing, &layers, &accepted_sets, cache)?;
+            fs_runs.extend(
+                measured
+                    .into_iter()
+                    .zip(&accepted)
+                    .map(|(run, (si, _))| (*si, ci, run)),
+            );
+        }
+        fs_runs.sort_by_key(|(si, ci, _)| (*si, *ci));
+        runs.extend(fs_runs.into_iter().map(|(_, _, run)| run));
         drop(layers);
         drop(backing);
     }
@@ -917,6 +1119,7 @@ mod tests {
             cache: "warm".into(),
             layers: 4,
             cells,
+            plain_create: None,
         };
         let exact = run(vec![
             cell(Op::FirstWrite, 1, 3, 3, None),
@@ -948,7 +1151,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        // 1 size x 2 reps of references + (1 + 1 cells) x 2 reps.
-        assert_eq!(total_steps(&s), 2 + 4);
+        // (1 size + the plain create) x 2 reps of references + (1 + 1 cells) x 2 reps.
+        assert_eq!(total_steps(&s), 4 + 4);
     }
 }
