@@ -22,7 +22,7 @@ fn default_spec_is_the_documented_matrix() {
     );
     assert_eq!(s.file_layers, vec![1, 4]);
     assert_eq!(s.repetitions, 10);
-    assert_eq!(s.filesystems, vec![FsKind::Dir, FsKind::Tmpfs]);
+    assert_eq!(s.filesystems, vec![FsKind::Ext4, FsKind::Tmpfs]);
     assert_eq!(
         s.mount_options,
         vec![Vec::<String>::new(), vec!["metacopy=on".to_owned()]]
