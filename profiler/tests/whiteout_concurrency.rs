@@ -12,6 +12,7 @@ mod common;
 use std::{
     collections::BTreeSet,
     fs,
+    path::Path,
     process::Command,
     sync::{Arc, Barrier},
     time::Duration,
@@ -26,6 +27,55 @@ use cowprof::{
 const THREADS: usize = 4;
 const FILES: usize = 4000;
 
+/// `n` empty lower files `f0..f{n-1}` in one layer.
+fn lower_files(n: usize) -> Vec<FileSpec> {
+    (0..n)
+        .map(|i| FileSpec {
+            layer: 1,
+            path: Box::leak(format!("f{i}").into_boxed_str()),
+            size: 0,
+        })
+        .collect()
+}
+
+/// `record --json` of this process, started (its first line read).
+fn start_record() -> (Running, String) {
+    let me = std::process::id().to_string();
+    let mut rec = Running::spawn(Command::new(BIN).args(["record", "--json", "--pid", &me]));
+    let start = rec.next_line(common::START_TIMEOUT);
+    assert!(start.contains("\"start\""), "{start}");
+    (rec, start)
+}
+
+/// Runs `work(merged, i)` for every `i` in `0..n`, spread over [`THREADS`] threads that start at
+/// once.
+fn in_threads(merged: &Path, n: usize, work: fn(&Path, usize)) {
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (barrier, merged) = (Arc::clone(&barrier), merged.to_path_buf());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in (t..n).step_by(THREADS) {
+                    work(&merged, i);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+/// Stops the recording (all its events are in the ring buffer: the threads have ended) and parses it.
+fn stop_record(rec: Running, start: String) -> common::Recording {
+    rec.signal(libc::SIGINT);
+    let (status, mut lines, stderr) = rec.wait(Duration::from_mins(1));
+    assert_eq!(status.code(), Some(0), "record: {stderr}");
+    lines.insert(0, start);
+    parse_recording(&lines)
+}
+
 fn concurrent_unlinks(test: &str, on_tmpfs: bool) {
     if !require_root(test) {
         return;
@@ -35,43 +85,13 @@ fn concurrent_unlinks(test: &str, on_tmpfs: bool) {
     {
         let dir = disk_tempdir();
         let root = canon(dir.path()).join("s");
-        let files: Vec<FileSpec> = (0..FILES)
-            .map(|i| FileSpec {
-                layer: 1,
-                path: Box::leak(format!("f{i}").into_boxed_str()),
-                size: 0,
-            })
-            .collect();
-        let stack = Stack::create(&root, 1, &files, &[], on_tmpfs).expect("stack");
+        let stack = Stack::create(&root, 1, &lower_files(FILES), &[], on_tmpfs).expect("stack");
         let merged = canon(&stack.merged);
-
-        let me = std::process::id().to_string();
-        let mut rec = Running::spawn(Command::new(BIN).args(["record", "--json", "--pid", &me]));
-        let start = rec.next_line(common::START_TIMEOUT);
-        assert!(start.contains("\"start\""), "{start}");
-
-        let barrier = Arc::new(Barrier::new(THREADS));
-        let workers: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let (barrier, merged) = (Arc::clone(&barrier), merged.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    for i in (t..FILES).step_by(THREADS) {
-                        fs::remove_file(merged.join(format!("f{i}"))).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().unwrap();
-        }
-        // The reader delivers what the kernel wrote; give it a moment before stopping.
-        std::thread::sleep(Duration::from_millis(500));
-        rec.signal(libc::SIGINT);
-        let (status, mut lines, stderr) = rec.wait(Duration::from_mins(1));
-        assert_eq!(status.code(), Some(0), "record: {stderr}");
-        lines.insert(0, start);
-        let recording = parse_recording(&lines);
+        let (rec, start) = start_record();
+        in_threads(&merged, FILES, |merged, i| {
+            fs::remove_file(merged.join(format!("f{i}"))).unwrap();
+        });
+        let recording = stop_record(rec, start);
 
         let truth = UpperTruth::read(&stack.upper).expect("read upper");
         let ground_truth = truth
@@ -132,47 +152,18 @@ fn concurrent_whiteout_churn_is_counted_exactly() {
     {
         let dir = disk_tempdir();
         let root = canon(dir.path()).join("s");
-        let files: Vec<FileSpec> = (0..CHURN_FILES)
-            .map(|i| FileSpec {
-                layer: 1,
-                path: Box::leak(format!("f{i}").into_boxed_str()),
-                size: 0,
-            })
-            .collect();
-        let stack = Stack::create(&root, 1, &files, &[], true).expect("stack");
+        let stack = Stack::create(&root, 1, &lower_files(CHURN_FILES), &[], true).expect("stack");
         let merged = canon(&stack.merged);
-
-        let me = std::process::id().to_string();
-        let mut rec = Running::spawn(Command::new(BIN).args(["record", "--json", "--pid", &me]));
-        let start = rec.next_line(common::START_TIMEOUT);
-        assert!(start.contains("\"start\""), "{start}");
-
-        let barrier = Arc::new(Barrier::new(THREADS));
-        let workers: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let (barrier, merged) = (Arc::clone(&barrier), merged.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    for i in (t..CHURN_FILES).step_by(THREADS) {
-                        let p = merged.join(format!("f{i}"));
-                        for _ in 0..CHURN_ROUNDS {
-                            fs::remove_file(&p).unwrap();
-                            fs::File::create(&p).unwrap();
-                        }
-                        fs::remove_file(&p).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        rec.signal(libc::SIGINT);
-        let (status, mut lines, stderr) = rec.wait(Duration::from_mins(1));
-        assert_eq!(status.code(), Some(0), "record: {stderr}");
-        lines.insert(0, start);
-        let recording = parse_recording(&lines);
+        let (rec, start) = start_record();
+        in_threads(&merged, CHURN_FILES, |merged, i| {
+            let p = merged.join(format!("f{i}"));
+            for _ in 0..CHURN_ROUNDS {
+                fs::remove_file(&p).unwrap();
+                fs::File::create(&p).unwrap();
+            }
+            fs::remove_file(&p).unwrap();
+        });
+        let recording = stop_record(rec, start);
 
         let truth = UpperTruth::read(&stack.upper).expect("read upper");
         let final_whiteouts = truth
