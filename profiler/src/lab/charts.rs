@@ -1275,7 +1275,35 @@ pub fn render_all(results: &Results, out_dir: &Path) -> Result<Vec<Chart>, Chart
             png,
         });
     }
+    let keep: HashSet<&str> = plans.iter().map(|p| p.id.as_str()).collect();
+    remove_stale(out_dir, &keep);
     Ok(charts)
+}
+
+/// File-name prefixes of the charts [`render_all`] draws (see the module docs).
+const CHART_PREFIXES: [&str; 4] = ["first-write-", "copy-up-", "efficiency-", "cdf-"];
+
+/// Removes the charts an earlier run into the same directory drew and this one did not (another
+/// spec): regular `.svg`/`.png` files named like a chart of ours that is not in `keep`. Anything
+/// else (other names, symlinks, directories) is left alone; a file that cannot be removed stays.
+fn remove_stale(out_dir: &Path, keep: &HashSet<&str>) {
+    let Ok(entries) = fs::read_dir(out_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = path.extension().is_some_and(|e| e == "svg" || e == "png")
+            && path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|stem| {
+                    CHART_PREFIXES.iter().any(|p| stem.starts_with(p)) && !keep.contains(stem)
+                });
+        // `DirEntry::file_type` does not follow symlinks.
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(&path);
+        }
+    }
 }
 
 /// The SVG markup of `chart` (one that [`render_all`] returned for the same `results`), drawn
@@ -1307,6 +1335,40 @@ pub fn chart_index(results: &Results) -> Result<BTreeMap<String, String>, ChartE
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stale_charts_of_an_earlier_run_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            "cdf-create-dir-warm.svg",
+            "cdf-create-dir-warm.png",
+            "copy-up-ext4-warm.svg",
+            "notes.svg",
+            "cdf-x.txt",
+        ] {
+            fs::write(d.join(f), "x").unwrap();
+        }
+        std::os::unix::fs::symlink(d.join("notes.svg"), d.join("efficiency-link.svg")).unwrap();
+        fs::create_dir(d.join("cdf-dir.svg")).unwrap();
+        remove_stale(d, &HashSet::from(["copy-up-ext4-warm"]));
+        let mut left: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "cdf-dir.svg",
+                "cdf-x.txt",
+                "copy-up-ext4-warm.svg",
+                "efficiency-link.svg",
+                "notes.svg"
+            ]
+        );
+    }
+
     use super::*;
 
     #[test]
