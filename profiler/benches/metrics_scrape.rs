@@ -49,37 +49,17 @@ static ALLOC: Counting = Counting;
 
 fn event(kind: Kind, mount: &str, i: u64) -> Event {
     Event {
-        kind,
-        backend: "tracepoint".into(),
-        time_ns: 0,
         latency_ns: 1_000 + (i * 7919) % 5_000_000,
         latency_partial: true,
-        errno: 0,
         pid: 1,
         tid: 1,
         comm: "bench".into(),
-        cgroup_id: 0,
-        mnt_ns: 0,
-        dev: None,
         mount_point: Some(mount.to_owned()),
         path: "p".into(),
-        path_truncated: false,
         size_bytes: 4096,
         bytes_copied: 4096,
         lower_layer: Some(1),
-        lower_layer_dir: None,
-        syscall: None,
-        syscall_latency_ns: None,
-        syscall_ret: None,
-        container_id: None,
-        container_name: None,
-        image: None,
-        image_id: None,
-        layer_digest: None,
-        pod_name: None,
-        pod_namespace: None,
-        pod_uid: None,
-        pod_qos: None,
+        ..Event::new(kind, "tracepoint")
     }
 }
 

@@ -196,37 +196,18 @@ mod tests {
 
     fn ev(kind: Kind, latency_ns: u64, layer: u32) -> Event {
         Event {
-            kind,
-            backend: "kprobe".into(),
-            time_ns: 0,
             latency_ns,
-            latency_partial: false,
-            errno: 0,
             pid: 1,
             tid: 1,
             comm: "t".into(),
-            cgroup_id: 0,
-            mnt_ns: 0,
             dev: Some("0:40".into()),
             mount_point: Some("/m".into()),
             path: "f".into(),
-            path_truncated: false,
             size_bytes: 10,
             bytes_copied: 10,
             lower_layer: Some(layer),
             lower_layer_dir: Some(format!("/l{layer}")),
-            syscall: None,
-            syscall_latency_ns: None,
-            syscall_ret: None,
-            container_id: None,
-            container_name: None,
-            image: None,
-            image_id: None,
-            layer_digest: None,
-            pod_name: None,
-            pod_namespace: None,
-            pod_uid: None,
-            pod_qos: None,
+            ..Event::new(kind, "kprobe")
         }
     }
 

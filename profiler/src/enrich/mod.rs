@@ -82,6 +82,47 @@ pub struct Event {
     pub pod_qos: Option<String>,
 }
 
+impl Event {
+    /// An event of `kind` from `backend` with every other field zero, empty or `None`: the
+    /// start for tests and benches, which set what they need with struct update syntax.
+    #[must_use]
+    pub fn new(kind: Kind, backend: &str) -> Self {
+        Self {
+            kind,
+            backend: backend.to_owned(),
+            time_ns: 0,
+            latency_ns: 0,
+            latency_partial: false,
+            errno: 0,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            cgroup_id: 0,
+            mnt_ns: 0,
+            dev: None,
+            mount_point: None,
+            path: String::new(),
+            path_truncated: false,
+            size_bytes: 0,
+            bytes_copied: 0,
+            lower_layer: None,
+            lower_layer_dir: None,
+            syscall: None,
+            syscall_latency_ns: None,
+            syscall_ret: None,
+            container_id: None,
+            container_name: None,
+            image: None,
+            image_id: None,
+            layer_digest: None,
+            pod_name: None,
+            pod_namespace: None,
+            pod_uid: None,
+            pod_qos: None,
+        }
+    }
+}
+
 /// Remembers every overlay mount seen during the session (a mount may be gone by the time its
 /// last events are read) and joins events with the exit of their syscall.
 pub struct Enricher {

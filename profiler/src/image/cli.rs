@@ -155,11 +155,7 @@ fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
                         "imported {} ({} layers) tags {} (mutable)",
                         i.id,
                         i.layers.len(),
-                        if i.tags.is_empty() {
-                            "-".into()
-                        } else {
-                            i.tags.join(", ")
-                        }
+                        tags_or_dash(&i.tags)
                     ))?;
                     for l in &i.layers {
                         for n in &l.stats.notes {
@@ -241,14 +237,19 @@ fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
                     "{}  {:>3} layers  {}",
                     i.id,
                     i.layers.len(),
-                    if i.tags.is_empty() {
-                        "-".into()
-                    } else {
-                        i.tags.join(", ")
-                    }
+                    tags_or_dash(&i.tags)
                 ))?;
             }
         }
     }
     w(out.flush())
+}
+
+/// An image's tags for a one-line listing: comma-separated, `-` when it has none.
+fn tags_or_dash(tags: &[String]) -> String {
+    if tags.is_empty() {
+        "-".into()
+    } else {
+        tags.join(", ")
+    }
 }

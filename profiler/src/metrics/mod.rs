@@ -446,37 +446,16 @@ mod tests {
 
     fn event(kind: Kind, mount: &str, latency_ns: u64, bytes: u64) -> Event {
         Event {
-            kind,
-            backend: "tracepoint".into(),
-            time_ns: 0,
             latency_ns,
-            latency_partial: false,
-            errno: 0,
             pid: 1,
             tid: 1,
             comm: "t".into(),
-            cgroup_id: 0,
-            mnt_ns: 0,
-            dev: None,
             mount_point: Some(mount.into()),
             path: "secret/path".into(),
-            path_truncated: false,
             size_bytes: bytes,
             bytes_copied: bytes,
             lower_layer: Some(1),
-            lower_layer_dir: None,
-            syscall: None,
-            syscall_latency_ns: None,
-            syscall_ret: None,
-            container_id: None,
-            container_name: None,
-            image: None,
-            image_id: None,
-            layer_digest: None,
-            pod_name: None,
-            pod_namespace: None,
-            pod_uid: None,
-            pod_qos: None,
+            ..Event::new(kind, "tracepoint")
         }
     }
 
