@@ -1,5 +1,6 @@
 //! Stage 5: latency histograms (hdrhistogram) per kind, per source layer and per mount.
 
+use crate::fmt;
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
@@ -72,8 +73,8 @@ pub const NO_IMAGE_LAYER: &str = "(no image layer)";
 /// cgroup path alone).
 pub fn container_key(ev: &Event) -> String {
     let container = match (&ev.container_name, &ev.container_id) {
-        (Some(n), Some(id)) => format!("{n} ({})", short_id(id)),
-        (None, Some(id)) => short_id(id),
+        (Some(n), Some(id)) => format!("{n} ({})", fmt::short_id(id)),
+        (None, Some(id)) => fmt::short_id(id),
         (_, None) => return HOST.to_owned(),
     };
     match (&ev.pod_namespace, &ev.pod_name, &ev.pod_uid) {
@@ -81,11 +82,6 @@ pub fn container_key(ev: &Event) -> String {
         (_, _, Some(uid)) => format!("{uid}/{container}"),
         _ => container,
     }
-}
-
-/// The 12-character form `docker ps` shows.
-pub fn short_id(id: &str) -> String {
-    id.chars().take(12).collect()
 }
 
 /// Everything the end-of-run summary shows.
