@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cowprof::lab::charts::{
-    self, decode_histogram, linear_ticks, log_bounds, log_minor_ticks, log_ticks, render_all,
-    run_label, Chart, ChartError, HistogramError, CHART_HEIGHT, CHART_WIDTH,
+    self, linear_ticks, log_bounds, log_minor_ticks, log_ticks, render_all, run_label, Chart,
+    ChartError, CHART_HEIGHT, CHART_WIDTH,
 };
 use cowprof::lab::html::write_report;
 use cowprof::lab::results::{
-    Cell, Environment, LatencyStats, Results, RunResult, Skipped, RESULTS_SCHEMA,
+    decode_histogram, Cell, Environment, HistogramError, LatencyStats, Results, RunResult, Skipped,
+    RESULTS_SCHEMA,
 };
 use hdrhistogram::serialization::{Serializer as _, V2Serializer};
 use hdrhistogram::Histogram;

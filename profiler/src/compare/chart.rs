@@ -16,10 +16,8 @@ use plotters::prelude::*;
 
 use super::{diff::Comparison, CompareError};
 use crate::lab::{
-    charts::{
-        cdf_points, color, decode_histogram, ensure_font, slug, ChartError, CHART_HEIGHT,
-        CHART_WIDTH, FONT,
-    },
+    charts::{cdf_points, color, ensure_font, slug, ChartError, CHART_HEIGHT, CHART_WIDTH, FONT},
+    results::decode_histogram,
     results::{Cell, Results, RunResult},
 };
 

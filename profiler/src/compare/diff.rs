@@ -18,7 +18,8 @@ use super::{
     CompareError,
 };
 use crate::lab::{
-    charts::{decode_histogram, run_label, HistogramError},
+    charts::run_label,
+    results::{decode_histogram, HistogramError},
     results::{Cell, Results, RunResult},
 };
 

@@ -39,8 +39,8 @@ impl Group {
         self.hist.saturating_record(ev.latency_ns.max(1));
     }
 
-    pub fn stats(&self) -> LatencyStats {
-        LatencyStats {
+    pub fn stats(&self) -> GroupStats {
+        GroupStats {
             count: self.count,
             errors: self.errors,
             bytes_copied: self.bytes_copied,
@@ -53,7 +53,7 @@ impl Group {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LatencyStats {
+pub struct GroupStats {
     pub count: u64,
     pub errors: u64,
     pub bytes_copied: u64,
@@ -175,13 +175,13 @@ impl Drops {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub events: u64,
-    pub by_kind: BTreeMap<String, LatencyStats>,
-    pub by_layer: BTreeMap<String, LatencyStats>,
-    pub by_mount: BTreeMap<String, LatencyStats>,
+    pub by_kind: BTreeMap<String, GroupStats>,
+    pub by_layer: BTreeMap<String, GroupStats>,
+    pub by_mount: BTreeMap<String, GroupStats>,
     #[serde(default)]
-    pub by_container: BTreeMap<String, LatencyStats>,
+    pub by_container: BTreeMap<String, GroupStats>,
     #[serde(default)]
-    pub by_image_layer: BTreeMap<String, LatencyStats>,
+    pub by_image_layer: BTreeMap<String, GroupStats>,
     pub drops: Drops,
 }
 
