@@ -208,7 +208,7 @@ fn sample_results() -> Results {
                 ("redirect_dir".to_string(), "Y".to_string()),
                 ("xino_auto".to_string(), "N".to_string()),
             ]),
-            backend: Some("kprobe".to_string()),
+            backend: Some(cowprof::event::Backend::Kprobe),
             started_unix_s: 1_767_225_600,
         },
         spec_hash: "9f2c".repeat(16),

@@ -170,8 +170,10 @@ fn environment_notes(base: &Results, new: &Results) -> Vec<String> {
     differ("cpus", b.cpus.to_string(), n.cpus.to_string());
     differ(
         "kernel-side backend",
-        b.backend.clone().unwrap_or_else(|| "none".to_owned()),
-        n.backend.clone().unwrap_or_else(|| "none".to_owned()),
+        b.backend
+            .map_or_else(|| "none".to_owned(), |b| b.to_string()),
+        n.backend
+            .map_or_else(|| "none".to_owned(), |b| b.to_string()),
     );
     differ(
         "cowprof version",

@@ -611,8 +611,8 @@ fn split_unquoted(s: &[u8], sep: u8) -> Vec<&[u8]> {
 /// comes from mountinfo (`sb->s_dev`), not `stat` (btrfs reports a subvolume device there).
 pub fn upper_root_key(upper: &Path) -> Option<(u32, u64)> {
     let md = std::fs::metadata(upper).ok()?;
-    let kdev =
-        superblock_kdev_of(upper).unwrap_or_else(|| to_kdev(std::os::unix::fs::MetadataExt::dev(&md)));
+    let kdev = superblock_kdev_of(upper)
+        .unwrap_or_else(|| to_kdev(std::os::unix::fs::MetadataExt::dev(&md)));
     Some((kdev, std::os::unix::fs::MetadataExt::ino(&md)))
 }
 

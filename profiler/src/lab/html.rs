@@ -179,7 +179,7 @@ pub fn render_report(results: &Results, charts: &[Chart]) -> io::Result<String> 
 
     // Environment.
     out.push_str("<section id=\"environment\">\n<h2>Environment</h2>\n<table class=\"kv\">\n");
-    let backend = env.backend.as_deref().map_or_else(
+    let backend = env.backend.map(crate::event::Backend::as_str).map_or_else(
         || "<span class=\"muted\">none (no kernel-side timings)</span>".to_string(),
         |b| format!("<code>{}</code>", escape(b)),
     );

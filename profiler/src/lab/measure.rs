@@ -280,8 +280,8 @@ impl KernelTap {
         })
     }
 
-    pub fn backend(&self) -> String {
-        self.probe.backend.to_string()
+    pub fn backend(&self) -> crate::event::Backend {
+        self.probe.backend
     }
 
     /// Loads and attaches afresh: empty maps. Needed when a new backing filesystem reuses the

@@ -36,7 +36,7 @@ pub struct Environment {
     /// `/sys/module/overlay/parameters/*` (name -> value).
     pub overlay_params: BTreeMap<String, String>,
     /// cowprof backend that gave the kernel-side timings, if one could attach.
-    pub backend: Option<String>,
+    pub backend: Option<crate::event::Backend>,
     /// Wall-clock start, seconds since the epoch.
     pub started_unix_s: u64,
 }

@@ -104,7 +104,10 @@ pub fn sha256_hex(text: &str) -> String {
 }
 
 /// What a results file records about the machine it was measured on (also `bench --image`'s).
-pub(crate) fn environment(backend: Option<String>, started: SystemTime) -> Environment {
+pub(crate) fn environment(
+    backend: Option<crate::event::Backend>,
+    started: SystemTime,
+) -> Environment {
     let overlay_params = fs::read_dir("/sys/module/overlay/parameters")
         .map(|rd| {
             rd.flatten()
@@ -1025,7 +1028,7 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
                 rep.results.runs.len(),
                 rep.upper_checked,
                 rep.upper_mismatches,
-                rep.results.environment.backend.as_deref().unwrap_or("none"),
+                rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
                 rep.elapsed.as_secs_f64(),
                 rep.results_path.display()
             );
@@ -1047,7 +1050,7 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
                 {
                     eprintln!(
                         "cowprof: --expect-kernel: kernel-side timings missing or inexact (backend {}, {} runs unseen, {} cells off)",
-                        rep.results.environment.backend.as_deref().unwrap_or("none"),
+                        rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
                         unseen.len(),
                         rep.kernel_mismatches.len()
                     );

@@ -203,7 +203,7 @@ mod tests {
             bytes_copied: 10,
             lower_layer: Some(layer),
             lower_layer_dir: Some(format!("/l{layer}")),
-            ..Event::new(kind, "kprobe")
+            ..Event::new(kind, crate::event::Backend::Kprobe)
         }
     }
 

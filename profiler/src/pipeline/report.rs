@@ -18,7 +18,7 @@ pub trait Exporter {
 /// Printed once at start: what is attached where.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunInfo {
-    pub backend: String,
+    pub backend: crate::event::Backend,
     pub kernel: String,
     pub attached: Vec<String>,
     pub skipped: Vec<String>,
@@ -229,7 +229,7 @@ mod tests {
     fn sample_event() -> Event {
         Event {
             kind: Kind::DataCopyUp,
-            backend: "kprobe".into(),
+            backend: crate::event::Backend::Kprobe,
             time_ns: 1_795_857_779_000_000_000,
             latency_ns: 528_100,
             latency_partial: false,

@@ -5,7 +5,7 @@
 
 pub mod btf;
 
-use std::{fmt, fs, os::unix::fs::MetadataExt as _, path::Path};
+use std::{fs, os::unix::fs::MetadataExt as _, path::Path};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -14,30 +14,9 @@ use aya::{
 };
 use profiler_common::{counter, Config, InodeKey};
 
+pub use crate::event::Backend;
 use crate::host::{mountinfo::OverlayMount, syscalls};
 pub use btf::{BtfError, BtfInfo, BtfPaths, KernelBtf};
-
-/// The kernel mechanisms cowprof can use, best first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// fentry/fexit on overlay functions (BTF trampolines).
-    Fentry,
-    /// kprobe/kretprobe on overlay functions (distro kernels, overlay as a module).
-    Kprobe,
-    /// Syscall windows plus the 6.13+ ctime tracepoints (kernels without kprobes and fentry).
-    Tracepoint,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Fentry => "fentry",
-            Self::Kprobe => "kprobe",
-            Self::Tracepoint => "tracepoint",
-        })
-    }
-}
 
 /// kprobe attach points: (program, kernel function, required). A missing optional function is
 /// reported by `doctor` and loses only that kind of event.
@@ -475,7 +454,6 @@ impl Probe {
         Ok(())
     }
 }
-
 
 /// The capabilities loading and attaching needs that this process lacks (effective set, from
 /// /proc/self/status), e.g. `CAP_PERFMON,CAP_BPF`; `None` when it has them. The kernel accepts
