@@ -71,16 +71,9 @@ fn fentry_is_not_an_accepted_backend() {
         let e = fails(
             &["record", "--backend", "fentry"],
             2,
-            &[
-                "invalid value 'fentry'",
-                "possible values: kprobe, tracepoint",
-            ],
+            &["invalid value 'fentry'", "--backend"],
         );
-        assert_eq!(
-            e.lines().filter(|l| l.starts_with("error:")).count(),
-            1,
-            "{e}"
-        );
+        assert!(e.contains("possible values: kprobe, tracepoint"), "{e}");
     });
 }
 
