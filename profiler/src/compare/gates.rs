@@ -116,7 +116,7 @@ pub enum GateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{origin}: {detail}; see README \"Regression gates\" for the format")]
+    #[error("{origin}: {detail}; see docs/compare.md, \"Thresholds\", for the format")]
     Toml { origin: String, detail: String },
     #[error("{origin}: unknown metric `{name}`; known metrics: {known}")]
     UnknownMetric {
