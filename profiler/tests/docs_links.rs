@@ -70,7 +70,8 @@ fn parse(text: &str) -> Parsed {
     let mut anchors = BTreeSet::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut heading: Option<String> = None;
-    let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_FOOTNOTES;
+    let options =
+        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_FOOTNOTES;
     for (event, range) in Parser::new_ext(text, options).into_offset_iter() {
         match event {
             Event::Start(Tag::Heading { .. }) => heading = Some(String::new()),
@@ -153,13 +154,11 @@ fn links_resolve_and_every_doc_is_linked_from_the_readme() {
             let target = if path.is_empty() {
                 (*doc).clone()
             } else {
-                match resolve(dir, path) {
-                    Some(t) => t,
-                    None => {
-                        problems.push(format!("{where_} leaves the repository"));
-                        continue;
-                    }
-                }
+                let Some(t) = resolve(dir, path) else {
+                    problems.push(format!("{where_} leaves the repository"));
+                    continue;
+                };
+                t
             };
             if !root.join(&target).exists() {
                 problems.push(format!("{where_}: {} does not exist", target.display()));
@@ -172,13 +171,10 @@ fn links_resolve_and_every_doc_is_linked_from_the_readme() {
             if target.extension().is_none_or(|x| x != "md") {
                 continue;
             }
-            let anchors = match parsed.get(&target) {
-                Some(p) => p.anchors.clone(),
-                None => {
-                    let text = fs::read_to_string(root.join(&target)).unwrap_or_default();
-                    parse(&text).anchors
-                }
-            };
+            let anchors = parsed.get(&target).map_or_else(
+                || parse(&fs::read_to_string(root.join(&target)).unwrap_or_default()).anchors,
+                |p| p.anchors.clone(),
+            );
             if !anchors.contains(anchor) {
                 problems.push(format!(
                     "{where_}: no heading with anchor #{anchor} in {}",
@@ -192,7 +188,11 @@ fn links_resolve_and_every_doc_is_linked_from_the_readme() {
             problems.push(format!("{} is not linked from README.md", doc.display()));
         }
     }
-    assert!(problems.is_empty(), "broken documentation links:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "broken documentation links:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -281,11 +281,20 @@ fn the_checks_themselves() {
     assert_eq!(slug("The lab: `cowprof bench`"), "the-lab-cowprof-bench");
     assert_eq!(slug("Exit codes"), "exit-codes");
     assert_eq!(slug("Scrape cost and memory"), "scrape-cost-and-memory");
-    assert_eq!(slug("`record --json` / JSON lines"), "record---json--json-lines");
-    let p = parse("# A\n## A\n[x](#a-1) [y](docs/x.md#b)\n```\n[not](a link)\n```\n");
-    assert_eq!(p.anchors, BTreeSet::from(["a".to_owned(), "a-1".to_owned()]));
     assert_eq!(
-        p.links.iter().map(|l| (l.dest.as_str(), l.line)).collect::<Vec<_>>(),
+        slug("`record --json` / JSON lines"),
+        "record---json--json-lines"
+    );
+    let p = parse("# A\n## A\n[x](#a-1) [y](docs/x.md#b)\n```\n[not](a link)\n```\n");
+    assert_eq!(
+        p.anchors,
+        BTreeSet::from(["a".to_owned(), "a-1".to_owned()])
+    );
+    assert_eq!(
+        p.links
+            .iter()
+            .map(|l| (l.dest.as_str(), l.line))
+            .collect::<Vec<_>>(),
         [("#a-1", 3), ("docs/x.md#b", 3)]
     );
     assert!(has_date("run on 2026-11-28 here"));
@@ -294,8 +303,14 @@ fn the_checks_themselves() {
     assert!(has_issue_number("see issue 4"));
     assert!(has_issue_number("issue #12"));
     assert!(!has_issue_number("an issue with the kernel"));
-    assert_eq!(diary_pattern("see ../shared/notes"), Some("a path outside the repository"));
+    assert_eq!(
+        diary_pattern("see ../shared/notes"),
+        Some("a path outside the repository")
+    );
     assert_eq!(diary_pattern("measured in this session"), Some("a session"));
-    assert_eq!(resolve(Path::new("docs"), "../README.md"), Some(PathBuf::from("README.md")));
+    assert_eq!(
+        resolve(Path::new("docs"), "../README.md"),
+        Some(PathBuf::from("README.md"))
+    );
     assert_eq!(resolve(Path::new(""), "../shared/x.md"), None);
 }
