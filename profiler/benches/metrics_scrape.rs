@@ -20,9 +20,9 @@ use std::{
 };
 
 use cowprof::{
-    decode::Kind,
-    enrich::Event,
-    metrics::{encode, MetricsServer, Recorder},
+    pipeline::decode::Kind,
+    pipeline::enrich::Event,
+    pipeline::metrics::{encode, MetricsServer, Recorder},
 };
 
 /// Live heap bytes, to measure what the series hold.

@@ -9,10 +9,11 @@ use clap::{Parser, Subcommand};
 use cowprof::{
     compare::{self, CompareOptions, Format},
     lab,
-    probe::{self, Backend, BtfPaths, ProbeOptions},
-    record::{self, RecordOptions},
-    report::{Exporter, JsonLines, Table},
-    scenario, selftest,
+    pipeline::probe::{self, Backend, BtfPaths, ProbeOptions},
+    pipeline::record::{self, RecordOptions},
+    pipeline::report::{Exporter, JsonLines, Table},
+    scenario,
+    scenario::selftest,
 };
 
 /// Exit codes (README, "Exit codes").
@@ -117,7 +118,7 @@ enum Command {
         metrics_addr: Option<String>,
         /// Label sets (mount, container, pod, namespace, image, layer digest) with series of
         /// their own; the rest are counted under "other".
-        #[arg(long, value_name = "N", default_value_t = cowprof::metrics::DEFAULT_MAX_SERIES)]
+        #[arg(long, value_name = "N", default_value_t = cowprof::pipeline::metrics::DEFAULT_MAX_SERIES)]
         metrics_max_series: usize,
         /// Print nothing on stdout (a daemon serving --metrics-addr).
         #[arg(long, short)]
@@ -326,7 +327,7 @@ async fn run(command: Command) -> u8 {
         } => {
             // Bound before anything is loaded: a bad address leaves nothing behind.
             let (metrics, _server) = match metrics_addr
-                .map(|addr| cowprof::metrics::serve(&addr, metrics_max_series))
+                .map(|addr| cowprof::pipeline::metrics::serve(&addr, metrics_max_series))
                 .transpose()
             {
                 Ok(Some((rec, server))) => (Some(rec), Some(server)),
@@ -363,7 +364,7 @@ async fn run(command: Command) -> u8 {
                 metrics,
             };
             let mut exp = if quiet {
-                Box::new(cowprof::metrics::Quiet)
+                Box::new(cowprof::pipeline::metrics::Quiet)
             } else {
                 exporter(json)
             };
@@ -477,7 +478,7 @@ async fn run(command: Command) -> u8 {
                 expect_kernel,
                 no_charts,
             };
-            let written = cowprof::ownership::Output::before(&out_dir);
+            let written = cowprof::host::ownership::Output::before(&out_dir);
             let rc = match baseline {
                 None => lab::run::main(&bench_opts, &mut out),
                 Some(base) => compare::bench_gate(
@@ -506,7 +507,7 @@ async fn run(command: Command) -> u8 {
         } => {
             let written = report_dir
                 .as_deref()
-                .map(cowprof::ownership::Output::before);
+                .map(cowprof::host::ownership::Output::before);
             let rc = compare::run(
                 &CompareOptions {
                     base,

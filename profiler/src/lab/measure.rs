@@ -16,9 +16,10 @@ use hdrhistogram::{
 };
 
 use crate::{
-    decode::{self, Kind, Record},
-    enrich::{mountinfo, Enricher, Event},
-    probe::{self, Probe, ProbeError, ProbeOptions},
+    host::mountinfo,
+    pipeline::decode::{self, Kind, Record},
+    pipeline::enrich::{Enricher, Event},
+    pipeline::probe::{self, Probe, ProbeError, ProbeOptions},
 };
 use profiler_common::counter;
 

@@ -169,7 +169,7 @@ pub fn umount(target: &Path) -> bool {
 fn unescape(s: &str) -> PathBuf {
     use std::os::unix::ffi::OsStringExt as _;
     PathBuf::from(std::ffi::OsString::from_vec(
-        crate::enrich::mountinfo::unescape_octal(s),
+        crate::host::mountinfo::unescape_octal(s),
     ))
 }
 

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cowprof::{aggregate::Summary, enrich::Event, report::RunInfo};
+use cowprof::{pipeline::aggregate::Summary, pipeline::enrich::Event, pipeline::report::RunInfo};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cowprof");
 

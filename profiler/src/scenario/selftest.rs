@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    enrich::Event,
-    probe::{self, Backend, ProbeOptions},
-    record::{self, Outcome, RecordError, RecordOptions},
-    report::Exporter,
+    pipeline::enrich::Event,
+    pipeline::probe::{self, Backend, ProbeOptions},
+    pipeline::record::{self, Outcome, RecordError, RecordOptions},
+    pipeline::report::Exporter,
     scenario::{self, Stack, StackError, UpperTruth},
 };
 

@@ -3,6 +3,8 @@
 //! saw with the upper directory's contents afterwards. Used by `cowprof demo`, the host
 //! integration tests and the in-VM self-test alike.
 
+pub mod selftest;
+
 use std::{
     collections::BTreeMap,
     ffi::CString,
@@ -13,9 +15,9 @@ use std::{
 };
 
 use crate::{
-    decode::Kind,
-    enrich::Event,
     lab::stack::{mount, umount},
+    pipeline::decode::Kind,
+    pipeline::enrich::Event,
 };
 
 /// A mounted overlay that unmounts and deletes itself on drop (also on panic and on the error

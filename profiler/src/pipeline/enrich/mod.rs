@@ -5,9 +5,7 @@ pub mod container;
 pub mod containerd;
 pub mod docker;
 pub mod layers;
-pub mod mountinfo;
 pub mod pod;
-pub mod syscalls;
 
 use std::{
     collections::HashMap,
@@ -16,10 +14,10 @@ use std::{
 
 use profiler_common::SyscallEnd;
 
-use crate::decode::{Kind, RawEvent, WireKind};
+use crate::host::{mountinfo::OverlayMount, syscalls};
+use crate::pipeline::decode::{Kind, RawEvent, WireKind};
 use container::CgroupCache;
 use layers::LayerNames;
-use mountinfo::OverlayMount;
 
 /// An enriched event: one JSON line, one table row.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -180,8 +178,11 @@ impl Enricher {
                 .iter()
                 .any(|k| k.mount_id == m.mount_id && k.kdev == m.kdev)
             {
-                self.upper_roots
-                    .push(m.upperdir.as_deref().and_then(crate::probe::upper_root_key));
+                self.upper_roots.push(
+                    m.upperdir
+                        .as_deref()
+                        .and_then(crate::pipeline::probe::upper_root_key),
+                );
                 self.mounts.push(m.clone());
                 new = true;
             }
