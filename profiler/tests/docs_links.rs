@@ -49,6 +49,8 @@ struct Link {
 struct Parsed {
     links: Vec<Link>,
     anchors: BTreeSet<String>,
+    /// Inline code spans (not code blocks), with their line.
+    code_spans: Vec<Link>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -67,6 +69,7 @@ fn slug(heading: &str) -> String {
 
 fn parse(text: &str) -> Parsed {
     let mut links = Vec::new();
+    let mut code_spans = Vec::new();
     let mut anchors = BTreeSet::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut heading: Option<String> = None;
@@ -85,10 +88,19 @@ fn parse(text: &str) -> Parsed {
                 });
                 *n += 1;
             }
-            Event::Text(t) | Event::Code(t) => {
+            Event::Text(t) => {
                 if let Some(h) = heading.as_mut() {
                     h.push_str(&t);
                 }
+            }
+            Event::Code(t) => {
+                if let Some(h) = heading.as_mut() {
+                    h.push_str(&t);
+                }
+                code_spans.push(Link {
+                    dest: t.to_string(),
+                    line: line_of(text, range.start),
+                });
             }
             Event::Start(Tag::Link { dest_url, .. } | Tag::Image { dest_url, .. }) => {
                 links.push(Link {
@@ -99,7 +111,11 @@ fn parse(text: &str) -> Parsed {
             _ => {}
         }
     }
-    Parsed { links, anchors }
+    Parsed {
+        links,
+        anchors,
+        code_spans,
+    }
 }
 
 fn is_external(dest: &str) -> bool {
@@ -191,6 +207,58 @@ fn links_resolve_and_every_doc_is_linked_from_the_readme() {
     assert!(
         problems.is_empty(),
         "broken documentation links:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Top-level directories of the repository whose paths the documents name in inline code.
+const REPO_DIRS: &[&str] = &[
+    "profiler/",
+    "profiler-ebpf/",
+    "profiler-common/",
+    "scripts/",
+    "deploy/",
+    "benches/",
+    "xtask/",
+    "docs/",
+    ".ci/",
+    "fuzz/",
+];
+
+/// What a run makes under `fuzz/` (not in the repository).
+const GENERATED: &[&str] = &["fuzz/work", "fuzz/logs", "fuzz/target"];
+
+/// Repository paths named in inline code (`scripts/demo`, `deploy/daemonset.yaml`), without
+/// placeholders such as `<id>` or globs.
+fn repository_paths(code: &str) -> impl Iterator<Item = &str> {
+    code.split_whitespace()
+        .filter(|t| REPO_DIRS.iter().any(|d| t.starts_with(d)))
+        .map(|t| t.trim_end_matches(['.', ',', ';', ':', ')']))
+        .filter(|t| !t.contains(['<', '*', '{', '…', '|']))
+        .filter(|t| !GENERATED.iter().any(|g| t.starts_with(g)))
+}
+
+#[test]
+fn repository_paths_named_in_the_docs_exist() {
+    let root = repo_root();
+    let mut problems = Vec::new();
+    for doc in documents(&root) {
+        let text = fs::read_to_string(root.join(&doc)).expect("readable");
+        for span in parse(&text).code_spans {
+            for path in repository_paths(&span.dest) {
+                if !root.join(path).exists() {
+                    problems.push(format!(
+                        "{}:{}: `{path}` does not exist",
+                        doc.display(),
+                        span.line
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the documents name paths that are not in the repository (moved or renamed?):\n{}",
         problems.join("\n")
     );
 }
