@@ -1,7 +1,8 @@
 //! The user's documentation holds together: README.md and every `docs/*.md` are checked for
 //! links whose target file or heading does not exist, every `docs/*.md` must be reachable from
-//! README.md, README.md stays a page a user reads (at most 320 lines), and no line reads like a
-//! lab notebook (dates, sessions, issue numbers, paths outside the repository).
+//! README.md, repository paths named in inline code (`scripts/demo`) exist, README.md stays a
+//! page a user reads (at most 320 lines), and no line reads like a lab notebook (dates, sessions,
+//! issue numbers, paths outside the repository).
 //!
 //! Markdown is parsed with pulldown-cmark, so links in code blocks are not links and reference
 //! links, autolinks and images are. Heading anchors follow GitHub's rules (lowercase; letters,
