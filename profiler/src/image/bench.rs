@@ -23,10 +23,10 @@ use super::{
     store::{short, Store},
     ImageError,
 };
+use crate::host::cancel::Cancel;
 use crate::lab::{
     measure::Hist,
     results::{Cell, Results, RunResult, RESULTS_SCHEMA},
-    stack::Cancel,
 };
 
 pub struct ImageBenchOptions {

@@ -10,7 +10,7 @@ use super::{
     unpack::Limits,
     ImageError,
 };
-use crate::lab::stack::Cancel;
+use crate::host::cancel::Cancel;
 
 #[derive(Args)]
 pub struct ImageArgs {

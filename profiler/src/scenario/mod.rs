@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::{
-    lab::stack::{mount, umount},
+    host::mounts::{mount, overlay_param, umount},
     pipeline::decode::Kind,
     pipeline::enrich::Event,
 };
@@ -61,13 +61,6 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 
 fn cstring(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("paths made here have no NUL")
-}
-
-/// True if this kernel's overlay knows the module parameter (e.g. `index`, `metacopy`).
-pub fn overlay_param(name: &str) -> bool {
-    Path::new("/sys/module/overlay/parameters")
-        .join(name)
-        .exists()
 }
 
 /// One file to place in a lower layer: (layer 1-based, relative path, size, mode).
@@ -138,7 +131,7 @@ impl Stack {
             format!("upperdir={}", stack.upper.display()),
             format!("workdir={}", stack.work.display()),
         ];
-        if overlay_param("index") {
+        if overlay_param("index").is_some() {
             options.insert(0, "index=off".into());
         }
         options.extend(extra_options.iter().map(|s| (*s).to_owned()));

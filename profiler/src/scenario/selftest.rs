@@ -73,7 +73,7 @@ pub async fn run_scenario(
         path: main.root.clone(),
         source,
     })?;
-    let meta = if scenario::overlay_param("metacopy") {
+    let meta = if crate::host::mounts::overlay_param("metacopy").is_some() {
         Some(Stack::create(
             &dir_b,
             1,
