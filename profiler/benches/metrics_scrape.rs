@@ -20,8 +20,8 @@ use std::{
 };
 
 use cowprof::{
-    pipeline::decode::Kind,
-    pipeline::enrich::Event,
+    event::Event,
+    event::Kind,
     pipeline::metrics::{encode, MetricsServer, Recorder},
 };
 

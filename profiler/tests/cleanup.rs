@@ -14,7 +14,7 @@ use common::{
     Baseline, BpfObj, Line, Running, BIN, START_TIMEOUT,
 };
 use cowprof::{
-    pipeline::decode::Kind,
+    event::Kind,
     scenario::{self, Stack},
 };
 

@@ -10,7 +10,7 @@ use common::{
     Running, BIN,
 };
 use cowprof::{
-    pipeline::decode::Kind,
+    event::Kind,
     scenario::{self, UpperEntry, UpperTruth},
 };
 
@@ -93,7 +93,7 @@ fn record_workload(extra: &[&str]) -> Run {
     }
 }
 
-fn find<'a>(rec: &'a Recording, kind: Kind, path: &str) -> &'a cowprof::pipeline::enrich::Event {
+fn find<'a>(rec: &'a Recording, kind: Kind, path: &str) -> &'a cowprof::event::Event {
     let hits: Vec<_> = rec
         .events
         .iter()

@@ -264,7 +264,7 @@ pub fn bench(
 }
 
 /// `cowprof bench --image`: prints a table, returns the exit code.
-pub fn main(opts: &ImageBenchOptions, out: &mut impl Write) -> u8 {
+pub fn main(opts: &ImageBenchOptions, out: &mut dyn Write) -> u8 {
     let cancel = match Cancel::install() {
         Ok(c) => c,
         Err(e) => {

@@ -355,7 +355,7 @@ fn label(s: &ImageSummary) -> String {
         .unwrap_or_else(|| short(&s.id).to_owned())
 }
 
-pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io::Result<()> {
+pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<30}  {:<12}  {:>10}  {:>6}  {:>6}  {:<5}  {:<7}  {:>10}  {:>6}",

@@ -16,9 +16,10 @@ use hdrhistogram::{
 };
 
 use crate::{
+    event::{Event, Kind},
     host::mountinfo,
-    pipeline::decode::{self, Kind, Record},
-    pipeline::enrich::{Enricher, Event},
+    pipeline::decode::{self, Record},
+    pipeline::enrich::Enricher,
     pipeline::probe::{self, Probe, ProbeError, ProbeOptions},
 };
 use profiler_common::counter;

@@ -7,6 +7,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
+    event::Event,
     host::mountinfo,
     pipeline::aggregate::{Aggregate, Drops, Summary},
     pipeline::decode::{self, Record},
@@ -15,7 +16,7 @@ use crate::{
         container::{self, Attributor, ContainerError},
         containerd::{self as containerd_api, ContainerdClient},
         docker::DockerClient,
-        Enricher, Event,
+        Enricher,
     },
     pipeline::probe::{self, Probe, ProbeError, ProbeOptions},
     pipeline::report::{Exporter, RunInfo},

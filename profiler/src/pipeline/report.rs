@@ -4,8 +4,8 @@
 use std::io::{self, Write};
 
 use crate::{
+    event::Event,
     pipeline::aggregate::{short_id, Summary},
-    pipeline::enrich::Event,
 };
 
 /// Version of the JSON lines format; bumped on any incompatible change.
@@ -255,7 +255,7 @@ impl Exporter for Table {
 mod tests {
     use super::*;
 
-    use crate::{pipeline::aggregate::Aggregate, pipeline::decode::Kind};
+    use crate::{event::Kind, pipeline::aggregate::Aggregate};
 
     fn sample_event() -> Event {
         Event {

@@ -15,9 +15,9 @@ use std::{
 };
 
 use crate::{
+    event::Event,
+    event::Kind,
     host::mounts::{mount, overlay_param, umount},
-    pipeline::decode::Kind,
-    pipeline::enrich::Event,
 };
 
 /// A mounted overlay that unmounts and deletes itself on drop (also on panic and on the error

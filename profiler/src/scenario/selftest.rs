@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    pipeline::enrich::Event,
+    event::Event,
     pipeline::probe::{self, Backend, ProbeOptions},
     pipeline::record::{self, Outcome, RecordError, RecordOptions},
     pipeline::report::Exporter,

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cowprof::{pipeline::aggregate::Summary, pipeline::enrich::Event, pipeline::report::RunInfo};
+use cowprof::{event::Event, pipeline::aggregate::Summary, pipeline::report::RunInfo};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cowprof");
 

@@ -31,7 +31,8 @@ use prometheus_client::{
 pub use server::{parse_addr, MetricsServer};
 
 use crate::{
-    pipeline::aggregate::Drops, pipeline::decode::Kind, pipeline::enrich::Event,
+    event::{Event, Kind},
+    pipeline::aggregate::Drops,
     pipeline::report::RunInfo,
 };
 
