@@ -82,7 +82,7 @@ impl Enricher {
                 self.upper_roots.push(
                     m.upperdir
                         .as_deref()
-                        .and_then(crate::pipeline::probe::upper_root_key),
+                        .and_then(crate::host::mountinfo::upper_root_key),
                 );
                 self.mounts.push(m.clone());
                 new = true;
