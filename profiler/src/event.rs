@@ -99,7 +99,7 @@ pub struct Event {
     /// Wall-clock end time, ns since the Unix epoch.
     pub time_ns: u64,
     pub latency_ns: u64,
-    /// True when the backend sees only part of the operation (see README, "Backends").
+    /// True when the backend sees only part of the operation (see docs/backends.md).
     pub latency_partial: bool,
     /// 0 or a positive errno.
     pub errno: i32,

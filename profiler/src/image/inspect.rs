@@ -2,7 +2,7 @@
 //! efficiency score, and the files a running container will most likely copy up, with their
 //! predicted copy-up cost.
 //!
-//! Definitions (README, "Images: `cowprof image`"):
+//! Definitions (docs/images.md, "Inspect"):
 //! - wasted bytes: regular-file bytes stored in some layer but invisible in the final view,
 //!   because a later layer overwrote them, deleted them (whiteout) or hid them (opaque dir).
 //! - efficiency (dive's, `dive/filetree/efficiency.go`): for every path seen as a leaf in any
@@ -260,7 +260,7 @@ pub struct Curve {
 impl Curve {
     /// Measured on this project's host (Linux 6.18, ext4 upper, warm cache, 2 vCPU) with
     /// `cowprof bench` (op `first_write`, one lower layer, 10 repetitions, p50; the copy-up's
-    /// fsync dominates small files). README ("Images") has the spec.
+    /// fsync dominates small files). docs/images.md, "Inspect", describes the curve.
     #[must_use]
     pub fn builtin() -> Self {
         Self {

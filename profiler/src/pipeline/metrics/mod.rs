@@ -1,12 +1,12 @@
 //! `record --metrics-addr`: the events as Prometheus/OpenMetrics metrics on `/metrics`, so that a
 //! fleet of nodes is collected and queried by the Prometheus server users already run.
 //!
-//! Label cardinality is bounded (README, "Prometheus and Kubernetes"): a *label set* is one
-//! combination of `mount`, `container`, `pod`, `namespace`, `image` and `layer_digest`. At most
-//! `max_series` label sets have series of their own; events of any further label set are counted
-//! under `container="other"` (all six labels `other`). A label set with no event for [`IDLE_EVICT`]
-//! gives its place to the next new one (its series are removed, as for a stopped container).
-//! Paths are never labels.
+//! Label cardinality is bounded (docs/metrics.md, "Label set and cardinality bound"): a *label set*
+//! is one combination of `mount`, `container`, `pod`, `namespace`, `image` and `layer_digest`. At
+//! most `max_series` label sets have series of their own; events of any further label set are
+//! counted under `container="other"` (all six labels `other`). A label set with no event for
+//! [`IDLE_EVICT`] gives its place to the next new one (its series are removed, as for a stopped
+//! container). Paths are never labels.
 
 mod process;
 mod server;
