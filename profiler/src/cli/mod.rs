@@ -87,7 +87,7 @@ enum Command {
     /// intervals from the histograms); exit 1 if a gated metric regressed beyond its threshold.
     Compare(compare::CompareArgs),
     /// Container images: import `docker save`/OCI archives, inspect layers, compare base images.
-    Image(cowprof::image::cli::ImageArgs),
+    Image(image::ImageArgs),
     /// Remove what dead `bench` runs left: mounts, loop devices, images, directories, state.
     Clean(clean::CleanArgs),
     /// (internal) the lab's worker: runs and times the ops `bench` sends it.

@@ -11,12 +11,35 @@ use super::{
     gates::Metric,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
     Markdown,
     Junit,
     Json,
+}
+
+impl Format {
+    pub const ALL: [Self; 4] = [Self::Table, Self::Markdown, Self::Junit, Self::Json];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Table => "table",
+            Self::Markdown => "markdown",
+            Self::Junit => "junit",
+            Self::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("unknown report format {s:?}"))
+    }
 }
 
 pub fn render(cmp: &Comparison, format: Format, color: bool) -> String {
