@@ -10,6 +10,10 @@
 //! ```text
 //! cargo bench -p profiler --bench metrics_scrape [-- --scrapes N]
 //! ```
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},

@@ -1,5 +1,9 @@
 //! `record` stops cleanly on SIGINT, on SIGTERM and at `--duration`: exit 0, the events seen so
 //! far, a summary line, and every BPF link and program released.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

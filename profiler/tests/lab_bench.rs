@@ -2,6 +2,10 @@
 //! results.json that parses back, holds the expected cells and the kernel's exact copy-up counts;
 //! Ctrl-C and SIGTERM at any moment end with exit 130 and nothing left; after a SIGKILL,
 //! `cowprof clean` removes what is left and the next run works.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

@@ -1,7 +1,10 @@
 //! `cowprof bench` charts and HTML report, from a realistic `Results` built here: every SVG parses
 //! and names its series, every PNG decodes at the right size, the report parses as XML, and a
 //! real headless Chromium renders it (DOM dump and screenshot).
-
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 // Synthetic latencies and sizes move between u64 and f64 freely; all are far below 2^52.
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
 

@@ -8,6 +8,10 @@
     clippy::cast_precision_loss,
     reason = "Prometheus answers counts as floats; these small integers are exact in f64"
 )]
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

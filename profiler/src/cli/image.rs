@@ -120,6 +120,10 @@ pub fn run(args: ImageArgs, out: &mut dyn Write) -> Exit {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one match arm per image subcommand, each a few lines of printing"
+)]
 fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
     let cancel = Cancel::install().map_err(io_err("installing signal handlers", "/"))?;
     let store = Store::open(&args.store)?;

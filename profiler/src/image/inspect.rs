@@ -131,6 +131,10 @@ fn remove_subtree(view: &mut View, path: &str) -> (u64, u64) {
 
 /// Stacks the layers (bottom first) and measures what each does to the ones below.
 #[must_use]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one walk over the layer trees that fills the waste, copy-up and view tables together"
+)]
 pub fn analyze(trees: &[LayerTree]) -> (Analysis, View) {
     let mut view: View = BTreeMap::new();
     let mut layers = Vec::new();

@@ -150,6 +150,10 @@ fn inline_svg(results: &Results, chart: &Chart) -> io::Result<String> {
 }
 
 /// The whole report as a string (see [`write_report`]).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the report page top to bottom, in the order it is read"
+)]
 pub fn render_report(results: &Results, charts: &[Chart]) -> io::Result<String> {
     let env = &results.environment;
     let mut out = String::with_capacity(64 * 1024);

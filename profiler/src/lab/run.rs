@@ -449,6 +449,10 @@ enum Item {
 /// throttled virtual disk, another process's writeback) then lands on all cells and on the
 /// references alike instead of on whichever cell ran during it, and no cell always follows the
 /// same predecessor. Returns one run per set, cells in the spec's order.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the interleaved round loop: cells, references and plain creates share one shuffled schedule"
+)]
 fn measure_interleaved(
     ctx: &mut Ctx<'_>,
     backing: &Backing,
@@ -607,6 +611,10 @@ fn progress(total: u64) -> ProgressBar {
 }
 
 /// Runs the bench; writes `results.json` into `opts.out`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the run's guards (root, namespace, state file, backing filesystems) are opened and dropped in one scope, in order"
+)]
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
     let t0 = Instant::now();
     let started = SystemTime::now();
@@ -789,6 +797,10 @@ fn kernel_check(runs: &[RunResult], skipped: &mut Vec<Skipped>) -> Vec<String> {
     out
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one backing filesystem's matrix: layers, stacks and the probe tap live exactly as long as this loop"
+)]
 fn run_matrix(
     ctx: &mut Ctx<'_>,
     root: &mut LabRoot,

@@ -136,6 +136,10 @@ impl Filters {
 }
 
 /// Runs a recording session, writing through `exporter` to `out`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the select! loop over the ring buffer, signals, the child command and mount changes"
+)]
 pub async fn record(
     opts: &RecordOptions,
     exporter: &mut dyn Exporter,

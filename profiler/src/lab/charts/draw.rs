@@ -201,6 +201,10 @@ where
     Ok(())
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "plotters drawing of one chart: axes, bars, whiskers and labels in drawing order"
+)]
 pub(super) fn draw_bars<DB>(root: &DrawingArea<DB, Shift>, title: &str, c: &BarChart) -> DrawResult
 where
     DB: DrawingBackend,
