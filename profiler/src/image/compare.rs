@@ -419,42 +419,6 @@ pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io:
     Ok(())
 }
 
-/// Registers the lab's font (same env override and candidates); plotters keeps it for the life
-/// of the process, so the bytes are leaked once.
-fn ensure_font() -> Result<(), String> {
-    use crate::lab::charts::{FONT_CANDIDATES, FONT_ENV};
-    static STATE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    STATE
-        .get_or_init(|| {
-            let mut c: Vec<PathBuf> = std::env::var_os(FONT_ENV)
-                .map(PathBuf::from)
-                .into_iter()
-                .collect();
-            c.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
-            for p in &c {
-                let Ok(b) = fs::read(p) else { continue };
-                let b: &'static [u8] = Box::leak(b.into_boxed_slice());
-                if plotters::style::register_font(
-                    "sans-serif",
-                    plotters::style::FontStyle::Normal,
-                    b,
-                )
-                .is_ok()
-                {
-                    return Ok(());
-                }
-            }
-            Err(format!(
-                "no font found (tried {}; set {FONT_ENV} or install fonts-dejavu-core)",
-                c.iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
-        .clone()
-}
-
 type Bar = (String, u64, u64);
 
 fn draw_bars<DB>(
@@ -516,10 +480,10 @@ where
 /// A bar chart of p50 and p99 per image and workload: `path` (SVG) and the same name `.png`.
 pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
     use plotters::prelude::*;
-    ensure_font().map_err(|e| ImageError::Io {
+    crate::lab::charts::ensure_font().map_err(|e| ImageError::Io {
         what: "drawing the chart".into(),
         path: path.to_owned(),
-        source: std::io::Error::other(e),
+        source: std::io::Error::other(e.to_string()),
     })?;
     let bars: Vec<Bar> = images
         .iter()
