@@ -559,7 +559,7 @@ fn corrupt_histograms_are_errors_not_panics() {
         let mut results = good.clone();
         let cell = &mut results.runs[1].cells[5];
         cell.latency.histogram = bad;
-        let (op, size, depth) = (cell.op.clone(), cell.size_bytes, cell.layer_depth);
+        let (op, size, depth) = (cell.op, cell.size_bytes, cell.layer_depth);
         let dir = tempfile::tempdir().unwrap();
         match render_all(&results, dir.path()) {
             Err(ChartError::Histogram { cell, source }) => {
