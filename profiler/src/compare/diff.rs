@@ -480,7 +480,9 @@ fn row_for(m: Metric, b: &Side, n: &Side, run: &str, gates: &Gates) -> Option<Ro
         cell.op, cell.size_bytes, cell.layer_depth
     );
     let judged = measure(m, b, n, bv, nv, gates, &key);
-    let threshold: Option<&Threshold> = gates.threshold(m).filter(|_| gates.gates_op(cell.op.as_str()));
+    let threshold: Option<&Threshold> = gates
+        .threshold(m)
+        .filter(|_| gates.gates_op(cell.op.as_str()));
     // Work on the "higher is worse" scale.
     let sign = if m.higher_is_worse() { 1.0 } else { -1.0 };
     let tol_rel = match threshold.map(|t| t.tolerance) {

@@ -26,9 +26,9 @@ use super::{
 };
 use crate::host::cancel::Cancel;
 use crate::lab::{
-    spec::Op,
     measure::Hist,
     results::{Cell, Results, RunResult, RESULTS_SCHEMA},
+    spec::Op,
 };
 
 pub struct ImageBenchOptions {

@@ -751,11 +751,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
 fn kernel_check(runs: &[RunResult], skipped: &mut Vec<Skipped>) -> Vec<String> {
     let mut out = Vec::new();
     for r in runs {
-        let copying: Vec<_> = r
-            .cells
-            .iter()
-            .filter(|c| c.op.copies_up())
-            .collect();
+        let copying: Vec<_> = r.cells.iter().filter(|c| c.op.copies_up()).collect();
         let label = format!(
             "fs={} options={} cache={}",
             r.fs,

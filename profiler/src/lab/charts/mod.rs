@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
-use crate::lab::spec::Op;
 use crate::lab::results::{decode_histogram, Cell, HistogramError, Results, RunResult};
+use crate::lab::spec::Op;
 
 mod axes;
 mod draw;
