@@ -23,8 +23,9 @@ mod prog {
     use aya_ebpf::{
         helpers::{
             bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-            bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-            bpf_probe_read_kernel_str_bytes,
+            bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+            bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+            bpf_probe_read_user_str_bytes,
         },
         macros::{btf_tracepoint, fentry, kprobe, kretprobe, map, raw_tracepoint},
         maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -35,8 +36,9 @@ mod prog {
     };
     use aya_log_ebpf::warn;
     use profiler_common::{
-        backend, class, counter, flags, kind, Config, CowEvent, InodeKey, Offsets, SyscallEnd,
-        NAME_MAX_COPY, PATH_BUF, PATH_MAX_DEPTH, RECORD_COW, RECORD_SYSCALL_END,
+        backend, class, counter, flags, kind, mount_flags, Config, CowEvent, InodeKey, MountEvent,
+        Offsets, SyscallEnd, NAME_MAX_COPY, PATH_BUF, PATH_MAX_DEPTH, RECORD_COW, RECORD_MOUNT,
+        RECORD_SYSCALL_END,
     };
 
     const S_IFMT: u32 = 0o170_000;
@@ -44,6 +46,16 @@ mod prog {
     const S_IFREG: u32 = 0o100_000;
     const S_IFCHR: u32 = 0o020_000;
     const RENAME_EXCHANGE: u64 = 2;
+    const OVERLAY_SUPER_MAGIC: u64 = 0x794c_7630;
+    /// `mount(2)` on x86_64; its arguments are captured at entry (target, data).
+    const NR_MOUNT: i32 = 165;
+    /// x86_64 `struct pt_regs` offsets of the syscall arguments 2, 3 and 5 (si, dx, r8).
+    const REGS_SI: u64 = 104;
+    const REGS_DX: u64 = 96;
+    const REGS_R8: u64 = 72;
+    /// Overlay inodes a syscall can remember (each one instantiated or updated in it): the
+    /// copy-up's or removal's own overlay inode is among them when its lookup happened here.
+    const MAX_CANDS: usize = 4;
     /// CoW operations the tracepoint backend can hold for one syscall (a deep path copies up
     /// one directory per level; each extra one is counted in `OP_TABLE_FULL`).
     const MAX_OPS: usize = 16;
@@ -66,6 +78,14 @@ mod prog {
     /// Tracepoint backend: superblocks that hold an upper layer (s_dev).
     #[map]
     static UPPER_DEVS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+    /// tid -> the `mount(2)` arguments captured at its entry (sent with the mount record).
+    #[map]
+    static MOUNT_ARGS: HashMap<u32, MountEvent> = HashMap::with_max_entries(256, 0);
+    #[map]
+    static MOUNT_SCRATCH: PerCpuArray<MountEvent> = PerCpuArray::with_max_entries(1, 0);
+    /// Per-CPU counter behind the kernel's mount serials.
+    #[map]
+    static MOUNT_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
     #[repr(C)]
     #[derive(Clone, Copy)]
@@ -80,14 +100,21 @@ mod prog {
         /// i_size when the temp last changed inside the work directory (before a later truncate
         /// or write in the same syscall changes it).
         size: u64,
-        /// Mount id of the work directory the temp was made in (0 for whiteouts).
+        /// Mount serial of the work directory the temp was made in (0 for whiteouts).
         mount_id: u32,
-        _pad: u32,
+        /// Whiteouts: set once the inode was seen linked into a registered work directory
+        /// (overlay makes every whiteout there); unlinking an existing whiteout file outside
+        /// overlay (an engine's clean-up, `rm -rf` of a layer) never is.
+        via_work: u32,
         /// Whiteouts: the inode's newest alias (`i_dentry.first`) at the previous ctime update.
         alias_before: u64,
         /// Whiteouts: this syscall's own link of the (shared) whiteout inode, found at its
         /// rename into the upper dir; 0 = not found (the newest alias is used).
         whiteout_dentry: u64,
+        /// Source layer read from the operation's overlay inode at syscall exit (0 = unknown),
+        /// and `flags::LOWER_FROM_KERNEL` when known.
+        lower_idx: u32,
+        lower_flag: u32,
     }
 
     /// `Op::state`: an inode created in this syscall, not yet named.
@@ -109,8 +136,23 @@ mod prog {
         nops: u32,
         /// A whiteout's ctime changed in a creating syscall: it was replaced (create over it).
         consumed_whiteout: u32,
-        _pad: u32,
+        ncands: u32,
+        /// Mount windows: the overlay superblock made in this syscall (its root inode's ctime
+        /// is set at the end of `ovl_fill_super`).
+        ovl_sb: u64,
         ops: [Op; MAX_OPS],
+        cands: [Cand; MAX_CANDS],
+    }
+
+    /// An overlay inode seen in a syscall window (tracepoint backend).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Cand {
+        inode: u64,
+        /// Its name while its dentry was alive: length and first 24 bytes (0 = not read yet).
+        name_len: u32,
+        _pad: u32,
+        name: [u64; 3],
     }
 
     #[map]
@@ -183,6 +225,32 @@ mod prog {
         Some((tgid, id as u32))
     }
 
+    /// Is `inode` held by a live overlay mount (its upper root or work base dir)?
+    #[inline(always)]
+    fn ovl_inuse(off: &Offsets, inode: u64) -> bool {
+        read::<u32>(inode, off.inode_i_state).unwrap_or(0) & off.i_ovl_inuse != 0
+    }
+
+    /// The work dir registration of `dir` (a dentry), if it is the work dir of a live mount.
+    #[inline(never)]
+    fn workdir_serial(off: &Offsets, dev: u32, dir: u64) -> u32 {
+        let key = InodeKey {
+            dev,
+            _pad: 0,
+            ino: ptr(ptr(dir, off.dentry_d_inode), off.inode_i_ino),
+        };
+        // SAFETY: read-only lookup.
+        let Some(serial) = (unsafe { WORKDIRS.get(&key) }).copied() else {
+            return 0;
+        };
+        let base = ptr(ptr(dir, off.dentry_d_parent), off.dentry_d_inode);
+        if ovl_inuse(off, base) {
+            serial
+        } else {
+            0
+        }
+    }
+
     #[inline(always)]
     fn inode_mode(off: &Offsets, inode: u64) -> u32 {
         u32::from(read::<u16>(inode, off.inode_i_mode).unwrap_or(0))
@@ -213,7 +281,12 @@ mod prog {
                     ino: ptr(inode, off.inode_i_ino),
                 };
                 // SAFETY: read-only map lookup.
-                if unsafe { UPPER_ROOTS.get(&key) }.is_some() {
+                if let Some(serial) =
+                    unsafe { UPPER_ROOTS.get(&key) }.filter(|_| ovl_inuse(off, inode))
+                {
+                    if ev.mount_id == 0 {
+                        ev.mount_id = *serial;
+                    }
                     ev.root_ino = key.ino;
                     truncated = 0;
                     at_root = true;
@@ -261,7 +334,15 @@ mod prog {
             };
             let is_root = if upper_dev != 0 {
                 // SAFETY: read-only map lookup.
-                unsafe { UPPER_ROOTS.get(&key) }.is_some()
+                match unsafe { UPPER_ROOTS.get(&key) } {
+                    Some(serial) if ovl_inuse(off, inode) => {
+                        if ev.mount_id == 0 {
+                            ev.mount_id = *serial;
+                        }
+                        true
+                    }
+                    _ => false,
+                }
             } else {
                 ptr(dentry, off.dentry_d_parent) == dentry
             };
@@ -332,8 +413,22 @@ mod prog {
             return 0;
         }
         let Some(cfg) = config() else { return 0 };
-        let Some((_, tid)) = wanted(cfg) else {
-            return 0;
+        // Mounts are registered whoever makes them (a container engine, not the traced
+        // process); only cowprof's own are left out.
+        let tid = if cls & class::MOUNT != 0 {
+            let id = bpf_get_current_pid_tgid();
+            if (id >> 32) as u32 == cfg.self_tgid {
+                return 0;
+            }
+            if nr as i32 == NR_MOUNT {
+                capture_mount_args(ctx.arg::<u64>(0), id as u32);
+            }
+            id as u32
+        } else {
+            let Some((_, tid)) = wanted(cfg) else {
+                return 0;
+            };
+            tid
         };
         // The window is too big for the 512-byte BPF stack: build it in a per-CPU scratch slot.
         // Stale `ops` there are harmless: only the first `nops` entries are ever read.
@@ -349,6 +444,8 @@ mod prog {
         w.emitted = 0;
         w.nops = 0;
         w.consumed_whiteout = 0;
+        w.ncands = 0;
+        w.ovl_sb = 0;
         if WINDOWS.insert(&tid, &*w, 0).is_err() {
             bump(counter::WINDOW_DROPS);
             warn!(
@@ -357,6 +454,101 @@ mod prog {
             );
         }
         0
+    }
+
+    /// Captures `mount(2)`'s target and data (overlay mounts only) for the mount record.
+    #[inline(never)]
+    fn capture_mount_args(regs: u64, tid: u32) {
+        let Some(m) = MOUNT_SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: per-CPU slot, this program is its only user while it runs.
+        let m = unsafe { &mut *m };
+        let fstype = read::<u64>(regs, REGS_DX as u32).unwrap_or(0);
+        // SAFETY: user memory read, faults safely.
+        let ty = unsafe { bpf_probe_read_user(fstype as *const [u8; 8]) }.unwrap_or([0; 8]);
+        if &ty != b"overlay\0" {
+            return;
+        }
+        m.record = RECORD_MOUNT;
+        m.flags = mount_flags::ARGS;
+        m.target[0] = 0;
+        m.data[0] = 0;
+        let target = read::<u64>(regs, REGS_SI as u32).unwrap_or(0);
+        let data = read::<u64>(regs, REGS_R8 as u32).unwrap_or(0);
+        // SAFETY: user strings into bounded buffers; a fault leaves them empty.
+        unsafe {
+            let _ = bpf_probe_read_user_str_bytes(target as *const u8, &mut m.target);
+            let _ = bpf_probe_read_user_str_bytes(data as *const u8, &mut m.data);
+        }
+        let _ = MOUNT_ARGS.insert(&tid, &*m, 0);
+    }
+
+    /// Registers the overlay superblock `sb` made by this syscall: its work directory and
+    /// upper root go into the maps the CoW probes look in (so the mount's first copy-up is
+    /// already seen), and a mount record goes into the ring buffer ahead of its events.
+    #[inline(never)]
+    fn register_overlay(cfg: &Config, sb: u64, tid: u32, now: u64) {
+        let off = &cfg.off;
+        let root_inode = ptr(ptr(sb, off.sb_s_root), off.dentry_d_inode);
+        let upper_root = ptr(ovl_inode(off, root_inode), off.ovl_inode_upperdentry);
+        let upper_inode = ptr(upper_root, off.dentry_d_inode);
+        if upper_inode == 0 {
+            return; // a read-only overlay: no copy-up, no whiteout
+        }
+        let upper_dev = read::<u32>(ptr(upper_inode, off.inode_i_sb), off.sb_s_dev).unwrap_or(0);
+        let upper_ino = ptr(upper_inode, off.inode_i_ino);
+        let work = ptr(ptr(sb, off.sb_s_fs_info), off.ovl_fs_workdir);
+        let work_ino = ptr(ptr(work, off.dentry_d_inode), off.inode_i_ino);
+        let Some(seq) = MOUNT_SEQ.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: per-CPU slot; plain helper call.
+        let serial = unsafe {
+            *seq += 1;
+            ((*seq << 6) | (bpf_get_smp_processor_id() & 63)) & 0x7fff_ffff
+        };
+        let key = |ino| InodeKey {
+            dev: upper_dev,
+            _pad: 0,
+            ino,
+        };
+        if work_ino != 0 {
+            let _ = WORKDIRS.insert(&key(work_ino), &serial, 0);
+        }
+        let _ = UPPER_ROOTS.insert(&key(upper_ino), &serial, 0);
+        let _ = UPPER_DEVS.insert(&upper_dev, &1, 0);
+        let Some(mut entry) = EVENTS.reserve::<MountEvent>(0) else {
+            bump(counter::RINGBUF_DROPS);
+            let _ = MOUNT_ARGS.remove(&tid);
+            return;
+        };
+        let ev = entry.as_mut_ptr();
+        // SAFETY: the entry is ours until submit; the args (if any) are copied in whole, then
+        // every other field is written.
+        unsafe {
+            if let Some(args) = MOUNT_ARGS.get_ptr(&tid) {
+                let _ = aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                    ev.cast(),
+                    core::mem::size_of::<MountEvent>() as u32,
+                    args.cast(),
+                );
+            } else {
+                (*ev).flags = 0;
+                (*ev).target[0] = 0;
+                (*ev).data[0] = 0;
+            }
+            (*ev).record = RECORD_MOUNT;
+            (*ev).serial = serial;
+            (*ev).ovl_dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
+            (*ev).upper_dev = upper_dev;
+            (*ev).upper_root_ino = upper_ino;
+            (*ev).work_ino = work_ino;
+            (*ev).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            (*ev).end_ns = now;
+        }
+        entry.submit(0);
+        let _ = MOUNT_ARGS.remove(&tid);
     }
 
     /// Syscall exit for the kprobe backend: closes the window.
@@ -382,10 +574,27 @@ mod prog {
         let ret: i64 = ctx.arg(1);
         // SAFETY: plain helper call.
         let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: only this tid touches its window.
+        let (cls, ovl_sb) = unsafe { ((*w).class, (*w).ovl_sb) };
+        if cls & u32::from(class::MOUNT) != 0 {
+            // A mount makes temps and whiteouts in its work dir to probe the upper fs: never
+            // CoW events.
+            if tp_backend && ret == 0 && ovl_sb != 0 {
+                if let Some(cfg) = config() {
+                    register_overlay(cfg, ovl_sb, tid, now);
+                }
+            }
+            let _ = MOUNT_ARGS.remove(&tid);
+            let _ = WINDOWS.remove(&tid);
+            return 0;
+        }
         if tp_backend {
             if let Some(cfg) = config() {
                 // SAFETY: only this tid touches its window.
-                unsafe { emit_tp_ops(cfg, &mut *w, ret, now) };
+                unsafe {
+                    prepare_tp_ops(cfg, &mut *w);
+                    emit_tp_ops(cfg, &mut *w, ret, now);
+                }
             }
         }
         // SAFETY: as above.
@@ -425,13 +634,23 @@ mod prog {
         let Some(cfg) = config() else { return 0 };
         let off = &cfg.off;
         let sb = ptr(inode, off.inode_i_sb);
+        // SAFETY: only this tid touches its window.
+        let w = unsafe { &mut *w };
+        if read::<u64>(sb, off.sb_s_magic) == Some(OVERLAY_SUPER_MAGIC) {
+            overlay_inode(w, sb, inode);
+            return 0;
+        }
+        if w.class & u32::from(class::MOUNT) != 0 {
+            return 0;
+        }
         let dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
         // SAFETY: read-only lookup.
         if unsafe { UPPER_DEVS.get(&dev) }.is_none() {
             return 0;
         }
-        // SAFETY: only this tid touches its window.
-        let w = unsafe { &mut *w };
+        if w.class & u32::from(class::REMOVE | class::RENAME) != 0 {
+            name_cands(off, w);
+        }
         // SAFETY: plain helper call.
         let now = unsafe { bpf_ktime_get_ns() };
         let n = w.nops as usize;
@@ -463,6 +682,15 @@ mod prog {
                     op.whiteout_dentry = ours - u64::from(off.dentry_d_alias);
                 }
                 op.alias_before = alias;
+                // Linked into a work dir (ours, or under concurrency the newest link): made by
+                // overlay.
+                let linked = if ours != 0 { ours } else { alias };
+                if linked != 0 {
+                    let wd = linked - u64::from(off.dentry_d_alias);
+                    if workdir_serial(off, dev, ptr(wd, off.dentry_d_parent)) != 0 {
+                        op.via_work = 1;
+                    }
+                }
                 return 0;
             }
             if alias == 0 || (op.state != NEWBORN && op.state != TEMP) {
@@ -472,14 +700,8 @@ mod prog {
             // link or rename into the upper dir still counts (its ctime update comes before
             // the new name is attached), later changes in the same syscall do not.
             let dentry = alias - u64::from(off.dentry_d_alias);
-            let parent_inode = ptr(ptr(dentry, off.dentry_d_parent), off.dentry_d_inode);
-            let key = InodeKey {
-                dev,
-                _pad: 0,
-                ino: ptr(parent_inode, off.inode_i_ino),
-            };
-            // SAFETY: read-only lookup.
-            let workdir_mount = unsafe { WORKDIRS.get(&key) }.copied();
+            let serial = workdir_serial(off, dev, ptr(dentry, off.dentry_d_parent));
+            let workdir_mount = (serial != 0).then_some(serial);
             let in_workdir = workdir_mount.is_some();
             if op.state == NEWBORN {
                 op.state = if in_workdir { TEMP } else { IGNORE };
@@ -526,12 +748,156 @@ mod prog {
             state,
             size: 0,
             mount_id: 0,
-            _pad: 0,
+            via_work: 0,
             alias_before: alias,
             whiteout_dentry: 0,
+            lower_idx: 0,
+            lower_flag: 0,
         };
         w.nops += 1;
         0
+    }
+
+    /// An overlay inode's ctime was set in a window: in a mount window it is the new
+    /// superblock's root; otherwise remember it (it may be the inode being copied up or
+    /// removed: the source layer is read from it at syscall exit).
+    #[inline(never)]
+    fn overlay_inode(w: &mut Window, sb: u64, inode: u64) {
+        if w.class & u32::from(class::MOUNT) != 0 {
+            w.ovl_sb = sb;
+            return;
+        }
+        let n = w.ncands as usize;
+        for i in 0..MAX_CANDS {
+            if i < n && w.cands[i].inode == inode {
+                return;
+            }
+        }
+        if n >= MAX_CANDS {
+            return;
+        }
+        w.cands[n & (MAX_CANDS - 1)] = Cand {
+            inode,
+            name_len: 0,
+            _pad: 0,
+            name: [0; 3],
+        };
+        w.ncands += 1;
+    }
+
+    /// Length and first 24 bytes (zero-padded) of a dentry's name.
+    #[inline(always)]
+    fn name_key(off: &Offsets, dentry: u64) -> (u32, [u64; 3]) {
+        let len = read::<u32>(dentry, off.dentry_d_name_len).unwrap_or(0);
+        let mut words = read::<[u64; 3]>(ptr(dentry, off.dentry_d_name_name), 0).unwrap_or([0; 3]);
+        for (i, word) in words.iter_mut().enumerate() {
+            let start = (i * 8) as u32;
+            if len <= start {
+                *word = 0;
+            } else if len < start + 8 {
+                *word &= (1u64 << ((len - start) * 8)) - 1;
+            }
+        }
+        (len, words)
+    }
+
+    /// Reads the names of the window's overlay inodes while their dentries are alive (a
+    /// removal's own inode loses its dentry before the syscall exits).
+    #[inline(never)]
+    fn name_cands(off: &Offsets, w: &mut Window) {
+        let n = w.ncands as usize;
+        for i in 0..MAX_CANDS {
+            if i >= n {
+                break;
+            }
+            let c = &mut w.cands[i];
+            if c.name_len != 0 {
+                continue;
+            }
+            let alias = ptr(c.inode, off.inode_i_dentry);
+            if alias != 0 {
+                let (len, name) = name_key(off, alias - u64::from(off.dentry_d_alias));
+                c.name_len = len;
+                c.name = name;
+            }
+        }
+    }
+
+    /// Source layer of an overlay inode (1 = topmost lower), from its lower stack; 0 if none.
+    #[inline(always)]
+    fn inode_lower_idx(off: &Offsets, inode: u64) -> u32 {
+        let oe = ptr(ovl_inode(off, inode), off.ovl_inode_oe);
+        if read::<u32>(oe, off.ovl_entry_numlower).unwrap_or(0) == 0 {
+            return 0;
+        }
+        let layer = ptr(oe + u64::from(off.ovl_entry_lowerstack), off.ovl_path_layer);
+        read::<i32>(layer, off.ovl_layer_idx).unwrap_or(0) as u32
+    }
+
+    /// The source layer of a window's operation: a copy-up's overlay inode is the one whose
+    /// upper is the temp; a whiteout's is the one with the whiteout's name.
+    #[inline(never)]
+    fn op_lower_idx(off: &Offsets, w: &Window, op_inode: u64, whiteout: u64) -> u32 {
+        let n = w.ncands as usize;
+        let (len, name) = if whiteout != 0 {
+            name_key(off, whiteout)
+        } else {
+            (0, [0; 3])
+        };
+        for i in 0..MAX_CANDS {
+            if i >= n {
+                break;
+            }
+            let c = &w.cands[i];
+            let hit = if whiteout != 0 {
+                c.name_len == len && c.name == name
+            } else {
+                let upper = ptr(ovl_inode(off, c.inode), off.ovl_inode_upperdentry);
+                upper != 0 && ptr(upper, off.dentry_d_inode) == op_inode
+            };
+            if hit {
+                return inode_lower_idx(off, c.inode);
+            }
+        }
+        0
+    }
+
+    /// Before emission: drops whiteouts that never went through a work dir (a whiteout file
+    /// unlinked outside overlay: an engine's clean-up, `rm -rf` of a layer) and reads each
+    /// operation's source layer. A pass of its own keeps the emission simple for the verifier.
+    #[inline(always)]
+    fn prepare_tp_ops(cfg: &Config, w: &mut Window) {
+        for i in 0..MAX_OPS {
+            if i >= w.nops as usize {
+                break;
+            }
+            prepare_tp_op(&cfg.off, w, i);
+        }
+    }
+
+    #[inline(never)]
+    fn prepare_tp_op(off: &Offsets, w: &mut Window, i: usize) {
+        let i = i & (MAX_OPS - 1);
+        let op = w.ops[i];
+        if op.state == WHITEOUT && op.via_work == 0 {
+            w.ops[i].state = IGNORE;
+            return;
+        }
+        if op.state != TEMP && op.state != WHITEOUT {
+            return;
+        }
+        let whiteout = if op.state == WHITEOUT {
+            name_dentry(off, op.inode, op.whiteout_dentry)
+        } else {
+            0
+        };
+        let idx = op_lower_idx(off, w, op.inode, whiteout);
+        w.ops[i].lower_idx = idx;
+        w.ops[i].lower_flag = if idx != 0 {
+            flags::LOWER_FROM_KERNEL
+        } else {
+            0
+        };
     }
 
     /// Aliases a syscall can find ahead of its own link of the shared whiteout inode: one per
@@ -652,12 +1018,10 @@ mod prog {
                 ev.bytes_copied = ev.size_bytes;
             }
         }
-        if walk(
-            off,
-            ev,
-            name_dentry(off, op.inode, op.whiteout_dentry),
-            op.dev,
-        ) {
+        let dentry = name_dentry(off, op.inode, op.whiteout_dentry);
+        ev.lower_idx = op.lower_idx;
+        ev.flags |= op.lower_flag;
+        if walk(off, ev, dentry, op.dev) {
             entry.submit(0);
             return;
         }

@@ -110,7 +110,10 @@ fn mount_and_write(s: &Stack) -> Duration {
     let m = &s.merged;
     let append = |name: &str| {
         use std::io::Write as _;
-        let mut f = fs::OpenOptions::new().append(true).open(m.join(name)).unwrap();
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(m.join(name))
+            .unwrap();
         f.write_all(b"more").unwrap();
     };
     let first = mounted.elapsed();
@@ -144,9 +147,19 @@ fn expected(s: &Stack, mount_point: &str) -> BTreeSet<Key> {
             UpperEntry::File => Kind::DataCopyUp,
             other => panic!("{path}: unexpected upper entry {other:?}"),
         };
-        out.insert((kind, path.clone(), Some(layer), Some(mount_point.to_owned())));
+        out.insert((
+            kind,
+            path.clone(),
+            Some(layer),
+            Some(mount_point.to_owned()),
+        ));
     }
-    assert_eq!(out.len(), 7, "ground truth of {}: {truth:?}", s.root.display());
+    assert_eq!(
+        out.len(),
+        7,
+        "ground truth of {}: {truth:?}",
+        s.root.display()
+    );
     out
 }
 
@@ -279,12 +292,7 @@ fn lifecycle_storm_is_exact_per_stack() {
 }
 
 fn key(e: &Event) -> Key {
-    (
-        e.kind,
-        e.path.clone(),
-        e.lower_layer,
-        e.mount_point.clone(),
-    )
+    (e.kind, e.path.clone(), e.lower_layer, e.mount_point.clone())
 }
 
 fn check(
@@ -303,7 +311,9 @@ fn check(
         .filter(|e| {
             e.pid == me
                 || e.comm == "rm"
-                || e.mount_point.as_deref().is_some_and(|m| m.starts_with(&base_s))
+                || e.mount_point
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with(&base_s))
         })
         .collect();
     let from_rm = ours.iter().filter(|e| e.comm == "rm").count();
@@ -323,7 +333,7 @@ fn check(
     let mut missing = 0;
     let mut wrong = 0;
     let mut bad = Vec::new();
-    for (mp, exp) in stacks {
+    for (mp, exp, _) in stacks {
         let got = by_mount.remove(&Some(mp.clone())).unwrap_or_default();
         missing += exp.difference(&got).count();
         wrong += got.difference(exp).count();
