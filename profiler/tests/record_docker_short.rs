@@ -24,7 +24,7 @@ use cowprof::{
 const BASE: &str = "cowprof-short-base:1";
 const IMAGES: [&str; 2] = ["cowprof-short-a:1", "cowprof-short-b:1"];
 const CONTAINERS: usize = 20;
-/// The workload, then a marker (a new file: no CoW event), then wait to be killed.
+/// The workload, then a marker (a new file, so no event), then wait to be killed.
 const WORKLOAD: &str = "echo x >> /etc/a; chmod 600 /etc/b; rm /etc/c; \
                         echo y >> /var/lib/db/data.db; echo >/done; exec sleep 600";
 
