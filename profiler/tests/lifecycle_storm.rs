@@ -21,8 +21,7 @@ use std::{
 
 use common::{canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running, BIN};
 use cowprof::{
-    decode::Kind,
-    enrich::Event,
+    event::{Event, Kind},
     scenario::{UpperEntry, UpperTruth},
 };
 

@@ -17,7 +17,7 @@ use std::{
 
 use common::{lock, parse_recording, require_root, Running, BIN};
 use cowprof::{
-    decode::Kind,
+    event::Kind,
     scenario::{UpperEntry, UpperTruth},
 };
 

@@ -14,7 +14,7 @@ use aya::{
 };
 use profiler_common::{counter, Config, InodeKey, USER_MOUNT_SERIAL};
 
-use crate::enrich::{mountinfo::OverlayMount, syscalls};
+use crate::host::{mountinfo::OverlayMount, syscalls};
 pub use btf::{BtfError, BtfInfo, BtfPaths, KernelBtf};
 
 /// The kernel mechanisms cowprof can use, best first.
@@ -438,7 +438,7 @@ impl Probe {
             let (Some(upper), Some(work)) = (&m.upperdir, &m.workdir) else {
                 continue;
             };
-            let Some((kdev, upper_ino)) = upper_root_key(upper) else {
+            let Some((kdev, upper_ino)) = crate::host::mountinfo::upper_root_key(upper) else {
                 continue;
             };
             let key = |ino| InodeKey {
@@ -482,22 +482,6 @@ impl Probe {
         }
         Ok(())
     }
-}
-
-/// (superblock device, inode) of an upper directory, as the kernel side sees them: the device
-/// comes from mountinfo (`sb->s_dev`), not `stat` (btrfs reports a subvolume device there).
-pub fn upper_root_key(upper: &Path) -> Option<(u32, u64)> {
-    let md = fs::metadata(upper).ok()?;
-    let kdev =
-        crate::enrich::mountinfo::superblock_kdev_of(upper).unwrap_or_else(|| to_kdev(md.dev()));
-    Some((kdev, md.ino()))
-}
-
-/// Userspace `dev_t` (glibc encoding) to the kernel's internal `s_dev` (major << 20 | minor).
-pub fn to_kdev(dev: u64) -> u32 {
-    let major = libc::major(dev);
-    let minor = libc::minor(dev);
-    (major << 20) | minor
 }
 
 /// The capabilities loading and attaching needs that this process lacks (effective set, from

@@ -1,0 +1,380 @@
+//! Shared by every program: the maps, the event layout helpers, the dentry walk and the
+//! constants of the kernel ABI. Struct offsets come from `CONFIG` (read from BTF in user space).
+
+pub(crate) use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+    },
+    macros::{btf_tracepoint, fentry, kprobe, kretprobe, map, raw_tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{
+        BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext,
+    },
+};
+pub(crate) use aya_log_ebpf::warn;
+pub(crate) use profiler_common::{
+    backend, class, counter, flags, kind, mount_flags, Config, CowEvent, InodeKey, MountEvent,
+    Offsets, SyscallEnd, NAME_MAX_COPY, PATH_BUF, PATH_MAX_DEPTH, RECORD_COW, RECORD_MOUNT,
+    RECORD_SYSCALL_END,
+};
+
+pub(crate) const S_IFMT: u32 = 0o170_000;
+pub(crate) const S_IFDIR: u32 = 0o040_000;
+pub(crate) const S_IFREG: u32 = 0o100_000;
+pub(crate) const S_IFCHR: u32 = 0o020_000;
+pub(crate) const RENAME_EXCHANGE: u64 = 2;
+pub(crate) const OVERLAY_SUPER_MAGIC: u64 = 0x794c_7630;
+/// `mount(2)` on x86_64; its arguments are captured at entry (target, data).
+pub(crate) const NR_MOUNT: i32 = 165;
+/// x86_64 `struct pt_regs` offsets of the syscall arguments 2, 3 and 5 (si, dx, r8).
+pub(crate) const REGS_SI: u32 = 104;
+pub(crate) const REGS_DX: u32 = 96;
+pub(crate) const REGS_R8: u32 = 72;
+/// Overlay inodes a syscall can remember (each one instantiated or updated in it): the
+/// copy-up's or removal's own overlay inode is among them when its lookup happened here.
+pub(crate) const MAX_CANDS: usize = 4;
+/// CoW operations the tracepoint backend can hold for one syscall (a deep path copies up
+/// one directory per level; each extra one is counted in `OP_TABLE_FULL`).
+pub(crate) const MAX_OPS: usize = 16;
+
+#[map]
+pub(crate) static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+/// Syscall number -> `class` bits; 0 = not tracked.
+#[map]
+pub(crate) static SYSCALLS: Array<u8> = Array::with_max_entries(512, 0);
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+/// Tracepoint backend: the work directories (`<workdir>/work`) of the overlay mounts, with
+/// their mount serial. LRU: keys of mounts that are gone (which never match again, see
+/// `ovl_inuse`) make room for new ones however many mounts a session sees.
+#[map]
+pub(crate) static WORKDIRS: LruHashMap<InodeKey, u32> = LruHashMap::with_max_entries(16384, 0);
+/// Tracepoint backend: upper root directories, with their mount serial; the dentry walk
+/// stops there.
+#[map]
+pub(crate) static UPPER_ROOTS: LruHashMap<InodeKey, u32> = LruHashMap::with_max_entries(16384, 0);
+/// Tracepoint backend: superblocks that hold an upper layer (s_dev).
+#[map]
+pub(crate) static UPPER_DEVS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+/// tid -> the `mount(2)` arguments captured at its entry (sent with the mount record).
+#[map]
+pub(crate) static MOUNT_ARGS: HashMap<u32, MountEvent> = HashMap::with_max_entries(256, 0);
+#[map]
+pub(crate) static MOUNT_SCRATCH: PerCpuArray<MountEvent> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU counter behind the kernel's mount serials.
+#[map]
+pub(crate) static MOUNT_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Op {
+    pub(crate) inode: u64,
+    pub(crate) first_ns: u64,
+    pub(crate) last_ns: u64,
+    pub(crate) dev: u32,
+    pub(crate) mode: u32,
+    pub(crate) nlink: u32,
+    pub(crate) state: u32,
+    /// i_size when the temp last changed inside the work directory (before a later truncate
+    /// or write in the same syscall changes it).
+    pub(crate) size: u64,
+    /// Mount serial of the work directory the temp was made in (0 for whiteouts).
+    pub(crate) mount_id: u32,
+    /// Whiteouts: set once the inode was seen linked into a registered work directory
+    /// (overlay makes every whiteout there); unlinking an existing whiteout file outside
+    /// overlay (an engine's clean-up, `rm -rf` of a layer) never is.
+    pub(crate) via_work: u32,
+    /// Whiteouts: the inode's newest alias (`i_dentry.first`) at the previous ctime update.
+    pub(crate) alias_before: u64,
+    /// Whiteouts: this syscall's own link of the (shared) whiteout inode, found at its
+    /// rename into the upper dir; 0 = not found (the newest alias is used).
+    pub(crate) whiteout_dentry: u64,
+    /// Source layer read from the operation's overlay inode at syscall exit (0 = unknown),
+    /// and `flags::LOWER_FROM_KERNEL` when known.
+    pub(crate) lower_idx: u32,
+    pub(crate) lower_flag: u32,
+}
+
+/// `Op::state`: an inode created in this syscall, not yet named.
+pub(crate) const NEWBORN: u32 = 1;
+/// Created in this syscall inside a work directory: a CoW temp.
+pub(crate) const TEMP: u32 = 2;
+/// A whiteout made (or linked) in this syscall.
+pub(crate) const WHITEOUT: u32 = 3;
+/// Created in this syscall outside any work directory: an ordinary create.
+pub(crate) const IGNORE: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Window {
+    pub(crate) enter_ns: u64,
+    pub(crate) nr: i32,
+    pub(crate) class: u32,
+    pub(crate) emitted: u32,
+    pub(crate) nops: u32,
+    /// A whiteout's ctime changed in a creating syscall: it was replaced (create over it).
+    pub(crate) consumed_whiteout: u32,
+    pub(crate) ncands: u32,
+    /// Mount windows: the overlay superblock made in this syscall (its root inode's ctime
+    /// is set at the end of `ovl_fill_super`).
+    pub(crate) ovl_sb: u64,
+    pub(crate) ops: [Op; MAX_OPS],
+    pub(crate) cands: [Cand; MAX_CANDS],
+}
+
+/// An overlay inode seen in a syscall window (tracepoint backend).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Cand {
+    pub(crate) inode: u64,
+    /// Its name while its dentry was alive: length and first 24 bytes (0 = not read yet).
+    pub(crate) name_len: u32,
+    pub(crate) _pad: u32,
+    pub(crate) name: [u64; 3],
+}
+
+#[map]
+pub(crate) static WINDOW_SCRATCH: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
+
+/// tid -> the tracked syscall it is in.
+#[map]
+pub(crate) static WINDOWS: HashMap<u32, Window> = HashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Pending {
+    pub(crate) dentry: u64,
+    pub(crate) start_ns: u64,
+    /// kprobe copy-up: the dentry already had an upper (deferred metacopy data);
+    /// remove/rename: a whiteout will be made; create: the name is a whiteout.
+    pub(crate) arg: u64,
+    pub(crate) size: u64,
+    pub(crate) kind: u32,
+    pub(crate) mode: u32,
+    pub(crate) lower_idx: u32,
+    pub(crate) _pad: u32,
+}
+
+/// kprobe backend: tid -> operation in progress (copy-ups of one dentry do not nest).
+#[map]
+pub(crate) static COPY_UPS: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
+#[map]
+pub(crate) static DIR_OPS: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+pub(crate) fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+#[inline(always)]
+pub(crate) fn bump(idx: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub(crate) fn read<T: Copy>(base: u64, off: u32) -> Option<T> {
+    if base == 0 || off == u32::MAX {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.ok()
+}
+
+#[inline(always)]
+pub(crate) fn ptr(base: u64, off: u32) -> u64 {
+    read::<u64>(base, off).unwrap_or(0)
+}
+
+/// The process filter and self filter. Returns (tgid, tid).
+#[inline(always)]
+pub(crate) fn wanted(cfg: &Config) -> Option<(u32, u32)> {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if tgid == cfg.self_tgid || (cfg.filter_tgid != 0 && tgid != cfg.filter_tgid) {
+        return None;
+    }
+    // SAFETY: plain helper call.
+    if cfg.filter_cgroup != 0 && unsafe { bpf_get_current_cgroup_id() } != cfg.filter_cgroup {
+        return None;
+    }
+    Some((tgid, id as u32))
+}
+
+/// Is `inode` held by a live overlay mount (its upper root or work base dir)?
+#[inline(always)]
+pub(crate) fn ovl_inuse(off: &Offsets, inode: u64) -> bool {
+    read::<u32>(inode, off.inode_i_state).unwrap_or(0) & off.i_ovl_inuse != 0
+}
+
+/// The work dir registration of `dir` (a dentry), if it is the work dir of a live mount.
+#[inline(never)]
+pub(crate) fn workdir_serial(off: &Offsets, dev: u32, dir: u64) -> u32 {
+    let key = InodeKey {
+        dev,
+        _pad: 0,
+        ino: ptr(ptr(dir, off.dentry_d_inode), off.inode_i_ino),
+    };
+    // SAFETY: read-only lookup.
+    let Some(serial) = (unsafe { WORKDIRS.get(&key) }).copied() else {
+        return 0;
+    };
+    let base = ptr(ptr(dir, off.dentry_d_parent), off.dentry_d_inode);
+    if ovl_inuse(off, base) {
+        serial
+    } else {
+        0
+    }
+}
+
+#[inline(always)]
+pub(crate) fn inode_mode(off: &Offsets, inode: u64) -> u32 {
+    u32::from(read::<u16>(inode, off.inode_i_mode).unwrap_or(0))
+}
+
+/// Walks `dentry` towards the root, writing names leaf first into `ev.path`.
+/// Stops at the filesystem root, or at an upper root when `upper_dev` is non-zero.
+/// Not inlined: as a BPF subprogram it is verified once per call site instead of being
+/// unrolled into every caller's loop.
+/// Returns false if the walk never reached its root (an upper root when `upper_dev` is set).
+#[inline(never)]
+pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev: u32) -> bool {
+    let mut pos: usize = 0;
+    let mut depth: u32 = 0;
+    let mut truncated = 1u32;
+    let mut at_root = false;
+    for _ in 0..PATH_MAX_DEPTH {
+        if dentry == 0 {
+            truncated = 0;
+            break;
+        }
+        let inode = ptr(dentry, off.dentry_d_inode);
+        let parent = ptr(dentry, off.dentry_d_parent);
+        if upper_dev != 0 && inode != 0 {
+            let key = InodeKey {
+                dev: upper_dev,
+                _pad: 0,
+                ino: ptr(inode, off.inode_i_ino),
+            };
+            // SAFETY: read-only map lookup.
+            if let Some(serial) = unsafe { UPPER_ROOTS.get(&key) }.filter(|_| ovl_inuse(off, inode))
+            {
+                if ev.mount_id == 0 {
+                    ev.mount_id = *serial;
+                }
+                ev.root_ino = key.ino;
+                truncated = 0;
+                at_root = true;
+                break;
+            }
+        }
+        if parent == dentry || parent == 0 {
+            ev.root_ino = if inode != 0 {
+                ptr(inode, off.inode_i_ino)
+            } else {
+                0
+            };
+            truncated = 0;
+            break;
+        }
+        let name = ptr(dentry, off.dentry_d_name_name);
+        // black_box keeps LLVM from dropping the mask (it can prove pos < 256): older
+        // verifiers (6.1) need the mask itself to bound the write offset.
+        let start = core::hint::black_box(pos) & (PATH_BUF / 2 - 1);
+        // SAFETY: start < PATH_BUF/2 and the slice is NAME_MAX_COPY + 1 <= PATH_BUF/2 long.
+        let dst = unsafe {
+            core::slice::from_raw_parts_mut(ev.path.as_mut_ptr().add(start), NAME_MAX_COPY + 1)
+        };
+        // SAFETY: kernel string read into a bounded buffer.
+        let n = match unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, dst) } {
+            Ok(s) => s.len(),
+            Err(_) => break,
+        };
+        pos = start + n + 1; // keep the NUL as separator
+        depth += 1;
+        if pos >= PATH_BUF / 2 {
+            break;
+        }
+        dentry = parent;
+    }
+    // The walk may have used all its levels on a path exactly that deep: if what is left
+    // is the root, nothing was cut.
+    if truncated != 0 && dentry != 0 && pos < PATH_BUF / 2 {
+        let inode = ptr(dentry, off.dentry_d_inode);
+        let ino = ptr(inode, off.inode_i_ino);
+        let key = InodeKey {
+            dev: upper_dev,
+            _pad: 0,
+            ino,
+        };
+        let is_root = if upper_dev != 0 {
+            // SAFETY: read-only map lookup.
+            match unsafe { UPPER_ROOTS.get(&key) } {
+                Some(serial) if ovl_inuse(off, inode) => {
+                    if ev.mount_id == 0 {
+                        ev.mount_id = *serial;
+                    }
+                    true
+                }
+                _ => false,
+            }
+        } else {
+            ptr(dentry, off.dentry_d_parent) == dentry
+        };
+        if is_root {
+            ev.root_ino = ino;
+            truncated = 0;
+            at_root = true;
+        }
+    }
+    ev.path_len = pos as u32;
+    ev.depth = depth;
+    if truncated != 0 {
+        ev.flags |= flags::PATH_TRUNCATED;
+    }
+    at_root || truncated != 0
+}
+
+/// Fills the fields every event has. Returns the window's enter time, if in one.
+#[inline(always)]
+pub(crate) fn fill_common(cfg: &Config, ev: &mut CowEvent, tgid: u32, tid: u32, backend_id: u32) {
+    ev.record = RECORD_COW;
+    ev.backend = backend_id;
+    ev.pid = tgid;
+    ev.tid = tid;
+    ev.flags = 0;
+    ev.result = 0;
+    ev.lower_idx = 0;
+    ev.root_ino = 0;
+    ev.mount_id = 0;
+    ev._pad = 0;
+    ev.size_bytes = 0;
+    ev.bytes_copied = 0;
+    ev.path_len = 0;
+    ev.depth = 0;
+    ev.syscall_nr = -1;
+    ev.syscall_enter_ns = 0;
+    // SAFETY: plain helper calls.
+    ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let off = &cfg.off;
+    // SAFETY: plain helper call.
+    let task = unsafe { bpf_get_current_task() };
+    let ns = ptr(ptr(task, off.task_nsproxy), off.nsproxy_mnt_ns);
+    ev.mnt_ns = read::<u32>(ns, off.mnt_ns_inum).unwrap_or(0);
+    // SAFETY: the window map is only written by this tid.
+    if let Some(w) = WINDOWS.get_ptr_mut(&tid) {
+        unsafe {
+            ev.syscall_nr = (*w).nr;
+            ev.syscall_enter_ns = (*w).enter_ns;
+            (*w).emitted += 1;
+        }
+        ev.flags |= flags::IN_SYSCALL;
+    }
+}
