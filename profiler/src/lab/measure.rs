@@ -339,6 +339,7 @@ impl KernelTap {
             match decode::decode(&item) {
                 Ok(Record::Cow(ev)) => out.extend(self.enricher.push(*ev)),
                 Ok(Record::SyscallEnd(end)) => out.extend(self.enricher.syscall_end(&end)),
+                Ok(Record::Mount(m)) => self.enricher.add_kernel_mount(&m),
                 Err(e) => {
                     self.malformed += 1;
                     log::debug!("skipping malformed sample: {e}");

@@ -362,6 +362,7 @@ fn drain(ring: &mut RingBuf<MapData>, enricher: &mut Enricher, malformed: &mut u
         match decode::decode(&item) {
             Ok(Record::Cow(ev)) => out.extend(enricher.push(*ev)),
             Ok(Record::SyscallEnd(end)) => out.extend(enricher.syscall_end(&end)),
+            Ok(Record::Mount(m)) => enricher.add_kernel_mount(&m),
             Err(e) => {
                 *malformed += 1;
                 log::debug!("skipping malformed sample: {e}");

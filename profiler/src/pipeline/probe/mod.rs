@@ -12,7 +12,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe, ProgramError, RawTracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use profiler_common::{counter, Config, InodeKey};
+use profiler_common::{counter, Config, InodeKey, USER_MOUNT_SERIAL};
 
 pub use crate::event::Backend;
 use crate::host::{mountinfo::OverlayMount, syscalls};
@@ -429,7 +429,15 @@ impl Probe {
                 let mut map: HashMap<_, InodeKey, u32> =
                     HashMap::try_from(self.ebpf.map_mut(name).expect("map in object"))
                         .map_err(|source| ProbeError::Map { name, source })?;
-                map.insert(k, m.mount_id, 0)
+                // The kernel side registers the mounts it sees being made, with its own
+                // serial, before their first event: that entry stays.
+                if map
+                    .get(&k, 0)
+                    .is_ok_and(|serial| serial & USER_MOUNT_SERIAL == 0)
+                {
+                    return Ok(());
+                }
+                map.insert(k, USER_MOUNT_SERIAL | m.mount_id, 0)
                     .map_err(|source| ProbeError::Map { name, source })
             };
             // Overlay makes its temps in `<workdir>/work`, or in `<workdir>/index` with
