@@ -10,6 +10,7 @@
 
 pub mod aggregate;
 pub mod compare;
+pub mod crosscheck;
 pub mod decode;
 pub mod enrich;
 #[doc(hidden)]

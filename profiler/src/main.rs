@@ -22,6 +22,8 @@ mod code {
     pub const USAGE: u8 = 2;
     /// `record` (kprobe backend): the overlay module was unloaded under its probes.
     pub const OVERLAY_UNLOADED: u8 = 5;
+    /// The attached backend failed its start-up check (canary): it does not see copy-ups here.
+    pub const CANARY_BLIND: u8 = 6;
 }
 
 #[derive(Parser)]
@@ -125,6 +127,10 @@ enum Command {
         /// Ring buffer size in bytes (advanced: a power of two, at least a page; default 4 MiB).
         #[arg(long, hide = true, value_name = "BYTES", value_parser = ringbuf_size)]
         ringbuf_size: Option<u32>,
+        /// Bound of the start-up check (canary) that proves the backend sees copy-ups and
+        /// whiteouts before recording starts (default 20s; it ends as soon as it has seen them).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        canary_timeout: Option<Duration>,
         /// Run this command once attached and stop when it exits.
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -159,6 +165,10 @@ enum Command {
         /// Fail unless `doctor` would choose this backend (checks backend detection per kernel).
         #[arg(long, value_enum, value_name = "BACKEND")]
         expect_chosen: Option<Backend>,
+        /// Where two or more backends run, print each one's events (JSON lines) and fail unless
+        /// they agree exactly: kinds, mounts, paths, layers, syscalls (not times or pids).
+        #[arg(long)]
+        compare_backends: bool,
         #[command(flatten)]
         btf: BtfArgs,
     },
@@ -322,6 +332,7 @@ async fn run(command: Command) -> u8 {
             metrics_max_series,
             quiet,
             ringbuf_size,
+            canary_timeout,
             command,
         } => {
             // Bound before anything is loaded: a bad address leaves nothing behind.
@@ -350,6 +361,7 @@ async fn run(command: Command) -> u8 {
                     filter_tgid: pid.unwrap_or(0),
                     filter_cgroup,
                     ringbuf_size,
+                    canary_timeout,
                 },
                 comm,
                 mount,
@@ -381,16 +393,33 @@ async fn run(command: Command) -> u8 {
         }
         Command::Doctor { json, btf } => {
             let facts = probe::kernel_facts(&btf.paths());
+            let canaries = probe::canary::per_backend(&facts, &btf.paths());
             if json {
-                let _ = serde_json::to_writer_pretty(&mut out, &facts);
+                #[derive(serde::Serialize)]
+                struct Doctor<'a> {
+                    #[serde(flatten)]
+                    facts: &'a probe::KernelFacts,
+                    canary: &'a [probe::canary::BackendCanary],
+                }
+                let _ = serde_json::to_writer_pretty(
+                    &mut out,
+                    &Doctor {
+                        facts: &facts,
+                        canary: &canaries,
+                    },
+                );
                 let _ = writeln!(out);
             } else {
                 print_doctor(&mut out, &facts);
+                print_canaries(&mut out, &canaries);
             }
-            if facts.chosen.is_some() {
-                code::OK
-            } else {
-                4
+            match facts.chosen {
+                None => 4,
+                // The backend `record` would use attaches but is blind here.
+                Some(b) if canaries.iter().any(|c| c.backend == b && c.ok == Some(false)) => {
+                    code::CANARY_BLIND
+                }
+                Some(_) => code::OK,
             }
         }
         Command::Demo { backend, json } => {
@@ -430,6 +459,7 @@ async fn run(command: Command) -> u8 {
             tmpfs,
             doctor,
             expect_chosen,
+            compare_backends,
             btf,
         } => {
             selftest_all(
@@ -437,6 +467,7 @@ async fn run(command: Command) -> u8 {
                 tmpfs,
                 doctor,
                 expect_chosen,
+                compare_backends,
                 &btf.paths(),
                 &mut out,
             )
@@ -625,14 +656,84 @@ fn print_doctor(out: &mut dyn std::io::Write, f: &probe::KernelFacts) {
     );
 }
 
+/// `selftest --compare-backends`: every stream as JSON lines, then the first backend's against
+/// each other one. `None` when fewer than two backends passed (nothing to compare).
+fn compare_streams(
+    streams: &[(Backend, Vec<cowprof::enrich::Event>)],
+    kernel: &str,
+    out: &mut dyn std::io::Write,
+) -> Option<bool> {
+    if streams.len() < 2 {
+        let _ = writeln!(
+            out,
+            "selftest: skip compare-backends kernel={kernel} (only {} backend(s) ran here: {})",
+            streams.len(),
+            streams.iter().map(|(b, _)| b.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        return None;
+    }
+    for (b, events) in streams {
+        for e in events {
+            let _ = writeln!(
+                out,
+                "selftest-event backend={b} {}",
+                serde_json::to_string(e).unwrap_or_default()
+            );
+        }
+    }
+    let (first, first_events) = &streams[0];
+    let mut agree = true;
+    for (b, events) in &streams[1..] {
+        let (diffs, notes) = cowprof::crosscheck::compare(
+            (&first.to_string(), first_events),
+            (&b.to_string(), events),
+        );
+        for n in &notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
+        if diffs.is_empty() {
+            let _ = writeln!(
+                out,
+                "selftest: ok backends {first} and {b} agree kernel={kernel} events={}/{} known_gaps={}",
+                first_events.len(),
+                events.len(),
+                notes.len()
+            );
+        } else {
+            agree = false;
+            let _ = writeln!(
+                out,
+                "selftest: FAIL backends {first} and {b} disagree kernel={kernel}: {} difference(s)",
+                diffs.len()
+            );
+            for d in &diffs {
+                let _ = writeln!(out, "  {d}");
+            }
+        }
+    }
+    Some(agree)
+}
+
+fn print_canaries(out: &mut dyn std::io::Write, canaries: &[probe::canary::BackendCanary]) {
+    let _ = writeln!(
+        out,
+        "start-up check (canary: a data copy-up, a directory copy-up and a whiteout on a private overlay):"
+    );
+    for c in canaries {
+        let _ = writeln!(out, "  {:<10} {}", c.backend.to_string() + ":", c.summary);
+    }
+}
+
 async fn selftest_all(
     backend: Option<Backend>,
     tmpfs: bool,
     doctor: bool,
     expect_chosen: Option<Backend>,
+    compare_backends: bool,
     btf: &BtfPaths,
     out: &mut dyn std::io::Write,
 ) -> u8 {
+    let mut streams: Vec<(Backend, Vec<cowprof::enrich::Event>)> = Vec::new();
     let facts = probe::kernel_facts(btf);
     if doctor {
         print_doctor(out, &facts);
@@ -692,6 +793,7 @@ async fn selftest_all(
                     run.expected,
                     run.outcome.summary.drops.total()
                 );
+                streams.push((b, run.events));
             }
             Ok(run) => {
                 failed += 1;
@@ -715,6 +817,13 @@ async fn selftest_all(
                     facts.release
                 );
             }
+        }
+    }
+    if compare_backends {
+        match compare_streams(&streams, &facts.release, out) {
+            Some(true) => passed += 1,
+            Some(false) => failed += 1,
+            None => {}
         }
     }
     let _ = writeln!(out, "{passed} passed, {failed} failed");
