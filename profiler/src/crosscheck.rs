@@ -42,7 +42,8 @@ impl std::fmt::Display for Fact {
             self.kind.as_str(),
             self.path,
             self.mount_point.as_deref().unwrap_or("-"),
-            self.lower_layer.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            self.lower_layer
+                .map_or_else(|| "-".to_owned(), |l| l.to_string()),
             self.syscall.as_deref().unwrap_or("-"),
             self.errno,
             self.comm
@@ -82,14 +83,12 @@ pub fn compare(a: (&str, &[Event]), b: (&str, &[Event])) -> (Vec<String>, Vec<St
             continue;
         }
         // The backend with fewer of this fact misses them.
-        let (missing_in, n) = if na > nb { (b.0, na - nb) } else { (a.0, nb - na) };
-        let line = format!(
-            "{} {}: {} has {na}, {} has {nb}",
-            n,
-            fact,
-            a.0,
-            b.0
-        );
+        let (missing_in, n) = if na > nb {
+            (b.0, na - nb)
+        } else {
+            (a.0, nb - na)
+        };
+        let line = format!("{} {}: {} has {na}, {} has {nb}", n, fact, a.0, b.0);
         if let Some((_, _, why)) = KNOWN_GAPS
             .iter()
             .find(|(backend, kind, _)| *backend == missing_in && *kind == fact.kind)
@@ -129,7 +128,10 @@ mod tests {
         let mut b = [a[1].clone(), a[0].clone()];
         b[0].pid = 99;
         b[0].latency_ns = 12345;
-        assert_eq!(compare(("kprobe", &a), ("tracepoint", &b)), (vec![], vec![]));
+        assert_eq!(
+            compare(("kprobe", &a), ("tracepoint", &b)),
+            (vec![], vec![])
+        );
     }
 
     #[test]

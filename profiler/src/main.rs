@@ -416,7 +416,11 @@ async fn run(command: Command) -> u8 {
             match facts.chosen {
                 None => 4,
                 // The backend `record` would use attaches but is blind here.
-                Some(b) if canaries.iter().any(|c| c.backend == b && c.ok == Some(false)) => {
+                Some(b)
+                    if canaries
+                        .iter()
+                        .any(|c| c.backend == b && c.ok == Some(false)) =>
+                {
                     code::CANARY_BLIND
                 }
                 Some(_) => code::OK,
@@ -668,7 +672,11 @@ fn compare_streams(
             out,
             "selftest: skip compare-backends kernel={kernel} (only {} backend(s) ran here: {})",
             streams.len(),
-            streams.iter().map(|(b, _)| b.to_string()).collect::<Vec<_>>().join(", ")
+            streams
+                .iter()
+                .map(|(b, _)| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return None;
     }

@@ -2,6 +2,12 @@
 //! `doctor` fail with one line and exit code 6; a passing check leaves no trace in the output,
 //! the summary or the metrics (only its own metrics).
 
+#![expect(
+    clippy::float_cmp,
+    clippy::cast_precision_loss,
+    reason = "exact small counts scraped as OpenMetrics floats"
+)]
+
 mod common;
 
 use std::{
@@ -40,7 +46,11 @@ fn blind_backend_fails_record_and_doctor_with_one_line_exit_6() {
         .output()
         .expect("run cowprof");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(EXIT_CANARY_BLIND), "stderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_CANARY_BLIND),
+        "stderr: {stderr}"
+    );
     assert!(
         out.stdout.is_empty(),
         "no start line may be printed: {}",
@@ -52,7 +62,11 @@ fn blind_backend_fails_record_and_doctor_with_one_line_exit_6() {
     let want = format!(
         "cowprof: the tracepoint backend attached on {kernel} but saw no event at all (expected a data copy-up, a directory copy-up and a whiteout) in its start-up check (canary"
     );
-    assert!(lines[0].starts_with(&want), "{}\nwant prefix {want}", lines[0]);
+    assert!(
+        lines[0].starts_with(&want),
+        "{}\nwant prefix {want}",
+        lines[0]
+    );
     assert!(lines[0].ends_with("run `cowprof doctor`"), "{}", lines[0]);
     baseline.assert_clean("record with a blind canary");
 
@@ -184,7 +198,12 @@ fn canary_events_never_reach_output_summary_or_metrics() {
         recording.events.len() as u64,
         "summary count"
     );
-    assert_eq!(recording.summary.drops.total(), 0, "{:?}", recording.summary.drops);
+    assert_eq!(
+        recording.summary.drops.total(),
+        0,
+        "{:?}",
+        recording.summary.drops
+    );
 
     // Metrics: the check's result under its own names; the event counters start at 0.
     assert_eq!(sample(&before, "cowprof_events_total"), 0.0, "{before}");

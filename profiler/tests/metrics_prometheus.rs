@@ -412,7 +412,10 @@ fn prometheus_scrapes_the_workload() {
     assert_eq!(backend[0].1, 1.0);
     assert_eq!(canary.len(), 1, "{canary:?}");
     assert_eq!(canary[0].0["backend"], recording.start.backend);
-    assert_eq!(canary[0].1, 0.0, "the check cannot run without CAP_SYS_ADMIN");
+    assert_eq!(
+        canary[0].1, 0.0,
+        "the check cannot run without CAP_SYS_ADMIN"
+    );
     assert!(canary_events.is_empty(), "{canary_events:?}");
     assert!((1.0..4096.0).contains(&(rss / 1_048_576.0)), "rss {rss}");
 

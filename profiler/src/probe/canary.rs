@@ -18,6 +18,7 @@
 
 use std::{
     ffi::CString,
+    fmt::Write as _,
     io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::Path,
@@ -42,7 +43,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const BLIND_ENV: &str = "COWPROF_TEST_BLIND_CANARY";
 
 /// Mount id given to the canary's overlay in the tracepoint backend's maps; no real mount has it
-/// (the lab's synthetic ids start at 0x7000_0000 and stay far below).
+/// (the lab's synthetic ids start at `0x7000_0000` and stay far below).
 const CANARY_MOUNT_ID: u32 = u32::MAX - 1;
 
 /// What the check saw of its own operations.
@@ -78,10 +79,11 @@ impl CanaryReport {
             )
         };
         if !self.workload_done {
-            s.push_str(&format!(
+            let _ = write!(
+                s,
                 "; its workload did not finish within {} ms (a slow emulator? raise --canary-timeout)",
                 self.elapsed_ms
-            ));
+            );
         }
         s
     }
@@ -241,7 +243,11 @@ unsafe fn child_main(plan: &ChildPlan, report: i32, go: i32) -> ! {
             }
         }
         for f in &plan.files {
-            let fd = open(f.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+            let fd = open(
+                f.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+                0o644,
+            );
             if fd < 0 || write(fd, b"canary\n".as_ptr().cast::<c_void>(), 7) != 7 {
                 fail(5);
             }
@@ -350,7 +356,11 @@ fn set_config(ebpf: &mut Ebpf, cfg: Config) -> Result<(), CanaryError> {
 }
 
 /// The tracepoint backend only follows overlays it was told about: the canary's, while it runs.
-fn tracepoint_maps(ebpf: &mut Ebpf, keys: Option<(u32, u64, u64)>, add: bool) -> Result<(), CanaryError> {
+fn tracepoint_maps(
+    ebpf: &mut Ebpf,
+    keys: Option<(u32, u64, u64)>,
+    add: bool,
+) -> Result<(), CanaryError> {
     let Some((dev, upper_ino, work_ino)) = keys else {
         return Ok(());
     };
@@ -439,7 +449,10 @@ pub fn run(
     result
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site, the pieces of one check")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, the pieces of one check"
+)]
 fn parent(
     ebpf: &mut Ebpf,
     backend: Backend,
@@ -458,8 +471,8 @@ fn parent(
     if ready[0] != 0 {
         return Err(setup_error(ready));
     }
-    let keys = (backend == Backend::Tracepoint)
-        .then(|| (super::to_kdev(ready[1]), ready[2], ready[3]));
+    let keys =
+        (backend == Backend::Tracepoint).then(|| (super::to_kdev(ready[1]), ready[2], ready[3]));
     tracepoint_maps(ebpf, keys, true)?;
     let blind = std::env::var_os(BLIND_ENV).is_some_and(|v| v == "1");
     set_config(
@@ -488,10 +501,12 @@ fn watch(
     until: Instant,
     report: &mut CanaryReport,
 ) -> Result<(), CanaryError> {
-    let mut ring = RingBuf::try_from(ebpf.map_mut("EVENTS").expect("map in object"))
-        .map_err(|source| CanaryError::Map {
-            name: "EVENTS",
-            source,
+    let mut ring =
+        RingBuf::try_from(ebpf.map_mut("EVENTS").expect("map in object")).map_err(|source| {
+            CanaryError::Map {
+                name: "EVENTS",
+                source,
+            }
         })?;
     // Whatever the backend emitted before this point is not ours and not reported.
     drain(&mut ring, 0, &mut CanaryReport::default());
