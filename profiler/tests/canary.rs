@@ -20,7 +20,7 @@ use std::{
 use common::{
     build_stacks, canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running, BIN,
 };
-use cowprof::{probe::canary::BLIND_ENV, scenario};
+use cowprof::{pipeline::probe::canary::BLIND_ENV, scenario};
 
 const EXIT_CANARY_BLIND: i32 = 6;
 

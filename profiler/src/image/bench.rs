@@ -23,10 +23,10 @@ use super::{
     store::{short, Store},
     ImageError,
 };
+use crate::host::cancel::Cancel;
 use crate::lab::{
     measure::Hist,
     results::{Cell, Results, RunResult, RESULTS_SCHEMA},
-    stack::Cancel,
 };
 
 pub struct ImageBenchOptions {
@@ -264,7 +264,7 @@ pub fn bench(
 }
 
 /// `cowprof bench --image`: prints a table, returns the exit code.
-pub fn main(opts: &ImageBenchOptions, out: &mut impl Write) -> u8 {
+pub fn main(opts: &ImageBenchOptions, out: &mut dyn Write) -> u8 {
     let cancel = match Cancel::install() {
         Ok(c) => c,
         Err(e) => {

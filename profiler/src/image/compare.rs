@@ -17,7 +17,10 @@ use super::{
     store::{short, ImageRecord, Store},
     ImageError,
 };
-use crate::lab::stack::{self, Cancel};
+use crate::{
+    host::{cancel::Cancel, mounts},
+    lab::stack,
+};
 
 /// An image's layers mounted read-write as overlay, with a fresh upper; unmounted and removed on
 /// drop (also on error and Ctrl-C, which only sets a flag checked between writes).
@@ -76,7 +79,7 @@ impl ImageStack {
                 opts.len()
             ))));
         }
-        stack::mount("overlay", &s.merged, "overlay", &opts).map_err(|source| {
+        mounts::mount("overlay", &s.merged, "overlay", &opts).map_err(|source| {
             ImageError::Lab(stack::LabError::Mount {
                 path: s.merged.clone(),
                 options: opts.clone(),
@@ -91,9 +94,9 @@ impl ImageStack {
 impl Drop for ImageStack {
     fn drop(&mut self) {
         if self.mounted {
-            stack::umount(&self.merged);
+            mounts::umount(&self.merged);
         }
-        let _ = stack::remove_tree(&self.dir);
+        let _ = mounts::remove_tree(&self.dir);
     }
 }
 
@@ -352,7 +355,7 @@ fn label(s: &ImageSummary) -> String {
         .unwrap_or_else(|| short(&s.id).to_owned())
 }
 
-pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io::Result<()> {
+pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<30}  {:<12}  {:>10}  {:>6}  {:>6}  {:<5}  {:<7}  {:>10}  {:>6}",

@@ -469,7 +469,7 @@ pub fn human_ns(ns: u64) -> String {
 }
 
 /// The human table of `image inspect`.
-pub fn render(i: &Inspection, out: &mut impl std::io::Write) -> std::io::Result<()> {
+pub fn render(i: &Inspection, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     writeln!(out, "image  {}", i.id)?;
     if let Some(m) = &i.manifest_digest {
         writeln!(out, "manifest {m}")?;

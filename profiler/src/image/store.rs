@@ -20,7 +20,7 @@ use super::{
     unpack::{unpack_layer, LayerStats, Limits},
     ImageError,
 };
-use crate::lab::stack::Cancel;
+use crate::host::cancel::Cancel;
 
 pub const DEFAULT_STORE: &str = "/var/lib/cowprof";
 
@@ -120,7 +120,7 @@ impl Store {
                     .and_then(|n| n.split('-').next())
                     .and_then(|p| p.parse::<u32>().ok());
                 if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
-                    && crate::lab::stack::remove_tree(&e.path()).is_ok()
+                    && crate::host::mounts::remove_tree(&e.path()).is_ok()
                 {
                     removed.push(e.path());
                 }

@@ -18,14 +18,16 @@ use std::{
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest as _, Sha256};
 
+use crate::host::{
+    cancel::Cancel,
+    mounts::{drop_caches, overlay_param, private_mount_namespace},
+};
+
 use super::{
     measure::{events_for, CellAcc, Hist, KernelTap, Worker},
     results::{Environment, Results, RunResult, Skipped, RESULTS_SCHEMA},
     spec::{format_size, Cache, FsKind, Op, Shape, Spec, DEFAULT_SPEC, KNOWN_OPTIONS},
-    stack::{
-        drop_caches, io_err, overlay_param, private_mount_namespace, Backing, Cancel, LabError,
-        LabRoot, LabStack, Layers,
-    },
+    stack::{io_err, Backing, LabError, LabRoot, LabStack, Layers},
     workload::{
         check_details, expected_upper, file_rel, op_rel, prepare, second_rel, thread_rels,
         upper_entries, Request, OUTCOME_REDIRECT,
@@ -286,7 +288,10 @@ fn repetition(
     let target = stack.merged.join(&rel);
     prepare(op, &stack.merged, &rel).map_err(io_err(format!("preparing {op} on"), &target))?;
     if cache == Cache::Cold {
-        drop_caches()?;
+        drop_caches().map_err(io_err(
+            "dropping caches through",
+            Path::new("/proc/sys/vm/drop_caches"),
+        ))?;
     }
     let (outcome, ns) = if op.shape() == Shape::Concurrent {
         let reply = ctx.worker.call_full(&Request::Parallel {
@@ -377,7 +382,10 @@ fn reference_repetition(
     let depth = ctx.spec.file_layers[0];
     let dst = dir.join(format!("ref-{size}-{round}"));
     if cache == Cache::Cold {
-        drop_caches()?;
+        drop_caches().map_err(io_err(
+            "dropping caches through",
+            Path::new("/proc/sys/vm/drop_caches"),
+        ))?;
     }
     let r = ctx.worker.call(&Request::Reference {
         src: layers.lower_file(depth, &file_rel(size, depth)),
@@ -399,7 +407,10 @@ fn plain_create(
     fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
     let path = dir.join(format!("plain-create-{round}"));
     if cache == Cache::Cold {
-        drop_caches()?;
+        drop_caches().map_err(io_err(
+            "dropping caches through",
+            Path::new("/proc/sys/vm/drop_caches"),
+        ))?;
     }
     let r = ctx.worker.call(&Request::Op {
         op: Op::Create,

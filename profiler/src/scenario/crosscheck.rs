@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{decode::Kind, enrich::Event};
+use crate::event::{Event, Kind};
 
 /// What two backends must agree on for one event.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -4,8 +4,8 @@
 use std::io::{self, Write};
 
 use crate::{
-    aggregate::{short_id, Summary},
-    enrich::Event,
+    event::Event,
+    pipeline::aggregate::{short_id, Summary},
 };
 
 /// Version of the JSON lines format; bumped on any incompatible change.
@@ -255,7 +255,7 @@ impl Exporter for Table {
 mod tests {
     use super::*;
 
-    use crate::{aggregate::Aggregate, decode::Kind};
+    use crate::{event::Kind, pipeline::aggregate::Aggregate};
 
     fn sample_event() -> Event {
         Event {
@@ -338,7 +338,7 @@ mod tests {
     fn summary_json_round_trips() {
         let mut agg = Aggregate::default();
         agg.record(&sample_event());
-        let summary = agg.summary(crate::aggregate::Drops {
+        let summary = agg.summary(crate::pipeline::aggregate::Drops {
             ringbuf: 1,
             ..Default::default()
         });

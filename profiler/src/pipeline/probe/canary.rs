@@ -32,7 +32,10 @@ use aya::{
 use profiler_common::{Config, InodeKey};
 
 use super::Backend;
-use crate::decode::{self, Kind, Record, WireKind};
+use crate::{
+    event::Kind,
+    pipeline::decode::{self, Record, WireKind},
+};
 
 /// How long the check may take by default. It ends as soon as the child's three operations are
 /// done (milliseconds on hardware); the bound only matters when the child cannot finish, and

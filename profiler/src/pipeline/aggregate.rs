@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
-use crate::enrich::Event;
+use crate::event::Event;
 
 /// Count, bytes and a latency histogram for one group of events.
 #[derive(Clone)]
@@ -192,7 +192,7 @@ pub struct Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::Kind;
+    use crate::event::Kind;
 
     fn ev(kind: Kind, latency_ns: u64, layer: u32) -> Event {
         Event {

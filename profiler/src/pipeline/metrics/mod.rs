@@ -30,7 +30,11 @@ use prometheus_client::{
 
 pub use server::{parse_addr, MetricsServer};
 
-use crate::{aggregate::Drops, decode::Kind, enrich::Event, report::RunInfo};
+use crate::{
+    event::{Event, Kind},
+    pipeline::aggregate::Drops,
+    pipeline::report::RunInfo,
+};
 
 /// Default number of label sets with series of their own (`--metrics-max-series`).
 pub const DEFAULT_MAX_SERIES: usize = 50;
@@ -435,7 +439,7 @@ impl Recorder {
     pub fn set_canary(
         &self,
         backend: &str,
-        canary: &Result<crate::probe::canary::CanaryReport, String>,
+        canary: &Result<crate::pipeline::probe::canary::CanaryReport, String>,
     ) {
         self.canary_ok
             .get_or_create(&CanaryLabels {
@@ -464,7 +468,7 @@ pub fn serve(addr: &str, max_series: usize) -> Result<(Recorder, MetricsServer),
 /// The `--quiet` exporter: nothing on stdout (a daemon serving `/metrics`).
 pub struct Quiet;
 
-impl crate::report::Exporter for Quiet {
+impl crate::pipeline::report::Exporter for Quiet {
     fn header(&mut self, _: &mut dyn std::io::Write, _: &RunInfo) -> std::io::Result<()> {
         Ok(())
     }
@@ -474,7 +478,7 @@ impl crate::report::Exporter for Quiet {
     fn summary(
         &mut self,
         _: &mut dyn std::io::Write,
-        _: &crate::aggregate::Summary,
+        _: &crate::pipeline::aggregate::Summary,
     ) -> std::io::Result<()> {
         Ok(())
     }

@@ -1,0 +1,228 @@
+//! `cowprof selftest`: the default scenario under every usable backend, checked against the upper
+//! directory (the VM matrix runs it inside each kernel).
+
+use std::io::Write;
+
+use cowprof::{
+    event::Event,
+    pipeline::{
+        probe::{self, Backend, BtfPaths},
+        report::JsonLines,
+    },
+    scenario::{crosscheck, selftest},
+};
+
+use super::{doctor::print_doctor, BtfArgs, Exit};
+
+#[derive(clap::Args)]
+pub struct SelftestArgs {
+    /// Only this backend (default: every usable one).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Build the stacks on a tmpfs of their own (needed where /tmp is not writable disk).
+    #[arg(long)]
+    pub tmpfs: bool,
+    /// Also print `doctor` first.
+    #[arg(long)]
+    pub doctor: bool,
+    /// Fail unless `doctor` would choose this backend (checks backend detection per kernel).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub expect_chosen: Option<Backend>,
+    /// Where two or more backends run, print each one's events (JSON lines) and fail unless
+    /// they agree exactly: kinds, mounts, paths, layers, syscalls (not times or pids).
+    #[arg(long)]
+    pub compare_backends: bool,
+    #[command(flatten)]
+    pub btf: BtfArgs,
+}
+
+pub async fn run(args: SelftestArgs, out: &mut dyn Write) -> Exit {
+    let SelftestArgs {
+        backend,
+        tmpfs,
+        doctor,
+        expect_chosen,
+        compare_backends,
+        btf,
+    } = args;
+    run_all(
+        backend,
+        tmpfs,
+        doctor,
+        expect_chosen,
+        compare_backends,
+        &btf.paths(),
+        out,
+    )
+    .await
+}
+
+pub async fn run_all(
+    backend: Option<Backend>,
+    tmpfs: bool,
+    doctor: bool,
+    expect_chosen: Option<Backend>,
+    compare_backends: bool,
+    btf: &BtfPaths,
+    out: &mut dyn std::io::Write,
+) -> Exit {
+    let mut streams: Vec<(Backend, Vec<Event>)> = Vec::new();
+    let facts = probe::kernel_facts(btf);
+    if doctor {
+        print_doctor(out, &facts);
+    }
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(want) = expect_chosen {
+        if facts.chosen == Some(want) {
+            passed += 1;
+            let _ = writeln!(
+                out,
+                "selftest: ok doctor chooses {want} on {}",
+                facts.release
+            );
+        } else {
+            failed += 1;
+            let _ = writeln!(
+                out,
+                "selftest: FAIL doctor chooses {:?} on {}, expected {want}",
+                facts.chosen, facts.release
+            );
+        }
+    }
+    let backends: Vec<Backend> = match backend {
+        Some(b) => vec![b],
+        None => facts
+            .backends
+            .iter()
+            .filter(|b| b.usable)
+            .map(|b| b.backend)
+            .collect(),
+    };
+    for b in &facts.backends {
+        if !backends.contains(&b.backend) {
+            let _ = writeln!(out, "selftest: skip backend={} ({})", b.backend, b.reason);
+        }
+    }
+    for b in backends {
+        let mut sink = std::io::sink();
+        let mut quiet = JsonLines;
+        let result = selftest::run_scenario(
+            Some(b),
+            btf.clone(),
+            &std::env::temp_dir(),
+            tmpfs,
+            &mut quiet,
+            &mut sink,
+        )
+        .await;
+        match result {
+            Ok(run) if run.problems.is_empty() => {
+                passed += 1;
+                let _ = writeln!(
+                    out,
+                    "selftest: ok backend={b} kernel={} events={} expected={} dropped={}",
+                    facts.release,
+                    run.events.len(),
+                    run.expected,
+                    run.outcome.summary.drops.total()
+                );
+                streams.push((b, run.events));
+            }
+            Ok(run) => {
+                failed += 1;
+                let _ = writeln!(out, "selftest: FAIL backend={b} kernel={}", facts.release);
+                for p in &run.problems {
+                    let _ = writeln!(out, "  {p}");
+                }
+                for e in &run.events {
+                    let _ = writeln!(
+                        out,
+                        "  got {:?} {} layer={:?} bytes={} syscall={:?}",
+                        e.kind, e.path, e.lower_layer, e.bytes_copied, e.syscall
+                    );
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(
+                    out,
+                    "selftest: FAIL backend={b} kernel={}: {e}",
+                    facts.release
+                );
+            }
+        }
+    }
+    if compare_backends {
+        match compare_streams(&streams, &facts.release, out) {
+            Some(true) => passed += 1,
+            Some(false) => failed += 1,
+            None => {}
+        }
+    }
+    let _ = writeln!(out, "{passed} passed, {failed} failed");
+    if failed == 0 && passed > 0 {
+        Exit::Ok
+    } else {
+        Exit::Failure
+    }
+}
+
+/// `selftest --compare-backends`: every stream as JSON lines, then the first backend's against
+/// each other one. `None` when fewer than two backends passed (nothing to compare).
+fn compare_streams(
+    streams: &[(Backend, Vec<Event>)],
+    kernel: &str,
+    out: &mut dyn Write,
+) -> Option<bool> {
+    if streams.len() < 2 {
+        let _ = writeln!(
+            out,
+            "selftest: skip compare-backends kernel={kernel} (only {} backend(s) ran here: {})",
+            streams.len(),
+            streams
+                .iter()
+                .map(|(b, _)| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return None;
+    }
+    for (b, events) in streams {
+        for e in events {
+            let _ = writeln!(
+                out,
+                "selftest-event backend={b} {}",
+                serde_json::to_string(e).unwrap_or_default()
+            );
+        }
+    }
+    let (first, first_events) = &streams[0];
+    let mut agree = true;
+    for (b, events) in &streams[1..] {
+        let (diffs, notes) =
+            crosscheck::compare((&first.to_string(), first_events), (&b.to_string(), events));
+        for n in &notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
+        if diffs.is_empty() {
+            let _ = writeln!(
+                out,
+                "selftest: ok backends {first} and {b} agree kernel={kernel} events={}/{} known_gaps={}",
+                first_events.len(),
+                events.len(),
+                notes.len()
+            );
+        } else {
+            agree = false;
+            let _ = writeln!(
+                out,
+                "selftest: FAIL backends {first} and {b} disagree kernel={kernel}: {} difference(s)",
+                diffs.len()
+            );
+            for d in &diffs {
+                let _ = writeln!(out, "  {d}");
+            }
+        }
+    }
+    Some(agree)
+}
