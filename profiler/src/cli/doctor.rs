@@ -35,7 +35,10 @@ pub fn run(args: DoctorArgs, out: &mut dyn Write) -> Exit {
         let _ = writeln!(out);
     } else {
         print_doctor(out, &facts);
-        print_canaries(out, &canaries);
+        // Nothing to check where nothing can attach: the report ends with why.
+        if facts.chosen.is_some() {
+            print_canaries(out, &canaries);
+        }
     }
     match facts.chosen {
         None => Exit::NoBackend,
