@@ -78,7 +78,7 @@ fn blind_backend_fails_record_and_doctor_with_one_line_exit_6() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(EXIT_CANARY_BLIND), "{stdout}");
     assert!(
-        stdout.contains("  tracepoint: FAILED: attached, but saw no event at all"),
+        stdout.contains("  canary tracepoint: FAILED: attached, but saw no event at all"),
         "{stdout}"
     );
     baseline.assert_clean("doctor with a blind canary");

@@ -34,11 +34,7 @@ pub fn run(args: DoctorArgs, out: &mut dyn Write) -> Exit {
         );
         let _ = writeln!(out);
     } else {
-        print_doctor(out, &facts);
-        // Nothing to check where nothing can attach: the report ends with why.
-        if facts.chosen.is_some() {
-            print_canaries(out, &canaries);
-        }
+        print_doctor(out, &facts, Some(&canaries));
     }
     match facts.chosen {
         None => Exit::NoBackend,
@@ -60,11 +56,17 @@ fn print_canaries(out: &mut dyn Write, canaries: &[probe::canary::BackendCanary]
         "start-up check (canary: a data copy-up, a directory copy-up and a whiteout on a private overlay):"
     );
     for c in canaries {
-        let _ = writeln!(out, "  {:<10} {}", c.backend.to_string() + ":", c.summary);
+        let _ = writeln!(out, "  canary {}: {}", c.backend, c.summary);
     }
 }
 
-pub(super) fn print_doctor(out: &mut dyn std::io::Write, f: &probe::KernelFacts) {
+/// The report; with `canaries`, the start-up check's results come before the last line (which
+/// backend `record` would use).
+pub(super) fn print_doctor(
+    out: &mut dyn std::io::Write,
+    f: &probe::KernelFacts,
+    canaries: Option<&[probe::canary::BackendCanary]>,
+) {
     let _ = writeln!(out, "kernel: {}", f.release);
     match (&f.btf, &f.btf_error) {
         (Some(b), _) => {
@@ -113,6 +115,10 @@ pub(super) fn print_doctor(out: &mut dyn std::io::Write, f: &probe::KernelFacts)
                 b.reason.clone()
             }
         );
+    }
+    // Nothing to check where nothing can attach: the report ends with why.
+    if let Some(c) = canaries.filter(|_| f.chosen.is_some()) {
+        print_canaries(out, c);
     }
     let _ = writeln!(
         out,

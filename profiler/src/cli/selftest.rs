@@ -69,7 +69,7 @@ pub async fn run_all(
     let mut streams: Vec<(Backend, Vec<Event>)> = Vec::new();
     let facts = probe::kernel_facts(btf);
     if doctor {
-        print_doctor(out, &facts);
+        print_doctor(out, &facts, None);
     }
     let (mut passed, mut failed) = (0, 0);
     if let Some(want) = expect_chosen {
