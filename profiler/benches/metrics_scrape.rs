@@ -59,7 +59,7 @@ fn event(kind: Kind, mount: &str, i: u64) -> Event {
         size_bytes: 4096,
         bytes_copied: 4096,
         lower_layer: Some(1),
-        ..Event::new(kind, "tracepoint")
+        ..Event::new(kind, cowprof::event::Backend::Tracepoint)
     }
 }
 

@@ -54,7 +54,7 @@ fn stop_variant(name: &str, stop: &Stop) {
         let Line::Start(info) = parse_line(&start_line) else {
             panic!("first line is not start: {start_line}")
         };
-        assert_eq!(info.backend, "tracepoint");
+        assert_eq!(info.backend.as_str(), "tracepoint");
 
         // While recording, exactly the attached programs are linked in the kernel, held by cowprof.
         if bpf_before.is_some() {

@@ -60,8 +60,25 @@ fn unknown_backend_is_usage_error() {
             2,
             &["invalid value 'nope'", "--backend"],
         );
-        assert!(
-            e.contains("possible values: fentry, kprobe, tracepoint"),
+        assert!(e.contains("possible values: kprobe, tracepoint"), "{e}");
+    });
+}
+
+/// fentry cannot attach to overlay's functions with cowprof's loader: it is not offered.
+#[test]
+fn fentry_is_not_an_accepted_backend() {
+    clean("fentry_is_not_an_accepted_backend", || {
+        let e = fails(
+            &["record", "--backend", "fentry"],
+            2,
+            &[
+                "invalid value 'fentry'",
+                "possible values: kprobe, tracepoint",
+            ],
+        );
+        assert_eq!(
+            e.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
             "{e}"
         );
     });

@@ -15,7 +15,7 @@ use std::{
 use common::{lock, require_root, Baseline, Running, BIN};
 use cowprof::host::loopdev::loop_devices;
 use cowprof::lab::{
-    measure::decode_histogram,
+    results::decode_histogram,
     results::{Results, RESULTS_SCHEMA},
     run::{cells_of, load_spec, sha256_hex, HOST_MOUNTS_ENV},
     spec::{format_size, Op, Shape, Spec},

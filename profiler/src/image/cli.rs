@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::{
     compare, inspect,
-    store::{short, ImageRecord, Store, DEFAULT_STORE},
+    store::{ImageRecord, Store, DEFAULT_STORE},
     unpack::Limits,
     ImageError,
 };
@@ -159,7 +159,11 @@ fn run(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                     ))?;
                     for l in &i.layers {
                         for n in &l.stats.notes {
-                            w(writeln!(out, "  note: layer {}: {n}", short(&l.diff_id)))?;
+                            w(writeln!(
+                                out,
+                                "  note: layer {}: {n}",
+                                crate::fmt::short_digest(&l.diff_id)
+                            ))?;
                         }
                     }
                 }

@@ -6,6 +6,7 @@
 //! stack (new upper and work directories over the same lower layers), is checked against what
 //! the upper directory must hold afterwards, and is unmounted before the next one.
 
+use crate::fmt;
 use std::{
     collections::BTreeMap,
     fs,
@@ -103,7 +104,10 @@ pub fn sha256_hex(text: &str) -> String {
 }
 
 /// What a results file records about the machine it was measured on (also `bench --image`'s).
-pub(crate) fn environment(backend: Option<String>, started: SystemTime) -> Environment {
+pub(crate) fn environment(
+    backend: Option<crate::event::Backend>,
+    started: SystemTime,
+) -> Environment {
     let overlay_params = fs::read_dir("/sys/module/overlay/parameters")
         .map(|rd| {
             rd.flatten()
@@ -948,21 +952,6 @@ fn run_matrix(
     Ok(())
 }
 
-/// `12.3µs`, `4.56ms`, `1.23s`.
-pub fn fmt_ns(ns: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let n = ns as f64;
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}µs", n / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.2}ms", n / 1e6)
-    } else {
-        format!("{:.2}s", n / 1e9)
-    }
-}
-
 /// The terminal summary: one row per cell.
 pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
     writeln!(
@@ -1008,9 +997,9 @@ pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
                 format_size(c.size_bytes),
                 c.layer_depth,
                 c.threads,
-                fmt_ns(c.latency.p50_ns),
-                fmt_ns(c.latency.p75_ns.saturating_sub(c.latency.p25_ns)),
-                fmt_ns(c.latency.p99_ns),
+                fmt::ns(c.latency.p50_ns),
+                fmt::ns(c.latency.p75_ns.saturating_sub(c.latency.p25_ns)),
+                fmt::ns(c.latency.p99_ns),
                 if kernel {
                     c.copy_ups.to_string()
                 } else {
@@ -1039,7 +1028,7 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
                 rep.results.runs.len(),
                 rep.upper_checked,
                 rep.upper_mismatches,
-                rep.results.environment.backend.as_deref().unwrap_or("none"),
+                rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
                 rep.elapsed.as_secs_f64(),
                 rep.results_path.display()
             );
@@ -1061,7 +1050,7 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
                 {
                     eprintln!(
                         "cowprof: --expect-kernel: kernel-side timings missing or inexact (backend {}, {} runs unseen, {} cells off)",
-                        rep.results.environment.backend.as_deref().unwrap_or("none"),
+                        rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
                         unseen.len(),
                         rep.kernel_mismatches.len()
                     );
@@ -1097,8 +1086,8 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(options_label(&[]), "-");
-        assert_eq!(fmt_ns(1_500), "1.5µs");
-        assert_eq!(fmt_ns(2_500_000), "2.50ms");
+        assert_eq!(fmt::ns(1_500), "1.5µs");
+        assert_eq!(fmt::ns(2_500_000), "2.50ms");
     }
 
     #[test]

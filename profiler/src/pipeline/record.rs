@@ -219,7 +219,7 @@ pub async fn record(
         unsafe { AsyncFd::register(ring) }.map_err(|e| RecordError::Io { source: e.into() })?;
 
     let info = RunInfo {
-        backend: probe.backend.to_string(),
+        backend: probe.backend,
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()

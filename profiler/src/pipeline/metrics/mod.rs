@@ -428,7 +428,7 @@ impl Recorder {
     pub fn set_backend(&self, info: &RunInfo) {
         self.backend
             .get_or_create(&BackendLabels {
-                backend: info.backend.clone(),
+                backend: info.backend.to_string(),
                 kernel: info.kernel.clone(),
                 version: env!("CARGO_PKG_VERSION"),
             })
@@ -507,7 +507,7 @@ mod tests {
             size_bytes: bytes,
             bytes_copied: bytes,
             lower_layer: Some(1),
-            ..Event::new(kind, "tracepoint")
+            ..Event::new(kind, crate::event::Backend::Tracepoint)
         }
     }
 
@@ -637,7 +637,7 @@ mod tests {
             whiteout_unnamed: 7,
         });
         rec.set_backend(&RunInfo {
-            backend: "tracepoint".into(),
+            backend: crate::event::Backend::Tracepoint,
             kernel: "6.18".into(),
             attached: vec![],
             skipped: vec![],
