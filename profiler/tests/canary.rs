@@ -190,7 +190,7 @@ fn canary_events_never_reach_output_summary_or_metrics() {
         strays.iter().all(|e| e.mount_point.is_some()),
         "events on no known mount (the canary's?): {strays:?}"
     );
-    let expected = scenario::expected("tracepoint", meta_mount.is_some());
+    let expected = scenario::expected(cowprof::event::Backend::Tracepoint, meta_mount.is_some());
     let on_ours = recording.events.len() - strays.len();
     assert_eq!(on_ours, expected.len(), "{:#?}", recording.events);
     assert_eq!(

@@ -411,7 +411,7 @@ fn prometheus_scrapes_the_workload() {
     assert_eq!(backend[0].0["backend"], recording.start.backend.as_str());
     assert_eq!(backend[0].1, 1.0);
     assert_eq!(canary.len(), 1, "{canary:?}");
-    assert_eq!(canary[0].0["backend"], recording.start.backend);
+    assert_eq!(canary[0].0["backend"], recording.start.backend.as_str());
     assert_eq!(
         canary[0].1, 0.0,
         "the check cannot run without CAP_SYS_ADMIN"

@@ -199,8 +199,7 @@ fn compare_streams(
     let (first, first_events) = &streams[0];
     let mut agree = true;
     for (b, events) in &streams[1..] {
-        let (diffs, notes) =
-            crosscheck::compare((&first.to_string(), first_events), (&b.to_string(), events));
+        let (diffs, notes) = crosscheck::compare((*first, first_events), (*b, events));
         for n in &notes {
             let _ = writeln!(out, "  note: {n}");
         }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::event::{Event, Kind};
+use crate::event::{Backend, Event, Kind};
 
 /// What two backends must agree on for one event.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,8 +53,8 @@ impl std::fmt::Display for Fact {
 
 /// Differences a backend is documented not to see (docs/backends.md): `(backend, kind, why)`.
 /// Only a missing event of that kind on that backend is excused; anything else is a difference.
-pub const KNOWN_GAPS: &[(&str, Kind, &str)] = &[(
-    "tracepoint",
+pub const KNOWN_GAPS: &[(Backend, Kind, &str)] = &[(
+    Backend::Tracepoint,
     Kind::DeferredDataCopyUp,
     "a metacopy file's deferred data copy-up changes no ctime, so the tracepoint backend cannot see it",
 )];
@@ -62,7 +62,7 @@ pub const KNOWN_GAPS: &[(&str, Kind, &str)] = &[(
 /// The differences between the streams of backend `a` and backend `b` (as multisets of facts),
 /// one line each; empty when they agree. Known gaps are returned apart, as notes.
 #[must_use]
-pub fn compare(a: (&str, &[Event]), b: (&str, &[Event])) -> (Vec<String>, Vec<String>) {
+pub fn compare(a: (Backend, &[Event]), b: (Backend, &[Event])) -> (Vec<String>, Vec<String>) {
     let count = |evs: &[Event]| {
         let mut m: BTreeMap<Fact, i64> = BTreeMap::new();
         for e in evs {
@@ -129,7 +129,7 @@ mod tests {
         b[0].pid = 99;
         b[0].latency_ns = 12345;
         assert_eq!(
-            compare(("kprobe", &a), ("tracepoint", &b)),
+            compare((Backend::Kprobe, &a), (Backend::Tracepoint, &b)),
             (vec![], vec![])
         );
     }
@@ -145,7 +145,7 @@ mod tests {
             ev(Kind::DirCopyUp, "d", 1, "openat"),
             ev(Kind::DirCopyUp, "d", 1, "openat"),
         ];
-        let (diffs, notes) = compare(("kprobe", &a), ("tracepoint", &b));
+        let (diffs, notes) = compare((Backend::Kprobe, &a), (Backend::Tracepoint, &b));
         assert_eq!(diffs.len(), 3, "{diffs:?}");
         assert!(notes.is_empty());
     }
@@ -153,11 +153,11 @@ mod tests {
     #[test]
     fn only_the_documented_gap_is_excused() {
         let a = [ev(Kind::DeferredDataCopyUp, "m", 1, "openat")];
-        let (diffs, notes) = compare(("kprobe", &a), ("tracepoint", &[]));
+        let (diffs, notes) = compare((Backend::Kprobe, &a), (Backend::Tracepoint, &[]));
         assert!(diffs.is_empty());
         assert_eq!(notes.len(), 1);
         // The other way round (kprobe missing it) is a difference.
-        let (diffs, _) = compare(("kprobe", &[]), ("tracepoint", &a));
+        let (diffs, _) = compare((Backend::Kprobe, &[]), (Backend::Tracepoint, &a));
         assert_eq!(diffs.len(), 1);
     }
 }

@@ -474,8 +474,13 @@ fn parent(
     if ready[0] != 0 {
         return Err(setup_error(ready));
     }
-    let keys =
-        (backend == Backend::Tracepoint).then(|| (super::to_kdev(ready[1]), ready[2], ready[3]));
+    let keys = (backend == Backend::Tracepoint).then(|| {
+        (
+            crate::host::mountinfo::to_kdev(ready[1]),
+            ready[2],
+            ready[3],
+        )
+    });
     tracepoint_maps(ebpf, keys, true)?;
     let blind = std::env::var_os(BLIND_ENV).is_some_and(|v| v == "1");
     set_config(
