@@ -234,6 +234,7 @@ pub async fn record(
     let _ = exporter.header(out, &info);
     if let Some(m) = &opts.metrics {
         m.set_backend(&info);
+        m.set_canary(&info.backend.to_string(), &probe.canary);
     }
     // Readers wait for this line to know the probes are attached.
     let _ = out.flush();
