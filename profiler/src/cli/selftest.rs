@@ -57,6 +57,25 @@ pub async fn run(args: SelftestArgs, out: &mut dyn Write) -> Exit {
     .await
 }
 
+/// `--expect-chosen`: does `doctor` pick the backend the caller expects on this kernel?
+fn check_chosen(facts: &probe::KernelFacts, want: Backend, out: &mut dyn std::io::Write) -> bool {
+    let ok = facts.chosen == Some(want);
+    let _ = if ok {
+        writeln!(
+            out,
+            "selftest: ok doctor chooses {want} on {}",
+            facts.release
+        )
+    } else {
+        writeln!(
+            out,
+            "selftest: FAIL doctor chooses {:?} on {}, expected {want}",
+            facts.chosen, facts.release
+        )
+    };
+    ok
+}
+
 pub async fn run_all(
     backend: Option<Backend>,
     tmpfs: bool,
@@ -73,20 +92,10 @@ pub async fn run_all(
     }
     let (mut passed, mut failed) = (0, 0);
     if let Some(want) = expect_chosen {
-        if facts.chosen == Some(want) {
+        if check_chosen(&facts, want, out) {
             passed += 1;
-            let _ = writeln!(
-                out,
-                "selftest: ok doctor chooses {want} on {}",
-                facts.release
-            );
         } else {
             failed += 1;
-            let _ = writeln!(
-                out,
-                "selftest: FAIL doctor chooses {:?} on {}, expected {want}",
-                facts.chosen, facts.release
-            );
         }
     }
     let backends: Vec<Backend> = match backend {
