@@ -159,6 +159,13 @@ enum Command {
         /// Fail unless `doctor` would choose this backend (checks backend detection per kernel).
         #[arg(long, value_enum, value_name = "BACKEND")]
         expect_chosen: Option<Backend>,
+        /// Fail unless exactly these backends run (comma-separated): a backend this kernel
+        /// cannot use is then a failure, not a skip.
+        #[arg(long, value_enum, value_name = "BACKENDS", value_delimiter = ',')]
+        expect_backends: Option<Vec<Backend>>,
+        /// Fail unless the metacopy=on stack is part of every run (the kernel has metacopy).
+        #[arg(long)]
+        expect_metacopy: bool,
         #[command(flatten)]
         btf: BtfArgs,
     },
@@ -430,17 +437,16 @@ async fn run(command: Command) -> u8 {
             tmpfs,
             doctor,
             expect_chosen,
+            expect_backends,
+            expect_metacopy,
             btf,
         } => {
-            selftest_all(
-                backend,
-                tmpfs,
-                doctor,
-                expect_chosen,
-                &btf.paths(),
-                &mut out,
-            )
-            .await
+            let expect = SelftestExpect {
+                chosen: expect_chosen,
+                backends: expect_backends,
+                metacopy: expect_metacopy,
+            };
+            selftest_all(backend, tmpfs, doctor, &expect, &btf.paths(), &mut out).await
         }
         Command::Bench {
             image: Some(image),
@@ -625,11 +631,18 @@ fn print_doctor(out: &mut dyn std::io::Write, f: &probe::KernelFacts) {
     );
 }
 
+/// What `selftest --expect-*` requires beyond every scenario run passing.
+struct SelftestExpect {
+    chosen: Option<Backend>,
+    backends: Option<Vec<Backend>>,
+    metacopy: bool,
+}
+
 async fn selftest_all(
     backend: Option<Backend>,
     tmpfs: bool,
     doctor: bool,
-    expect_chosen: Option<Backend>,
+    expect: &SelftestExpect,
     btf: &BtfPaths,
     out: &mut dyn std::io::Write,
 ) -> u8 {
@@ -638,7 +651,7 @@ async fn selftest_all(
         print_doctor(out, &facts);
     }
     let (mut passed, mut failed) = (0, 0);
-    if let Some(want) = expect_chosen {
+    if let Some(want) = expect.chosen {
         if facts.chosen == Some(want) {
             passed += 1;
             let _ = writeln!(
@@ -669,6 +682,30 @@ async fn selftest_all(
             let _ = writeln!(out, "selftest: skip backend={} ({})", b.backend, b.reason);
         }
     }
+    if let Some(want) = &expect.backends {
+        let (mut got, mut want) = (backends.clone(), want.clone());
+        got.sort_by_key(ToString::to_string);
+        want.sort_by_key(ToString::to_string);
+        want.dedup();
+        let list = |v: &[Backend]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if got == want {
+            passed += 1;
+            let _ = writeln!(out, "selftest: ok backends={}", list(&got));
+        } else {
+            failed += 1;
+            let _ = writeln!(
+                out,
+                "selftest: FAIL backends that run: {}, expected {}",
+                list(&got),
+                list(&want)
+            );
+        }
+    }
     for b in backends {
         let mut sink = std::io::sink();
         let mut quiet = JsonLines;
@@ -682,15 +719,24 @@ async fn selftest_all(
         )
         .await;
         match result {
-            Ok(run) if run.problems.is_empty() => {
+            Ok(run) if run.problems.is_empty() && (run.with_meta || !expect.metacopy) => {
                 passed += 1;
                 let _ = writeln!(
                     out,
-                    "selftest: ok backend={b} kernel={} events={} expected={} dropped={}",
+                    "selftest: ok backend={b} kernel={} events={} expected={} dropped={} metacopy={}",
                     facts.release,
                     run.events.len(),
                     run.expected,
-                    run.outcome.summary.drops.total()
+                    run.outcome.summary.drops.total(),
+                    if run.with_meta { "yes" } else { "no" }
+                );
+            }
+            Ok(run) if run.problems.is_empty() => {
+                failed += 1;
+                let _ = writeln!(
+                    out,
+                    "selftest: FAIL backend={b} kernel={}: no metacopy stack (this kernel's overlay has no metacopy parameter), but --expect-metacopy",
+                    facts.release
                 );
             }
             Ok(run) => {

@@ -39,11 +39,17 @@ fn stderr_line(o: &Output) -> String {
 
 fn snapshot(name: &str, got: &str) {
     let path = PathBuf::from(DATA).join(name);
-    if std::env::var_os("COWPROF_BLESS").is_some() {
+    let want = fs::read_to_string(&path);
+    if std::env::var_os("COWPROF_BLESS").is_some() && want.as_deref().ok() != Some(got) {
+        // Blessing writes the new snapshot and still fails this run, so a stray COWPROF_BLESS
+        // can never turn a changed output into a pass: review the diff, then run again.
         fs::write(&path, got).unwrap();
-        return;
+        panic!(
+            "{name}: snapshot rewritten (COWPROF_BLESS is set); review `git diff {}` and re-run",
+            path.display()
+        );
     }
-    let want = fs::read_to_string(&path).unwrap_or_else(|e| {
+    let want = want.unwrap_or_else(|e| {
         panic!(
             "{}: {e}; run with COWPROF_BLESS=1 to create it",
             path.display()

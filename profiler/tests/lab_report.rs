@@ -5,6 +5,8 @@
 // Synthetic latencies and sizes move between u64 and f64 freely; all are far below 2^52.
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::BufReader;
@@ -717,7 +719,11 @@ fn chromium(
 #[test]
 fn report_in_headless_chromium() {
     let Some(bin) = find_on_path(&["chromium", "chromium-browser"]) else {
-        eprintln!("SKIP report_in_headless_chromium: no chromium on PATH; install the Debian package `chromium` (scripts/setup installs it)");
+        common::skip(
+            "report_in_headless_chromium",
+            "no-chromium",
+            "no chromium on PATH; install the Debian package `chromium` (scripts/setup installs it)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

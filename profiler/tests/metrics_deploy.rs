@@ -232,6 +232,9 @@ fn image_builds_and_runs() {
         .expect("free port")
         .port();
     let name = format!("cowprof-test-{}", std::process::id());
+    // The container sees every overlay on the host, other users' too: it counts only the
+    // workload's own comm (a kernel-side filter), so the count is exact.
+    let comm = "cowprofdeploy1";
     let run = docker(&[
         "run",
         "-d",
@@ -247,11 +250,27 @@ fn image_builds_and_runs() {
         &tag,
         "record",
         "--quiet",
+        "--comm",
+        comm,
         "--duration",
         "2m",
         "--metrics-addr",
         &format!("127.0.0.1:{port}"),
     ]);
+    let scrape = || {
+        let mut metrics = String::new();
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+            let _ = s.read_to_string(&mut metrics);
+        }
+        metrics
+    };
+    let events_total = |metrics: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("cowprof_events_total "))
+            .and_then(|v| v.trim().parse().ok())
+    };
     let deadline = Instant::now() + Duration::from_mins(1);
     let mut metrics = String::new();
     while run.0 == Some(0)
@@ -259,12 +278,42 @@ fn image_builds_and_runs() {
         && !metrics.contains("cowprof_backend_info{")
     {
         std::thread::sleep(Duration::from_millis(200));
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
-            metrics.clear();
-            let _ = s.read_to_string(&mut metrics);
-        }
+        metrics = scrape();
     }
+    // The default scenario under that comm, on stacks of this test.
+    let dir = common::disk_tempdir();
+    let (events_seen, expected_events) = {
+        let root = common::canon(dir.path());
+        let (main, meta) = common::build_stacks(&root);
+        let workload_bin = root.join(comm);
+        std::os::unix::fs::symlink(common::BIN, &workload_bin).expect("symlink");
+        let mut workload = Command::new(&workload_bin);
+        workload.args([
+            "__workload",
+            &common::canon(&main.merged).display().to_string(),
+        ]);
+        if let Some(m) = &meta {
+            workload.arg(common::canon(&m.merged));
+        }
+        let expected = f64::from(
+            u32::try_from(cowprof::scenario::expected("tracepoint", meta.is_some()).len())
+                .expect("a few events"),
+        );
+        let mut seen = None;
+        if run.0 == Some(0) && metrics.contains("cowprof_backend_info{") {
+            assert!(workload.status().expect("workload").success(), "workload");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && seen.is_none_or(|n| n < expected) {
+                std::thread::sleep(Duration::from_millis(200));
+                seen = events_total(&scrape());
+            }
+            // Settled: nothing more arrives.
+            std::thread::sleep(Duration::from_secs(1));
+            metrics = scrape();
+            seen = events_total(&metrics);
+        }
+        (seen, expected)
+    };
     let logs = docker(&["logs", &name]);
     let _ = docker(&["rm", "-f", &name]);
     let layers = docker(&[
@@ -282,8 +331,11 @@ fn image_builds_and_runs() {
         logs.1,
         logs.2
     );
-    // (No count is checked: the container sees every overlay on the host, other users' too.)
-    assert!(metrics.contains("\ncowprof_events_total "), "{metrics}");
+    assert_eq!(
+        events_seen,
+        Some(expected_events),
+        "the workload's events, exactly: {metrics}"
+    );
     assert_eq!(logs.1, "", "--quiet: nothing on stdout");
     assert_eq!(version.0, Some(0), "--version: {}", version.2);
     assert_eq!(

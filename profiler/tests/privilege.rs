@@ -13,13 +13,10 @@ use std::{
 
 use common::{disk_tempdir, lock, require_root, Baseline, BIN};
 
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--help").output().is_ok()
-}
-
 #[test]
 fn dropped_capabilities_are_named_exit_3() {
-    if !require_root("dropped_capabilities_are_named_exit_3") || !have("setpriv") {
+    let test = "dropped_capabilities_are_named_exit_3";
+    if !require_root(test) || !common::require_tool(test, "setpriv", "util-linux") {
         return;
     }
     let _lock = lock();

@@ -123,6 +123,18 @@ fn concurrent_unlinks(test: &str, on_tmpfs: bool) {
             "produced = delivered + dropped"
         );
         assert_eq!(d.total(), d.whiteout_unnamed + d.ringbuf, "{d:?}");
+        // Only unlink(2): overlay makes each whiteout in its work dir and renames it into place,
+        // never the upper fs's own RENAME_WHITEOUT, so every whiteout has a name.
+        assert_eq!(d.whiteout_unnamed, 0, "{d:?}");
+        // FILES (event, syscall end) pairs fit in the default ring even if nothing is read
+        // until the end: nothing may be dropped.
+        assert_eq!(
+            common::min_delivered(common::DEFAULT_RINGBUF, FILES as u64),
+            FILES as u64,
+            "the workload fits the ring"
+        );
+        assert_eq!((d.ringbuf, d.syscall_ends), (0, 0), "{d:?}");
+        assert_eq!(whiteouts.len(), FILES, "every whiteout delivered");
         assert_eq!(named.len(), whiteouts.len(), "one event per removed name");
         for e in &whiteouts {
             assert_eq!(e.mount_point.as_deref(), merged.to_str(), "{e:?}");
@@ -183,12 +195,22 @@ fn concurrent_whiteout_churn_is_counted_exactly() {
         );
         assert_eq!(whiteouts + over, recording.events.len() as u64);
         assert_eq!(d.total(), d.whiteout_unnamed + d.ringbuf, "{d:?}");
+        // unlink(2) and creat(2) only: no RENAME_WHITEOUT, every whiteout has a name.
+        assert_eq!(d.whiteout_unnamed, 0, "{d:?}");
         assert_eq!(
             whiteouts + over + d.total(),
             removals + creates,
             "produced = delivered + dropped"
         );
-        // A slow (debug) collector may lose some to a full ring buffer: counted above.
+        // A slow (debug) collector may lose some to a full ring buffer (counted above), but
+        // never more than what overflows a full ring.
+        let produced = removals + creates;
+        let least = common::min_delivered(common::DEFAULT_RINGBUF, produced);
+        assert!(
+            whiteouts + over >= least,
+            "delivered {} of {produced}, but a full ring holds {least}: {d:?}",
+            whiteouts + over
+        );
         assert!(
             whiteouts <= removals && over <= creates,
             "{whiteouts} {over}"
