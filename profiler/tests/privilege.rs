@@ -78,12 +78,12 @@ fn sudo_user_owns_what_compare_wrote_and_nothing_else() {
     // The three reports, the JSON and one CDF chart (SVG + PNG) for the one op both runs share.
     let cdf = "cdf-first-write-dir-fstype-ext4-default-options-warm-dir-fstype-ext4-volatile-warm";
     let reports: Vec<String> = [
+        &format!("{cdf}.png"),
+        &format!("{cdf}.svg"),
         "compare-junit.xml",
         "compare.json",
         "compare.md",
         "compare.txt",
-        &format!("{cdf}.png"),
-        &format!("{cdf}.svg"),
     ]
     .iter()
     .map(|s| (*s).to_owned())
