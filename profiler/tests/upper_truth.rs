@@ -344,3 +344,16 @@ fn verify_fails_on_errno_and_on_paths_the_upper_dir_lacks() {
         ["event DataCopyUp at etc/gone, but the upper dir has no such entry"]
     );
 }
+
+#[test]
+fn verify_fails_on_a_copy_up_neither_expected_nor_recorded() {
+    let (_tmp, lowers, t) = verify_case();
+    // `etc` is in the lower layer and in the upper dir: something copied it up. If the expected
+    // list forgot it too, the upper dir still catches it.
+    let expected = &EXPECTED[1..];
+    let events: Vec<Event> = good_events().into_iter().skip(1).collect();
+    assert_eq!(
+        verify(&events, expected, &t, &lowers),
+        ["upper entry etc (Dir) disagrees with its last event None"]
+    );
+}
