@@ -220,6 +220,91 @@ fn concurrent_whiteout_churn_is_counted_exactly() {
     baseline.assert_clean(test);
 }
 
+/// `rename(2)` of lower files: overlay copies each up, then renames it with `RENAME_WHITEOUT`, and
+/// the upper fs makes the whiteout itself. tmpfs gives it a dentry (a named whiteout event); ext4
+/// makes it inside `ext4_rename` with no dentry, which the tracepoint backend cannot name: each is
+/// counted in `whiteout_unnamed`, exactly one per rename.
+fn renames(test: &str, on_tmpfs: bool) {
+    const RENAMES: usize = 50;
+    if !require_root(test) {
+        return;
+    }
+    let _lock = lock();
+    let baseline = Baseline::take();
+    {
+        let dir = disk_tempdir();
+        let root = canon(dir.path()).join("s");
+        let stack = Stack::create(&root, 1, &lower_files(RENAMES), &[], on_tmpfs).expect("stack");
+        let merged = canon(&stack.merged);
+        let (rec, start) = start_record();
+        for i in 0..RENAMES {
+            fs::rename(merged.join(format!("f{i}")), merged.join(format!("g{i}"))).unwrap();
+        }
+        let recording = stop_record(rec, start);
+        let truth = UpperTruth::read(&stack.upper).expect("read upper");
+        let count = |e: UpperEntry| truth.entries.values().filter(|v| **v == e).count();
+        assert_eq!(
+            (count(UpperEntry::File), count(UpperEntry::Whiteout)),
+            (RENAMES, RENAMES),
+            "ground truth: g<i> copied up, f<i> whited out"
+        );
+        let d = recording.summary.drops;
+        let kinds = |k: Kind| recording.events.iter().filter(|e| e.kind == k).count();
+        eprintln!(
+            "{test}: {} events ({} copy-ups, {} whiteouts), drops {d:?}",
+            recording.events.len(),
+            kinds(Kind::DataCopyUp),
+            kinds(Kind::Whiteout)
+        );
+        assert_eq!(kinds(Kind::DataCopyUp), RENAMES, "one copy-up per rename");
+        assert_eq!(
+            (d.ringbuf, d.op_table, d.windows, d.malformed),
+            (0, 0, 0, 0),
+            "{d:?}"
+        );
+        let (named, unnamed) = if recording.start.backend == "tracepoint" && !on_tmpfs {
+            (0, RENAMES as u64)
+        } else {
+            (RENAMES, 0)
+        };
+        assert_eq!(kinds(Kind::Whiteout), named, "{d:?}");
+        assert_eq!(d.whiteout_unnamed, unnamed, "{d:?}");
+        assert_eq!(recording.events.len(), RENAMES + named);
+        let paths = |k: Kind| -> BTreeSet<String> {
+            recording
+                .events
+                .iter()
+                .filter(|e| e.kind == k)
+                .map(|e| e.path.clone())
+                .collect()
+        };
+        let numbered =
+            |p: &str, n: usize| -> BTreeSet<String> { (0..n).map(|i| format!("{p}{i}")).collect() };
+        assert_eq!(
+            paths(Kind::DataCopyUp),
+            numbered("g", RENAMES),
+            "copied up as the new name"
+        );
+        assert_eq!(
+            paths(Kind::Whiteout),
+            numbered("f", named),
+            "whiteouts at the old names"
+        );
+        drop(stack);
+    }
+    baseline.assert_clean(test);
+}
+
+#[test]
+fn renames_on_disk_count_the_unnamed_whiteouts() {
+    renames("renames_on_disk_count_the_unnamed_whiteouts", false);
+}
+
+#[test]
+fn renames_on_tmpfs_name_every_whiteout() {
+    renames("renames_on_tmpfs_name_every_whiteout", true);
+}
+
 #[test]
 fn concurrent_unlinks_on_tmpfs_are_all_counted() {
     concurrent_unlinks("concurrent_unlinks_on_tmpfs_are_all_counted", true);
