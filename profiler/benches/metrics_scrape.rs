@@ -20,9 +20,9 @@ use std::{
 };
 
 use cowprof::{
-    decode::Kind,
-    enrich::Event,
-    metrics::{encode, MetricsServer, Recorder},
+    event::Event,
+    event::Kind,
+    pipeline::metrics::{encode, MetricsServer, Recorder},
 };
 
 /// Live heap bytes, to measure what the series hold.

@@ -17,10 +17,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     compare::{self, render::Format, Gates},
-    decode::{self, Record},
-    enrich::{container, mountinfo},
+    host::mountinfo,
     image::{archive::Source, manifest, unpack},
     lab::spec::Spec,
+    pipeline::decode::{self, Record},
+    pipeline::enrich::container,
 };
 
 /// A target's body: raw input in, whether the parser accepted it out.

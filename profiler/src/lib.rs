@@ -1,28 +1,30 @@
 //! cowprof: an eBPF profiler for overlayfs copy-on-write.
 //!
-//! An event's way through the crate, one module per stage:
-//! [`probe`] (choose a backend, load, attach) → ring buffer ([`record`]) → [`decode`] →
-//! [`enrich`] (mount, layer, syscall, container) → [`aggregate`] (hdrhistogram) → [`report`] (table,
-//! JSON) and [`metrics`] (Prometheus `/metrics`).
-//! [`compare`] gates two results files of the [`lab`] against each other (CI regression tests).
-//! [`scenario`] is the embedded default stack and workload that `demo`, the tests and the VM
-//! self-test share; [`selftest`] runs it under every backend the kernel allows.
+//! The crate is built in floors; every import points to a lower floor and none comes back up:
+//!
+//! 1. the command line (`main.rs` and `cli/` in the binary): parse, dispatch, print, exit codes;
+//! 2. tools: [`lab`] (the overlay2 lab, `bench`), [`image`] (archives, inspection, image
+//!    comparison), [`compare`] (regression gates over lab results) and [`scenario`] (the embedded
+//!    default stack, its workload, the upper-dir truth and the self-test);
+//! 3. [`pipeline`]: an event's way through the profiler, one module per stage: probe (choose a
+//!    backend, load, attach) → ring buffer ([`pipeline::record`]) → decode → enrich (mount, layer,
+//!    syscall, container) → aggregate (hdrhistogram) → report (table, JSON) and metrics
+//!    (Prometheus `/metrics`);
+//! 4. [`event`] (the event, its kind) and [`fmt`] (durations, sizes, short ids as people read
+//!    them), used by every floor above;
+//! 5. [`host`]: facts and actions of the machine: mountinfo, the syscall table, file ownership
+//!    under sudo.
 
-pub mod aggregate;
 pub mod compare;
-pub mod decode;
-pub mod enrich;
+pub mod event;
+pub mod fmt;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod host;
 pub mod image;
 pub mod lab;
-pub mod metrics;
-pub mod ownership;
-pub mod probe;
-pub mod record;
-pub mod report;
+pub mod pipeline;
 pub mod scenario;
-pub mod selftest;
 
 /// The eBPF object, built by `build.rs` with the pinned nightly and bpf-linker.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cowprof"));

@@ -14,7 +14,7 @@ use common::{
     Baseline, BpfObj, Line, Running, BIN, START_TIMEOUT,
 };
 use cowprof::{
-    decode::Kind,
+    event::Kind,
     scenario::{self, Stack},
 };
 
@@ -128,7 +128,10 @@ fn stop_variant(name: &str, stop: &Stop) {
         assert_eq!(rec.summary.events, 2);
         assert_eq!(rec.summary.by_kind["dir_copy_up"].count, 1);
         assert_eq!(rec.summary.by_kind["data_copy_up"].bytes_copied, 200);
-        assert_eq!(rec.summary.drops, cowprof::aggregate::Drops::default());
+        assert_eq!(
+            rec.summary.drops,
+            cowprof::pipeline::aggregate::Drops::default()
+        );
         drop(stack);
     }
     baseline.assert_clean(name);

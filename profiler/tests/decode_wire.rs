@@ -2,7 +2,10 @@
 //! hand from `profiler-common` (kind and backend ids, flag bits, buffer sizes): a decoder that
 //! maps one id to the wrong kind, drops a flag or moves a bound fails here without a kernel.
 
-use cowprof::decode::{decode, DecodeError, Kind, Record, WireKind};
+use cowprof::{
+    event::Kind,
+    pipeline::decode::{decode, DecodeError, Record, WireKind},
+};
 use profiler_common::{
     backend, flags, CowEvent, SyscallEnd, PATH_BUF, RECORD_COW, RECORD_SYSCALL_END,
 };
@@ -24,7 +27,7 @@ fn event(f: impl FnOnce(&mut CowEvent)) -> Vec<u8> {
     bytes_of(&ev)
 }
 
-fn cow(bytes: &[u8]) -> cowprof::decode::RawEvent {
+fn cow(bytes: &[u8]) -> cowprof::pipeline::decode::RawEvent {
     match decode(bytes) {
         Ok(Record::Cow(ev)) => *ev,
         other => panic!("not a cow event: {other:?}"),

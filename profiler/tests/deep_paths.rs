@@ -9,7 +9,7 @@ use std::{fs, process::Command, time::Duration};
 
 use common::{canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running, BIN};
 use cowprof::{
-    decode::Kind,
+    event::Kind,
     scenario::{Stack, UpperEntry, UpperTruth},
 };
 

@@ -14,7 +14,7 @@ use std::{
 
 use common::{canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running, BIN};
 use cowprof::{
-    decode::Kind,
+    event::Kind,
     scenario::{Stack, UpperEntry, UpperTruth},
 };
 

@@ -19,7 +19,8 @@ use std::{
 };
 
 use common::{disk_tempdir, lock, require_root, Baseline, Running, BIN};
-use cowprof::lab::{results::Results, run::HOST_MOUNTS_ENV, stack::loop_devices};
+use cowprof::host::loopdev::loop_devices;
+use cowprof::lab::{results::Results, run::HOST_MOUNTS_ENV};
 
 fn seed() -> u64 {
     let seed = std::env::var("COWPROF_FAULT_SEED")

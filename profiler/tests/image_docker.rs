@@ -458,7 +458,7 @@ fn imported_layers_match_docker_export_and_compare() {
     // stack is unmounted and removed on the way out.
     {
         let store = Store::open(&store_dir).expect("store");
-        let cancel = cowprof::lab::stack::Cancel::default();
+        let cancel = cowprof::host::cancel::Cancel::default();
         cancel.set();
         let (_, view) = cowprof::image::inspect::inspect(
             &store,
@@ -491,7 +491,7 @@ fn imported_layers_match_docker_export_and_compare() {
         fs::create_dir_all(stale.join(d)).expect("stale dirs");
     }
     let lower = store.layer_dir(&recs["scratch"].layers[0].diff_id);
-    cowprof::lab::stack::mount(
+    cowprof::host::mounts::mount(
         "overlay",
         &stale.join("merged"),
         "overlay",

@@ -13,12 +13,13 @@ use std::{
 };
 
 use common::{lock, require_root, Baseline, Running, BIN};
+use cowprof::host::loopdev::loop_devices;
 use cowprof::lab::{
     measure::decode_histogram,
     results::{Results, RESULTS_SCHEMA},
     run::{load_spec, sha256_hex, HOST_MOUNTS_ENV},
     spec::{format_size, Op, Shape, Spec},
-    stack::{loop_devices, start_ticks, state_path, State, STATE_DIR},
+    stack::{start_ticks, state_path, State, STATE_DIR},
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_mins(5);

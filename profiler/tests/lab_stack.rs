@@ -7,9 +7,10 @@ mod common;
 use std::{collections::BTreeMap, fs, os::unix::fs::MetadataExt as _, path::Path};
 
 use common::{lock, overlay_mounts, require_root};
+use cowprof::host::{cancel::Cancel, mounts::overlay_param};
 use cowprof::lab::{
     spec::{FsKind, Op, Shape},
-    stack::{overlay_param, state_path, Backing, Cancel, LabError, LabRoot, LabStack, Layers},
+    stack::{state_path, Backing, LabError, LabRoot, LabStack, Layers},
     workload::{
         check_details, expected_upper, file_rel, op_rel, prepare, run_op, run_parallel, second_rel,
         thread_rels, upper_entries, UpperEntry, CHMOD_MODE, CREATE_REL, MOVED_DIR_FILE,

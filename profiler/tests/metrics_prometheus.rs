@@ -24,7 +24,7 @@ use common::{
     START_TIMEOUT,
 };
 use cowprof::{
-    decode::Kind,
+    event::Kind,
     scenario::{self, UpperTruth},
 };
 

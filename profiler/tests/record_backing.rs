@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running, BIN};
-use cowprof::decode::Kind;
+use cowprof::event::Kind;
 
 fn run(cmd: &mut Command) {
     let status = cmd.status().expect("spawn");

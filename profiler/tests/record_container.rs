@@ -18,7 +18,7 @@ use std::{
 
 use common::{lock, parse_recording, require_root, Baseline, Running, BIN};
 use cowprof::{
-    decode::Kind,
+    event::Kind,
     scenario::{UpperEntry, UpperTruth},
 };
 

@@ -23,7 +23,7 @@ use std::{
 
 use common::{lock, parse_recording, require_root, Baseline, Running, BIN, START_TIMEOUT};
 use cowprof::{
-    decode::Kind,
+    event::Kind,
     scenario::{UpperEntry, UpperTruth},
 };
 

@@ -10,7 +10,7 @@ use common::{
     Running, BIN,
 };
 use cowprof::{
-    decode::Kind,
+    event::Kind,
     scenario::{self, UpperEntry, UpperTruth},
 };
 
@@ -93,7 +93,7 @@ fn record_workload(extra: &[&str]) -> Run {
     }
 }
 
-fn find<'a>(rec: &'a Recording, kind: Kind, path: &str) -> &'a cowprof::enrich::Event {
+fn find<'a>(rec: &'a Recording, kind: Kind, path: &str) -> &'a cowprof::event::Event {
     let hits: Vec<_> = rec
         .events
         .iter()
@@ -189,7 +189,7 @@ fn record_json_matches_expected_events_and_upper_dir() {
     assert_eq!(s.events, rec.events.len() as u64);
     assert_eq!(
         s.drops,
-        cowprof::aggregate::Drops::default(),
+        cowprof::pipeline::aggregate::Drops::default(),
         "drops: {:?}",
         s.drops
     );
@@ -229,7 +229,10 @@ fn record_comm_filter_drops_everything() {
     assert_eq!(run.rec.summary.events, 0);
     assert!(run.rec.summary.by_kind.is_empty());
     assert!(run.rec.summary.by_mount.is_empty());
-    assert_eq!(run.rec.summary.drops, cowprof::aggregate::Drops::default());
+    assert_eq!(
+        run.rec.summary.drops,
+        cowprof::pipeline::aggregate::Drops::default()
+    );
     // The workload did run: its copy-ups and whiteouts are in the upper dir.
     assert_eq!(run.truth.entries, expected_upper());
     baseline.assert_clean("record --comm nonexistent");

@@ -19,8 +19,7 @@ use std::{
 
 use common::{disk_tempdir, require_root};
 use cowprof::{
-    decode::Kind,
-    enrich::Event,
+    event::{Event, Kind},
     scenario::{verify, Expected, UpperEntry, UpperTruth},
 };
 use rustix::fs::{mknodat, setxattr, FileType, Mode, XattrFlags, CWD};

@@ -20,7 +20,7 @@ use std::{
 
 use common::{canon, disk_tempdir, lock, parse_recording, require_root, Baseline, Running, BIN};
 use cowprof::{
-    decode::Kind,
+    event::Kind,
     scenario::{FileSpec, Stack, UpperEntry, UpperTruth},
 };
 

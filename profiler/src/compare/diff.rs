@@ -7,6 +7,7 @@
 // Ratios of nanoseconds and byte counts: exact enough in f64 (see lab/charts.rs).
 #![allow(clippy::cast_precision_loss)]
 
+use crate::fmt;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -17,7 +18,7 @@ use super::{
     CompareError,
 };
 use crate::lab::{
-    charts::{decode_histogram, format_bytes, run_label, HistogramError},
+    charts::{decode_histogram, run_label, HistogramError},
     results::{Cell, Results, RunResult},
 };
 
@@ -102,7 +103,7 @@ impl Row {
         format!(
             "{} {} d{}",
             self.op,
-            format_bytes(self.size_bytes),
+            fmt::bytes_label(self.size_bytes),
             self.layer_depth
         )
     }
@@ -315,7 +316,7 @@ fn sample(file: &str, run: &RunResult, cell: &Cell, kernel: bool) -> Result<Samp
             cell: format!(
                 "{} {} depth {} of run {}",
                 cell.op,
-                format_bytes(cell.size_bytes),
+                fmt::bytes_label(cell.size_bytes),
                 cell.layer_depth,
                 run_label(run)
             ),
@@ -609,7 +610,12 @@ pub fn compare(
 }
 
 fn cell_name(c: &Cell) -> String {
-    format!("{} {} d{}", c.op, format_bytes(c.size_bytes), c.layer_depth)
+    format!(
+        "{} {} d{}",
+        c.op,
+        fmt::bytes_label(c.size_bytes),
+        c.layer_depth
+    )
 }
 
 #[cfg(test)]

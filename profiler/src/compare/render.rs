@@ -1,6 +1,7 @@
 //! The reports of a [`Comparison`]: terminal table (optionally colored), markdown (PR comment or
 //! CI job summary), `JUnit` XML (one test case per gated metric) and JSON.
 
+use crate::fmt;
 use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Style};
@@ -9,7 +10,6 @@ use super::{
     diff::{Comparison, Row, Verdict},
     gates::Metric,
 };
-use crate::lab::charts::{format_bytes, format_ns};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -35,12 +35,12 @@ pub fn render(cmp: &Comparison, format: Format, color: bool) -> String {
 /// A metric's value in its unit.
 pub fn format_value(metric: Metric, v: f64) -> String {
     match metric {
-        Metric::P50 | Metric::P90 | Metric::P99 | Metric::Max => format_ns(v),
+        Metric::P50 | Metric::P90 | Metric::P99 | Metric::Max => fmt::ns_label(v),
         Metric::MbPerS => format!("{v:.0} MB/s"),
         Metric::Efficiency => format!("{v:.2}"),
         Metric::CopyUps => format!("{v:.2}/op"),
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        Metric::BytesCopied => format!("{}/op", format_bytes(v.round().max(0.0) as u64)),
+        Metric::BytesCopied => format!("{}/op", fmt::bytes_label(v.round().max(0.0) as u64)),
     }
 }
 

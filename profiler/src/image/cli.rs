@@ -6,11 +6,11 @@ use clap::{Args, Subcommand};
 
 use super::{
     compare, inspect,
-    store::{short, ImageRecord, Store, DEFAULT_STORE},
+    store::{ImageRecord, Store, DEFAULT_STORE},
     unpack::Limits,
     ImageError,
 };
-use crate::lab::stack::Cancel;
+use crate::host::cancel::Cancel;
 
 #[derive(Args)]
 pub struct ImageArgs {
@@ -105,7 +105,7 @@ fn resolve(
 }
 
 /// Runs one `image` subcommand; returns the exit code.
-pub fn main(args: ImageArgs, out: &mut impl Write) -> u8 {
+pub fn main(args: ImageArgs, out: &mut dyn Write) -> u8 {
     match run(args, out) {
         Ok(()) => 0,
         Err(e) => {
@@ -116,7 +116,7 @@ pub fn main(args: ImageArgs, out: &mut impl Write) -> u8 {
     }
 }
 
-fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
+fn run(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
     let cancel = Cancel::install().map_err(super::io_err("installing signal handlers", "/"))?;
     let store = Store::open(&args.store)?;
     let mut err = std::io::stderr();
@@ -159,7 +159,11 @@ fn run(args: ImageArgs, out: &mut impl Write) -> Result<(), ImageError> {
                     ))?;
                     for l in &i.layers {
                         for n in &l.stats.notes {
-                            w(writeln!(out, "  note: layer {}: {n}", short(&l.diff_id)))?;
+                            w(writeln!(
+                                out,
+                                "  note: layer {}: {n}",
+                                crate::fmt::short_digest(&l.diff_id)
+                            ))?;
                         }
                     }
                 }

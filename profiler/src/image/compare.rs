@@ -1,6 +1,7 @@
 //! Base images side by side: size, layers, files, attack surface (shell, package manager),
 //! waste, and the same writes timed on each image's real layer stack mounted as overlay.
 
+use crate::fmt;
 use std::{
     fs,
     io::Write as _,
@@ -12,12 +13,15 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    inspect::{self, human, human_ns, Curve, Kind, View},
+    inspect::{self, Curve, Kind, View},
     io_err,
-    store::{short, ImageRecord, Store},
+    store::{ImageRecord, Store},
     ImageError,
 };
-use crate::lab::stack::{self, Cancel};
+use crate::{
+    host::{cancel::Cancel, mounts},
+    lab::stack,
+};
 
 /// An image's layers mounted read-write as overlay, with a fresh upper; unmounted and removed on
 /// drop (also on error and Ctrl-C, which only sets a flag checked between writes).
@@ -76,7 +80,7 @@ impl ImageStack {
                 opts.len()
             ))));
         }
-        stack::mount("overlay", &s.merged, "overlay", &opts).map_err(|source| {
+        mounts::mount("overlay", &s.merged, "overlay", &opts).map_err(|source| {
             ImageError::Lab(stack::LabError::Mount {
                 path: s.merged.clone(),
                 options: opts.clone(),
@@ -91,9 +95,9 @@ impl ImageStack {
 impl Drop for ImageStack {
     fn drop(&mut self) {
         if self.mounted {
-            stack::umount(&self.merged);
+            mounts::umount(&self.merged);
         }
-        let _ = stack::remove_tree(&self.dir);
+        let _ = mounts::remove_tree(&self.dir);
     }
 }
 
@@ -265,7 +269,7 @@ pub fn run_workloads(
             last_upper = count_files(&s.upper);
         }
         let mut r = summarize(
-            &format!("rewrite the largest file ({p}, {})", human(size)),
+            &format!("rewrite the largest file ({p}, {})", fmt::bytes(size)),
             ns,
             Path::new("/nonexistent"),
         );
@@ -349,10 +353,10 @@ fn label(s: &ImageSummary) -> String {
     s.tags_mutable
         .first()
         .cloned()
-        .unwrap_or_else(|| short(&s.id).to_owned())
+        .unwrap_or_else(|| fmt::short_digest(&s.id).to_owned())
 }
 
-pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io::Result<()> {
+pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<30}  {:<12}  {:>10}  {:>6}  {:>6}  {:<5}  {:<7}  {:>10}  {:>6}",
@@ -371,8 +375,8 @@ pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io
             out,
             "{:<30}  {:<12}  {:>10}  {:>6}  {:>6}  {:<5}  {:<7}  {:>10}  {:>5.1}%",
             label(s),
-            short(&s.id),
-            human(s.total_bytes),
+            fmt::short_digest(&s.id),
+            fmt::bytes(s.total_bytes),
             s.layers,
             s.files,
             if s.shells.is_empty() { "no" } else { "yes" },
@@ -381,7 +385,7 @@ pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io
             } else {
                 "yes"
             },
-            human(s.wasted_bytes),
+            fmt::bytes(s.wasted_bytes),
             s.efficiency * 100.0
         )?;
     }
@@ -405,9 +409,9 @@ pub fn render(images: &[ImageSummary], out: &mut impl std::io::Write) -> std::io
                     label(s),
                     w.name.chars().take(50).collect::<String>(),
                     w.count,
-                    human_ns(w.p50_ns),
-                    human_ns(w.p99_ns),
-                    human(w.upper_bytes)
+                    fmt::ns(w.p50_ns),
+                    fmt::ns(w.p99_ns),
+                    fmt::bytes(w.upper_bytes)
                 )?;
             }
         }

@@ -10,6 +10,7 @@
 //!   file 0) and the smallest version; score = Σ smallest / Σ all (1.0 = no path stored twice).
 //!   `dive_wasted_bytes` is dive's figure: Σ all versions of paths seen in two or more layers.
 
+use crate::fmt;
 use std::{
     collections::{BTreeMap, HashMap},
     fs,
@@ -438,38 +439,8 @@ pub fn inspect(
     ))
 }
 
-/// Human-readable size.
-#[must_use]
-#[expect(clippy::cast_precision_loss, reason = "display")]
-pub fn human(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
-#[must_use]
-#[expect(clippy::cast_precision_loss, reason = "display")]
-pub fn human_ns(ns: u64) -> String {
-    if ns >= 1_000_000_000 {
-        format!("{:.2} s", ns as f64 / 1e9)
-    } else if ns >= 1_000_000 {
-        format!("{:.2} ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.0} µs", ns as f64 / 1e3)
-    }
-}
-
 /// The human table of `image inspect`.
-pub fn render(i: &Inspection, out: &mut impl std::io::Write) -> std::io::Result<()> {
+pub fn render(i: &Inspection, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     writeln!(out, "image  {}", i.id)?;
     if let Some(m) = &i.manifest_digest {
         writeln!(out, "manifest {m}")?;
@@ -487,13 +458,13 @@ pub fn render(i: &Inspection, out: &mut impl std::io::Write) -> std::io::Result<
     writeln!(
         out,
         "size   {} in {} layers, {} visible ({} files); wasted {}; efficiency {:.1}% (dive's score; dive wasted {})",
-        human(a.total_bytes),
+        fmt::bytes(a.total_bytes),
         a.layers.len(),
-        human(a.final_bytes),
+        fmt::bytes(a.final_bytes),
         a.final_files,
-        human(a.wasted_bytes),
+        fmt::bytes(a.wasted_bytes),
         a.efficiency * 100.0,
-        human(a.dive_wasted_bytes)
+        fmt::bytes(a.dive_wasted_bytes)
     )?;
     writeln!(out)?;
     writeln!(
@@ -511,13 +482,13 @@ pub fn render(i: &Inspection, out: &mut impl std::io::Write) -> std::io::Result<
             out,
             "{:>3}  {:<12}  {:>10}  {:>7}  {:>6}  {:>6}  {:>6}  {:>10}  {}",
             n + 1,
-            super::store::short(&l.diff_id),
-            human(l.size_bytes),
+            fmt::short_digest(&l.diff_id),
+            fmt::bytes(l.size_bytes),
             l.files,
             l.added,
             l.modified,
             l.deleted,
-            human(l.wasted_bytes),
+            fmt::bytes(l.wasted_bytes),
             by
         )?;
     }
@@ -533,8 +504,8 @@ pub fn render(i: &Inspection, out: &mut impl std::io::Write) -> std::io::Result<
         writeln!(
             out,
             "  {:>10}  {:>10}  {}  ({})",
-            human(c.size_bytes),
-            human_ns(c.predicted_copy_up_ns),
+            fmt::bytes(c.size_bytes),
+            fmt::ns(c.predicted_copy_up_ns),
             c.path,
             c.why
         )?;

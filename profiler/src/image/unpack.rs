@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::{hex, ImageError};
-use crate::lab::stack::Cancel;
+use crate::host::cancel::Cancel;
 
 /// Bounds on what one layer may make the unpacker do.
 #[derive(Debug, Clone, Copy)]

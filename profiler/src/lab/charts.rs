@@ -19,6 +19,7 @@
 // non-negative values (tick labels, bar slots).
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
 
+use crate::fmt;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::error::Error as StdError;
 use std::fmt::Write as _;
@@ -265,56 +266,6 @@ pub fn linear_ticks(lo: f64, hi: f64, max_ticks: usize) -> Vec<f64> {
     (start..=end).map(|i| i as f64 * step).collect()
 }
 
-fn trim_number(v: f64, decimals: usize) -> String {
-    let s = format!("{v:.decimals$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
-
-/// Three significant digits, trailing zeros dropped: 1.5, 12.3, 512.
-fn sig3(v: f64) -> String {
-    let decimals = if v.abs() >= 100.0 {
-        0
-    } else if v.abs() >= 10.0 {
-        1
-    } else {
-        2
-    };
-    trim_number(v, decimals)
-}
-
-/// A byte count with binary units: `4 KiB`, `1.5 MiB`, `512 B`.
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{} {}", sig3(v), UNITS[unit])
-}
-
-/// A duration in nanoseconds with the unit that keeps it readable: `850 ns`, `12.3 µs`, `4 ms`.
-pub fn format_ns(ns: f64) -> String {
-    let (v, unit) = if ns.abs() < 1e3 {
-        (ns, "ns")
-    } else if ns.abs() < 1e6 {
-        (ns / 1e3, "µs")
-    } else if ns.abs() < 1e9 {
-        (ns / 1e6, "ms")
-    } else {
-        (ns / 1e9, "s")
-    };
-    if v == 0.0 {
-        return "0".to_string();
-    }
-    format!("{} {unit}", sig3(v))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Chart plans: what to draw, independent of the backend.
 
@@ -359,11 +310,11 @@ impl Axis {
     fn format(&self, plotted: f64) -> String {
         let v = self.unplot(plotted);
         match self.unit {
-            Unit::Bytes => format_bytes(v.round().max(0.0) as u64),
-            Unit::Nanos => format_ns(if self.log { v.round() } else { v }),
-            Unit::Percent => format!("{} %", trim_number(v * 100.0, 1)),
+            Unit::Bytes => fmt::bytes_label(v.round().max(0.0) as u64),
+            Unit::Nanos => fmt::ns_label(if self.log { v.round() } else { v }),
+            Unit::Percent => format!("{} %", fmt::trim_number(v * 100.0, 1)),
             Unit::Ratio if v != 0.0 && v.abs() < 0.01 => format!("{v:.0e}"),
-            Unit::Ratio => trim_number(v, 2),
+            Unit::Ratio => fmt::trim_number(v, 2),
         }
     }
 
@@ -533,7 +484,7 @@ fn cell_name(run: &RunResult, cell: &Cell) -> String {
     format!(
         "{} size {} depth {} of run {}",
         cell.op,
-        format_bytes(cell.size_bytes),
+        fmt::bytes_label(cell.size_bytes),
         cell.layer_depth,
         run_label(run)
     )
@@ -668,11 +619,11 @@ fn cdf_plans(run: &RunResult) -> Result<Vec<(String, String, XyChart)>, ChartErr
             let name = if cell.threads > 1 {
                 format!(
                     "{} x{} threads",
-                    format_bytes(cell.size_bytes),
+                    fmt::bytes_label(cell.size_bytes),
                     cell.threads
                 )
             } else {
-                format_bytes(cell.size_bytes)
+                fmt::bytes_label(cell.size_bytes)
             };
             let h = decode_histogram(&cell.latency.histogram).map_err(|source| {
                 ChartError::Histogram {
@@ -862,7 +813,7 @@ fn bar_plan(results: &Results) -> Option<(String, String, BarChart)> {
         "first-write-by-config".to_string(),
         format!(
             "{COPY_UP_OP} latency at {}{depth_note}, by filesystem and options",
-            format_bytes(size)
+            fmt::bytes_label(size)
         ),
         BarChart {
             x: Axis::linear(
@@ -1199,7 +1150,11 @@ where
     chart.draw_series(c.bars.iter().enumerate().map(|(i, b)| {
         EmptyElement::at((0.0, row(i) + 0.8))
             + Text::new(
-                format!("p50 {} · p99 {}", format_ns(b.p50), format_ns(b.p99)),
+                format!(
+                    "p50 {} · p99 {}",
+                    fmt::ns_label(b.p50),
+                    fmt::ns_label(b.p99)
+                ),
                 (4, -17),
                 (FONT, 12).into_font(),
             )

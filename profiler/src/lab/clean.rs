@@ -14,9 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::stack::{
-    loop_detach, loop_devices, mount_points, start_ticks, state_path, umount, Resource, State,
-    STATE_DIR, TAG,
+use super::stack::{start_ticks, state_path, Resource, State, STATE_DIR, TAG};
+use crate::host::{
+    loopdev::{loop_detach, loop_devices},
+    mounts::{mount_points, umount},
 };
 
 /// What `clean` did, one line per action.

@@ -7,13 +7,14 @@
 
 #![allow(clippy::cast_precision_loss)] // nanoseconds to f64 for display only
 
+use crate::fmt;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::lab::charts::{self, format_bytes, format_ns, run_label, Chart, ChartError};
+use crate::lab::charts::{self, run_label, Chart, ChartError};
 use crate::lab::results::{Cell, LatencyStats, Results};
 
 const CSS: &str = "
@@ -65,7 +66,7 @@ fn started(unix_s: u64) -> String {
 fn num_ns(ns: u64) -> String {
     format!(
         "<td class=\"num\" title=\"{ns} ns\">{}</td>",
-        escape(&format_ns(ns as f64))
+        escape(&fmt::ns_label(ns as f64))
     )
 }
 
@@ -91,7 +92,7 @@ fn cell_row(out: &mut String, fs: &str, options: &str, cache: &str, c: &Cell) {
         escape(cache),
         escape(&c.op),
         c.size_bytes,
-        escape(&format_bytes(c.size_bytes)),
+        escape(&fmt::bytes_label(c.size_bytes)),
         c.layer_depth,
     );
     for ns in [p50_ns, p90_ns, p99_ns, max_ns] {

@@ -16,9 +16,11 @@ use hdrhistogram::{
 };
 
 use crate::{
-    decode::{self, Kind, Record},
-    enrich::{mountinfo, Enricher, Event},
-    probe::{self, Probe, ProbeError, ProbeOptions},
+    event::{Event, Kind},
+    host::mountinfo,
+    pipeline::decode::{self, Record},
+    pipeline::enrich::Enricher,
+    pipeline::probe::{self, Probe, ProbeError, ProbeOptions},
 };
 use profiler_common::counter;
 

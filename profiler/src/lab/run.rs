@@ -6,6 +6,7 @@
 //! stack (new upper and work directories over the same lower layers), is checked against what
 //! the upper directory must hold afterwards, and is unmounted before the next one.
 
+use crate::fmt;
 use std::{
     collections::BTreeMap,
     fs,
@@ -18,14 +19,16 @@ use std::{
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest as _, Sha256};
 
+use crate::host::{
+    cancel::Cancel,
+    mounts::{drop_caches, overlay_param, private_mount_namespace},
+};
+
 use super::{
     measure::{events_for, CellAcc, Hist, KernelTap, Worker},
     results::{Environment, Results, RunResult, Skipped, RESULTS_SCHEMA},
     spec::{format_size, Cache, FsKind, Op, Shape, Spec, DEFAULT_SPEC, KNOWN_OPTIONS},
-    stack::{
-        drop_caches, io_err, overlay_param, private_mount_namespace, Backing, Cancel, LabError,
-        LabRoot, LabStack, Layers,
-    },
+    stack::{io_err, Backing, LabError, LabRoot, LabStack, Layers},
     workload::{
         check_details, expected_upper, file_rel, op_rel, prepare, second_rel, thread_rels,
         upper_entries, Request, OUTCOME_REDIRECT,
@@ -286,7 +289,10 @@ fn repetition(
     let target = stack.merged.join(&rel);
     prepare(op, &stack.merged, &rel).map_err(io_err(format!("preparing {op} on"), &target))?;
     if cache == Cache::Cold {
-        drop_caches()?;
+        drop_caches().map_err(io_err(
+            "dropping caches through",
+            Path::new("/proc/sys/vm/drop_caches"),
+        ))?;
     }
     let (outcome, ns) = if op.shape() == Shape::Concurrent {
         let reply = ctx.worker.call_full(&Request::Parallel {
@@ -377,7 +383,10 @@ fn reference_repetition(
     let depth = ctx.spec.file_layers[0];
     let dst = dir.join(format!("ref-{size}-{round}"));
     if cache == Cache::Cold {
-        drop_caches()?;
+        drop_caches().map_err(io_err(
+            "dropping caches through",
+            Path::new("/proc/sys/vm/drop_caches"),
+        ))?;
     }
     let r = ctx.worker.call(&Request::Reference {
         src: layers.lower_file(depth, &file_rel(size, depth)),
@@ -399,7 +408,10 @@ fn plain_create(
     fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
     let path = dir.join(format!("plain-create-{round}"));
     if cache == Cache::Cold {
-        drop_caches()?;
+        drop_caches().map_err(io_err(
+            "dropping caches through",
+            Path::new("/proc/sys/vm/drop_caches"),
+        ))?;
     }
     let r = ctx.worker.call(&Request::Op {
         op: Op::Create,
@@ -937,21 +949,6 @@ fn run_matrix(
     Ok(())
 }
 
-/// `12.3µs`, `4.56ms`, `1.23s`.
-pub fn fmt_ns(ns: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let n = ns as f64;
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}µs", n / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.2}ms", n / 1e6)
-    } else {
-        format!("{:.2}s", n / 1e9)
-    }
-}
-
 /// The terminal summary: one row per cell.
 pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
     writeln!(
@@ -997,9 +994,9 @@ pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
                 format_size(c.size_bytes),
                 c.layer_depth,
                 c.threads,
-                fmt_ns(c.latency.p50_ns),
-                fmt_ns(c.latency.p75_ns.saturating_sub(c.latency.p25_ns)),
-                fmt_ns(c.latency.p99_ns),
+                fmt::ns(c.latency.p50_ns),
+                fmt::ns(c.latency.p75_ns.saturating_sub(c.latency.p25_ns)),
+                fmt::ns(c.latency.p99_ns),
                 if kernel {
                     c.copy_ups.to_string()
                 } else {
@@ -1086,8 +1083,8 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(options_label(&[]), "-");
-        assert_eq!(fmt_ns(1_500), "1.5µs");
-        assert_eq!(fmt_ns(2_500_000), "2.50ms");
+        assert_eq!(fmt::ns(1_500), "1.5µs");
+        assert_eq!(fmt::ns(2_500_000), "2.50ms");
     }
 
     #[test]

@@ -11,19 +11,20 @@
 //! stacks, then backing mounts, then loop devices and images, then the run directory.
 
 use std::{
-    ffi::CString,
     fs,
     io::Write as _,
-    os::unix::{ffi::OsStrExt as _, fs::PermissionsExt as _},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::host::{
+    cancel::Cancel,
+    loopdev::{loop_attach, loop_detach, loop_devices, loop_set_autoclear},
+    mounts::{cstr, mount, overlay_param, remove_tree, umount, unmount_all_under},
+};
 
 use super::{
     spec::{FsKind, SpecError},
@@ -71,6 +72,12 @@ pub enum LabError {
     Other(String),
 }
 
+impl From<crate::host::cancel::Interrupted> for LabError {
+    fn from(_: crate::host::cancel::Interrupted) -> Self {
+        Self::Interrupted
+    }
+}
+
 impl LabError {
     /// Exit code (README, "Exit codes").
     pub fn exit_code(&self) -> u8 {
@@ -98,129 +105,6 @@ pub fn io_err(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Erro
     move |source| LabError::Io { what, path, source }
 }
 
-/// Set by SIGINT, SIGTERM and SIGHUP; checked between steps, so every guard gets to run.
-#[derive(Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    /// Registers the handlers (alongside any others, e.g. tokio's).
-    pub fn install() -> std::io::Result<Self> {
-        let c = Self::default();
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            signal_hook::flag::register(sig, Arc::clone(&c.0))?;
-        }
-        Ok(c)
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    pub fn check(&self) -> Result<(), LabError> {
-        if self.is_set() {
-            Err(LabError::Interrupted)
-        } else {
-            Ok(())
-        }
-    }
-}
-
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("lab paths have no NUL")
-}
-
-pub fn mount(source: &str, target: &Path, fstype: &str, data: &str) -> std::io::Result<()> {
-    let src = CString::new(source).expect("no NUL");
-    let fs_c = CString::new(fstype).expect("no NUL");
-    let data_c = CString::new(data).expect("no NUL");
-    let tgt = cstr(target);
-    // SAFETY: valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            tgt.as_ptr(),
-            fs_c.as_ptr(),
-            0,
-            data_c.as_ptr().cast(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Unmounts `target`; a busy mount is detached lazily (`MNT_DETACH`) instead. True if something
-/// was unmounted.
-pub fn umount(target: &Path) -> bool {
-    let tgt = cstr(target);
-    // SAFETY: valid C string.
-    unsafe {
-        libc::umount2(tgt.as_ptr(), 0) == 0 || libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) == 0
-    }
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space and so on).
-fn unescape(s: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt as _;
-    PathBuf::from(std::ffi::OsString::from_vec(
-        crate::enrich::mountinfo::unescape_octal(s),
-    ))
-}
-
-/// Mount points in this mount namespace, in mountinfo order (parents before children), with
-/// their filesystem type.
-pub fn mount_points() -> Vec<(PathBuf, String)> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let mp = pre.split_whitespace().nth(4)?;
-            Some((unescape(mp), post.split_whitespace().next()?.to_owned()))
-        })
-        .collect()
-}
-
-/// Unmounts everything mounted at or below `dir`, innermost and newest first. Returns the mount
-/// points that were unmounted.
-pub fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
-    let mut done = Vec::new();
-    // A detached mount can reveal an older one at the same point: go round until none is left.
-    for _ in 0..8 {
-        let under: Vec<PathBuf> = mount_points()
-            .into_iter()
-            .map(|(p, _)| p)
-            .filter(|p| p.starts_with(dir))
-            .collect();
-        if under.is_empty() {
-            break;
-        }
-        for p in under.iter().rev() {
-            if umount(p) {
-                done.push(p.clone());
-            }
-        }
-    }
-    done
-}
-
-/// Removes `dir` and everything in it, after unmounting whatever is mounted below it (a plain
-/// recursive delete would walk into a mount). Missing is fine.
-pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
-    unmount_all_under(dir);
-    match fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
 /// Removes what `dir` holds but keeps `dir` itself (and its inode: see [`LabStack`]).
 fn empty_dir(dir: &Path, keep: &[&str]) {
     let Ok(rd) = fs::read_dir(dir) else { return };
@@ -234,99 +118,6 @@ fn empty_dir(dir: &Path, keep: &[&str]) {
             _ => fs::remove_file(&p),
         };
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Loop devices
-
-/// Loop devices and the files behind them, from sysfs: (device, backing file). A deleted
-/// backing file shows with a " (deleted)" suffix, which is stripped.
-pub fn loop_devices() -> Vec<(PathBuf, PathBuf)> {
-    let Ok(rd) = fs::read_dir("/sys/block") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
-            continue;
-        };
-        let Ok(back) = fs::read_to_string(e.path().join("loop/backing_file")) else {
-            continue;
-        };
-        let back = back.trim_end_matches('\n');
-        let back = back.strip_suffix(" (deleted)").unwrap_or(back);
-        out.push((PathBuf::from(format!("/dev/{name}")), PathBuf::from(back)));
-    }
-    out.sort();
-    out
-}
-
-/// Attaches `image` to a free loop device (`losetup --find --show`).
-fn loop_attach(image: &Path) -> Result<PathBuf, LabError> {
-    let out = Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(image)
-        .output()
-        .map_err(io_err("running losetup for", image))?;
-    if !out.status.success() {
-        return Err(LabError::Other(format!(
-            "losetup --find --show {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
-const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
-const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-const LO_FLAGS_AUTOCLEAR: u32 = 4;
-
-/// `struct loop_info64` (linux/loop.h).
-#[repr(C)]
-struct LoopInfo64 {
-    device: u64,
-    inode: u64,
-    rdevice: u64,
-    offset: u64,
-    sizelimit: u64,
-    number: u32,
-    encrypt_type: u32,
-    encrypt_key_size: u32,
-    flags: u32,
-    file_name: [u8; 64],
-    crypt_name: [u8; 64],
-    encrypt_key: [u8; 32],
-    init: [u64; 2],
-}
-
-/// Marks a loop device (already held by a mount) to detach itself when its last user goes, so
-/// even a namespace torn down after SIGKILL releases it.
-fn loop_set_autoclear(dev: &Path) {
-    let Ok(f) = fs::File::open(dev) else { return };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-    // SAFETY: LoopInfo64 is plain old data; the ioctls read/write exactly one of them.
-    unsafe {
-        let mut info: LoopInfo64 = std::mem::zeroed();
-        if libc::ioctl(fd, LOOP_GET_STATUS64 as _, &raw mut info) == 0 {
-            info.flags |= LO_FLAGS_AUTOCLEAR;
-            libc::ioctl(fd, LOOP_SET_STATUS64 as _, &raw const info);
-        }
-    }
-}
-
-/// Detaches a loop device; true if it was detached now or is already free.
-pub fn loop_detach(dev: &Path) -> bool {
-    let Ok(f) = fs::File::open(dev) else {
-        return true;
-    };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-    // SAFETY: LOOP_CLR_FD takes no argument.
-    let rc = unsafe { libc::ioctl(fd, LOOP_CLR_FD as _, 0) };
-    // ENXIO: not attached (any more).
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -607,7 +398,8 @@ impl Backing {
                     device: None,
                     image: image.clone(),
                 })?;
-                let dev = loop_attach(&image)?;
+                let dev =
+                    loop_attach(&image).map_err(io_err("attaching a loop device to", &image))?;
                 b.loop_dev = Some(dev.clone());
                 root.record(Resource::Loop {
                     device: Some(dev.clone()),
@@ -759,13 +551,6 @@ impl Layers {
 // ---------------------------------------------------------------------------------------------
 // Overlay stacks
 
-/// True if this kernel's overlay has the module parameter (e.g. `index`, `metacopy`).
-pub fn overlay_param(name: &str) -> Option<String> {
-    fs::read_to_string(Path::new("/sys/module/overlay/parameters").join(name))
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
-
 /// The kernel copies at most one page of mount options.
 const MOUNT_DATA_MAX: usize = 4096;
 
@@ -862,53 +647,9 @@ impl Drop for LabStack {
     }
 }
 
-/// Drops the page cache, dentries and inodes (after a sync), for `cache = "cold"`.
-pub fn drop_caches() -> Result<(), LabError> {
-    // SAFETY: sync has no preconditions.
-    unsafe { libc::sync() };
-    let p = Path::new("/proc/sys/vm/drop_caches");
-    fs::write(p, "3").map_err(io_err("writing", p))
-}
-
-/// Moves this process into a mount namespace of its own whose mounts do not propagate back:
-/// whatever happens to the process (even SIGKILL), its mounts go away with the namespace. Best
-/// effort: false (with the reason logged) if it could not.
-pub fn private_mount_namespace() -> bool {
-    // SAFETY: plain syscalls with constant arguments.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            log::info!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
-            return false;
-        }
-        let root = c"/";
-        if libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            log::warn!(
-                "making / private in the lab's mount namespace: {}",
-                std::io::Error::last_os_error()
-            );
-            return false;
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unescapes_mountinfo() {
-        assert_eq!(unescape(r"/tmp/a\040b"), PathBuf::from("/tmp/a b"));
-        assert_eq!(unescape(r"/x\134y"), PathBuf::from(r"/x\y"));
-        assert_eq!(unescape("/plain"), PathBuf::from("/plain"));
-    }
 
     #[test]
     fn own_start_ticks() {

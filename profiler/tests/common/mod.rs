@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cowprof::{aggregate::Summary, enrich::Event, report::RunInfo};
+use cowprof::{event::Event, pipeline::aggregate::Summary, pipeline::report::RunInfo};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cowprof");
 
@@ -537,16 +537,18 @@ pub fn build_stacks(dir: &Path) -> (cowprof::scenario::Stack, Option<cowprof::sc
     let main = Stack::create(&dir.join("main"), 3, scenario::DEFAULT_FILES, &[], false)
         .expect("main stack");
     scenario::add_symlink(&main).expect("symlink");
-    let meta = scenario::overlay_param("metacopy").then(|| {
-        Stack::create(
-            &dir.join("meta"),
-            1,
-            scenario::META_FILES,
-            &["metacopy=on"],
-            false,
-        )
-        .expect("meta stack")
-    });
+    let meta = cowprof::host::mounts::overlay_param("metacopy")
+        .is_some()
+        .then(|| {
+            Stack::create(
+                &dir.join("meta"),
+                1,
+                scenario::META_FILES,
+                &["metacopy=on"],
+                false,
+            )
+            .expect("meta stack")
+        });
     (main, meta)
 }
 

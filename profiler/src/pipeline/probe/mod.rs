@@ -14,7 +14,7 @@ use aya::{
 };
 use profiler_common::{counter, Config, InodeKey};
 
-use crate::enrich::{mountinfo::OverlayMount, syscalls};
+use crate::host::{mountinfo::OverlayMount, syscalls};
 pub use btf::{BtfError, BtfInfo, BtfPaths, KernelBtf};
 
 /// The kernel mechanisms cowprof can use, best first.
@@ -481,7 +481,7 @@ impl Probe {
 pub fn upper_root_key(upper: &Path) -> Option<(u32, u64)> {
     let md = fs::metadata(upper).ok()?;
     let kdev =
-        crate::enrich::mountinfo::superblock_kdev_of(upper).unwrap_or_else(|| to_kdev(md.dev()));
+        crate::host::mountinfo::superblock_kdev_of(upper).unwrap_or_else(|| to_kdev(md.dev()));
     Some((kdev, md.ino()))
 }
 

@@ -1,51 +1,10 @@
 //! Stage 3: ring-buffer bytes to typed records. A malformed sample is an error value the reader
 //! counts and skips, never a panic.
 
+use crate::event::Kind;
 use profiler_common::{
     backend, flags, kind, CowEvent, SyscallEnd, COMM_LEN, PATH_BUF, RECORD_COW, RECORD_SYSCALL_END,
 };
-
-/// What an operation was, as users name it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    DataCopyUp,
-    Metacopy,
-    DirCopyUp,
-    SpecialCopyUp,
-    DeferredDataCopyUp,
-    Whiteout,
-    OpaqueDir,
-    CreateOverWhiteout,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::DataCopyUp => "data_copy_up",
-            Self::Metacopy => "metacopy",
-            Self::DirCopyUp => "dir_copy_up",
-            Self::SpecialCopyUp => "special_copy_up",
-            Self::DeferredDataCopyUp => "deferred_data_copy_up",
-            Self::Whiteout => "whiteout",
-            Self::OpaqueDir => "opaque_dir",
-            Self::CreateOverWhiteout => "create_over_whiteout",
-        }
-    }
-
-    pub fn is_copy_up(self) -> bool {
-        matches!(
-            self,
-            Self::DataCopyUp
-                | Self::Metacopy
-                | Self::DirCopyUp
-                | Self::SpecialCopyUp
-                | Self::DeferredDataCopyUp
-        )
-    }
-}
 
 /// The kernel's kind id; `TP_REGULAR_COPY_UP` is decided later from the mount's options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 //! saw with the upper directory's contents afterwards. Used by `cowprof demo`, the host
 //! integration tests and the in-VM self-test alike.
 
+pub mod selftest;
+
 use std::{
     collections::BTreeMap,
     ffi::CString,
@@ -13,9 +15,9 @@ use std::{
 };
 
 use crate::{
-    decode::Kind,
-    enrich::Event,
-    lab::stack::{mount, umount},
+    event::Event,
+    event::Kind,
+    host::mounts::{mount, overlay_param, umount},
 };
 
 /// A mounted overlay that unmounts and deletes itself on drop (also on panic and on the error
@@ -59,13 +61,6 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 
 fn cstring(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("paths made here have no NUL")
-}
-
-/// True if this kernel's overlay knows the module parameter (e.g. `index`, `metacopy`).
-pub fn overlay_param(name: &str) -> bool {
-    Path::new("/sys/module/overlay/parameters")
-        .join(name)
-        .exists()
 }
 
 /// One file to place in a lower layer: (layer 1-based, relative path, size, mode).
@@ -136,7 +131,7 @@ impl Stack {
             format!("upperdir={}", stack.upper.display()),
             format!("workdir={}", stack.work.display()),
         ];
-        if overlay_param("index") {
+        if overlay_param("index").is_some() {
             options.insert(0, "index=off".into());
         }
         options.extend(extra_options.iter().map(|s| (*s).to_owned()));

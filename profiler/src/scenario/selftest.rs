@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    enrich::Event,
-    probe::{self, Backend, ProbeOptions},
-    record::{self, Outcome, RecordError, RecordOptions},
-    report::Exporter,
+    event::Event,
+    pipeline::probe::{self, Backend, ProbeOptions},
+    pipeline::record::{self, Outcome, RecordError, RecordOptions},
+    pipeline::report::Exporter,
     scenario::{self, Stack, StackError, UpperTruth},
 };
 
@@ -75,7 +75,7 @@ pub async fn run_scenario(
         path: main.root.clone(),
         source,
     })?;
-    let meta = if scenario::overlay_param("metacopy") {
+    let meta = if crate::host::mounts::overlay_param("metacopy").is_some() {
         Some(Stack::create(
             &dir_b,
             1,

@@ -5,9 +5,7 @@ pub mod container;
 pub mod containerd;
 pub mod docker;
 pub mod layers;
-pub mod mountinfo;
 pub mod pod;
-pub mod syscalls;
 
 use std::{
     collections::HashMap,
@@ -16,112 +14,13 @@ use std::{
 
 use profiler_common::SyscallEnd;
 
-use crate::decode::{Kind, RawEvent, WireKind};
+use crate::host::{mountinfo::OverlayMount, syscalls};
+use crate::{
+    event::{Event, Kind},
+    pipeline::decode::{RawEvent, WireKind},
+};
 use container::CgroupCache;
 use layers::LayerNames;
-use mountinfo::OverlayMount;
-
-/// An enriched event: one JSON line, one table row.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Event {
-    pub kind: Kind,
-    pub backend: String,
-    /// Wall-clock end time, ns since the Unix epoch.
-    pub time_ns: u64,
-    pub latency_ns: u64,
-    /// True when the backend sees only part of the operation (see README, "Backends").
-    pub latency_partial: bool,
-    /// 0 or a positive errno.
-    pub errno: i32,
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    pub cgroup_id: u64,
-    pub mnt_ns: u64,
-    /// `major:minor` of the overlay mount.
-    pub dev: Option<String>,
-    pub mount_point: Option<String>,
-    /// Relative to the overlay root.
-    pub path: String,
-    pub path_truncated: bool,
-    pub size_bytes: u64,
-    pub bytes_copied: u64,
-    /// 1 = topmost lower layer.
-    pub lower_layer: Option<u32>,
-    pub lower_layer_dir: Option<String>,
-    pub syscall: Option<String>,
-    pub syscall_latency_ns: Option<u64>,
-    pub syscall_ret: Option<i64>,
-    /// Full 64-hex id of the container the acting process runs in; `None` for a host process
-    /// (also one writing into a container's merged dir).
-    #[serde(default)]
-    pub container_id: Option<String>,
-    /// From the Docker engine, or containerd (a Kubernetes container: its name in the pod spec).
-    #[serde(default)]
-    pub container_name: Option<String>,
-    /// The image reference the container was created from, e.g. `app:1.2`.
-    #[serde(default)]
-    pub image: Option<String>,
-    /// The image id (`sha256:…`, the digest of the image config).
-    #[serde(default)]
-    pub image_id: Option<String>,
-    /// diffID (`sha256:…`) of the image layer the copied-up file came from, `"init"` for a
-    /// container's init layer; `None` when the lower layer is in no known image store.
-    #[serde(default)]
-    pub layer_digest: Option<String>,
-    /// The Kubernetes pod's name and namespace, from containerd's API (the kubelet's labels).
-    #[serde(default)]
-    pub pod_name: Option<String>,
-    #[serde(default)]
-    pub pod_namespace: Option<String>,
-    /// The pod's UID, from the kubepods cgroup path (no runtime socket needed).
-    #[serde(default)]
-    pub pod_uid: Option<String>,
-    /// The pod's `QoS` class from the cgroup path: `guaranteed`, `burstable` or `besteffort`.
-    #[serde(default)]
-    pub pod_qos: Option<String>,
-}
-
-impl Event {
-    /// An event of `kind` from `backend` with every other field zero, empty or `None`: the
-    /// start for tests and benches, which set what they need with struct update syntax.
-    #[must_use]
-    pub fn new(kind: Kind, backend: &str) -> Self {
-        Self {
-            kind,
-            backend: backend.to_owned(),
-            time_ns: 0,
-            latency_ns: 0,
-            latency_partial: false,
-            errno: 0,
-            pid: 0,
-            tid: 0,
-            comm: String::new(),
-            cgroup_id: 0,
-            mnt_ns: 0,
-            dev: None,
-            mount_point: None,
-            path: String::new(),
-            path_truncated: false,
-            size_bytes: 0,
-            bytes_copied: 0,
-            lower_layer: None,
-            lower_layer_dir: None,
-            syscall: None,
-            syscall_latency_ns: None,
-            syscall_ret: None,
-            container_id: None,
-            container_name: None,
-            image: None,
-            image_id: None,
-            layer_digest: None,
-            pod_name: None,
-            pod_namespace: None,
-            pod_uid: None,
-            pod_qos: None,
-        }
-    }
-}
 
 /// Remembers every overlay mount seen during the session (a mount may be gone by the time its
 /// last events are read) and joins events with the exit of their syscall.
@@ -180,8 +79,11 @@ impl Enricher {
                 .iter()
                 .any(|k| k.mount_id == m.mount_id && k.kdev == m.kdev)
             {
-                self.upper_roots
-                    .push(m.upperdir.as_deref().and_then(crate::probe::upper_root_key));
+                self.upper_roots.push(
+                    m.upperdir
+                        .as_deref()
+                        .and_then(crate::pipeline::probe::upper_root_key),
+                );
                 self.mounts.push(m.clone());
                 new = true;
             }

@@ -1,10 +1,11 @@
 //! Stage 5: latency histograms (hdrhistogram) per kind, per source layer and per mount.
 
+use crate::fmt;
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
-use crate::enrich::Event;
+use crate::event::Event;
 
 /// Count, bytes and a latency histogram for one group of events.
 #[derive(Clone)]
@@ -72,8 +73,8 @@ pub const NO_IMAGE_LAYER: &str = "(no image layer)";
 /// cgroup path alone).
 pub fn container_key(ev: &Event) -> String {
     let container = match (&ev.container_name, &ev.container_id) {
-        (Some(n), Some(id)) => format!("{n} ({})", short_id(id)),
-        (None, Some(id)) => short_id(id),
+        (Some(n), Some(id)) => format!("{n} ({})", fmt::short_id(id)),
+        (None, Some(id)) => fmt::short_id(id),
         (_, None) => return HOST.to_owned(),
     };
     match (&ev.pod_namespace, &ev.pod_name, &ev.pod_uid) {
@@ -81,11 +82,6 @@ pub fn container_key(ev: &Event) -> String {
         (_, _, Some(uid)) => format!("{uid}/{container}"),
         _ => container,
     }
-}
-
-/// The 12-character form `docker ps` shows.
-pub fn short_id(id: &str) -> String {
-    id.chars().take(12).collect()
 }
 
 /// Everything the end-of-run summary shows.
@@ -192,7 +188,7 @@ pub struct Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::Kind;
+    use crate::event::Kind;
 
     fn ev(kind: Kind, latency_ns: u64, layer: u32) -> Event {
         Event {

@@ -151,7 +151,7 @@ mod tests {
     fn serves_metrics_and_404() {
         use std::io::{Read, Write};
         let (rec, reg) = super::super::Recorder::new(1).unwrap();
-        rec.set_drops(&crate::aggregate::Drops {
+        rec.set_drops(&crate::pipeline::aggregate::Drops {
             ringbuf: 7,
             ..Default::default()
         });

@@ -30,7 +30,11 @@ use prometheus_client::{
 
 pub use server::{parse_addr, MetricsServer};
 
-use crate::{aggregate::Drops, decode::Kind, enrich::Event, report::RunInfo};
+use crate::{
+    event::{Event, Kind},
+    pipeline::aggregate::Drops,
+    pipeline::report::RunInfo,
+};
 
 /// Default number of label sets with series of their own (`--metrics-max-series`).
 pub const DEFAULT_MAX_SERIES: usize = 50;
@@ -416,7 +420,7 @@ pub fn serve(addr: &str, max_series: usize) -> Result<(Recorder, MetricsServer),
 /// The `--quiet` exporter: nothing on stdout (a daemon serving `/metrics`).
 pub struct Quiet;
 
-impl crate::report::Exporter for Quiet {
+impl crate::pipeline::report::Exporter for Quiet {
     fn header(&mut self, _: &mut dyn std::io::Write, _: &RunInfo) -> std::io::Result<()> {
         Ok(())
     }
@@ -426,7 +430,7 @@ impl crate::report::Exporter for Quiet {
     fn summary(
         &mut self,
         _: &mut dyn std::io::Write,
-        _: &crate::aggregate::Summary,
+        _: &crate::pipeline::aggregate::Summary,
     ) -> std::io::Result<()> {
         Ok(())
     }

@@ -7,17 +7,19 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    aggregate::{Aggregate, Drops, Summary},
-    decode::{self, Record},
-    enrich::{
+    event::Event,
+    host::mountinfo,
+    pipeline::aggregate::{Aggregate, Drops, Summary},
+    pipeline::decode::{self, Record},
+    pipeline::enrich::{
         self,
         container::{self, Attributor, ContainerError},
         containerd::{self as containerd_api, ContainerdClient},
         docker::DockerClient,
-        mountinfo, Enricher, Event,
+        Enricher,
     },
-    probe::{self, Probe, ProbeError, ProbeOptions},
-    report::{Exporter, RunInfo},
+    pipeline::probe::{self, Probe, ProbeError, ProbeOptions},
+    pipeline::report::{Exporter, RunInfo},
 };
 use profiler_common::counter;
 
@@ -38,7 +40,7 @@ pub struct RecordOptions {
     /// Run this command after attaching; stop when it exits.
     pub command: Vec<String>,
     /// Serve the events as Prometheus metrics (`--metrics-addr`).
-    pub metrics: Option<crate::metrics::Recorder>,
+    pub metrics: Option<crate::pipeline::metrics::Recorder>,
     /// Do not keep the events in [`Outcome::events`] (the CLI: a long recording would otherwise
     /// hold every event in memory; the summary's histograms stay bounded).
     pub discard_events: bool,

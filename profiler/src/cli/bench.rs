@@ -1,0 +1,111 @@
+//! `cowprof bench`: the lab, or an image's own files on its real layer stack (`--image`).
+
+use std::{io::Write, path::PathBuf};
+
+use cowprof::{
+    compare::{self, CompareOptions, Format},
+    lab,
+};
+
+use super::{Exit, GateArgs};
+
+#[derive(clap::Args)]
+#[command(after_long_help = lab::spec::DEFAULT_SPEC)]
+pub struct BenchArgs {
+    /// TOML spec of the matrix (default: the built-in one, about a minute).
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// Output directory for results.json.
+    #[arg(long, value_name = "DIR", default_value = "cowprof-bench")]
+    pub out: PathBuf,
+    /// Where the lab makes its run directory (cowprof-lab-<pid>).
+    #[arg(long, value_name = "DIR", default_value = "/tmp")]
+    pub workdir: PathBuf,
+    /// Tiny sizes and two repetitions (smoke tests).
+    #[arg(long)]
+    pub quick: bool,
+    /// Then compare the new results.json against this one (`cowprof compare`, reports and
+    /// charts in DIR/compare); the exit code is the comparison's.
+    #[arg(long, value_name = "BASE.json")]
+    pub baseline: Option<PathBuf>,
+    /// With --baseline: when the gate fails, measure again up to N times; fail only if every
+    /// measurement fails it (a regression reproduces, a load burst rarely does).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "baseline")]
+    pub confirm: u32,
+    #[command(flatten)]
+    pub gates: GateArgs,
+    /// Instead of the spec's synthetic stack: first writes, chmods and unlinks of this image's
+    /// own files on its real layer stack (an archive, imported first, or a digest/tag).
+    #[arg(long, value_name = "ARCHIVE|REF", conflicts_with = "baseline")]
+    pub image: Option<String>,
+    /// Layer store for --image.
+    #[arg(long, value_name = "DIR", default_value = cowprof::image::store::DEFAULT_STORE)]
+    pub store: PathBuf,
+    /// Exit 1 unless a backend attached and every copy-up cell's kernel-side count is exact
+    /// (the VM matrix's check).
+    #[arg(long)]
+    pub expect_kernel: bool,
+    /// Write results.json only: no charts, no report.html.
+    #[arg(long)]
+    pub no_charts: bool,
+}
+
+pub fn run(args: BenchArgs, out: &mut dyn Write) -> Exit {
+    if let BenchArgs {
+        image: Some(image),
+        store,
+        out: out_dir,
+        quick,
+        ..
+    } = args
+    {
+        return Exit::from_code(cowprof::image::bench::main(
+            &cowprof::image::bench::ImageBenchOptions {
+                image,
+                store,
+                out: out_dir,
+                files_per_cell: if quick { 3 } else { 10 },
+            },
+            out,
+        ));
+    }
+    let BenchArgs {
+        spec,
+        out: out_dir,
+        workdir,
+        quick,
+        baseline,
+        confirm,
+        gates,
+        expect_kernel,
+        no_charts,
+        ..
+    } = args;
+    let bench_opts = lab::run::BenchOptions {
+        spec,
+        out: out_dir.clone(),
+        workdir,
+        quick,
+        expect_kernel,
+        no_charts,
+    };
+    let written = cowprof::host::ownership::Output::before(&out_dir);
+    let rc = match baseline {
+        None => lab::run::main(&bench_opts, out),
+        Some(base) => compare::bench_gate(
+            &CompareOptions {
+                base,
+                new: out_dir.join("results.json"),
+                config: gates.config,
+                thresholds: gates.thresholds,
+                format: Format::Table,
+                out: Some(out_dir.join("compare")),
+            },
+            confirm,
+            out,
+            |o| lab::run::main(&bench_opts, o),
+        ),
+    };
+    written.give_to_invoker();
+    Exit::from_code(rc)
+}

@@ -1,0 +1,53 @@
+//! `cowprof compare`: regression gates over two results.json files.
+
+use std::{io::Write, path::PathBuf};
+
+use cowprof::compare::{self, CompareOptions, Format};
+
+use super::{Exit, GateArgs};
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    /// results.json of the baseline (e.g. the main branch's `bench`).
+    #[arg(value_name = "BASE.json")]
+    pub base: PathBuf,
+    /// results.json to judge against it.
+    #[arg(value_name = "NEW.json")]
+    pub new: PathBuf,
+    #[command(flatten)]
+    pub gates: GateArgs,
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Also write compare.{md,txt,json}, compare-junit.xml and CDF charts (SVG, PNG) here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: CompareArgs, out: &mut dyn Write) -> Exit {
+    let CompareArgs {
+        base,
+        new,
+        gates,
+        format,
+        out: report_dir,
+    } = args;
+    let written = report_dir
+        .as_deref()
+        .map(cowprof::host::ownership::Output::before);
+    let rc = compare::run(
+        &CompareOptions {
+            base,
+            new,
+            config: gates.config,
+            thresholds: gates.thresholds,
+            format,
+            out: report_dir,
+        },
+        out,
+    );
+    if let Some(w) = written {
+        w.give_to_invoker();
+    }
+    Exit::from_code(rc)
+}

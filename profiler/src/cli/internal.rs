@@ -1,0 +1,28 @@
+//! Hidden commands that cowprof runs in child processes of its own: the lab's worker and the
+//! scenario's workload (a separate process, so the recording sees a real other task).
+
+use std::path::Path;
+
+use cowprof::{lab, scenario};
+
+use super::Exit;
+
+pub fn lab_worker(parent: u32) -> Exit {
+    match lab::workload::worker_main(parent) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("cowprof lab worker: {e}");
+            Exit::Failure
+        }
+    }
+}
+
+pub fn workload(merged: &Path, meta_merged: Option<&Path>) -> Exit {
+    match scenario::run_workload(merged, meta_merged) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("cowprof workload: {e}");
+            Exit::Failure
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The command line: parse, dispatch to one file per command, print errors, and exit with a
+//! code from the one table in [`exit`]. Nothing below this module prints to the terminal on its
+//! own account or picks an exit code.
+
+mod bench;
+mod clean;
+mod compare;
+mod demo;
+mod doctor;
+mod exit;
+mod image;
+mod internal;
+mod record;
+mod selftest;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use cowprof::pipeline::{
+    probe::BtfPaths,
+    report::{Exporter, JsonLines, Table},
+};
+
+pub use exit::Exit;
+
+#[derive(Parser)]
+#[command(
+    name = "cowprof",
+    version,
+    about = "Profile overlayfs copy-on-write: every copy-up and whiteout, live"
+)]
+struct Cli {
+    /// More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct BtfArgs {
+    /// Kernel BTF to read structure offsets from.
+    #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
+    pub btf: PathBuf,
+    /// The overlay module's split BTF (used when overlay is a module).
+    #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/overlay")]
+    pub btf_overlay: PathBuf,
+}
+
+impl BtfArgs {
+    pub fn paths(&self) -> BtfPaths {
+        BtfPaths {
+            vmlinux: self.btf.clone(),
+            overlay_module: self.btf_overlay.clone(),
+        }
+    }
+}
+
+/// Thresholds of `compare` and `bench --baseline`.
+#[derive(clap::Args, Clone)]
+pub struct GateArgs {
+    /// Threshold file (default: ./.cowprof-ci.toml if it exists, else built-in gates).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Gate a metric, e.g. `p99=+10%`, `efficiency=-5%`, `bytes_copied=+0` (repeatable;
+    /// replaces the config file's threshold of the same metric).
+    #[arg(long = "threshold", value_name = "METRIC=CHANGE")]
+    pub thresholds: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to the kernel and print every copy-up and whiteout until Ctrl-C.
+    Record(record::RecordArgs),
+    /// Show which backends this kernel allows and why, BTF, overlay symbols.
+    Doctor(doctor::DoctorArgs),
+    /// The main job on an embedded default: build a small overlay stack, record a scripted
+    /// workload on it, print the events and the summary, check them against the upper dir.
+    Demo(demo::DemoArgs),
+    /// Run the default scenario under each backend this kernel allows and check every event
+    /// against the upper directory (the VM matrix runs this in each kernel).
+    Selftest(selftest::SelftestArgs),
+    /// The lab: build overlay2-style stacks on several filesystems, measure copy-up latency per
+    /// op, file size and layer depth (plus kernel-side times), write DIR/results.json.
+    Bench(bench::BenchArgs),
+    /// Regression gate: compare two `bench` results.json files metric by metric (bootstrap
+    /// intervals from the histograms); exit 1 if a gated metric regressed beyond its threshold.
+    Compare(compare::CompareArgs),
+    /// Container images: import `docker save`/OCI archives, inspect layers, compare base images.
+    Image(cowprof::image::cli::ImageArgs),
+    /// Remove what dead `bench` runs left: mounts, loop devices, images, directories, state.
+    Clean(clean::CleanArgs),
+    /// (internal) the lab's worker: runs and times the ops `bench` sends it.
+    #[command(name = "__lab-worker", hide = true)]
+    LabWorker { parent: u32 },
+    /// (internal) the scripted workload, run by demo/selftest in a separate process.
+    #[command(name = "__workload", hide = true)]
+    Workload {
+        merged: PathBuf,
+        meta_merged: Option<PathBuf>,
+    },
+}
+
+/// Parses the command line, runs the command, returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            }
+            .into();
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        },
+    ))
+    .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cowprof: cannot start the runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    rt.block_on(run(cli.command)).into()
+}
+
+fn exporter(json: bool) -> Box<dyn Exporter> {
+    if json {
+        Box::new(JsonLines)
+    } else {
+        Box::new(Table::new())
+    }
+}
+
+async fn run(command: Command) -> Exit {
+    // From here on Ctrl-C and SIGTERM no longer kill the process outright: every command ends
+    // through its own cleanup (stacks unmounted, programs detached). `record` listens for them.
+    let _keep_int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    let _keep_term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let stdout = std::io::stdout();
+    // Block-buffered: record flushes once per ring-buffer batch (stdout alone flushes per line).
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match command {
+        Command::Record(args) => record::run(args, &mut out).await,
+        Command::Doctor(args) => doctor::run(args, &mut out),
+        Command::Demo(args) => demo::run(args, &mut out).await,
+        Command::Selftest(args) => selftest::run(args, &mut out).await,
+        Command::Bench(args) => bench::run(args, &mut out),
+        Command::Compare(args) => compare::run(args, &mut out),
+        Command::Image(args) => image::run(args, &mut out),
+        Command::Clean(args) => clean::run(args, &mut out),
+        Command::LabWorker { parent } => internal::lab_worker(parent),
+        Command::Workload {
+            merged,
+            meta_merged,
+        } => internal::workload(&merged, meta_merged.as_deref()),
+    }
+}

@@ -1,0 +1,146 @@
+//! The event as users see it: one JSON line, one table row, one count in the summary and the
+//! metrics. Every stage of the pipeline and every tool speaks these types.
+
+/// What an operation was, as users name it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    DataCopyUp,
+    Metacopy,
+    DirCopyUp,
+    SpecialCopyUp,
+    DeferredDataCopyUp,
+    Whiteout,
+    OpaqueDir,
+    CreateOverWhiteout,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DataCopyUp => "data_copy_up",
+            Self::Metacopy => "metacopy",
+            Self::DirCopyUp => "dir_copy_up",
+            Self::SpecialCopyUp => "special_copy_up",
+            Self::DeferredDataCopyUp => "deferred_data_copy_up",
+            Self::Whiteout => "whiteout",
+            Self::OpaqueDir => "opaque_dir",
+            Self::CreateOverWhiteout => "create_over_whiteout",
+        }
+    }
+
+    pub fn is_copy_up(self) -> bool {
+        matches!(
+            self,
+            Self::DataCopyUp
+                | Self::Metacopy
+                | Self::DirCopyUp
+                | Self::SpecialCopyUp
+                | Self::DeferredDataCopyUp
+        )
+    }
+}
+
+/// An enriched event: one JSON line, one table row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    pub kind: Kind,
+    pub backend: String,
+    /// Wall-clock end time, ns since the Unix epoch.
+    pub time_ns: u64,
+    pub latency_ns: u64,
+    /// True when the backend sees only part of the operation (see README, "Backends").
+    pub latency_partial: bool,
+    /// 0 or a positive errno.
+    pub errno: i32,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    pub mnt_ns: u64,
+    /// `major:minor` of the overlay mount.
+    pub dev: Option<String>,
+    pub mount_point: Option<String>,
+    /// Relative to the overlay root.
+    pub path: String,
+    pub path_truncated: bool,
+    pub size_bytes: u64,
+    pub bytes_copied: u64,
+    /// 1 = topmost lower layer.
+    pub lower_layer: Option<u32>,
+    pub lower_layer_dir: Option<String>,
+    pub syscall: Option<String>,
+    pub syscall_latency_ns: Option<u64>,
+    pub syscall_ret: Option<i64>,
+    /// Full 64-hex id of the container the acting process runs in; `None` for a host process
+    /// (also one writing into a container's merged dir).
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// From the Docker engine, or containerd (a Kubernetes container: its name in the pod spec).
+    #[serde(default)]
+    pub container_name: Option<String>,
+    /// The image reference the container was created from, e.g. `app:1.2`.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The image id (`sha256:…`, the digest of the image config).
+    #[serde(default)]
+    pub image_id: Option<String>,
+    /// diffID (`sha256:…`) of the image layer the copied-up file came from, `"init"` for a
+    /// container's init layer; `None` when the lower layer is in no known image store.
+    #[serde(default)]
+    pub layer_digest: Option<String>,
+    /// The Kubernetes pod's name and namespace, from containerd's API (the kubelet's labels).
+    #[serde(default)]
+    pub pod_name: Option<String>,
+    #[serde(default)]
+    pub pod_namespace: Option<String>,
+    /// The pod's UID, from the kubepods cgroup path (no runtime socket needed).
+    #[serde(default)]
+    pub pod_uid: Option<String>,
+    /// The pod's `QoS` class from the cgroup path: `guaranteed`, `burstable` or `besteffort`.
+    #[serde(default)]
+    pub pod_qos: Option<String>,
+}
+
+impl Event {
+    /// An event of `kind` from `backend` with every other field zero, empty or `None`: the
+    /// start for tests and benches, which set what they need with struct update syntax.
+    #[must_use]
+    pub fn new(kind: Kind, backend: &str) -> Self {
+        Self {
+            kind,
+            backend: backend.to_owned(),
+            time_ns: 0,
+            latency_ns: 0,
+            latency_partial: false,
+            errno: 0,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            cgroup_id: 0,
+            mnt_ns: 0,
+            dev: None,
+            mount_point: None,
+            path: String::new(),
+            path_truncated: false,
+            size_bytes: 0,
+            bytes_copied: 0,
+            lower_layer: None,
+            lower_layer_dir: None,
+            syscall: None,
+            syscall_latency_ns: None,
+            syscall_ret: None,
+            container_id: None,
+            container_name: None,
+            image: None,
+            image_id: None,
+            layer_digest: None,
+            pod_name: None,
+            pod_namespace: None,
+            pod_uid: None,
+            pod_qos: None,
+        }
+    }
+}
