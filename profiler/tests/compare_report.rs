@@ -585,3 +585,63 @@ fn colors_only_when_asked_for_a_terminal() {
     let plain = render::render(&c, Format::Table, false);
     assert!(!plain.contains('\x1b'));
 }
+
+/// Exact metrics are judged exactly: one copy-up more than the base fails a `+0` gate, and a
+/// relative gate on bytes is a fraction of the base's bytes (5 % more passes `+10%`, 20 % fails).
+#[test]
+fn exact_metric_gates_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(data("tmpfs-a.json")).unwrap()).unwrap();
+    for c in v["runs"][0]["cells"].as_array_mut().unwrap() {
+        if c["op"] != "first_write" {
+            continue;
+        }
+        let (copies, bytes) = (
+            c["copy_ups"].as_u64().unwrap(),
+            c["bytes_copied"].as_u64().unwrap(),
+        );
+        match c["size_bytes"].as_u64().unwrap() {
+            4096 => {
+                c["copy_ups"] = (copies + 1).into();
+                c["bytes_copied"] = (bytes / 5 * 6).into();
+            }
+            65536 => c["bytes_copied"] = (bytes / 20 * 21).into(),
+            _ => {}
+        }
+    }
+    let new = dir.path().join("new.json");
+    fs::write(&new, serde_json::to_string(&v).unwrap()).unwrap();
+    let o = cowprof(
+        &[
+            "compare",
+            &data("tmpfs-a.json"),
+            new.to_str().unwrap(),
+            "--format",
+            "json",
+            "--threshold",
+            "copy_ups=+0",
+            "--threshold",
+            "bytes_copied=+10%",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let verdict = |size: u64, metric: &str| -> String {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["op"] == "first_write" && r["size_bytes"] == size && r["metric"] == metric)
+            .unwrap_or_else(|| panic!("no row {size} {metric}"))["verdict"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(verdict(4096, "copy_ups"), "regressed");
+    assert_eq!(verdict(65536, "copy_ups"), "no_significant_change");
+    assert_eq!(verdict(4096, "bytes_copied"), "regressed");
+    assert_eq!(verdict(65536, "bytes_copied"), "no_significant_change");
+    assert_eq!(verdict(1 << 20, "bytes_copied"), "no_significant_change");
+}
