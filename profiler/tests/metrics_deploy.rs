@@ -184,6 +184,15 @@ fn dockerfile_is_the_static_binary_alone() {
         .any(|l| l.starts_with("CMD ") && l.contains("127.0.0.1:")));
 }
 
+/// A bind mount of a directory on itself, unmounted on drop.
+struct SharedBind(PathBuf);
+
+impl Drop for SharedBind {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// Builds the image from the musl binary and runs it. Needs root, dockerd and the static build,
 /// so `scripts/test` runs it (with `--ignored`) right after its musl stage.
 #[test]
@@ -233,8 +242,28 @@ fn image_builds_and_runs() {
         .port();
     let name = format!("cowprof-test-{}", std::process::id());
     // The container sees every overlay on the host, other users' too: it counts only the
-    // workload's own comm (a kernel-side filter), so the count is exact.
+    // workload's own comm (a kernel-side filter), so the count is exact. The test's stacks are
+    // mounted later under `dir`, which reaches the container as the DaemonSet's runtime dirs do:
+    // a read-only bind with host-to-container (rslave) propagation, at the same path.
     let comm = "cowprofdeploy1";
+    let dir = common::disk_tempdir();
+    let root = common::canon(dir.path());
+    // A shared mount of its own (the host's / may be private), unmounted on drop.
+    let mount = |args: &[&str]| {
+        let ok = Command::new("mount")
+            .args(args)
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount {args:?} {}", root.display());
+    };
+    mount(&["--bind", root.to_str().expect("utf8")]);
+    let _shared = SharedBind(root.clone());
+    mount(&["--make-shared"]);
+    let bind = format!(
+        "type=bind,source={0},target={0},readonly,bind-propagation=rslave",
+        root.display()
+    );
     let run = docker(&[
         "run",
         "-d",
@@ -247,6 +276,8 @@ fn image_builds_and_runs() {
         "ALL",
         "--cap-add",
         "SYS_ADMIN",
+        "--mount",
+        &bind,
         &tag,
         "record",
         "--quiet",
@@ -281,10 +312,11 @@ fn image_builds_and_runs() {
         metrics = scrape();
     }
     // The default scenario under that comm, on stacks of this test.
-    let dir = common::disk_tempdir();
     let (events_seen, expected_events) = {
-        let root = common::canon(dir.path());
         let (main, meta) = common::build_stacks(&root);
+        // record learns new mounts from its mountinfo every 200 ms (the tracepoint backend
+        // registers their work dirs then); there is no outside signal for it, so wait 5 rounds.
+        std::thread::sleep(Duration::from_secs(1));
         let workload_bin = root.join(comm);
         std::os::unix::fs::symlink(common::BIN, &workload_bin).expect("symlink");
         let mut workload = Command::new(&workload_bin);
