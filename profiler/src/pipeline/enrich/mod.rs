@@ -135,6 +135,11 @@ impl Enricher {
         &self.mounts
     }
 
+    /// True if `ev`'s overlay mount is among the mounts seen so far.
+    pub fn knows_mount(&self, ev: &RawEvent) -> bool {
+        self.mount_for(ev).is_some()
+    }
+
     fn mount_for(&self, ev: &RawEvent) -> Option<&OverlayMount> {
         if ev.dev_is_upper {
             // Tracepoint backend: the work dir's mount id, else the upper root the walk reached.
