@@ -2,6 +2,7 @@
 //! code from the one table in [`exit`]. Nothing below this module prints to the terminal on its
 //! own account or picks an exit code.
 
+mod assets;
 mod bench;
 mod clean;
 mod compare;
@@ -13,7 +14,7 @@ mod internal;
 mod record;
 mod selftest;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use cowprof::pipeline::{
@@ -93,6 +94,9 @@ enum Command {
     /// (internal) the lab's worker: runs and times the ops `bench` sends it.
     #[command(name = "__lab-worker", hide = true)]
     LabWorker { parent: u32 },
+    /// (internal) writes shell completions and man pages under DIR (`cargo xtask assets`).
+    #[command(name = "__assets", hide = true)]
+    Assets { dir: PathBuf },
     /// (internal) the scripted workload, run by demo/selftest in a separate process.
     #[command(name = "__workload", hide = true)]
     Workload {
@@ -161,6 +165,16 @@ async fn run(command: Command) -> Exit {
         Command::Compare(args) => compare::run(args, &mut out),
         Command::Image(args) => image::run(args, &mut out),
         Command::Clean(args) => clean::run(args, &mut out),
+        Command::Assets { dir } => match assets::write(&dir) {
+            Ok(n) => {
+                let _ = writeln!(out, "cowprof: wrote {n} files under {}", dir.display());
+                Exit::Ok
+            }
+            Err(e) => {
+                eprintln!("cowprof: cannot write under {}: {e}", dir.display());
+                Exit::Failure
+            }
+        },
         Command::LabWorker { parent } => internal::lab_worker(parent),
         Command::Workload {
             merged,
