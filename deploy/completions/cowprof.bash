@@ -133,7 +133,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__bench)
-            opts="-v -h --spec --out --workdir --quick --baseline --confirm --config --threshold --image --store --expect-kernel --no-charts --verbose --help"
+            opts="-v -h --spec --out --workdir --quick --baseline --confirm --config --threshold --image --store --expect-kernel --no-charts --table --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,6 +173,10 @@ _cowprof() {
                     ;;
                 --store)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --table)
+                    COMPREPLY=($(compgen -W "summary full" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -88,6 +88,8 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l config -d 'Thr
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l threshold -d 'Gate a metric, e.g. `p99=+10%`, `efficiency=-5%`, `bytes_copied=+0` (repeatable; replaces the config file\'s threshold of the same metric)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l image -d 'Instead of the spec\'s synthetic stack: first writes, chmods and unlinks of this image\'s own files on its real layer stack (an archive, imported first, or a digest/tag)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l store -d 'Layer store for --image' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l table -d 'What to print: `summary` (the copy-up curve, slowest cells, efficiency, what disagreed or was skipped) or `full` (every cell); results.json always holds every cell' -r -f -a "summary\t'The copy-up curve, the slowest cells, efficiency, disagreements and skips'
+full\t'Every cell of the matrix, one row each'"
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l quick -d 'Tiny sizes and two repetitions (smoke tests)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l expect-kernel -d 'Exit 1 unless a backend attached and every copy-up cell\'s kernel-side count is exact (the VM matrix\'s check)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l no-charts -d 'Write results.json only: no charts, no report.html'
