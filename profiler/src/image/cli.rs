@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::{
     compare, inspect,
+    progress::ImportBar,
     store::{short, ImageRecord, Store, DEFAULT_STORE},
     unpack::Limits,
     ImageError,
@@ -81,17 +82,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// An image reference: a path to an archive/layout is imported first; else looked up.
-fn resolve(
-    store: &Store,
-    reference: &str,
-    cancel: &Cancel,
-    err: &mut impl Write,
-) -> Result<ImageRecord, ImageError> {
+fn resolve(store: &Store, reference: &str, cancel: &Cancel) -> Result<ImageRecord, ImageError> {
     let p = std::path::Path::new(reference);
     if p.exists() {
-        let r = store.import(p, Limits::default(), Some(cancel), |m| {
-            let _ = writeln!(err, "cowprof image: {m}");
-        })?;
+        let bar = ImportBar::new();
+        let r = store.import(p, Limits::default(), Some(cancel), |s| bar.step(s))?;
+        bar.finish();
         return r
             .images
             .into_iter()
@@ -119,7 +115,6 @@ pub fn main(args: ImageArgs, out: &mut dyn Write) -> u8 {
 fn run(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
     let cancel = Cancel::install().map_err(super::io_err("installing signal handlers", "/"))?;
     let store = Store::open(&args.store)?;
-    let mut err = std::io::stderr();
     let w = |r: std::io::Result<()>| r.map_err(super::io_err("writing", "stdout"));
     match args.command {
         ImageCommand::Import {
@@ -133,9 +128,9 @@ fn run(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                 max_entries,
                 ..Limits::default()
             };
-            let r = store.import(&archive, limits, Some(&cancel), |m| {
-                let _ = writeln!(err, "cowprof image: {m}");
-            })?;
+            let bar = ImportBar::new();
+            let r = store.import(&archive, limits, Some(&cancel), |s| bar.step(s))?;
+            bar.finish();
             if json {
                 w(serde_json::to_writer_pretty(
                     &mut *out,
@@ -173,7 +168,7 @@ fn run(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             }
         }
         ImageCommand::Inspect { image, lab, json } => {
-            let rec = resolve(&store, &image, &cancel, &mut err)?;
+            let rec = resolve(&store, &image, &cancel)?;
             let curve = match &lab {
                 Some(p) => inspect::Curve::from_lab(p)?,
                 None => inspect::Curve::builtin(),
@@ -198,8 +193,13 @@ fn run(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             json,
         } => {
             let mut sums = Vec::new();
+            let bar = super::progress::bar(
+                images.len() as u64,
+                "{elapsed_precise} [{bar:30}] image {pos}/{len} {msg}",
+            );
             for i in &images {
-                let rec = resolve(&store, i, &cancel, &mut err)?;
+                bar.set_message(i.clone());
+                let rec = resolve(&store, i, &cancel)?;
                 sums.push(compare::summarize_image(
                     &store,
                     &rec,
@@ -207,7 +207,9 @@ fn run(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                     !no_run,
                     Some(&cancel),
                 )?);
+                bar.inc(1);
             }
+            bar.finish_and_clear();
             let doc = serde_json::json!({"schema": 1, "images": sums});
             if let Some(d) = &out_dir {
                 std::fs::create_dir_all(d).map_err(super::io_err("creating", d))?;

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod compare;
 pub mod inspect;
 pub mod manifest;
+pub mod progress;
 pub mod store;
 pub mod unpack;
 
