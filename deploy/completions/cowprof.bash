@@ -43,6 +43,9 @@ _cowprof() {
             cowprof,selftest)
                 cmd="cowprof__subcmd__selftest"
                 ;;
+            cowprof,top)
+                cmd="cowprof__subcmd__top"
+                ;;
             cowprof__subcmd__help,bench)
                 cmd="cowprof__subcmd__help__subcmd__bench"
                 ;;
@@ -69,6 +72,9 @@ _cowprof() {
                 ;;
             cowprof__subcmd__help,selftest)
                 cmd="cowprof__subcmd__help__subcmd__selftest"
+                ;;
+            cowprof__subcmd__help,top)
+                cmd="cowprof__subcmd__help__subcmd__top"
                 ;;
             cowprof__subcmd__help__subcmd__image,compare)
                 cmd="cowprof__subcmd__help__subcmd__image__subcmd__compare"
@@ -119,7 +125,7 @@ _cowprof() {
 
     case "${cmd}" in
         cowprof)
-            opts="-v -h -V --verbose --help --version record doctor demo selftest bench compare image clean help"
+            opts="-v -h -V --verbose --help --version record top doctor demo selftest bench compare image clean help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -275,7 +281,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__help)
-            opts="record doctor demo selftest bench compare image clean help"
+            opts="record top doctor demo selftest bench compare image clean help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -457,6 +463,20 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__help__subcmd__selftest)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cowprof__subcmd__help__subcmd__top)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -747,6 +767,76 @@ _cowprof() {
                     ;;
                 --expect-chosen)
                     COMPREPLY=($(compgen -W "fentry kprobe tracepoint" -- "${cur}"))
+                    return 0
+                    ;;
+                --btf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --btf-overlay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cowprof__subcmd__top)
+            opts="-v -h --backend --pid --comm --cgroup --mount --container --containerd-socket --min-latency --interval --count --plain --sort --rows --btf --btf-overlay --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --backend)
+                    COMPREPLY=($(compgen -W "fentry kprobe tracepoint" -- "${cur}"))
+                    return 0
+                    ;;
+                --pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --comm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cgroup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mount)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --containerd-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-latency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sort)
+                    COMPREPLY=($(compgen -W "time count bytes" -- "${cur}"))
+                    return 0
+                    ;;
+                --rows)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --btf)

@@ -28,6 +28,7 @@ complete -c cowprof -n "__fish_cowprof_needs_command" -s v -l verbose -d 'More d
 complete -c cowprof -n "__fish_cowprof_needs_command" -s h -l help -d 'Print help'
 complete -c cowprof -n "__fish_cowprof_needs_command" -s V -l version -d 'Print version'
 complete -c cowprof -n "__fish_cowprof_needs_command" -f -a "record" -d 'Attach to the kernel and print every copy-up and whiteout until Ctrl-C'
+complete -c cowprof -n "__fish_cowprof_needs_command" -f -a "top" -d 'A live view of copy-on-write activity (busiest containers, mounts, source layers, files per interval), or one plain table per interval for pipes'
 complete -c cowprof -n "__fish_cowprof_needs_command" -f -a "doctor" -d 'Show which backends this kernel allows and why, BTF, overlay symbols'
 complete -c cowprof -n "__fish_cowprof_needs_command" -f -a "demo" -d 'The main job on an embedded default: build a small overlay stack, record a scripted workload on it, print the events and the summary, check them against the upper dir'
 complete -c cowprof -n "__fish_cowprof_needs_command" -f -a "selftest" -d 'Run the default scenario under each backend this kernel allows and check every event against the upper directory (the VM matrix runs this in each kernel)'
@@ -56,6 +57,27 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l json -d 'JSON
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s q -l quiet -d 'Print nothing on stdout (a daemon serving --metrics-addr)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l backend -d 'Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`)' -r -f -a "fentry\t'fentry/fexit on overlay functions (BTF trampolines)'
+kprobe\t'kprobe/kretprobe on overlay functions (distro kernels, overlay as a module)'
+tracepoint\t'Syscall windows plus the 6.13+ ctime tracepoints (kernels without kprobes and fentry)'"
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l pid -d 'Only this process (tgid)' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l comm -d 'Only tasks whose comm is exactly this' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l cgroup -d 'Only this cgroup (v2): a path under /sys/fs/cgroup or a numeric cgroup id' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l mount -d 'Only events on the overlay mounted here' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l container -d 'Only this container\'s events (Docker name, full or short id)' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l containerd-socket -d 'containerd\'s API socket, for Kubernetes pod and container names' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l min-latency -d 'Only events at least this slow (e.g. 100us, 5ms)' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l interval -d 'Refresh interval (e.g. 1s, 500ms)' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l count -d 'Stop after this many intervals' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l sort -d 'Sort rows by (keys t, c, b switch it in the live view)' -r -f -a "time\t'Total copy-up/whiteout time in the interval'
+count\t'Events in the interval'
+bytes\t'Bytes copied up in the interval'"
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l rows -d 'Rows per table' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l plain -d 'One plain table per interval, for pipes (the default when stdout is not a terminal)'
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -l json
@@ -141,15 +163,16 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_s
 complete -c cowprof -n "__fish_cowprof_using_subcommand clean" -l workdir -d 'Also look for cowprof-lab-<pid> directories here (bench\'s --workdir)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand clean" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand clean" -s h -l help -d 'Print help'
-complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record doctor demo selftest bench compare image clean help" -f -a "record" -d 'Attach to the kernel and print every copy-up and whiteout until Ctrl-C'
-complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record doctor demo selftest bench compare image clean help" -f -a "doctor" -d 'Show which backends this kernel allows and why, BTF, overlay symbols'
-complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record doctor demo selftest bench compare image clean help" -f -a "demo" -d 'The main job on an embedded default: build a small overlay stack, record a scripted workload on it, print the events and the summary, check them against the upper dir'
-complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record doctor demo selftest bench compare image clean help" -f -a "selftest" -d 'Run the default scenario under each backend this kernel allows and check every event against the upper directory (the VM matrix runs this in each kernel)'
-complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record doctor demo selftest bench compare image clean help" -f -a "bench" -d 'The lab: build overlay2-style stacks on several filesystems, measure copy-up latency per op, file size and layer depth (plus kernel-side times), write DIR/results.json'
-complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record doctor demo selftest bench compare image clean help" -f -a "compare" -d 'Regression gate: compare two `bench` results.json files metric by metric (bootstrap intervals from the histograms); exit 1 if a gated metric regressed beyond its threshold'
-complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record doctor demo selftest bench compare image clean help" -f -a "image" -d 'Container images: import `docker save`/OCI archives, inspect layers, compare base images'
-complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record doctor demo selftest bench compare image clean help" -f -a "clean" -d 'Remove what dead `bench` runs left: mounts, loop devices, images, directories, state'
-complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record doctor demo selftest bench compare image clean help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record top doctor demo selftest bench compare image clean help" -f -a "record" -d 'Attach to the kernel and print every copy-up and whiteout until Ctrl-C'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record top doctor demo selftest bench compare image clean help" -f -a "top" -d 'A live view of copy-on-write activity (busiest containers, mounts, source layers, files per interval), or one plain table per interval for pipes'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record top doctor demo selftest bench compare image clean help" -f -a "doctor" -d 'Show which backends this kernel allows and why, BTF, overlay symbols'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record top doctor demo selftest bench compare image clean help" -f -a "demo" -d 'The main job on an embedded default: build a small overlay stack, record a scripted workload on it, print the events and the summary, check them against the upper dir'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record top doctor demo selftest bench compare image clean help" -f -a "selftest" -d 'Run the default scenario under each backend this kernel allows and check every event against the upper directory (the VM matrix runs this in each kernel)'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record top doctor demo selftest bench compare image clean help" -f -a "bench" -d 'The lab: build overlay2-style stacks on several filesystems, measure copy-up latency per op, file size and layer depth (plus kernel-side times), write DIR/results.json'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record top doctor demo selftest bench compare image clean help" -f -a "compare" -d 'Regression gate: compare two `bench` results.json files metric by metric (bootstrap intervals from the histograms); exit 1 if a gated metric regressed beyond its threshold'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record top doctor demo selftest bench compare image clean help" -f -a "image" -d 'Container images: import `docker save`/OCI archives, inspect layers, compare base images'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record top doctor demo selftest bench compare image clean help" -f -a "clean" -d 'Remove what dead `bench` runs left: mounts, loop devices, images, directories, state'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_seen_subcommand_from record top doctor demo selftest bench compare image clean help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "import" -d 'Import a `docker save` archive or an OCI image layout (directory or tar) into the store'
 complete -c cowprof -n "__fish_cowprof_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "inspect" -d 'Per-layer adds/modifies/deletes, wasted bytes, efficiency and likely copy-ups'
 complete -c cowprof -n "__fish_cowprof_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "compare" -d 'Compare images side by side, with the same writes timed on each one\'s layer stack'

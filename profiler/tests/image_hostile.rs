@@ -905,7 +905,9 @@ fn import_progress_only_on_a_terminal() {
                 x as u8
             })
             .collect();
-        Layer::default().file(&format!("blob{seed}"), &data).finish()
+        Layer::default()
+            .file(&format!("blob{seed}"), &data)
+            .finish()
     };
     let w = World::new();
     let a = docker_archive(&w.work, &[plain(big(1)), plain(big(2))], None);
@@ -917,7 +919,11 @@ fn import_progress_only_on_a_terminal() {
         .output()
         .expect("run cowprof");
     assert_eq!(piped.status.code(), Some(0));
-    assert!(piped.stderr.is_empty(), "{}", String::from_utf8_lossy(&piped.stderr));
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
     // Again into a fresh store, on a terminal.
     let store2 = w.work.join("store2");
     let line = format!(

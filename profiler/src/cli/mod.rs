@@ -13,6 +13,7 @@ mod image;
 mod internal;
 mod record;
 mod selftest;
+mod top;
 
 use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
@@ -73,6 +74,9 @@ pub struct GateArgs {
 enum Command {
     /// Attach to the kernel and print every copy-up and whiteout until Ctrl-C.
     Record(record::RecordArgs),
+    /// A live view of copy-on-write activity (busiest containers, mounts, source layers,
+    /// files per interval), or one plain table per interval for pipes.
+    Top(top::TopArgs),
     /// Show which backends this kernel allows and why, BTF, overlay symbols.
     Doctor(doctor::DoctorArgs),
     /// The main job on an embedded default: build a small overlay stack, record a scripted
@@ -158,6 +162,7 @@ async fn run(command: Command) -> Exit {
     let mut out = std::io::BufWriter::new(stdout.lock());
     match command {
         Command::Record(args) => record::run(args, &mut out).await,
+        Command::Top(args) => top::run(args, &mut out).await,
         Command::Doctor(args) => doctor::run(args, &mut out),
         Command::Demo(args) => demo::run(args, &mut out).await,
         Command::Selftest(args) => selftest::run(args, &mut out).await,

@@ -123,6 +123,7 @@ pub async fn run(args: RecordArgs, out: &mut dyn Write) -> Exit {
         command,
         discard_events: true,
         metrics,
+        tick: None,
     };
     let mut exp = if quiet {
         Box::new(cowprof::pipeline::metrics::Quiet)
@@ -149,7 +150,7 @@ fn ringbuf_size(s: &str) -> Result<u32, String> {
     probe::check_ringbuf_size(bytes)
 }
 
-fn cgroup_id(spec: &str) -> Result<u64, String> {
+pub(super) fn cgroup_id(spec: &str) -> Result<u64, String> {
     if let Ok(id) = spec.parse::<u64>() {
         return Ok(id);
     }

@@ -18,6 +18,15 @@ pub trait Exporter {
     fn header(&mut self, out: &mut dyn Write, info: &RunInfo) -> io::Result<()>;
     fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()>;
     fn summary(&mut self, out: &mut dyn Write, s: &Summary) -> io::Result<()>;
+    /// Called every [`crate::pipeline::record::RecordOptions::tick`] while recording, with the
+    /// drops so far (live views: `top`); `Ok(false)` ends the recording as Ctrl-C would.
+    fn tick(
+        &mut self,
+        _out: &mut dyn Write,
+        _drops: &crate::pipeline::aggregate::Drops,
+    ) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// Printed once at start: what is attached where.
