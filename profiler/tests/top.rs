@@ -1,10 +1,6 @@
 //! `cowprof top` against the scenario workload on real overlay stacks: the plain mode's tables
 //! per interval with exact counts, and the live view under tmux (a real terminal): its screen
 //! rows and totals, the sort keys, and a terminal restored after `q` and after Ctrl-C.
-#![expect(
-    clippy::cast_precision_loss,
-    reason = "counts are small integers, exact in f64"
-)]
 
 mod common;
 
