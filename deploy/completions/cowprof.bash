@@ -248,7 +248,7 @@ _cowprof() {
             fi
             case "${prev}" in
                 --backend)
-                    COMPREPLY=($(compgen -W "fentry kprobe tracepoint" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "kprobe tracepoint" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -692,7 +692,7 @@ _cowprof() {
             fi
             case "${prev}" in
                 --backend)
-                    COMPREPLY=($(compgen -W "fentry kprobe tracepoint" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "kprobe tracepoint" -- "${cur}"))
                     return 0
                     ;;
                 --pid)
@@ -762,11 +762,11 @@ _cowprof() {
             fi
             case "${prev}" in
                 --backend)
-                    COMPREPLY=($(compgen -W "fentry kprobe tracepoint" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "kprobe tracepoint" -- "${cur}"))
                     return 0
                     ;;
                 --expect-chosen)
-                    COMPREPLY=($(compgen -W "fentry kprobe tracepoint" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "kprobe tracepoint" -- "${cur}"))
                     return 0
                     ;;
                 --btf)
@@ -792,7 +792,7 @@ _cowprof() {
             fi
             case "${prev}" in
                 --backend)
-                    COMPREPLY=($(compgen -W "fentry kprobe tracepoint" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "kprobe tracepoint" -- "${cur}"))
                     return 0
                     ;;
                 --pid)

@@ -37,9 +37,8 @@ complete -c cowprof -n "__fish_cowprof_needs_command" -f -a "compare" -d 'Regres
 complete -c cowprof -n "__fish_cowprof_needs_command" -f -a "image" -d 'Container images: import `docker save`/OCI archives, inspect layers, compare base images'
 complete -c cowprof -n "__fish_cowprof_needs_command" -f -a "clean" -d 'Remove what dead `bench` runs left: mounts, loop devices, images, directories, state'
 complete -c cowprof -n "__fish_cowprof_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l backend -d 'Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`)' -r -f -a "fentry\t'fentry/fexit on overlay functions (BTF trampolines)'
-kprobe\t'kprobe/kretprobe on overlay functions (distro kernels, overlay as a module)'
-tracepoint\t'Syscall windows plus the 6.13+ ctime tracepoints (kernels without kprobes and fentry)'"
+complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l backend -d 'Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`)' -r -f -a "kprobe\t''
+tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l pid -d 'Only this process (tgid)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l comm -d 'Only tasks whose comm is exactly this' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l cgroup -d 'Only this cgroup (v2): a path under /sys/fs/cgroup or a numeric cgroup id' -r
@@ -56,10 +55,9 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l ringbuf-size 
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l json -d 'JSON lines (schema-versioned) instead of the table'
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s q -l quiet -d 'Print nothing on stdout (a daemon serving --metrics-addr)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
-complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l backend -d 'Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`)' -r -f -a "fentry\t'fentry/fexit on overlay functions (BTF trampolines)'
-kprobe\t'kprobe/kretprobe on overlay functions (distro kernels, overlay as a module)'
-tracepoint\t'Syscall windows plus the 6.13+ ctime tracepoints (kernels without kprobes and fentry)'"
+complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s h -l help -d 'Print help'
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l backend -d 'Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`)' -r -f -a "kprobe\t''
+tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l pid -d 'Only this process (tgid)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l comm -d 'Only tasks whose comm is exactly this' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l cgroup -d 'Only this cgroup (v2): a path under /sys/fs/cgroup or a numeric cgroup id' -r
@@ -83,24 +81,21 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -l btf-overlay -
 complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -l json
 complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -s h -l help -d 'Print help'
-complete -c cowprof -n "__fish_cowprof_using_subcommand demo" -l backend -r -f -a "fentry\t'fentry/fexit on overlay functions (BTF trampolines)'
-kprobe\t'kprobe/kretprobe on overlay functions (distro kernels, overlay as a module)'
-tracepoint\t'Syscall windows plus the 6.13+ ctime tracepoints (kernels without kprobes and fentry)'"
+complete -c cowprof -n "__fish_cowprof_using_subcommand demo" -l backend -r -f -a "kprobe\t''
+tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand demo" -l json
 complete -c cowprof -n "__fish_cowprof_using_subcommand demo" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
-complete -c cowprof -n "__fish_cowprof_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l backend -d 'Only this backend (default: every usable one)' -r -f -a "fentry\t'fentry/fexit on overlay functions (BTF trampolines)'
-kprobe\t'kprobe/kretprobe on overlay functions (distro kernels, overlay as a module)'
-tracepoint\t'Syscall windows plus the 6.13+ ctime tracepoints (kernels without kprobes and fentry)'"
-complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l expect-chosen -d 'Fail unless `doctor` would choose this backend (checks backend detection per kernel)' -r -f -a "fentry\t'fentry/fexit on overlay functions (BTF trampolines)'
-kprobe\t'kprobe/kretprobe on overlay functions (distro kernels, overlay as a module)'
-tracepoint\t'Syscall windows plus the 6.13+ ctime tracepoints (kernels without kprobes and fentry)'"
+complete -c cowprof -n "__fish_cowprof_using_subcommand demo" -s h -l help -d 'Print help'
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l backend -d 'Only this backend (default: every usable one)' -r -f -a "kprobe\t''
+tracepoint\t''"
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l expect-chosen -d 'Fail unless `doctor` would choose this backend (checks backend detection per kernel)' -r -f -a "kprobe\t''
+tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l tmpfs -d 'Build the stacks on a tmpfs of their own (needed where /tmp is not writable disk)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l doctor -d 'Also print `doctor` first'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
-complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -s h -l help -d 'Print help'
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l spec -d 'TOML spec of the matrix (default: the built-in one, about a minute)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l out -d 'Output directory for results.json' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l workdir -d 'Where the lab makes its run directory (cowprof-lab-<pid>)' -r -F
@@ -110,8 +105,8 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l config -d 'Thr
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l threshold -d 'Gate a metric, e.g. `p99=+10%`, `efficiency=-5%`, `bytes_copied=+0` (repeatable; replaces the config file\'s threshold of the same metric)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l image -d 'Instead of the spec\'s synthetic stack: first writes, chmods and unlinks of this image\'s own files on its real layer stack (an archive, imported first, or a digest/tag)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l store -d 'Layer store for --image' -r -F
-complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l table -d 'What to print: `summary` (the copy-up curve, slowest cells, efficiency, what disagreed or was skipped) or `full` (every cell); results.json always holds every cell' -r -f -a "summary\t'The copy-up curve, the slowest cells, efficiency, disagreements and skips'
-full\t'Every cell of the matrix, one row each'"
+complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l table -d 'What to print: `summary` (the copy-up curve, slowest cells, efficiency, what disagreed or was skipped) or `full` (every cell); results.json always holds every cell' -r -f -a "summary\t''
+full\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l quick -d 'Tiny sizes and two repetitions (smoke tests)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l expect-kernel -d 'Exit 1 unless a backend attached and every copy-up cell\'s kernel-side count is exact (the VM matrix\'s check)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l no-charts -d 'Write results.json only: no charts, no report.html'

@@ -1,94 +1,105 @@
-//! Terminal layout shared by every table cowprof prints: the width to fit (`COLUMNS`, else the
-//! terminal's own), whether to colour (a terminal and no `NO_COLOR`), and shortening a long key in
-//! the middle so the columns after it stay put. Machine outputs (JSON) always carry the full text.
+//! How numbers and ids look to people. Terminal tables use the compact forms ([`ns`], [`bytes`]:
+//! `12.3µs`, `4.0KiB`, as hyperfine prints them); charts, HTML and compare reports use the
+//! labelled forms ([`ns_label`], [`bytes_label`]: three significant digits and a space,
+//! `12.3 µs`, `4 KiB`). Nothing else in the crate formats a duration, a size or a short id.
+//! [`Layout`] (in `fmt/layout.rs`) is how terminal tables fit: width, colours, shortened keys.
 
-use std::io::IsTerminal as _;
+mod layout;
 
-use anstyle::Style;
+pub use layout::{fit, shorten_middle, text_width, Layout};
 
-/// How a table is laid out: the width to fit in (`None`: no limit, e.g. a pipe) and colours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Layout {
-    pub width: Option<usize>,
-    pub color: bool,
+/// `12.3µs`-style durations, as hyperfine prints them.
+pub fn ns(ns: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let f = ns as f64;
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}µs", f / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2}ms", f / 1e6)
+    } else {
+        format!("{:.2}s", f / 1e9)
+    }
 }
 
-impl Layout {
-    /// For stdout: `COLUMNS` if set to a number, else the terminal's width if stdout is one,
-    /// else unlimited; colours only on a terminal and when `NO_COLOR` is unset or empty.
-    pub fn stdout() -> Self {
-        let tty = std::io::stdout().is_terminal();
-        let width = std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.trim().parse::<usize>().ok())
-            .filter(|&c| c > 0)
-            .or_else(|| {
-                tty.then(|| rustix::termios::tcgetwinsize(std::io::stdout()).ok())
-                    .flatten()
-                    .map(|w| usize::from(w.ws_col))
-                    .filter(|&c| c > 0)
-            });
-        Self {
-            width,
-            color: tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-        }
+/// `512B`, `4.0KiB`, `1.5MiB`: compact, for terminal tables.
+pub fn bytes(b: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let f = b as f64;
+    if b < 1024 {
+        format!("{b}B")
+    } else if b < 1 << 20 {
+        format!("{:.1}KiB", f / 1024.0)
+    } else if b < 1 << 30 {
+        format!("{:.1}MiB", f / 1_048_576.0)
+    } else {
+        format!("{:.2}GiB", f / 1_073_741_824.0)
     }
+}
 
-    /// No width limit, no colours (files, tests).
-    pub const PLAIN: Self = Self {
-        width: None,
-        color: false,
+/// `v` with `decimals` decimals, trailing zeros (and a bare point) dropped.
+pub fn trim_number(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Three significant digits, trailing zeros dropped: 1.5, 12.3, 512.
+fn sig3(v: f64) -> String {
+    let decimals = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 10.0 {
+        1
+    } else {
+        2
     };
-
-    /// `text` in `style` when colours are on.
-    pub fn paint(&self, style: Style, text: &str) -> String {
-        if self.color {
-            format!("{style}{text}{style:#}")
-        } else {
-            text.to_owned()
-        }
-    }
-
-    /// The width of a first (key) column that holds `longest` characters and is followed by
-    /// `rest` characters of other columns: the whole key if it fits, else what is left, never
-    /// below `min`.
-    pub fn key_width(&self, longest: usize, rest: usize, min: usize) -> usize {
-        match self.width {
-            Some(w) => longest.min(w.saturating_sub(rest).max(min)),
-            None => longest,
-        }
-    }
+    trim_number(v, decimals)
 }
 
-/// Characters a string takes on the terminal (one per `char`: keys are paths, names, digests).
-pub fn text_width(s: &str) -> usize {
-    s.chars().count()
+/// For charts and reports: a byte count with binary units: `4 KiB`, `1.5 MiB`, `512 B`.
+pub fn bytes_label(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", sig3(v), UNITS[unit])
 }
 
-/// `s` cut to at most `max` characters by replacing its middle with `…`: both ends of a path
-/// (the mount's root and the layer's own directory) stay readable.
-pub fn shorten_middle(s: &str, max: usize) -> String {
-    let n = text_width(s);
-    if n <= max {
-        return s.to_owned();
+/// For charts and reports: a duration in nanoseconds with the unit that keeps it readable: `850 ns`, `12.3 µs`, `4 ms`.
+pub fn ns_label(ns: f64) -> String {
+    let (v, unit) = if ns.abs() < 1e3 {
+        (ns, "ns")
+    } else if ns.abs() < 1e6 {
+        (ns / 1e3, "µs")
+    } else if ns.abs() < 1e9 {
+        (ns / 1e6, "ms")
+    } else {
+        (ns / 1e9, "s")
+    };
+    if v == 0.0 {
+        return "0".to_string();
     }
-    if max == 0 {
-        return String::new();
-    }
-    let keep = max - 1;
-    let head = keep / 2;
-    let tail = keep - head;
-    let mut out: String = s.chars().take(head).collect();
-    out.push('…');
-    out.extend(s.chars().skip(n - tail));
-    out
+    format!("{} {unit}", sig3(v))
 }
 
-/// `s` padded with spaces (or shortened in the middle) to exactly `w` characters.
-pub fn fit(s: &str, w: usize) -> String {
-    let s = shorten_middle(s, w);
-    let pad = w - text_width(&s);
-    format!("{s}{}", " ".repeat(pad))
+/// The 12-character form `docker ps` shows.
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// `sha256:0123456789ab…` → `0123456789ab`.
+#[must_use]
+pub fn short_digest(digest: &str) -> &str {
+    let h = digest.strip_prefix("sha256:").unwrap_or(digest);
+    h.get(..12).unwrap_or(h)
 }
 
 #[cfg(test)]
@@ -96,24 +107,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shortens_in_the_middle() {
-        assert_eq!(shorten_middle("/var/lib/docker", 40), "/var/lib/docker");
-        assert_eq!(shorten_middle("abcdefghij", 5), "ab…ij");
-        assert_eq!(text_width(&shorten_middle("abcdefghij", 6)), 6);
-        assert_eq!(shorten_middle("abcdefghij", 6), "ab…hij");
-        assert_eq!(fit("ab", 4), "ab  ");
-        assert_eq!(fit("abcdef", 4), "a…ef");
+    fn compact_forms() {
+        assert_eq!(ns(850), "850ns");
+        assert_eq!(ns(12_345), "12.3µs");
+        assert_eq!(ns(4_560_000), "4.56ms");
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(3 << 20), "3.0MiB");
     }
 
     #[test]
-    fn key_width_fits_the_terminal() {
-        let l = Layout {
-            width: Some(80),
-            color: false,
-        };
-        assert_eq!(l.key_width(10, 60, 16), 10);
-        assert_eq!(l.key_width(100, 60, 16), 20);
-        assert_eq!(l.key_width(100, 75, 16), 16);
-        assert_eq!(Layout::PLAIN.key_width(100, 60, 16), 100);
+    fn labelled_forms() {
+        assert_eq!(ns_label(850.0), "850 ns");
+        assert_eq!(ns_label(12_345.0), "12.3 µs");
+        assert_eq!(ns_label(0.0), "0");
+        assert_eq!(bytes_label(4096), "4 KiB");
+        assert_eq!(bytes_label(1_572_864), "1.5 MiB");
+    }
+
+    #[test]
+    fn short_ids() {
+        assert_eq!(short_id("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_digest("abc"), "abc");
     }
 }

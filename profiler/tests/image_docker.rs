@@ -4,6 +4,10 @@
 //! against `docker export` of a container created from the same image: exact file lists, sizes,
 //! modes, owners and symlink targets, seen through cowprof's own overlay mount of the layers.
 //! Then `image inspect` and `image compare` on them, against ground truth.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

@@ -2,6 +2,10 @@
 //! results.json that parses back, holds the expected cells and the kernel's exact copy-up counts;
 //! Ctrl-C and SIGTERM at any moment end with exit 130 and nothing left; after a SIGKILL,
 //! `cowprof clean` removes what is left and the next run works.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 
@@ -15,7 +19,7 @@ use std::{
 use common::{lock, require_root, Baseline, Running, BIN};
 use cowprof::host::loopdev::loop_devices;
 use cowprof::lab::{
-    measure::decode_histogram,
+    results::decode_histogram,
     results::{Results, RESULTS_SCHEMA},
     run::{cells_of, load_spec, sha256_hex, HOST_MOUNTS_ENV},
     spec::{format_size, Op, Shape, Spec},

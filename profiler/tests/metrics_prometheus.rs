@@ -9,6 +9,10 @@
     clippy::cast_precision_loss,
     reason = "Prometheus answers counts as floats; these small integers are exact in f64"
 )]
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 mod grafana;
@@ -286,7 +290,7 @@ fn prometheus_scrapes_the_workload() {
     let status = workload.status().expect("run the workload");
     assert!(status.success(), "workload: {status}");
 
-    let expected = scenario::expected("tracepoint", meta.is_some());
+    let expected = scenario::expected(cowprof::event::Backend::Tracepoint, meta.is_some());
     let n = expected.len() as f64;
     assert_eq!(
         prom.wait_for("cowprof_events_total", n),
@@ -368,7 +372,7 @@ fn prometheus_scrapes_the_workload() {
         .collect();
     let problems = scenario::verify(
         &main_events,
-        &scenario::expected("tracepoint", false),
+        &scenario::expected(cowprof::event::Backend::Tracepoint, false),
         &truth,
         &main.lowers,
     );
@@ -469,7 +473,7 @@ fn prometheus_scrapes_the_workload() {
     assert_eq!(drops.len(), 5, "{drops:?}");
     assert!(drops.values().all(|v| *v == 0.0), "{drops:?}");
     assert_eq!(backend.len(), 1, "{backend:?}");
-    assert_eq!(backend[0].0["backend"], recording.start.backend);
+    assert_eq!(backend[0].0["backend"], recording.start.backend.as_str());
     assert_eq!(backend[0].1, 1.0);
     assert!((1.0..4096.0).contains(&(rss / 1_048_576.0)), "rss {rss}");
 

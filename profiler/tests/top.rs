@@ -13,7 +13,7 @@ use std::{
 use common::{
     build_stacks, canon, disk_tempdir, lock, require_root, Baseline, Running, BIN, START_TIMEOUT,
 };
-use cowprof::scenario;
+use cowprof::{event::Backend, scenario};
 
 /// Runs the scenario workload under `comm` (a symlink to cowprof named so) on both stacks.
 fn workload(comm_bin: &Path, main: &str, meta: Option<&str>) {
@@ -75,8 +75,8 @@ fn plain_mode_counts_every_interval_exactly() {
     let mut lines = vec![first];
     lines.extend(rest);
     let heads: Vec<(u64, u64, u64)> = lines.iter().filter_map(|l| header(l)).collect();
-    let total = scenario::expected("tracepoint", meta.is_some()).len() as u64;
-    let main_n = scenario::expected("tracepoint", false).len() as u64;
+    let total = scenario::expected(Backend::Tracepoint, meta.is_some()).len() as u64;
+    let main_n = scenario::expected(Backend::Tracepoint, false).len() as u64;
     // Exactly --count tables, numbered; every event in exactly one interval.
     assert_eq!(
         heads.iter().map(|h| h.0).collect::<Vec<_>>(),
@@ -215,7 +215,7 @@ fn live_view_under_tmux() {
     let comm = "cowproftop2";
     let comm_bin = root.join(comm);
     std::os::unix::fs::symlink(BIN, &comm_bin).expect("symlink");
-    let main_n = scenario::expected("tracepoint", false).len();
+    let main_n = scenario::expected(Backend::Tracepoint, false).len();
 
     let tmux = Tmux::start(200, 70).expect("start tmux");
     let before = root.join("stty-before");
@@ -242,7 +242,7 @@ fn live_view_under_tmux() {
                         && l.split_whitespace().last() == Some(&main_n.to_string())
                 })
             });
-            let total = scenario::expected("tracepoint", meta.is_some()).len();
+            let total = scenario::expected(Backend::Tracepoint, meta.is_some()).len();
             assert!(
                 screen.contains(&format!(" {total} since start")),
                 "{screen}"

@@ -1,6 +1,7 @@
-//! Project chores: `cargo xtask fuzz [TARGET|all] --time SECS` runs cargo-fuzz targets (README,
-//! "Fuzzing") on the pinned nightly, one after another, and prints execs/s and findings;
-//! `cargo xtask assets` regenerates the shell completions and man pages under `deploy/`.
+//! Project chores: `cargo xtask fuzz [TARGET|all] --time SECS` runs cargo-fuzz targets
+//! (docs/testing.md, "Fuzzing") on the pinned nightly, one after another, and prints execs/s and
+//! findings; `cargo xtask assets` regenerates the shell completions and man pages under `deploy/`
+//! (docs/completions.md).
 
 use std::{
     fs,

@@ -50,7 +50,7 @@ pub struct BenchArgs {
     pub no_charts: bool,
     /// What to print: `summary` (the copy-up curve, slowest cells, efficiency, what disagreed
     /// or was skipped) or `full` (every cell); results.json always holds every cell.
-    #[arg(long, value_enum, value_name = "WHAT", default_value = "summary")]
+    #[arg(long, value_name = "WHAT", default_value = "summary", value_parser = table_arg())]
     pub table: lab::summary::TableMode,
 }
 
@@ -114,4 +114,15 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Exit {
     };
     written.give_to_invoker();
     Exit::from_code(rc)
+}
+
+fn table_arg() -> impl clap::builder::TypedValueParser<Value = lab::summary::TableMode> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["summary", "full"]).map(|s| {
+        if s == "full" {
+            lab::summary::TableMode::Full
+        } else {
+            lab::summary::TableMode::Summary
+        }
+    })
 }

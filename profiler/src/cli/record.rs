@@ -12,7 +12,7 @@ use super::{exporter, BtfArgs, Exit};
 #[derive(clap::Args)]
 pub struct RecordArgs {
     /// Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::backend_arg(), value_name = "BACKEND")]
     pub backend: Option<Backend>,
     /// Only this process (tgid).
     #[arg(long)]

@@ -16,7 +16,7 @@ use super::{doctor::print_doctor, BtfArgs, Exit};
 #[derive(clap::Args)]
 pub struct SelftestArgs {
     /// Only this backend (default: every usable one).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::backend_arg(), value_name = "BACKEND")]
     pub backend: Option<Backend>,
     /// Build the stacks on a tmpfs of their own (needed where /tmp is not writable disk).
     #[arg(long)]
@@ -25,7 +25,7 @@ pub struct SelftestArgs {
     #[arg(long)]
     pub doctor: bool,
     /// Fail unless `doctor` would choose this backend (checks backend detection per kernel).
-    #[arg(long, value_enum, value_name = "BACKEND")]
+    #[arg(long, value_parser = super::backend_arg(), value_name = "BACKEND")]
     pub expect_chosen: Option<Backend>,
     #[command(flatten)]
     pub btf: BtfArgs,

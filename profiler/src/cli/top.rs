@@ -12,12 +12,12 @@ use std::{
 
 use cowprof::{
     event::Event,
-    fmt::{fit, text_width, Layout},
+    fmt::{self, fit, text_width, Layout},
     pipeline::{
         aggregate::{container_key, layer_key, mount_key, Drops, Group, Summary},
         probe::{Backend, ProbeOptions},
         record::{self, RecordOptions},
-        report::{fmt_bytes, fmt_ns, Exporter, RunInfo},
+        report::{Exporter, RunInfo},
     },
 };
 use ratatui::{
@@ -50,7 +50,7 @@ pub enum SortKey {
 #[derive(clap::Args)]
 pub struct TopArgs {
     /// Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::backend_arg(), value_name = "BACKEND")]
     pub backend: Option<Backend>,
     /// Only this process (tgid).
     #[arg(long)]
@@ -262,10 +262,10 @@ impl Model {
                     fit(&r.key, w),
                     r.count,
                     r.rate,
-                    fmt_bytes(r.bytes),
-                    fmt_ns(r.p50_ns),
-                    fmt_ns(r.p99_ns),
-                    fmt_ns(r.time_ns),
+                    fmt::bytes(r.bytes),
+                    fmt::ns(r.p50_ns),
+                    fmt::ns(r.p99_ns),
+                    fmt::ns(r.time_ns),
                     r.total
                 )?;
             }
@@ -362,13 +362,13 @@ impl TopExporter {
                 let key_w = usize::from(area.width).saturating_sub(8 * 10).max(16);
                 let body = data.iter().map(|r| {
                     Row::new([
-                        cowprof::fmt::shorten_middle(&r.key, key_w),
+                        fmt::shorten_middle(&r.key, key_w),
                         r.count.to_string(),
                         r.rate.clone(),
-                        fmt_bytes(r.bytes),
-                        fmt_ns(r.p50_ns),
-                        fmt_ns(r.p99_ns),
-                        fmt_ns(r.time_ns),
+                        fmt::bytes(r.bytes),
+                        fmt::ns(r.p50_ns),
+                        fmt::ns(r.p99_ns),
+                        fmt::ns(r.time_ns),
                         r.total.to_string(),
                     ])
                 });
@@ -422,7 +422,7 @@ impl TopExporter {
 
 impl Exporter for TopExporter {
     fn header(&mut self, _out: &mut dyn Write, info: &RunInfo) -> io::Result<()> {
-        self.model.backend.clone_from(&info.backend);
+        self.model.backend = info.backend.to_string();
         self.model.kernel.clone_from(&info.kernel);
         self.started = Instant::now();
         self.draw()

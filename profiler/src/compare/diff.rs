@@ -7,6 +7,7 @@
 // Ratios of nanoseconds and byte counts: exact enough in f64 (see lab/charts.rs).
 #![allow(clippy::cast_precision_loss)]
 
+use crate::fmt;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -17,7 +18,8 @@ use super::{
     CompareError,
 };
 use crate::lab::{
-    charts::{decode_histogram, format_bytes, run_label, HistogramError},
+    charts::run_label,
+    results::{decode_histogram, HistogramError},
     results::{Cell, Results, RunResult},
 };
 
@@ -102,7 +104,7 @@ impl Row {
         format!(
             "{} {} d{}",
             self.op,
-            format_bytes(self.size_bytes),
+            fmt::bytes_label(self.size_bytes),
             self.layer_depth
         )
     }
@@ -168,8 +170,10 @@ fn environment_notes(base: &Results, new: &Results) -> Vec<String> {
     differ("cpus", b.cpus.to_string(), n.cpus.to_string());
     differ(
         "kernel-side backend",
-        b.backend.clone().unwrap_or_else(|| "none".to_owned()),
-        n.backend.clone().unwrap_or_else(|| "none".to_owned()),
+        b.backend
+            .map_or_else(|| "none".to_owned(), |b| b.to_string()),
+        n.backend
+            .map_or_else(|| "none".to_owned(), |b| b.to_string()),
     );
     differ(
         "cowprof version",
@@ -315,7 +319,7 @@ fn sample(file: &str, run: &RunResult, cell: &Cell, kernel: bool) -> Result<Samp
             cell: format!(
                 "{} {} depth {} of run {}",
                 cell.op,
-                format_bytes(cell.size_bytes),
+                fmt::bytes_label(cell.size_bytes),
                 cell.layer_depth,
                 run_label(run)
             ),
@@ -609,7 +613,12 @@ pub fn compare(
 }
 
 fn cell_name(c: &Cell) -> String {
-    format!("{} {} d{}", c.op, format_bytes(c.size_bytes), c.layer_depth)
+    format!(
+        "{} {} d{}",
+        c.op,
+        fmt::bytes_label(c.size_bytes),
+        c.layer_depth
+    )
 }
 
 #[cfg(test)]

@@ -313,7 +313,7 @@ pub fn superblock_kdev_of(path: &Path) -> Option<u32> {
             let depth = mnt.components().count();
             // `>=`: a later mount on the same point hides the earlier one.
             if best.is_none_or(|(d, _)| depth >= d) {
-                best = Some((depth, (major << 20) | minor));
+                best = Some((depth, (major << KERNEL_MINOR_BITS) | minor));
             }
         }
     }
@@ -605,6 +605,22 @@ fn split_unquoted(s: &[u8], sep: u8) -> Vec<&[u8]> {
         parts.push(&s[start..]);
     }
     parts
+}
+
+/// (superblock device, inode) of an upper directory, as the kernel side sees them: the device
+/// comes from mountinfo (`sb->s_dev`), not `stat` (btrfs reports a subvolume device there).
+pub fn upper_root_key(upper: &Path) -> Option<(u32, u64)> {
+    let md = std::fs::metadata(upper).ok()?;
+    let kdev = superblock_kdev_of(upper)
+        .unwrap_or_else(|| to_kdev(std::os::unix::fs::MetadataExt::dev(&md)));
+    Some((kdev, std::os::unix::fs::MetadataExt::ino(&md)))
+}
+
+/// Userspace `dev_t` (glibc encoding) to the kernel's internal `s_dev` (major << MINORBITS | minor).
+pub fn to_kdev(dev: u64) -> u32 {
+    let major = libc::major(dev);
+    let minor = libc::minor(dev);
+    (major << KERNEL_MINOR_BITS) | minor
 }
 
 #[cfg(test)]

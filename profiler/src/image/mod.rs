@@ -9,7 +9,6 @@
 
 pub mod archive;
 pub mod bench;
-pub mod cli;
 pub mod compare;
 pub mod inspect;
 pub mod manifest;
@@ -81,7 +80,7 @@ impl ImageError {
     }
 }
 
-pub(crate) fn io_err(
+pub fn io_err(
     what: impl Into<String>,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> ImageError {
@@ -110,7 +109,7 @@ pub(crate) fn digest_hex(d: &str) -> Option<&str> {
 
 /// An error from a parser of outside input, as one short line (the tar crate quotes raw bytes,
 /// newlines included).
-pub(crate) fn one_line(e: impl std::fmt::Display) -> String {
+pub fn one_line(e: impl std::fmt::Display) -> String {
     let s = e.to_string();
     let first = s.lines().next().unwrap_or("");
     let mut out: String = first

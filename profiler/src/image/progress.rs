@@ -7,7 +7,7 @@ use std::io::{IsTerminal as _, Read};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::store::short;
+use crate::fmt::short_digest;
 
 /// One step of an import, reported to the caller's callback by [`super::store::Store::import`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl ImportBar {
                 self.bar.set_length(blob_bytes);
                 self.bar.set_position(0);
                 self.bar
-                    .set_message(format!("layer {index}/{count} {}", short(diff_id)));
+                    .set_message(format!("layer {index}/{count} {}", short_digest(diff_id)));
             }
             ImportStep::Read(n) => self.bar.inc(n),
         }

@@ -363,10 +363,3 @@ fn record(desc: &ImageDesc, layers: Vec<LayerRecord>, source: &str) -> ImageReco
         source: source.to_owned(),
     }
 }
-
-/// `sha256:0123456789ab…` → `0123456789ab`.
-#[must_use]
-pub fn short(digest: &str) -> &str {
-    let h = digest.strip_prefix("sha256:").unwrap_or(digest);
-    h.get(..12).unwrap_or(h)
-}

@@ -77,16 +77,6 @@ impl Hist {
     }
 }
 
-/// Decodes `LatencyStats::histogram` back into a histogram (for readers and tests).
-pub fn decode_histogram(b64: &str) -> Result<Histogram<u64>, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| format!("base64: {e}"))?;
-    hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("hdrhistogram V2: {e:?}"))
-}
-
 /// Everything measured for one cell, turned into a [`Cell`] at the end.
 pub struct CellAcc {
     pub op: Op,
@@ -290,8 +280,8 @@ impl KernelTap {
         })
     }
 
-    pub fn backend(&self) -> String {
-        self.probe.backend.to_string()
+    pub fn backend(&self) -> crate::event::Backend {
+        self.probe.backend
     }
 
     /// Loads and attaches afresh: empty maps. Needed when a new backing filesystem reuses the
@@ -395,7 +385,7 @@ mod tests {
         assert_eq!(s.count, 4);
         assert!(s.p50_ns >= 1_990 && s.p50_ns <= 2_010, "{s:?}");
         assert!(s.max_ns >= 999_000);
-        let back = decode_histogram(&s.histogram).unwrap();
+        let back = crate::lab::results::decode_histogram(&s.histogram).unwrap();
         assert_eq!(back.len(), 4);
         assert_eq!(back.value_at_quantile(0.5), h.p50());
     }

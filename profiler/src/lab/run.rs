@@ -106,7 +106,10 @@ pub fn sha256_hex(text: &str) -> String {
 }
 
 /// What a results file records about the machine it was measured on (also `bench --image`'s).
-pub(crate) fn environment(backend: Option<String>, started: SystemTime) -> Environment {
+pub(crate) fn environment(
+    backend: Option<crate::event::Backend>,
+    started: SystemTime,
+) -> Environment {
     let overlay_params = fs::read_dir("/sys/module/overlay/parameters")
         .map(|rd| {
             rd.flatten()
@@ -448,6 +451,10 @@ enum Item {
 /// throttled virtual disk, another process's writeback) then lands on all cells and on the
 /// references alike instead of on whichever cell ran during it, and no cell always follows the
 /// same predecessor. Returns one run per set, cells in the spec's order.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the interleaved round loop: cells, references and plain creates share one shuffled schedule"
+)]
 fn measure_interleaved(
     ctx: &mut Ctx<'_>,
     backing: &Backing,
@@ -606,6 +613,10 @@ fn progress(total: u64) -> ProgressBar {
 }
 
 /// Runs the bench; writes `results.json` into `opts.out`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the run's guards (root, namespace, state file, backing filesystems) are opened and dropped in one scope, in order"
+)]
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
     let t0 = Instant::now();
     let started = SystemTime::now();
@@ -788,6 +799,10 @@ fn kernel_check(runs: &[RunResult], skipped: &mut Vec<Skipped>) -> Vec<String> {
     out
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one backing filesystem's matrix: layers, stacks and the probe tap live exactly as long as this loop"
+)]
 fn run_matrix(
     ctx: &mut Ctx<'_>,
     root: &mut LabRoot,
@@ -951,21 +966,6 @@ fn run_matrix(
     Ok(())
 }
 
-/// `12.3µs`, `4.56ms`, `1.23s`.
-pub fn fmt_ns(ns: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let n = ns as f64;
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}µs", n / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.2}ms", n / 1e6)
-    } else {
-        format!("{:.2}s", n / 1e9)
-    }
-}
-
 /// `cowprof bench`: runs, prints, returns the exit code.
 pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
     match bench(opts) {
@@ -989,7 +989,7 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
                 rep.results.runs.len(),
                 rep.upper_checked,
                 rep.upper_mismatches,
-                rep.results.environment.backend.as_deref().unwrap_or("none"),
+                rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
                 rep.elapsed.as_secs_f64(),
                 rep.results_path.display()
             );
@@ -1018,7 +1018,7 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
                 {
                     eprintln!(
                         "cowprof: --expect-kernel: kernel-side timings missing or inexact (backend {}, {} runs unseen, {} cells off)",
-                        rep.results.environment.backend.as_deref().unwrap_or("none"),
+                        rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
                         unseen.len(),
                         rep.kernel_mismatches.len()
                     );
@@ -1046,6 +1046,7 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fmt;
 
     #[test]
     fn hash_and_labels() {
@@ -1054,8 +1055,8 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(options_label(&[]), "-");
-        assert_eq!(fmt_ns(1_500), "1.5µs");
-        assert_eq!(fmt_ns(2_500_000), "2.50ms");
+        assert_eq!(fmt::ns(1_500), "1.5µs");
+        assert_eq!(fmt::ns(2_500_000), "2.50ms");
     }
 
     #[test]

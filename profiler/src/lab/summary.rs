@@ -7,16 +7,16 @@ use std::{fmt::Write as _, io::Write};
 
 use anstyle::Style;
 
-use crate::fmt::Layout;
+use crate::fmt::{self, Layout};
 
 use super::{
     results::{Cell, Results, RunResult},
-    run::{fmt_ns, options_label},
+    run::options_label,
     spec::format_size,
 };
 
 /// Which table `bench` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TableMode {
     /// The copy-up curve, the slowest cells, efficiency, disagreements and skips.
     #[default]
@@ -77,9 +77,9 @@ fn cell_line(run: &RunResult, c: &Cell, kernel: bool) -> String {
         format_size(c.size_bytes),
         c.layer_depth,
         c.threads,
-        fmt_ns(c.latency.p50_ns),
-        fmt_ns(c.latency.p75_ns.saturating_sub(c.latency.p25_ns)),
-        fmt_ns(c.latency.p99_ns),
+        fmt::ns(c.latency.p50_ns),
+        fmt::ns(c.latency.p75_ns.saturating_sub(c.latency.p25_ns)),
+        fmt::ns(c.latency.p99_ns),
         if kernel {
             c.copy_ups.to_string()
         } else {
@@ -120,16 +120,12 @@ fn curve(run: &RunResult) -> Vec<&Cell> {
     cells
 }
 
-/// The summary a person reads.
-pub fn print_brief(
+/// The copy-up curve: `first_write` p50 by size, one line per filesystem/options/cache.
+fn print_curve(
     out: &mut dyn Write,
-    layout: &Layout,
+    title: &dyn Fn(&str) -> String,
     r: &Results,
-    bad: &Disagreements<'_>,
 ) -> std::io::Result<()> {
-    let bold = Style::new().bold();
-    let title = |t: &str| layout.paint(bold, t);
-    // 1. The copy-up curve: first_write p50 by size, one line per filesystem/options/cache.
     let mut sizes: Vec<u64> = r
         .runs
         .iter()
@@ -179,7 +175,7 @@ pub fn print_brief(
                 let v = cells
                     .iter()
                     .find(|c| c.size_bytes == *s)
-                    .map_or("-".into(), |c| fmt_ns(c.latency.p50_ns));
+                    .map_or("-".into(), |c| fmt::ns(c.latency.p50_ns));
                 let _ = write!(line, " {v:>9}");
             }
             let eff = cells
@@ -190,6 +186,19 @@ pub fn print_brief(
             writeln!(out, "{line}")?;
         }
     }
+    Ok(())
+}
+
+/// The summary a person reads.
+pub fn print_brief(
+    out: &mut dyn Write,
+    layout: &Layout,
+    r: &Results,
+    bad: &Disagreements<'_>,
+) -> std::io::Result<()> {
+    let bold = Style::new().bold();
+    let title = |t: &str| layout.paint(bold, t);
+    print_curve(out, &title, r)?;
     // 2. The slowest cells by p99.
     let mut all: Vec<(&RunResult, &Cell)> = r
         .runs
@@ -350,7 +359,7 @@ mod tests {
                 cowprof_version: "0".into(),
                 cpus: 2,
                 overlay_params: BTreeMap::new(),
-                backend: Some("tracepoint".into()),
+                backend: Some(crate::event::Backend::Tracepoint),
                 started_unix_s: 0,
             },
             spec_hash: String::new(),

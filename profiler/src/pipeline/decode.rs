@@ -1,9 +1,9 @@
 //! Stage 3: ring-buffer bytes to typed records. A malformed sample is an error value the reader
 //! counts and skips, never a panic.
 
-use crate::event::Kind;
+use crate::event::{Backend, Kind};
 use profiler_common::{
-    backend, flags, kind, CowEvent, SyscallEnd, COMM_LEN, PATH_BUF, RECORD_COW, RECORD_SYSCALL_END,
+    flags, kind, CowEvent, SyscallEnd, COMM_LEN, PATH_BUF, RECORD_COW, RECORD_SYSCALL_END,
 };
 
 /// The kernel's kind id; `TP_REGULAR_COPY_UP` is decided later from the mount's options.
@@ -31,13 +31,8 @@ impl TryFrom<u32> for WireKind {
     }
 }
 
-pub fn backend_name(id: u32) -> Result<&'static str, DecodeError> {
-    match id {
-        backend::FENTRY => Ok("fentry"),
-        backend::KPROBE => Ok("kprobe"),
-        backend::TRACEPOINT => Ok("tracepoint"),
-        other => Err(DecodeError::UnknownBackend { backend: other }),
-    }
+fn wire_backend(id: u32) -> Result<Backend, DecodeError> {
+    Backend::from_wire(id).ok_or(DecodeError::UnknownBackend { backend: id })
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -58,7 +53,7 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEvent {
     pub kind: WireKind,
-    pub backend: &'static str,
+    pub backend: Backend,
     pub end_ns: u64,
     pub latency_ns: u64,
     pub latency_partial: bool,
@@ -127,7 +122,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let in_syscall = ev.flags & flags::IN_SYSCALL != 0;
             Ok(Record::Cow(Box::new(RawEvent {
                 kind: WireKind::try_from(ev.kind)?,
-                backend: backend_name(ev.backend)?,
+                backend: wire_backend(ev.backend)?,
                 end_ns: ev.end_ns,
                 latency_ns: ev.latency_ns,
                 latency_partial: ev.flags & flags::LATENCY_PARTIAL != 0,
@@ -164,7 +159,7 @@ mod tests {
         let mut ev: CowEvent = unsafe { std::mem::zeroed() };
         ev.record = RECORD_COW;
         ev.kind = kind::DATA_COPY_UP;
-        ev.backend = backend::KPROBE;
+        ev.backend = profiler_common::backend::KPROBE;
         f(&mut ev);
         // SAFETY: plain bytes of a repr(C) value without padding.
         unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<CowEvent>()) }

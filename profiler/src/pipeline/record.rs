@@ -138,6 +138,10 @@ impl Filters {
 }
 
 /// Runs a recording session, writing through `exporter` to `out`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the select! loop over the ring buffer, signals, the child command and mount changes"
+)]
 pub async fn record(
     opts: &RecordOptions,
     exporter: &mut dyn Exporter,
@@ -221,7 +225,7 @@ pub async fn record(
         unsafe { AsyncFd::register(ring) }.map_err(|e| RecordError::Io { source: e.into() })?;
 
     let info = RunInfo {
-        backend: probe.backend.to_string(),
+        backend: probe.backend,
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()

@@ -82,7 +82,7 @@ impl Enricher {
                 self.upper_roots.push(
                     m.upperdir
                         .as_deref()
-                        .and_then(crate::pipeline::probe::upper_root_key),
+                        .and_then(crate::host::mountinfo::upper_root_key),
                 );
                 self.mounts.push(m.clone());
                 new = true;
@@ -189,7 +189,7 @@ impl Enricher {
         let mount_point = mount.map(|m| m.mount_point.display().to_string());
         let mut out = Event {
             kind,
-            backend: ev.backend.to_owned(),
+            backend: ev.backend,
             time_ns: u64::try_from(i128::from(ev.end_ns) + self.wall_offset_ns).unwrap_or(0),
             latency_ns: ev.latency_ns,
             latency_partial: ev.latency_partial,

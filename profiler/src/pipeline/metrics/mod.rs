@@ -1,12 +1,12 @@
 //! `record --metrics-addr`: the events as Prometheus/OpenMetrics metrics on `/metrics`, so that a
 //! fleet of nodes is collected and queried by the Prometheus server users already run.
 //!
-//! Label cardinality is bounded (README, "Prometheus and Kubernetes"): a *label set* is one
-//! combination of `mount`, `container`, `pod`, `namespace`, `image` and `layer_digest`. At most
-//! `max_series` label sets have series of their own; events of any further label set are counted
-//! under `container="other"` (all six labels `other`). A label set with no event for [`IDLE_EVICT`]
-//! gives its place to the next new one (its series are removed, as for a stopped container).
-//! Paths are never labels.
+//! Label cardinality is bounded (docs/metrics.md, "Label set and cardinality bound"): a *label set*
+//! is one combination of `mount`, `container`, `pod`, `namespace`, `image` and `layer_digest`. At
+//! most `max_series` label sets have series of their own; events of any further label set are
+//! counted under `container="other"` (all six labels `other`). A label set with no event for
+//! [`IDLE_EVICT`] gives its place to the next new one (its series are removed, as for a stopped
+//! container). Paths are never labels.
 
 mod process;
 mod server;
@@ -403,7 +403,7 @@ impl Recorder {
     pub fn set_backend(&self, info: &RunInfo) {
         self.backend
             .get_or_create(&BackendLabels {
-                backend: info.backend.clone(),
+                backend: info.backend.to_string(),
                 kernel: info.kernel.clone(),
                 version: env!("CARGO_PKG_VERSION"),
             })
@@ -459,7 +459,7 @@ mod tests {
             size_bytes: bytes,
             bytes_copied: bytes,
             lower_layer: Some(1),
-            ..Event::new(kind, "tracepoint")
+            ..Event::new(kind, crate::event::Backend::Tracepoint)
         }
     }
 
@@ -589,7 +589,7 @@ mod tests {
             whiteout_unnamed: 7,
         });
         rec.set_backend(&RunInfo {
-            backend: "tracepoint".into(),
+            backend: crate::event::Backend::Tracepoint,
             kernel: "6.18".into(),
             attached: vec![],
             skipped: vec![],

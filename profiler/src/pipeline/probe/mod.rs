@@ -5,7 +5,7 @@
 
 pub mod btf;
 
-use std::{fmt, fs, os::unix::fs::MetadataExt as _, path::Path};
+use std::{fs, os::unix::fs::MetadataExt as _, path::Path};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -14,30 +14,9 @@ use aya::{
 };
 use profiler_common::{counter, Config, InodeKey};
 
+pub use crate::event::Backend;
 use crate::host::{mountinfo::OverlayMount, syscalls};
 pub use btf::{BtfError, BtfInfo, BtfPaths, KernelBtf};
-
-/// The kernel mechanisms cowprof can use, best first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// fentry/fexit on overlay functions (BTF trampolines).
-    Fentry,
-    /// kprobe/kretprobe on overlay functions (distro kernels, overlay as a module).
-    Kprobe,
-    /// Syscall windows plus the 6.13+ ctime tracepoints (kernels without kprobes and fentry).
-    Tracepoint,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Fentry => "fentry",
-            Self::Kprobe => "kprobe",
-            Self::Tracepoint => "tracepoint",
-        })
-    }
-}
 
 /// kprobe attach points: (program, kernel function, required). A missing optional function is
 /// reported by `doctor` and loses only that kind of event.
@@ -438,7 +417,7 @@ impl Probe {
             let (Some(upper), Some(work)) = (&m.upperdir, &m.workdir) else {
                 continue;
             };
-            let Some((kdev, upper_ino)) = upper_root_key(upper) else {
+            let Some((kdev, upper_ino)) = crate::host::mountinfo::upper_root_key(upper) else {
                 continue;
             };
             let key = |ino| InodeKey {
@@ -476,22 +455,6 @@ impl Probe {
     }
 }
 
-/// (superblock device, inode) of an upper directory, as the kernel side sees them: the device
-/// comes from mountinfo (`sb->s_dev`), not `stat` (btrfs reports a subvolume device there).
-pub fn upper_root_key(upper: &Path) -> Option<(u32, u64)> {
-    let md = fs::metadata(upper).ok()?;
-    let kdev =
-        crate::host::mountinfo::superblock_kdev_of(upper).unwrap_or_else(|| to_kdev(md.dev()));
-    Some((kdev, md.ino()))
-}
-
-/// Userspace `dev_t` (glibc encoding) to the kernel's internal `s_dev` (major << 20 | minor).
-pub fn to_kdev(dev: u64) -> u32 {
-    let major = libc::major(dev);
-    let minor = libc::minor(dev);
-    (major << 20) | minor
-}
-
 /// The capabilities loading and attaching needs that this process lacks (effective set, from
 /// /proc/self/status), e.g. `CAP_PERFMON,CAP_BPF`; `None` when it has them. The kernel accepts
 /// `CAP_SYS_ADMIN` in place of either (`bpf_capable()`, `perfmon_capable()`), which is also all
@@ -520,6 +483,10 @@ fn missing_caps() -> Option<String> {
 }
 
 /// Chooses a backend, loads the object, fills its configuration and attaches.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the one load-and-attach path of every backend: its steps share the loaded object and the attach log"
+)]
 pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
