@@ -2,6 +2,11 @@
 //! `12.3µs`, `4.0KiB`, as hyperfine prints them); charts, HTML and compare reports use the
 //! labelled forms ([`ns_label`], [`bytes_label`]: three significant digits and a space,
 //! `12.3 µs`, `4 KiB`). Nothing else in the crate formats a duration, a size or a short id.
+//! [`Layout`] (in `fmt/layout.rs`) is how terminal tables fit: width, colours, shortened keys.
+
+mod layout;
+
+pub use layout::{fit, shorten_middle, text_width, Layout};
 
 /// `12.3µs`-style durations, as hyperfine prints them.
 pub fn ns(ns: u64) -> String {

@@ -878,3 +878,70 @@ fn cli_refusal_is_one_line_with_exit_2() {
     );
     w.assert_contained("cli", 0);
 }
+
+/// `image import` shows its progress (layer n of m, bytes of the blob) on a terminal and prints
+/// nothing on stderr when it is piped.
+#[test]
+fn import_progress_only_on_a_terminal() {
+    if skip() {
+        return;
+    }
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: no `script` (util-linux) to give the import a terminal");
+        return;
+    }
+    // Two layers of 48 MiB each (incompressible: a quick xorshift), so the bar draws more than once.
+    let big = |seed: u64| {
+        let mut x = seed;
+        let data: Vec<u8> = (0..48 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        Layer::default()
+            .file(&format!("blob{seed}"), &data)
+            .finish()
+    };
+    let w = World::new();
+    let a = docker_archive(&w.work, &[plain(big(1)), plain(big(2))], None);
+    let piped = std::process::Command::new(common::BIN)
+        .args(["image", "--store"])
+        .arg(&w.store)
+        .arg("import")
+        .arg(&a)
+        .output()
+        .expect("run cowprof");
+    assert_eq!(piped.status.code(), Some(0));
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    // Again into a fresh store, on a terminal.
+    let store2 = w.work.join("store2");
+    let line = format!(
+        "{} image --store {} import {}",
+        common::BIN,
+        store2.display(),
+        a.display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{:?}\n{text}", tty.status);
+    assert!(text.contains("layer 1/2 "), "{text}");
+    assert!(text.contains("layer 2/2 "), "{text}");
+    assert!(text.contains("MiB/48.00 MiB"), "{text}");
+    assert!(text.contains("imported sha256:"), "{text}");
+    fs::remove_dir_all(&store2).expect("remove the second store");
+}

@@ -395,10 +395,24 @@ fn quick_on_dir_and_tmpfs() {
     assert!(tmpfs.fs_features.is_empty(), "{:?}", tmpfs.fs_features);
     let dir = r.runs.iter().find(|x| x.fs == "dir").unwrap();
     assert!(dir.fs_features.iter().any(|f| f.starts_with("fstype=")));
-    // The summary table: a header and one row per cell.
-    assert!(stdout.contains("OP") && stdout.contains("EFF"), "{stdout}");
-    let rows = stdout.lines().filter(|l| l.contains("first_write")).count();
-    assert_eq!(rows, r.runs.len() * 2);
+    // The terminal summary: the copy-up curve has one line per run (both sizes in it), the five
+    // slowest cells; the full table stays behind --table full.
+    let curve = stdout
+        .split("copy-up curve: first_write p50 by file size (layer depth 4)")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no curve:\n{stdout}"))
+        .split("\n\n")
+        .next()
+        .unwrap();
+    let rows: Vec<&str> = curve.lines().skip(2).collect();
+    assert_eq!(rows.len(), r.runs.len(), "{curve}");
+    assert!(
+        curve.lines().nth(1).unwrap().contains("4K") && curve.contains("64K"),
+        "{curve}"
+    );
+    assert!(stdout.contains("slowest cells (p99), 5 of"), "{stdout}");
+    assert!(stdout.contains("\ndisagreed: none\n"), "{stdout}");
+    assert!(stdout.contains("every cell: --table full"), "{stdout}");
     drop(b);
     baseline.assert_clean("quick_on_dir_and_tmpfs");
 }

@@ -2,7 +2,8 @@
 //! while the scenario's workload runs on real overlay stacks; the numbers Prometheus answers are
 //! checked against cowprof's own JSON summary, the scenario's expected events and the upper dir.
 //! `record` runs with `CAP_BPF` and `CAP_PERFMON` alone, the `DaemonSet`'s capabilities.
-//! Also: the label budget on real mounts, and bad addresses.
+//! Also: the label budget on real mounts, bad addresses, and every query of the Grafana dashboard
+//! (`deploy/grafana/cowprof.json`) run against the same Prometheus after the workload.
 #![expect(
     clippy::float_cmp,
     clippy::cast_precision_loss,
@@ -14,6 +15,7 @@
 )]
 
 mod common;
+mod grafana;
 
 use std::{
     collections::BTreeMap,
@@ -67,6 +69,9 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// One series of a range query: its labels and (time, value) points.
+type RangeSeries = (BTreeMap<String, String>, Vec<(f64, f64)>);
 
 /// A Prometheus server of our own: temp config and data dir, killed on drop.
 struct Prometheus {
@@ -133,6 +138,53 @@ impl Prometheus {
                 (labels, value)
             })
             .collect()
+    }
+
+    /// A range query, step 1 s: per series its labels and (time, value) points.
+    fn query_range(&self, promql: &str, start: f64, end: f64) -> Vec<RangeSeries> {
+        let q = format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step=1",
+            urlencode(promql)
+        );
+        let body = http_get(self.port, &q).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["status"], "success", "{promql}: {body}");
+        v["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let labels = r["metric"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                let pts = r["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        (
+                            p[0].as_f64().unwrap_or(f64::NAN),
+                            p[1].as_str()
+                                .and_then(|s| s.parse().ok())
+                                .unwrap_or(f64::NAN),
+                        )
+                    })
+                    .collect();
+                (labels, pts)
+            })
+            .collect()
+    }
+
+    /// An instant query that must succeed (a typo is a `PromQL` error, not an empty answer).
+    fn query_ok(&self, promql: &str, time: f64) -> Vec<(BTreeMap<String, String>, f64)> {
+        let q = format!("/api/v1/query?query={}&time={time:.3}", urlencode(promql));
+        let body = http_get(self.port, &q).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["status"], "success", "{promql}: {body}");
+        self.query_at(promql, Some(time))
     }
 
     fn query(&self, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
@@ -290,6 +342,19 @@ fn prometheus_scrapes_the_workload() {
         r#"histogram_quantile(0.5, sum by (le) (cowprof_copy_up_latency_seconds_bucket{kind="data_copy_up"}))"#,
     )[0]
     .1;
+
+    check_dashboard(
+        &prom,
+        last_scrape,
+        &DashboardWant {
+            copy_ups: copy_ups.values().sum(),
+            bytes: bytes.values().sum(),
+            whiteouts: whiteouts.clone(),
+            folded,
+            data_p50: p50,
+            backend: backend[0].0["backend"].clone(),
+        },
+    );
 
     eprintln!(
         "prometheus: events {n}, copy-ups {copy_ups:?}, whiteouts {whiteouts:?}, by mount {mounts:?}, folded {folded}, data_copy_up p50 {p50} s"
@@ -480,4 +545,147 @@ fn bad_metrics_addresses() {
 /// Nothing must be attached when the address is refused (checked where we can see BPF objects).
 fn is_root_baseline() -> Option<Baseline> {
     common::is_root().then(Baseline::take)
+}
+
+/// What the dashboard's panels must show after the workload (from the checks above).
+struct DashboardWant {
+    copy_ups: f64,
+    bytes: f64,
+    whiteouts: BTreeMap<String, f64>,
+    folded: f64,
+    data_p50: f64,
+    backend: String,
+}
+
+/// Every target of every panel runs (as Grafana would with every variable on "All"): it must be
+/// valid `PromQL` and return series; with each `rate(X[w])` replaced by the counter `X` itself
+/// (every series starts at the workload's first event) the numbers are exact. With `COWPROF_GRAFANA_PNG=FILE` the panels are also drawn to FILE.
+fn check_dashboard(prom: &Prometheus, at: f64, want: &DashboardWant) {
+    // A series is born with its first event, so rate() needs two more scrapes after the workload.
+    let deadline = Instant::now() + SCRAPE_WAIT;
+    let at = loop {
+        let now = prom.query("timestamp(cowprof_events_total)")[0].1;
+        if now >= at + 2.5 || Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let d = grafana::load();
+    let targets = grafana::targets(&d);
+    assert_eq!(targets.len(), 14, "targets of the dashboard");
+    let sum = |r: &[(BTreeMap<String, String>, f64)]| r.iter().map(|x| x.1).sum::<f64>();
+    for t in &targets {
+        let live = prom.query_ok(&grafana::concrete(&t.expr, "10m"), at);
+        assert!(
+            !live.is_empty(),
+            "{} {}: no series for {}",
+            t.panel,
+            t.ref_id,
+            t.expr
+        );
+        // The same grouping, selectors and quantiles over the counters themselves: exact.
+        let exact = without_rate(&grafana::concrete(&t.expr, "10m"));
+        let r = prom.query_ok(&exact, at);
+        let what = format!("{} {}: {exact} = {r:?}", t.panel, t.ref_id);
+        let e = t.expr.as_str();
+        if e.starts_with("sum by (container) (rate(cowprof_copy_ups_total")
+            || e.starts_with("sum by (image) (rate(cowprof_copy_ups_total")
+            || e.starts_with("sum by (layer_digest) (rate(cowprof_copy_ups_total")
+        {
+            assert_eq!(sum(&r), want.copy_ups, "{what}");
+        } else if e.contains("cowprof_copied_bytes_total") {
+            assert_eq!(sum(&r), want.bytes, "{what}");
+        } else if e.contains("cowprof_whiteouts_total") {
+            let by: BTreeMap<String, f64> = r
+                .iter()
+                .map(|(l, v)| (l.get("kind").cloned().unwrap_or_default(), *v))
+                .collect();
+            assert_eq!(by, want.whiteouts, "{what}");
+        } else if e.contains("cowprof_dropped_events_total") {
+            assert_eq!(r.len(), 5, "{what}");
+            assert!(r.iter().all(|x| x.1 == 0.0), "{what}");
+        } else if e.starts_with("cowprof_backend_info") {
+            assert_eq!(r.len(), 1, "{what}");
+            assert_eq!(r[0].0["backend"], want.backend, "{what}");
+            assert_eq!(r[0].1, 1.0, "{what}");
+        } else if e.starts_with("histogram_quantile(0.5, sum by (le, kind)") {
+            let data = r
+                .iter()
+                .find(|x| x.0.get("kind").map(String::as_str) == Some("data_copy_up"))
+                .unwrap_or_else(|| panic!("{what}"));
+            assert!(
+                (data.1 - want.data_p50).abs() <= 1e-12 * want.data_p50.max(1.0),
+                "{what}"
+            );
+        } else if e.starts_with("histogram_quantile(0.99") {
+            assert!(r.iter().all(|x| x.1.is_finite() && x.1 > 0.0), "{what}");
+        } else if e.contains("cowprof_folded_events_total") {
+            assert_eq!(sum(&r), want.folded, "{what}");
+        } else if e.starts_with("cowprof_label_sets") {
+            assert_eq!(sum(&r), 1.0, "{what}");
+        } else if e.contains("process_cpu_seconds_total") {
+            // CPU seconds of the whole run: positive and below its wall time.
+            assert_eq!(r.len(), 1, "{what}");
+            assert!(r[0].1 > 0.0 && r[0].1 < 600.0, "{what}");
+        } else if e.contains("process_resident_memory_bytes") {
+            assert_eq!(r.len(), 1, "{what}");
+            assert!((1.0..4096.0).contains(&(r[0].1 / 1_048_576.0)), "{what}");
+        } else {
+            panic!("no expectation for {} {}: {e}", t.panel, t.ref_id);
+        }
+    }
+    // The PNG draws each panel's query over the counters themselves (totals since the start):
+    // the workload is one burst and its series are born with their first event, so a rate()
+    // over this short run would draw flat zeros.
+    if let Some(png) = std::env::var_os("COWPROF_GRAFANA_PNG") {
+        let start = at - 12.0;
+        let mut panels: Vec<(String, String, Vec<grafana::Series>)> = Vec::new();
+        for t in &targets {
+            let series = prom
+                .query_range(&without_rate(&grafana::concrete(&t.expr, "10m")), start, at)
+                .into_iter()
+                .map(|(l, pts)| {
+                    let mut legend = t.legend.clone();
+                    for (k, v) in &l {
+                        legend = legend.replace(&format!("{{{{{k}}}}}"), v);
+                    }
+                    // Labels absent from a series (empty in cowprof) leave their placeholder.
+                    while let Some(a) = legend.find("{{") {
+                        let b = legend[a..].find("}}").map_or(legend.len(), |b| a + b + 2);
+                        legend.replace_range(a..b, "-");
+                    }
+                    (legend, pts)
+                })
+                .collect();
+            match panels.iter_mut().find(|p| p.0 == t.panel) {
+                Some(p) => p.2.extend(series),
+                None => panels.push((t.panel.clone(), t.unit.clone(), series)),
+            }
+        }
+        grafana::render_png(std::path::Path::new(&png), &panels, start);
+        eprintln!("dashboard panels drawn to {}", png.to_string_lossy());
+    }
+}
+
+/// `rate(X[10m])` → `X`, for every rate in `expr`.
+fn without_rate(expr: &str) -> String {
+    let mut e = expr.to_owned();
+    while let Some(a) = e.find("rate(") {
+        let b = a + e[a..].find("[10m])").expect("a rate over [10m]");
+        e = format!("{}{}{}", &e[..a], &e[a + 5..b], &e[b + 6..]);
+    }
+    e
+}
+
+/// The dashboard follows Grafana's JSON model conventions (no server needed).
+#[test]
+fn grafana_dashboard_is_well_formed() {
+    let d = grafana::load();
+    let bad = grafana::problems(&d);
+    assert!(bad.is_empty(), "{bad:#?}");
+    for t in grafana::targets(&d) {
+        let e = grafana::concrete(&t.expr, "5m");
+        assert_eq!(e.matches('(').count(), e.matches(')').count(), "{e}");
+        assert_eq!(e.matches('{').count(), e.matches('}').count(), "{e}");
+    }
 }

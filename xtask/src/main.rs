@@ -1,6 +1,7 @@
 //! Project chores: `cargo xtask fuzz [TARGET|all] --time SECS` runs cargo-fuzz targets
 //! (docs/testing.md, "Fuzzing") on the pinned nightly, one after another, and prints execs/s and
-//! findings.
+//! findings; `cargo xtask assets` regenerates the shell completions and man pages under `deploy/`
+//! (docs/completions.md).
 
 use std::{
     fs,
@@ -34,6 +35,9 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         time: u64,
     },
+    /// Regenerates deploy/completions (bash, zsh, fish) and deploy/man from the clap
+    /// definitions; the binary's unit tests fail while the checked-in copies are stale.
+    Assets,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,19 @@ fn run(cli: Cli) -> Result<bool> {
         .to_owned();
     match cli.cmd {
         Cmd::Fuzz { target, time } => fuzz(&root, &target, time),
+        Cmd::Assets => {
+            // The clap types live in the cowprof binary, so the binary writes them (hidden
+            // `__assets DIR` command) rather than xtask depending on a copy of the definitions.
+            exec(
+                Command::new("cargo")
+                    .args([
+                        "run", "-q", "-p", "profiler", "--bin", "cowprof", "--", "__assets",
+                    ])
+                    .arg(root.join("deploy"))
+                    .current_dir(&root),
+            )?;
+            Ok(true)
+        }
     }
 }
 

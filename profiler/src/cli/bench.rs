@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Write results.json only: no charts, no report.html.
     #[arg(long)]
     pub no_charts: bool,
+    /// What to print: `summary` (the copy-up curve, slowest cells, efficiency, what disagreed
+    /// or was skipped) or `full` (every cell); results.json always holds every cell.
+    #[arg(long, value_name = "WHAT", default_value = "summary", value_parser = table_arg())]
+    pub table: lab::summary::TableMode,
 }
 
 pub fn run(args: BenchArgs, out: &mut dyn Write) -> Exit {
@@ -79,6 +83,7 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Exit {
         gates,
         expect_kernel,
         no_charts,
+        table,
         ..
     } = args;
     let bench_opts = lab::run::BenchOptions {
@@ -88,6 +93,7 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Exit {
         quick,
         expect_kernel,
         no_charts,
+        table,
     };
     let written = cowprof::host::ownership::Output::before(&out_dir);
     let rc = match baseline {
@@ -108,4 +114,15 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Exit {
     };
     written.give_to_invoker();
     Exit::from_code(rc)
+}
+
+fn table_arg() -> impl clap::builder::TypedValueParser<Value = lab::summary::TableMode> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["summary", "full"]).map(|s| {
+        if s == "full" {
+            lab::summary::TableMode::Full
+        } else {
+            lab::summary::TableMode::Summary
+        }
+    })
 }

@@ -8,6 +8,7 @@ use cowprof::{
     host::cancel::Cancel,
     image::{
         compare, inspect, io_err, one_line,
+        progress::{self, ImportBar},
         store::{ImageRecord, Store, DEFAULT_STORE},
         unpack::Limits,
         ImageError,
@@ -85,17 +86,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// An image reference: a path to an archive/layout is imported first; else looked up.
-fn resolve(
-    store: &Store,
-    reference: &str,
-    cancel: &Cancel,
-    err: &mut impl Write,
-) -> Result<ImageRecord, ImageError> {
+fn resolve(store: &Store, reference: &str, cancel: &Cancel) -> Result<ImageRecord, ImageError> {
     let p = std::path::Path::new(reference);
     if p.exists() {
-        let r = store.import(p, Limits::default(), Some(cancel), |m| {
-            let _ = writeln!(err, "cowprof image: {m}");
-        })?;
+        let bar = ImportBar::new();
+        let r = store.import(p, Limits::default(), Some(cancel), |s| bar.step(s))?;
+        bar.finish();
         return r
             .images
             .into_iter()
@@ -127,7 +123,6 @@ pub fn run(args: ImageArgs, out: &mut dyn Write) -> Exit {
 fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
     let cancel = Cancel::install().map_err(io_err("installing signal handlers", "/"))?;
     let store = Store::open(&args.store)?;
-    let mut err = std::io::stderr();
     let w = |r: std::io::Result<()>| r.map_err(io_err("writing", "stdout"));
     match args.command {
         ImageCommand::Import {
@@ -141,9 +136,9 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                 max_entries,
                 ..Limits::default()
             };
-            let r = store.import(&archive, limits, Some(&cancel), |m| {
-                let _ = writeln!(err, "cowprof image: {m}");
-            })?;
+            let bar = ImportBar::new();
+            let r = store.import(&archive, limits, Some(&cancel), |s| bar.step(s))?;
+            bar.finish();
             if json {
                 w(serde_json::to_writer_pretty(
                     &mut *out,
@@ -185,7 +180,7 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             }
         }
         ImageCommand::Inspect { image, lab, json } => {
-            let rec = resolve(&store, &image, &cancel, &mut err)?;
+            let rec = resolve(&store, &image, &cancel)?;
             let curve = match &lab {
                 Some(p) => inspect::Curve::from_lab(p)?,
                 None => inspect::Curve::builtin(),
@@ -210,8 +205,13 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             json,
         } => {
             let mut sums = Vec::new();
+            let bar = progress::bar(
+                images.len() as u64,
+                "{elapsed_precise} [{bar:30}] image {pos}/{len} {msg}",
+            );
             for i in &images {
-                let rec = resolve(&store, i, &cancel, &mut err)?;
+                bar.set_message(i.clone());
+                let rec = resolve(&store, i, &cancel)?;
                 sums.push(compare::summarize_image(
                     &store,
                     &rec,
@@ -219,7 +219,9 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                     !no_run,
                     Some(&cancel),
                 )?);
+                bar.inc(1);
             }
+            bar.finish_and_clear();
             let doc = serde_json::json!({"schema": 1, "images": sums});
             if let Some(d) = &out_dir {
                 std::fs::create_dir_all(d).map_err(io_err("creating", d))?;

@@ -2,6 +2,7 @@
 //! code from the one table in [`exit`]. Nothing below this module prints to the terminal on its
 //! own account or picks an exit code.
 
+mod assets;
 mod bench;
 mod clean;
 mod compare;
@@ -12,8 +13,9 @@ mod image;
 mod internal;
 mod record;
 mod selftest;
+mod top;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use cowprof::pipeline::{
@@ -72,6 +74,9 @@ pub struct GateArgs {
 enum Command {
     /// Attach to the kernel and print every copy-up and whiteout until Ctrl-C.
     Record(record::RecordArgs),
+    /// A live view of copy-on-write activity (busiest containers, mounts, source layers,
+    /// files per interval), or one plain table per interval for pipes.
+    Top(top::TopArgs),
     /// Show which backends this kernel allows and why, BTF, overlay symbols.
     Doctor(doctor::DoctorArgs),
     /// The main job on an embedded default: build a small overlay stack, record a scripted
@@ -93,6 +98,9 @@ enum Command {
     /// (internal) the lab's worker: runs and times the ops `bench` sends it.
     #[command(name = "__lab-worker", hide = true)]
     LabWorker { parent: u32 },
+    /// (internal) writes shell completions and man pages under DIR (`cargo xtask assets`).
+    #[command(name = "__assets", hide = true)]
+    Assets { dir: PathBuf },
     /// (internal) the scripted workload, run by demo/selftest in a separate process.
     #[command(name = "__workload", hide = true)]
     Workload {
@@ -163,6 +171,7 @@ async fn run(command: Command) -> Exit {
     let mut out = std::io::BufWriter::new(stdout.lock());
     match command {
         Command::Record(args) => record::run(args, &mut out).await,
+        Command::Top(args) => top::run(args, &mut out).await,
         Command::Doctor(args) => doctor::run(args, &mut out),
         Command::Demo(args) => demo::run(args, &mut out).await,
         Command::Selftest(args) => selftest::run(args, &mut out).await,
@@ -170,6 +179,16 @@ async fn run(command: Command) -> Exit {
         Command::Compare(args) => compare::run(args, &mut out),
         Command::Image(args) => image::run(args, &mut out),
         Command::Clean(args) => clean::run(args, &mut out),
+        Command::Assets { dir } => match assets::write(&dir) {
+            Ok(n) => {
+                let _ = writeln!(out, "cowprof: wrote {n} files under {}", dir.display());
+                Exit::Ok
+            }
+            Err(e) => {
+                eprintln!("cowprof: cannot write under {}: {e}", dir.display());
+                Exit::Failure
+            }
+        },
         Command::LabWorker { parent } => internal::lab_worker(parent),
         Command::Workload {
             merged,

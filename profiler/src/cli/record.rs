@@ -129,6 +129,7 @@ pub async fn run(args: RecordArgs, out: &mut dyn Write) -> Exit {
         command,
         discard_events: true,
         metrics,
+        tick: None,
     };
     let mut exp = if quiet {
         Box::new(cowprof::pipeline::metrics::Quiet)
@@ -155,7 +156,7 @@ fn ringbuf_size(s: &str) -> Result<u32, String> {
     probe::check_ringbuf_size(bytes)
 }
 
-fn cgroup_id(spec: &str) -> Result<u64, String> {
+pub(super) fn cgroup_id(spec: &str) -> Result<u64, String> {
     if let Ok(id) = spec.parse::<u64>() {
         return Ok(id);
     }

@@ -143,14 +143,14 @@ pub fn bench(
     let started = Instant::now();
     let store = Store::open(&opts.store)?;
     let rec = if Path::new(&opts.image).exists() {
+        let bar = super::progress::ImportBar::new();
         let r = store.import(
             Path::new(&opts.image),
             super::unpack::Limits::default(),
             cancel,
-            |m| {
-                let _ = writeln!(log, "cowprof bench: {m}");
-            },
+            |s| bar.step(s),
         )?;
+        bar.finish();
         r.images
             .into_iter()
             .next()
@@ -182,7 +182,13 @@ pub fn bench(
         }
     }
     let mut cells = Vec::new();
+    let per_op: u64 = groups.values().map(|v| v.len() as u64).sum();
+    let bar = super::progress::bar(
+        per_op * OPS.len() as u64,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} files {msg}",
+    );
     for op in OPS {
+        bar.set_message(op.as_str());
         // One fresh mount per op: every sampled file is copied up (or whited out) exactly once.
         let stack = ImageStack::mount(&store, &rec)?;
         let mut cells_of_op = Vec::new();
@@ -202,6 +208,7 @@ pub fn bench(
                 sum_ns += ns;
                 sum_bytes += size;
                 ops_done += 1;
+                bar.inc(1);
             }
             // Without metacopy both a first write and a chmod copy the whole file up.
             let copied = if op == Op::Unlink { 0 } else { sum_bytes };

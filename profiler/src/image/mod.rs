@@ -12,6 +12,7 @@ pub mod bench;
 pub mod compare;
 pub mod inspect;
 pub mod manifest;
+pub mod progress;
 pub mod store;
 pub mod unpack;
 

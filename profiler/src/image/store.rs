@@ -4,7 +4,6 @@
 //! `<store>/tmp/<pid>-<n>/` and renamed into place only once its diffID is verified, so no partial
 //! layer is ever visible under `layers/`; a killed import's temp dir is removed by the next one.
 
-use crate::fmt;
 use std::{
     fs,
     os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
@@ -18,6 +17,7 @@ use super::{
     archive::Source,
     digest_hex, io_err,
     manifest::{read_images, History, ImageDesc},
+    progress::{Counting, ImportStep},
     unpack::{unpack_layer, LayerStats, Limits},
     ImageError,
 };
@@ -186,7 +186,7 @@ impl Store {
         path: &Path,
         limits: Limits,
         cancel: Option<&Cancel>,
-        mut progress: impl FnMut(&str),
+        mut progress: impl FnMut(ImportStep<'_>),
     ) -> Result<ImportReport, ImageError> {
         if !super::is_root() {
             return Err(ImageError::NotRoot {
@@ -212,13 +212,14 @@ impl Store {
                         .map_err(io_err("reading", self.layer_meta(&l.diff_id)))?;
                     serde_json::from_slice(&b).unwrap_or_default()
                 } else {
-                    progress(&format!(
-                        "unpacking layer {}/{} {}",
-                        i + 1,
-                        desc.layers.len(),
-                        fmt::short_digest(&l.diff_id)
-                    ));
-                    let s = self.unpack_one(&src, l, limits, cancel)?;
+                    let s = self.unpack_one(
+                        &src,
+                        l,
+                        limits,
+                        cancel,
+                        (i + 1, desc.layers.len()),
+                        &mut progress,
+                    )?;
                     report.unpacked.push(l.diff_id.clone());
                     s
                 };
@@ -245,6 +246,8 @@ impl Store {
         l: &super::manifest::LayerRef,
         limits: Limits,
         cancel: Option<&Cancel>,
+        (index, count): (usize, usize),
+        progress: &mut dyn FnMut(ImportStep<'_>),
     ) -> Result<LayerStats, ImageError> {
         let tmp = TempLayer::create(self)?;
         let fd = rustix::fs::open(
@@ -253,7 +256,17 @@ impl Store {
             Mode::empty(),
         )
         .map_err(|e| io_err("opening", &tmp.path)(e.into()))?;
-        let (blob, _) = src.open_blob(&l.blob)?;
+        let (blob, blob_bytes) = src.open_blob(&l.blob)?;
+        progress(ImportStep::Layer {
+            index,
+            count,
+            diff_id: &l.diff_id,
+            blob_bytes,
+        });
+        let blob = Counting {
+            inner: blob,
+            report: progress,
+        };
         let done = unpack_layer(blob, &l.blob, &fd, limits, cancel)?;
         if let Some(expected) = &l.blob_digest {
             if &done.blob_digest != expected {

@@ -6,7 +6,6 @@
 //! stack (new upper and work directories over the same lower layers), is checked against what
 //! the upper directory must hold afterwards, and is unmounted before the next one.
 
-use crate::fmt;
 use std::{
     collections::BTreeMap,
     fs,
@@ -29,6 +28,7 @@ use super::{
     results::{Environment, Results, RunResult, Skipped, RESULTS_SCHEMA},
     spec::{format_size, Cache, FsKind, Op, Shape, Spec, DEFAULT_SPEC, KNOWN_OPTIONS},
     stack::{io_err, Backing, LabError, LabRoot, LabStack, Layers},
+    summary::TableMode,
     workload::{
         check_details, expected_upper, file_rel, op_rel, prepare, second_rel, thread_rels,
         upper_entries, Request, OUTCOME_REDIRECT,
@@ -54,6 +54,8 @@ pub struct BenchOptions {
     pub expect_kernel: bool,
     /// Write results.json only (no charts, no report.html).
     pub no_charts: bool,
+    /// What to print on the terminal: the summary or every cell.
+    pub table: super::summary::TableMode,
 }
 
 /// A finished run.
@@ -960,75 +962,22 @@ fn run_matrix(
     Ok(())
 }
 
-/// The terminal summary: one row per cell.
-pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<6} {:<22} {:<5} {:<14} {:>6} {:>5} {:>3} {:>10} {:>10} {:>10} {:>8} {:>9} {:>6}",
-        "FS",
-        "OPTIONS",
-        "CACHE",
-        "OP",
-        "SIZE",
-        "DEPTH",
-        "THR",
-        "P50",
-        "IQR",
-        "P99",
-        "COPY-UPS",
-        "MB/S",
-        "EFF"
-    )?;
-    for run in &r.runs {
-        // Runs whose copy-ups the backend could not see show no kernel numbers.
-        let unseen = format!(
-            "kernel-side timings fs={} options={} cache={}",
-            run.fs,
-            options_label(&run.mount_options),
-            run.cache
-        );
-        let kernel = r.environment.backend.is_some() && !r.skipped.iter().any(|s| s.what == unseen);
-        for c in &run.cells {
-            let op = if c.outcomes.is_empty() {
-                c.op.to_string()
-            } else {
-                let o: Vec<&str> = c.outcomes.keys().map(String::as_str).collect();
-                format!("{}:{}", c.op, o.join("+"))
-            };
-            writeln!(
-                out,
-                "{:<6} {:<22} {:<5} {:<14} {:>6} {:>5} {:>3} {:>10} {:>10} {:>10} {:>8} {:>9} {:>6}",
-                run.fs,
-                options_label(&run.mount_options),
-                run.cache,
-                op,
-                format_size(c.size_bytes),
-                c.layer_depth,
-                c.threads,
-                fmt::ns(c.latency.p50_ns),
-                fmt::ns(c.latency.p75_ns.saturating_sub(c.latency.p25_ns)),
-                fmt::ns(c.latency.p99_ns),
-                if kernel {
-                    c.copy_ups.to_string()
-                } else {
-                    "-".into()
-                },
-                c.mb_per_s.map_or("-".into(), |v| format!("{v:.0}")),
-                c.efficiency.map_or("-".into(), |v| format!("{v:.2}")),
-            )?;
-        }
-    }
-    for s in &r.skipped {
-        writeln!(out, "skipped {}: {}", s.what, s.reason)?;
-    }
-    Ok(())
-}
-
 /// `cowprof bench`: runs, prints, returns the exit code.
 pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
     match bench(opts) {
         Ok(rep) => {
-            let _ = print_summary(out, &rep.results);
+            let _ = match opts.table {
+                TableMode::Full => super::summary::print_full(out, &rep.results),
+                TableMode::Summary => super::summary::print_brief(
+                    out,
+                    &crate::fmt::Layout::stdout(),
+                    &rep.results,
+                    &super::summary::Disagreements {
+                        upper_mismatches: rep.upper_mismatches,
+                        kernel_mismatches: &rep.kernel_mismatches,
+                    },
+                ),
+            };
             let _ = writeln!(
                 out,
                 "\nbench: {} cells in {} runs, {} repetitions checked against the upper dir ({} disagreed), backend {}, {:.1}s; wrote {}",
@@ -1040,6 +989,13 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
                 rep.elapsed.as_secs_f64(),
                 rep.results_path.display()
             );
+            if opts.table == TableMode::Summary {
+                let _ = writeln!(
+                    out,
+                    "bench: every cell: --table full, or {} (and report.html beside it)",
+                    rep.results_path.display()
+                );
+            }
             let _ = out.flush();
             for m in &rep.kernel_mismatches {
                 eprintln!("cowprof: kernel copy-up count differs: {m}");
@@ -1086,6 +1042,7 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fmt;
 
     #[test]
     fn hash_and_labels() {

@@ -84,6 +84,23 @@ pub fn container_key(ev: &Event) -> String {
     }
 }
 
+/// The "by mount" key: the mount point, else the device.
+pub fn mount_key(ev: &Event) -> String {
+    ev.mount_point
+        .clone()
+        .unwrap_or_else(|| ev.dev.clone().unwrap_or_else(|| "?".into()))
+}
+
+/// The "by source layer" key: the mount, the layer's index and its directory.
+pub fn layer_key(ev: &Event) -> String {
+    let mount = mount_key(ev);
+    match (ev.lower_layer, &ev.lower_layer_dir) {
+        (Some(i), Some(d)) => format!("{mount} layer {i} ({d})"),
+        (Some(i), None) => format!("{mount} layer {i}"),
+        (None, _) => format!("{mount} layer ?"),
+    }
+}
+
 /// Everything the end-of-run summary shows.
 #[derive(Default)]
 pub struct Aggregate {
@@ -105,16 +122,8 @@ impl Aggregate {
             .entry(ev.kind.as_str().to_owned())
             .or_default()
             .record(ev);
-        let mount = ev
-            .mount_point
-            .clone()
-            .unwrap_or_else(|| ev.dev.clone().unwrap_or_else(|| "?".into()));
-        let layer = match (ev.lower_layer, &ev.lower_layer_dir) {
-            (Some(i), Some(d)) => format!("{mount} layer {i} ({d})"),
-            (Some(i), None) => format!("{mount} layer {i}"),
-            (None, _) => format!("{mount} layer ?"),
-        };
-        self.by_layer.entry(layer).or_default().record(ev);
+        let mount = mount_key(ev);
+        self.by_layer.entry(layer_key(ev)).or_default().record(ev);
         self.by_mount.entry(mount).or_default().record(ev);
         self.by_container
             .entry(container_key(ev))

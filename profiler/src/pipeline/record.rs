@@ -41,6 +41,8 @@ pub struct RecordOptions {
     pub command: Vec<String>,
     /// Serve the events as Prometheus metrics (`--metrics-addr`).
     pub metrics: Option<crate::pipeline::metrics::Recorder>,
+    /// Call [`Exporter::tick`] this often (a live view's refresh); `None`: never.
+    pub tick: Option<Duration>,
     /// Do not keep the events in [`Outcome::events`] (the CLI: a long recording would otherwise
     /// hold every event in memory; the summary's histograms stay bounded).
     pub discard_events: bool,
@@ -256,6 +258,11 @@ pub async fn record(
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // New overlay mounts (a container started after us) must reach the kernel side's maps.
     let mut mount_check = tokio::time::interval(Duration::from_millis(200));
+    let mut tick = opts.tick.map(|d| {
+        let mut i = tokio::time::interval(d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        i
+    });
     let mut agg = Aggregate::default();
     let mut events = Vec::new();
     let mut malformed = 0u64;
@@ -306,6 +313,11 @@ pub async fn record(
             status = wait_child(&mut child) => {
                 command_status = Some(status);
                 break;
+            }
+            () = next_tick(&mut tick) => {
+                if !exporter.tick(out, &drops(&probe, malformed)).unwrap_or(false) {
+                    break;
+                }
             }
             _ = mount_check.tick() => {
                 if overlay_module.is_some() && overlay_module_id() != overlay_module {
@@ -406,6 +418,15 @@ async fn logs_readable<T: std::os::fd::AsRawFd>(
 ) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
     match logs {
         Some(l) => l.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_tick(tick: &mut Option<tokio::time::Interval>) {
+    match tick {
+        Some(t) => {
+            t.tick().await;
+        }
         None => std::future::pending().await,
     }
 }

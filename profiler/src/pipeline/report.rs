@@ -1,10 +1,15 @@
 //! Stage 6: output. Two exporters behind one trait: a human table and JSON lines
 //! (`{"schema":1,"type":"event",...}` per event, `{"schema":1,"type":"summary",...}` at the end).
 
-use crate::fmt;
 use std::io::{self, Write};
 
-use crate::{event::Event, pipeline::aggregate::Summary};
+use anstyle::{AnsiColor, Style};
+
+use crate::{
+    event::Event,
+    fmt::{self, fit, text_width, Layout},
+    pipeline::aggregate::{GroupStats, Summary},
+};
 
 /// Version of the JSON lines format; bumped on any incompatible change.
 pub const JSON_SCHEMA: u32 = 1;
@@ -13,6 +18,15 @@ pub trait Exporter {
     fn header(&mut self, out: &mut dyn Write, info: &RunInfo) -> io::Result<()>;
     fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()>;
     fn summary(&mut self, out: &mut dyn Write, s: &Summary) -> io::Result<()>;
+    /// Called every [`crate::pipeline::record::RecordOptions::tick`] while recording, with the
+    /// drops so far (live views: `top`); `Ok(false)` ends the recording as Ctrl-C would.
+    fn tick(
+        &mut self,
+        _out: &mut dyn Write,
+        _drops: &crate::pipeline::aggregate::Drops,
+    ) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// Printed once at start: what is attached where.
@@ -73,6 +87,7 @@ impl Exporter for JsonLines {
 
 pub struct Table {
     rows: u64,
+    layout: Layout,
 }
 
 impl Default for Table {
@@ -82,9 +97,65 @@ impl Default for Table {
 }
 
 impl Table {
+    /// Laid out for stdout: its width (`COLUMNS` or the terminal), colours on a terminal.
     pub fn new() -> Self {
-        Self { rows: 0 }
+        Self::with_layout(Layout::stdout())
     }
+
+    pub fn with_layout(layout: Layout) -> Self {
+        Self { rows: 0, layout }
+    }
+}
+
+/// Width of the number columns after a group table's key: COUNT, BYTES, P50, P90, P99, MAX with
+/// a space before each.
+const GROUP_NUMBERS: usize = 1 + 7 + 1 + 10 + 4 * (1 + 9);
+/// Indent of a group table.
+const GROUP_INDENT: usize = 4;
+/// A key column never gets narrower than this, even on a narrow terminal.
+const MIN_KEY: usize = 16;
+
+/// One "by …" table of the summary; keys longer than the terminal allows are shortened in the
+/// middle, so every number stays in its column (the JSON summary keeps the full key).
+pub fn write_group(
+    out: &mut dyn Write,
+    layout: &Layout,
+    title: &str,
+    groups: &std::collections::BTreeMap<String, GroupStats>,
+) -> io::Result<()> {
+    let head = title.to_uppercase();
+    let longest = groups
+        .keys()
+        .map(|k| text_width(k))
+        .chain([text_width(&head)])
+        .max()
+        .unwrap_or(0);
+    let w = layout.key_width(longest, GROUP_INDENT + GROUP_NUMBERS, MIN_KEY);
+    let header = format!(
+        "{} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        fit(&head, w),
+        "COUNT",
+        "BYTES",
+        "P50",
+        "P90",
+        "P99",
+        "MAX"
+    );
+    writeln!(out, "    {}", layout.paint(Style::new().bold(), &header))?;
+    for (k, st) in groups {
+        writeln!(
+            out,
+            "    {} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            fit(k, w),
+            st.count,
+            fmt::bytes(st.bytes_copied),
+            fmt::ns(st.p50_ns),
+            fmt::ns(st.p90_ns),
+            fmt::ns(st.p99_ns),
+            fmt::ns(st.max_ns)
+        )?;
+    }
+    Ok(())
 }
 
 impl Exporter for Table {
@@ -134,7 +205,7 @@ impl Exporter for Table {
         };
         writeln!(
             out,
-            "{:<21} {:>9} {:>7} {:<15} {:<12} {:>9} {:>9} {:>5} {:<16} {:<32} {}{}",
+            "{:<21} {:>9} {:>7} {:<15} {:<12} {:>9} {:>9} {:>5} {} {} {}{}",
             ev.kind.as_str(),
             lat,
             ev.pid,
@@ -143,15 +214,19 @@ impl Exporter for Table {
             ev.syscall_latency_ns.map_or_else(|| "-".into(), fmt::ns),
             fmt::bytes(ev.bytes_copied),
             ev.lower_layer.map_or_else(|| "-".into(), |l| l.to_string()),
-            match (&ev.container_name, &ev.container_id) {
-                (Some(n), _) => ev
-                    .pod_name
-                    .as_ref()
-                    .map_or_else(|| n.clone(), |p| format!("{p}/{n}")),
-                (None, Some(id)) => fmt::short_id(id),
-                (None, None) => "-".into(),
-            },
-            ev.mount_point.as_deref().unwrap_or("?"),
+            // Shortened in the middle past their column, so PATH starts in the same place.
+            fit(
+                &match (&ev.container_name, &ev.container_id) {
+                    (Some(n), _) => ev
+                        .pod_name
+                        .as_ref()
+                        .map_or_else(|| n.clone(), |p| format!("{p}/{n}")),
+                    (None, Some(id)) => fmt::short_id(id),
+                    (None, None) => "-".into(),
+                },
+                16
+            ),
+            fit(ev.mount_point.as_deref().unwrap_or("?"), 32),
             path,
             err
         )
@@ -173,36 +248,19 @@ impl Exporter for Table {
             ("image layer", &s.by_image_layer),
         ] {
             writeln!(out, "\n  by {title}:")?;
-            writeln!(
-                out,
-                "    {:<48} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}",
-                title.to_uppercase(),
-                "COUNT",
-                "BYTES",
-                "P50",
-                "P90",
-                "P99",
-                "MAX"
-            )?;
-            for (k, st) in groups {
-                writeln!(
-                    out,
-                    "    {:<48} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}",
-                    k,
-                    st.count,
-                    fmt::bytes(st.bytes_copied),
-                    fmt::ns(st.p50_ns),
-                    fmt::ns(st.p90_ns),
-                    fmt::ns(st.p99_ns),
-                    fmt::ns(st.max_ns)
-                )?;
-            }
+            write_group(out, &self.layout, title, groups)?;
         }
         let d = s.drops;
+        let dropped = format!("dropped: {}", d.total());
+        let dropped = if d.total() > 0 {
+            self.layout
+                .paint(Style::new().fg_color(Some(AnsiColor::Red.into())), &dropped)
+        } else {
+            dropped
+        };
         writeln!(
             out,
-            "\n  dropped: {} (ring buffer full {}, op table full {}, window map full {}, malformed {}, whiteout unnamed {}){}",
-            d.total(),
+            "\n  {dropped} (ring buffer full {}, op table full {}, window map full {}, malformed {}, whiteout unnamed {}){}",
             d.ringbuf,
             d.op_table,
             d.windows,
@@ -321,6 +379,124 @@ mod tests {
         assert_eq!(v["by_image_layer"]["sha256:d2"]["count"], 1);
         let back: Summary = serde_json::from_value(v).unwrap();
         assert_eq!(back, summary);
+    }
+
+    /// A summary whose keys are long overlay2 paths, as docker's are.
+    fn long_key_summary() -> Summary {
+        let mut agg = Aggregate::default();
+        let mut ev = sample_event();
+        for (mount, layer_dir) in [
+            (
+                "/var/lib/docker/overlay2/4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970/merged",
+                "/var/lib/docker/overlay2/l/ZSJ4MCWQ7XSNDZ2VNVUTRI4VQJ/diff-of-a-very-long-layer",
+            ),
+            ("/m", "/l3"),
+        ] {
+            ev.mount_point = Some(mount.into());
+            ev.lower_layer_dir = Some(layer_dir.into());
+            agg.record(&ev);
+        }
+        agg.summary(crate::pipeline::aggregate::Drops::default())
+    }
+
+    /// Byte offsets of the right edges of the number columns of a group row: the end of each
+    /// run of non-spaces after the key column.
+    fn number_ends(line: &str, key_end: usize) -> Vec<usize> {
+        let rest: Vec<char> = line.chars().collect();
+        let mut ends = Vec::new();
+        for i in key_end..rest.len() {
+            if rest[i] != ' ' && (i + 1 == rest.len() || rest[i + 1] == ' ') {
+                ends.push(i);
+            }
+        }
+        ends
+    }
+
+    #[test]
+    fn group_columns_stay_aligned_with_long_keys() {
+        let summary = long_key_summary();
+        for width in [Some(80), Some(100), Some(200), None] {
+            let mut out = Vec::new();
+            Table::with_layout(Layout {
+                width,
+                color: false,
+            })
+            .summary(&mut out, &summary)
+            .unwrap();
+            let text = String::from_utf8(out).unwrap();
+            // Every table: header and rows end their number columns at the same characters.
+            for block in text.split("\n  by ").skip(1) {
+                let lines: Vec<&str> = block
+                    .lines()
+                    .skip(1)
+                    .filter(|l| l.starts_with("    "))
+                    .collect();
+                let header = lines[0];
+                let key_end = header.find(" COUNT").unwrap();
+                let want = number_ends(header, key_end);
+                assert_eq!(want.len(), 6, "{header}");
+                for row in &lines[1..] {
+                    assert_eq!(number_ends(row, key_end), want, "width {width:?}:\n{block}");
+                    if let Some(w) = width {
+                        assert!(row.chars().count() <= w, "row wider than {w}: {row}");
+                    }
+                }
+            }
+            if width.is_none() {
+                // Unlimited (a pipe without COLUMNS): nothing is shortened.
+                assert!(text.contains(
+                    "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970/merged"
+                ));
+                assert!(!text.contains('…'));
+            }
+        }
+    }
+
+    #[test]
+    fn long_mounts_shortened_in_the_middle_full_in_json() {
+        let summary = long_key_summary();
+        let mut out = Vec::new();
+        Table::with_layout(Layout {
+            width: Some(100),
+            color: false,
+        })
+        .summary(&mut out, &summary)
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mount_table = text.split("\n  by mount:").nth(1).unwrap();
+        let row = mount_table.lines().find(|l| l.contains('…')).unwrap();
+        // 100 columns - 4 indent - 59 number columns = 37 for the key: both ends kept.
+        let key: String = row.chars().skip(4).take(37).collect();
+        assert_eq!(key, "/var/lib/docker/ov…38428142970/merged");
+        assert_eq!(row.chars().count(), 100);
+        let mut json = Vec::new();
+        JsonLines.summary(&mut json, &summary).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            v["by_mount"]["/var/lib/docker/overlay2/4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970/merged"]["count"],
+            1
+        );
+    }
+
+    #[test]
+    fn colours_only_when_asked() {
+        let mut summary = long_key_summary();
+        summary.drops.ringbuf = 2;
+        let mut plain = Vec::new();
+        Table::with_layout(Layout::PLAIN)
+            .summary(&mut plain, &summary)
+            .unwrap();
+        assert!(!plain.contains(&0x1b));
+        let mut coloured = Vec::new();
+        Table::with_layout(Layout {
+            width: None,
+            color: true,
+        })
+        .summary(&mut coloured, &summary)
+        .unwrap();
+        let coloured = String::from_utf8(coloured).unwrap();
+        assert!(coloured.contains("\x1b[1mKIND"));
+        assert!(coloured.contains("\x1b[31mdropped: 2"));
     }
 
     #[test]
