@@ -221,22 +221,13 @@ fn collector_dir(scratch: &Scratch) -> PathBuf {
     }
 }
 
-/// The ids of the collector's programs: those bpftool lists under its pid, else those that
-/// appeared since `before` (the bench holds the test lock, so nobody else loads any).
-fn collector_progs(
-    pid: libc::pid_t,
-    before: &BTreeMap<u64, ProgInfo>,
-    now: &BTreeMap<u64, ProgInfo>,
-) -> Vec<u64> {
-    let by_pid: Vec<u64> = now
-        .values()
-        .filter(|p| p.pids.contains(&i64::from(pid)))
-        .map(|p| p.id)
-        .collect();
-    if !by_pid.is_empty() {
-        return by_pid;
-    }
-    now.keys().filter(|id| !before.contains_key(id)).copied().collect()
+/// The ids of the collector's programs: those that appeared since `before` (the bench holds
+/// the test lock, so no other cowprof loads any meanwhile).
+fn collector_progs(before: &BTreeMap<u64, ProgInfo>, now: &BTreeMap<u64, ProgInfo>) -> Vec<u64> {
+    now.keys()
+        .filter(|id| !before.contains_key(id))
+        .copied()
+        .collect()
 }
 
 /// One round: fresh overlay, sync, (collector attached,) sync + idle gap, timed loop,
@@ -277,9 +268,9 @@ fn run_round(
     let tracers = b::other_tracers();
     let load = b::load_average();
     let (ids, snap0) = match (&collector, a.bpf_stats) {
-        (Some(c), true) => {
+        (Some(_), true) => {
             let now = b::bpf_progs()?;
-            (collector_progs(c.pid(), &progs_before, &now), now)
+            (collector_progs(&progs_before, &now), now)
         }
         _ => (Vec::new(), BTreeMap::new()),
     };
@@ -609,12 +600,12 @@ fn run(a: &Args) -> Result<bool> {
             fmt_ci(ci(&bpf_per_round), 3)
         );
         println!(
-            "  {:<16} {:>12} {:>10} {:>12} {:>14}",
+            "  {:<28} {:>12} {:>10} {:>12} {:>14}",
             "program", "runs/round", "ns/run", format!("µs/{unit}"), "verified_insns"
         );
         for (name, (t, runs_, v)) in &bpf {
             println!(
-                "  {name:<16} {:>12.0} {:>10.0} {:>12.4} {:>14}",
+                "  {name:<28} {:>12.0} {:>10.0} {:>12.4} {:>14}",
                 *runs_ as f64 / n,
                 if *runs_ == 0 { 0.0 } else { *t as f64 / *runs_ as f64 },
                 *t as f64 / 1e3 / n / per,

@@ -823,32 +823,22 @@ pub fn other_tracers() -> Vec<String> {
 
 // ------------------------------------------------------------------------------ BPF statistics --
 
-/// `kernel.bpf_stats_enabled=1` while this lives (the kernel then times every program run:
-/// `run_time_ns` and `run_cnt` in its prog info); the previous value is restored on drop.
+/// BPF run-time statistics on while this lives (`BPF_ENABLE_STATS`, the same switch as
+/// `kernel.bpf_stats_enabled=1`, released with its fd even if this process dies): the kernel
+/// then times every program run (`run_time_ns`, `run_cnt` in its prog info).
 pub struct BpfStats {
-    before: String,
+    _fd: std::os::fd::OwnedFd,
 }
-
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
     pub fn enable() -> Result<Self> {
-        let before = fs::read_to_string(BPF_STATS)
-            .with_context(|| format!("reading {BPF_STATS}"))?
-            .trim()
-            .to_owned();
-        fs::write(BPF_STATS, "1").with_context(|| format!("writing 1 to {BPF_STATS}"))?;
-        Ok(Self { before })
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|e| anyhow!("enabling BPF run-time statistics: {e}"))?;
+        Ok(Self { _fd: fd })
     }
 }
 
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = fs::write(BPF_STATS, &self.before);
-    }
-}
-
-/// One loaded BPF program, from `bpftool prog show --json`.
+/// One loaded BPF program, from its prog info.
 #[derive(Debug, Clone)]
 pub struct ProgInfo {
     pub id: u64,
@@ -856,36 +846,20 @@ pub struct ProgInfo {
     pub run_time_ns: u64,
     pub run_cnt: u64,
     pub verified_insns: u64,
-    pub pids: Vec<i64>,
 }
 
-/// Every loaded BPF program (needs bpftool).
+/// Every loaded BPF program.
 pub fn bpf_progs() -> Result<BTreeMap<u64, ProgInfo>> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .stderr(Stdio::null())
-        .output()
-        .context("running bpftool prog show --json (install bpftool)")?;
-    if !out.status.success() {
-        bail!("bpftool prog show --json failed ({})", out.status);
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("parsing bpftool's output")?;
     let mut m = BTreeMap::new();
-    for p in v.as_array().into_iter().flatten() {
-        let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+    for p in aya::programs::loaded_programs() {
+        // A program unloaded while we iterate is skipped.
+        let Ok(p) = p else { continue };
         let info = ProgInfo {
-            id: n("id"),
-            name: p.get("name").and_then(Value::as_str).unwrap_or("?").to_owned(),
-            run_time_ns: n("run_time_ns"),
-            run_cnt: n("run_cnt"),
-            verified_insns: n("verified_insns"),
-            pids: p
-                .get("pids")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.get("pid").and_then(Value::as_i64))
-                .collect(),
+            id: u64::from(p.id()),
+            name: p.name_as_str().unwrap_or("?").to_owned(),
+            run_time_ns: u64::try_from(p.run_time().as_nanos()).unwrap_or(u64::MAX),
+            run_cnt: p.run_count(),
+            verified_insns: u64::from(p.verified_instruction_count().unwrap_or(0)),
         };
         m.insert(info.id, info);
     }
