@@ -629,8 +629,20 @@ impl Collector {
             .cpu_so_far()
             .zip(self.cpu_at_start)
             .map(|(now, then)| now.saturating_sub(then));
+        // The page lags the kernel by what the collector has not read yet: scrape until the
+        // counts stop changing (100 ms apart, at most 5 s).
         let scraped = if self.output == Output::Metrics {
-            Some(self.scrape(&["cowprof_copy_ups_total", "cowprof_whiteouts_total", "cowprof_dropped_events_total"])?)
+            let names = ["cowprof_copy_ups_total", "cowprof_whiteouts_total", "cowprof_dropped_events_total"];
+            let mut last = self.scrape(&names)?;
+            let t = Instant::now();
+            loop {
+                thread::sleep(Duration::from_millis(100));
+                let now = self.scrape(&names)?;
+                if now == last || t.elapsed() > Duration::from_secs(5) {
+                    break Some(now);
+                }
+                last = now;
+            }
         } else {
             None
         };
@@ -867,17 +879,22 @@ pub fn bpf_progs() -> Result<BTreeMap<u64, ProgInfo>> {
 }
 
 /// Per program of `ids`: (name, run time ns, runs, verified insns) spent between two snapshots.
+/// The kernel keeps 15 characters of a name, so the name is prefixed with the program's rank in
+/// load order (`ids` ascending): `2:cowprof_tp_ctim`.
 pub fn bpf_delta(
     before: &BTreeMap<u64, ProgInfo>,
     after: &BTreeMap<u64, ProgInfo>,
     ids: &[u64],
 ) -> Vec<(String, u64, u64, u64)> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
     ids.iter()
-        .filter_map(|id| {
+        .enumerate()
+        .filter_map(|(k, id)| {
             let a = after.get(id)?;
             let b = before.get(id);
             Some((
-                a.name.clone(),
+                format!("{k}:{}", a.name),
                 a.run_time_ns - b.map_or(0, |b| b.run_time_ns),
                 a.run_cnt - b.map_or(0, |b| b.run_cnt),
                 a.verified_insns,

@@ -135,6 +135,10 @@ impl Filters {
     }
 }
 
+/// How often the reader drains the ring buffer without being woken: the most an event waits
+/// before it is printed (a burst wakes the reader at once, see the eBPF side's `rb_flags`).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Runs a recording session, writing through `exporter` to `out`.
 pub async fn record(
     opts: &RecordOptions,
@@ -251,6 +255,10 @@ pub async fn record(
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // New overlay mounts (a container started after us) must reach the kernel side's maps.
     let mut mount_check = tokio::time::interval(Duration::from_millis(200));
+    // The kernel side wakes this reader only once the ring buffer is an eighth full (a wakeup
+    // per record cost more than the record): everything else is read on this tick.
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut agg = Aggregate::default();
     let mut events = Vec::new();
     let mut malformed = 0u64;
@@ -284,6 +292,13 @@ pub async fn record(
                 guard.clear_ready();
                 attributor.fill(&mut batch).await;
                 deliver(batch, out, exporter);
+            }
+            _ = drain_tick.tick() => {
+                let mut batch = drain(ring.get_mut(), &mut enricher, &mut malformed);
+                if !batch.is_empty() {
+                    attributor.fill(&mut batch).await;
+                    deliver(batch, out, exporter);
+                }
             }
             guard = logs_readable(&mut logs) => {
                 if let Ok(mut guard) = guard {
