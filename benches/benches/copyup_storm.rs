@@ -255,7 +255,8 @@ fn run_round(
     };
     let collector = match mode {
         Mode::Attached => {
-            let mut c = Collector::spawn(bin, a.backend.as_deref(), a.output, &collector_dir(scratch))?;
+            let mut c =
+                Collector::spawn(bin, a.backend.as_deref(), a.output, &collector_dir(scratch))?;
             c.wait_start(START_TIMEOUT)?;
             Some(c)
         }
@@ -300,9 +301,8 @@ fn run_round(
         let expected = if a.getppid { 0 } else { a.files as u64 + 1 };
         let data = r.ours_by_kind.get("data_copy_up").copied().unwrap_or(0);
         let dirs = r.ours_by_kind.get("dir_copy_up").copied().unwrap_or(0);
-        let kinds_ok = a.output == Output::Metrics
-            || a.getppid
-            || (data == a.files as u64 && dirs == 1);
+        let kinds_ok =
+            a.output == Output::Metrics || a.getppid || (data == a.files as u64 && dirs == 1);
         if r.ours != expected || !kinds_ok {
             problems.push(format!(
                 "{label}: {} events on the storm's mount, expected {expected} ({} data_copy_up + 1 dir_copy_up); by kind: {:?}",
@@ -512,7 +512,10 @@ fn run(a: &Args) -> Result<bool> {
         .iter()
         .map(|p| (p.1.t.cpu.as_secs_f64() / p.0.t.cpu.as_secs_f64() - 1.0) * 100.0)
         .collect();
-    let runs: Vec<&CollectorRun> = pairs.iter().filter_map(|p| p.1.collector.as_ref()).collect();
+    let runs: Vec<&CollectorRun> = pairs
+        .iter()
+        .filter_map(|p| p.1.collector.as_ref())
+        .collect();
     let all_runs: Vec<&CollectorRun> = rounds.iter().filter_map(|r| r.collector.as_ref()).collect();
     let peak_rss = all_runs.iter().map(|r| r.maxrss_kib).max().unwrap_or(0);
     let backend = runs
@@ -539,9 +542,18 @@ fn run(a: &Args) -> Result<bool> {
     println!();
     println!(
         "{:<9} {:>6} {:>11} {:>11} {:>11} {:>12} {:>12}",
-        "mode", "rounds", "median ms", "min ms", "max ms", format!("µs/{unit}"), "cpu µs/op"
+        "mode",
+        "rounds",
+        "median ms",
+        "min ms",
+        "max ms",
+        format!("µs/{unit}"),
+        "cpu µs/op"
     );
-    for (name, v, c) in [("baseline", &base_ms, &base_cpu), ("attached", &att_ms, &att_cpu)] {
+    for (name, v, c) in [
+        ("baseline", &base_ms, &base_cpu),
+        ("attached", &att_ms, &att_cpu),
+    ] {
         println!(
             "{name:<9} {:>6} {:>11.1} {:>11.1} {:>11.1} {:>12.3} {:>12.3}",
             v.len(),
@@ -601,13 +613,21 @@ fn run(a: &Args) -> Result<bool> {
         );
         println!(
             "  {:<28} {:>12} {:>10} {:>12} {:>14}",
-            "program", "runs/round", "ns/run", format!("µs/{unit}"), "verified_insns"
+            "program",
+            "runs/round",
+            "ns/run",
+            format!("µs/{unit}"),
+            "verified_insns"
         );
         for (name, (t, runs_, v)) in &bpf {
             println!(
                 "  {name:<28} {:>12.0} {:>10.0} {:>12.4} {:>14}",
                 *runs_ as f64 / n,
-                if *runs_ == 0 { 0.0 } else { *t as f64 / *runs_ as f64 },
+                if *runs_ == 0 {
+                    0.0
+                } else {
+                    *t as f64 / *runs_ as f64
+                },
                 *t as f64 / 1e3 / n / per,
                 v
             );
@@ -620,11 +640,19 @@ fn run(a: &Args) -> Result<bool> {
         );
     }
     println!(
-        "events per attached round: {:?} (expected {}); drops {:?}; {}",
-        runs.iter().map(|r| r.ours).collect::<Vec<_>>(),
+        "events per attached round: {} (expected {}); drops {:?}; {}",
+        if a.output == Output::Table {
+            "not counted with the table".to_owned()
+        } else {
+            format!("{:?}", runs.iter().map(|r| r.ours).collect::<Vec<_>>())
+        },
         if a.getppid { 0 } else { a.files + 1 },
         runs.iter().map(|r| r.dropped).collect::<Vec<_>>(),
-        if problems.is_empty() { "all rounds match".to_owned() } else { format!("{} MISMATCH(ES), see above", problems.len()) }
+        if problems.is_empty() {
+            "all rounds match".to_owned()
+        } else {
+            format!("{} MISMATCH(ES), see above", problems.len())
+        }
     );
     let j3 = |v: (f64, f64, f64)| json!([round3(v.0), round3(v.1), round3(v.2)]);
     let line = json!({

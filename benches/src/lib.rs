@@ -436,7 +436,11 @@ impl Collector {
             Output::Table => {}
             Output::Metrics => {
                 metrics_port = free_port()?;
-                cmd.args(["--quiet", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")]);
+                cmd.args([
+                    "--quiet",
+                    "--metrics-addr",
+                    &format!("127.0.0.1:{metrics_port}"),
+                ]);
             }
         }
         if let Some(b) = backend {
@@ -632,7 +636,11 @@ impl Collector {
         // The page lags the kernel by what the collector has not read yet: scrape until the
         // counts stop changing (100 ms apart, at most 5 s).
         let scraped = if self.output == Output::Metrics {
-            let names = ["cowprof_copy_ups_total", "cowprof_whiteouts_total", "cowprof_dropped_events_total"];
+            let names = [
+                "cowprof_copy_ups_total",
+                "cowprof_whiteouts_total",
+                "cowprof_dropped_events_total",
+            ];
             let mut last = self.scrape(&names)?;
             let t = Instant::now();
             loop {
