@@ -934,4 +934,14 @@ mod tests {
         assert!(median(&[]).is_nan());
         assert!((min(&[2.0, 1.0]) - 1.0).abs() < 1e-12 && (max(&[2.0, 1.0]) - 2.0).abs() < 1e-12);
     }
+
+    #[test]
+    fn bootstrap_interval() {
+        let v: Vec<f64> = (1..=11).map(f64::from).collect();
+        let (m, lo, hi) = median_ci(&v, 2000);
+        assert!((m - 6.0).abs() < 1e-12);
+        assert!(lo <= m && m <= hi && lo >= 1.0 && hi <= 11.0 && lo < hi);
+        assert_eq!(median_ci(&[3.0; 10], 500), (3.0, 3.0, 3.0));
+        assert!(median_ci(&[], 10).0.is_nan());
+    }
 }

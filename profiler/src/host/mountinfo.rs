@@ -1094,6 +1094,38 @@ mod tests {
         assert_eq!(at("a"), Some(1)); // L1/a exists: it holds the whiteout
         assert_eq!(at(""), Some(1));
         assert_eq!(at("c/../a/f"), None);
+        // One cache for every lookup, twice over (the second pass answers from the cache):
+        // the same answers as fresh lookups.
+        let mut cache = DirStacks::default();
+        for _ in 0..2 {
+            for q in [
+                "a/f",
+                "/a/f",
+                "c/only3",
+                "a/g",
+                "b/x",
+                "b/y",
+                "b",
+                "d",
+                "d/e",
+                "gone/deep",
+                "gone",
+                "w/f",
+                "w/h",
+                "w",
+                "missing",
+                "a/missing",
+                "a",
+                "",
+                "c/../a/f",
+            ] {
+                assert_eq!(
+                    m.lower_layer_cached(Path::new(q), &mut cache),
+                    m.lower_layer_of(Path::new(q)),
+                    "{q}"
+                );
+            }
+        }
     }
 
     #[test]
