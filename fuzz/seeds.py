@@ -63,7 +63,7 @@ def main():
     for n in sorted(os.listdir(data)):
         if n.endswith(".toml"):
             put("bench_spec", n, open(os.path.join(data, n), "rb").read())
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    readme = open(os.path.join(ROOT, "docs/compare.md")).read()
     put("thresholds", "cowprof-ci.toml", re.search(r"```toml\n(# \.cowprof-ci\.toml\n.*?)```", readme, re.S).group(1))
     put("thresholds", "flags", "p50=+25%\np99=+50%\nefficiency=-25%\ncopy_ups=+0\nbytes_copied=+0\n")
     for n in ("tmpfs-a.json", "dir-default.json"):

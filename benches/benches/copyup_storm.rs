@@ -33,6 +33,10 @@
 //! Environment: `COWPROF_BENCH_FILES`, `COWPROF_BENCH_ROUNDS`, `COWPROF_BENCH_WARMUP` (the options
 //! win), `COWPROF_BIN` (the cowprof binary when --cowprof is not given; else the workspace's
 //! target/release/cowprof, else target/debug/cowprof).
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 use std::{
     collections::BTreeMap,

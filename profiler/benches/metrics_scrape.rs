@@ -10,6 +10,10 @@
 //! ```text
 //! cargo bench -p profiler --bench metrics_scrape [-- --scrapes N]
 //! ```
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
@@ -59,7 +63,7 @@ fn event(kind: Kind, mount: &str, i: u64) -> Event {
         size_bytes: 4096,
         bytes_copied: 4096,
         lower_layer: Some(1),
-        ..Event::new(kind, "tracepoint")
+        ..Event::new(kind, cowprof::event::Backend::Tracepoint)
     }
 }
 

@@ -1,6 +1,54 @@
 //! The event as users see it: one JSON line, one table row, one count in the summary and the
 //! metrics. Every stage of the pipeline and every tool speaks these types.
 
+/// The kernel mechanisms cowprof can use, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// fentry/fexit on overlay functions (BTF trampolines).
+    Fentry,
+    /// kprobe/kretprobe on overlay functions (distro kernels, overlay as a module).
+    Kprobe,
+    /// Syscall windows plus the 6.13+ ctime tracepoints (kernels without kprobes and fentry).
+    Tracepoint,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fentry => "fentry",
+            Self::Kprobe => "kprobe",
+            Self::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// The kernel side's backend id (`profiler_common::backend`).
+    pub fn from_wire(id: u32) -> Option<Self> {
+        match id {
+            profiler_common::backend::FENTRY => Some(Self::Fentry),
+            profiler_common::backend::KPROBE => Some(Self::Kprobe),
+            profiler_common::backend::TRACEPOINT => Some(Self::Tracepoint),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Fentry, Self::Kprobe, Self::Tracepoint]
+            .into_iter()
+            .find(|b| b.as_str() == s)
+            .ok_or_else(|| format!("unknown backend {s:?}; use kprobe or tracepoint"))
+    }
+}
+
 /// What an operation was, as users name it.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -47,11 +95,11 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub kind: Kind,
-    pub backend: String,
+    pub backend: Backend,
     /// Wall-clock end time, ns since the Unix epoch.
     pub time_ns: u64,
     pub latency_ns: u64,
-    /// True when the backend sees only part of the operation (see README, "Backends").
+    /// True when the backend sees only part of the operation (see docs/backends.md).
     pub latency_partial: bool,
     /// 0 or a positive errno.
     pub errno: i32,
@@ -108,10 +156,10 @@ impl Event {
     /// An event of `kind` from `backend` with every other field zero, empty or `None`: the
     /// start for tests and benches, which set what they need with struct update syntax.
     #[must_use]
-    pub fn new(kind: Kind, backend: &str) -> Self {
+    pub fn new(kind: Kind, backend: Backend) -> Self {
         Self {
             kind,
-            backend: backend.to_owned(),
+            backend,
             time_ns: 0,
             latency_ns: 0,
             latency_partial: false,

@@ -10,12 +10,14 @@
 //!    backend, load, attach) → ring buffer ([`pipeline::record`]) → decode → enrich (mount, layer,
 //!    syscall, container) → aggregate (hdrhistogram) → report (table, JSON) and metrics
 //!    (Prometheus `/metrics`);
-//! 4. [`event`] (the event, its kind) beside the pipeline, used by every floor above it;
+//! 4. [`event`] (the event, its kind) and [`fmt`] (durations, sizes, short ids as people read
+//!    them), used by every floor above;
 //! 5. [`host`]: facts and actions of the machine: mountinfo, the syscall table, file ownership
 //!    under sudo.
 
 pub mod compare;
 pub mod event;
+pub mod fmt;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;

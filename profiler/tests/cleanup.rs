@@ -1,5 +1,9 @@
 //! `record` stops cleanly on SIGINT, on SIGTERM and at `--duration`: exit 0, the events seen so
 //! far, a summary line, and every BPF link and program released.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 
@@ -54,7 +58,7 @@ fn stop_variant(name: &str, stop: &Stop) {
         let Line::Start(info) = parse_line(&start_line) else {
             panic!("first line is not start: {start_line}")
         };
-        assert_eq!(info.backend, "tracepoint");
+        assert_eq!(info.backend.as_str(), "tracepoint");
 
         // While recording, exactly the attached programs are linked in the kernel, held by cowprof.
         if bpf_before.is_some() {

@@ -60,10 +60,20 @@ fn unknown_backend_is_usage_error() {
             2,
             &["invalid value 'nope'", "--backend"],
         );
-        assert!(
-            e.contains("possible values: fentry, kprobe, tracepoint"),
-            "{e}"
+        assert!(e.contains("possible values: kprobe, tracepoint"), "{e}");
+    });
+}
+
+/// fentry cannot attach to overlay's functions with cowprof's loader: it is not offered.
+#[test]
+fn fentry_is_not_an_accepted_backend() {
+    clean("fentry_is_not_an_accepted_backend", || {
+        let e = fails(
+            &["record", "--backend", "fentry"],
+            2,
+            &["invalid value 'fentry'", "--backend"],
         );
+        assert!(e.contains("possible values: kprobe, tracepoint"), "{e}");
     });
 }
 

@@ -2,6 +2,10 @@
 //! second through `bench --baseline`) show no significant change on any gated metric; the
 //! default mount vs `volatile` (no fsync on copy-up, host ext4) is detected with the right sign
 //! both ways; a bad baseline stops `bench` before it measures anything.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

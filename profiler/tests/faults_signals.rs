@@ -7,6 +7,10 @@
 //! The moments come from a seeded generator; the seed is printed, and
 //! `COWPROF_FAULT_SEED=<seed>` replays the same moments; `COWPROF_FAULT_ROUNDS=N` runs N times
 //! the default rounds.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

@@ -4,6 +4,10 @@
 //! against `docker export` of a container created from the same image: exact file lists, sizes,
 //! modes, owners and symlink targets, seen through cowprof's own overlay mount of the layers.
 //! Then `image inspect` and `image compare` on them, against ground truth.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 
@@ -393,7 +397,7 @@ fn imported_layers_match_docker_export_and_compare() {
         r.runs[0]
             .cells
             .iter()
-            .filter(|c| c.op == op)
+            .filter(|c| c.op.as_str() == op)
             .map(|c| c.copy_ups + c.whiteouts)
             .sum()
     };
@@ -409,7 +413,7 @@ fn imported_layers_match_docker_export_and_compare() {
             c.size_bytes
         );
         assert_eq!(
-            c.op == "unlink",
+            c.op.as_str() == "unlink",
             c.whiteouts > 0,
             "{} {}",
             c.op,

@@ -2,6 +2,10 @@
 //! results.json that parses back, holds the expected cells and the kernel's exact copy-up counts;
 //! Ctrl-C and SIGTERM at any moment end with exit 130 and nothing left; after a SIGKILL,
 //! `cowprof clean` removes what is left and the next run works.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 
@@ -15,7 +19,7 @@ use std::{
 use common::{lock, require_root, Baseline, Running, BIN};
 use cowprof::host::loopdev::loop_devices;
 use cowprof::lab::{
-    measure::decode_histogram,
+    results::decode_histogram,
     results::{Results, RESULTS_SCHEMA},
     run::{cells_of, load_spec, sha256_hex, HOST_MOUNTS_ENV},
     spec::{format_size, Op, Shape, Spec},
@@ -198,7 +202,7 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
         let got: Vec<(String, u64, u32, u32)> = run
             .cells
             .iter()
-            .map(|c| (c.op.clone(), c.size_bytes, c.layer_depth, c.threads))
+            .map(|c| (c.op.to_string(), c.size_bytes, c.layer_depth, c.threads))
             .collect();
         assert_eq!(got, want, "cells of {} {:?}", run.fs, run.mount_options);
         // metacopy=on turns redirect_dir on; otherwise the module default.
@@ -216,7 +220,7 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
                 c.layer_depth,
                 c.threads
             );
-            let op: Op = c.op.parse().unwrap();
+            let op: Op = c.op;
             let threads = u64::from(c.threads);
             let concurrent = op.shape() == Shape::Concurrent;
             assert_eq!(c.repetitions, reps, "{what}");

@@ -1,7 +1,10 @@
 //! `cowprof bench` charts and HTML report, from a realistic `Results` built here: every SVG parses
 //! and names its series, every PNG decodes at the right size, the report parses as XML, and a
 //! real headless Chromium renders it (DOM dump and screenshot).
-
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 // Synthetic latencies and sizes move between u64 and f64 freely; all are far below 2^52.
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
 
@@ -14,12 +17,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cowprof::lab::charts::{
-    self, decode_histogram, format_bytes, format_ns, linear_ticks, log_bounds, log_minor_ticks,
-    log_ticks, render_all, run_label, Chart, ChartError, HistogramError, CHART_HEIGHT, CHART_WIDTH,
+    self, linear_ticks, log_bounds, log_minor_ticks, log_ticks, render_all, run_label, Chart,
+    ChartError, CHART_HEIGHT, CHART_WIDTH,
 };
 use cowprof::lab::html::write_report;
 use cowprof::lab::results::{
-    Cell, Environment, LatencyStats, Results, RunResult, Skipped, RESULTS_SCHEMA,
+    decode_histogram, Cell, Environment, HistogramError, LatencyStats, Results, RunResult, Skipped,
+    RESULTS_SCHEMA,
 };
 use hdrhistogram::serialization::{Serializer as _, V2Serializer};
 use hdrhistogram::Histogram;
@@ -164,7 +168,7 @@ fn sample_results() -> Results {
                     let reference = (op == "first_write")
                         .then(|| (20_000.0 + size as f64 / (cfg.bw * 0.9)) as u64);
                     cells.push(Cell {
-                        op: op.to_string(),
+                        op: op.parse().expect("a known op"),
                         size_bytes: size,
                         layer_depth: depth,
                         kernel: (i == 0 && copies)
@@ -207,7 +211,7 @@ fn sample_results() -> Results {
                 ("redirect_dir".to_string(), "Y".to_string()),
                 ("xino_auto".to_string(), "N".to_string()),
             ]),
-            backend: Some("kprobe".to_string()),
+            backend: Some(cowprof::event::Backend::Kprobe),
             started_unix_s: 1_767_225_600,
         },
         spec_hash: "9f2c".repeat(16),
@@ -304,7 +308,10 @@ fn charts_and_report_are_well_formed() {
             );
             v
         } else if stem.starts_with("cdf-") {
-            let mut v: Vec<String> = SIZES.iter().map(|s| format_bytes(*s)).collect();
+            let mut v: Vec<String> = SIZES
+                .iter()
+                .map(|s| cowprof::fmt::bytes_label(*s))
+                .collect();
             v.extend(
                 [
                     "p50",
@@ -447,7 +454,7 @@ fn charts_and_report_are_well_formed() {
     }
     // A cell with values that are easy to check.
     let first = &results.runs[0].cells[0];
-    assert!(text.contains(&format_ns(first.latency.p50_ns as f64)));
+    assert!(text.contains(&cowprof::fmt::ns_label(first.latency.p50_ns as f64)));
 }
 
 #[test]
@@ -456,9 +463,9 @@ fn hostile_names_are_escaped_everywhere() {
     results.runs.truncate(1);
     results.runs[0]
         .cells
-        .retain(|c| c.op == "first_write" && c.layer_depth == 1);
+        .retain(|c| c.op.as_str() == "first_write" && c.layer_depth == 1);
     results.runs[0].fs = "<img src=x onerror=alert(1)>&amp;".to_string();
-    results.runs[0].cells[0].op = "first_write".to_string();
+    results.runs[0].cells[0].op = cowprof::lab::spec::Op::FirstWrite;
     results.environment.kernel = "</title><script>alert(1)</script>".to_string();
     results
         .environment
@@ -552,14 +559,14 @@ fn corrupt_histograms_are_errors_not_panics() {
         let mut results = good.clone();
         let cell = &mut results.runs[1].cells[5];
         cell.latency.histogram = bad;
-        let (op, size, depth) = (cell.op.clone(), cell.size_bytes, cell.layer_depth);
+        let (op, size, depth) = (cell.op, cell.size_bytes, cell.layer_depth);
         let dir = tempfile::tempdir().unwrap();
         match render_all(&results, dir.path()) {
             Err(ChartError::Histogram { cell, source }) => {
                 assert!(is_expected(&source), "case {i}: {source:?}");
                 assert!(
-                    cell.contains(&op)
-                        && cell.contains(&format_bytes(size))
+                    cell.contains(op.as_str())
+                        && cell.contains(&cowprof::fmt::bytes_label(size))
                         && cell.contains(&format!("depth {depth}"))
                         && cell.contains("ext4"),
                     "case {i}: {cell}"
@@ -617,7 +624,7 @@ fn log_axis_helpers() {
     assert_eq!(
         sizes
             .iter()
-            .map(|s| format_bytes(*s as u64))
+            .map(|s| cowprof::fmt::bytes_label(*s as u64))
             .collect::<Vec<_>>(),
         ["4 KiB", "16 KiB", "64 KiB", "256 KiB", "1 MiB", "4 MiB", "16 MiB", "64 MiB"]
     );
@@ -645,15 +652,15 @@ fn log_axis_helpers() {
     assert_eq!(t, vec![0.0, 5e6, 10e6, 15e6, 20e6]);
     assert!(linear_ticks(1.0, 1.0, 5).is_empty());
 
-    assert_eq!(format_bytes(4096), "4 KiB");
-    assert_eq!(format_bytes(64 << 20), "64 MiB");
-    assert_eq!(format_bytes(1536 * 1024), "1.5 MiB");
-    assert_eq!(format_bytes(512), "512 B");
-    assert_eq!(format_ns(850.0), "850 ns");
-    assert_eq!(format_ns(12_345.0), "12.3 µs");
-    assert_eq!(format_ns(4e6), "4 ms");
-    assert_eq!(format_ns(2.5e9), "2.5 s");
-    assert_eq!(format_ns(0.0), "0");
+    assert_eq!(cowprof::fmt::bytes_label(4096), "4 KiB");
+    assert_eq!(cowprof::fmt::bytes_label(64 << 20), "64 MiB");
+    assert_eq!(cowprof::fmt::bytes_label(1536 * 1024), "1.5 MiB");
+    assert_eq!(cowprof::fmt::bytes_label(512), "512 B");
+    assert_eq!(cowprof::fmt::ns_label(850.0), "850 ns");
+    assert_eq!(cowprof::fmt::ns_label(12_345.0), "12.3 µs");
+    assert_eq!(cowprof::fmt::ns_label(4e6), "4 ms");
+    assert_eq!(cowprof::fmt::ns_label(2.5e9), "2.5 s");
+    assert_eq!(cowprof::fmt::ns_label(0.0), "0");
 }
 
 // ---------------------------------------------------------------------------------------------

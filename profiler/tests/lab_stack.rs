@@ -1,6 +1,10 @@
 //! The lab's stacks, op by op, checked against the upper directory (the ground truth): after one
 //! repetition the upper dir holds exactly what the op must leave there, and nothing of the lab
 //! is left afterwards (mounts, directories, state file).
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

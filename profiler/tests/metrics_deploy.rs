@@ -2,6 +2,10 @@
 //! container image (deploy/Dockerfile) built from the static musl binary with the local dockerd.
 //! (That the `DaemonSet`'s two capabilities are enough is shown by `metrics_prometheus.rs`, whose
 //! `record` runs with `CAP_BPF` and `CAP_PERFMON` alone.)
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

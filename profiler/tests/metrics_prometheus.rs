@@ -8,6 +8,10 @@
     clippy::cast_precision_loss,
     reason = "Prometheus answers counts as floats; these small integers are exact in f64"
 )]
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 
@@ -234,7 +238,7 @@ fn prometheus_scrapes_the_workload() {
     let status = workload.status().expect("run the workload");
     assert!(status.success(), "workload: {status}");
 
-    let expected = scenario::expected("tracepoint", meta.is_some());
+    let expected = scenario::expected(cowprof::event::Backend::Tracepoint, meta.is_some());
     let n = expected.len() as f64;
     assert_eq!(
         prom.wait_for("cowprof_events_total", n),
@@ -268,6 +272,10 @@ fn prometheus_scrapes_the_workload() {
     let label_sets = prom.query("cowprof_label_sets")[0].1;
     let drops = prom.by_label("cowprof_dropped_events_total", "reason");
     let backend = prom.query("cowprof_backend_info");
+    // The start-up check needs CAP_SYS_ADMIN for its mount namespace: with the DaemonSet's
+    // capabilities it cannot run, which the gauge says (0) while recording goes on.
+    let canary = prom.query("cowprof_canary_ok");
+    let canary_events = prom.query("cowprof_canary_events");
     let rss = prom.query("process_resident_memory_bytes")[0].1;
     let buckets: Vec<(f64, f64)> = {
         let mut b: Vec<(f64, f64)> = prom
@@ -303,7 +311,7 @@ fn prometheus_scrapes_the_workload() {
         .collect();
     let problems = scenario::verify(
         &main_events,
-        &scenario::expected("tracepoint", false),
+        &scenario::expected(cowprof::event::Backend::Tracepoint, false),
         &truth,
         &main.lowers,
     );
@@ -404,8 +412,15 @@ fn prometheus_scrapes_the_workload() {
     assert_eq!(drops.len(), 5, "{drops:?}");
     assert!(drops.values().all(|v| *v == 0.0), "{drops:?}");
     assert_eq!(backend.len(), 1, "{backend:?}");
-    assert_eq!(backend[0].0["backend"], recording.start.backend);
+    assert_eq!(backend[0].0["backend"], recording.start.backend.as_str());
     assert_eq!(backend[0].1, 1.0);
+    assert_eq!(canary.len(), 1, "{canary:?}");
+    assert_eq!(canary[0].0["backend"], recording.start.backend.as_str());
+    assert_eq!(
+        canary[0].1, 0.0,
+        "the check cannot run without CAP_SYS_ADMIN"
+    );
+    assert!(canary_events.is_empty(), "{canary_events:?}");
     assert!((1.0..4096.0).contains(&(rss / 1_048_576.0)), "rss {rss}");
 
     drop(meta);

@@ -6,6 +6,10 @@
 //!
 //! The image is built here (offline): a static busybox imported as a one-layer base, then a
 //! `docker build` adding two COPY layers. Both are cached by tag, so only the first run builds.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

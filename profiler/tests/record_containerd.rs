@@ -9,6 +9,10 @@
 //! the `DaemonSet` mounts /run/containerd) must give every event its pod name, namespace, UID,
 //! `QoS` and container name, and `/metrics` exact counts per `pod` label. The upper directories
 //! are the ground truth. Everything is stopped and removed at the end, also on failure.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

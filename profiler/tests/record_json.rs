@@ -77,7 +77,7 @@ fn record_workload(extra: &[&str]) -> Run {
     let lowers = main.lowers.clone();
     let problems = scenario::verify(
         &rec.events,
-        &scenario::expected("tracepoint", false),
+        &scenario::expected(cowprof::event::Backend::Tracepoint, false),
         &truth,
         &lowers,
     );
@@ -114,7 +114,8 @@ fn record_json_matches_expected_events_and_upper_dir() {
     let rec = &run.rec;
 
     assert_eq!(
-        rec.start.backend, "tracepoint",
+        rec.start.backend.as_str(),
+        "tracepoint",
         "start line: {:?}",
         rec.start
     );
@@ -126,7 +127,7 @@ fn record_json_matches_expected_events_and_upper_dir() {
             Some(run.main_mount.as_str()),
             "event from another mount: {e:?}"
         );
-        assert_eq!(e.backend, "tracepoint", "{e:?}");
+        assert_eq!(e.backend.as_str(), "tracepoint", "{e:?}");
         assert_eq!(e.errno, 0, "{e:?}");
         assert!(
             !e.path.starts_with("meta"),
@@ -138,7 +139,7 @@ fn record_json_matches_expected_events_and_upper_dir() {
     }
 
     // Exactly the expected multiset of (kind, path, layer, bytes).
-    let expected = scenario::expected("tracepoint", false);
+    let expected = scenario::expected(cowprof::event::Backend::Tracepoint, false);
     let mut got: Vec<(Kind, String, Option<u32>, u64)> = rec
         .events
         .iter()
@@ -224,7 +225,7 @@ fn record_comm_filter_drops_everything() {
     let _lock = lock();
     let baseline = Baseline::take();
     let run = record_workload(&["--comm", "nonexistent"]);
-    assert_eq!(run.rec.start.backend, "tracepoint");
+    assert_eq!(run.rec.start.backend.as_str(), "tracepoint");
     assert_eq!(run.rec.events.len(), 0, "{:?}", run.rec.events);
     assert_eq!(run.rec.summary.events, 0);
     assert!(run.rec.summary.by_kind.is_empty());

@@ -3,6 +3,10 @@
 //! whiteouts in one go, then resumed. Every event the kernel produced is either delivered or
 //! counted as dropped: produced (the upper dir's entries) = delivered + dropped, exactly, and the
 //! summary line says so.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test or bench reads as one story: set-up, workload, exact assertions"
+)]
 
 mod common;
 

@@ -1,5 +1,6 @@
-//! Project chores: `cargo xtask fuzz [TARGET|all] --time SECS` runs cargo-fuzz targets (README,
-//! "Fuzzing") on the pinned nightly, one after another, and prints execs/s and findings.
+//! Project chores: `cargo xtask fuzz [TARGET|all] --time SECS` runs cargo-fuzz targets
+//! (docs/testing.md, "Fuzzing") on the pinned nightly, one after another, and prints execs/s and
+//! findings.
 
 use std::{
     fs,

@@ -17,7 +17,7 @@ pub struct CompareArgs {
     #[command(flatten)]
     pub gates: GateArgs,
     /// Report format on stdout.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, default_value = "table", value_parser = format_arg())]
     pub format: Format,
     /// Also write compare.{md,txt,json}, compare-junit.xml and CDF charts (SVG, PNG) here.
     #[arg(long, value_name = "DIR")]
@@ -50,4 +50,10 @@ pub fn run(args: CompareArgs, out: &mut dyn Write) -> Exit {
         w.give_to_invoker();
     }
     Exit::from_code(rc)
+}
+
+fn format_arg() -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Format::ALL.map(Format::as_str))
+        .map(|s| s.parse::<Format>().expect("one of the possible values"))
 }

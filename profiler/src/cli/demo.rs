@@ -11,7 +11,7 @@ use super::{exporter, Exit};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::backend_arg(), value_name = "BACKEND")]
     pub backend: Option<Backend>,
     #[arg(long)]
     pub json: bool,

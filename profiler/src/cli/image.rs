@@ -1,11 +1,267 @@
-//! `cowprof image`: import, list, inspect, compare and remove container images.
+//! `cowprof image …`: the arguments and what each subcommand prints.
 
-use std::io::Write;
+use std::{io::Write, path::PathBuf};
 
-use cowprof::image::cli::ImageArgs;
+use clap::{Args, Subcommand};
+
+use cowprof::{
+    host::cancel::Cancel,
+    image::{
+        compare, inspect, io_err, one_line,
+        store::{ImageRecord, Store, DEFAULT_STORE},
+        unpack::Limits,
+        ImageError,
+    },
+};
 
 use super::Exit;
 
+#[derive(Args)]
+pub struct ImageArgs {
+    /// Layer store: layers unpacked by diffID, shared between images.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STORE, global = true)]
+    pub store: PathBuf,
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Import a `docker save` archive or an OCI image layout (directory or tar) into the store.
+    Import {
+        /// The archive or layout directory.
+        archive: PathBuf,
+        /// Largest uncompressed layer accepted (bytes; K/M/G suffixes).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16G")]
+        max_layer_size: u64,
+        /// Most entries accepted in one layer.
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        max_entries: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-layer adds/modifies/deletes, wasted bytes, efficiency and likely copy-ups.
+    Inspect {
+        /// An imported image (digest, 12+ hex prefix, or tag) or an archive to import first.
+        image: String,
+        /// Predict copy-up cost from this `cowprof bench` results.json (else a built-in curve).
+        #[arg(long, value_name = "FILE")]
+        lab: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare images side by side, with the same writes timed on each one's layer stack.
+    Compare {
+        /// Images (digest, tag or archive), two or more.
+        #[arg(required = true, num_args = 1..)]
+        images: Vec<String>,
+        /// Repetitions of the largest-file rewrite (each on a fresh mount).
+        #[arg(long, default_value_t = 5)]
+        reps: u32,
+        /// Skip the mounted workloads (static comparison only).
+        #[arg(long)]
+        no_run: bool,
+        /// Write compare.json and compare.svg here.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List imported images.
+    Ls,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size; write e.g. 512M or 16G"))
+}
+
+/// An image reference: a path to an archive/layout is imported first; else looked up.
+fn resolve(
+    store: &Store,
+    reference: &str,
+    cancel: &Cancel,
+    err: &mut impl Write,
+) -> Result<ImageRecord, ImageError> {
+    let p = std::path::Path::new(reference);
+    if p.exists() {
+        let r = store.import(p, Limits::default(), Some(cancel), |m| {
+            let _ = writeln!(err, "cowprof image: {m}");
+        })?;
+        return r
+            .images
+            .into_iter()
+            .next()
+            .ok_or_else(|| ImageError::Archive {
+                archive: reference.to_owned(),
+                reason: "holds no image".into(),
+            });
+    }
+    store.find(reference)
+}
+
+/// Runs one `image` subcommand.
 pub fn run(args: ImageArgs, out: &mut dyn Write) -> Exit {
-    Exit::from_code(cowprof::image::cli::main(args, out))
+    match image(args, out) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("cowprof image: {}", one_line(&e));
+            Exit::from_code(e.exit_code())
+        }
+    }
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one match arm per image subcommand, each a few lines of printing"
+)]
+fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
+    let cancel = Cancel::install().map_err(io_err("installing signal handlers", "/"))?;
+    let store = Store::open(&args.store)?;
+    let mut err = std::io::stderr();
+    let w = |r: std::io::Result<()>| r.map_err(io_err("writing", "stdout"));
+    match args.command {
+        ImageCommand::Import {
+            archive,
+            max_layer_size,
+            max_entries,
+            json,
+        } => {
+            let limits = Limits {
+                max_layer_bytes: max_layer_size,
+                max_entries,
+                ..Limits::default()
+            };
+            let r = store.import(&archive, limits, Some(&cancel), |m| {
+                let _ = writeln!(err, "cowprof image: {m}");
+            })?;
+            if json {
+                w(serde_json::to_writer_pretty(
+                    &mut *out,
+                    &serde_json::json!({
+                        "schema": 1,
+                        "images": r.images,
+                        "unpacked": r.unpacked,
+                        "reused": r.reused,
+                    }),
+                )
+                .map_err(std::io::Error::other))?;
+                w(writeln!(out))?;
+            } else {
+                for i in &r.images {
+                    w(writeln!(
+                        out,
+                        "imported {} ({} layers) tags {} (mutable)",
+                        i.id,
+                        i.layers.len(),
+                        tags_or_dash(&i.tags)
+                    ))?;
+                    for l in &i.layers {
+                        for n in &l.stats.notes {
+                            w(writeln!(
+                                out,
+                                "  note: layer {}: {n}",
+                                cowprof::fmt::short_digest(&l.diff_id)
+                            ))?;
+                        }
+                    }
+                }
+                w(writeln!(
+                    out,
+                    "layers: {} unpacked, {} already in the store {}",
+                    r.unpacked.len(),
+                    r.reused.len(),
+                    store.root.display()
+                ))?;
+            }
+        }
+        ImageCommand::Inspect { image, lab, json } => {
+            let rec = resolve(&store, &image, &cancel, &mut err)?;
+            let curve = match &lab {
+                Some(p) => inspect::Curve::from_lab(p)?,
+                None => inspect::Curve::builtin(),
+            };
+            let (ins, _) = inspect::inspect(&store, &rec, &curve)?;
+            if json {
+                w(serde_json::to_writer_pretty(
+                    &mut *out,
+                    &serde_json::json!({"schema": 1, "image": ins}),
+                )
+                .map_err(std::io::Error::other))?;
+                w(writeln!(out))?;
+            } else {
+                w(inspect::render(&ins, out))?;
+            }
+        }
+        ImageCommand::Compare {
+            images,
+            reps,
+            no_run,
+            out: out_dir,
+            json,
+        } => {
+            let mut sums = Vec::new();
+            for i in &images {
+                let rec = resolve(&store, i, &cancel, &mut err)?;
+                sums.push(compare::summarize_image(
+                    &store,
+                    &rec,
+                    reps,
+                    !no_run,
+                    Some(&cancel),
+                )?);
+            }
+            let doc = serde_json::json!({"schema": 1, "images": sums});
+            if let Some(d) = &out_dir {
+                std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
+                let p = d.join("compare.json");
+                std::fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap_or_default())
+                    .map_err(io_err("writing", &p))?;
+                compare::chart(&sums, &d.join("compare.svg"))?;
+            }
+            if json {
+                w(serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other))?;
+                w(writeln!(out))?;
+            } else {
+                w(compare::render(&sums, out))?;
+                if let Some(d) = &out_dir {
+                    w(writeln!(
+                        out,
+                        "\nwrote {0}/compare.json and {0}/compare.svg (.png)",
+                        d.display()
+                    ))?;
+                }
+            }
+        }
+        ImageCommand::Ls => {
+            for i in store.images() {
+                w(writeln!(
+                    out,
+                    "{}  {:>3} layers  {}",
+                    i.id,
+                    i.layers.len(),
+                    tags_or_dash(&i.tags)
+                ))?;
+            }
+        }
+    }
+    w(out.flush())
+}
+
+/// An image's tags for a one-line listing: comma-separated, `-` when it has none.
+fn tags_or_dash(tags: &[String]) -> String {
+    if tags.is_empty() {
+        "-".into()
+    } else {
+        tags.join(", ")
+    }
 }

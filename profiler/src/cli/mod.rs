@@ -17,7 +17,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use cowprof::pipeline::{
-    probe::BtfPaths,
+    probe::{Backend, BtfPaths},
     report::{Exporter, JsonLines, Table},
 };
 
@@ -87,7 +87,7 @@ enum Command {
     /// intervals from the histograms); exit 1 if a gated metric regressed beyond its threshold.
     Compare(compare::CompareArgs),
     /// Container images: import `docker save`/OCI archives, inspect layers, compare base images.
-    Image(cowprof::image::cli::ImageArgs),
+    Image(image::ImageArgs),
     /// Remove what dead `bench` runs left: mounts, loop devices, images, directories, state.
     Clean(clean::CleanArgs),
     /// (internal) the lab's worker: runs and times the ops `bench` sends it.
@@ -134,6 +134,15 @@ pub fn main() -> ExitCode {
         }
     };
     rt.block_on(run(cli.command)).into()
+}
+
+/// `--backend`: the backends that can be asked for. `fentry` is not among them: it cannot attach
+/// to overlay's functions (a module on distro kernels) with the loader cowprof uses; `doctor`
+/// still reports whether the kernel would accept it.
+fn backend_arg() -> impl clap::builder::TypedValueParser<Value = Backend> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["kprobe", "tracepoint"])
+        .map(|s| s.parse::<Backend>().expect("one of the possible values"))
 }
 
 fn exporter(json: bool) -> Box<dyn Exporter> {

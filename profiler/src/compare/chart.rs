@@ -5,6 +5,7 @@
 // Chart coordinates are f64 (see lab/charts.rs).
 #![allow(clippy::cast_precision_loss)]
 
+use crate::fmt;
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -15,10 +16,8 @@ use plotters::prelude::*;
 
 use super::{diff::Comparison, CompareError};
 use crate::lab::{
-    charts::{
-        cdf_points, color, decode_histogram, ensure_font, format_bytes, format_ns, slug,
-        ChartError, CHART_HEIGHT, CHART_WIDTH, FONT,
-    },
+    charts::{cdf_points, color, ensure_font, slug, ChartError, CHART_HEIGHT, CHART_WIDTH, FONT},
+    results::decode_histogram,
     results::{Cell, Results, RunResult},
 };
 
@@ -60,7 +59,7 @@ where
         .x_labels(12)
         .x_desc("latency (log scale)")
         .y_desc("fraction of ops ≤ latency")
-        .x_label_formatter(&|v| format_ns(*v))
+        .x_label_formatter(&|v| fmt::ns_label(*v))
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 14))
         .light_line_style(RGBColor(238, 238, 238))
@@ -112,7 +111,7 @@ fn hist(file: &str, cell: &Cell) -> Result<Histogram<u64>, CompareError> {
         cell: format!(
             "{} {} depth {}",
             cell.op,
-            format_bytes(cell.size_bytes),
+            fmt::bytes_label(cell.size_bytes),
             cell.layer_depth
         ),
         source,
@@ -183,7 +182,7 @@ fn lines_for(
     let cells = br
         .cells
         .iter()
-        .filter(|c| c.op == op && c.latency.count > 0);
+        .filter(|c| c.op.as_str() == op && c.latency.count > 0);
     for (i, bc) in cells.enumerate() {
         let Some(nc) = nr.cells.iter().find(|c| {
             c.op == bc.op && c.size_bytes == bc.size_bytes && c.layer_depth == bc.layer_depth
@@ -191,7 +190,7 @@ fn lines_for(
             continue;
         };
         let color = color(i);
-        let name = format!("{} d{}", format_bytes(bc.size_bytes), bc.layer_depth);
+        let name = format!("{} d{}", fmt::bytes_label(bc.size_bytes), bc.layer_depth);
         lines.push(Line {
             name: format!("{name} base"),
             color,

@@ -7,6 +7,7 @@
 // Ratios of nanoseconds and byte counts: exact enough in f64 (see lab/charts.rs).
 #![allow(clippy::cast_precision_loss)]
 
+use crate::fmt;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -17,7 +18,8 @@ use super::{
     CompareError,
 };
 use crate::lab::{
-    charts::{decode_histogram, format_bytes, run_label, HistogramError},
+    charts::run_label,
+    results::{decode_histogram, HistogramError},
     results::{Cell, Results, RunResult},
 };
 
@@ -102,7 +104,7 @@ impl Row {
         format!(
             "{} {} d{}",
             self.op,
-            format_bytes(self.size_bytes),
+            fmt::bytes_label(self.size_bytes),
             self.layer_depth
         )
     }
@@ -153,7 +155,7 @@ fn run_key(r: &RunResult) -> (String, Vec<String>, String) {
 }
 
 fn cell_key(c: &Cell) -> (String, u64, u32) {
-    (c.op.clone(), c.size_bytes, c.layer_depth)
+    (c.op.to_string(), c.size_bytes, c.layer_depth)
 }
 
 fn environment_notes(base: &Results, new: &Results) -> Vec<String> {
@@ -168,8 +170,10 @@ fn environment_notes(base: &Results, new: &Results) -> Vec<String> {
     differ("cpus", b.cpus.to_string(), n.cpus.to_string());
     differ(
         "kernel-side backend",
-        b.backend.clone().unwrap_or_else(|| "none".to_owned()),
-        n.backend.clone().unwrap_or_else(|| "none".to_owned()),
+        b.backend
+            .map_or_else(|| "none".to_owned(), |b| b.to_string()),
+        n.backend
+            .map_or_else(|| "none".to_owned(), |b| b.to_string()),
     );
     differ(
         "cowprof version",
@@ -315,7 +319,7 @@ fn sample(file: &str, run: &RunResult, cell: &Cell, kernel: bool) -> Result<Samp
             cell: format!(
                 "{} {} depth {} of run {}",
                 cell.op,
-                format_bytes(cell.size_bytes),
+                fmt::bytes_label(cell.size_bytes),
                 cell.layer_depth,
                 run_label(run)
             ),
@@ -476,7 +480,9 @@ fn row_for(m: Metric, b: &Side, n: &Side, run: &str, gates: &Gates) -> Option<Ro
         cell.op, cell.size_bytes, cell.layer_depth
     );
     let judged = measure(m, b, n, bv, nv, gates, &key);
-    let threshold: Option<&Threshold> = gates.threshold(m).filter(|_| gates.gates_op(&cell.op));
+    let threshold: Option<&Threshold> = gates
+        .threshold(m)
+        .filter(|_| gates.gates_op(cell.op.as_str()));
     // Work on the "higher is worse" scale.
     let sign = if m.higher_is_worse() { 1.0 } else { -1.0 };
     let tol_rel = match threshold.map(|t| t.tolerance) {
@@ -511,7 +517,7 @@ fn row_for(m: Metric, b: &Side, n: &Side, run: &str, gates: &Gates) -> Option<Ro
     };
     Some(Row {
         run: run.to_owned(),
-        op: cell.op.clone(),
+        op: cell.op.to_string(),
         size_bytes: cell.size_bytes,
         layer_depth: cell.layer_depth,
         metric: m,
@@ -609,7 +615,12 @@ pub fn compare(
 }
 
 fn cell_name(c: &Cell) -> String {
-    format!("{} {} d{}", c.op, format_bytes(c.size_bytes), c.layer_depth)
+    format!(
+        "{} {} d{}",
+        c.op,
+        fmt::bytes_label(c.size_bytes),
+        c.layer_depth
+    )
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ pub enum GateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{origin}: {detail}; see README \"Regression gates\" for the format")]
+    #[error("{origin}: {detail}; see docs/compare.md, \"Thresholds\", for the format")]
     Toml { origin: String, detail: String },
     #[error("{origin}: unknown metric `{name}`; known metrics: {known}")]
     UnknownMetric {
@@ -160,8 +160,8 @@ pub struct Gates {
 }
 
 /// The gates used when neither a config file nor `--threshold` gives any, chosen from the
-/// run-to-run drift that scripts/compare-fp measured on a shared 2-core machine (README,
-/// "Regression gates", with the false-positive rate they give there).
+/// run-to-run drift that scripts/compare-fp measured on a shared 2-core machine
+/// (docs/compare.md, "Noise", with the false-positive rate they give there).
 pub const DEFAULT_THRESHOLDS: &[&str] = &[
     "p50=+25%",
     "p99=+50%",

@@ -22,7 +22,8 @@ pub use gates::{GateError, Gates, Metric};
 pub use render::Format;
 
 use crate::lab::{
-    charts::{ChartError, HistogramError},
+    charts::ChartError,
+    results::HistogramError,
     results::{Results, RESULTS_SCHEMA},
 };
 

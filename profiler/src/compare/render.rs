@@ -1,6 +1,7 @@
 //! The reports of a [`Comparison`]: terminal table (optionally colored), markdown (PR comment or
 //! CI job summary), `JUnit` XML (one test case per gated metric) and JSON.
 
+use crate::fmt;
 use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Style};
@@ -9,14 +10,36 @@ use super::{
     diff::{Comparison, Row, Verdict},
     gates::Metric,
 };
-use crate::lab::charts::{format_bytes, format_ns};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
     Markdown,
     Junit,
     Json,
+}
+
+impl Format {
+    pub const ALL: [Self; 4] = [Self::Table, Self::Markdown, Self::Junit, Self::Json];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Table => "table",
+            Self::Markdown => "markdown",
+            Self::Junit => "junit",
+            Self::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("unknown report format {s:?}"))
+    }
 }
 
 pub fn render(cmp: &Comparison, format: Format, color: bool) -> String {
@@ -35,12 +58,12 @@ pub fn render(cmp: &Comparison, format: Format, color: bool) -> String {
 /// A metric's value in its unit.
 pub fn format_value(metric: Metric, v: f64) -> String {
     match metric {
-        Metric::P50 | Metric::P90 | Metric::P99 | Metric::Max => format_ns(v),
+        Metric::P50 | Metric::P90 | Metric::P99 | Metric::Max => fmt::ns_label(v),
         Metric::MbPerS => format!("{v:.0} MB/s"),
         Metric::Efficiency => format!("{v:.2}"),
         Metric::CopyUps => format!("{v:.2}/op"),
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        Metric::BytesCopied => format!("{}/op", format_bytes(v.round().max(0.0) as u64)),
+        Metric::BytesCopied => format!("{}/op", fmt::bytes_label(v.round().max(0.0) as u64)),
     }
 }
 

@@ -297,6 +297,52 @@ pub fn parse_mountinfo_with(
     Ok(mounts)
 }
 
+/// The overlay mount `mount(2)` made from `target` and `data` (its options), as if read from
+/// mountinfo: relative paths are taken from `cwd` (the mounting process's working directory)
+/// when it is known, else resolved as [`parse_mountinfo`] does. `None` if the options do not
+/// describe an overlay.
+#[must_use]
+pub fn from_mount_args(
+    target: &str,
+    data: &str,
+    cwd: Option<&Path>,
+    kdev: u32,
+) -> Option<OverlayMount> {
+    let absolute = |p: &str| -> String {
+        match cwd {
+            Some(cwd) if !p.is_empty() && !p.starts_with('/') => cwd.join(p).display().to_string(),
+            _ => p.to_owned(),
+        }
+    };
+    let options: Vec<String> = data
+        .split(',')
+        .map(|opt| match opt.split_once('=') {
+            Some((key @ ("upperdir" | "workdir" | "lowerdir+" | "datadir+"), v)) => {
+                format!("{key}={}", absolute(v))
+            }
+            Some(("lowerdir", v)) => format!(
+                "lowerdir={}",
+                v.split(':').map(&absolute).collect::<Vec<_>>().join(":")
+            ),
+            _ => opt.to_owned(),
+        })
+        .collect();
+    let escape = |s: &str| {
+        s.replace('\\', "\\134")
+            .replace(' ', "\\040")
+            .replace('\t', "\\011")
+            .replace('\n', "\\012")
+    };
+    let line = format!(
+        "0 0 {}:{} / {} rw - overlay overlay rw,{}",
+        kdev >> 20,
+        kdev & 0xf_ffff,
+        escape(&absolute(target)),
+        options.join(",")
+    );
+    parse_mountinfo(&line).ok()?.into_iter().next()
+}
+
 /// Overlay mounts visible in our own mount namespace (`/proc/self/mountinfo`).
 ///
 /// # Errors
@@ -351,7 +397,7 @@ pub fn superblock_kdev_of(path: &Path) -> Option<u32> {
             let depth = mnt.components().count();
             // `>=`: a later mount on the same point hides the earlier one.
             if best.is_none_or(|(d, _)| depth >= d) {
-                best = Some((depth, (major << 20) | minor));
+                best = Some((depth, (major << KERNEL_MINOR_BITS) | minor));
             }
         }
     }
@@ -643,6 +689,22 @@ fn split_unquoted(s: &[u8], sep: u8) -> Vec<&[u8]> {
         parts.push(&s[start..]);
     }
     parts
+}
+
+/// (superblock device, inode) of an upper directory, as the kernel side sees them: the device
+/// comes from mountinfo (`sb->s_dev`), not `stat` (btrfs reports a subvolume device there).
+pub fn upper_root_key(upper: &Path) -> Option<(u32, u64)> {
+    let md = std::fs::metadata(upper).ok()?;
+    let kdev = superblock_kdev_of(upper)
+        .unwrap_or_else(|| to_kdev(std::os::unix::fs::MetadataExt::dev(&md)));
+    Some((kdev, std::os::unix::fs::MetadataExt::ino(&md)))
+}
+
+/// Userspace `dev_t` (glibc encoding) to the kernel's internal `s_dev` (major << MINORBITS | minor).
+pub fn to_kdev(dev: u64) -> u32 {
+    let major = libc::major(dev);
+    let minor = libc::minor(dev);
+    (major << KERNEL_MINOR_BITS) | minor
 }
 
 #[cfg(test)]

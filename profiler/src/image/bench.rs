@@ -7,6 +7,7 @@
 //! mount; `copy_ups` is the ground truth counted in the upper dir afterwards (regular files for
 //! writes and chmods, whiteouts for unlinks), not a kernel event count.
 
+use crate::fmt;
 use std::{
     collections::BTreeMap,
     fs,
@@ -18,15 +19,16 @@ use std::{
 
 use super::{
     compare::{open_in, ImageStack},
-    inspect::{self, human, human_ns, Curve, Kind},
+    inspect::{self, Curve, Kind},
     io_err,
-    store::{short, Store},
+    store::Store,
     ImageError,
 };
 use crate::host::cancel::Cancel;
 use crate::lab::{
     measure::Hist,
     results::{Cell, Results, RunResult, RESULTS_SCHEMA},
+    spec::Op,
 };
 
 pub struct ImageBenchOptions {
@@ -39,7 +41,7 @@ pub struct ImageBenchOptions {
 }
 
 const BUCKETS: [u64; 5] = [0, 4 << 10, 64 << 10, 1 << 20, 16 << 20];
-const OPS: [&str; 3] = ["first_write", "chmod", "unlink"];
+const OPS: [Op; 3] = [Op::FirstWrite, Op::Chmod, Op::Unlink];
 
 fn bucket(size: u64) -> u64 {
     BUCKETS
@@ -74,14 +76,14 @@ fn upper_truth(dir: &Path) -> (u64, u64, u64) {
     (files, bytes, whiteouts)
 }
 
-fn run_op(merged: &Path, op: &str, path: &str) -> std::io::Result<u64> {
+fn run_op(merged: &Path, op: Op, path: &str) -> std::io::Result<u64> {
     let t = Instant::now();
     match op {
-        "first_write" => {
+        Op::FirstWrite => {
             let mut f = open_in(merged, path, true)?;
             f.write_all(b"\n")?;
         }
-        "chmod" => {
+        Op::Chmod => {
             let f = open_in_path(merged, path)?;
             rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(0o640))?;
         }
@@ -129,6 +131,10 @@ fn open_in_dir(merged: &Path, p: &str) -> std::io::Result<std::os::fd::OwnedFd> 
 }
 
 /// Runs the ops and returns the results (also written to `out/results.json`).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass over an image's files: mount, time each op per size bucket, unmount; splitting it would pass the mounted stack through every piece"
+)]
 pub fn bench(
     opts: &ImageBenchOptions,
     cancel: Option<&Cancel>,
@@ -198,23 +204,23 @@ pub fn bench(
                 ops_done += 1;
             }
             // Without metacopy both a first write and a chmod copy the whole file up.
-            let copied = if op == "unlink" { 0 } else { sum_bytes };
+            let copied = if op == Op::Unlink { 0 } else { sum_bytes };
             #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
             let mb_per_s =
                 (copied > 0 && sum_ns > 0).then(|| copied as f64 / (sum_ns as f64 / 1e9) / 1e6);
             cells_of_op.push(Cell {
-                op: op.to_owned(),
+                op,
                 size_bytes: *b,
                 layer_depth: *depth,
                 latency: h.stats(),
                 kernel: None,
                 // As in the lab: an unlink is a whiteout, not a copy-up.
-                copy_ups: if op == "unlink" {
+                copy_ups: if op == Op::Unlink {
                     0
                 } else {
                     files.len() as u64
                 },
-                whiteouts: if op == "unlink" {
+                whiteouts: if op == Op::Unlink {
                     files.len() as u64
                 } else {
                     0
@@ -230,7 +236,7 @@ pub fn bench(
             });
         }
         let (files, _, whiteouts) = upper_truth(&stack.upper);
-        let truth = if op == "unlink" { whiteouts } else { files };
+        let truth = if op == Op::Unlink { whiteouts } else { files };
         if truth != ops_done {
             let _ = writeln!(
                 log,
@@ -284,17 +290,17 @@ pub fn main(opts: &ImageBenchOptions, out: &mut dyn Write) -> u8 {
                     out,
                     "{:<12}  {:>10}  {:>5}  {:>5}  {:>10}  {:>10}",
                     c.op,
-                    human(c.size_bytes),
+                    fmt::bytes(c.size_bytes),
                     c.layer_depth,
                     c.latency.count,
-                    human_ns(c.latency.p50_ns),
-                    human_ns(c.latency.p99_ns)
+                    fmt::ns(c.latency.p50_ns),
+                    fmt::ns(c.latency.p99_ns)
                 );
             }
             let _ = writeln!(
                 out,
                 "\nbench: image {} ({}), {} cells; wrote {}",
-                short(r.runs[0].fs_features[0].trim_start_matches("image=")),
+                fmt::short_digest(r.runs[0].fs_features[0].trim_start_matches("image=")),
                 opts.image,
                 r.runs[0].cells.len(),
                 opts.out.join("results.json").display()

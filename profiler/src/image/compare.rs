@@ -1,6 +1,7 @@
 //! Base images side by side: size, layers, files, attack surface (shell, package manager),
 //! waste, and the same writes timed on each image's real layer stack mounted as overlay.
 
+use crate::fmt;
 use std::{
     fs,
     io::Write as _,
@@ -12,9 +13,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    inspect::{self, human, human_ns, Curve, Kind, View},
+    inspect::{self, Curve, Kind, View},
     io_err,
-    store::{short, ImageRecord, Store},
+    store::{ImageRecord, Store},
     ImageError,
 };
 use crate::{
@@ -268,7 +269,7 @@ pub fn run_workloads(
             last_upper = count_files(&s.upper);
         }
         let mut r = summarize(
-            &format!("rewrite the largest file ({p}, {})", human(size)),
+            &format!("rewrite the largest file ({p}, {})", fmt::bytes(size)),
             ns,
             Path::new("/nonexistent"),
         );
@@ -352,7 +353,7 @@ fn label(s: &ImageSummary) -> String {
     s.tags_mutable
         .first()
         .cloned()
-        .unwrap_or_else(|| short(&s.id).to_owned())
+        .unwrap_or_else(|| fmt::short_digest(&s.id).to_owned())
 }
 
 pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io::Result<()> {
@@ -374,8 +375,8 @@ pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io:
             out,
             "{:<30}  {:<12}  {:>10}  {:>6}  {:>6}  {:<5}  {:<7}  {:>10}  {:>5.1}%",
             label(s),
-            short(&s.id),
-            human(s.total_bytes),
+            fmt::short_digest(&s.id),
+            fmt::bytes(s.total_bytes),
             s.layers,
             s.files,
             if s.shells.is_empty() { "no" } else { "yes" },
@@ -384,7 +385,7 @@ pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io:
             } else {
                 "yes"
             },
-            human(s.wasted_bytes),
+            fmt::bytes(s.wasted_bytes),
             s.efficiency * 100.0
         )?;
     }
@@ -408,50 +409,14 @@ pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io:
                     label(s),
                     w.name.chars().take(50).collect::<String>(),
                     w.count,
-                    human_ns(w.p50_ns),
-                    human_ns(w.p99_ns),
-                    human(w.upper_bytes)
+                    fmt::ns(w.p50_ns),
+                    fmt::ns(w.p99_ns),
+                    fmt::bytes(w.upper_bytes)
                 )?;
             }
         }
     }
     Ok(())
-}
-
-/// Registers the lab's font (same env override and candidates); plotters keeps it for the life
-/// of the process, so the bytes are leaked once.
-fn ensure_font() -> Result<(), String> {
-    use crate::lab::charts::{FONT_CANDIDATES, FONT_ENV};
-    static STATE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    STATE
-        .get_or_init(|| {
-            let mut c: Vec<PathBuf> = std::env::var_os(FONT_ENV)
-                .map(PathBuf::from)
-                .into_iter()
-                .collect();
-            c.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
-            for p in &c {
-                let Ok(b) = fs::read(p) else { continue };
-                let b: &'static [u8] = Box::leak(b.into_boxed_slice());
-                if plotters::style::register_font(
-                    "sans-serif",
-                    plotters::style::FontStyle::Normal,
-                    b,
-                )
-                .is_ok()
-                {
-                    return Ok(());
-                }
-            }
-            Err(format!(
-                "no font found (tried {}; set {FONT_ENV} or install fonts-dejavu-core)",
-                c.iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
-        .clone()
 }
 
 type Bar = (String, u64, u64);
@@ -515,10 +480,10 @@ where
 /// A bar chart of p50 and p99 per image and workload: `path` (SVG) and the same name `.png`.
 pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
     use plotters::prelude::*;
-    ensure_font().map_err(|e| ImageError::Io {
+    crate::lab::charts::ensure_font().map_err(|e| ImageError::Io {
         what: "drawing the chart".into(),
         path: path.to_owned(),
-        source: std::io::Error::other(e),
+        source: std::io::Error::other(e.to_string()),
     })?;
     let bars: Vec<Bar> = images
         .iter()

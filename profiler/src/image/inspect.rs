@@ -2,7 +2,7 @@
 //! efficiency score, and the files a running container will most likely copy up, with their
 //! predicted copy-up cost.
 //!
-//! Definitions (README, "Images: `cowprof image`"):
+//! Definitions (docs/images.md, "Inspect"):
 //! - wasted bytes: regular-file bytes stored in some layer but invisible in the final view,
 //!   because a later layer overwrote them, deleted them (whiteout) or hid them (opaque dir).
 //! - efficiency (dive's, `dive/filetree/efficiency.go`): for every path seen as a leaf in any
@@ -10,6 +10,7 @@
 //!   file 0) and the smallest version; score = Σ smallest / Σ all (1.0 = no path stored twice).
 //!   `dive_wasted_bytes` is dive's figure: Σ all versions of paths seen in two or more layers.
 
+use crate::fmt;
 use std::{
     collections::{BTreeMap, HashMap},
     fs,
@@ -130,6 +131,10 @@ fn remove_subtree(view: &mut View, path: &str) -> (u64, u64) {
 
 /// Stacks the layers (bottom first) and measures what each does to the ones below.
 #[must_use]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one walk over the layer trees that fills the waste, copy-up and view tables together"
+)]
 pub fn analyze(trees: &[LayerTree]) -> (Analysis, View) {
     let mut view: View = BTreeMap::new();
     let mut layers = Vec::new();
@@ -259,7 +264,7 @@ pub struct Curve {
 impl Curve {
     /// Measured on this project's host (Linux 6.18, ext4 upper, warm cache, 2 vCPU) with
     /// `cowprof bench` (op `first_write`, one lower layer, 10 repetitions, p50; the copy-up's
-    /// fsync dominates small files). README ("Images") has the spec.
+    /// fsync dominates small files). docs/images.md, "Inspect", describes the curve.
     #[must_use]
     pub fn builtin() -> Self {
         Self {
@@ -280,7 +285,11 @@ impl Curve {
             .map_err(|e| bad(format!("not a cowprof bench results.json: {e}")))?;
         for run in &r.runs {
             let mut pts: BTreeMap<u64, u64> = BTreeMap::new();
-            for c in run.cells.iter().filter(|c| c.op == "first_write") {
+            for c in run
+                .cells
+                .iter()
+                .filter(|c| c.op == crate::lab::spec::Op::FirstWrite)
+            {
                 let e = pts.entry(c.size_bytes).or_insert(c.latency.p50_ns);
                 if c.layer_depth == 1 {
                     *e = c.latency.p50_ns;
@@ -438,36 +447,6 @@ pub fn inspect(
     ))
 }
 
-/// Human-readable size.
-#[must_use]
-#[expect(clippy::cast_precision_loss, reason = "display")]
-pub fn human(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
-#[must_use]
-#[expect(clippy::cast_precision_loss, reason = "display")]
-pub fn human_ns(ns: u64) -> String {
-    if ns >= 1_000_000_000 {
-        format!("{:.2} s", ns as f64 / 1e9)
-    } else if ns >= 1_000_000 {
-        format!("{:.2} ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.0} µs", ns as f64 / 1e3)
-    }
-}
-
 /// The human table of `image inspect`.
 pub fn render(i: &Inspection, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     writeln!(out, "image  {}", i.id)?;
@@ -487,13 +466,13 @@ pub fn render(i: &Inspection, out: &mut dyn std::io::Write) -> std::io::Result<(
     writeln!(
         out,
         "size   {} in {} layers, {} visible ({} files); wasted {}; efficiency {:.1}% (dive's score; dive wasted {})",
-        human(a.total_bytes),
+        fmt::bytes(a.total_bytes),
         a.layers.len(),
-        human(a.final_bytes),
+        fmt::bytes(a.final_bytes),
         a.final_files,
-        human(a.wasted_bytes),
+        fmt::bytes(a.wasted_bytes),
         a.efficiency * 100.0,
-        human(a.dive_wasted_bytes)
+        fmt::bytes(a.dive_wasted_bytes)
     )?;
     writeln!(out)?;
     writeln!(
@@ -511,13 +490,13 @@ pub fn render(i: &Inspection, out: &mut dyn std::io::Write) -> std::io::Result<(
             out,
             "{:>3}  {:<12}  {:>10}  {:>7}  {:>6}  {:>6}  {:>6}  {:>10}  {}",
             n + 1,
-            super::store::short(&l.diff_id),
-            human(l.size_bytes),
+            fmt::short_digest(&l.diff_id),
+            fmt::bytes(l.size_bytes),
             l.files,
             l.added,
             l.modified,
             l.deleted,
-            human(l.wasted_bytes),
+            fmt::bytes(l.wasted_bytes),
             by
         )?;
     }
@@ -533,8 +512,8 @@ pub fn render(i: &Inspection, out: &mut dyn std::io::Write) -> std::io::Result<(
         writeln!(
             out,
             "  {:>10}  {:>10}  {}  ({})",
-            human(c.size_bytes),
-            human_ns(c.predicted_copy_up_ns),
+            fmt::bytes(c.size_bytes),
+            fmt::ns(c.predicted_copy_up_ns),
             c.path,
             c.why
         )?;

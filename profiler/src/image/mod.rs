@@ -9,7 +9,6 @@
 
 pub mod archive;
 pub mod bench;
-pub mod cli;
 pub mod compare;
 pub mod inspect;
 pub mod manifest;
@@ -80,7 +79,7 @@ impl ImageError {
     }
 }
 
-pub(crate) fn io_err(
+pub fn io_err(
     what: impl Into<String>,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> ImageError {
@@ -109,7 +108,7 @@ pub(crate) fn digest_hex(d: &str) -> Option<&str> {
 
 /// An error from a parser of outside input, as one short line (the tar crate quotes raw bytes,
 /// newlines included).
-pub(crate) fn one_line(e: impl std::fmt::Display) -> String {
+pub fn one_line(e: impl std::fmt::Display) -> String {
     let s = e.to_string();
     let first = s.lines().next().unwrap_or("");
     let mut out: String = first

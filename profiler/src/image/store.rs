@@ -4,6 +4,7 @@
 //! `<store>/tmp/<pid>-<n>/` and renamed into place only once its diffID is verified, so no partial
 //! layer is ever visible under `layers/`; a killed import's temp dir is removed by the next one.
 
+use crate::fmt;
 use std::{
     fs,
     os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
@@ -215,7 +216,7 @@ impl Store {
                         "unpacking layer {}/{} {}",
                         i + 1,
                         desc.layers.len(),
-                        short(&l.diff_id)
+                        fmt::short_digest(&l.diff_id)
                     ));
                     let s = self.unpack_one(&src, l, limits, cancel)?;
                     report.unpacked.push(l.diff_id.clone());
@@ -348,11 +349,4 @@ fn record(desc: &ImageDesc, layers: Vec<LayerRecord>, source: &str) -> ImageReco
         history: desc.config.history.clone(),
         source: source.to_owned(),
     }
-}
-
-/// `sha256:0123456789ab…` → `0123456789ab`.
-#[must_use]
-pub fn short(digest: &str) -> &str {
-    let h = digest.strip_prefix("sha256:").unwrap_or(digest);
-    h.get(..12).unwrap_or(h)
 }

@@ -7,13 +7,14 @@
 
 #![allow(clippy::cast_precision_loss)] // nanoseconds to f64 for display only
 
+use crate::fmt;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::lab::charts::{self, format_bytes, format_ns, run_label, Chart, ChartError};
+use crate::lab::charts::{self, run_label, Chart, ChartError};
 use crate::lab::results::{Cell, LatencyStats, Results};
 
 const CSS: &str = "
@@ -65,7 +66,7 @@ fn started(unix_s: u64) -> String {
 fn num_ns(ns: u64) -> String {
     format!(
         "<td class=\"num\" title=\"{ns} ns\">{}</td>",
-        escape(&format_ns(ns as f64))
+        escape(&fmt::ns_label(ns as f64))
     )
 }
 
@@ -89,9 +90,9 @@ fn cell_row(out: &mut String, fs: &str, options: &str, cache: &str, c: &Cell) {
         escape(fs),
         escape(options),
         escape(cache),
-        escape(&c.op),
+        escape(c.op.as_str()),
         c.size_bytes,
-        escape(&format_bytes(c.size_bytes)),
+        escape(&fmt::bytes_label(c.size_bytes)),
         c.layer_depth,
     );
     for ns in [p50_ns, p90_ns, p99_ns, max_ns] {
@@ -149,6 +150,10 @@ fn inline_svg(results: &Results, chart: &Chart) -> io::Result<String> {
 }
 
 /// The whole report as a string (see [`write_report`]).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the report page top to bottom, in the order it is read"
+)]
 pub fn render_report(results: &Results, charts: &[Chart]) -> io::Result<String> {
     let env = &results.environment;
     let mut out = String::with_capacity(64 * 1024);
@@ -178,7 +183,7 @@ pub fn render_report(results: &Results, charts: &[Chart]) -> io::Result<String> 
 
     // Environment.
     out.push_str("<section id=\"environment\">\n<h2>Environment</h2>\n<table class=\"kv\">\n");
-    let backend = env.backend.as_deref().map_or_else(
+    let backend = env.backend.map(crate::event::Backend::as_str).map_or_else(
         || "<span class=\"muted\">none (no kernel-side timings)</span>".to_string(),
         |b| format!("<code>{}</code>", escape(b)),
     );

@@ -77,16 +77,6 @@ impl Hist {
     }
 }
 
-/// Decodes `LatencyStats::histogram` back into a histogram (for readers and tests).
-pub fn decode_histogram(b64: &str) -> Result<Histogram<u64>, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| format!("base64: {e}"))?;
-    hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("hdrhistogram V2: {e:?}"))
-}
-
 /// Everything measured for one cell, turned into a [`Cell`] at the end.
 pub struct CellAcc {
     pub op: Op,
@@ -155,7 +145,7 @@ impl CellAcc {
             .filter(|_| data_copy && p50 > 0)
             .map(|r| r as f64 / p50 as f64);
         Cell {
-            op: self.op.as_str().to_owned(),
+            op: self.op,
             size_bytes: self.size,
             layer_depth: self.depth,
             latency: self.user.stats(),
@@ -290,8 +280,8 @@ impl KernelTap {
         })
     }
 
-    pub fn backend(&self) -> String {
-        self.probe.backend.to_string()
+    pub fn backend(&self) -> crate::event::Backend {
+        self.probe.backend
     }
 
     /// Loads and attaches afresh: empty maps. Needed when a new backing filesystem reuses the
@@ -349,6 +339,7 @@ impl KernelTap {
             match decode::decode(&item) {
                 Ok(Record::Cow(ev)) => out.extend(self.enricher.push(*ev)),
                 Ok(Record::SyscallEnd(end)) => out.extend(self.enricher.syscall_end(&end)),
+                Ok(Record::Mount(m)) => self.enricher.add_kernel_mount(&m),
                 Err(e) => {
                     self.malformed += 1;
                     log::debug!("skipping malformed sample: {e}");
@@ -395,7 +386,7 @@ mod tests {
         assert_eq!(s.count, 4);
         assert!(s.p50_ns >= 1_990 && s.p50_ns <= 2_010, "{s:?}");
         assert!(s.max_ns >= 999_000);
-        let back = decode_histogram(&s.histogram).unwrap();
+        let back = crate::lab::results::decode_histogram(&s.histogram).unwrap();
         assert_eq!(back.len(), 4);
         assert_eq!(back.value_at_quantile(0.5), h.p50());
     }
@@ -408,7 +399,7 @@ mod tests {
         acc.copy_ns = 1_000_000;
         acc.copy_ups = 1;
         let c = acc.finish(Some(1_000_000), true);
-        assert_eq!(c.op, "first_write");
+        assert_eq!(c.op, Op::FirstWrite);
         let eff = c.efficiency.unwrap();
         assert!((eff - 0.5).abs() < 0.01, "{eff}");
         assert!((c.mb_per_s.unwrap() - 1000.0).abs() < 1e-6);

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use hdrhistogram::{serialization::DeserializeError, serialization::Deserializer, Histogram};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change of this file's layout. Fields added later carry
@@ -34,7 +36,7 @@ pub struct Environment {
     /// `/sys/module/overlay/parameters/*` (name -> value).
     pub overlay_params: BTreeMap<String, String>,
     /// cowprof backend that gave the kernel-side timings, if one could attach.
-    pub backend: Option<String>,
+    pub backend: Option<crate::event::Backend>,
     /// Wall-clock start, seconds since the epoch.
     pub started_unix_s: u64,
 }
@@ -65,7 +67,7 @@ pub struct RunResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     /// e.g. `first_write`, `open_trunc`, `truncate`, `chmod`, `rewrite`, `read_lower`, ...
-    pub op: String,
+    pub op: crate::lab::spec::Op,
     pub size_bytes: u64,
     /// Layer the file lives in (1 = topmost lower); 0 for ops on new or upper files.
     pub layer_depth: u32,
@@ -130,4 +132,77 @@ pub struct Skipped {
     /// What was skipped, e.g. `fs=xfs` or `option=metacopy=on`.
     pub what: String,
     pub reason: String,
+}
+
+/// Values one cell's histogram may hold: ten times the most repetitions a spec allows.
+pub const MAX_RECORDED: u64 = 1_000_000;
+
+/// Why a cell's `latency.histogram` could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum HistogramError {
+    #[error(
+        "histogram holds {recorded} values, over the {MAX_RECORDED} a bench can record; \
+         results.json is damaged: re-run `cowprof bench`"
+    )]
+    TooMany { recorded: u64 },
+    #[error(
+        "histogram holds {recorded} values but the cell's count is {count}; results.json is \
+         damaged or was edited: re-run `cowprof bench`"
+    )]
+    CountMismatch { recorded: u64, count: u64 },
+    #[error(
+        "histogram is not valid base64 ({source}); results.json is damaged: re-run `cowprof bench`"
+    )]
+    Base64 {
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error(
+        "histogram is truncated (header declares {declared} payload bytes, {available} present); \
+         results.json is damaged: re-run `cowprof bench`"
+    )]
+    Truncated { declared: usize, available: usize },
+    #[error(
+        "histogram is not an hdrhistogram V2 serialization ({source}); results.json is damaged or \
+         was written by another tool: re-run `cowprof bench`"
+    )]
+    Format {
+        #[source]
+        source: DeserializeError,
+    },
+}
+
+/// Decodes a `LatencyStats::histogram` (base64, standard alphabet, of an hdrhistogram V2 or V2
+/// deflate serialization). Corrupt input is an error, never a panic or a huge allocation.
+pub fn decode_histogram(b64: &str) -> Result<Histogram<u64>, HistogramError> {
+    const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+    const V2_HEADER_BYTES: usize = 40;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|source| HistogramError::Base64 { source })?;
+    // The deserializer allocates the declared payload length before reading it: check it first.
+    if bytes.len() >= 8 {
+        let word = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        if word(0) == V2_COOKIE {
+            let declared = word(4) as usize;
+            let available = bytes.len().saturating_sub(V2_HEADER_BYTES);
+            if declared > available {
+                return Err(HistogramError::Truncated {
+                    declared,
+                    available,
+                });
+            }
+        }
+    }
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|source| HistogramError::Format { source })?;
+    // Consumers expand every recorded value (compare's bootstrap is O(values) per resample):
+    // a forged count of 10^12 must be refused, not allocated or looped over (found by fuzzing).
+    if h.len() > MAX_RECORDED {
+        return Err(HistogramError::TooMany { recorded: h.len() });
+    }
+    Ok(h)
 }

@@ -6,6 +6,7 @@
 //! stack (new upper and work directories over the same lower layers), is checked against what
 //! the upper directory must hold afterwards, and is unmounted before the next one.
 
+use crate::fmt;
 use std::{
     collections::BTreeMap,
     fs,
@@ -103,7 +104,10 @@ pub fn sha256_hex(text: &str) -> String {
 }
 
 /// What a results file records about the machine it was measured on (also `bench --image`'s).
-pub(crate) fn environment(backend: Option<String>, started: SystemTime) -> Environment {
+pub(crate) fn environment(
+    backend: Option<crate::event::Backend>,
+    started: SystemTime,
+) -> Environment {
     let overlay_params = fs::read_dir("/sys/module/overlay/parameters")
         .map(|rd| {
             rd.flatten()
@@ -445,6 +449,10 @@ enum Item {
 /// throttled virtual disk, another process's writeback) then lands on all cells and on the
 /// references alike instead of on whichever cell ran during it, and no cell always follows the
 /// same predecessor. Returns one run per set, cells in the spec's order.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the interleaved round loop: cells, references and plain creates share one shuffled schedule"
+)]
 fn measure_interleaved(
     ctx: &mut Ctx<'_>,
     backing: &Backing,
@@ -603,6 +611,10 @@ fn progress(total: u64) -> ProgressBar {
 }
 
 /// Runs the bench; writes `results.json` into `opts.out`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the run's guards (root, namespace, state file, backing filesystems) are opened and dropped in one scope, in order"
+)]
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
     let t0 = Instant::now();
     let started = SystemTime::now();
@@ -739,11 +751,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
 fn kernel_check(runs: &[RunResult], skipped: &mut Vec<Skipped>) -> Vec<String> {
     let mut out = Vec::new();
     for r in runs {
-        let copying: Vec<_> = r
-            .cells
-            .iter()
-            .filter(|c| c.op.parse::<Op>().is_ok_and(Op::copies_up))
-            .collect();
+        let copying: Vec<_> = r.cells.iter().filter(|c| c.op.copies_up()).collect();
         let label = format!(
             "fs={} options={} cache={}",
             r.fs,
@@ -761,7 +769,7 @@ fn kernel_check(runs: &[RunResult], skipped: &mut Vec<Skipped>) -> Vec<String> {
             continue;
         }
         for c in &copying {
-            let op: Op = c.op.parse().expect("filtered above");
+            let op = c.op;
             let redirect = c.outcomes.get(OUTCOME_REDIRECT).copied().unwrap_or(0);
             // rename_dir: only the repetitions that moved the directory copy it up.
             let want = if op == Op::RenameDir {
@@ -785,6 +793,10 @@ fn kernel_check(runs: &[RunResult], skipped: &mut Vec<Skipped>) -> Vec<String> {
     out
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one backing filesystem's matrix: layers, stacks and the probe tap live exactly as long as this loop"
+)]
 fn run_matrix(
     ctx: &mut Ctx<'_>,
     root: &mut LabRoot,
@@ -948,21 +960,6 @@ fn run_matrix(
     Ok(())
 }
 
-/// `12.3µs`, `4.56ms`, `1.23s`.
-pub fn fmt_ns(ns: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let n = ns as f64;
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}µs", n / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.2}ms", n / 1e6)
-    } else {
-        format!("{:.2}s", n / 1e9)
-    }
-}
-
 /// The terminal summary: one row per cell.
 pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
     writeln!(
@@ -993,7 +990,7 @@ pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
         let kernel = r.environment.backend.is_some() && !r.skipped.iter().any(|s| s.what == unseen);
         for c in &run.cells {
             let op = if c.outcomes.is_empty() {
-                c.op.clone()
+                c.op.to_string()
             } else {
                 let o: Vec<&str> = c.outcomes.keys().map(String::as_str).collect();
                 format!("{}:{}", c.op, o.join("+"))
@@ -1008,9 +1005,9 @@ pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
                 format_size(c.size_bytes),
                 c.layer_depth,
                 c.threads,
-                fmt_ns(c.latency.p50_ns),
-                fmt_ns(c.latency.p75_ns.saturating_sub(c.latency.p25_ns)),
-                fmt_ns(c.latency.p99_ns),
+                fmt::ns(c.latency.p50_ns),
+                fmt::ns(c.latency.p75_ns.saturating_sub(c.latency.p25_ns)),
+                fmt::ns(c.latency.p99_ns),
                 if kernel {
                     c.copy_ups.to_string()
                 } else {
@@ -1039,7 +1036,7 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
                 rep.results.runs.len(),
                 rep.upper_checked,
                 rep.upper_mismatches,
-                rep.results.environment.backend.as_deref().unwrap_or("none"),
+                rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
                 rep.elapsed.as_secs_f64(),
                 rep.results_path.display()
             );
@@ -1061,7 +1058,7 @@ pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
                 {
                     eprintln!(
                         "cowprof: --expect-kernel: kernel-side timings missing or inexact (backend {}, {} runs unseen, {} cells off)",
-                        rep.results.environment.backend.as_deref().unwrap_or("none"),
+                        rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
                         unseen.len(),
                         rep.kernel_mismatches.len()
                     );
@@ -1097,8 +1094,8 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(options_label(&[]), "-");
-        assert_eq!(fmt_ns(1_500), "1.5µs");
-        assert_eq!(fmt_ns(2_500_000), "2.50ms");
+        assert_eq!(fmt::ns(1_500), "1.5µs");
+        assert_eq!(fmt::ns(2_500_000), "2.50ms");
     }
 
     #[test]

@@ -512,6 +512,10 @@ impl Spec {
         Ok(spec)
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one check per spec field, each with its own message; read as a list"
+    )]
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.layers == 0 || self.layers > MAX_LAYERS {
             return Err((

@@ -1,5 +1,6 @@
 //! Stage 5: latency histograms (hdrhistogram) per kind, per source layer and per mount.
 
+use crate::fmt;
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
@@ -38,8 +39,8 @@ impl Group {
         self.hist.saturating_record(ev.latency_ns.max(1));
     }
 
-    pub fn stats(&self) -> LatencyStats {
-        LatencyStats {
+    pub fn stats(&self) -> GroupStats {
+        GroupStats {
             count: self.count,
             errors: self.errors,
             bytes_copied: self.bytes_copied,
@@ -52,7 +53,7 @@ impl Group {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LatencyStats {
+pub struct GroupStats {
     pub count: u64,
     pub errors: u64,
     pub bytes_copied: u64,
@@ -72,8 +73,8 @@ pub const NO_IMAGE_LAYER: &str = "(no image layer)";
 /// cgroup path alone).
 pub fn container_key(ev: &Event) -> String {
     let container = match (&ev.container_name, &ev.container_id) {
-        (Some(n), Some(id)) => format!("{n} ({})", short_id(id)),
-        (None, Some(id)) => short_id(id),
+        (Some(n), Some(id)) => format!("{n} ({})", fmt::short_id(id)),
+        (None, Some(id)) => fmt::short_id(id),
         (_, None) => return HOST.to_owned(),
     };
     match (&ev.pod_namespace, &ev.pod_name, &ev.pod_uid) {
@@ -81,11 +82,6 @@ pub fn container_key(ev: &Event) -> String {
         (_, _, Some(uid)) => format!("{uid}/{container}"),
         _ => container,
     }
-}
-
-/// The 12-character form `docker ps` shows.
-pub fn short_id(id: &str) -> String {
-    id.chars().take(12).collect()
 }
 
 /// Everything the end-of-run summary shows.
@@ -188,13 +184,13 @@ impl Drops {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub events: u64,
-    pub by_kind: BTreeMap<String, LatencyStats>,
-    pub by_layer: BTreeMap<String, LatencyStats>,
-    pub by_mount: BTreeMap<String, LatencyStats>,
+    pub by_kind: BTreeMap<String, GroupStats>,
+    pub by_layer: BTreeMap<String, GroupStats>,
+    pub by_mount: BTreeMap<String, GroupStats>,
     #[serde(default)]
-    pub by_container: BTreeMap<String, LatencyStats>,
+    pub by_container: BTreeMap<String, GroupStats>,
     #[serde(default)]
-    pub by_image_layer: BTreeMap<String, LatencyStats>,
+    pub by_image_layer: BTreeMap<String, GroupStats>,
     pub drops: Drops,
 }
 
@@ -216,7 +212,7 @@ mod tests {
             bytes_copied: 10,
             lower_layer: Some(layer),
             lower_layer_dir: Some(format!("/l{layer}")),
-            ..Event::new(kind, "kprobe")
+            ..Event::new(kind, crate::event::Backend::Kprobe)
         }
     }
 

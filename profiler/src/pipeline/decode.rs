@@ -1,9 +1,10 @@
 //! Stage 3: ring-buffer bytes to typed records. A malformed sample is an error value the reader
 //! counts and skips, never a panic.
 
-use crate::event::Kind;
+use crate::event::{Backend, Kind};
 use profiler_common::{
-    backend, flags, kind, CowEvent, SyscallEnd, COMM_LEN, PATH_BUF, RECORD_COW, RECORD_SYSCALL_END,
+    flags, kind, mount_flags, CowEvent, MountEvent, SyscallEnd, COMM_LEN, PATH_BUF, RECORD_COW,
+    RECORD_MOUNT, RECORD_SYSCALL_END,
 };
 
 /// The kernel's kind id; `TP_REGULAR_COPY_UP` is decided later from the mount's options.
@@ -31,13 +32,8 @@ impl TryFrom<u32> for WireKind {
     }
 }
 
-pub fn backend_name(id: u32) -> Result<&'static str, DecodeError> {
-    match id {
-        backend::FENTRY => Ok("fentry"),
-        backend::KPROBE => Ok("kprobe"),
-        backend::TRACEPOINT => Ok("tracepoint"),
-        other => Err(DecodeError::UnknownBackend { backend: other }),
-    }
+fn wire_backend(id: u32) -> Result<Backend, DecodeError> {
+    Backend::from_wire(id).ok_or(DecodeError::UnknownBackend { backend: id })
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -58,7 +54,7 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEvent {
     pub kind: WireKind,
-    pub backend: &'static str,
+    pub backend: Backend,
     pub end_ns: u64,
     pub latency_ns: u64,
     pub latency_partial: bool,
@@ -83,10 +79,24 @@ pub struct RawEvent {
     pub path_truncated: bool,
 }
 
+/// Tracepoint backend: an overlay mount the kernel side registered (see `MountEvent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRecord {
+    pub serial: u32,
+    pub ovl_dev: u32,
+    pub upper_dev: u32,
+    pub upper_root_ino: u64,
+    pub work_ino: u64,
+    pub pid: u32,
+    /// `mount(2)`'s target and data, as the caller gave them; `None` for the new mount API.
+    pub args: Option<(String, String)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Cow(Box<RawEvent>),
     SyscallEnd(SyscallEnd),
+    Mount(Box<MountRecord>),
 }
 
 fn read_pod<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -118,6 +128,18 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let tag: u32 = read_pod(bytes)?;
     match tag {
         RECORD_SYSCALL_END => Ok(Record::SyscallEnd(read_pod(bytes)?)),
+        RECORD_MOUNT => {
+            let m: MountEvent = read_pod(bytes)?;
+            Ok(Record::Mount(Box::new(MountRecord {
+                serial: m.serial,
+                ovl_dev: m.ovl_dev,
+                upper_dev: m.upper_dev,
+                upper_root_ino: m.upper_root_ino,
+                work_ino: m.work_ino,
+                pid: m.pid,
+                args: (m.flags & mount_flags::ARGS != 0).then(|| (cstr(&m.target), cstr(&m.data))),
+            })))
+        }
         RECORD_COW => {
             let ev: CowEvent = read_pod(bytes)?;
             let len = ev.path_len as usize;
@@ -127,7 +149,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let in_syscall = ev.flags & flags::IN_SYSCALL != 0;
             Ok(Record::Cow(Box::new(RawEvent {
                 kind: WireKind::try_from(ev.kind)?,
-                backend: backend_name(ev.backend)?,
+                backend: wire_backend(ev.backend)?,
                 end_ns: ev.end_ns,
                 latency_ns: ev.latency_ns,
                 latency_partial: ev.flags & flags::LATENCY_PARTIAL != 0,
@@ -164,7 +186,7 @@ mod tests {
         let mut ev: CowEvent = unsafe { std::mem::zeroed() };
         ev.record = RECORD_COW;
         ev.kind = kind::DATA_COPY_UP;
-        ev.backend = backend::KPROBE;
+        ev.backend = profiler_common::backend::KPROBE;
         f(&mut ev);
         // SAFETY: plain bytes of a repr(C) value without padding.
         unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<CowEvent>()) }

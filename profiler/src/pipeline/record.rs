@@ -140,6 +140,10 @@ impl Filters {
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Runs a recording session, writing through `exporter` to `out`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the select! loop over the ring buffer, signals, the child command and mount changes"
+)]
 pub async fn record(
     opts: &RecordOptions,
     exporter: &mut dyn Exporter,
@@ -223,7 +227,7 @@ pub async fn record(
         unsafe { AsyncFd::register(ring) }.map_err(|e| RecordError::Io { source: e.into() })?;
 
     let info = RunInfo {
-        backend: probe.backend.to_string(),
+        backend: probe.backend,
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
@@ -234,6 +238,7 @@ pub async fn record(
     let _ = exporter.header(out, &info);
     if let Some(m) = &opts.metrics {
         m.set_backend(&info);
+        m.set_canary(&info.backend.to_string(), &probe.canary);
     }
     // Readers wait for this line to know the probes are attached.
     let _ = out.flush();
@@ -373,6 +378,7 @@ fn drain(ring: &mut RingBuf<MapData>, enricher: &mut Enricher, malformed: &mut u
         match decode::decode(&item) {
             Ok(Record::Cow(ev)) => out.extend(enricher.push(*ev)),
             Ok(Record::SyscallEnd(end)) => out.extend(enricher.syscall_end(&end)),
+            Ok(Record::Mount(m)) => enricher.add_kernel_mount(&m),
             Err(e) => {
                 *malformed += 1;
                 log::debug!("skipping malformed sample: {e}");

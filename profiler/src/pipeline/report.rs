@@ -1,12 +1,10 @@
 //! Stage 6: output. Two exporters behind one trait: a human table and JSON lines
 //! (`{"schema":1,"type":"event",...}` per event, `{"schema":1,"type":"summary",...}` at the end).
 
+use crate::fmt;
 use std::io::{self, Write};
 
-use crate::{
-    event::Event,
-    pipeline::aggregate::{short_id, Summary},
-};
+use crate::{event::Event, pipeline::aggregate::Summary};
 
 /// Version of the JSON lines format; bumped on any incompatible change.
 pub const JSON_SCHEMA: u32 = 1;
@@ -20,7 +18,7 @@ pub trait Exporter {
 /// Printed once at start: what is attached where.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunInfo {
-    pub backend: String,
+    pub backend: crate::event::Backend,
     pub kernel: String,
     pub attached: Vec<String>,
     pub skipped: Vec<String>,
@@ -89,35 +87,6 @@ impl Table {
     }
 }
 
-/// `12.3µs`-style durations, as hyperfine prints them.
-pub fn fmt_ns(ns: u64) -> String {
-    #[expect(clippy::cast_precision_loss, reason = "display only")]
-    let f = ns as f64;
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}µs", f / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.2}ms", f / 1e6)
-    } else {
-        format!("{:.2}s", f / 1e9)
-    }
-}
-
-pub fn fmt_bytes(b: u64) -> String {
-    #[expect(clippy::cast_precision_loss, reason = "display only")]
-    let f = b as f64;
-    if b < 1024 {
-        format!("{b}B")
-    } else if b < 1 << 20 {
-        format!("{:.1}KiB", f / 1024.0)
-    } else if b < 1 << 30 {
-        format!("{:.1}MiB", f / 1_048_576.0)
-    } else {
-        format!("{:.2}GiB", f / 1_073_741_824.0)
-    }
-}
-
 impl Exporter for Table {
     fn header(&mut self, out: &mut dyn Write, info: &RunInfo) -> io::Result<()> {
         writeln!(
@@ -149,9 +118,9 @@ impl Exporter for Table {
     fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()> {
         self.rows += 1;
         let lat = if ev.latency_partial {
-            format!("~{}", fmt_ns(ev.latency_ns))
+            format!("~{}", fmt::ns(ev.latency_ns))
         } else {
-            fmt_ns(ev.latency_ns)
+            fmt::ns(ev.latency_ns)
         };
         let path = if ev.path_truncated {
             format!(".../{}", ev.path)
@@ -171,15 +140,15 @@ impl Exporter for Table {
             ev.pid,
             ev.comm,
             ev.syscall.as_deref().unwrap_or("-"),
-            ev.syscall_latency_ns.map_or_else(|| "-".into(), fmt_ns),
-            fmt_bytes(ev.bytes_copied),
+            ev.syscall_latency_ns.map_or_else(|| "-".into(), fmt::ns),
+            fmt::bytes(ev.bytes_copied),
             ev.lower_layer.map_or_else(|| "-".into(), |l| l.to_string()),
             match (&ev.container_name, &ev.container_id) {
                 (Some(n), _) => ev
                     .pod_name
                     .as_ref()
                     .map_or_else(|| n.clone(), |p| format!("{p}/{n}")),
-                (None, Some(id)) => short_id(id),
+                (None, Some(id)) => fmt::short_id(id),
                 (None, None) => "-".into(),
             },
             ev.mount_point.as_deref().unwrap_or("?"),
@@ -221,11 +190,11 @@ impl Exporter for Table {
                     "    {:<48} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}",
                     k,
                     st.count,
-                    fmt_bytes(st.bytes_copied),
-                    fmt_ns(st.p50_ns),
-                    fmt_ns(st.p90_ns),
-                    fmt_ns(st.p99_ns),
-                    fmt_ns(st.max_ns)
+                    fmt::bytes(st.bytes_copied),
+                    fmt::ns(st.p50_ns),
+                    fmt::ns(st.p90_ns),
+                    fmt::ns(st.p99_ns),
+                    fmt::ns(st.max_ns)
                 )?;
             }
         }
@@ -260,7 +229,7 @@ mod tests {
     fn sample_event() -> Event {
         Event {
             kind: Kind::DataCopyUp,
-            backend: "kprobe".into(),
+            backend: crate::event::Backend::Kprobe,
             time_ns: 1_795_857_779_000_000_000,
             latency_ns: 528_100,
             latency_partial: false,
@@ -356,11 +325,11 @@ mod tests {
 
     #[test]
     fn durations_and_sizes() {
-        assert_eq!(fmt_ns(999), "999ns");
-        assert_eq!(fmt_ns(12_345), "12.3µs");
-        assert_eq!(fmt_ns(12_345_678), "12.35ms");
-        assert_eq!(fmt_ns(2_500_000_000), "2.50s");
-        assert_eq!(fmt_bytes(4096), "4.0KiB");
-        assert_eq!(fmt_bytes(3 << 20), "3.0MiB");
+        assert_eq!(fmt::ns(999), "999ns");
+        assert_eq!(fmt::ns(12_345), "12.3µs");
+        assert_eq!(fmt::ns(12_345_678), "12.35ms");
+        assert_eq!(fmt::ns(2_500_000_000), "2.50s");
+        assert_eq!(fmt::bytes(4096), "4.0KiB");
+        assert_eq!(fmt::bytes(3 << 20), "3.0MiB");
     }
 }

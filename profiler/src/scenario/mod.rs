@@ -3,6 +3,7 @@
 //! saw with the upper directory's contents afterwards. Used by `cowprof demo`, the host
 //! integration tests and the in-VM self-test alike.
 
+pub mod crosscheck;
 pub mod selftest;
 
 use std::{
@@ -16,7 +17,7 @@ use std::{
 
 use crate::{
     event::Event,
-    event::Kind,
+    event::{Backend, Kind},
     host::mounts::{mount, overlay_param, umount},
 };
 
@@ -303,9 +304,9 @@ pub fn run_workload(merged: &Path, meta_merged: Option<&Path>) -> std::io::Resul
 /// An expected event: (kind, path, lower layer, bytes copied).
 pub type Expected = (Kind, &'static str, Option<u32>, u64);
 
-/// What the workload must produce on `backend` ("kprobe", "tracepoint"). The tracepoint
+/// What the workload must produce on `backend`. The tracepoint
 /// backend cannot see the deferred data copy of a metacopy file (no new inode is made).
-pub fn expected(backend: &str, with_meta: bool) -> Vec<Expected> {
+pub fn expected(backend: Backend, with_meta: bool) -> Vec<Expected> {
     let mut v: Vec<Expected> = vec![
         (Kind::DirCopyUp, "etc", Some(1), 0),
         (Kind::DataCopyUp, "etc/app.conf", Some(3), 4 << 10),
@@ -327,7 +328,7 @@ pub fn expected(backend: &str, with_meta: bool) -> Vec<Expected> {
     if with_meta {
         v.push((Kind::DirCopyUp, "meta", Some(1), 0));
         v.push((Kind::Metacopy, "meta/m.bin", Some(1), 0));
-        if backend != "tracepoint" {
+        if backend != Backend::Tracepoint {
             v.push((Kind::DeferredDataCopyUp, "meta/m.bin", Some(1), 32 << 10));
         }
     }

@@ -135,7 +135,7 @@ pub async fn run_scenario(
         );
         lowers.extend(m.lowers.iter().cloned());
     }
-    let expected = scenario::expected(&outcome.info.backend, meta.is_some());
+    let expected = scenario::expected(outcome.info.backend, meta.is_some());
     let problems = scenario::verify(&events, &expected, &truth, &lowers);
     Ok(ScenarioRun {
         outcome,

@@ -29,6 +29,9 @@ use layers::LayerNames;
 /// last events are read) and joins events with the exit of their syscall.
 pub struct Enricher {
     mounts: Vec<OverlayMount>,
+    /// Mount serial (the tracepoint backend's key, never reused in a session) -> index in
+    /// `mounts`. Mounts are never forgotten: events of a mount that is gone keep their mount.
+    by_serial: HashMap<u32, usize>,
     /// (kernel dev, inode) of each mount's upper root, read once when the mount is added.
     upper_roots: Vec<Option<(u32, u64)>>,
     /// Per mount (same index): the merged lower layers of directories already looked up.
@@ -62,6 +65,7 @@ impl Enricher {
     pub fn new() -> Self {
         Self {
             mounts: Vec::new(),
+            by_serial: HashMap::new(),
             upper_roots: Vec::new(),
             dir_stacks: Vec::new(),
             wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
@@ -88,7 +92,11 @@ impl Enricher {
                 self.upper_roots.push(
                     m.upperdir
                         .as_deref()
-                        .and_then(crate::pipeline::probe::upper_root_key),
+                        .and_then(crate::host::mountinfo::upper_root_key),
+                );
+                self.by_serial.insert(
+                    profiler_common::USER_MOUNT_SERIAL | m.mount_id,
+                    self.mounts.len(),
                 );
                 self.mounts.push(m.clone());
                 self.dir_stacks.push(DirStacks::default());
@@ -98,6 +106,39 @@ impl Enricher {
         new
     }
 
+    /// An overlay mount the kernel side saw being made (tracepoint backend). It arrives before
+    /// any event of the mount, so the mount is known even if it is gone before user space could
+    /// read mountinfo. Relative paths are resolved against the mounting process's cwd while
+    /// it lives; the new mount API gives no arguments, so its mount is looked up in mountinfo.
+    pub fn add_kernel_mount(&mut self, rec: &crate::pipeline::decode::MountRecord) {
+        let kdev = rec.ovl_dev;
+        let (major, minor) = (kdev >> 20, kdev & 0xf_ffff);
+        let mount = match &rec.args {
+            Some((target, data)) => {
+                let cwd = std::fs::read_link(format!("/proc/{}/cwd", rec.pid)).ok();
+                crate::host::mountinfo::from_mount_args(target, data, cwd.as_deref(), kdev)
+            }
+            None => crate::host::mountinfo::read_overlay_mounts()
+                .ok()
+                .and_then(|all| all.into_iter().rev().find(|m| m.kdev == kdev)),
+        };
+        let Some(mut mount) = mount else {
+            log::debug!(
+                "overlay mount {major}:{minor} (serial {}) not resolved",
+                rec.serial
+            );
+            return;
+        };
+        mount.kdev = kdev;
+        mount.major = major;
+        mount.minor = minor;
+        self.by_serial.insert(rec.serial, self.mounts.len());
+        self.upper_roots
+            .push(Some((rec.upper_dev, rec.upper_root_ino)));
+        self.mounts.push(mount);
+        self.dir_stacks.push(DirStacks::default());
+    }
+
     pub fn mounts(&self) -> &[OverlayMount] {
         &self.mounts
     }
@@ -105,8 +146,8 @@ impl Enricher {
     fn mount_for(&self, ev: &RawEvent) -> Option<usize> {
         if ev.dev_is_upper {
             // Tracepoint backend: the work dir's mount id, else the upper root the walk reached.
-            if let Some(id) = ev.mount_id {
-                return self.mounts.iter().rposition(|m| m.mount_id == id);
+            if let Some(serial) = ev.mount_id {
+                return self.by_serial.get(&serial).copied();
             }
             let key = Some((ev.kdev, ev.root_ino));
             self.upper_roots.iter().rposition(|r| *r == key)
@@ -199,7 +240,7 @@ impl Enricher {
         let mount_point = mount.map(|m| m.mount_point.display().to_string());
         let mut out = Event {
             kind,
-            backend: ev.backend.to_owned(),
+            backend: ev.backend,
             time_ns: u64::try_from(i128::from(ev.end_ns) + self.wall_offset_ns).unwrap_or(0),
             latency_ns: ev.latency_ns,
             latency_partial: ev.latency_partial,

@@ -1,12 +1,12 @@
 //! `record --metrics-addr`: the events as Prometheus/OpenMetrics metrics on `/metrics`, so that a
 //! fleet of nodes is collected and queried by the Prometheus server users already run.
 //!
-//! Label cardinality is bounded (README, "Prometheus and Kubernetes"): a *label set* is one
-//! combination of `mount`, `container`, `pod`, `namespace`, `image` and `layer_digest`. At most
-//! `max_series` label sets have series of their own; events of any further label set are counted
-//! under `container="other"` (all six labels `other`). A label set with no event for [`IDLE_EVICT`]
-//! gives its place to the next new one (its series are removed, as for a stopped container).
-//! Paths are never labels.
+//! Label cardinality is bounded (docs/metrics.md, "Label set and cardinality bound"): a *label set*
+//! is one combination of `mount`, `container`, `pod`, `namespace`, `image` and `layer_digest`. At
+//! most `max_series` label sets have series of their own; events of any further label set are
+//! counted under `container="other"` (all six labels `other`). A label set with no event for
+//! [`IDLE_EVICT`] gives its place to the next new one (its series are removed, as for a stopped
+//! container). Paths are never labels.
 
 mod process;
 mod server;
@@ -170,6 +170,17 @@ struct BackendLabels {
     version: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CanaryLabels {
+    backend: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CanaryOpLabels {
+    backend: String,
+    op: &'static str,
+}
+
 const ALL_KINDS: [Kind; 8] = [
     Kind::DataCopyUp,
     Kind::Metacopy,
@@ -248,6 +259,8 @@ pub struct Recorder {
     folded: Counter,
     dropped: Family<ReasonLabels, Counter>,
     backend: Family<BackendLabels, Gauge>,
+    canary_ok: Family<CanaryLabels, Gauge>,
+    canary_events: Family<CanaryOpLabels, Gauge>,
     label_sets: Gauge,
     budget: Arc<Mutex<Budget>>,
 }
@@ -267,6 +280,8 @@ impl Recorder {
             folded: Counter::default(),
             dropped: Family::default(),
             backend: Family::default(),
+            canary_ok: Family::default(),
+            canary_events: Family::default(),
             label_sets: Gauge::default(),
             budget: Arc::new(Mutex::new(Budget {
                 max: max_series,
@@ -327,6 +342,16 @@ impl Recorder {
             "backend_info",
             "The kernel mechanism in use (value 1)",
             rec.backend.clone(),
+        );
+        reg.register(
+            "canary_ok",
+            "Start-up check: 1 = the backend saw a data copy-up, a directory copy-up and a whiteout on a private overlay before recording; 0 = the check could not run (e.g. no CAP_SYS_ADMIN for a mount namespace)",
+            rec.canary_ok.clone(),
+        );
+        reg.register(
+            "canary_events",
+            "Start-up check: events the backend saw of each operation of the check (not counted anywhere else)",
+            rec.canary_events.clone(),
         );
         reg.register(
             "label_sets",
@@ -403,11 +428,34 @@ impl Recorder {
     pub fn set_backend(&self, info: &RunInfo) {
         self.backend
             .get_or_create(&BackendLabels {
-                backend: info.backend.clone(),
+                backend: info.backend.to_string(),
                 kernel: info.kernel.clone(),
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
+    }
+
+    /// The start-up check's result (a failed check ends `record` before metrics are served).
+    pub fn set_canary(
+        &self,
+        backend: &str,
+        canary: &Result<crate::pipeline::probe::canary::CanaryReport, String>,
+    ) {
+        self.canary_ok
+            .get_or_create(&CanaryLabels {
+                backend: backend.to_owned(),
+            })
+            .set(i64::from(canary.is_ok()));
+        if let Ok(report) = canary {
+            for (op, n) in report.counts() {
+                self.canary_events
+                    .get_or_create(&CanaryOpLabels {
+                        backend: backend.to_owned(),
+                        op,
+                    })
+                    .set(i64::from(n));
+            }
+        }
     }
 }
 
@@ -459,7 +507,7 @@ mod tests {
             size_bytes: bytes,
             bytes_copied: bytes,
             lower_layer: Some(1),
-            ..Event::new(kind, "tracepoint")
+            ..Event::new(kind, crate::event::Backend::Tracepoint)
         }
     }
 
@@ -589,7 +637,7 @@ mod tests {
             whiteout_unnamed: 7,
         });
         rec.set_backend(&RunInfo {
-            backend: "tracepoint".into(),
+            backend: crate::event::Backend::Tracepoint,
             kernel: "6.18".into(),
             attached: vec![],
             skipped: vec![],
