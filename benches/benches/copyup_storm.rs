@@ -2,24 +2,32 @@
 //!
 //! One lower layer of N 4 KiB files (in a directory `d`) is made once. Every round mounts a FRESH
 //! overlay over it (new upper and work), so every write is a first write, a real copy-up, and
-//! times (monotonic clock, the whole loop) `open(O_WRONLY|O_APPEND)` + write 1 byte + close of
-//! each file. Baseline rounds run without cowprof, attached rounds with `cowprof record --json
-//! [--backend B]` running as a separate process (started after the mount, timed only once its
-//! "start" line says the probes are attached, stopped with SIGINT after the storm). Rounds
-//! alternate baseline/attached after W discarded warm-up rounds.
+//! times (monotonic clock and the storm thread's `CLOCK_THREAD_CPUTIME_ID`, the whole loop)
+//! `open(O_WRONLY|O_APPEND)` + write 1 byte + close of each file. Baseline rounds run without
+//! cowprof, attached rounds with `cowprof record` running as a separate process (started after
+//! the mount, its output going to a file on a tmpfs that is read after it exits; timed only once
+//! it says the probes are attached, stopped with SIGINT after the storm). Both modes then `sync`
+//! and idle for the same gap before the timed loop. Pairs run in ABBA order (baseline-attached,
+//! attached-baseline, ...) after W discarded warm-up rounds.
 //!
-//! Reported: every round's time, the median, min and max per mode, the overhead
-//! `median(attached) / median(baseline) - 1`, the cost per copy-up, the collector's peak RSS
-//! (wait4 rusage `ru_maxrss`, and `VmHWM` just before SIGINT), its CPU time, and per attached
-//! round the events it printed for this round's mount against the exact expectation (N data
-//! copy-ups and one directory copy-up of `d`) and its drop counters. Speed targets (≤ 1 % with
-//! kprobe, ≤ 32 MiB RSS) are reported, never asserted. Exit status: 0; 1 on an error or when the
-//! events did not match (the overhead of a collector that missed work means little); 130 on
-//! SIGINT/SIGTERM (after cleanup).
+//! `--workload getppid` times `--calls` getppid() syscalls instead of the storm: the tax the
+//! syscall hooks put on every other process of the host.
+//!
+//! Reported: every round's wall and CPU time; the median of the per-pair differences (attached
+//! minus baseline) with its 95 % bootstrap interval, per copy-up (or syscall) and in percent; the
+//! collector's CPU per event (user + system from wait4 less what it had used when attached), its
+//! peak RSS; with `--bpf-stats` (`kernel.bpf_stats_enabled=1` during the run) every cowprof
+//! program's in-kernel time per run and per copy-up and its `verified_insns`; and per attached
+//! round the events against the exact expectation (N data copy-ups and one directory copy-up of
+//! `d`) and the drop counters. Speed targets are reported, never asserted. Exit status: 0; 1 on
+//! an error or when the events did not match (the overhead of a collector that missed work means
+//! little); 130 on SIGINT/SIGTERM (after cleanup).
 //!
 //! ```text
 //! cargo bench -p cowprof-benches --bench copyup_storm -- [--files N] [--rounds PAIRS]
 //!     [--warmup W] [--backend kprobe|tracepoint] [--cowprof PATH] [--tmpfs] [--dir DIR]
+//!     [--output json|table|metrics] [--gap-ms MS] [--bpf-stats] [--order abba|alternate]
+//!     [--workload storm|getppid] [--calls N]
 //! ```
 //!
 //! Environment: `COWPROF_BENCH_FILES`, `COWPROF_BENCH_ROUNDS`, `COWPROF_BENCH_WARMUP` (the options
@@ -31,6 +39,7 @@
 )]
 
 use std::{
+    collections::BTreeMap,
     env,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -38,12 +47,15 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use cowprof_benches::{self as b, Collector, CollectorRun, Interrupted, Overlay, Scratch};
+use cowprof_benches::{
+    self as b, Collector, CollectorRun, Interrupted, Output, Overlay, ProgInfo, Scratch, Timed,
+};
 use serde_json::json;
 
 const USAGE: &str =
     "usage: copyup_storm [--files N] [--rounds PAIRS] [--warmup W] [--backend kprobe|tracepoint] \
-                     [--cowprof PATH] [--tmpfs] [--dir DIR]";
+                     [--cowprof PATH] [--tmpfs] [--dir DIR] [--output json|table|metrics] [--gap-ms MS] \
+                     [--bpf-stats] [--order abba|alternate] [--workload storm|getppid] [--calls N]";
 /// Attaching in a TCG VM (BTF parsing, the verifier) is slow; so is draining 10k events there.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 const STOP_TIMEOUT: Duration = Duration::from_secs(180);
@@ -56,6 +68,12 @@ struct Args {
     cowprof: Option<PathBuf>,
     tmpfs: bool,
     dir: Option<PathBuf>,
+    output: Output,
+    gap: Duration,
+    bpf_stats: bool,
+    abba: bool,
+    getppid: bool,
+    calls: usize,
 }
 
 fn env_num(name: &str, default: usize) -> Result<usize> {
@@ -71,12 +89,18 @@ fn env_num(name: &str, default: usize) -> Result<usize> {
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         files: env_num("COWPROF_BENCH_FILES", 10_000)?,
-        pairs: env_num("COWPROF_BENCH_ROUNDS", 5)?,
+        pairs: env_num("COWPROF_BENCH_ROUNDS", 10)?,
         warmup: env_num("COWPROF_BENCH_WARMUP", 1)?,
         backend: None,
         cowprof: None,
         tmpfs: false,
         dir: None,
+        output: Output::Json,
+        gap: Duration::from_millis(500),
+        bpf_stats: false,
+        abba: true,
+        getppid: false,
+        calls: 1_000_000,
     };
     let mut it = env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -102,6 +126,24 @@ fn parse_args() -> Result<Args> {
             "--cowprof" => a.cowprof = Some(value("the path of the cowprof binary")?.into()),
             "--dir" => a.dir = Some(value("a directory")?.into()),
             "--tmpfs" => a.tmpfs = true,
+            "--output" => {
+                let v = value("json, table or metrics")?;
+                a.output = Output::parse(&v)
+                    .with_context(|| format!("--output {v}: json, table or metrics"))?;
+            }
+            "--gap-ms" => a.gap = Duration::from_millis(num(value("milliseconds")?)? as u64),
+            "--bpf-stats" => a.bpf_stats = true,
+            "--order" => match value("abba or alternate")?.as_str() {
+                "abba" => a.abba = true,
+                "alternate" => a.abba = false,
+                v => bail!("--order {v}: abba or alternate"),
+            },
+            "--workload" => match value("storm or getppid")?.as_str() {
+                "storm" => a.getppid = false,
+                "getppid" => a.getppid = true,
+                v => bail!("--workload {v}: storm or getppid"),
+            },
+            "--calls" => a.calls = num(value("a number of syscalls")?)?,
             // cargo bench passes --bench to harness=false benches.
             "--bench" => {}
             "-h" | "--help" => {
@@ -156,10 +198,13 @@ impl Mode {
 struct Round {
     mode: Mode,
     warmup: bool,
-    ms: f64,
+    t: Timed,
     collector: Option<CollectorRun>,
+    /// Per cowprof program: (name, run time ns, runs, verified insns) during the timed loop.
+    bpf: Vec<(String, u64, u64, u64)>,
     /// Other cowprof/bpftrace processes seen just before the storm.
     tracers: Vec<String>,
+    load: String,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -170,7 +215,27 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// One round: fresh overlay, sync, (collector attached,) timed storm, (collector stopped,) checks.
+/// Where the collector's output file goes: a tmpfs (so writing it costs no disk I/O).
+fn collector_dir(scratch: &Scratch) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        scratch.root.clone()
+    }
+}
+
+/// The ids of the collector's programs: those that appeared since `before` (the bench holds
+/// the test lock, so no other cowprof loads any meanwhile).
+fn collector_progs(before: &BTreeMap<u64, ProgInfo>, now: &BTreeMap<u64, ProgInfo>) -> Vec<u64> {
+    now.keys()
+        .filter(|id| !before.contains_key(id))
+        .copied()
+        .collect()
+}
+
+/// One round: fresh overlay, sync, (collector attached,) sync + idle gap, timed loop,
+/// (collector stopped,) checks.
 fn run_round(
     idx: usize,
     mode: Mode,
@@ -179,40 +244,73 @@ fn run_round(
     scratch: &Scratch,
     lower: &Path,
     problems: &mut Vec<String>,
-) -> Result<(f64, Option<CollectorRun>, Vec<String>)> {
+) -> Result<Round> {
     let ov = Overlay::mount(&scratch.root.join(format!("r{idx}")), lower)?;
-    let paths = ov.storm_paths(a.files);
+    let paths = if a.getppid {
+        Vec::new()
+    } else {
+        ov.storm_paths(a.files)
+    };
     b::sync();
+    let progs_before = if a.bpf_stats && mode == Mode::Attached {
+        b::bpf_progs()?
+    } else {
+        BTreeMap::new()
+    };
     let collector = match mode {
         Mode::Attached => {
-            let mut c = Collector::spawn(bin, a.backend.as_deref())?;
+            let mut c =
+                Collector::spawn(bin, a.backend.as_deref(), a.output, &collector_dir(scratch))?;
             c.wait_start(START_TIMEOUT)?;
             Some(c)
         }
         Mode::Baseline => None,
     };
+    // The same quiet start in both modes: dirty pages written, the attach's work settled.
+    b::sync();
+    std::thread::sleep(a.gap);
+    b::check_stop()?;
     let tracers = b::other_tracers();
-    let t = b::storm(&paths)?;
+    let load = b::load_average();
+    let (ids, snap0) = match (&collector, a.bpf_stats) {
+        (Some(_), true) => {
+            let now = b::bpf_progs()?;
+            (collector_progs(&progs_before, &now), now)
+        }
+        _ => (Vec::new(), BTreeMap::new()),
+    };
+    let t = if a.getppid {
+        b::getppid_loop(a.calls)?
+    } else {
+        b::storm(&paths)?
+    };
+    let bpf = if ids.is_empty() {
+        Vec::new()
+    } else {
+        b::bpf_delta(&snap0, &b::bpf_progs()?, &ids)
+    };
     let run = match collector {
         Some(c) => Some(c.stop(&ov.merged, STOP_TIMEOUT)?),
         None => None,
     };
     let copied = ov.copied_up()?;
     let label = format!("round {idx} ({})", mode.name());
-    if copied != a.files {
+    let expect_files = if a.getppid { 0 } else { a.files };
+    if copied != expect_files {
         problems.push(format!(
-            "{label}: {copied} files in the upper layer, expected {}",
-            a.files
+            "{label}: {copied} files in the upper layer, expected {expect_files}"
         ));
     }
-    if let Some(r) = &run {
-        let expected = a.files as u64 + 1;
+    if let Some(r) = run.as_ref().filter(|r| r.counted) {
+        let expected = if a.getppid { 0 } else { a.files as u64 + 1 };
         let data = r.ours_by_kind.get("data_copy_up").copied().unwrap_or(0);
         let dirs = r.ours_by_kind.get("dir_copy_up").copied().unwrap_or(0);
-        if r.ours != expected || data != a.files as u64 || dirs != 1 {
+        let kinds_ok =
+            a.output == Output::Metrics || a.getppid || (data == a.files as u64 && dirs == 1);
+        if r.ours != expected || !kinds_ok {
             problems.push(format!(
                 "{label}: {} events on the storm's mount, expected {expected} ({} data_copy_up + 1 dir_copy_up); by kind: {:?}",
-                r.ours, a.files, r.ours_by_kind
+                r.ours, expect_files, r.ours_by_kind
             ));
         }
         if r.dropped != 0 {
@@ -224,29 +322,50 @@ fn run_round(
                     .map_or(json!(null), |s| s["drops"].clone())
             ));
         }
-        match &r.summary {
-            None => problems.push(format!("{label}: no summary line from the collector")),
-            Some(s) if s["events"].as_u64() != Some(r.event_lines) => problems.push(format!(
-                "{label}: the summary says {} events, the collector printed {} event lines",
-                s["events"], r.event_lines
-            )),
-            Some(_) => {}
+        if a.output == Output::Json {
+            match &r.summary {
+                None => problems.push(format!("{label}: no summary line from the collector")),
+                Some(s) if s["events"].as_u64() != Some(r.event_lines) => problems.push(format!(
+                    "{label}: the summary says {} events, the collector printed {} event lines",
+                    s["events"], r.event_lines
+                )),
+                Some(_) => {}
+            }
+            if r.odd_lines != 0 {
+                problems.push(format!(
+                    "{label}: {} unparsable or unknown lines from the collector",
+                    r.odd_lines
+                ));
+            }
         }
+    }
+    if let Some(r) = &run {
         if r.exit_status != 0 {
             problems.push(format!(
                 "{label}: the collector exited with status {}",
                 r.exit_status
             ));
         }
-        if r.odd_lines != 0 {
-            problems.push(format!(
-                "{label}: {} unparsable or unknown lines from the collector",
-                r.odd_lines
-            ));
-        }
     }
     drop(ov);
-    Ok((ms(t), run, tracers))
+    Ok(Round {
+        mode,
+        warmup: false,
+        t,
+        collector: run,
+        bpf,
+        tracers,
+        load,
+    })
+}
+
+/// A median with its 95 % bootstrap interval, printed as `m [lo, hi]`.
+fn ci(v: &[f64]) -> (f64, f64, f64) {
+    b::median_ci(v, 4000)
+}
+
+fn fmt_ci((m, lo, hi): (f64, f64, f64), prec: usize) -> String {
+    format!("{m:+.prec$} [{lo:+.prec$}, {hi:+.prec$}]")
 }
 
 fn run(a: &Args) -> Result<bool> {
@@ -255,34 +374,46 @@ fn run(a: &Args) -> Result<bool> {
     let base = a.dir.clone().unwrap_or_else(env::temp_dir);
     // tmpfs pages: lower 1 per file, upper 2 per file (4 KiB + the appended byte), some slack.
     let tmpfs_bytes = a.tmpfs.then(|| a.files as u64 * 16 * 1024 + (64 << 20));
+    let unit = if a.getppid { "syscall" } else { "copy-up" };
+    let per = if a.getppid { a.calls } else { a.files } as f64;
     println!(
-        "copyup_storm: {} files x 4 KiB, {} baseline/attached pairs after {} warm-up round(s); kernel {kernel}; \
-         backend {}; collector {}; scratch {}{}",
-        a.files,
+        "copyup_storm: {}; {} pairs ({} order) after {} warm-up round(s), {} ms idle after sync; kernel {kernel}; \
+         backend {}; output {}; bpf stats {}; collector {}; scratch {}{}; load {}",
+        if a.getppid { format!("{} getppid() calls", a.calls) } else { format!("{} files x 4 KiB", a.files) },
         a.pairs,
+        if a.abba { "ABBA" } else { "AB" },
         a.warmup,
+        a.gap.as_millis(),
         a.backend.as_deref().unwrap_or("(cowprof's choice)"),
+        a.output.name(),
+        if a.bpf_stats { "on" } else { "off" },
         bin.display(),
         base.display(),
-        if a.tmpfs { " (own tmpfs)" } else { "" }
+        if a.tmpfs { " (own tmpfs)" } else { "" },
+        b::load_average()
     );
     if bin.components().any(|c| c.as_os_str() == "debug") {
         println!(
             "copyup_storm: note: a debug build of cowprof inflates its overhead; build --release"
         );
     }
+    let _stats = if a.bpf_stats {
+        Some(b::BpfStats::enable()?)
+    } else {
+        None
+    };
 
     let scratch = Scratch::create(&base, tmpfs_bytes)?;
     let lower = scratch.root.join("lower");
     let t = Instant::now();
-    b::make_lower(&lower, a.files)?;
+    b::make_lower(&lower, if a.getppid { 1 } else { a.files })?;
     println!(
         "copyup_storm: lower layer made in {:.0} ms",
         ms(t.elapsed())
     );
 
     // Warm-up rounds start with an attached one (it warms the collector binary, BTF and the
-    // lower files' page cache), then ABAB...
+    // lower files' page cache), then BA AB BA ... (or BA BA ...).
     let mut schedule: Vec<(Mode, bool)> = (0..a.warmup)
         .map(|i| {
             (
@@ -295,83 +426,116 @@ fn run(a: &Args) -> Result<bool> {
             )
         })
         .collect();
-    for _ in 0..a.pairs {
-        schedule.push((Mode::Baseline, false));
-        schedule.push((Mode::Attached, false));
+    for k in 0..a.pairs {
+        if a.abba && k % 2 == 1 {
+            schedule.push((Mode::Attached, false));
+            schedule.push((Mode::Baseline, false));
+        } else {
+            schedule.push((Mode::Baseline, false));
+            schedule.push((Mode::Attached, false));
+        }
     }
 
     let mut rounds: Vec<Round> = Vec::new();
     let mut problems = Vec::new();
-    let per_us = |ms: f64| ms * 1e3 / a.files as f64;
+    let per_us = |ms: f64| ms * 1e3 / per;
     for (idx, &(mode, warmup)) in schedule.iter().enumerate() {
         let mut round_problems = Vec::new();
-        let (t_ms, collector, tracers) =
-            run_round(idx, mode, a, &bin, &scratch, &lower, &mut round_problems)?;
+        let mut r = run_round(idx, mode, a, &bin, &scratch, &lower, &mut round_problems)?;
+        r.warmup = warmup;
         let mut line = format!(
-            "round {idx:>2} {:<8}{} {:>10.1} ms {:>8.2} µs/copy-up",
+            "round {idx:>2} {:<8}{} {:>10.1} ms {:>8.3} µs/{unit} (cpu {:>8.3})  load {}",
             mode.name(),
             if warmup { " (warm-up, discarded)" } else { "" },
-            t_ms,
-            per_us(t_ms)
+            ms(r.t.wall),
+            per_us(ms(r.t.wall)),
+            per_us(ms(r.t.cpu)),
+            r.load
         );
-        if let Some(c) = &collector {
+        if let Some(c) = &r.collector {
             line += &format!(
-                "  events {}/{} (+{} elsewhere) drops {}  peak rss {} KiB (rss {} KiB at stop)  \
-                 attach {:.1} s  cpu in storm {} ms  stop {:.0} ms",
+                "  events {}/{} drops {}  peak rss {} KiB  attach {:.2} s  collector cpu {} ms after attach",
                 c.ours,
-                a.files + 1,
-                c.event_lines - c.ours,
+                if a.getppid { 0 } else { a.files + 1 },
                 c.dropped,
                 c.maxrss_kib,
-                c.vmrss_kib.map_or_else(|| "?".into(), |v| v.to_string()),
                 c.attach_time.as_secs_f64(),
-                c.storm_cpu
+                c.cpu_after_start
                     .map_or_else(|| "?".into(), |d| format!("{:.0}", ms(d))),
-                ms(c.stop_time)
             );
         }
+        if !r.bpf.is_empty() {
+            let total: u64 = r.bpf.iter().map(|p| p.1).sum();
+            line += &format!("  bpf {:.3} µs/{unit}", total as f64 / 1e3 / per);
+        }
         println!("{line}");
-        if !tracers.is_empty() {
+        if !r.tracers.is_empty() {
             println!(
                 "  NOTE: other tracers were running during this round: {}",
-                tracers.join(" ")
+                r.tracers.join(" ")
             );
         }
         for p in &round_problems {
             println!("  MISMATCH: {p}");
         }
         problems.extend(round_problems);
-        rounds.push(Round {
-            mode,
-            warmup,
-            ms: t_ms,
-            collector,
-            tracers,
-        });
+        rounds.push(r);
     }
     drop(scratch);
 
-    let measured =
-        |m: Mode| -> Vec<&Round> { rounds.iter().filter(|r| !r.warmup && r.mode == m).collect() };
-    let base_ms: Vec<f64> = measured(Mode::Baseline).iter().map(|r| r.ms).collect();
-    let att: Vec<&Round> = measured(Mode::Attached);
-    let att_ms: Vec<f64> = att.iter().map(|r| r.ms).collect();
-    let runs: Vec<&CollectorRun> = att.iter().filter_map(|r| r.collector.as_ref()).collect();
+    // Pairs in schedule order (each pair = two consecutive measured rounds).
+    let measured: Vec<&Round> = rounds.iter().filter(|r| !r.warmup).collect();
+    let pairs: Vec<(&Round, &Round)> = measured
+        .chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| {
+            if c[0].mode == Mode::Baseline {
+                (c[0], c[1])
+            } else {
+                (c[1], c[0])
+            }
+        })
+        .collect();
+    let base_ms: Vec<f64> = pairs.iter().map(|p| ms(p.0.t.wall)).collect();
+    let att_ms: Vec<f64> = pairs.iter().map(|p| ms(p.1.t.wall)).collect();
+    let base_cpu: Vec<f64> = pairs.iter().map(|p| ms(p.0.t.cpu)).collect();
+    let att_cpu: Vec<f64> = pairs.iter().map(|p| ms(p.1.t.cpu)).collect();
+    let d_us: Vec<f64> = pairs
+        .iter()
+        .map(|p| per_us(ms(p.1.t.wall) - ms(p.0.t.wall)))
+        .collect();
+    let d_pct: Vec<f64> = pairs
+        .iter()
+        .map(|p| (p.1.t.wall.as_secs_f64() / p.0.t.wall.as_secs_f64() - 1.0) * 100.0)
+        .collect();
+    let dc_us: Vec<f64> = pairs
+        .iter()
+        .map(|p| per_us(ms(p.1.t.cpu) - ms(p.0.t.cpu)))
+        .collect();
+    let dc_pct: Vec<f64> = pairs
+        .iter()
+        .map(|p| (p.1.t.cpu.as_secs_f64() / p.0.t.cpu.as_secs_f64() - 1.0) * 100.0)
+        .collect();
+    let runs: Vec<&CollectorRun> = pairs
+        .iter()
+        .filter_map(|p| p.1.collector.as_ref())
+        .collect();
     let all_runs: Vec<&CollectorRun> = rounds.iter().filter_map(|r| r.collector.as_ref()).collect();
-    let (mb, ma) = (b::median(&base_ms), b::median(&att_ms));
-    let overhead_pct = (ma / mb - 1.0) * 100.0;
     let peak_rss = all_runs.iter().map(|r| r.maxrss_kib).max().unwrap_or(0);
-    let peak_hwm = all_runs.iter().filter_map(|r| r.vmhwm_kib).max();
-    let rss_at_stop = all_runs.iter().filter_map(|r| r.vmrss_kib).max();
     let backend = runs
         .first()
         .and_then(|r| r.start["backend"].as_str())
+        .or(a.backend.as_deref())
         .unwrap_or("?")
         .to_owned();
-    let cpu_ms: Vec<f64> = runs.iter().map(|r| ms(r.cpu)).collect();
-    let storm_cpu_ms: Vec<f64> = runs.iter().filter_map(|r| r.storm_cpu).map(ms).collect();
+    let events = if a.getppid { 1.0 } else { (a.files + 1) as f64 };
+    let coll_us_per_event: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.cpu_after_start)
+        .map(|d| d.as_secs_f64() * 1e6 / events)
+        .collect();
+    let coll_storm_ms: Vec<f64> = runs.iter().filter_map(|r| r.storm_cpu).map(ms).collect();
     let attach_ms: Vec<f64> = runs.iter().map(|r| ms(r.attach_time)).collect();
-    let stop_ms: Vec<f64> = runs.iter().map(|r| ms(r.stop_time)).collect();
     let mut tracers: Vec<String> = rounds
         .iter()
         .flat_map(|r| r.tracers.iter().cloned())
@@ -381,37 +545,98 @@ fn run(a: &Args) -> Result<bool> {
 
     println!();
     println!(
-        "{:<9} {:>6} {:>11} {:>11} {:>11} {:>12}",
-        "mode", "rounds", "median ms", "min ms", "max ms", "µs/copy-up"
+        "{:<9} {:>6} {:>11} {:>11} {:>11} {:>12} {:>12}",
+        "mode",
+        "rounds",
+        "median ms",
+        "min ms",
+        "max ms",
+        format!("µs/{unit}"),
+        "cpu µs/op"
     );
-    for (name, v) in [("baseline", &base_ms), ("attached", &att_ms)] {
+    for (name, v, c) in [
+        ("baseline", &base_ms, &base_cpu),
+        ("attached", &att_ms, &att_cpu),
+    ] {
         println!(
-            "{name:<9} {:>6} {:>11.1} {:>11.1} {:>11.1} {:>12.2}",
+            "{name:<9} {:>6} {:>11.1} {:>11.1} {:>11.1} {:>12.3} {:>12.3}",
             v.len(),
             b::median(v),
             b::min(v),
             b::max(v),
-            per_us(b::median(v))
+            per_us(b::median(v)),
+            per_us(b::median(c))
         );
     }
+    let (w_us, w_pct, c_us, c_pct) = (ci(&d_us), ci(&d_pct), ci(&dc_us), ci(&dc_pct));
     println!(
-        "overhead ({backend}, {kernel}): {overhead_pct:+.2} % (median attached / median baseline - 1), \
-         {:+.2} µs per copy-up; target ≤ 1 % with kprobe",
-        per_us(ma - mb)
+        "overhead ({backend}, {kernel}), median of {} per-pair differences [95 % bootstrap interval]: \
+         wall {} µs/{unit} = {} %; storm thread CPU {} µs/{unit} = {} %",
+        pairs.len(),
+        fmt_ci(w_us, 3),
+        fmt_ci(w_pct, 2),
+        fmt_ci(c_us, 3),
+        fmt_ci(c_pct, 2)
     );
+    let coll = ci(&coll_us_per_event);
     println!(
-        "collector: peak RSS {peak_rss} KiB ({:.1} MiB; target ≤ 32 MiB), VmHWM / VmRSS just before SIGINT {} / {} KiB, \
-         CPU median {:.0} ms per attached round ({:.0} ms of it during the storm = {:.0} % of one CPU), \
-         attach median {:.1} s, SIGINT-to-exit median {:.0} ms",
+        "collector ({} output): CPU after attach {} µs per {} [95 %], {:.0} ms median during the loop; \
+         peak RSS {peak_rss} KiB ({:.1} MiB); attach median {:.2} s",
+        a.output.name(),
+        fmt_ci(coll, 2),
+        if a.getppid { "round" } else { "event" },
+        b::median(&coll_storm_ms),
         peak_rss as f64 / 1024.0,
-        peak_hwm.map_or_else(|| "?".into(), |h| h.to_string()),
-        rss_at_stop.map_or_else(|| "?".into(), |h| h.to_string()),
-        b::median(&cpu_ms),
-        b::median(&storm_cpu_ms),
-        b::median(&storm_cpu_ms) / ma * 100.0,
         b::median(&attach_ms) / 1e3,
-        b::median(&stop_ms)
     );
+    // In-kernel time: per program, summed over the measured attached rounds.
+    let mut bpf: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    let mut bpf_rounds = 0usize;
+    for p in &pairs {
+        if p.1.bpf.is_empty() {
+            continue;
+        }
+        bpf_rounds += 1;
+        for (name, t, n, v) in &p.1.bpf {
+            let e = bpf.entry(name.clone()).or_default();
+            e.0 += t;
+            e.1 += n;
+            e.2 = *v;
+        }
+    }
+    let bpf_per_round: Vec<f64> = pairs
+        .iter()
+        .filter(|p| !p.1.bpf.is_empty())
+        .map(|p| p.1.bpf.iter().map(|x| x.1).sum::<u64>() as f64 / 1e3 / per)
+        .collect();
+    if bpf_rounds > 0 {
+        let n = bpf_rounds as f64;
+        println!(
+            "in-kernel (bpf_stats, {bpf_rounds} attached rounds): {} µs per {unit} in all [95 %]",
+            fmt_ci(ci(&bpf_per_round), 3)
+        );
+        println!(
+            "  {:<28} {:>12} {:>10} {:>12} {:>14}",
+            "program",
+            "runs/round",
+            "ns/run",
+            format!("µs/{unit}"),
+            "verified_insns"
+        );
+        for (name, (t, runs_, v)) in &bpf {
+            println!(
+                "  {name:<28} {:>12.0} {:>10.0} {:>12.4} {:>14}",
+                *runs_ as f64 / n,
+                if *runs_ == 0 {
+                    0.0
+                } else {
+                    *t as f64 / *runs_ as f64
+                },
+                *t as f64 / 1e3 / n / per,
+                v
+            );
+        }
+    }
     if !tracers.is_empty() {
         println!(
             "NOTE: other tracers ran during the bench ({}): they slow both modes and blur the overhead",
@@ -419,38 +644,51 @@ fn run(a: &Args) -> Result<bool> {
         );
     }
     println!(
-        "events per attached round: {:?} (expected {} = {} data_copy_up + 1 dir_copy_up); drops {:?}; {}",
-        runs.iter().map(|r| r.ours).collect::<Vec<_>>(),
-        a.files + 1,
-        a.files,
+        "events per attached round: {} (expected {}); drops {:?}; {}",
+        if a.output == Output::Table {
+            "not counted with the table".to_owned()
+        } else {
+            format!("{:?}", runs.iter().map(|r| r.ours).collect::<Vec<_>>())
+        },
+        if a.getppid { 0 } else { a.files + 1 },
         runs.iter().map(|r| r.dropped).collect::<Vec<_>>(),
-        if problems.is_empty() { "all rounds match".to_owned() } else { format!("{} MISMATCH(ES), see above", problems.len()) }
+        if problems.is_empty() {
+            "all rounds match".to_owned()
+        } else {
+            format!("{} MISMATCH(ES), see above", problems.len())
+        }
     );
+    let j3 = |v: (f64, f64, f64)| json!([round3(v.0), round3(v.1), round3(v.2)]);
     let line = json!({
         "bench": "copyup_storm",
+        "workload": if a.getppid { "getppid" } else { "storm" },
         "backend": backend,
         "kernel": kernel,
+        "output": a.output.name(),
         "files": a.files,
+        "calls": if a.getppid { Some(a.calls) } else { None },
         "rounds": a.pairs,
         "warmup": a.warmup,
         "tmpfs": a.tmpfs,
+        "gap_ms": a.gap.as_millis() as u64,
+        "loads": rounds.iter().map(|r| r.load.clone()).collect::<Vec<_>>(),
         "baseline_ms": base_ms.iter().copied().map(round3).collect::<Vec<_>>(),
         "attached_ms": att_ms.iter().copied().map(round3).collect::<Vec<_>>(),
-        "baseline_median_ms": round3(mb),
-        "attached_median_ms": round3(ma),
-        "overhead_pct": round3(overhead_pct),
-        "baseline_us_per_copyup": round3(per_us(mb)),
-        "attached_us_per_copyup": round3(per_us(ma)),
+        "baseline_cpu_ms": base_cpu.iter().copied().map(round3).collect::<Vec<_>>(),
+        "attached_cpu_ms": att_cpu.iter().copied().map(round3).collect::<Vec<_>>(),
+        "baseline_median_ms": round3(b::median(&base_ms)),
+        "attached_median_ms": round3(b::median(&att_ms)),
+        "pair_diff_us_median_ci": j3(w_us),
+        "pair_diff_pct_median_ci": j3(w_pct),
+        "pair_cpu_diff_us_median_ci": j3(c_us),
+        "pair_cpu_diff_pct_median_ci": j3(c_pct),
+        "collector_cpu_us_per_event_median_ci": j3(coll),
         "collector_peak_rss_kib": peak_rss,
-        "collector_vmhwm_kib": peak_hwm,
-        "collector_rss_at_stop_kib": rss_at_stop,
-        "added_us_per_copyup": round3(per_us(ma - mb)),
-        "collector_cpu_ms": cpu_ms.iter().copied().map(round3).collect::<Vec<_>>(),
-        "collector_storm_cpu_ms": storm_cpu_ms.iter().copied().map(round3).collect::<Vec<_>>(),
         "collector_attach_ms": attach_ms.iter().copied().map(round3).collect::<Vec<_>>(),
-        "collector_stop_ms": stop_ms.iter().copied().map(round3).collect::<Vec<_>>(),
+        "bpf_us_per_op_median_ci": if bpf_rounds > 0 { j3(ci(&bpf_per_round)) } else { json!(null) },
+        "bpf_programs": bpf.iter().map(|(n, (t, r, v))| json!({"name": n, "run_time_ns": t, "run_cnt": r, "verified_insns": v})).collect::<Vec<_>>(),
         "events": runs.iter().map(|r| r.ours).collect::<Vec<_>>(),
-        "expected_events": a.files + 1,
+        "expected_events": if a.getppid { 0 } else { a.files + 1 },
         "dropped": runs.iter().map(|r| r.dropped).collect::<Vec<_>>(),
         "mismatches": problems,
         "other_tracers": tracers,

@@ -10,15 +10,12 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     fs,
-    io::{self, BufRead as _, BufReader, Read as _},
+    io::{self, Read as _},
     os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
-    thread::{self, JoinHandle},
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -257,9 +254,42 @@ impl Drop for Overlay {
     }
 }
 
+/// Wall (monotonic) and CPU time (`CLOCK_THREAD_CPUTIME_ID`, user + system of the calling
+/// thread) of one timed loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed {
+    pub wall: Duration,
+    pub cpu: Duration,
+}
+
+/// CPU time of the calling thread so far.
+pub fn thread_cpu() -> Duration {
+    // SAFETY: a zeroed timespec is valid; the clock id is a constant.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// `n` getppid() calls: an unrelated process's syscalls, which every syscall hook sees.
+pub fn getppid_loop(n: usize) -> Result<Timed> {
+    let (c0, start) = (thread_cpu(), Instant::now());
+    for i in 0..n {
+        if i % 65536 == 0 {
+            check_stop()?;
+        }
+        // SAFETY: no arguments; the raw syscall avoids any libc caching.
+        std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
+    }
+    Ok(Timed {
+        wall: start.elapsed(),
+        cpu: thread_cpu().saturating_sub(c0),
+    })
+}
+
 /// The storm: for each path, open(O_WRONLY|O_APPEND) + write 1 byte + close; the first open of
-/// a lower file for write is its copy-up. Returns the monotonic time of the whole loop.
-pub fn storm(paths: &[CString]) -> Result<Duration> {
+/// a lower file for write is its copy-up. Returns the wall and thread CPU time of the loop.
+pub fn storm(paths: &[CString]) -> Result<Timed> {
+    let c0 = thread_cpu();
     let start = Instant::now();
     for (i, p) in paths.iter().enumerate() {
         if i % 256 == 0 {
@@ -284,7 +314,10 @@ pub fn storm(paths: &[CString]) -> Result<Duration> {
             return Err(err).with_context(|| format!("write {p:?}"));
         }
     }
-    Ok(start.elapsed())
+    Ok(Timed {
+        wall: start.elapsed(),
+        cpu: thread_cpu().saturating_sub(c0),
+    })
 }
 
 // ---------------------------------------------------------------------------------- collector --
@@ -310,6 +343,10 @@ pub struct CollectorRun {
     /// wait4() rusage of the collector: peak RSS (KiB) and CPU time (user + system).
     pub maxrss_kib: u64,
     pub cpu: Duration,
+    /// `cpu` less what it had used when it said it was attached: the cost of the events.
+    pub cpu_after_start: Option<Duration>,
+    /// Events and drops were counted (JSON lines or the metrics page; not for the table).
+    pub counted: bool,
     /// CPU time (user + system) the collector used between its "start" line and SIGINT, i.e.
     /// while the storm ran (None if /proc could not be read).
     pub storm_cpu: Option<Duration>,
@@ -320,16 +357,47 @@ pub struct CollectorRun {
     pub exit_status: i32,
 }
 
-/// `cowprof record --json [--backend B]` as a child process (own process group, SIGTERM if this
-/// process dies). Its stdout is drained by a thread that parses only the first ("start") line and
-/// then copies raw bytes until EOF, so the bench itself adds as little CPU load as possible while
-/// the storm runs; everything else is parsed after the collector exited. Killed and reaped on drop
+/// What the collector prints, and so what it spends its CPU on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// `record --json`: every event as a JSON line (checked exactly after the round).
+    Json,
+    /// `record`: the table.
+    Table,
+    /// `record --quiet --metrics-addr 127.0.0.1:PORT`: nothing on stdout; the counters are
+    /// scraped once after the storm and checked.
+    Metrics,
+}
+
+impl Output {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "json" => Some(Self::Json),
+            "table" => Some(Self::Table),
+            "metrics" => Some(Self::Metrics),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Table => "table",
+            Self::Metrics => "metrics",
+        }
+    }
+}
+
+/// `cowprof record [--json | --quiet --metrics-addr] [--backend B]` as a child process (own
+/// process group, SIGTERM if this process dies). Its stdout goes to a file that is read only
+/// after it exited, so no reader competes with the storm for the CPU. Killed and reaped on drop
 /// if still running.
 pub struct Collector {
     pid: libc::pid_t,
     reaped: bool,
-    start_rx: mpsc::Receiver<Option<String>>,
-    reader: Option<JoinHandle<io::Result<Vec<u8>>>>,
+    output: Output,
+    out_path: PathBuf,
+    ready_path: PathBuf,
+    metrics_port: u16,
     start: Option<Value>,
     spawned: Instant,
     attach_time: Duration,
@@ -346,15 +414,51 @@ fn exit_code(status: libc::c_int) -> i32 {
     }
 }
 
+/// A TCP port free on 127.0.0.1 right now.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
 impl Collector {
-    pub fn spawn(bin: &Path, backend: Option<&str>) -> Result<Self> {
+    /// `dir` holds the output file (and the readiness file of [`Output::Metrics`]).
+    pub fn spawn(bin: &Path, backend: Option<&str>, output: Output, dir: &Path) -> Result<Self> {
+        let out_path = dir.join("collector.out");
+        let ready_path = dir.join("collector.ready");
+        let _ = fs::remove_file(&ready_path);
+        let mut metrics_port = 0;
         let mut cmd = Command::new(bin);
-        cmd.args(["record", "--json"]);
+        cmd.arg("record");
+        match output {
+            Output::Json => {
+                cmd.arg("--json");
+            }
+            Output::Table => {}
+            Output::Metrics => {
+                metrics_port = free_port()?;
+                cmd.args([
+                    "--quiet",
+                    "--metrics-addr",
+                    &format!("127.0.0.1:{metrics_port}"),
+                ]);
+            }
+        }
         if let Some(b) = backend {
             cmd.args(["--backend", b]);
         }
+        if output == Output::Metrics {
+            // Nothing is printed in quiet mode: the command record runs once attached says so.
+            cmd.args([
+                "--",
+                "/bin/sh",
+                "-c",
+                &format!(": > '{}'; exec sleep 86400", ready_path.display()),
+            ]);
+        }
+        let file = fs::File::create(&out_path)
+            .with_context(|| format!("creating {}", out_path.display()))?;
         cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::from(file))
             .stderr(Stdio::inherit())
             .process_group(0);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -366,48 +470,19 @@ impl Collector {
                 Ok(())
             });
         }
-        let mut child = cmd
+        let child = cmd
             .spawn()
-            .with_context(|| format!("starting {} record --json", bin.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+            .with_context(|| format!("starting {} record", bin.display()))?;
         // Reaped with wait4() below (for its rusage), never through `child`.
         let pid = libc::pid_t::try_from(child.id()).context("pid")?;
         drop(child);
-        let (tx, start_rx) = mpsc::channel();
-        let reader = thread::Builder::new()
-            .name("collector-stdout".into())
-            .spawn(move || -> io::Result<Vec<u8>> {
-                let mut r = BufReader::with_capacity(1 << 16, stdout);
-                let mut before = Vec::new();
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line)? == 0 {
-                        let _ = tx.send(None);
-                        return Ok(before);
-                    }
-                    let is_start = serde_json::from_str::<Value>(&line)
-                        .is_ok_and(|v| v.get("type").and_then(Value::as_str) == Some("start"));
-                    if is_start {
-                        let _ = tx.send(Some(line.clone()));
-                        break;
-                    }
-                    before.extend_from_slice(line.as_bytes());
-                }
-                let mut rest = before;
-                rest.reserve(16 << 20);
-                r.read_to_end(&mut rest)?;
-                Ok(rest)
-            })
-            .context("spawning the stdout reader")?;
         Ok(Self {
             pid,
             reaped: false,
-            start_rx,
-            reader: Some(reader),
+            output,
+            out_path,
+            ready_path,
+            metrics_port,
             start: None,
             spawned: Instant::now(),
             attach_time: Duration::ZERO,
@@ -415,32 +490,75 @@ impl Collector {
         })
     }
 
-    /// Waits for the "start" line (probes attached), polling the stop flag.
+    /// The start line (JSON), the table's header line, or the readiness file, if there yet.
+    fn started(&self) -> Option<Value> {
+        match self.output {
+            Output::Metrics => self
+                .ready_path
+                .exists()
+                .then(|| serde_json::json!({"type": "start"})),
+            Output::Json => fs::read_to_string(&self.out_path)
+                .ok()?
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v.get("type").and_then(Value::as_str) == Some("start")),
+            Output::Table => {
+                let s = fs::read_to_string(&self.out_path).ok()?;
+                let l = s.lines().find(|l| l.starts_with("cowprof: backend "))?;
+                let backend = l["cowprof: backend ".len()..].split(' ').next()?.to_owned();
+                Some(serde_json::json!({"type": "start", "backend": backend}))
+            }
+        }
+    }
+
+    /// Waits for the collector to say its probes are attached, polling the stop flag.
     pub fn wait_start(&mut self, timeout: Duration) -> Result<&Value> {
         let t0 = Instant::now();
         loop {
-            match self.start_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(Some(line)) => {
-                    let v: Value = serde_json::from_str(&line).context("parsing the start line")?;
-                    self.attach_time = self.spawned.elapsed();
-                    self.cpu_at_start = self.cpu_so_far();
-                    return Ok(self.start.insert(v));
-                }
-                Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let (status, _) = self.reap_blocking();
-                    bail!(
-                        "cowprof record exited (status {}) before attaching; see its message above",
-                        exit_code(status)
-                    );
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    check_stop()?;
-                    if t0.elapsed() > timeout {
-                        bail!("cowprof record did not attach within {timeout:?}");
-                    }
-                }
+            if let Some(v) = self.started() {
+                self.attach_time = self.spawned.elapsed();
+                self.cpu_at_start = self.cpu_so_far();
+                return Ok(self.start.insert(v));
             }
+            if let Some((status, _)) = self.try_reap() {
+                bail!(
+                    "cowprof record exited (status {}) before attaching; see its message above",
+                    exit_code(status)
+                );
+            }
+            check_stop()?;
+            if t0.elapsed() > timeout {
+                bail!("cowprof record did not attach within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Sum of the samples of each named counter on the collector's /metrics page.
+    fn scrape(&self, names: &[&str]) -> Result<Vec<f64>> {
+        use std::io::Write as _;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .context("connecting to the collector's metrics endpoint")?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(names
+            .iter()
+            .map(|n| {
+                body.lines()
+                    .filter(|l| {
+                        l.strip_prefix(n)
+                            .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .collect())
     }
 
     fn try_reap(&mut self) -> Option<(libc::c_int, libc::rusage)> {
@@ -506,13 +624,36 @@ impl Collector {
     }
 
     /// SIGINT, wait for the summary and the exit, and count what came out. Events on the mount
-    /// at `merged` are "ours"; others (another overlay on this machine) are counted apart.
+    /// at `merged` are "ours"; others (another overlay on this machine) are counted apart. With
+    /// [`Output::Metrics`] the counters are scraped just before SIGINT (all mounts: `ours` is the
+    /// total); with [`Output::Table`] nothing is counted.
     pub fn stop(mut self, merged: &Path, timeout: Duration) -> Result<CollectorRun> {
         let (vmhwm_kib, vmrss_kib) = (self.status_kib("VmHWM"), self.status_kib("VmRSS"));
         let storm_cpu = self
             .cpu_so_far()
             .zip(self.cpu_at_start)
             .map(|(now, then)| now.saturating_sub(then));
+        // The page lags the kernel by what the collector has not read yet: scrape until the
+        // counts stop changing (100 ms apart, at most 5 s).
+        let scraped = if self.output == Output::Metrics {
+            let names = [
+                "cowprof_copy_ups_total",
+                "cowprof_whiteouts_total",
+                "cowprof_dropped_events_total",
+            ];
+            let mut last = self.scrape(&names)?;
+            let t = Instant::now();
+            loop {
+                thread::sleep(Duration::from_millis(100));
+                let now = self.scrape(&names)?;
+                if now == last || t.elapsed() > Duration::from_secs(5) {
+                    break Some(now);
+                }
+                last = now;
+            }
+        } else {
+            None
+        };
         let t0 = Instant::now();
         self.signal(libc::SIGINT);
         let (status, ru) = loop {
@@ -527,13 +668,9 @@ impl Collector {
             thread::sleep(Duration::from_millis(1));
         };
         let stop_time = t0.elapsed();
-        let out = self
-            .reader
-            .take()
-            .expect("reader joined once")
-            .join()
-            .map_err(|_| anyhow!("the stdout reader panicked"))?
-            .context("reading the collector's stdout")?;
+        let out = fs::read(&self.out_path)
+            .with_context(|| format!("reading {}", self.out_path.display()))?;
+        let _ = fs::remove_file(&self.out_path);
         let start = self
             .start
             .take()
@@ -541,6 +678,7 @@ impl Collector {
         let tv = |t: libc::timeval| {
             Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
         };
+        let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
         let mut run = CollectorRun {
             start,
             summary: None,
@@ -552,12 +690,23 @@ impl Collector {
             vmhwm_kib,
             vmrss_kib,
             maxrss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
-            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+            cpu,
+            cpu_after_start: self.cpu_at_start.map(|c| cpu.saturating_sub(c)),
             storm_cpu,
             attach_time: self.attach_time,
             stop_time,
             exit_status: exit_code(status),
+            counted: self.output != Output::Table,
         };
+        if let Some(v) = scraped {
+            run.ours = (v[0] + v[1]) as u64;
+            run.event_lines = run.ours;
+            run.dropped = v[2] as u64;
+            return Ok(run);
+        }
+        if self.output == Output::Table {
+            return Ok(run);
+        }
         let merged = merged
             .to_str()
             .ok_or_else(|| anyhow!("non-UTF-8 mount point"))?;
@@ -567,6 +716,7 @@ impl Collector {
                 continue;
             };
             match v.get("type").and_then(Value::as_str) {
+                Some("start") => {}
                 Some("event") => {
                     run.event_lines += 1;
                     if v.get("mount_point").and_then(Value::as_str) == Some(merged) {
@@ -608,9 +758,8 @@ impl Drop for Collector {
                 thread::sleep(Duration::from_millis(5));
             }
         }
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
+        let _ = fs::remove_file(&self.out_path);
+        let _ = fs::remove_file(&self.ready_path);
     }
 }
 
@@ -624,6 +773,32 @@ pub fn median(v: &[f64]) -> f64 {
         n if n % 2 == 1 => s[n / 2],
         n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
+}
+
+/// The median of `v` and its 95 % percentile-bootstrap interval (`iters` resamples with
+/// replacement, a fixed-seed xorshift generator so that a run is reproducible).
+pub fn median_ci(v: &[f64], iters: usize) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut meds: Vec<f64> = (0..iters)
+        .map(|_| {
+            let s: Vec<f64> = (0..v.len())
+                .map(|_| v[(next() % v.len() as u64) as usize])
+                .collect();
+            median(&s)
+        })
+        .collect();
+    meds.sort_by(f64::total_cmp);
+    let at = |q: f64| meds[((q * (iters - 1) as f64).round() as usize).min(iters - 1)];
+    (median(v), at(0.025), at(0.975))
 }
 
 pub fn min(v: &[f64]) -> f64 {
@@ -666,6 +841,83 @@ pub fn other_tracers() -> Vec<String> {
     out
 }
 
+// ------------------------------------------------------------------------------ BPF statistics --
+
+/// BPF run-time statistics on while this lives (`BPF_ENABLE_STATS`, the same switch as
+/// `kernel.bpf_stats_enabled=1`, released with its fd even if this process dies): the kernel
+/// then times every program run (`run_time_ns`, `run_cnt` in its prog info).
+pub struct BpfStats {
+    _fd: std::os::fd::OwnedFd,
+}
+
+impl BpfStats {
+    pub fn enable() -> Result<Self> {
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|e| anyhow!("enabling BPF run-time statistics: {e}"))?;
+        Ok(Self { _fd: fd })
+    }
+}
+
+/// One loaded BPF program, from its prog info.
+#[derive(Debug, Clone)]
+pub struct ProgInfo {
+    pub id: u64,
+    pub name: String,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+    pub verified_insns: u64,
+}
+
+/// Every loaded BPF program.
+pub fn bpf_progs() -> Result<BTreeMap<u64, ProgInfo>> {
+    let mut m = BTreeMap::new();
+    for p in aya::programs::loaded_programs() {
+        // A program unloaded while we iterate is skipped.
+        let Ok(p) = p else { continue };
+        let info = ProgInfo {
+            id: u64::from(p.id()),
+            name: p.name_as_str().unwrap_or("?").to_owned(),
+            run_time_ns: u64::try_from(p.run_time().as_nanos()).unwrap_or(u64::MAX),
+            run_cnt: p.run_count(),
+            verified_insns: u64::from(p.verified_instruction_count().unwrap_or(0)),
+        };
+        m.insert(info.id, info);
+    }
+    Ok(m)
+}
+
+/// Per program of `ids`: (name, run time ns, runs, verified insns) spent between two snapshots.
+/// The kernel keeps 15 characters of a name, so the name is prefixed with the program's rank in
+/// load order (`ids` ascending): `2:cowprof_tp_ctim`.
+pub fn bpf_delta(
+    before: &BTreeMap<u64, ProgInfo>,
+    after: &BTreeMap<u64, ProgInfo>,
+    ids: &[u64],
+) -> Vec<(String, u64, u64, u64)> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.iter()
+        .enumerate()
+        .filter_map(|(k, id)| {
+            let a = after.get(id)?;
+            let b = before.get(id);
+            Some((
+                format!("{k}:{}", a.name),
+                a.run_time_ns - b.map_or(0, |b| b.run_time_ns),
+                a.run_cnt - b.map_or(0, |b| b.run_cnt),
+                a.verified_insns,
+            ))
+        })
+        .collect()
+}
+
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "?".into(),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
+}
+
 pub fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "?".into(), |s| s.trim().to_owned())
@@ -681,5 +933,15 @@ mod tests {
         assert!((median(&[4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < 1e-12);
         assert!(median(&[]).is_nan());
         assert!((min(&[2.0, 1.0]) - 1.0).abs() < 1e-12 && (max(&[2.0, 1.0]) - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bootstrap_interval() {
+        let v: Vec<f64> = (1..=11).map(f64::from).collect();
+        let (m, lo, hi) = median_ci(&v, 2000);
+        assert!((m - 6.0).abs() < 1e-12);
+        assert!(lo <= m && m <= hi && lo >= 1.0 && hi <= 11.0 && lo < hi);
+        assert_eq!(median_ci(&[3.0; 10], 500), (3.0, 3.0, 3.0));
+        assert!(median_ci(&[], 10).0.is_nan());
     }
 }

@@ -107,7 +107,7 @@ pub(crate) fn emit_kprobe(cfg: &Config, p: &Pending, kind_id: u32, result: i32) 
         ev.bytes_copied = ev.size_bytes;
     }
     walk(off, ev, dentry, 0);
-    entry.submit(0);
+    entry.submit(rb_flags());
 }
 
 #[kprobe]

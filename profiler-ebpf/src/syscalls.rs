@@ -216,7 +216,7 @@ pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
             enter_ns,
             exit_ns: now,
         };
-        if EVENTS.output::<SyscallEnd>(&end, 0).is_err() {
+        if EVENTS.output::<SyscallEnd>(&end, rb_flags()).is_err() {
             bump(counter::SYSCALL_END_DROPS);
         }
     }

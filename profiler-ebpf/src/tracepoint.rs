@@ -409,14 +409,14 @@ pub(crate) fn emit_tp_op(cfg: &Config, w: &mut Window, i: usize, ret: i64, now: 
         name_dentry(off, op.inode, op.whiteout_dentry),
         op.dev,
     ) {
-        entry.submit(0);
+        entry.submit(rb_flags());
         return;
     }
     // Never reached the upper dir. A temp: an intermediate directory of a removal (overlay
     // swaps in an empty opaque dir made in the work dir before whiting out a directory that
     // held whiteouts), not a copy-up. A whiteout: made, but its name in the upper dir cannot
     // be read (no dentry: an upper filesystem's own RENAME_WHITEOUT), so lost and counted.
-    entry.discard(0);
+    entry.discard(RB_NO_WAKEUP);
     count_unnamed(op.state);
 }
 

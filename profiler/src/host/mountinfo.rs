@@ -82,6 +82,13 @@ impl OverlayMount {
     /// relative path (`..` components are refused rather than guessed at).
     #[must_use]
     pub fn lower_layer_of(&self, rel: &Path) -> Option<(u32, PathBuf)> {
+        self.lower_layer_cached(rel, &mut DirStacks::default())
+    }
+
+    /// [`Self::lower_layer_of`] with the merge of every parent directory remembered in
+    /// `cache` (layers are read-only while mounted): a file's lookup then costs one
+    /// `lstat` per layer instead of one per layer and path level plus the opaque xattrs.
+    pub fn lower_layer_cached(&self, rel: &Path, cache: &mut DirStacks) -> Option<(u32, PathBuf)> {
         let mut parts = Vec::new();
         for comp in rel.components() {
             match comp {
@@ -95,13 +102,40 @@ impl OverlayMount {
         } else {
             "trusted.overlay."
         };
+        let Some((name, dirs)) = parts.split_last() else {
+            // Empty `rel`: the root directory, present in every layer; the topmost wins.
+            return self.lowerdirs.first().and_then(|l| layer_result(0, l));
+        };
+        let parent_rel: PathBuf = dirs.iter().collect();
+        if cache.0.len() >= DirStacks::MAX {
+            cache.0.clear();
+        }
+        let stack = cache
+            .0
+            .entry(parent_rel.clone())
+            .or_insert_with(|| self.dir_stack(dirs, xattr_prefix))
+            .clone()?;
+        let rel_all = parent_rel.join(name);
+        for i in stack {
+            let layer = &self.lowerdirs[i];
+            let candidate = layer.join(&rel_all);
+            let Ok(md) = candidate.symlink_metadata() else {
+                continue;
+            };
+            if is_whiteout(&md, &candidate, &layer.join(&parent_rel), xattr_prefix) {
+                return None;
+            }
+            return layer_result(i, layer);
+        }
+        None
+    }
 
-        // Layers (0-based into lowerdirs) whose copy of the current directory takes part in
-        // the merge, top first. Every layer takes part in the root.
+    /// Layers (0-based into lowerdirs) whose copy of the directory `dirs` takes part in the
+    /// merge, top first; `None` if none has it. Every layer takes part in the root.
+    fn dir_stack(&self, dirs: &[&std::ffi::OsStr], xattr_prefix: &str) -> Option<Vec<usize>> {
         let mut stack: Vec<usize> = (0..self.lowerdirs.len()).collect();
         let mut rel_so_far = PathBuf::new();
-        for (depth, name) in parts.iter().enumerate() {
-            let last = depth + 1 == parts.len();
+        for name in dirs {
             let parent_rel = rel_so_far.clone();
             rel_so_far.push(name);
             let mut next = Vec::new();
@@ -115,9 +149,6 @@ impl OverlayMount {
                     // Hides the name in the layers below; directories already found in
                     // higher layers still merge (they simply get nothing from below).
                     break;
-                }
-                if last {
-                    return layer_result(i, layer);
                 }
                 if !md.is_dir() {
                     // A non-directory cannot be descended into and, below a directory,
@@ -134,10 +165,7 @@ impl OverlayMount {
             }
             stack = next;
         }
-        // Empty `rel`: the root directory, present in every layer; the topmost wins.
-        stack
-            .first()
-            .and_then(|&i| layer_result(i, &self.lowerdirs[i]))
+        Some(stack)
     }
 
     /// The directory of layer `idx`, 1-based as in the kernel's `ovl_layer.idx`: the
@@ -150,6 +178,16 @@ impl OverlayMount {
             .or_else(|| self.datadirs.get(i - self.lowerdirs.len()))
             .map(PathBuf::as_path)
     }
+}
+
+/// The merged lower layers of directories already looked up, for
+/// [`OverlayMount::lower_layer_cached`] (one per mount).
+#[derive(Debug, Default)]
+pub struct DirStacks(std::collections::HashMap<PathBuf, Option<Vec<usize>>>);
+
+impl DirStacks {
+    /// Forgotten all at once past this many directories.
+    const MAX: usize = 4096;
 }
 
 /// Pair a 0-based lowerdir position with its 1-based layer number.
@@ -1118,6 +1156,38 @@ mod tests {
         assert_eq!(at("a"), Some(1)); // L1/a exists: it holds the whiteout
         assert_eq!(at(""), Some(1));
         assert_eq!(at("c/../a/f"), None);
+        // One cache for every lookup, twice over (the second pass answers from the cache):
+        // the same answers as fresh lookups.
+        let mut cache = DirStacks::default();
+        for _ in 0..2 {
+            for q in [
+                "a/f",
+                "/a/f",
+                "c/only3",
+                "a/g",
+                "b/x",
+                "b/y",
+                "b",
+                "d",
+                "d/e",
+                "gone/deep",
+                "gone",
+                "w/f",
+                "w/h",
+                "w",
+                "missing",
+                "a/missing",
+                "a",
+                "",
+                "c/../a/f",
+            ] {
+                assert_eq!(
+                    m.lower_layer_cached(Path::new(q), &mut cache),
+                    m.lower_layer_of(Path::new(q)),
+                    "{q}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -113,30 +113,48 @@ pub struct Aggregate {
     /// Key: the image layer's diffID, `init`, or [`NO_IMAGE_LAYER`].
     pub by_image_layer: BTreeMap<String, Group>,
     pub total: u64,
+    /// Reused to build the `by_layer` key of each event.
+    key: String,
+}
+
+/// Counts `ev` under `key`, allocating the key only the first time it is seen.
+fn add(map: &mut BTreeMap<String, Group>, key: &str, ev: &Event) {
+    match map.get_mut(key) {
+        Some(g) => g.record(ev),
+        None => map.entry(key.to_owned()).or_default().record(ev),
+    }
 }
 
 impl Aggregate {
     pub fn record(&mut self, ev: &Event) {
+        use std::fmt::Write as _;
         self.total += 1;
-        self.by_kind
-            .entry(ev.kind.as_str().to_owned())
-            .or_default()
-            .record(ev);
-        let mount = mount_key(ev);
-        self.by_layer.entry(layer_key(ev)).or_default().record(ev);
-        self.by_mount.entry(mount).or_default().record(ev);
-        self.by_container
-            .entry(container_key(ev))
-            .or_default()
-            .record(ev);
-        self.by_image_layer
-            .entry(
-                ev.layer_digest
-                    .clone()
-                    .unwrap_or_else(|| NO_IMAGE_LAYER.to_owned()),
-            )
-            .or_default()
-            .record(ev);
+        add(&mut self.by_kind, ev.kind.as_str(), ev);
+        let mount = ev
+            .mount_point
+            .as_deref()
+            .unwrap_or_else(|| ev.dev.as_deref().unwrap_or("?"));
+        // The same text as [`layer_key`], built in a reused buffer.
+        let mut layer = std::mem::take(&mut self.key);
+        layer.clear();
+        let _ = match (ev.lower_layer, &ev.lower_layer_dir) {
+            (Some(i), Some(d)) => write!(layer, "{mount} layer {i} ({d})"),
+            (Some(i), None) => write!(layer, "{mount} layer {i}"),
+            (None, _) => write!(layer, "{mount} layer ?"),
+        };
+        add(&mut self.by_layer, &layer, ev);
+        self.key = layer;
+        add(&mut self.by_mount, mount, ev);
+        if ev.container_id.is_none() {
+            add(&mut self.by_container, HOST, ev);
+        } else {
+            add(&mut self.by_container, &container_key(ev), ev);
+        }
+        add(
+            &mut self.by_image_layer,
+            ev.layer_digest.as_deref().unwrap_or(NO_IMAGE_LAYER),
+            ev,
+        );
     }
 
     pub fn summary(&self, drops: Drops) -> Summary {

@@ -137,6 +137,10 @@ impl Filters {
     }
 }
 
+/// How often the reader drains the ring buffer without being woken: the most an event waits
+/// before it is printed (a burst wakes the reader at once, see the eBPF side's `rb_flags`).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Runs a recording session, writing through `exporter` to `out`.
 #[expect(
     clippy::too_many_lines,
@@ -263,6 +267,10 @@ pub async fn record(
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         i
     });
+    // The kernel side wakes this reader only once the ring buffer is an eighth full (a wakeup
+    // per record cost more than the record): everything else is read on this tick.
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut agg = Aggregate::default();
     let mut events = Vec::new();
     let mut malformed = 0u64;
@@ -300,6 +308,17 @@ pub async fn record(
                 }
                 attributor.fill(&mut batch).await;
                 deliver(batch, out, exporter);
+            }
+            _ = drain_tick.tick() => {
+                let mut seen = Vec::new();
+                let mut batch = drain(ring.get_mut(), &mut enricher, &mut malformed, &mut seen);
+                if !seen.is_empty() {
+                    probe.register_mounts(&seen)?;
+                }
+                if !batch.is_empty() {
+                    attributor.fill(&mut batch).await;
+                    deliver(batch, out, exporter);
+                }
             }
             guard = logs_readable(&mut logs) => {
                 if let Ok(mut guard) = guard {

@@ -14,7 +14,10 @@ use std::{
 
 use profiler_common::SyscallEnd;
 
-use crate::host::{mountinfo::OverlayMount, syscalls};
+use crate::host::{
+    mountinfo::{DirStacks, OverlayMount},
+    syscalls,
+};
 use crate::{
     event::{Event, Kind},
     pipeline::decode::{RawEvent, WireKind},
@@ -31,6 +34,8 @@ pub struct Enricher {
     by_serial: HashMap<u32, usize>,
     /// (kernel dev, inode) of each mount's upper root, read once when the mount is added.
     upper_roots: Vec<Option<(u32, u64)>>,
+    /// Per mount (same index): the merged lower layers of directories already looked up.
+    dir_stacks: Vec<DirStacks>,
     /// Monotonic-to-wall-clock offset, ns.
     wall_offset_ns: i128,
     /// Events waiting for their syscall's exit, by (tid, syscall enter time).
@@ -62,6 +67,7 @@ impl Enricher {
             mounts: Vec::new(),
             by_serial: HashMap::new(),
             upper_roots: Vec::new(),
+            dir_stacks: Vec::new(),
             wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
             pending: HashMap::new(),
             containers: CgroupCache::default(),
@@ -93,6 +99,7 @@ impl Enricher {
                     self.mounts.len(),
                 );
                 self.mounts.push(m.clone());
+                self.dir_stacks.push(DirStacks::default());
                 new = true;
             }
         }
@@ -129,6 +136,7 @@ impl Enricher {
         self.upper_roots
             .push(Some((rec.upper_dev, rec.upper_root_ino)));
         self.mounts.push(mount);
+        self.dir_stacks.push(DirStacks::default());
     }
 
     pub fn mounts(&self) -> &[OverlayMount] {
@@ -140,20 +148,16 @@ impl Enricher {
         self.mount_for(ev).is_some()
     }
 
-    fn mount_for(&self, ev: &RawEvent) -> Option<&OverlayMount> {
+    fn mount_for(&self, ev: &RawEvent) -> Option<usize> {
         if ev.dev_is_upper {
             // Tracepoint backend: the work dir's mount id, else the upper root the walk reached.
             if let Some(serial) = ev.mount_id {
-                return self
-                    .by_serial
-                    .get(&serial)
-                    .and_then(|&i| self.mounts.get(i));
+                return self.by_serial.get(&serial).copied();
             }
             let key = Some((ev.kdev, ev.root_ino));
-            let i = self.upper_roots.iter().rposition(|r| *r == key)?;
-            self.mounts.get(i)
+            self.upper_roots.iter().rposition(|r| *r == key)
         } else {
-            self.mounts.iter().rev().find(|m| m.kdev == ev.kdev)
+            self.mounts.iter().rposition(|m| m.kdev == ev.kdev)
         }
     }
 
@@ -192,7 +196,8 @@ impl Enricher {
             .containers
             .container_of(ev.pid, u64::from(ev.mnt_ns), ev.cgroup_id);
         let pod = origin.as_ref().and_then(|o| o.pod.clone());
-        let mount = self.mount_for(&ev);
+        let mount_idx = self.mount_for(&ev);
+        let mount = mount_idx.and_then(|i| self.mounts.get(i));
         let syscall_name = ev.syscall_nr.and_then(syscalls::name);
         let kind = match ev.kind {
             WireKind::Known(k) => k,
@@ -227,7 +232,10 @@ impl Enricher {
         ) {
             (Some(idx), Some(m)) => (Some(idx), m.layer_dir(idx).map(|p| p.display().to_string())),
             (Some(idx), None) => (Some(idx), None),
-            (None, Some(m)) => match m.lower_layer_of(Path::new(&ev.path)) {
+            (None, Some(m)) => match mount_idx
+                .and_then(|i| self.dir_stacks.get_mut(i))
+                .and_then(|c| m.lower_layer_cached(Path::new(&ev.path), c))
+            {
                 Some((idx, dir)) => (Some(idx), Some(dir.display().to_string())),
                 None => (None, None),
             },

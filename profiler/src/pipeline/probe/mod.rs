@@ -526,9 +526,17 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     if let Some(missing) = missing_caps() {
         return Err(ProbeError::MissingCaps { missing });
     }
+    // Where attaching spends its time (`RUST_LOG=cowprof=debug`): see docs/performance.md.
+    let mut phase = std::time::Instant::now();
+    let mut lap = |what: &str| {
+        log::debug!("attach phase {what}: {:?}", phase.elapsed());
+        phase = std::time::Instant::now();
+    };
     let kbtf = KernelBtf::load(&opts.btf)?;
     let offsets = kbtf.offsets()?;
+    lap("btf (offsets)");
     let syms = kallsyms();
+    lap("kallsyms");
     let survey = Survey::new(Some(&kbtf), None, &syms);
     let backend = if let Some(b) = opts.backend {
         let st = if b == Backend::Fentry {
@@ -578,6 +586,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             .load(crate::EBPF_OBJECT)
             .map_err(|source| ProbeError::Load { source })?
     };
+    lap("object (aya's btf, maps)");
     let cfg = Config {
         self_tgid: std::process::id(),
         filter_tgid: opts.filter_tgid,
@@ -664,6 +673,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                         reason: format!("BTF: {e}"),
                     }
                 })?;
+            lap("btf (tp_btf targets)");
             for &(prog_name, tp) in TP_HOOKS {
                 let prog: &mut BtfTracePoint = ebpf
                     .program_mut(prog_name)
@@ -672,8 +682,10 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                     .map_err(program_err(prog_name.into()))?;
                 prog.load(tp, &btf)
                     .map_err(program_err(format!("loading {prog_name} for tp_btf/{tp}")))?;
+                lap(&format!("verify {prog_name}"));
                 prog.attach()
                     .map_err(program_err(format!("attaching tp_btf/{tp}")))?;
+                lap(&format!("attach {prog_name}"));
                 attached.push(format!("tp_btf:{tp}"));
             }
         }
@@ -699,8 +711,10 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             .map_err(program_err(prog_name.into()))?;
         prog.load()
             .map_err(program_err(format!("loading {prog_name}")))?;
+        lap(&format!("verify {prog_name}"));
         prog.attach(tp)
             .map_err(program_err(format!("attaching raw_tp/{tp}")))?;
+        lap(&format!("attach {prog_name}"));
         attached.push(format!("raw_tp:{tp}"));
     }
     // Fails only if the object has no log call sites; diagnostics are optional either way.
