@@ -685,7 +685,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__record)
-            opts="-q -v -h --backend --pid --comm --cgroup --mount --container --containerd-socket --min-latency --duration --json --btf --btf-overlay --metrics-addr --metrics-max-series --quiet --ringbuf-size --verbose --help"
+            opts="-q -v -h --backend --pid --comm --cgroup --mount --container --containerd-socket --min-latency --duration --json --btf --btf-overlay --metrics-addr --metrics-max-series --quiet --ringbuf-size --canary-timeout --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -747,6 +747,10 @@ _cowprof() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --canary-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -755,7 +759,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__selftest)
-            opts="-v -h --backend --tmpfs --doctor --expect-chosen --btf --btf-overlay --verbose --help"
+            opts="-v -h --backend --tmpfs --doctor --expect-chosen --compare-backends --expect-backends --expect-metacopy --btf --btf-overlay --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -766,6 +770,10 @@ _cowprof() {
                     return 0
                     ;;
                 --expect-chosen)
+                    COMPREPLY=($(compgen -W "kprobe tracepoint" -- "${cur}"))
+                    return 0
+                    ;;
+                --expect-backends)
                     COMPREPLY=($(compgen -W "kprobe tracepoint" -- "${cur}"))
                     return 0
                     ;;

@@ -52,6 +52,7 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l btf-overlay -
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l metrics-addr -d 'Serve Prometheus/OpenMetrics metrics on http://HOST:PORT/metrics (PORT alone binds 127.0.0.1; 0.0.0.0:PORT exposes them to the network)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l metrics-max-series -d 'Label sets (mount, container, pod, namespace, image, layer digest) with series of their own; the rest are counted under "other"' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l ringbuf-size -d 'Ring buffer size in bytes (advanced: a power of two, at least a page; default 4 MiB)' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l canary-timeout -d 'Bound of the start-up check (canary) that proves the backend sees copy-ups and whiteouts before recording starts (default 20s; it ends as soon as it has seen them)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l json -d 'JSON lines (schema-versioned) instead of the table'
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s q -l quiet -d 'Print nothing on stdout (a daemon serving --metrics-addr)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
@@ -90,10 +91,14 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l backend -d 
 tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l expect-chosen -d 'Fail unless `doctor` would choose this backend (checks backend detection per kernel)' -r -f -a "kprobe\t''
 tracepoint\t''"
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l expect-backends -d 'Fail unless exactly these backends run (comma-separated): a backend this kernel cannot use is then a failure, not a skip' -r -f -a "kprobe\t''
+tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l tmpfs -d 'Build the stacks on a tmpfs of their own (needed where /tmp is not writable disk)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l doctor -d 'Also print `doctor` first'
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l compare-backends -d 'Where two or more backends run, print each one\'s events (JSON lines) and fail unless they agree exactly: kinds, mounts, paths, layers, syscalls (not times or pids)'
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l expect-metacopy -d 'Fail unless the metacopy=on stack is part of every run (the kernel has metacopy)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -s h -l help -d 'Print help'
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l spec -d 'TOML spec of the matrix (default: the built-in one, about a minute)' -r -F
