@@ -15,6 +15,7 @@
 )]
 
 mod common;
+mod layer_truth;
 
 use std::{
     collections::BTreeMap,
@@ -629,6 +630,31 @@ fn pods_named_by_containerd() {
             assert_eq!(e.image.as_deref(), Some(IMAGE), "{e:?}");
         }
     }
+    // Every event's image layer and image id, from containerd's snapshots and image store,
+    // against the archive's own config and layer tars.
+    let truth = layer_truth::ArchiveLayers::read(&archive);
+    let layer_rows: Vec<(&str, Option<&str>, Option<&str>)> = recording
+        .events
+        .iter()
+        .filter(|e| e.container_id.is_some())
+        .map(|e| {
+            (
+                e.path.as_str(),
+                e.layer_digest.as_deref(),
+                e.image_id.as_deref(),
+            )
+        })
+        .collect();
+    let expected: Vec<(&str, Option<&str>, Option<&str>)> = layer_rows
+        .iter()
+        .map(|(p, _, _)| (*p, truth.layer_of(p), Some(truth.image_id.as_str())))
+        .collect();
+    assert_eq!(layer_rows.len(), 9);
+    assert_eq!(layer_rows, expected);
+    // The workload touched files of two layers: the base (passwd, group) and `COPY app.conf`.
+    let distinct: std::collections::BTreeSet<_> =
+        expected.iter().filter_map(|(_, d, _)| *d).collect();
+    assert_eq!(distinct.len(), 2, "{expected:?}");
     let short = |id: &str| id[..12].to_owned();
     let s = &recording.summary;
     assert_eq!(
