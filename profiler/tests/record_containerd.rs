@@ -655,6 +655,15 @@ fn pods_named_by_containerd() {
     let distinct: std::collections::BTreeSet<_> =
         expected.iter().filter_map(|(_, d, _)| *d).collect();
     assert_eq!(distinct.len(), 2, "{expected:?}");
+    for d in &distinct {
+        let n = expected.iter().filter(|r| r.1 == Some(*d)).count();
+        assert_eq!(
+            recording.summary.by_image_layer.get(*d).map(|g| g.count),
+            Some(n as u64),
+            "{:?}",
+            recording.summary.by_image_layer
+        );
+    }
     let short = |id: &str| id[..12].to_owned();
     let s = &recording.summary;
     assert_eq!(

@@ -150,6 +150,24 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// This machine's architecture as OCI platforms name it.
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+/// The manifest digest an image index gives for `linux/<arch>`, else its first entry's.
+pub fn index_entry<'a>(index: &'a serde_json::Value, arch: &str) -> Option<&'a str> {
+    let list = index.get("manifests")?.as_array()?;
+    list.iter()
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+        .or_else(|| list.first())
+        .and_then(|m| m["digest"].as_str())
+}
+
 /// The lower dirs of a snapshot's mounts (`lowerdir=a:b`, topmost first); none for a bind mount.
 pub fn lower_dirs(options: &[String]) -> Vec<String> {
     options
@@ -342,18 +360,8 @@ async fn image_chains(
         serde_json::from_slice(&data).map_err(|e| bad(format!("blob is not JSON: {e}")))
     };
     let mut manifest = read(target.digest.clone()).await?;
-    if let Some(list) = manifest.get("manifests").and_then(|m| m.as_array()) {
-        // An index: this machine's platform, else the first entry.
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            a => a,
-        };
-        let pick = list
-            .iter()
-            .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
-            .or_else(|| list.first())
-            .and_then(|m| m["digest"].as_str())
+    if manifest.get("manifests").is_some() {
+        let pick = index_entry(&manifest, oci_arch())
             .ok_or_else(|| bad("empty index".into()))?
             .to_owned();
         manifest = read(pick).await?;
@@ -490,6 +498,24 @@ mod tests {
             ["/s/2/fs", "/s/1/fs"]
         );
         assert!(lower_dirs(&["rbind".into(), "rw".into()]).is_empty());
+    }
+
+    #[test]
+    fn index_picks_the_platform_else_the_first() {
+        let index = serde_json::json!({"manifests": [
+            {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64"}},
+            {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}},
+        ]});
+        assert_eq!(index_entry(&index, "amd64"), Some("sha256:amd"));
+        assert_eq!(index_entry(&index, "riscv64"), Some("sha256:arm"));
+        assert_eq!(
+            index_entry(&serde_json::json!({"manifests": []}), "amd64"),
+            None
+        );
+        assert_eq!(
+            index_entry(&serde_json::json!({"config": {}}), "amd64"),
+            None
+        );
     }
 
     #[test]
