@@ -397,7 +397,7 @@ fn imported_layers_match_docker_export_and_compare() {
         r.runs[0]
             .cells
             .iter()
-            .filter(|c| c.op == op)
+            .filter(|c| c.op.as_str() == op)
             .map(|c| c.copy_ups + c.whiteouts)
             .sum()
     };
@@ -413,7 +413,7 @@ fn imported_layers_match_docker_export_and_compare() {
             c.size_bytes
         );
         assert_eq!(
-            c.op == "unlink",
+            c.op.as_str() == "unlink",
             c.whiteouts > 0,
             "{} {}",
             c.op,

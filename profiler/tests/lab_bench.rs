@@ -202,7 +202,7 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
         let got: Vec<(String, u64, u32, u32)> = run
             .cells
             .iter()
-            .map(|c| (c.op.clone(), c.size_bytes, c.layer_depth, c.threads))
+            .map(|c| (c.op.to_string(), c.size_bytes, c.layer_depth, c.threads))
             .collect();
         assert_eq!(got, want, "cells of {} {:?}", run.fs, run.mount_options);
         // metacopy=on turns redirect_dir on; otherwise the module default.
@@ -220,7 +220,7 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
                 c.layer_depth,
                 c.threads
             );
-            let op: Op = c.op.parse().unwrap();
+            let op: Op = c.op;
             let threads = u64::from(c.threads);
             let concurrent = op.shape() == Shape::Concurrent;
             assert_eq!(c.repetitions, reps, "{what}");

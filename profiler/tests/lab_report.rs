@@ -168,7 +168,7 @@ fn sample_results() -> Results {
                     let reference = (op == "first_write")
                         .then(|| (20_000.0 + size as f64 / (cfg.bw * 0.9)) as u64);
                     cells.push(Cell {
-                        op: op.to_string(),
+                        op: op.parse().expect("a known op"),
                         size_bytes: size,
                         layer_depth: depth,
                         kernel: (i == 0 && copies)
@@ -463,9 +463,9 @@ fn hostile_names_are_escaped_everywhere() {
     results.runs.truncate(1);
     results.runs[0]
         .cells
-        .retain(|c| c.op == "first_write" && c.layer_depth == 1);
+        .retain(|c| c.op.as_str() == "first_write" && c.layer_depth == 1);
     results.runs[0].fs = "<img src=x onerror=alert(1)>&amp;".to_string();
-    results.runs[0].cells[0].op = "first_write".to_string();
+    results.runs[0].cells[0].op = cowprof::lab::spec::Op::FirstWrite;
     results.environment.kernel = "</title><script>alert(1)</script>".to_string();
     results
         .environment
@@ -559,13 +559,13 @@ fn corrupt_histograms_are_errors_not_panics() {
         let mut results = good.clone();
         let cell = &mut results.runs[1].cells[5];
         cell.latency.histogram = bad;
-        let (op, size, depth) = (cell.op.clone(), cell.size_bytes, cell.layer_depth);
+        let (op, size, depth) = (cell.op, cell.size_bytes, cell.layer_depth);
         let dir = tempfile::tempdir().unwrap();
         match render_all(&results, dir.path()) {
             Err(ChartError::Histogram { cell, source }) => {
                 assert!(is_expected(&source), "case {i}: {source:?}");
                 assert!(
-                    cell.contains(&op)
+                    cell.contains(op.as_str())
                         && cell.contains(&cowprof::fmt::bytes_label(size))
                         && cell.contains(&format!("depth {depth}"))
                         && cell.contains("ext4"),

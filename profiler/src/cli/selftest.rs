@@ -4,11 +4,12 @@
 use std::io::Write;
 
 use cowprof::{
+    event::Event,
     pipeline::{
         probe::{self, Backend, BtfPaths},
         report::JsonLines,
     },
-    scenario::selftest,
+    scenario::{crosscheck, selftest},
 };
 
 use super::{doctor::print_doctor, BtfArgs, Exit};
@@ -27,6 +28,10 @@ pub struct SelftestArgs {
     /// Fail unless `doctor` would choose this backend (checks backend detection per kernel).
     #[arg(long, value_parser = super::backend_arg(), value_name = "BACKEND")]
     pub expect_chosen: Option<Backend>,
+    /// Where two or more backends run, print each one's events (JSON lines) and fail unless
+    /// they agree exactly: kinds, mounts, paths, layers, syscalls (not times or pids).
+    #[arg(long)]
+    pub compare_backends: bool,
     #[command(flatten)]
     pub btf: BtfArgs,
 }
@@ -37,9 +42,38 @@ pub async fn run(args: SelftestArgs, out: &mut dyn Write) -> Exit {
         tmpfs,
         doctor,
         expect_chosen,
+        compare_backends,
         btf,
     } = args;
-    run_all(backend, tmpfs, doctor, expect_chosen, &btf.paths(), out).await
+    run_all(
+        backend,
+        tmpfs,
+        doctor,
+        expect_chosen,
+        compare_backends,
+        &btf.paths(),
+        out,
+    )
+    .await
+}
+
+/// `--expect-chosen`: does `doctor` pick the backend the caller expects on this kernel?
+fn check_chosen(facts: &probe::KernelFacts, want: Backend, out: &mut dyn std::io::Write) -> bool {
+    let ok = facts.chosen == Some(want);
+    let _ = if ok {
+        writeln!(
+            out,
+            "selftest: ok doctor chooses {want} on {}",
+            facts.release
+        )
+    } else {
+        writeln!(
+            out,
+            "selftest: FAIL doctor chooses {:?} on {}, expected {want}",
+            facts.chosen, facts.release
+        )
+    };
+    ok
 }
 
 pub async fn run_all(
@@ -47,29 +81,21 @@ pub async fn run_all(
     tmpfs: bool,
     doctor: bool,
     expect_chosen: Option<Backend>,
+    compare_backends: bool,
     btf: &BtfPaths,
     out: &mut dyn std::io::Write,
 ) -> Exit {
+    let mut streams: Vec<(Backend, Vec<Event>)> = Vec::new();
     let facts = probe::kernel_facts(btf);
     if doctor {
-        print_doctor(out, &facts);
+        print_doctor(out, &facts, None);
     }
     let (mut passed, mut failed) = (0, 0);
     if let Some(want) = expect_chosen {
-        if facts.chosen == Some(want) {
+        if check_chosen(&facts, want, out) {
             passed += 1;
-            let _ = writeln!(
-                out,
-                "selftest: ok doctor chooses {want} on {}",
-                facts.release
-            );
         } else {
             failed += 1;
-            let _ = writeln!(
-                out,
-                "selftest: FAIL doctor chooses {:?} on {}, expected {want}",
-                facts.chosen, facts.release
-            );
         }
     }
     let backends: Vec<Backend> = match backend {
@@ -109,6 +135,7 @@ pub async fn run_all(
                     run.expected,
                     run.outcome.summary.drops.total()
                 );
+                streams.push((b, run.events));
             }
             Ok(run) => {
                 failed += 1;
@@ -134,10 +161,76 @@ pub async fn run_all(
             }
         }
     }
+    if compare_backends {
+        match compare_streams(&streams, &facts.release, out) {
+            Some(true) => passed += 1,
+            Some(false) => failed += 1,
+            None => {}
+        }
+    }
     let _ = writeln!(out, "{passed} passed, {failed} failed");
     if failed == 0 && passed > 0 {
         Exit::Ok
     } else {
         Exit::Failure
     }
+}
+
+/// `selftest --compare-backends`: every stream as JSON lines, then the first backend's against
+/// each other one. `None` when fewer than two backends passed (nothing to compare).
+fn compare_streams(
+    streams: &[(Backend, Vec<Event>)],
+    kernel: &str,
+    out: &mut dyn Write,
+) -> Option<bool> {
+    if streams.len() < 2 {
+        let _ = writeln!(
+            out,
+            "selftest: skip compare-backends kernel={kernel} (only {} backend(s) ran here: {})",
+            streams.len(),
+            streams
+                .iter()
+                .map(|(b, _)| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return None;
+    }
+    for (b, events) in streams {
+        for e in events {
+            let _ = writeln!(
+                out,
+                "selftest-event backend={b} {}",
+                serde_json::to_string(e).unwrap_or_default()
+            );
+        }
+    }
+    let (first, first_events) = &streams[0];
+    let mut agree = true;
+    for (b, events) in &streams[1..] {
+        let (diffs, notes) = crosscheck::compare((*first, first_events), (*b, events));
+        for n in &notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
+        if diffs.is_empty() {
+            let _ = writeln!(
+                out,
+                "selftest: ok backends {first} and {b} agree kernel={kernel} events={}/{} known_gaps={}",
+                first_events.len(),
+                events.len(),
+                notes.len()
+            );
+        } else {
+            agree = false;
+            let _ = writeln!(
+                out,
+                "selftest: FAIL backends {first} and {b} disagree kernel={kernel}: {} difference(s)",
+                diffs.len()
+            );
+            for d in &diffs {
+                let _ = writeln!(out, "  {d}");
+            }
+        }
+    }
+    Some(agree)
 }

@@ -285,7 +285,11 @@ impl Curve {
             .map_err(|e| bad(format!("not a cowprof bench results.json: {e}")))?;
         for run in &r.runs {
             let mut pts: BTreeMap<u64, u64> = BTreeMap::new();
-            for c in run.cells.iter().filter(|c| c.op == "first_write") {
+            for c in run
+                .cells
+                .iter()
+                .filter(|c| c.op == crate::lab::spec::Op::FirstWrite)
+            {
                 let e = pts.entry(c.size_bytes).or_insert(c.latency.p50_ns);
                 if c.layer_depth == 1 {
                     *e = c.latency.p50_ns;

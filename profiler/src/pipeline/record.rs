@@ -234,6 +234,7 @@ pub async fn record(
     let _ = exporter.header(out, &info);
     if let Some(m) = &opts.metrics {
         m.set_backend(&info);
+        m.set_canary(&info.backend.to_string(), &probe.canary);
     }
     // Readers wait for this line to know the probes are attached.
     let _ = out.flush();
@@ -362,6 +363,7 @@ fn drain(ring: &mut RingBuf<MapData>, enricher: &mut Enricher, malformed: &mut u
         match decode::decode(&item) {
             Ok(Record::Cow(ev)) => out.extend(enricher.push(*ev)),
             Ok(Record::SyscallEnd(end)) => out.extend(enricher.syscall_end(&end)),
+            Ok(Record::Mount(m)) => enricher.add_kernel_mount(&m),
             Err(e) => {
                 *malformed += 1;
                 log::debug!("skipping malformed sample: {e}");
