@@ -7,8 +7,10 @@
 //! Guaranteed).
 //! `record --containerd-socket` (through a read-only bind mount of the socket's directory, as
 //! the `DaemonSet` mounts /run/containerd) must give every event its pod name, namespace, UID,
-//! `QoS` and container name, and `/metrics` exact counts per `pod` label. The upper directories
-//! are the ground truth. Everything is stopped and removed at the end, also on failure.
+//! `QoS` and container name, its image layer's diffID and the image id (from containerd's
+//! snapshots, images and content services, checked against the archive's own config and layer
+//! tars), and `/metrics` exact counts per `pod` label. The upper directories are the ground
+//! truth. Everything is stopped and removed at the end, also on failure.
 #![allow(
     clippy::too_many_lines,
     reason = "a test or bench reads as one story: set-up, workload, exact assertions"
