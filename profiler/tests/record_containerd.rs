@@ -7,14 +7,17 @@
 //! Guaranteed).
 //! `record --containerd-socket` (through a read-only bind mount of the socket's directory, as
 //! the `DaemonSet` mounts /run/containerd) must give every event its pod name, namespace, UID,
-//! `QoS` and container name, and `/metrics` exact counts per `pod` label. The upper directories
-//! are the ground truth. Everything is stopped and removed at the end, also on failure.
+//! `QoS` and container name, its image layer's diffID and the image id (from containerd's
+//! snapshots, images and content services, checked against the archive's own config and layer
+//! tars), and `/metrics` exact counts per `pod` label. The upper directories are the ground
+//! truth. Everything is stopped and removed at the end, also on failure.
 #![allow(
     clippy::too_many_lines,
     reason = "a test or bench reads as one story: set-up, workload, exact assertions"
 )]
 
 mod common;
+mod layer_truth;
 
 use std::{
     collections::BTreeMap,
@@ -637,6 +640,40 @@ fn pods_named_by_containerd() {
         if e.container_id.is_some() {
             assert_eq!(e.image.as_deref(), Some(IMAGE), "{e:?}");
         }
+    }
+    // Every event's image layer and image id, from containerd's snapshots and image store,
+    // against the archive's own config and layer tars.
+    let truth = layer_truth::ArchiveLayers::read(&archive);
+    let layer_rows: Vec<(&str, Option<&str>, Option<&str>)> = recording
+        .events
+        .iter()
+        .filter(|e| e.container_id.is_some())
+        .map(|e| {
+            (
+                e.path.as_str(),
+                e.layer_digest.as_deref(),
+                e.image_id.as_deref(),
+            )
+        })
+        .collect();
+    let expected: Vec<(&str, Option<&str>, Option<&str>)> = layer_rows
+        .iter()
+        .map(|(p, _, _)| (*p, truth.layer_of(p), Some(truth.image_id.as_str())))
+        .collect();
+    assert_eq!(layer_rows.len(), 9);
+    assert_eq!(layer_rows, expected);
+    // The workload touched files of two layers: the base (passwd, group) and `COPY app.conf`.
+    let distinct: std::collections::BTreeSet<_> =
+        expected.iter().filter_map(|(_, d, _)| *d).collect();
+    assert_eq!(distinct.len(), 2, "{expected:?}");
+    for d in &distinct {
+        let n = expected.iter().filter(|r| r.1 == Some(*d)).count();
+        assert_eq!(
+            recording.summary.by_image_layer.get(*d).map(|g| g.count),
+            Some(n as u64),
+            "{:?}",
+            recording.summary.by_image_layer
+        );
     }
     let short = |id: &str| id[..12].to_owned();
     let s = &recording.summary;

@@ -32,7 +32,7 @@ use std::{
 };
 
 use super::{
-    containerd::{ContainerdClient, ContainerdError, ContainerdInfo},
+    containerd::{ContainerdClient, ContainerdError, ContainerdInfo, ImageLayers},
     docker::{ContainerInfo, DockerClient, DockerError},
     pod, Event,
 };
@@ -323,6 +323,8 @@ pub struct Attributor {
     containerd_down: Option<ContainerdError>,
     /// By full id; `None` = containerd does not know it, or could not answer.
     from_containerd: HashMap<String, Option<ContainerdInfo>>,
+    /// By container id: its image's layers from containerd (`None`: could not be read).
+    layers_from_containerd: HashMap<String, Option<ImageLayers>>,
     /// containerd lookups that timed out in a row; at [`MAX_TIMEOUTS`] it is given up.
     timeouts: u32,
     said_unnamed: bool,
@@ -340,6 +342,7 @@ impl Attributor {
             containerd,
             containerd_down: None,
             from_containerd: HashMap::new(),
+            layers_from_containerd: HashMap::new(),
             timeouts: 0,
             said_unnamed: false,
         }
@@ -429,21 +432,49 @@ impl Attributor {
                 i
             }
             Err(e) => {
-                let timed_out = matches!(e, ContainerdError::Timeout { .. });
-                self.timeouts = if timed_out { self.timeouts + 1 } else { 0 };
-                if e.is_unavailable() || self.timeouts >= MAX_TIMEOUTS {
-                    log::debug!("containerd given up: {e}");
-                    self.containerd = None;
-                    self.containerd_down = Some(e);
+                if self.give_up(e, id) {
                     // Not cached: the id may still be named by the engine's answer, not ours.
                     return None;
                 }
-                log::debug!("containerd lookup of {id}: {e}");
                 None
             }
         };
         self.from_containerd.insert(id.to_owned(), info.clone());
         info
+    }
+
+    /// Counts a failed containerd call; true if containerd is given up now.
+    fn give_up(&mut self, e: ContainerdError, id: &str) -> bool {
+        let timed_out = matches!(e, ContainerdError::Timeout { .. });
+        self.timeouts = if timed_out { self.timeouts + 1 } else { 0 };
+        if e.is_unavailable() || self.timeouts >= MAX_TIMEOUTS {
+            log::debug!("containerd given up: {e}");
+            self.containerd = None;
+            self.containerd_down = Some(e);
+            return true;
+        }
+        log::debug!("containerd lookup of {id}: {e}");
+        false
+    }
+
+    /// The image layers of a containerd container: one lookup per container, answer or not,
+    /// within the same budget as [`Self::containerd_info`].
+    async fn containerd_layers(&mut self, c: &ContainerdInfo) -> Option<&ImageLayers> {
+        if !self.layers_from_containerd.contains_key(&c.id) {
+            let client = self.containerd.as_mut()?;
+            let layers = match client.layers(c).await {
+                Ok(l) => {
+                    self.timeouts = 0;
+                    Some(l)
+                }
+                Err(e) => {
+                    self.give_up(e, &c.id);
+                    None
+                }
+            };
+            self.layers_from_containerd.insert(c.id.clone(), layers);
+        }
+        self.layers_from_containerd.get(&c.id)?.as_ref()
     }
 
     /// Said once: which sources of names are missing, and what the events keep instead.
@@ -489,6 +520,16 @@ impl Attributor {
                 continue;
             }
             if let Some(c) = self.containerd_info(&id).await {
+                if let Some(layers) = self.containerd_layers(&c).await {
+                    ev.image_id = Some(layers.image_id.clone()).filter(|s| !s.is_empty());
+                    if ev.layer_digest.is_none() {
+                        ev.layer_digest = ev
+                            .lower_layer_dir
+                            .as_deref()
+                            .and_then(|d| layers.by_dir.get(d))
+                            .cloned();
+                    }
+                }
                 ev.container_name = c.container_name;
                 ev.image = Some(c.image).filter(|s| !s.is_empty());
                 ev.pod_name = c.pod_name;

@@ -10,6 +10,14 @@
 //!
 //! The store's location comes from the layer path itself (`<root>/<driver>/<cache-id>/diff`),
 //! so any Docker root works without asking the engine.
+//!
+//! podman and CRI-O share containers-storage: each layer in `<root>/overlay/<id>/diff`
+//! (mountinfo shows `<root>/overlay/l/<short>` symlinks), and `<root>/overlay-layers/layers.json`
+//! (plus `volatile-layers.json` for layers kept out of the durable file) lists every layer's
+//! `id` with its `diff-digest`, the diffID. The layer id is the chain ID, not the diffID, so the
+//! table is needed. Read without any daemon; the root (`/var/lib/containers/storage` by
+//! default, anything `--root` gives) again comes from the path. `overlay-containers/
+//! containers.json` names each container's image id ([`LayerNames::image_of`]).
 
 use std::{
     collections::HashMap,
@@ -23,8 +31,18 @@ pub const INIT_LAYER: &str = "init";
 #[derive(Default)]
 pub struct LayerNames {
     by_dir: HashMap<String, Option<String>>,
-    /// layerdb dir → (cache-id → diffID).
+    /// Docker layerdb dir, or containers-storage `overlay-layers` dir → (dir id → diffID).
     stores: HashMap<PathBuf, HashMap<String, String>>,
+    /// containers-storage root → (container id → image id), for [`Self::image_of`].
+    containers: HashMap<PathBuf, HashMap<String, String>>,
+}
+
+/// Where the table for one layer directory lives.
+enum Store {
+    /// Docker's `image/<driver>/layerdb/sha256`.
+    Docker(PathBuf),
+    /// containers-storage's `overlay-layers` directory.
+    Containers(PathBuf),
 }
 
 impl LayerNames {
@@ -46,24 +64,52 @@ impl LayerNames {
         let dir = layer_dir
             .canonicalize()
             .unwrap_or_else(|_| layer_dir.to_path_buf());
-        let (cache_id, layerdb) = store_of(&dir)?;
+        let (cache_id, store) = store_of(&dir)?;
         if cache_id.ends_with("-init") {
             return Some(INIT_LAYER.to_owned());
         }
-        if let Some(d) = self.stores.get(&layerdb).and_then(|s| s.get(&cache_id)) {
+        let key = match &store {
+            Store::Docker(p) | Store::Containers(p) => p.clone(),
+        };
+        if let Some(d) = self.stores.get(&key).and_then(|s| s.get(&cache_id)) {
             return Some(d.clone());
         }
         // Unknown here: the image may be newer than our table; read the store again.
-        let table = read_layerdb(&layerdb);
+        let table = match &store {
+            Store::Docker(p) => read_layerdb(p),
+            Store::Containers(p) => read_layers_json(p),
+        };
         let found = table.get(&cache_id).cloned();
-        self.stores.insert(layerdb, table);
+        self.stores.insert(key, table);
         found
+    }
+
+    /// The image id (`sha256:…`) of a podman / CRI-O container whose layer `layer_dir` is, from
+    /// `overlay-containers/containers.json` of the same containers-storage root; `None` for
+    /// other stores or unknown containers.
+    pub fn image_of(&mut self, layer_dir: &str, container_id: &str) -> Option<String> {
+        let dir = Path::new(layer_dir)
+            .canonicalize()
+            .unwrap_or_else(|_| PathBuf::from(layer_dir));
+        let (_, Store::Containers(layers)) = store_of(&dir)? else {
+            return None;
+        };
+        let root = layers.parent()?.to_path_buf();
+        if !self
+            .containers
+            .get(&root)
+            .is_some_and(|t| t.contains_key(container_id))
+        {
+            let table = read_containers_json(&root.join("overlay-containers/containers.json"));
+            self.containers.insert(root.clone(), table);
+        }
+        self.containers.get(&root)?.get(container_id).cloned()
     }
 }
 
-/// `<root>/<driver>/<cache-id>/diff` → (cache-id, `<root>/image/<driver>/layerdb/sha256`), if
-/// that layerdb exists.
-fn store_of(dir: &Path) -> Option<(String, PathBuf)> {
+/// `<root>/<driver>/<cache-id>/diff` → (cache-id, `<root>/image/<driver>/layerdb/sha256`) if
+/// that layerdb exists, else (id, `<root>/<driver>-layers`) if that has a `layers.json`.
+fn store_of(dir: &Path) -> Option<(String, Store)> {
     if dir.file_name()? != "diff" {
         return None;
     }
@@ -71,12 +117,66 @@ fn store_of(dir: &Path) -> Option<(String, PathBuf)> {
     let cache_id = id_dir.file_name()?.to_str()?.to_owned();
     let driver_dir = id_dir.parent()?;
     let driver = driver_dir.file_name()?;
-    let layerdb = driver_dir
-        .parent()?
-        .join("image")
-        .join(driver)
-        .join("layerdb/sha256");
-    layerdb.is_dir().then_some((cache_id, layerdb))
+    let root = driver_dir.parent()?;
+    let layerdb = root.join("image").join(driver).join("layerdb/sha256");
+    if layerdb.is_dir() {
+        return Some((cache_id, Store::Docker(layerdb)));
+    }
+    let mut name = driver.to_os_string();
+    name.push("-layers");
+    let layers = root.join(name);
+    layers
+        .join("layers.json")
+        .is_file()
+        .then_some((cache_id, Store::Containers(layers)))
+}
+
+/// One layer of containers-storage's `layers.json`.
+#[derive(serde::Deserialize)]
+struct StorageLayer {
+    id: String,
+    #[serde(rename = "diff-digest", default)]
+    diff_digest: Option<String>,
+}
+
+/// layer id → diffID from `layers.json` and `volatile-layers.json` in an `overlay-layers`
+/// directory. A file missing or being rewritten counts as empty (read again on the next miss).
+pub fn read_layers_json(dir: &Path) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for file in ["layers.json", "volatile-layers.json"] {
+        let Ok(text) = std::fs::read(dir.join(file)) else {
+            continue;
+        };
+        let Ok(layers) = serde_json::from_slice::<Vec<StorageLayer>>(&text) else {
+            continue;
+        };
+        for l in layers {
+            if let Some(d) = l.diff_digest.filter(|d| !d.is_empty()) {
+                out.insert(l.id, d);
+            }
+        }
+    }
+    out
+}
+
+/// One container of containers-storage's `containers.json`.
+#[derive(serde::Deserialize)]
+struct StorageContainer {
+    id: String,
+    #[serde(default)]
+    image: String,
+}
+
+/// container id → `sha256:<image id>` from `overlay-containers/containers.json`.
+fn read_containers_json(file: &Path) -> HashMap<String, String> {
+    std::fs::read(file)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Vec<StorageContainer>>(&t).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| !c.image.is_empty())
+        .map(|c| (c.id, format!("sha256:{}", c.image)))
+        .collect()
 }
 
 /// cache-id → diffID for every layer in a layerdb directory. Unreadable entries are skipped
@@ -146,5 +246,58 @@ mod tests {
             names.name_of(&s(ov.join("ddd/diff"))).as_deref(),
             Some("sha256:d3")
         );
+    }
+
+    /// A miniature containers-storage root (podman, CRI-O): layer ids are chain IDs, the
+    /// diffIDs come from layers.json and volatile-layers.json; containers.json names images.
+    #[test]
+    fn containers_storage_layers() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let ov = r.join("overlay");
+        for id in ["c1", "c2", "c3"] {
+            std::fs::create_dir_all(ov.join(id).join("diff")).unwrap();
+        }
+        std::fs::create_dir_all(ov.join("l")).unwrap();
+        std::os::unix::fs::symlink("../c2/diff", ov.join("l/SHORT2")).unwrap();
+        let ls = r.join("overlay-layers");
+        std::fs::create_dir_all(&ls).unwrap();
+        std::fs::write(
+            ls.join("layers.json"),
+            r#"[{"id":"c1","diff-digest":"sha256:d1","uidset":[0]},
+                {"id":"c2","parent":"c1","diff-digest":"sha256:d2"}]"#,
+        )
+        .unwrap();
+        std::fs::write(
+            ls.join("volatile-layers.json"),
+            r#"[{"id":"c3","parent":"c2","diff-digest":"sha256:d3"}]"#,
+        )
+        .unwrap();
+        std::fs::create_dir_all(r.join("overlay-containers")).unwrap();
+        std::fs::write(
+            r.join("overlay-containers/containers.json"),
+            r#"[{"id":"k1","names":["web"],"image":"abc","layer":"c9"}]"#,
+        )
+        .unwrap();
+        let mut names = LayerNames::default();
+        let s = |p: PathBuf| p.display().to_string();
+        assert_eq!(
+            names.name_of(&s(ov.join("c1/diff"))).as_deref(),
+            Some("sha256:d1")
+        );
+        assert_eq!(
+            names.name_of(&s(ov.join("l/SHORT2"))).as_deref(),
+            Some("sha256:d2")
+        );
+        assert_eq!(
+            names.name_of(&s(ov.join("c3/diff"))).as_deref(),
+            Some("sha256:d3")
+        );
+        assert_eq!(names.name_of(&s(ov.join("c4/diff"))), None);
+        assert_eq!(
+            names.image_of(&s(ov.join("c1/diff")), "k1").as_deref(),
+            Some("sha256:abc")
+        );
+        assert_eq!(names.image_of(&s(ov.join("c1/diff")), "k2"), None);
     }
 }

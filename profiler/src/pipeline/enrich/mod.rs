@@ -282,6 +282,11 @@ impl Enricher {
             .lower_layer_dir
             .as_deref()
             .and_then(|d| self.layer_names.name_of(d));
+        // podman / CRI-O: the image id from the containers-storage root of the layer.
+        if let (Some(dir), Some(id)) = (out.lower_layer_dir.as_deref(), out.container_id.as_deref())
+        {
+            out.image_id = self.layer_names.image_of(dir, id);
+        }
         out
     }
 }
