@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use cowprof::{
     host::cancel::Cancel,
     image::{
-        compare, inspect, io_err, one_line,
+        compare, forecast, inspect, io_err, one_line,
         store::{ImageRecord, Store, DEFAULT_STORE},
         unpack::Limits,
         ImageError,
@@ -62,6 +62,22 @@ pub enum ImageCommand {
         #[arg(long)]
         no_run: bool,
         /// Write compare.json and compare.svg here.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forecast a recorded workload's copy-ups on candidate images (docs/images.md, "Forecast").
+    Forecast {
+        /// What `cowprof record --json` wrote for a run of the workload.
+        trace: PathBuf,
+        /// Candidate images (digest, tag or archive), one or more.
+        #[arg(required = true, num_args = 1..)]
+        images: Vec<String>,
+        /// Predict data copy-up cost from this `cowprof bench` results.json (else a built-in curve).
+        #[arg(long, value_name = "FILE")]
+        lab: Option<PathBuf>,
+        /// Write forecast.json and forecast.svg (.png) here.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         #[arg(long)]
@@ -237,6 +253,56 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                     w(writeln!(
                         out,
                         "\nwrote {0}/compare.json and {0}/compare.svg (.png)",
+                        d.display()
+                    ))?;
+                }
+            }
+        }
+        ImageCommand::Forecast {
+            trace,
+            images,
+            lab,
+            out: out_dir,
+            json,
+        } => {
+            let t = forecast::read_trace(&trace)?;
+            let curve = match &lab {
+                Some(p) => inspect::Curve::from_lab(p)?,
+                None => inspect::Curve::builtin(),
+            };
+            let model = forecast::CostModel::new(curve, &t);
+            let mut fs = Vec::new();
+            for i in &images {
+                let rec = resolve(&store, i, &cancel, &mut err)?;
+                let stack = forecast::Stack::read(&store, &rec)?;
+                fs.push(forecast::summarize(
+                    &rec,
+                    forecast::forecast(&t, &stack, &model),
+                ));
+            }
+            let doc = serde_json::json!({
+                "schema": 1,
+                "trace": trace,
+                "trace_ops": t.ops.len(),
+                "cost_model": model.source,
+                "images": fs,
+            });
+            if let Some(d) = &out_dir {
+                std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
+                let p = d.join("forecast.json");
+                std::fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap_or_default())
+                    .map_err(io_err("writing", &p))?;
+                forecast::chart(&fs, &d.join("forecast.svg"))?;
+            }
+            if json {
+                w(serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other))?;
+                w(writeln!(out))?;
+            } else {
+                w(forecast::render(&fs, &model.source, out))?;
+                if let Some(d) = &out_dir {
+                    w(writeln!(
+                        out,
+                        "wrote {0}/forecast.json and {0}/forecast.svg (.png)",
                         d.display()
                     ))?;
                 }

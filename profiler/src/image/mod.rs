@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod bench;
 pub mod compare;
+pub mod forecast;
 pub mod inspect;
 pub mod manifest;
 pub mod store;
@@ -55,6 +56,9 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    /// A trace file that is not a usable `record --json` trace.
+    #[error("trace {trace}: {reason}")]
+    Trace { trace: PathBuf, reason: String },
     #[error("interrupted")]
     Interrupted,
     #[error("{0}")]
@@ -70,7 +74,8 @@ impl ImageError {
             | Self::Digest { .. }
             | Self::Stream { .. }
             | Self::Archive { .. }
-            | Self::NotFound { .. } => 2,
+            | Self::NotFound { .. }
+            | Self::Trace { .. } => 2,
             Self::NotRoot { .. } => 3,
             Self::Interrupted => 130,
             Self::Lab(e) => e.exit_code(),
