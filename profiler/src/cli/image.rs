@@ -10,7 +10,7 @@ use cowprof::{
         compare, forecast, inspect, io_err, one_line,
         store::{ImageRecord, Store, DEFAULT_STORE},
         unpack::Limits,
-        ImageError,
+        verify, ImageError,
     },
 };
 
@@ -77,6 +77,12 @@ pub enum ImageCommand {
         /// Predict data copy-up cost from this `cowprof bench` results.json (else a built-in curve).
         #[arg(long, value_name = "FILE")]
         lab: Option<PathBuf>,
+        /// Replay the trace on each image's mounted layers and measure it (needs root).
+        #[arg(long)]
+        verify: bool,
+        /// Replays per image with --verify (fresh upper each); the median time is compared.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
         /// Write forecast.json and forecast.svg (.png) here.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -262,6 +268,8 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             trace,
             images,
             lab,
+            verify,
+            runs,
             out: out_dir,
             json,
         } => {
@@ -272,13 +280,19 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             };
             let model = forecast::CostModel::new(curve, &t);
             let mut fs = Vec::new();
+            let mut checks = Vec::new();
             for i in &images {
                 let rec = resolve(&store, i, &cancel, &mut err)?;
                 let stack = forecast::Stack::read(&store, &rec)?;
-                fs.push(forecast::summarize(
-                    &rec,
-                    forecast::forecast(&t, &stack, &model),
-                ));
+                let f = forecast::summarize(&rec, forecast::forecast(&t, &stack, &model));
+                if verify {
+                    let mut ms = Vec::new();
+                    for _ in 0..runs.max(1) {
+                        ms.push(verify::verify(&store, &rec, &t, Some(&cancel))?);
+                    }
+                    checks.push(verify::Check::new(&f, ms));
+                }
+                fs.push(f);
             }
             let doc = serde_json::json!({
                 "schema": 1,
@@ -286,6 +300,7 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                 "trace_ops": t.ops.len(),
                 "cost_model": model.source,
                 "images": fs,
+                "verify": checks,
             });
             if let Some(d) = &out_dir {
                 std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
@@ -299,6 +314,9 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                 w(writeln!(out))?;
             } else {
                 w(forecast::render(&fs, &model.source, out))?;
+                if verify {
+                    w(verify::render(&checks, out))?;
+                }
                 if let Some(d) = &out_dir {
                     w(writeln!(
                         out,

@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod manifest;
 pub mod store;
 pub mod unpack;
+pub mod verify;
 
 use std::path::PathBuf;
 
