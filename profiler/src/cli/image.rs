@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use cowprof::{
     host::cancel::Cancel,
     image::{
-        compare, forecast, inspect, io_err, one_line,
+        compare, forecast, inspect, io_err, model, one_line,
         store::{ImageRecord, Store, DEFAULT_STORE},
         unpack::Limits,
         verify, ImageError,
@@ -44,9 +44,13 @@ pub enum ImageCommand {
     Inspect {
         /// An imported image (digest, 12+ hex prefix, or tag) or an archive to import first.
         image: String,
-        /// Predict copy-up cost from this `cowprof bench` results.json (else a built-in curve).
+        /// Predict copy-up cost from this `cowprof bench` results.json (else this host's
+        /// calibration, measured once and cached in the store).
         #[arg(long, value_name = "FILE")]
         lab: Option<PathBuf>,
+        /// The filesystem the calibration measures: dir (the store's own), tmpfs, ext4, xfs, btrfs.
+        #[arg(long, value_name = "FS", default_value = "dir")]
+        upper_fs: String,
         #[arg(long)]
         json: bool,
     },
@@ -74,9 +78,13 @@ pub enum ImageCommand {
         /// Candidate images (digest, tag or archive), one or more.
         #[arg(required = true, num_args = 1..)]
         images: Vec<String>,
-        /// Predict data copy-up cost from this `cowprof bench` results.json (else a built-in curve).
+        /// Predict copy-up cost from this `cowprof bench` results.json (else this host's
+        /// calibration, measured once and cached in the store).
         #[arg(long, value_name = "FILE")]
         lab: Option<PathBuf>,
+        /// The filesystem the calibration measures: dir (the store's own), tmpfs, ext4, xfs, btrfs.
+        #[arg(long, value_name = "FS", default_value = "dir")]
+        upper_fs: String,
         /// Replay the trace on each image's mounted layers and measure it (needs root).
         #[arg(long)]
         verify: bool,
@@ -128,6 +136,27 @@ fn resolve(
             });
     }
     store.find(reference)
+}
+
+/// The cost model: a given lab results.json, else this host's cached or new calibration.
+fn cost_model(
+    store: &Store,
+    lab: Option<&std::path::Path>,
+    upper_fs: &str,
+    err: &mut impl Write,
+) -> Result<model::CostModel, ImageError> {
+    if !["dir", "tmpfs", "ext4", "xfs", "btrfs"].contains(&upper_fs) {
+        return Err(ImageError::Archive {
+            archive: "--upper-fs".into(),
+            reason: format!("{upper_fs:?} is not one of dir, tmpfs, ext4, xfs, btrfs"),
+        });
+    }
+    match lab {
+        Some(p) => model::CostModel::from_file(p),
+        None => model::calibrated(store, upper_fs, |m| {
+            let _ = writeln!(err, "cowprof image: {m}");
+        }),
+    }
 }
 
 /// Runs one `image` subcommand.
@@ -206,13 +235,15 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                 ))?;
             }
         }
-        ImageCommand::Inspect { image, lab, json } => {
+        ImageCommand::Inspect {
+            image,
+            lab,
+            upper_fs,
+            json,
+        } => {
             let rec = resolve(&store, &image, &cancel, &mut err)?;
-            let curve = match &lab {
-                Some(p) => inspect::Curve::from_lab(p)?,
-                None => inspect::Curve::builtin(),
-            };
-            let (ins, _) = inspect::inspect(&store, &rec, &curve)?;
+            let model = cost_model(&store, lab.as_deref(), &upper_fs, &mut err)?;
+            let (ins, _) = inspect::inspect(&store, &rec, &model.data)?;
             if json {
                 w(serde_json::to_writer_pretty(
                     &mut *out,
@@ -268,17 +299,14 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             trace,
             images,
             lab,
+            upper_fs,
             verify,
             runs,
             out: out_dir,
             json,
         } => {
             let t = forecast::read_trace(&trace)?;
-            let curve = match &lab {
-                Some(p) => inspect::Curve::from_lab(p)?,
-                None => inspect::Curve::builtin(),
-            };
-            let model = forecast::CostModel::new(curve, &t);
+            let model = cost_model(&store, lab.as_deref(), &upper_fs, &mut err)?;
             let mut fs = Vec::new();
             let mut checks = Vec::new();
             for i in &images {

@@ -328,7 +328,7 @@ pub fn summarize_image(
     run: bool,
     cancel: Option<&Cancel>,
 ) -> Result<ImageSummary, ImageError> {
-    let (ins, view) = inspect::inspect(store, rec, &Curve::builtin())?;
+    let (ins, view) = inspect::inspect(store, rec, &Curve::none())?;
     let workloads = if run {
         run_workloads(store, rec, &view, reps, cancel)?
     } else {

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     compare::percentile,
-    inspect::{read_layer, Curve, Kind, LayerTree},
+    inspect::{read_layer, Kind, LayerTree},
     io_err,
+    model::CostModel,
     store::{ImageRecord, Store},
     ImageError,
 };
@@ -336,54 +337,6 @@ pub struct Forecast {
     pub steps: Vec<Step>,
 }
 
-/// The latency of each kind of copy-up.
-pub struct CostModel {
-    /// Data copy-ups by size.
-    pub data: Curve,
-    /// p50 of the other kinds, ns.
-    pub fixed_ns: BTreeMap<Outcome, u64>,
-    pub source: String,
-}
-
-impl CostModel {
-    /// Data copy-ups from `data`; the other kinds from the medians the trace itself recorded.
-    #[must_use]
-    pub fn new(data: Curve, trace: &Trace) -> Self {
-        let mut fixed_ns = BTreeMap::new();
-        for o in [
-            Outcome::Metacopy,
-            Outcome::SpecialCopyUp,
-            Outcome::DirCopyUp,
-            Outcome::Whiteout,
-            Outcome::OpaqueDir,
-        ] {
-            if let Some(v) = trace.latencies.get(o.name()) {
-                let mut v = v.clone();
-                v.sort_unstable();
-                fixed_ns.insert(o, percentile(&v, 0.5));
-            }
-        }
-        let source = format!(
-            "data copy-ups: {}; other kinds: the trace's own medians ({} kinds recorded)",
-            data.source,
-            fixed_ns.len()
-        );
-        Self {
-            data,
-            fixed_ns,
-            source,
-        }
-    }
-
-    #[must_use]
-    pub fn predict(&self, o: Outcome, bytes: u64) -> u64 {
-        match o {
-            Outcome::DataCopyUp => self.data.predict_ns(bytes),
-            o => self.fixed_ns.get(&o).copied().unwrap_or(0),
-        }
-    }
-}
-
 /// Forecasts `trace` on a stack.
 #[must_use]
 pub fn forecast(trace: &Trace, stack: &Stack, model: &CostModel) -> Vec<Step> {
@@ -639,7 +592,7 @@ mod tests {
 
     fn model() -> CostModel {
         CostModel {
-            data: Curve {
+            data: crate::image::inspect::Curve {
                 source: "test".into(),
                 points: vec![(1, 1000), (1 << 20, 2000)],
             },

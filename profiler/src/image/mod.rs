@@ -13,6 +13,7 @@ pub mod compare;
 pub mod forecast;
 pub mod inspect;
 pub mod manifest;
+pub mod model;
 pub mod store;
 pub mod unpack;
 pub mod verify;
