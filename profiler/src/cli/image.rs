@@ -51,6 +51,9 @@ pub enum ImageCommand {
         /// The filesystem the calibration measures: dir (the store's own), tmpfs, ext4, xfs, btrfs.
         #[arg(long, value_name = "FS", default_value = "dir")]
         upper_fs: String,
+        /// Measure the cost model again even when the cached one still fits this environment.
+        #[arg(long)]
+        recalibrate: bool,
         #[arg(long)]
         json: bool,
     },
@@ -85,6 +88,9 @@ pub enum ImageCommand {
         /// The filesystem the calibration measures: dir (the store's own), tmpfs, ext4, xfs, btrfs.
         #[arg(long, value_name = "FS", default_value = "dir")]
         upper_fs: String,
+        /// Measure the cost model again even when the cached one still fits this environment.
+        #[arg(long)]
+        recalibrate: bool,
         /// Replay the trace on each image's mounted layers and measure it (needs root).
         #[arg(long)]
         verify: bool,
@@ -143,6 +149,7 @@ fn cost_model(
     store: &Store,
     lab: Option<&std::path::Path>,
     upper_fs: &str,
+    recalibrate: bool,
     err: &mut impl Write,
 ) -> Result<model::CostModel, ImageError> {
     if !["dir", "tmpfs", "ext4", "xfs", "btrfs"].contains(&upper_fs) {
@@ -153,7 +160,7 @@ fn cost_model(
     }
     match lab {
         Some(p) => model::CostModel::from_file(p),
-        None => model::calibrated(store, upper_fs, |m| {
+        None => model::calibrated(store, upper_fs, recalibrate, |m| {
             let _ = writeln!(err, "cowprof image: {m}");
         }),
     }
@@ -239,10 +246,11 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             image,
             lab,
             upper_fs,
+            recalibrate,
             json,
         } => {
             let rec = resolve(&store, &image, &cancel, &mut err)?;
-            let model = cost_model(&store, lab.as_deref(), &upper_fs, &mut err)?;
+            let model = cost_model(&store, lab.as_deref(), &upper_fs, recalibrate, &mut err)?;
             let (ins, _) = inspect::inspect(&store, &rec, &model.data)?;
             if json {
                 w(serde_json::to_writer_pretty(
@@ -300,13 +308,14 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             images,
             lab,
             upper_fs,
+            recalibrate,
             verify,
             runs,
             out: out_dir,
             json,
         } => {
             let t = forecast::read_trace(&trace)?;
-            let model = cost_model(&store, lab.as_deref(), &upper_fs, &mut err)?;
+            let model = cost_model(&store, lab.as_deref(), &upper_fs, recalibrate, &mut err)?;
             let mut fs = Vec::new();
             let mut checks = Vec::new();
             for i in &images {

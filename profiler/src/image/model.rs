@@ -6,6 +6,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     fs,
     path::{Path, PathBuf},
 };
@@ -15,7 +16,7 @@ use crate::lab::{results::Results, run::BenchOptions};
 
 /// The calibration's spec: one lower layer, the file in it, user-side p50 of the op.
 pub const CALIBRATION_SPEC: &str = r#"layers = 1
-sizes = ["4K", "64K", "1M", "16M"]
+sizes = ["4K", "64K", "1M", "4M", "16M"]
 file_layers = [1]
 repetitions = 5
 filesystems = ["FS"]
@@ -121,7 +122,7 @@ impl CostModel {
 fn environment(store: &Store, upper_fs: &str) -> String {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let kernel = kernel.trim();
-    let fs_type = rustix::fs::statfs(&store.root).map_or(0, |s| s.f_type as i64);
+    let fs_type = rustix::fs::statfs(&store.root).map_or(0, |s| s.f_type);
     let mut params = String::new();
     if let Ok(rd) = fs::read_dir("/sys/module/overlay/parameters") {
         let mut v: Vec<(String, String)> = rd
@@ -138,7 +139,7 @@ fn environment(store: &Store, upper_fs: &str) -> String {
             .collect();
         v.sort();
         for (k, val) in v {
-            params.push_str(&format!("{k}={val};"));
+            let _ = write!(params, "{k}={val};");
         }
     }
     format!(
@@ -156,17 +157,21 @@ fn dir_for(store: &Store, env: &str) -> PathBuf {
 }
 
 /// The model measured on this host: the cached calibration when its environment still holds,
-/// else a new lab run (about a minute; needs root). `upper_fs` is a lab filesystem kind: `dir`
+/// else (or when `again`) a new lab run (about 10 s; needs root). `upper_fs` is a lab filesystem kind: `dir`
 /// (the store's own filesystem), `tmpfs`, `ext4`, `xfs` or `btrfs`.
 pub fn calibrated(
     store: &Store,
     upper_fs: &str,
+    again: bool,
     mut progress: impl FnMut(&str),
 ) -> Result<CostModel, ImageError> {
     let env = environment(store, upper_fs);
     let dir = dir_for(store, &env);
     let results = dir.join("results.json");
-    if fs::read_to_string(dir.join("environment")).is_ok_and(|e| e == env) && results.exists() {
+    if !again
+        && fs::read_to_string(dir.join("environment")).is_ok_and(|e| e == env)
+        && results.exists()
+    {
         let mut m = CostModel::from_file(&results)?;
         m.source = format!("calibration cached for this environment: {}", m.source);
         return Ok(m);

@@ -31,6 +31,8 @@ pub struct Measured {
     pub total_ns: u64,
     /// Operations that failed (e.g. a delete of a path absent in this image).
     pub failed: u64,
+    /// Wall time of each replayed operation, in the trace's order.
+    pub op_ns: Vec<u64>,
 }
 
 /// Opens the parent of `p` below `root` (`RESOLVE_IN_ROOT`), creating missing directories when
@@ -178,13 +180,13 @@ pub fn verify(
     cancel: Option<&Cancel>,
 ) -> Result<Measured, ImageError> {
     let pristine = ImageStack::mount(store, rec)?;
-    let s = ImageStack::mount(store, rec)?;
+    let stack = ImageStack::mount(store, rec)?;
     let root = rustix::fs::open(
-        &s.merged,
+        &stack.merged,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| io_err("opening", &s.merged)(e.into()))?;
+    .map_err(|e| io_err("opening", &stack.merged)(e.into()))?;
     let mut m = Measured::default();
     let mut seen: BTreeMap<String, (u32, bool)> = BTreeMap::new();
     for t in &trace.ops {
@@ -192,13 +194,15 @@ pub fn verify(
             return Err(ImageError::Interrupted);
         }
         let start = Instant::now();
-        let r = replay_one(&root, t.op, &t.path);
-        m.total_ns += u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if r.is_err() {
+        let result = replay_one(&root, t.op, &t.path);
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        m.total_ns += ns;
+        m.op_ns.push(ns);
+        if result.is_err() {
             m.failed += 1;
         }
         // What this operation added to the upper directory.
-        let now = scan_upper(&s.upper);
+        let now = scan_upper(&stack.upper);
         for (p, k) in &now {
             if seen.get(p) == Some(k) {
                 continue;
@@ -221,11 +225,11 @@ pub fn verify(
                         .or_default();
                     d.count = d.count.saturating_sub(1);
                 }
-                let k = m.by_kind.entry(o.name().into()).or_default();
-                k.count += 1;
+                let total = m.by_kind.entry(o.name().into()).or_default();
+                total.count += 1;
                 if o == Outcome::DataCopyUp {
                     let b = lower.as_ref().map_or(0, fs::Metadata::len);
-                    k.bytes += b;
+                    total.bytes += b;
                     m.bytes += b;
                 }
             }
@@ -236,7 +240,7 @@ pub fn verify(
     m.copy_ups = c(Outcome::DataCopyUp) + c(Outcome::DirCopyUp) + c(Outcome::SpecialCopyUp);
     m.whiteouts = c(Outcome::Whiteout) + c(Outcome::OpaqueDir);
     drop(root);
-    drop(s);
+    drop(stack);
     drop(pristine);
     Ok(m)
 }
