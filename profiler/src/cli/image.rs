@@ -315,11 +315,15 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             json,
         } => {
             let t = forecast::read_trace(&trace)?;
+            // Every image first: a wrong name fails before the calibration runs.
+            let recs = images
+                .iter()
+                .map(|i| resolve(&store, i, &cancel, &mut err))
+                .collect::<Result<Vec<_>, _>>()?;
             let model = cost_model(&store, lab.as_deref(), &upper_fs, recalibrate, &mut err)?;
             let mut fs = Vec::new();
             let mut checks = Vec::new();
-            for i in &images {
-                let rec = resolve(&store, i, &cancel, &mut err)?;
+            for rec in recs {
                 let stack = forecast::Stack::read(&store, &rec)?;
                 let f = forecast::summarize(&rec, forecast::forecast(&t, &stack, &model));
                 if verify {
