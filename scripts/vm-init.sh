@@ -1,9 +1,11 @@
 #!/bin/busybox sh
 # PID 1 of the initramfs that scripts/vm-matrix builds. Runs under busybox sh, inside a qemu VM.
 # Layout it expects: /bin/busybox, /overlay.ko, /cowprof-test, optional /cowprof-args (a file of
-# shell words, `set -- 'a' 'b'`, written by vm-matrix) and /after (a script run next, `sh /after
-# /cowprof-test`). It always ends with exactly one line
-#   COWPROF-VM-VERDICT kernel=<uname -r> rc=<exit code>
+# shell words, `set -- 'a' 'b'`, written by vm-matrix), /after (a script run next, `sh /after
+# /cowprof-test`) and /vm-dmesg-check (scripts/vm-dmesg-check). After each run the kernel log is
+# checked: every WARNING:, BUG:, Oops, RCU stall, lockup or lockdep line is printed and counted.
+# It always ends with exactly one line
+#   COWPROF-VM-VERDICT kernel=<uname -r> rc=<exit code> dmesg=<kernel problem lines>
 # and powers the VM off, whatever happened before.
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -30,6 +32,22 @@ if [ -f /overlay.ko ]; then
   insmod /overlay.ko || echo "vm-init: insmod /overlay.ko failed"
 fi
 
+# Prints the kernel log's problem lines since the last call (dmesg -c clears what was read) and
+# adds their number to $dmesg_bad. $1 = what just ran.
+dmesg_bad=0
+check_dmesg() {
+  hits=$(dmesg -c | sh /vm-dmesg-check)
+  if [ -n "$hits" ]; then
+    n=$(echo "$hits" | grep -c .)
+    dmesg_bad=$((dmesg_bad + n))
+    echo "vm-init: FAIL: $n kernel problem line(s) in dmesg after $1:"
+    echo "$hits" | sed 's/^/vm-init: dmesg: /'
+  else
+    echo "vm-init: dmesg after $1: no WARNING/BUG/Oops/stall/lockup/lockdep line"
+  fi
+}
+check_dmesg "boot"
+
 set --
 [ -f /cowprof-args ] && . /cowprof-args
 if [ -x /cowprof-test ]; then
@@ -39,16 +57,18 @@ else
   echo "vm-init: /cowprof-test is missing or not executable"
   rc=127
 fi
+check_dmesg "/cowprof-test"
 # A second test (vm-matrix --after), e.g. unloading overlay.ko under a recording.
 if [ -f /after ]; then
   sh /after /cowprof-test
   arc=$?
   [ "$rc" = 0 ] && rc=$arc
+  check_dmesg "/after"
 fi
 # Let the last console writes drain before the verdict, then the verdict on a line of its own.
 sync
 echo
-echo "COWPROF-VM-VERDICT kernel=$KVER rc=$rc"
+echo "COWPROF-VM-VERDICT kernel=$KVER rc=$rc dmesg=$dmesg_bad"
 poweroff -f
 # Only reached if poweroff failed: exiting PID 1 panics, and panic=-1 + -no-reboot ends qemu.
 exit "$rc"

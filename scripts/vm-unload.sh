@@ -14,6 +14,17 @@ B=$1
 T=/tmp/vm-unload
 fail() { echo "vm-unload: FAIL: $*"; echo "--- record stderr:"; cat "$T/rec.err" 2>/dev/null; exit 1; }
 kinds() { grep -o '"kind":"[a-z_]*"' "$1" | sort | tr '\n' ' '; }
+# "kind path mount_point;" of every event line of $1, sorted.
+events() {
+  grep '"type":"event"' "$1" | while read -r l; do
+    k=$(echo "$l" | grep -o '"kind":"[a-z_]*"' | cut -d'"' -f4)
+    p=$(echo "$l" | grep -o '"path":"[^"]*"' | cut -d'"' -f4)
+    m=$(echo "$l" | grep -o '"mount_point":"[^"]*"' | cut -d'"' -f4)
+    echo "$k $p ${m:-none};"
+  done | sort | tr -d '\n'
+}
+# What round $1 must record: the append to a, the removal of b, on that round's mount.
+want() { echo "data_copy_up a $T/s$1/m;whiteout b $T/s$1/m;"; }
 
 # $1 = tag. Starts record in the background, waits until its header line says it is attached.
 start_record() {
@@ -26,19 +37,25 @@ start_record() {
     sleep 0.1
   done
 }
-# $1 = round. Mounts a fresh overlay, appends to a lower file, removes another, unmounts.
+# $1 = round, $2 = record's output. Mounts a fresh overlay, appends to a lower file, removes
+# another, waits until record has written both events (while the mount still exists), unmounts.
 use_overlay() {
   d=$T/s$1; mkdir -p "$d/l" "$d/u" "$d/w" "$d/m"
   echo lower >"$d/l/a"; echo lower >"$d/l/b"
   mount -t overlay overlay -o "lowerdir=$d/l,upperdir=$d/u,workdir=$d/w" "$d/m" || fail "mount $1"
   echo more >>"$d/m/a" && rm "$d/m/b" || fail "use of overlay $1"
+  i=0
+  while [ "$(grep -c '"type":"event"' "$2")" -lt 2 ]; do
+    i=$((i + 1)); [ $i -lt 300 ] || fail "record did not write 2 events of round $1 in 30 s"
+    sleep 0.1
+  done
   umount "$d/m" || fail "umount $1"
 }
 
 mkdir -p "$T"
 grep -q '^overlay ' /proc/modules || fail "overlay is not a loaded module here"
 start_record rec
-use_overlay 1
+use_overlay 1 "$T/rec.json"
 sleep 1
 rmmod overlay || fail "rmmod overlay failed (rc=$?) while record held kprobes on it"
 grep -q '^overlay ' /proc/modules && fail "overlay still in /proc/modules after rmmod"
@@ -49,22 +66,25 @@ while kill -0 "$RP" 2>/dev/null; do
   sleep 0.1
 done
 wait "$RP"; rrc=$?
-echo "vm-unload: record ended by itself after $((i / 10)).$((i % 10)) s, rc=$rrc; events: $(kinds "$T/rec.json")"
+echo "vm-unload: record ended by itself after $((i / 10)).$((i % 10)) s, rc=$rrc; events: $(events "$T/rec.json")"
 echo "--- record stderr:"; cat "$T/rec.err"; echo "---"
 [ "$rrc" = 5 ] || fail "record rc=$rrc, expected 5"
 [ "$(grep -c . "$T/rec.err")" = 1 ] || fail "record stderr is not exactly one line"
 grep -q '^cowprof: overlay module unloaded: its probes are gone .* Restart cowprof record after `modprobe overlay`$' "$T/rec.err" ||
   fail "record stderr is not the documented line"
 [ "$(kinds "$T/rec.json")" = '"kind":"data_copy_up" "kind":"whiteout" ' ] || fail "events before rmmod: $(kinds "$T/rec.json")"
+[ "$(events "$T/rec.json")" = "$(want 1)" ] || fail "events before rmmod: $(events "$T/rec.json"), expected $(want 1)"
 grep -q '"type":"summary","events":2,' "$T/rec.json" || fail "no summary line with 2 events"
 grep -qi 'panic' "$T/rec.err" && fail "panic"
 
 insmod /overlay.ko || fail "insmod /overlay.ko again failed"
 start_record rec2
-use_overlay 2
+use_overlay 2 "$T/rec2.json"
 sleep 1
 kill -INT "$RP"; wait "$RP"; r2=$?
-echo "vm-unload: after insmod, a new record: rc=$r2; events: $(kinds "$T/rec2.json")"
+echo "vm-unload: after insmod, a new record: rc=$r2; events: $(events "$T/rec2.json")"
 [ "$r2" = 0 ] || fail "second record rc=$r2"
 [ "$(kinds "$T/rec2.json")" = '"kind":"data_copy_up" "kind":"whiteout" ' ] || fail "events after insmod: $(kinds "$T/rec2.json")"
+[ "$(events "$T/rec2.json")" = "$(want 2)" ] || fail "events after insmod: $(events "$T/rec2.json"), expected $(want 2)"
+grep -q '"type":"summary","events":2,' "$T/rec2.json" || fail "no summary line with 2 events after insmod"
 echo "vm-unload: PASS"

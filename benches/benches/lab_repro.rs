@@ -197,7 +197,7 @@ fn cells(r: &Results) -> BTreeMap<Key, CellStat> {
                     fs.clone(),
                     mount_options.join(","),
                     cache.clone(),
-                    c.op.clone(),
+                    c.op.to_string(),
                     c.size_bytes,
                     c.layer_depth,
                     c.threads,

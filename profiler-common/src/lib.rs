@@ -10,6 +10,7 @@ use core::mem::size_of;
 /// First field of every ring-buffer record: which struct follows.
 pub const RECORD_COW: u32 = 1;
 pub const RECORD_SYSCALL_END: u32 = 2;
+pub const RECORD_MOUNT: u32 = 3;
 
 /// What happened (the `kind` field of [`CowEvent`]).
 pub mod kind {
@@ -64,6 +65,9 @@ pub mod class {
     pub const RENAME: u8 = 1 << 3;
     pub const META: u8 = 1 << 4;
     pub const MKDIR: u8 = 1 << 5;
+    /// Makes a superblock (`mount`, `fsconfig`): an overlay made in it is registered
+    /// kernel-side at the syscall's exit, before any copy-up on it can happen.
+    pub const MOUNT: u8 = 1 << 6;
 }
 
 pub const COMM_LEN: usize = 16;
@@ -104,7 +108,10 @@ pub struct CowEvent {
     pub mode: u32,
     pub path_len: u32,
     pub depth: u32,
-    /// Tracepoint backend: mountinfo id of the overlay whose work dir made the temp (0 = unknown).
+    /// Tracepoint backend: the mount serial of the overlay whose work dir or upper root the
+    /// operation was found under (0 = unknown). Serials are never reused within a session:
+    /// kernel-side registrations (see [`MountEvent`]) have bit 31 clear, user-space ones
+    /// (mounts that existed before `record` started) have it set.
     pub mount_id: u32,
     pub _pad: u32,
     pub comm: [u8; COMM_LEN],
@@ -122,6 +129,38 @@ pub struct SyscallEnd {
     pub ret: i64,
     pub enter_ns: u64,
     pub exit_ns: u64,
+}
+
+/// Mount serials user space assigns (bit 31 set) never collide with the kernel's.
+pub const USER_MOUNT_SERIAL: u32 = 1 << 31;
+pub const MOUNT_TARGET_LEN: usize = 256;
+pub const MOUNT_DATA_LEN: usize = 1024;
+
+/// Bits of [`MountEvent::flags`].
+pub mod mount_flags {
+    /// `target`/`data` hold the `mount(2)` arguments (the new mount API gives neither).
+    pub const ARGS: u32 = 1;
+}
+
+/// Tracepoint backend: an overlay superblock made by a `mount`/`fsconfig` syscall, sent at the
+/// syscall's exit after its work dir and upper root were registered kernel-side. In the ring
+/// buffer it comes before every event of the mount.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MountEvent {
+    pub record: u32,
+    pub serial: u32,
+    /// `s_dev` of the overlay superblock.
+    pub ovl_dev: u32,
+    /// `s_dev` of the upper filesystem.
+    pub upper_dev: u32,
+    pub upper_root_ino: u64,
+    pub work_ino: u64,
+    pub pid: u32,
+    pub flags: u32,
+    pub end_ns: u64,
+    pub target: [u8; MOUNT_TARGET_LEN],
+    pub data: [u8; MOUNT_DATA_LEN],
 }
 
 /// Offsets (bytes) of kernel structure members, read from the running kernel's BTF at start-up.
@@ -164,6 +203,14 @@ pub struct Offsets {
     /// 6.5, in the `d_fsdata` word itself since).
     pub ovl_e_opaque: u32,
     pub dentry_d_sb: u32,
+    pub sb_s_magic: u32,
+    pub sb_s_root: u32,
+    pub sb_s_fs_info: u32,
+    pub ovl_fs_workdir: u32,
+    pub inode_i_state: u32,
+    /// `I_OVL_INUSE` (a mask of `i_state`): overlay holds the inode as a live mount's upper
+    /// root or work base dir. Registered keys of mounts that are gone never match.
+    pub i_ovl_inuse: u32,
 }
 
 /// Read by every program from the one-element `CONFIG` array.
@@ -207,7 +254,8 @@ pub mod counter {
 
 const _: () = assert!(size_of::<CowEvent>() == 120 + COMM_LEN + PATH_BUF);
 const _: () = assert!(size_of::<SyscallEnd>() == 40);
-const _: () = assert!(size_of::<Offsets>() == 30 * 4);
+const _: () = assert!(size_of::<Offsets>() == 36 * 4);
+const _: () = assert!(size_of::<MountEvent>() == 48 + MOUNT_TARGET_LEN + MOUNT_DATA_LEN);
 const _: () = assert!(size_of::<Config>() == 16 + size_of::<Offsets>());
 const _: () = assert!(size_of::<InodeKey>() == 16);
 
@@ -217,6 +265,7 @@ mod pod {
     // asserted above), so every bit pattern is valid.
     unsafe impl aya::Pod for super::CowEvent {}
     unsafe impl aya::Pod for super::SyscallEnd {}
+    unsafe impl aya::Pod for super::MountEvent {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::InodeKey {}

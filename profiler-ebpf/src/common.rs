@@ -4,19 +4,20 @@
 pub(crate) use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
     },
     macros::{btf_tracepoint, fentry, kprobe, kretprobe, map, raw_tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{
         BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext,
     },
 };
 pub(crate) use aya_log_ebpf::warn;
 pub(crate) use profiler_common::{
-    backend, class, counter, flags, kind, Config, CowEvent, InodeKey, Offsets, SyscallEnd,
-    NAME_MAX_COPY, PATH_BUF, PATH_MAX_DEPTH, RECORD_COW, RECORD_SYSCALL_END,
+    backend, class, counter, flags, kind, mount_flags, Config, CowEvent, InodeKey, MountEvent,
+    Offsets, SyscallEnd, NAME_MAX_COPY, PATH_BUF, PATH_MAX_DEPTH, RECORD_COW, RECORD_MOUNT,
+    RECORD_SYSCALL_END,
 };
 
 pub(crate) const S_IFMT: u32 = 0o170_000;
@@ -24,6 +25,16 @@ pub(crate) const S_IFDIR: u32 = 0o040_000;
 pub(crate) const S_IFREG: u32 = 0o100_000;
 pub(crate) const S_IFCHR: u32 = 0o020_000;
 pub(crate) const RENAME_EXCHANGE: u64 = 2;
+pub(crate) const OVERLAY_SUPER_MAGIC: u64 = 0x794c_7630;
+/// `mount(2)` on x86_64; its arguments are captured at entry (target, data).
+pub(crate) const NR_MOUNT: i32 = 165;
+/// x86_64 `struct pt_regs` offsets of the syscall arguments 2, 3 and 5 (si, dx, r8).
+pub(crate) const REGS_SI: u32 = 104;
+pub(crate) const REGS_DX: u32 = 96;
+pub(crate) const REGS_R8: u32 = 72;
+/// Overlay inodes a syscall can remember (each one instantiated or updated in it): the
+/// copy-up's or removal's own overlay inode is among them when its lookup happened here.
+pub(crate) const MAX_CANDS: usize = 4;
 /// CoW operations the tracepoint backend can hold for one syscall (a deep path copies up
 /// one directory per level; each extra one is counted in `OP_TABLE_FULL`).
 pub(crate) const MAX_OPS: usize = 16;
@@ -37,15 +48,26 @@ pub(crate) static SYSCALLS: Array<u8> = Array::with_max_entries(512, 0);
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
-/// Tracepoint backend: the work directories (`<workdir>/work`) of the overlay mounts.
+/// Tracepoint backend: the work directories (`<workdir>/work`) of the overlay mounts, with
+/// their mount serial. LRU: keys of mounts that are gone (which never match again, see
+/// `ovl_inuse`) make room for new ones however many mounts a session sees.
 #[map]
-pub(crate) static WORKDIRS: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
-/// Tracepoint backend: upper root directories; the dentry walk stops there.
+pub(crate) static WORKDIRS: LruHashMap<InodeKey, u32> = LruHashMap::with_max_entries(16384, 0);
+/// Tracepoint backend: upper root directories, with their mount serial; the dentry walk
+/// stops there.
 #[map]
-pub(crate) static UPPER_ROOTS: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
+pub(crate) static UPPER_ROOTS: LruHashMap<InodeKey, u32> = LruHashMap::with_max_entries(16384, 0);
 /// Tracepoint backend: superblocks that hold an upper layer (s_dev).
 #[map]
 pub(crate) static UPPER_DEVS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+/// tid -> the `mount(2)` arguments captured at its entry (sent with the mount record).
+#[map]
+pub(crate) static MOUNT_ARGS: HashMap<u32, MountEvent> = HashMap::with_max_entries(256, 0);
+#[map]
+pub(crate) static MOUNT_SCRATCH: PerCpuArray<MountEvent> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU counter behind the kernel's mount serials.
+#[map]
+pub(crate) static MOUNT_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -60,14 +82,21 @@ pub(crate) struct Op {
     /// i_size when the temp last changed inside the work directory (before a later truncate
     /// or write in the same syscall changes it).
     pub(crate) size: u64,
-    /// Mount id of the work directory the temp was made in (0 for whiteouts).
+    /// Mount serial of the work directory the temp was made in (0 for whiteouts).
     pub(crate) mount_id: u32,
-    pub(crate) _pad: u32,
+    /// Whiteouts: set once the inode was seen linked into a registered work directory
+    /// (overlay makes every whiteout there); unlinking an existing whiteout file outside
+    /// overlay (an engine's clean-up, `rm -rf` of a layer) never is.
+    pub(crate) via_work: u32,
     /// Whiteouts: the inode's newest alias (`i_dentry.first`) at the previous ctime update.
     pub(crate) alias_before: u64,
     /// Whiteouts: this syscall's own link of the (shared) whiteout inode, found at its
     /// rename into the upper dir; 0 = not found (the newest alias is used).
     pub(crate) whiteout_dentry: u64,
+    /// Source layer read from the operation's overlay inode at syscall exit (0 = unknown),
+    /// and `flags::LOWER_FROM_KERNEL` when known.
+    pub(crate) lower_idx: u32,
+    pub(crate) lower_flag: u32,
 }
 
 /// `Op::state`: an inode created in this syscall, not yet named.
@@ -89,8 +118,23 @@ pub(crate) struct Window {
     pub(crate) nops: u32,
     /// A whiteout's ctime changed in a creating syscall: it was replaced (create over it).
     pub(crate) consumed_whiteout: u32,
-    pub(crate) _pad: u32,
+    pub(crate) ncands: u32,
+    /// Mount windows: the overlay superblock made in this syscall (its root inode's ctime
+    /// is set at the end of `ovl_fill_super`).
+    pub(crate) ovl_sb: u64,
     pub(crate) ops: [Op; MAX_OPS],
+    pub(crate) cands: [Cand; MAX_CANDS],
+}
+
+/// An overlay inode seen in a syscall window (tracepoint backend).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Cand {
+    pub(crate) inode: u64,
+    /// Its name while its dentry was alive: length and first 24 bytes (0 = not read yet).
+    pub(crate) name_len: u32,
+    pub(crate) _pad: u32,
+    pub(crate) name: [u64; 3],
 }
 
 #[map]
@@ -163,6 +207,32 @@ pub(crate) fn wanted(cfg: &Config) -> Option<(u32, u32)> {
     Some((tgid, id as u32))
 }
 
+/// Is `inode` held by a live overlay mount (its upper root or work base dir)?
+#[inline(always)]
+pub(crate) fn ovl_inuse(off: &Offsets, inode: u64) -> bool {
+    read::<u32>(inode, off.inode_i_state).unwrap_or(0) & off.i_ovl_inuse != 0
+}
+
+/// The work dir registration of `dir` (a dentry), if it is the work dir of a live mount.
+#[inline(never)]
+pub(crate) fn workdir_serial(off: &Offsets, dev: u32, dir: u64) -> u32 {
+    let key = InodeKey {
+        dev,
+        _pad: 0,
+        ino: ptr(ptr(dir, off.dentry_d_inode), off.inode_i_ino),
+    };
+    // SAFETY: read-only lookup.
+    let Some(serial) = (unsafe { WORKDIRS.get(&key) }).copied() else {
+        return 0;
+    };
+    let base = ptr(ptr(dir, off.dentry_d_parent), off.dentry_d_inode);
+    if ovl_inuse(off, base) {
+        serial
+    } else {
+        0
+    }
+}
+
 #[inline(always)]
 pub(crate) fn inode_mode(off: &Offsets, inode: u64) -> u32 {
     u32::from(read::<u16>(inode, off.inode_i_mode).unwrap_or(0))
@@ -193,7 +263,11 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
                 ino: ptr(inode, off.inode_i_ino),
             };
             // SAFETY: read-only map lookup.
-            if unsafe { UPPER_ROOTS.get(&key) }.is_some() {
+            if let Some(serial) = unsafe { UPPER_ROOTS.get(&key) }.filter(|_| ovl_inuse(off, inode))
+            {
+                if ev.mount_id == 0 {
+                    ev.mount_id = *serial;
+                }
                 ev.root_ino = key.ino;
                 truncated = 0;
                 at_root = true;
@@ -241,7 +315,15 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
         };
         let is_root = if upper_dev != 0 {
             // SAFETY: read-only map lookup.
-            unsafe { UPPER_ROOTS.get(&key) }.is_some()
+            match unsafe { UPPER_ROOTS.get(&key) } {
+                Some(serial) if ovl_inuse(off, inode) => {
+                    if ev.mount_id == 0 {
+                        ev.mount_id = *serial;
+                    }
+                    true
+                }
+                _ => false,
+            }
         } else {
             ptr(dentry, off.dentry_d_parent) == dentry
         };

@@ -1,7 +1,11 @@
 //! Syscall windows (raw tracepoints `sys_enter`/`sys_exit`, every backend): which syscall
 //! triggered an operation, and that syscall's own latency.
 
-use crate::{common::*, tracepoint::emit_tp_ops};
+use crate::{
+    common::*,
+    kprobe::ovl_inode,
+    tracepoint::{emit_tp_ops, prepare_tp_ops},
+};
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -16,8 +20,22 @@ pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let Some(cfg) = config() else { return 0 };
-    let Some((_, tid)) = wanted(cfg) else {
-        return 0;
+    // Mounts are registered whoever makes them (a container engine, not the traced
+    // process); only cowprof's own are left out.
+    let tid = if cls & class::MOUNT != 0 {
+        let id = bpf_get_current_pid_tgid();
+        if (id >> 32) as u32 == cfg.self_tgid {
+            return 0;
+        }
+        if nr as i32 == NR_MOUNT {
+            capture_mount_args(ctx.arg::<u64>(0), id as u32);
+        }
+        id as u32
+    } else {
+        let Some((_, tid)) = wanted(cfg) else {
+            return 0;
+        };
+        tid
     };
     // The window is too big for the 512-byte BPF stack: build it in a per-CPU scratch slot.
     // Stale `ops` there are harmless: only the first `nops` entries are ever read.
@@ -33,6 +51,8 @@ pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
     w.emitted = 0;
     w.nops = 0;
     w.consumed_whiteout = 0;
+    w.ncands = 0;
+    w.ovl_sb = 0;
     if WINDOWS.insert(&tid, &*w, 0).is_err() {
         bump(counter::WINDOW_DROPS);
         warn!(
@@ -41,6 +61,101 @@ pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
         );
     }
     0
+}
+
+/// Captures `mount(2)`'s target and data (overlay mounts only) for the mount record.
+#[inline(never)]
+fn capture_mount_args(regs: u64, tid: u32) {
+    let Some(m) = MOUNT_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, this program is its only user while it runs.
+    let m = unsafe { &mut *m };
+    let fstype = read::<u64>(regs, REGS_DX).unwrap_or(0);
+    // SAFETY: user memory read, faults safely.
+    let ty = unsafe { bpf_probe_read_user(fstype as *const [u8; 8]) }.unwrap_or([0; 8]);
+    if &ty != b"overlay\0" {
+        return;
+    }
+    m.record = RECORD_MOUNT;
+    m.flags = mount_flags::ARGS;
+    m.target[0] = 0;
+    m.data[0] = 0;
+    let target = read::<u64>(regs, REGS_SI).unwrap_or(0);
+    let data = read::<u64>(regs, REGS_R8).unwrap_or(0);
+    // SAFETY: user strings into bounded buffers; a fault leaves them empty.
+    unsafe {
+        let _ = bpf_probe_read_user_str_bytes(target as *const u8, &mut m.target);
+        let _ = bpf_probe_read_user_str_bytes(data as *const u8, &mut m.data);
+    }
+    let _ = MOUNT_ARGS.insert(&tid, &*m, 0);
+}
+
+/// Registers the overlay superblock `sb` made by this syscall: its work directory and
+/// upper root go into the maps the CoW probes look in (so the mount's first copy-up is
+/// already seen), and a mount record goes into the ring buffer ahead of its events.
+#[inline(never)]
+fn register_overlay(cfg: &Config, sb: u64, tid: u32, now: u64) {
+    let off = &cfg.off;
+    let root_inode = ptr(ptr(sb, off.sb_s_root), off.dentry_d_inode);
+    let upper_root = ptr(ovl_inode(off, root_inode), off.ovl_inode_upperdentry);
+    let upper_inode = ptr(upper_root, off.dentry_d_inode);
+    if upper_inode == 0 {
+        return; // a read-only overlay: no copy-up, no whiteout
+    }
+    let upper_dev = read::<u32>(ptr(upper_inode, off.inode_i_sb), off.sb_s_dev).unwrap_or(0);
+    let upper_ino = ptr(upper_inode, off.inode_i_ino);
+    let work = ptr(ptr(sb, off.sb_s_fs_info), off.ovl_fs_workdir);
+    let work_ino = ptr(ptr(work, off.dentry_d_inode), off.inode_i_ino);
+    let Some(seq) = MOUNT_SEQ.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot; plain helper call.
+    let serial = unsafe {
+        *seq += 1;
+        ((*seq << 6) | (bpf_get_smp_processor_id() & 63)) & 0x7fff_ffff
+    };
+    let key = |ino| InodeKey {
+        dev: upper_dev,
+        _pad: 0,
+        ino,
+    };
+    if work_ino != 0 {
+        let _ = WORKDIRS.insert(&key(work_ino), &serial, 0);
+    }
+    let _ = UPPER_ROOTS.insert(&key(upper_ino), &serial, 0);
+    let _ = UPPER_DEVS.insert(&upper_dev, &1, 0);
+    let Some(mut entry) = EVENTS.reserve::<MountEvent>(0) else {
+        bump(counter::RINGBUF_DROPS);
+        let _ = MOUNT_ARGS.remove(&tid);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: the entry is ours until submit; the args (if any) are copied in whole, then
+    // every other field is written.
+    unsafe {
+        if let Some(args) = MOUNT_ARGS.get_ptr(&tid) {
+            let _ = aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                ev.cast(),
+                core::mem::size_of::<MountEvent>() as u32,
+                args.cast(),
+            );
+        } else {
+            (*ev).flags = 0;
+            (*ev).target[0] = 0;
+            (*ev).data[0] = 0;
+        }
+        (*ev).record = RECORD_MOUNT;
+        (*ev).serial = serial;
+        (*ev).ovl_dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
+        (*ev).upper_dev = upper_dev;
+        (*ev).upper_root_ino = upper_ino;
+        (*ev).work_ino = work_ino;
+        (*ev).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        (*ev).end_ns = now;
+    }
+    entry.submit(0);
+    let _ = MOUNT_ARGS.remove(&tid);
 }
 
 /// Syscall exit for the kprobe backend: closes the window.
@@ -66,10 +181,27 @@ pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
     let ret: i64 = ctx.arg(1);
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: only this tid touches its window.
+    let (cls, ovl_sb) = unsafe { ((*w).class, (*w).ovl_sb) };
+    if cls & u32::from(class::MOUNT) != 0 {
+        // A mount makes temps and whiteouts in its work dir to probe the upper fs: never
+        // CoW events.
+        if tp_backend && ret == 0 && ovl_sb != 0 {
+            if let Some(cfg) = config() {
+                register_overlay(cfg, ovl_sb, tid, now);
+            }
+        }
+        let _ = MOUNT_ARGS.remove(&tid);
+        let _ = WINDOWS.remove(&tid);
+        return 0;
+    }
     if tp_backend {
         if let Some(cfg) = config() {
             // SAFETY: only this tid touches its window.
-            unsafe { emit_tp_ops(cfg, &mut *w, ret, now) };
+            unsafe {
+                prepare_tp_ops(cfg, &mut *w);
+                emit_tp_ops(cfg, &mut *w, ret, now);
+            }
         }
     }
     // SAFETY: as above.

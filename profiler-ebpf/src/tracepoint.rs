@@ -1,7 +1,7 @@
 //! Tracepoint backend: the ctime tracepoints of 6.13+ on inodes in work directories and char 0/0
 //! whiteouts on upper filesystems.
 
-use crate::common::*;
+use crate::{common::*, kprobe::ovl_inode};
 
 /// One ctime update of `inode` inside a syscall window.
 ///
@@ -18,13 +18,23 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let off = &cfg.off;
     let sb = ptr(inode, off.inode_i_sb);
+    // SAFETY: only this tid touches its window.
+    let w = unsafe { &mut *w };
+    if read::<u64>(sb, off.sb_s_magic) == Some(OVERLAY_SUPER_MAGIC) {
+        overlay_inode(w, sb, inode);
+        return 0;
+    }
+    if w.class & u32::from(class::MOUNT) != 0 {
+        return 0;
+    }
     let dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
     // SAFETY: read-only lookup.
     if unsafe { UPPER_DEVS.get(&dev) }.is_none() {
         return 0;
     }
-    // SAFETY: only this tid touches its window.
-    let w = unsafe { &mut *w };
+    if w.class & u32::from(class::REMOVE | class::RENAME) != 0 {
+        name_cands(off, w);
+    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let n = w.nops as usize;
@@ -56,6 +66,15 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
                 op.whiteout_dentry = ours - u64::from(off.dentry_d_alias);
             }
             op.alias_before = alias;
+            // Linked into a work dir (ours, or under concurrency the newest link): made by
+            // overlay.
+            let linked = if ours != 0 { ours } else { alias };
+            if linked != 0 {
+                let wd = linked - u64::from(off.dentry_d_alias);
+                if workdir_serial(off, dev, ptr(wd, off.dentry_d_parent)) != 0 {
+                    op.via_work = 1;
+                }
+            }
             return 0;
         }
         if alias == 0 || (op.state != NEWBORN && op.state != TEMP) {
@@ -65,14 +84,8 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         // link or rename into the upper dir still counts (its ctime update comes before
         // the new name is attached), later changes in the same syscall do not.
         let dentry = alias - u64::from(off.dentry_d_alias);
-        let parent_inode = ptr(ptr(dentry, off.dentry_d_parent), off.dentry_d_inode);
-        let key = InodeKey {
-            dev,
-            _pad: 0,
-            ino: ptr(parent_inode, off.inode_i_ino),
-        };
-        // SAFETY: read-only lookup.
-        let workdir_mount = unsafe { WORKDIRS.get(&key) }.copied();
+        let serial = workdir_serial(off, dev, ptr(dentry, off.dentry_d_parent));
+        let workdir_mount = (serial != 0).then_some(serial);
         let in_workdir = workdir_mount.is_some();
         if op.state == NEWBORN {
             op.state = if in_workdir { TEMP } else { IGNORE };
@@ -118,11 +131,155 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         state,
         size: 0,
         mount_id: 0,
-        _pad: 0,
+        via_work: 0,
         alias_before: alias,
         whiteout_dentry: 0,
+        lower_idx: 0,
+        lower_flag: 0,
     };
     w.nops += 1;
+    0
+}
+
+/// Before emission: drops whiteouts that never went through a work dir (a whiteout file
+/// unlinked outside overlay: an engine's clean-up, `rm -rf` of a layer) and reads each
+/// operation's source layer. A pass of its own keeps the emission simple for the verifier.
+#[inline(always)]
+pub(crate) fn prepare_tp_ops(cfg: &Config, w: &mut Window) {
+    for i in 0..MAX_OPS {
+        if i >= w.nops as usize {
+            break;
+        }
+        prepare_tp_op(&cfg.off, w, i);
+    }
+}
+
+#[inline(never)]
+pub(crate) fn prepare_tp_op(off: &Offsets, w: &mut Window, i: usize) {
+    let i = i & (MAX_OPS - 1);
+    let op = w.ops[i];
+    if op.state == WHITEOUT && op.via_work == 0 {
+        w.ops[i].state = IGNORE;
+        return;
+    }
+    if op.state != TEMP && op.state != WHITEOUT {
+        return;
+    }
+    let whiteout = if op.state == WHITEOUT {
+        name_dentry(off, op.inode, op.whiteout_dentry)
+    } else {
+        0
+    };
+    let idx = op_lower_idx(off, w, op.inode, whiteout);
+    w.ops[i].lower_idx = idx;
+    w.ops[i].lower_flag = if idx != 0 {
+        flags::LOWER_FROM_KERNEL
+    } else {
+        0
+    };
+}
+
+/// An overlay inode's ctime was set in a window: in a mount window it is the new
+/// superblock's root; otherwise remember it (it may be the inode being copied up or
+/// removed: the source layer is read from it at syscall exit).
+#[inline(never)]
+pub(crate) fn overlay_inode(w: &mut Window, sb: u64, inode: u64) {
+    if w.class & u32::from(class::MOUNT) != 0 {
+        w.ovl_sb = sb;
+        return;
+    }
+    let n = w.ncands as usize;
+    for i in 0..MAX_CANDS {
+        if i < n && w.cands[i].inode == inode {
+            return;
+        }
+    }
+    if n >= MAX_CANDS {
+        return;
+    }
+    w.cands[n & (MAX_CANDS - 1)] = Cand {
+        inode,
+        name_len: 0,
+        _pad: 0,
+        name: [0; 3],
+    };
+    w.ncands += 1;
+}
+
+/// Length and first 24 bytes (zero-padded) of a dentry's name.
+#[inline(always)]
+pub(crate) fn name_key(off: &Offsets, dentry: u64) -> (u32, [u64; 3]) {
+    let len = read::<u32>(dentry, off.dentry_d_name_len).unwrap_or(0);
+    let mut words = read::<[u64; 3]>(ptr(dentry, off.dentry_d_name_name), 0).unwrap_or([0; 3]);
+    for (i, word) in words.iter_mut().enumerate() {
+        let start = (i * 8) as u32;
+        if len <= start {
+            *word = 0;
+        } else if len < start + 8 {
+            *word &= (1u64 << ((len - start) * 8)) - 1;
+        }
+    }
+    (len, words)
+}
+
+/// Reads the names of the window's overlay inodes while their dentries are alive (a
+/// removal's own inode loses its dentry before the syscall exits).
+#[inline(never)]
+pub(crate) fn name_cands(off: &Offsets, w: &mut Window) {
+    let n = w.ncands as usize;
+    for i in 0..MAX_CANDS {
+        if i >= n {
+            break;
+        }
+        let c = &mut w.cands[i];
+        if c.name_len != 0 {
+            continue;
+        }
+        let alias = ptr(c.inode, off.inode_i_dentry);
+        if alias != 0 {
+            let (len, name) = name_key(off, alias - u64::from(off.dentry_d_alias));
+            c.name_len = len;
+            c.name = name;
+        }
+    }
+}
+
+/// Source layer of an overlay inode (1 = topmost lower), from its lower stack; 0 if none.
+#[inline(always)]
+pub(crate) fn inode_lower_idx(off: &Offsets, inode: u64) -> u32 {
+    let oe = ptr(ovl_inode(off, inode), off.ovl_inode_oe);
+    if read::<u32>(oe, off.ovl_entry_numlower).unwrap_or(0) == 0 {
+        return 0;
+    }
+    let layer = ptr(oe + u64::from(off.ovl_entry_lowerstack), off.ovl_path_layer);
+    read::<i32>(layer, off.ovl_layer_idx).unwrap_or(0) as u32
+}
+
+/// The source layer of a window's operation: a copy-up's overlay inode is the one whose
+/// upper is the temp; a whiteout's is the one with the whiteout's name.
+#[inline(never)]
+pub(crate) fn op_lower_idx(off: &Offsets, w: &Window, op_inode: u64, whiteout: u64) -> u32 {
+    let n = w.ncands as usize;
+    let (len, name) = if whiteout != 0 {
+        name_key(off, whiteout)
+    } else {
+        (0, [0; 3])
+    };
+    for i in 0..MAX_CANDS {
+        if i >= n {
+            break;
+        }
+        let c = &w.cands[i];
+        let hit = if whiteout != 0 {
+            c.name_len == len && c.name == name
+        } else {
+            let upper = ptr(ovl_inode(off, c.inode), off.ovl_inode_upperdentry);
+            upper != 0 && ptr(upper, off.dentry_d_inode) == op_inode
+        };
+        if hit {
+            return inode_lower_idx(off, c.inode);
+        }
+    }
     0
 }
 
@@ -244,6 +401,8 @@ pub(crate) fn emit_tp_op(cfg: &Config, w: &mut Window, i: usize, ret: i64, now: 
             ev.bytes_copied = ev.size_bytes;
         }
     }
+    ev.lower_idx = op.lower_idx;
+    ev.flags |= op.lower_flag;
     if walk(
         off,
         ev,

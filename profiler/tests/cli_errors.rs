@@ -92,7 +92,11 @@ fn mount_not_overlay_is_usage_error() {
 #[test]
 fn kprobe_backend_unavailable_without_kprobes() {
     if !kprobes_missing() {
-        eprintln!("SKIP kprobe_backend_unavailable_without_kprobes: this kernel has kprobes");
+        common::skip(
+            "kprobe_backend_unavailable_without_kprobes",
+            "kprobes-present",
+            "this kernel has kprobes",
+        );
         return;
     }
     clean("kprobe_backend_unavailable_without_kprobes", || {
@@ -194,7 +198,11 @@ fn not_root_exits_3() {
             .iter()
             .find(|(t, _)| Command::new(t).arg("--help").output().is_ok())
         else {
-            eprintln!("SKIP not_root_exits_3: neither setpriv nor runuser is installed");
+            common::skip(
+                "not_root_exits_3",
+                "no-setpriv",
+                "neither setpriv nor runuser is installed (Debian package util-linux)",
+            );
             return;
         };
         let out = Command::new(tool)

@@ -39,11 +39,17 @@ fn stderr_line(o: &Output) -> String {
 
 fn snapshot(name: &str, got: &str) {
     let path = PathBuf::from(DATA).join(name);
-    if std::env::var_os("COWPROF_BLESS").is_some() {
+    let want = fs::read_to_string(&path);
+    if std::env::var_os("COWPROF_BLESS").is_some() && want.as_deref().ok() != Some(got) {
+        // Blessing writes the new snapshot and still fails this run, so a stray COWPROF_BLESS
+        // can never turn a changed output into a pass: review the diff, then run again.
         fs::write(&path, got).unwrap();
-        return;
+        panic!(
+            "{name}: snapshot rewritten (COWPROF_BLESS is set); review `git diff {}` and re-run",
+            path.display()
+        );
     }
-    let want = fs::read_to_string(&path).unwrap_or_else(|e| {
+    let want = want.unwrap_or_else(|e| {
         panic!(
             "{}: {e}; run with COWPROF_BLESS=1 to create it",
             path.display()
@@ -368,7 +374,7 @@ fn report_dir_has_every_report_and_the_charts() {
         ],
         None,
     );
-    assert!(o.status.code().is_some_and(|c| c <= 1), "{o:?}");
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
     let mut names: Vec<String> = fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -558,7 +564,8 @@ fn fields_and_ops_added_by_a_newer_lab_are_tolerated() {
         &["compare", &data("tmpfs-a.json"), path.to_str().unwrap()],
         None,
     );
-    assert!(o.status.code().is_some_and(|c| c <= 1), "{o:?}");
+    // No thresholds: nothing is gated, exit 0.
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains("only in base (1):\n  tmpfs · default options · warm create 0 B d0\n"),
@@ -577,4 +584,64 @@ fn colors_only_when_asked_for_a_terminal() {
     assert!(colored.contains("\x1b[31m"), "regressions in red");
     let plain = render::render(&c, Format::Table, false);
     assert!(!plain.contains('\x1b'));
+}
+
+/// Exact metrics are judged exactly: one copy-up more than the base fails a `+0` gate, and a
+/// relative gate on bytes is a fraction of the base's bytes (5 % more passes `+10%`, 20 % fails).
+#[test]
+fn exact_metric_gates_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(data("tmpfs-a.json")).unwrap()).unwrap();
+    for c in v["runs"][0]["cells"].as_array_mut().unwrap() {
+        if c["op"] != "first_write" {
+            continue;
+        }
+        let (copies, bytes) = (
+            c["copy_ups"].as_u64().unwrap(),
+            c["bytes_copied"].as_u64().unwrap(),
+        );
+        match c["size_bytes"].as_u64().unwrap() {
+            4096 => {
+                c["copy_ups"] = (copies + 1).into();
+                c["bytes_copied"] = (bytes / 5 * 6).into();
+            }
+            65536 => c["bytes_copied"] = (bytes / 20 * 21).into(),
+            _ => {}
+        }
+    }
+    let new = dir.path().join("new.json");
+    fs::write(&new, serde_json::to_string(&v).unwrap()).unwrap();
+    let o = cowprof(
+        &[
+            "compare",
+            &data("tmpfs-a.json"),
+            new.to_str().unwrap(),
+            "--format",
+            "json",
+            "--threshold",
+            "copy_ups=+0",
+            "--threshold",
+            "bytes_copied=+10%",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let verdict = |size: u64, metric: &str| -> String {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["op"] == "first_write" && r["size_bytes"] == size && r["metric"] == metric)
+            .unwrap_or_else(|| panic!("no row {size} {metric}"))["verdict"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(verdict(4096, "copy_ups"), "regressed");
+    assert_eq!(verdict(65536, "copy_ups"), "no_significant_change");
+    assert_eq!(verdict(4096, "bytes_copied"), "regressed");
+    assert_eq!(verdict(65536, "bytes_copied"), "no_significant_change");
+    assert_eq!(verdict(1 << 20, "bytes_copied"), "no_significant_change");
 }

@@ -125,6 +125,17 @@ fn beyond_the_operation_table_every_loss_is_counted() {
             truth,
             "produced = delivered + dropped"
         );
+        // Copy-ups go top down: d00 (1 name) .. d19 (20 names), then the file (21 names). The
+        // tracepoint backend keeps the first 16, all within the walk; the others deliver all 21,
+        // the last 5 deeper than the walk.
+        let truncated: Vec<usize> = rec
+            .events
+            .iter()
+            .filter(|e| e.path_truncated)
+            .map(|e| e.path.split('/').count())
+            .collect();
+        let want_truncated = if backend == "tracepoint" { 0 } else { 5 };
+        assert_eq!(truncated, vec![16; want_truncated], "{:#?}", rec.events);
         // Every delivered event is attributed to the mount, truncated paths included.
         for e in &rec.events {
             assert_eq!(
@@ -143,4 +154,39 @@ fn beyond_the_operation_table_every_loss_is_counted() {
         }
     }
     baseline.assert_clean("beyond_the_operation_table_every_loss_is_counted");
+}
+
+/// One copy-up 21 names deep (its 20 directories were copied up before): delivered on every
+/// backend, marked truncated, named by its 16 deepest components.
+#[test]
+fn a_copy_up_deeper_than_the_walk_has_a_truncated_path() {
+    let test = "a_copy_up_deeper_than_the_walk_has_a_truncated_path";
+    if !require_root(test) {
+        return;
+    }
+    let _lock = lock();
+    let baseline = Baseline::take();
+    {
+        let dir = disk_tempdir();
+        let (stack, rel) = deep_stack(&canon(dir.path()).join("s"), 20);
+        // A new file next to it copies up the 20 directories, unrecorded.
+        let parent = stack.merged.join(&rel).parent().unwrap().to_owned();
+        fs::write(parent.join("new"), b"n").unwrap();
+        assert_eq!(copied_up(&stack), 21, "20 dirs + the new file");
+        let rec = record_append(&stack, &rel);
+        assert_eq!(copied_up(&stack), 22, "and the file");
+        assert_eq!(rec.summary.drops.total(), 0, "{:?}", rec.summary.drops);
+        assert_eq!(rec.events.len(), 1, "{:#?}", rec.events);
+        let e = &rec.events[0];
+        assert_eq!(e.kind, Kind::DataCopyUp, "{e:?}");
+        assert!(e.path_truncated, "21 names deep: truncated: {e:?}");
+        let deepest: Vec<&str> = rel.split('/').collect();
+        assert_eq!(deepest.len(), 21);
+        assert_eq!(e.path, deepest[5..].join("/"), "the 16 deepest names");
+        assert_eq!(
+            e.mount_point.as_deref(),
+            Some(stack.merged.to_str().unwrap())
+        );
+    }
+    baseline.assert_clean(test);
 }

@@ -12,7 +12,11 @@ fn host_without_kprobes(test: &str) -> bool {
         return false;
     }
     if !kprobes_missing() {
-        eprintln!("SKIP {test}: this kernel has kprobes (/sys/bus/event_source/devices/kprobe); the assertions are for the no-kprobes host");
+        common::skip(
+            test,
+            "kprobes-present",
+            "this kernel has kprobes (/sys/bus/event_source/devices/kprobe); the assertions are for the no-kprobes host",
+        );
         return false;
     }
     true

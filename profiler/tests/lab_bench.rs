@@ -21,7 +21,7 @@ use cowprof::host::loopdev::loop_devices;
 use cowprof::lab::{
     results::decode_histogram,
     results::{Results, RESULTS_SCHEMA},
-    run::{cells_of, load_spec, sha256_hex, HOST_MOUNTS_ENV},
+    run::{load_spec, sha256_hex, HOST_MOUNTS_ENV},
     spec::{format_size, Op, Shape, Spec},
     stack::{start_ticks, state_path, State, STATE_DIR},
 };
@@ -152,8 +152,48 @@ impl Bench {
     }
 }
 
-/// The checks every `--quick` run must pass, against the spec it ran.
-fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
+/// A cell: (op, file size, file layer, threads).
+type Cell = (&'static str, u64, u32, u32);
+
+const K4: u64 = 4 << 10;
+const K64: u64 = 64 << 10;
+
+/// The cells of the built-in op list under `--quick` with `file_layers = [4]`, written out by
+/// hand: sizes 4K and 64K for per-file ops, one cell per file layer for directory ops, one for
+/// `create`, and the first quick size at 1 and 4 threads for the concurrent ops.
+const ALL_OPS_LAYER_4: &[Cell] = &[
+    ("first_write", K4, 4, 1),
+    ("first_write", K64, 4, 1),
+    ("open_trunc", K4, 4, 1),
+    ("open_trunc", K64, 4, 1),
+    ("truncate", K4, 4, 1),
+    ("truncate", K64, 4, 1),
+    ("chmod", K4, 4, 1),
+    ("chmod", K64, 4, 1),
+    ("rewrite", K4, 4, 1),
+    ("rewrite", K64, 4, 1),
+    ("read_lower", K4, 4, 1),
+    ("read_lower", K64, 4, 1),
+    ("read_upper", K4, 4, 1),
+    ("read_upper", K64, 4, 1),
+    ("create", 0, 0, 1),
+    ("unlink", K4, 4, 1),
+    ("unlink", K64, 4, 1),
+    ("rmdir_recreate", 0, 4, 1),
+    ("rename_file", K4, 4, 1),
+    ("rename_file", K64, 4, 1),
+    ("rename_dir", 0, 4, 1),
+    ("link", K4, 4, 1),
+    ("link", K64, 4, 1),
+    ("parallel_write", K4, 4, 1),
+    ("parallel_write", K4, 4, 4),
+    ("race_write", K4, 4, 1),
+    ("race_write", K4, 4, 4),
+];
+
+/// The checks every `--quick` run must pass, against the spec it ran; `want_cells` are the
+/// cells of every run, in order, written by hand (not by the lab's own cell generator).
+fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str], want_cells: &[Cell]) {
     let (spec, text): (Spec, String) = load_spec(Some(spec_path), true).unwrap();
     assert_eq!(r.schema, RESULTS_SCHEMA);
     assert_eq!(r.spec_hash, sha256_hex(&text));
@@ -174,7 +214,11 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
     }
     let kernel = env.backend.is_some();
     if !kernel {
-        eprintln!("note: no backend attached; kernel-side checks skipped");
+        common::skip(
+            "lab_bench",
+            "no-backend",
+            "no backend attached in the bench: its kernel-side checks (copy-ups, whiteouts, kernel times) were not made",
+        );
     }
     let reps = u64::from(spec.repetitions);
     let mut seen_fs = Vec::new();
@@ -190,19 +234,14 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
         );
         let metacopy = run.mount_options.iter().any(|o| o == "metacopy=on");
         // Exactly the spec's cells, in spec order.
-        let want: Vec<(String, u64, u32, u32)> = spec
-            .ops
+        let want: Vec<(String, u64, u32, u32)> = want_cells
             .iter()
-            .flat_map(|&op| {
-                cells_of(op, &spec)
-                    .into_iter()
-                    .map(move |(s, d, t)| (op.to_string(), s, d, t))
-            })
+            .map(|&(op, s, d, t)| (op.to_owned(), s, d, t))
             .collect();
         let got: Vec<(String, u64, u32, u32)> = run
             .cells
             .iter()
-            .map(|c| (c.op.clone(), c.size_bytes, c.layer_depth, c.threads))
+            .map(|c| (c.op.to_string(), c.size_bytes, c.layer_depth, c.threads))
             .collect();
         assert_eq!(got, want, "cells of {} {:?}", run.fs, run.mount_options);
         // metacopy=on turns redirect_dir on; otherwise the module default.
@@ -220,7 +259,7 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str]) {
                 c.layer_depth,
                 c.threads
             );
-            let op: Op = c.op.parse().unwrap();
+            let op: Op = c.op;
             let threads = u64::from(c.threads);
             let concurrent = op.shape() == Shape::Concurrent;
             assert_eq!(c.repetitions, reps, "{what}");
@@ -327,7 +366,7 @@ fn quick_on_dir_and_tmpfs() {
         "filesystems = [\"dir\", \"tmpfs\"]\nfile_layers = [4]\nmount_options = [[], [\"metacopy=on\"], [\"metacopy=on\", \"redirect_dir=off\"]]\n",
     );
     let (r, stdout, _) = b.run_quick();
-    check_results(&r, &b.spec, &["dir", "tmpfs"]);
+    check_results(&r, &b.spec, &["dir", "tmpfs"], ALL_OPS_LAYER_4);
     let sets: Vec<(String, Vec<String>)> = r
         .runs
         .iter()
@@ -376,7 +415,25 @@ fn quick_on_loop_ext4() {
     );
     // With charts and the report: the end-to-end check that a real run renders them.
     let (r, _, _) = b.run_quick_with(&[]);
-    check_results(&r, &b.spec, &["ext4"]);
+    check_results(
+        &r,
+        &b.spec,
+        &["ext4"],
+        &[
+            ("first_write", K4, 3, 1),
+            ("first_write", K64, 3, 1),
+            ("chmod", K4, 3, 1),
+            ("chmod", K64, 3, 1),
+            ("read_lower", K4, 3, 1),
+            ("read_lower", K64, 3, 1),
+            ("unlink", K4, 3, 1),
+            ("unlink", K64, 3, 1),
+            ("rename_file", K4, 3, 1),
+            ("rename_file", K64, 3, 1),
+            ("race_write", K4, 3, 1),
+            ("race_write", K4, 3, 4),
+        ],
+    );
     let charts = fs::read_dir(b.out().join("charts")).unwrap().count();
     assert!(
         charts > 0 && charts.is_multiple_of(2),
@@ -403,7 +460,17 @@ fn quick_cold_cache() {
         "filesystems = [\"dir\", \"tmpfs\"]\nmount_options = [[]]\nfile_layers = [4]\nops = [\"first_write\", \"read_lower\"]\ncache = [\"warm\", \"cold\"]\n",
     );
     let (r, _, _) = b.run_quick();
-    check_results(&r, &b.spec, &["dir", "tmpfs"]);
+    check_results(
+        &r,
+        &b.spec,
+        &["dir", "tmpfs"],
+        &[
+            ("first_write", K4, 4, 1),
+            ("first_write", K64, 4, 1),
+            ("read_lower", K4, 4, 1),
+            ("read_lower", K64, 4, 1),
+        ],
+    );
     let runs: Vec<(&str, &str)> = r
         .runs
         .iter()
@@ -436,8 +503,7 @@ fn progress_bar_only_on_a_terminal() {
     if !require_root("progress_bar_only_on_a_terminal") {
         return;
     }
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIP: no `script` (util-linux) to give the bench a terminal");
+    if !common::require_tool("progress_bar_only_on_a_terminal", "script", "util-linux") {
         return;
     }
     let _l = lock();
@@ -501,7 +567,21 @@ fn quick_with_128_layers() {
     assert_eq!(status.code(), Some(0), "{stdout:?}\n{stderr}");
     let r: Results =
         serde_json::from_str(&fs::read_to_string(b.out().join("results.json")).unwrap()).unwrap();
-    check_results(&r, &b.spec, &["tmpfs"]);
+    check_results(
+        &r,
+        &b.spec,
+        &["tmpfs"],
+        &[
+            ("first_write", K4, 1, 1),
+            ("first_write", K4, 128, 1),
+            ("first_write", K64, 1, 1),
+            ("first_write", K64, 128, 1),
+            ("unlink", K4, 1, 1),
+            ("unlink", K4, 128, 1),
+            ("unlink", K64, 1, 1),
+            ("unlink", K64, 128, 1),
+        ],
+    );
     assert_eq!(r.runs[0].layers, 128);
     assert_no_leftovers(pid, &deep);
     fs::remove_dir(&deep).unwrap();
@@ -717,7 +797,21 @@ fn sigkill(name: &str, host_mounts: bool) {
     )
     .unwrap();
     let (r, _, _) = b.run_quick();
-    check_results(&r, &b.spec, &["dir"]);
+    check_results(
+        &r,
+        &b.spec,
+        &["dir"],
+        &[
+            ("first_write", K4, 1, 1),
+            ("first_write", K4, 4, 1),
+            ("first_write", K64, 1, 1),
+            ("first_write", K64, 4, 1),
+            ("unlink", K4, 1, 1),
+            ("unlink", K4, 4, 1),
+            ("unlink", K64, 1, 1),
+            ("unlink", K64, 4, 1),
+        ],
+    );
     drop(b);
     baseline.assert_clean(name);
 }

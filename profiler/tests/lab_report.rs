@@ -8,6 +8,8 @@
 // Synthetic latencies and sizes move between u64 and f64 freely; all are far below 2^52.
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::BufReader;
@@ -168,7 +170,7 @@ fn sample_results() -> Results {
                     let reference = (op == "first_write")
                         .then(|| (20_000.0 + size as f64 / (cfg.bw * 0.9)) as u64);
                     cells.push(Cell {
-                        op: op.to_string(),
+                        op: op.parse().expect("a known op"),
                         size_bytes: size,
                         layer_depth: depth,
                         kernel: (i == 0 && copies)
@@ -463,9 +465,9 @@ fn hostile_names_are_escaped_everywhere() {
     results.runs.truncate(1);
     results.runs[0]
         .cells
-        .retain(|c| c.op == "first_write" && c.layer_depth == 1);
+        .retain(|c| c.op.as_str() == "first_write" && c.layer_depth == 1);
     results.runs[0].fs = "<img src=x onerror=alert(1)>&amp;".to_string();
-    results.runs[0].cells[0].op = "first_write".to_string();
+    results.runs[0].cells[0].op = cowprof::lab::spec::Op::FirstWrite;
     results.environment.kernel = "</title><script>alert(1)</script>".to_string();
     results
         .environment
@@ -559,13 +561,13 @@ fn corrupt_histograms_are_errors_not_panics() {
         let mut results = good.clone();
         let cell = &mut results.runs[1].cells[5];
         cell.latency.histogram = bad;
-        let (op, size, depth) = (cell.op.clone(), cell.size_bytes, cell.layer_depth);
+        let (op, size, depth) = (cell.op, cell.size_bytes, cell.layer_depth);
         let dir = tempfile::tempdir().unwrap();
         match render_all(&results, dir.path()) {
             Err(ChartError::Histogram { cell, source }) => {
                 assert!(is_expected(&source), "case {i}: {source:?}");
                 assert!(
-                    cell.contains(&op)
+                    cell.contains(op.as_str())
                         && cell.contains(&cowprof::fmt::bytes_label(size))
                         && cell.contains(&format!("depth {depth}"))
                         && cell.contains("ext4"),
@@ -724,7 +726,11 @@ fn chromium(
 #[test]
 fn report_in_headless_chromium() {
     let Some(bin) = find_on_path(&["chromium", "chromium-browser"]) else {
-        eprintln!("SKIP report_in_headless_chromium: no chromium on PATH; install the Debian package `chromium` (scripts/setup installs it)");
+        common::skip(
+            "report_in_headless_chromium",
+            "no-chromium",
+            "no chromium on PATH; install the Debian package `chromium` (scripts/setup installs it)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -815,7 +821,11 @@ fn report_in_headless_chromium() {
 /// with the documented defaults.
 #[test]
 fn results_without_the_added_fields_still_parse() {
-    let mut v = serde_json::to_value(sample_results()).unwrap();
+    let sample = sample_results();
+    let cells: Vec<_> = sample.runs.iter().flat_map(|r| &r.cells).collect();
+    // Per cell: threads, repetitions, wall, whiteouts and both quartiles; outcomes only when set.
+    let want_removed = cells.len() * 6 + cells.iter().filter(|c| !c.outcomes.is_empty()).count();
+    let mut v = serde_json::to_value(&sample).unwrap();
     v.as_object_mut().unwrap().remove("elapsed_s");
     let mut removed = 0;
     for run in v["runs"].as_array_mut().unwrap() {
@@ -829,7 +839,7 @@ fn results_without_the_added_fields_still_parse() {
             }
         }
     }
-    assert!(removed > 0);
+    assert_eq!(removed, want_removed);
     let old: Results = serde_json::from_value(v).expect("an older schema-1 file parses");
     assert_eq!(old.schema, RESULTS_SCHEMA);
     assert!(old.elapsed_s.abs() < f64::EPSILON, "{}", old.elapsed_s);

@@ -251,7 +251,11 @@ fn upper_dir_truth_on_tmpfs_with_metacopy() {
         return;
     }
     if !Path::new("/sys/module/overlay/parameters/metacopy").exists() {
-        eprintln!("SKIP: this kernel's overlay has no metacopy");
+        common::skip(
+            "upper_dir_truth_on_tmpfs_with_metacopy",
+            "no-metacopy",
+            "this kernel's overlay has no metacopy parameter",
+        );
         return;
     }
     let _l = lock();

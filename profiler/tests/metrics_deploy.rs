@@ -188,6 +188,15 @@ fn dockerfile_is_the_static_binary_alone() {
         .any(|l| l.starts_with("CMD ") && l.contains("127.0.0.1:")));
 }
 
+/// A bind mount of a directory on itself, unmounted on drop.
+struct SharedBind(PathBuf);
+
+impl Drop for SharedBind {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// Builds the image from the musl binary and runs it. Needs root, dockerd and the static build,
 /// so `scripts/test` runs it (with `--ignored`) right after its musl stage.
 #[test]
@@ -236,6 +245,29 @@ fn image_builds_and_runs() {
         .expect("free port")
         .port();
     let name = format!("cowprof-test-{}", std::process::id());
+    // The container sees every overlay on the host, other users' too: it counts only the
+    // workload's own comm (a kernel-side filter), so the count is exact. The test's stacks are
+    // mounted later under `dir`, which reaches the container as the DaemonSet's runtime dirs do:
+    // a read-only bind with host-to-container (rslave) propagation, at the same path.
+    let comm = "cowprofdeploy1";
+    let dir = common::disk_tempdir();
+    let root = common::canon(dir.path());
+    // A shared mount of its own (the host's / may be private), unmounted on drop.
+    let mount = |args: &[&str]| {
+        let ok = Command::new("mount")
+            .args(args)
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount {args:?} {}", root.display());
+    };
+    mount(&["--bind", root.to_str().expect("utf8")]);
+    let _shared = SharedBind(root.clone());
+    mount(&["--make-shared"]);
+    let bind = format!(
+        "type=bind,source={0},target={0},readonly,bind-propagation=rslave",
+        root.display()
+    );
     let run = docker(&[
         "run",
         "-d",
@@ -248,14 +280,32 @@ fn image_builds_and_runs() {
         "ALL",
         "--cap-add",
         "SYS_ADMIN",
+        "--mount",
+        &bind,
         &tag,
         "record",
         "--quiet",
+        "--comm",
+        comm,
         "--duration",
         "2m",
         "--metrics-addr",
         &format!("127.0.0.1:{port}"),
     ]);
+    let scrape = || {
+        let mut metrics = String::new();
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+            let _ = s.read_to_string(&mut metrics);
+        }
+        metrics
+    };
+    let events_total = |metrics: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("cowprof_events_total "))
+            .and_then(|v| v.trim().parse().ok())
+    };
     let deadline = Instant::now() + Duration::from_mins(1);
     let mut metrics = String::new();
     while run.0 == Some(0)
@@ -263,12 +313,46 @@ fn image_builds_and_runs() {
         && !metrics.contains("cowprof_backend_info{")
     {
         std::thread::sleep(Duration::from_millis(200));
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
-            metrics.clear();
-            let _ = s.read_to_string(&mut metrics);
-        }
+        metrics = scrape();
     }
+    // The default scenario under that comm, on stacks of this test.
+    let (events_seen, expected_events) = {
+        let (main, meta) = common::build_stacks(&root);
+        // record learns new mounts from its mountinfo every 200 ms (the tracepoint backend
+        // registers their work dirs then); there is no outside signal for it, so wait 5 rounds.
+        std::thread::sleep(Duration::from_secs(1));
+        let workload_bin = root.join(comm);
+        std::os::unix::fs::symlink(common::BIN, &workload_bin).expect("symlink");
+        let mut workload = Command::new(&workload_bin);
+        workload.args([
+            "__workload",
+            &common::canon(&main.merged).display().to_string(),
+        ]);
+        if let Some(m) = &meta {
+            workload.arg(common::canon(&m.merged));
+        }
+        let expected = f64::from(
+            u32::try_from(
+                cowprof::scenario::expected(cowprof::event::Backend::Tracepoint, meta.is_some())
+                    .len(),
+            )
+            .expect("a few events"),
+        );
+        let mut seen = None;
+        if run.0 == Some(0) && metrics.contains("cowprof_backend_info{") {
+            assert!(workload.status().expect("workload").success(), "workload");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && seen.is_none_or(|n| n < expected) {
+                std::thread::sleep(Duration::from_millis(200));
+                seen = events_total(&scrape());
+            }
+            // Settled: nothing more arrives.
+            std::thread::sleep(Duration::from_secs(1));
+            metrics = scrape();
+            seen = events_total(&metrics);
+        }
+        (seen, expected)
+    };
     let logs = docker(&["logs", &name]);
     let _ = docker(&["rm", "-f", &name]);
     let layers = docker(&[
@@ -286,8 +370,11 @@ fn image_builds_and_runs() {
         logs.1,
         logs.2
     );
-    // (No count is checked: the container sees every overlay on the host, other users' too.)
-    assert!(metrics.contains("\ncowprof_events_total "), "{metrics}");
+    assert_eq!(
+        events_seen,
+        Some(expected_events),
+        "the workload's events, exactly: {metrics}"
+    );
     assert_eq!(logs.1, "", "--quiet: nothing on stdout");
     assert_eq!(version.0, Some(0), "--version: {}", version.2);
     assert_eq!(

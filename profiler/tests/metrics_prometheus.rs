@@ -272,6 +272,10 @@ fn prometheus_scrapes_the_workload() {
     let label_sets = prom.query("cowprof_label_sets")[0].1;
     let drops = prom.by_label("cowprof_dropped_events_total", "reason");
     let backend = prom.query("cowprof_backend_info");
+    // The start-up check needs CAP_SYS_ADMIN for its mount namespace: with the DaemonSet's
+    // capabilities it cannot run, which the gauge says (0) while recording goes on.
+    let canary = prom.query("cowprof_canary_ok");
+    let canary_events = prom.query("cowprof_canary_events");
     let rss = prom.query("process_resident_memory_bytes")[0].1;
     let buckets: Vec<(f64, f64)> = {
         let mut b: Vec<(f64, f64)> = prom
@@ -410,6 +414,13 @@ fn prometheus_scrapes_the_workload() {
     assert_eq!(backend.len(), 1, "{backend:?}");
     assert_eq!(backend[0].0["backend"], recording.start.backend.as_str());
     assert_eq!(backend[0].1, 1.0);
+    assert_eq!(canary.len(), 1, "{canary:?}");
+    assert_eq!(canary[0].0["backend"], recording.start.backend.as_str());
+    assert_eq!(
+        canary[0].1, 0.0,
+        "the check cannot run without CAP_SYS_ADMIN"
+    );
+    assert!(canary_events.is_empty(), "{canary_events:?}");
     assert!((1.0..4096.0).contains(&(rss / 1_048_576.0)), "rss {rss}");
 
     drop(meta);

@@ -111,14 +111,7 @@ fn btrfs_upper_copy_ups_are_seen() {
     if !require_root("btrfs_upper_copy_ups_are_seen") {
         return;
     }
-    if Command::new("mkfs.btrfs")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "SKIP btrfs_upper_copy_ups_are_seen: mkfs.btrfs missing (Debian package btrfs-progs)"
-        );
+    if !common::require_tool("btrfs_upper_copy_ups_are_seen", "mkfs.btrfs", "btrfs-progs") {
         return;
     }
     let _lock = lock();

@@ -318,23 +318,32 @@ impl Drop for Containerd {
         for pod in &self.pods {
             let path = pod.cgroup();
             let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-            if let Ok(dir) = std::fs::read_dir("/sys/fs/cgroup") {
-                for h in dir.flatten() {
-                    for depth in (1..=comps.len()).rev() {
-                        let _ = std::fs::remove_dir(h.path().join(comps[..depth].join("/")));
-                    }
+            for h in cgroup_hierarchies() {
+                for depth in (1..=comps.len()).rev() {
+                    let _ = std::fs::remove_dir(Path::new(&h).join(comps[..depth].join("/")));
                 }
             }
         }
         for pod in &self.pods {
-            let top = pod.cgroup().split('/').nth(1).map(str::to_owned);
-            if let (Ok(dir), Some(top)) = (std::fs::read_dir("/sys/fs/cgroup"), top) {
-                for h in dir.flatten() {
-                    let _ = std::fs::remove_dir(h.path().join(&top));
+            if let Some(top) = pod.cgroup().split('/').nth(1) {
+                for h in cgroup_hierarchies() {
+                    let _ = std::fs::remove_dir(Path::new(&h).join(top));
                 }
             }
         }
     }
+}
+
+/// Mount points of every cgroup hierarchy (v1 controllers and the v2 tree) in this namespace.
+fn cgroup_hierarchies() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .expect("mounts")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            matches!(f.get(2), Some(&("cgroup" | "cgroup2"))).then(|| f[1].to_owned())
+        })
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -755,11 +764,16 @@ fn pods_named_by_containerd() {
     );
 
     drop(ctrd);
-    for gone in ["kubepods", "kubepods.slice"] {
-        assert!(
-            !Path::new("/sys/fs/cgroup/memory").join(gone).exists(),
-            "pod cgroups removed: {gone}"
-        );
+    // Every cgroup hierarchy mounted here, so the check holds on v1, hybrid and v2-only hosts.
+    let hierarchies = cgroup_hierarchies();
+    assert!(!hierarchies.is_empty(), "no cgroup hierarchy mounted");
+    for h in &hierarchies {
+        for gone in ["kubepods", "kubepods.slice"] {
+            assert!(
+                !Path::new(h).join(gone).exists(),
+                "pod cgroups removed: {h}/{gone}"
+            );
+        }
     }
     base.assert_clean("record --containerd-socket");
 }

@@ -119,10 +119,17 @@ fn tiny_ring_buffer_drops_are_counted_exactly() {
         eprintln!(
             "produced {produced}, delivered {delivered} ({copy_ups} copy-ups, {wh} whiteouts), dropped {d:?}"
         );
-        // A page holds a few ~650-byte events, never hundreds.
+        // A page holds a few ~650-byte events, never hundreds, and at least the (event, syscall
+        // end) pairs that fill it before the first reservation fails (5 in 4 KiB).
         assert!(
             delivered < 8,
             "a 4 KiB buffer cannot hold {delivered} events"
+        );
+        let least = common::min_delivered(4096, produced);
+        assert_eq!(least, 5, "648-byte events + 40-byte ends in a 4 KiB ring");
+        assert!(
+            delivered >= least,
+            "delivered {delivered}: a 4 KiB ring holds {least} events before it drops any"
         );
         assert_eq!(d.op_table + d.windows + d.malformed, 0, "{d:?}");
         assert_eq!(

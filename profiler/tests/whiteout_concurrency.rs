@@ -123,6 +123,18 @@ fn concurrent_unlinks(test: &str, on_tmpfs: bool) {
             "produced = delivered + dropped"
         );
         assert_eq!(d.total(), d.whiteout_unnamed + d.ringbuf, "{d:?}");
+        // Only unlink(2): overlay makes each whiteout in its work dir and renames it into place,
+        // never the upper fs's own RENAME_WHITEOUT, so every whiteout has a name.
+        assert_eq!(d.whiteout_unnamed, 0, "{d:?}");
+        // FILES (event, syscall end) pairs fit in the default ring even if nothing is read
+        // until the end: nothing may be dropped.
+        assert_eq!(
+            common::min_delivered(common::DEFAULT_RINGBUF, FILES as u64),
+            FILES as u64,
+            "the workload fits the ring"
+        );
+        assert_eq!((d.ringbuf, d.syscall_ends), (0, 0), "{d:?}");
+        assert_eq!(whiteouts.len(), FILES, "every whiteout delivered");
         assert_eq!(named.len(), whiteouts.len(), "one event per removed name");
         for e in &whiteouts {
             assert_eq!(e.mount_point.as_deref(), merged.to_str(), "{e:?}");
@@ -183,12 +195,22 @@ fn concurrent_whiteout_churn_is_counted_exactly() {
         );
         assert_eq!(whiteouts + over, recording.events.len() as u64);
         assert_eq!(d.total(), d.whiteout_unnamed + d.ringbuf, "{d:?}");
+        // unlink(2) and creat(2) only: no RENAME_WHITEOUT, every whiteout has a name.
+        assert_eq!(d.whiteout_unnamed, 0, "{d:?}");
         assert_eq!(
             whiteouts + over + d.total(),
             removals + creates,
             "produced = delivered + dropped"
         );
-        // A slow (debug) collector may lose some to a full ring buffer: counted above.
+        // A slow (debug) collector may lose some to a full ring buffer (counted above), but
+        // never more than what overflows a full ring.
+        let produced = removals + creates;
+        let least = common::min_delivered(common::DEFAULT_RINGBUF, produced);
+        assert!(
+            whiteouts + over >= least,
+            "delivered {} of {produced}, but a full ring holds {least}: {d:?}",
+            whiteouts + over
+        );
         assert!(
             whiteouts <= removals && over <= creates,
             "{whiteouts} {over}"
@@ -196,6 +218,92 @@ fn concurrent_whiteout_churn_is_counted_exactly() {
         drop(stack);
     }
     baseline.assert_clean(test);
+}
+
+/// `rename(2)` of lower files: overlay copies each up, then renames it with `RENAME_WHITEOUT`, and
+/// the upper fs makes the whiteout itself. tmpfs gives it a dentry (a named whiteout event); ext4
+/// makes it inside `ext4_rename` with no dentry, which the tracepoint backend cannot name: each is
+/// counted in `whiteout_unnamed`, exactly one per rename.
+fn renames(test: &str, on_tmpfs: bool) {
+    const RENAMES: usize = 50;
+    if !require_root(test) {
+        return;
+    }
+    let _lock = lock();
+    let baseline = Baseline::take();
+    {
+        let dir = disk_tempdir();
+        let root = canon(dir.path()).join("s");
+        let stack = Stack::create(&root, 1, &lower_files(RENAMES), &[], on_tmpfs).expect("stack");
+        let merged = canon(&stack.merged);
+        let (rec, start) = start_record();
+        for i in 0..RENAMES {
+            fs::rename(merged.join(format!("f{i}")), merged.join(format!("g{i}"))).unwrap();
+        }
+        let recording = stop_record(rec, start);
+        let truth = UpperTruth::read(&stack.upper).expect("read upper");
+        let count = |e: UpperEntry| truth.entries.values().filter(|v| **v == e).count();
+        assert_eq!(
+            (count(UpperEntry::File), count(UpperEntry::Whiteout)),
+            (RENAMES, RENAMES),
+            "ground truth: g<i> copied up, f<i> whited out"
+        );
+        let d = recording.summary.drops;
+        let kinds = |k: Kind| recording.events.iter().filter(|e| e.kind == k).count();
+        eprintln!(
+            "{test}: {} events ({} copy-ups, {} whiteouts), drops {d:?}",
+            recording.events.len(),
+            kinds(Kind::DataCopyUp),
+            kinds(Kind::Whiteout)
+        );
+        assert_eq!(kinds(Kind::DataCopyUp), RENAMES, "one copy-up per rename");
+        assert_eq!(
+            (d.ringbuf, d.op_table, d.windows, d.malformed),
+            (0, 0, 0, 0),
+            "{d:?}"
+        );
+        let (named, unnamed) =
+            if recording.start.backend == cowprof::event::Backend::Tracepoint && !on_tmpfs {
+                (0, RENAMES as u64)
+            } else {
+                (RENAMES, 0)
+            };
+        assert_eq!(kinds(Kind::Whiteout), named, "{d:?}");
+        assert_eq!(d.whiteout_unnamed, unnamed, "{d:?}");
+        assert_eq!(recording.events.len(), RENAMES + named);
+        let paths = |k: Kind| -> BTreeSet<String> {
+            recording
+                .events
+                .iter()
+                .filter(|e| e.kind == k)
+                .map(|e| e.path.clone())
+                .collect()
+        };
+        let numbered =
+            |p: &str, n: usize| -> BTreeSet<String> { (0..n).map(|i| format!("{p}{i}")).collect() };
+        assert_eq!(
+            paths(Kind::DataCopyUp),
+            numbered("g", RENAMES),
+            "copied up as the new name"
+        );
+        assert_eq!(
+            paths(Kind::Whiteout),
+            numbered("f", named),
+            "whiteouts at the old names"
+        );
+        drop(stack);
+    }
+    baseline.assert_clean(test);
+}
+
+#[test]
+fn renames_on_disk_count_the_unnamed_whiteouts() {
+    renames("renames_on_disk_count_the_unnamed_whiteouts", false);
+}
+
+#[test]
+fn renames_on_tmpfs_name_every_whiteout() {
+    renames("renames_on_tmpfs_name_every_whiteout", true);
 }
 
 #[test]

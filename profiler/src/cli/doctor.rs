@@ -17,20 +17,56 @@ pub struct DoctorArgs {
 pub fn run(args: DoctorArgs, out: &mut dyn Write) -> Exit {
     let DoctorArgs { json, btf } = args;
     let facts = probe::kernel_facts(&btf.paths());
+    let canaries = probe::canary::per_backend(&facts, &btf.paths());
     if json {
-        let _ = serde_json::to_writer_pretty(&mut *out, &facts);
+        #[derive(serde::Serialize)]
+        struct Doctor<'a> {
+            #[serde(flatten)]
+            facts: &'a probe::KernelFacts,
+            canary: &'a [probe::canary::BackendCanary],
+        }
+        let _ = serde_json::to_writer_pretty(
+            &mut *out,
+            &Doctor {
+                facts: &facts,
+                canary: &canaries,
+            },
+        );
         let _ = writeln!(out);
     } else {
-        print_doctor(out, &facts);
+        print_doctor(out, &facts, Some(&canaries));
     }
-    if facts.chosen.is_some() {
-        Exit::Ok
-    } else {
-        Exit::NoBackend
+    match facts.chosen {
+        None => Exit::NoBackend,
+        // The backend `record` would use attaches but is blind here.
+        Some(b)
+            if canaries
+                .iter()
+                .any(|c| c.backend == b && c.ok == Some(false)) =>
+        {
+            Exit::CanaryBlind
+        }
+        Some(_) => Exit::Ok,
     }
 }
 
-pub(super) fn print_doctor(out: &mut dyn std::io::Write, f: &probe::KernelFacts) {
+fn print_canaries(out: &mut dyn Write, canaries: &[probe::canary::BackendCanary]) {
+    let _ = writeln!(
+        out,
+        "start-up check (canary: a data copy-up, a directory copy-up and a whiteout on a private overlay):"
+    );
+    for c in canaries {
+        let _ = writeln!(out, "  canary {}: {}", c.backend, c.summary);
+    }
+}
+
+/// The report; with `canaries`, the start-up check's results come before the last line (which
+/// backend `record` would use).
+pub(super) fn print_doctor(
+    out: &mut dyn std::io::Write,
+    f: &probe::KernelFacts,
+    canaries: Option<&[probe::canary::BackendCanary]>,
+) {
     let _ = writeln!(out, "kernel: {}", f.release);
     match (&f.btf, &f.btf_error) {
         (Some(b), _) => {
@@ -79,6 +115,10 @@ pub(super) fn print_doctor(out: &mut dyn std::io::Write, f: &probe::KernelFacts)
                 b.reason.clone()
             }
         );
+    }
+    // Nothing to check where nothing can attach: the report ends with why.
+    if let Some(c) = canaries.filter(|_| f.chosen.is_some()) {
+        print_canaries(out, c);
     }
     let _ = writeln!(
         out,

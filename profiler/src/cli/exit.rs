@@ -18,19 +18,23 @@ pub enum Exit {
     NoBackend = 4,
     /// `record`: the overlay module was unloaded under the probes; restart after `modprobe overlay`.
     OverlayUnloaded = 5,
+    /// The backend attached but its start-up check (canary) did not see a data copy-up, a
+    /// directory copy-up and a whiteout on a private overlay: it is blind on this kernel.
+    CanaryBlind = 6,
     /// Interrupted (Ctrl-C, SIGTERM); everything made so far was removed.
     Interrupted = 130,
 }
 
 impl Exit {
     /// Every code, in order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Ok,
         Self::Failure,
         Self::Usage,
         Self::NotRoot,
         Self::NoBackend,
         Self::OverlayUnloaded,
+        Self::CanaryBlind,
         Self::Interrupted,
     ];
 

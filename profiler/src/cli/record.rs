@@ -63,6 +63,10 @@ pub struct RecordArgs {
     /// Ring buffer size in bytes (advanced: a power of two, at least a page; default 4 MiB).
     #[arg(long, hide = true, value_name = "BYTES", value_parser = ringbuf_size)]
     pub ringbuf_size: Option<u32>,
+    /// Bound of the start-up check (canary) that proves the backend sees copy-ups and
+    /// whiteouts before recording starts (default 20s; it ends as soon as it has seen them).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub canary_timeout: Option<std::time::Duration>,
     /// Run this command once attached and stop when it exits.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -85,6 +89,7 @@ pub async fn run(args: RecordArgs, out: &mut dyn Write) -> Exit {
         metrics_max_series,
         quiet,
         ringbuf_size,
+        canary_timeout,
         command,
     } = args;
     // Bound before anything is loaded: a bad address leaves nothing behind.
@@ -113,6 +118,7 @@ pub async fn run(args: RecordArgs, out: &mut dyn Write) -> Exit {
             filter_tgid: pid.unwrap_or(0),
             filter_cgroup,
             ringbuf_size,
+            canary_timeout,
         },
         comm,
         mount,

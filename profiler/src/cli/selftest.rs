@@ -4,16 +4,21 @@
 use std::io::Write;
 
 use cowprof::{
+    event::Event,
     pipeline::{
         probe::{self, Backend, BtfPaths},
         report::JsonLines,
     },
-    scenario::selftest,
+    scenario::{crosscheck, selftest},
 };
 
 use super::{doctor::print_doctor, BtfArgs, Exit};
 
 #[derive(clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches"
+)]
 pub struct SelftestArgs {
     /// Only this backend (default: every usable one).
     #[arg(long, value_parser = super::backend_arg(), value_name = "BACKEND")]
@@ -27,6 +32,17 @@ pub struct SelftestArgs {
     /// Fail unless `doctor` would choose this backend (checks backend detection per kernel).
     #[arg(long, value_parser = super::backend_arg(), value_name = "BACKEND")]
     pub expect_chosen: Option<Backend>,
+    /// Where two or more backends run, print each one's events (JSON lines) and fail unless
+    /// they agree exactly: kinds, mounts, paths, layers, syscalls (not times or pids).
+    #[arg(long)]
+    pub compare_backends: bool,
+    /// Fail unless exactly these backends run (comma-separated): a backend this kernel
+    /// cannot use is then a failure, not a skip.
+    #[arg(long, value_parser = super::backend_arg(), value_name = "BACKENDS", value_delimiter = ',')]
+    pub expect_backends: Option<Vec<Backend>>,
+    /// Fail unless the metacopy=on stack is part of every run (the kernel has metacopy).
+    #[arg(long)]
+    pub expect_metacopy: bool,
     #[command(flatten)]
     pub btf: BtfArgs,
 }
@@ -37,39 +53,93 @@ pub async fn run(args: SelftestArgs, out: &mut dyn Write) -> Exit {
         tmpfs,
         doctor,
         expect_chosen,
+        compare_backends,
+        expect_backends,
+        expect_metacopy,
         btf,
     } = args;
-    run_all(backend, tmpfs, doctor, expect_chosen, &btf.paths(), out).await
+    let expect = Expect {
+        chosen: expect_chosen,
+        backends: expect_backends,
+        metacopy: expect_metacopy,
+        agree: compare_backends,
+    };
+    run_all(backend, tmpfs, doctor, &expect, &btf.paths(), out).await
+}
+
+/// What `selftest --expect-*` and `--compare-backends` require beyond every scenario run passing.
+pub struct Expect {
+    pub chosen: Option<Backend>,
+    pub backends: Option<Vec<Backend>>,
+    pub metacopy: bool,
+    /// Where two or more backends run, their event streams must agree.
+    pub agree: bool,
+}
+
+/// `--expect-chosen`: does `doctor` pick the backend the caller expects on this kernel?
+fn check_chosen(facts: &probe::KernelFacts, want: Backend, out: &mut dyn std::io::Write) -> bool {
+    let ok = facts.chosen == Some(want);
+    let _ = if ok {
+        writeln!(
+            out,
+            "selftest: ok doctor chooses {want} on {}",
+            facts.release
+        )
+    } else {
+        writeln!(
+            out,
+            "selftest: FAIL doctor chooses {:?} on {}, expected {want}",
+            facts.chosen, facts.release
+        )
+    };
+    ok
+}
+
+/// `--expect-backends`: do exactly these backends run?
+fn check_backends(backends: &[Backend], want: &[Backend], out: &mut dyn std::io::Write) -> bool {
+    let (mut got, mut want) = (backends.to_vec(), want.to_vec());
+    got.sort_by_key(ToString::to_string);
+    want.sort_by_key(ToString::to_string);
+    want.dedup();
+    let list = |v: &[Backend]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let ok = got == want;
+    let _ = if ok {
+        writeln!(out, "selftest: ok backends={}", list(&got))
+    } else {
+        writeln!(
+            out,
+            "selftest: FAIL backends that run: {}, expected {}",
+            list(&got),
+            list(&want)
+        )
+    };
+    ok
 }
 
 pub async fn run_all(
     backend: Option<Backend>,
     tmpfs: bool,
     doctor: bool,
-    expect_chosen: Option<Backend>,
+    expect: &Expect,
     btf: &BtfPaths,
     out: &mut dyn std::io::Write,
 ) -> Exit {
+    let mut streams: Vec<(Backend, Vec<Event>)> = Vec::new();
     let facts = probe::kernel_facts(btf);
     if doctor {
-        print_doctor(out, &facts);
+        print_doctor(out, &facts, None);
     }
     let (mut passed, mut failed) = (0, 0);
-    if let Some(want) = expect_chosen {
-        if facts.chosen == Some(want) {
+    if let Some(want) = expect.chosen {
+        if check_chosen(&facts, want, out) {
             passed += 1;
-            let _ = writeln!(
-                out,
-                "selftest: ok doctor chooses {want} on {}",
-                facts.release
-            );
         } else {
             failed += 1;
-            let _ = writeln!(
-                out,
-                "selftest: FAIL doctor chooses {:?} on {}, expected {want}",
-                facts.chosen, facts.release
-            );
         }
     }
     let backends: Vec<Backend> = match backend {
@@ -86,6 +156,13 @@ pub async fn run_all(
             let _ = writeln!(out, "selftest: skip backend={} ({})", b.backend, b.reason);
         }
     }
+    if let Some(want) = &expect.backends {
+        if check_backends(&backends, want, out) {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
     for b in backends {
         let mut sink = std::io::sink();
         let mut quiet = JsonLines;
@@ -98,40 +175,19 @@ pub async fn run_all(
             &mut sink,
         )
         .await;
-        match result {
-            Ok(run) if run.problems.is_empty() => {
+        match judge(b, result, &facts.release, expect.metacopy, out) {
+            Some(events) => {
                 passed += 1;
-                let _ = writeln!(
-                    out,
-                    "selftest: ok backend={b} kernel={} events={} expected={} dropped={}",
-                    facts.release,
-                    run.events.len(),
-                    run.expected,
-                    run.outcome.summary.drops.total()
-                );
+                streams.push((b, events));
             }
-            Ok(run) => {
-                failed += 1;
-                let _ = writeln!(out, "selftest: FAIL backend={b} kernel={}", facts.release);
-                for p in &run.problems {
-                    let _ = writeln!(out, "  {p}");
-                }
-                for e in &run.events {
-                    let _ = writeln!(
-                        out,
-                        "  got {:?} {} layer={:?} bytes={} syscall={:?}",
-                        e.kind, e.path, e.lower_layer, e.bytes_copied, e.syscall
-                    );
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                let _ = writeln!(
-                    out,
-                    "selftest: FAIL backend={b} kernel={}: {e}",
-                    facts.release
-                );
-            }
+            None => failed += 1,
+        }
+    }
+    if expect.agree {
+        match compare_streams(&streams, &facts.release, out) {
+            Some(true) => passed += 1,
+            Some(false) => failed += 1,
+            None => {}
         }
     }
     let _ = writeln!(out, "{passed} passed, {failed} failed");
@@ -140,4 +196,111 @@ pub async fn run_all(
     } else {
         Exit::Failure
     }
+}
+
+/// Prints one backend's scenario verdict; its events when it passed.
+fn judge(
+    b: Backend,
+    result: Result<selftest::ScenarioRun, selftest::SelftestError>,
+    kernel: &str,
+    want_metacopy: bool,
+    out: &mut dyn Write,
+) -> Option<Vec<Event>> {
+    match result {
+        Ok(run) if run.problems.is_empty() && (run.with_meta || !want_metacopy) => {
+            let _ = writeln!(
+                out,
+                "selftest: ok backend={b} kernel={kernel} events={} expected={} dropped={} metacopy={}",
+                run.events.len(),
+                run.expected,
+                run.outcome.summary.drops.total(),
+                if run.with_meta { "yes" } else { "no" }
+            );
+            Some(run.events)
+        }
+        Ok(run) if run.problems.is_empty() => {
+            let _ = writeln!(
+                out,
+                "selftest: FAIL backend={b} kernel={kernel}: no metacopy stack (this kernel's overlay has no metacopy parameter), but --expect-metacopy"
+            );
+            None
+        }
+        Ok(run) => {
+            let _ = writeln!(out, "selftest: FAIL backend={b} kernel={kernel}");
+            for p in &run.problems {
+                let _ = writeln!(out, "  {p}");
+            }
+            for e in &run.events {
+                let _ = writeln!(
+                    out,
+                    "  got {:?} {} layer={:?} bytes={} syscall={:?}",
+                    e.kind, e.path, e.lower_layer, e.bytes_copied, e.syscall
+                );
+            }
+            None
+        }
+        Err(e) => {
+            let _ = writeln!(out, "selftest: FAIL backend={b} kernel={kernel}: {e}");
+            None
+        }
+    }
+}
+
+/// `selftest --compare-backends`: every stream as JSON lines, then the first backend's against
+/// each other one. `None` when fewer than two backends passed (nothing to compare).
+fn compare_streams(
+    streams: &[(Backend, Vec<Event>)],
+    kernel: &str,
+    out: &mut dyn Write,
+) -> Option<bool> {
+    if streams.len() < 2 {
+        let _ = writeln!(
+            out,
+            "selftest: skip compare-backends kernel={kernel} (only {} backend(s) ran here: {})",
+            streams.len(),
+            streams
+                .iter()
+                .map(|(b, _)| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return None;
+    }
+    for (b, events) in streams {
+        for e in events {
+            let _ = writeln!(
+                out,
+                "selftest-event backend={b} {}",
+                serde_json::to_string(e).unwrap_or_default()
+            );
+        }
+    }
+    let (first, first_events) = &streams[0];
+    let mut agree = true;
+    for (b, events) in &streams[1..] {
+        let (diffs, notes) = crosscheck::compare((*first, first_events), (*b, events));
+        for n in &notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
+        if diffs.is_empty() {
+            let _ = writeln!(
+                out,
+                "selftest: ok backends {first} and {b} agree kernel={kernel} events={}/{} known_gaps={}",
+                first_events.len(),
+                events.len(),
+                notes.len()
+            );
+        } else {
+            agree = false;
+            let _ = writeln!(
+                out,
+                "selftest: FAIL backends {first} and {b} disagree kernel={kernel}: {} difference(s)",
+                diffs.len()
+            );
+            for d in &diffs {
+                let _ = writeln!(out, "  {d}");
+            }
+        }
+    }
+    Some(agree)
 }

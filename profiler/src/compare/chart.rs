@@ -182,7 +182,7 @@ fn lines_for(
     let cells = br
         .cells
         .iter()
-        .filter(|c| c.op == op && c.latency.count > 0);
+        .filter(|c| c.op.as_str() == op && c.latency.count > 0);
     for (i, bc) in cells.enumerate() {
         let Some(nc) = nr.cells.iter().find(|c| {
             c.op == bc.op && c.size_bytes == bc.size_bytes && c.layer_depth == bc.layer_depth

@@ -155,7 +155,7 @@ fn run_key(r: &RunResult) -> (String, Vec<String>, String) {
 }
 
 fn cell_key(c: &Cell) -> (String, u64, u32) {
-    (c.op.clone(), c.size_bytes, c.layer_depth)
+    (c.op.to_string(), c.size_bytes, c.layer_depth)
 }
 
 fn environment_notes(base: &Results, new: &Results) -> Vec<String> {
@@ -480,7 +480,9 @@ fn row_for(m: Metric, b: &Side, n: &Side, run: &str, gates: &Gates) -> Option<Ro
         cell.op, cell.size_bytes, cell.layer_depth
     );
     let judged = measure(m, b, n, bv, nv, gates, &key);
-    let threshold: Option<&Threshold> = gates.threshold(m).filter(|_| gates.gates_op(&cell.op));
+    let threshold: Option<&Threshold> = gates
+        .threshold(m)
+        .filter(|_| gates.gates_op(cell.op.as_str()));
     // Work on the "higher is worse" scale.
     let sign = if m.higher_is_worse() { 1.0 } else { -1.0 };
     let tol_rel = match threshold.map(|t| t.tolerance) {
@@ -515,7 +517,7 @@ fn row_for(m: Metric, b: &Side, n: &Side, run: &str, gates: &Gates) -> Option<Ro
     };
     Some(Row {
         run: run.to_owned(),
-        op: cell.op.clone(),
+        op: cell.op.to_string(),
         size_bytes: cell.size_bytes,
         layer_depth: cell.layer_depth,
         metric: m,

@@ -259,6 +259,52 @@ pub fn parse_mountinfo_with(
     Ok(mounts)
 }
 
+/// The overlay mount `mount(2)` made from `target` and `data` (its options), as if read from
+/// mountinfo: relative paths are taken from `cwd` (the mounting process's working directory)
+/// when it is known, else resolved as [`parse_mountinfo`] does. `None` if the options do not
+/// describe an overlay.
+#[must_use]
+pub fn from_mount_args(
+    target: &str,
+    data: &str,
+    cwd: Option<&Path>,
+    kdev: u32,
+) -> Option<OverlayMount> {
+    let absolute = |p: &str| -> String {
+        match cwd {
+            Some(cwd) if !p.is_empty() && !p.starts_with('/') => cwd.join(p).display().to_string(),
+            _ => p.to_owned(),
+        }
+    };
+    let options: Vec<String> = data
+        .split(',')
+        .map(|opt| match opt.split_once('=') {
+            Some((key @ ("upperdir" | "workdir" | "lowerdir+" | "datadir+"), v)) => {
+                format!("{key}={}", absolute(v))
+            }
+            Some(("lowerdir", v)) => format!(
+                "lowerdir={}",
+                v.split(':').map(&absolute).collect::<Vec<_>>().join(":")
+            ),
+            _ => opt.to_owned(),
+        })
+        .collect();
+    let escape = |s: &str| {
+        s.replace('\\', "\\134")
+            .replace(' ', "\\040")
+            .replace('\t', "\\011")
+            .replace('\n', "\\012")
+    };
+    let line = format!(
+        "0 0 {}:{} / {} rw - overlay overlay rw,{}",
+        kdev >> 20,
+        kdev & 0xf_ffff,
+        escape(&absolute(target)),
+        options.join(",")
+    );
+    parse_mountinfo(&line).ok()?.into_iter().next()
+}
+
 /// Overlay mounts visible in our own mount namespace (`/proc/self/mountinfo`).
 ///
 /// # Errors

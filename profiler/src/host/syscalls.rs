@@ -13,7 +13,7 @@
 // this goes through `ovl_create_over_whiteout`. REMOVE: a lower-layer name leaves a whiteout.
 // RENAME: copies the source up, may leave a whiteout. META: metadata only (a metadata-only
 // copy-up with `metacopy=on`). MKDIR: over a whiteout the new directory is opaque.
-pub use profiler_common::class::{CREATE, META, MKDIR, OPEN, REMOVE, RENAME};
+pub use profiler_common::class::{CREATE, META, MKDIR, MOUNT, OPEN, REMOVE, RENAME};
 
 /// (number, name, class bits) for every syscall that can trigger a copy-up, whiteout or create over a whiteout
 ///
@@ -38,6 +38,7 @@ pub const TRACKED: &[(u32, &str, u8)] = &[
     (94, "lchown", META),
     (132, "utime", META),
     (133, "mknod", CREATE),
+    (165, "mount", MOUNT),
     (188, "setxattr", META),
     (189, "lsetxattr", META),
     (190, "fsetxattr", META),
@@ -58,6 +59,7 @@ pub const TRACKED: &[(u32, &str, u8)] = &[
     (280, "utimensat", META),
     (285, "fallocate", OPEN),
     (316, "renameat2", RENAME),
+    (431, "fsconfig", MOUNT),
     (437, "openat2", OPEN | CREATE),
     (452, "fchmodat2", META),
     (463, "setxattrat", META),
@@ -133,6 +135,8 @@ mod tests {
             "rename" => libc::SYS_rename,
             "renameat" => libc::SYS_renameat,
             "renameat2" => libc::SYS_renameat2,
+            "mount" => libc::SYS_mount,
+            "fsconfig" => libc::SYS_fsconfig,
             _ => return None,
         })
     }
@@ -174,7 +178,7 @@ mod tests {
         );
         let names: HashSet<_> = TRACKED.iter().map(|e| e.1).collect();
         assert_eq!(names.len(), TRACKED.len());
-        assert_eq!(TRACKED.len(), 41);
+        assert_eq!(TRACKED.len(), 43);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::host::cancel::Cancel;
 use crate::lab::{
     measure::Hist,
     results::{Cell, Results, RunResult, RESULTS_SCHEMA},
+    spec::Op,
 };
 
 pub struct ImageBenchOptions {
@@ -40,7 +41,7 @@ pub struct ImageBenchOptions {
 }
 
 const BUCKETS: [u64; 5] = [0, 4 << 10, 64 << 10, 1 << 20, 16 << 20];
-const OPS: [&str; 3] = ["first_write", "chmod", "unlink"];
+const OPS: [Op; 3] = [Op::FirstWrite, Op::Chmod, Op::Unlink];
 
 fn bucket(size: u64) -> u64 {
     BUCKETS
@@ -75,14 +76,14 @@ fn upper_truth(dir: &Path) -> (u64, u64, u64) {
     (files, bytes, whiteouts)
 }
 
-fn run_op(merged: &Path, op: &str, path: &str) -> std::io::Result<u64> {
+fn run_op(merged: &Path, op: Op, path: &str) -> std::io::Result<u64> {
     let t = Instant::now();
     match op {
-        "first_write" => {
+        Op::FirstWrite => {
             let mut f = open_in(merged, path, true)?;
             f.write_all(b"\n")?;
         }
-        "chmod" => {
+        Op::Chmod => {
             let f = open_in_path(merged, path)?;
             rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(0o640))?;
         }
@@ -203,23 +204,23 @@ pub fn bench(
                 ops_done += 1;
             }
             // Without metacopy both a first write and a chmod copy the whole file up.
-            let copied = if op == "unlink" { 0 } else { sum_bytes };
+            let copied = if op == Op::Unlink { 0 } else { sum_bytes };
             #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
             let mb_per_s =
                 (copied > 0 && sum_ns > 0).then(|| copied as f64 / (sum_ns as f64 / 1e9) / 1e6);
             cells_of_op.push(Cell {
-                op: op.to_owned(),
+                op,
                 size_bytes: *b,
                 layer_depth: *depth,
                 latency: h.stats(),
                 kernel: None,
                 // As in the lab: an unlink is a whiteout, not a copy-up.
-                copy_ups: if op == "unlink" {
+                copy_ups: if op == Op::Unlink {
                     0
                 } else {
                     files.len() as u64
                 },
-                whiteouts: if op == "unlink" {
+                whiteouts: if op == Op::Unlink {
                     files.len() as u64
                 } else {
                     0
@@ -235,7 +236,7 @@ pub fn bench(
             });
         }
         let (files, _, whiteouts) = upper_truth(&stack.upper);
-        let truth = if op == "unlink" { whiteouts } else { files };
+        let truth = if op == Op::Unlink { whiteouts } else { files };
         if truth != ops_done {
             let _ = writeln!(
                 log,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::{forecast::Outcome, inspect::Curve, io_err, store::Store, ImageError};
-use crate::lab::{results::Results, run::BenchOptions};
+use crate::lab::{results::Results, run::BenchOptions, spec::Op};
 
 /// The calibration's spec: one lower layer, the file in it, user-side p50 of the op.
 pub const CALIBRATION_SPEC: &str = r#"layers = 1
@@ -53,19 +53,19 @@ impl CostModel {
         let run = r
             .runs
             .iter()
-            .find(|run| run.cells.iter().any(|c| c.op == "first_write"))
+            .find(|run| run.cells.iter().any(|c| c.op == Op::FirstWrite))
             .ok_or_else(|| ImageError::Archive {
                 archive: origin.to_owned(),
                 reason: "no first_write cells; run `cowprof bench` with ops = [\"first_write\", \"unlink\", \"create\"]".into(),
             })?;
         let mut pts: BTreeMap<u64, u64> = BTreeMap::new();
-        for c in run.cells.iter().filter(|c| c.op == "first_write") {
+        for c in run.cells.iter().filter(|c| c.op == Op::FirstWrite) {
             let e = pts.entry(c.size_bytes).or_insert(c.latency.p50_ns);
             if c.layer_depth == 1 {
                 *e = c.latency.p50_ns;
             }
         }
-        let smallest = |op: &str| {
+        let smallest = |op: Op| {
             run.cells
                 .iter()
                 .filter(|c| c.op == op)
@@ -73,7 +73,7 @@ impl CostModel {
                 .map(|c| c.latency.p50_ns)
         };
         let mut fixed_ns = BTreeMap::new();
-        if let Some(u) = smallest("unlink") {
+        if let Some(u) = smallest(Op::Unlink) {
             for o in [
                 Outcome::Whiteout,
                 Outcome::SpecialCopyUp,
@@ -83,7 +83,7 @@ impl CostModel {
                 fixed_ns.insert(o, u);
             }
         }
-        if let Some(c) = smallest("create") {
+        if let Some(c) = smallest(Op::Create) {
             let plain = run.plain_create.as_ref().map_or(0, |p| p.p50_ns);
             fixed_ns.insert(Outcome::DirCopyUp, c.saturating_sub(plain));
         }

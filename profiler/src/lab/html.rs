@@ -90,7 +90,7 @@ fn cell_row(out: &mut String, fs: &str, options: &str, cache: &str, c: &Cell) {
         escape(fs),
         escape(options),
         escape(cache),
-        escape(&c.op),
+        escape(c.op.as_str()),
         c.size_bytes,
         escape(&fmt::bytes_label(c.size_bytes)),
         c.layer_depth,

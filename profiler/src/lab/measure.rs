@@ -145,7 +145,7 @@ impl CellAcc {
             .filter(|_| data_copy && p50 > 0)
             .map(|r| r as f64 / p50 as f64);
         Cell {
-            op: self.op.as_str().to_owned(),
+            op: self.op,
             size_bytes: self.size,
             layer_depth: self.depth,
             latency: self.user.stats(),
@@ -339,6 +339,7 @@ impl KernelTap {
             match decode::decode(&item) {
                 Ok(Record::Cow(ev)) => out.extend(self.enricher.push(*ev)),
                 Ok(Record::SyscallEnd(end)) => out.extend(self.enricher.syscall_end(&end)),
+                Ok(Record::Mount(m)) => self.enricher.add_kernel_mount(&m),
                 Err(e) => {
                     self.malformed += 1;
                     log::debug!("skipping malformed sample: {e}");
@@ -398,7 +399,7 @@ mod tests {
         acc.copy_ns = 1_000_000;
         acc.copy_ups = 1;
         let c = acc.finish(Some(1_000_000), true);
-        assert_eq!(c.op, "first_write");
+        assert_eq!(c.op, Op::FirstWrite);
         let eff = c.efficiency.unwrap();
         assert!((eff - 0.5).abs() < 0.01, "{eff}");
         assert!((c.mb_per_s.unwrap() - 1000.0).abs() < 1e-6);

@@ -67,7 +67,7 @@ pub struct RunResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     /// e.g. `first_write`, `open_trunc`, `truncate`, `chmod`, `rewrite`, `read_lower`, ...
-    pub op: String,
+    pub op: crate::lab::spec::Op,
     pub size_bytes: u64,
     /// Layer the file lives in (1 = topmost lower); 0 for ops on new or upper files.
     pub layer_depth: u32,

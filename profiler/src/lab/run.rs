@@ -751,11 +751,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
 fn kernel_check(runs: &[RunResult], skipped: &mut Vec<Skipped>) -> Vec<String> {
     let mut out = Vec::new();
     for r in runs {
-        let copying: Vec<_> = r
-            .cells
-            .iter()
-            .filter(|c| c.op.parse::<Op>().is_ok_and(Op::copies_up))
-            .collect();
+        let copying: Vec<_> = r.cells.iter().filter(|c| c.op.copies_up()).collect();
         let label = format!(
             "fs={} options={} cache={}",
             r.fs,
@@ -773,7 +769,7 @@ fn kernel_check(runs: &[RunResult], skipped: &mut Vec<Skipped>) -> Vec<String> {
             continue;
         }
         for c in &copying {
-            let op: Op = c.op.parse().expect("filtered above");
+            let op = c.op;
             let redirect = c.outcomes.get(OUTCOME_REDIRECT).copied().unwrap_or(0);
             // rename_dir: only the repetitions that moved the directory copy it up.
             let want = if op == Op::RenameDir {
@@ -994,7 +990,7 @@ pub fn print_summary(out: &mut dyn Write, r: &Results) -> std::io::Result<()> {
         let kernel = r.environment.backend.is_some() && !r.skipped.iter().any(|s| s.what == unseen);
         for c in &run.cells {
             let op = if c.outcomes.is_empty() {
-                c.op.clone()
+                c.op.to_string()
             } else {
                 let o: Vec<&str> = c.outcomes.keys().map(String::as_str).collect();
                 format!("{}:{}", c.op, o.join("+"))

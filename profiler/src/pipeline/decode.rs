@@ -3,7 +3,8 @@
 
 use crate::event::{Backend, Kind};
 use profiler_common::{
-    flags, kind, CowEvent, SyscallEnd, COMM_LEN, PATH_BUF, RECORD_COW, RECORD_SYSCALL_END,
+    flags, kind, mount_flags, CowEvent, MountEvent, SyscallEnd, COMM_LEN, PATH_BUF, RECORD_COW,
+    RECORD_MOUNT, RECORD_SYSCALL_END,
 };
 
 /// The kernel's kind id; `TP_REGULAR_COPY_UP` is decided later from the mount's options.
@@ -78,10 +79,24 @@ pub struct RawEvent {
     pub path_truncated: bool,
 }
 
+/// Tracepoint backend: an overlay mount the kernel side registered (see `MountEvent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRecord {
+    pub serial: u32,
+    pub ovl_dev: u32,
+    pub upper_dev: u32,
+    pub upper_root_ino: u64,
+    pub work_ino: u64,
+    pub pid: u32,
+    /// `mount(2)`'s target and data, as the caller gave them; `None` for the new mount API.
+    pub args: Option<(String, String)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Cow(Box<RawEvent>),
     SyscallEnd(SyscallEnd),
+    Mount(Box<MountRecord>),
 }
 
 fn read_pod<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -113,6 +128,18 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let tag: u32 = read_pod(bytes)?;
     match tag {
         RECORD_SYSCALL_END => Ok(Record::SyscallEnd(read_pod(bytes)?)),
+        RECORD_MOUNT => {
+            let m: MountEvent = read_pod(bytes)?;
+            Ok(Record::Mount(Box::new(MountRecord {
+                serial: m.serial,
+                ovl_dev: m.ovl_dev,
+                upper_dev: m.upper_dev,
+                upper_root_ino: m.upper_root_ino,
+                work_ino: m.work_ino,
+                pid: m.pid,
+                args: (m.flags & mount_flags::ARGS != 0).then(|| (cstr(&m.target), cstr(&m.data))),
+            })))
+        }
         RECORD_COW => {
             let ev: CowEvent = read_pod(bytes)?;
             let len = ev.path_len as usize;

@@ -234,6 +234,7 @@ pub async fn record(
     let _ = exporter.header(out, &info);
     if let Some(m) = &opts.metrics {
         m.set_backend(&info);
+        m.set_canary(&info.backend.to_string(), &probe.canary);
     }
     // Readers wait for this line to know the probes are attached.
     let _ = out.flush();
@@ -284,8 +285,12 @@ pub async fn record(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| RecordError::Io { source })?;
-                let mut batch = drain(guard.get_inner_mut(), &mut enricher, &mut malformed);
+                let mut seen = Vec::new();
+                let mut batch = drain(guard.get_inner_mut(), &mut enricher, &mut malformed, &mut seen);
                 guard.clear_ready();
+                if !seen.is_empty() {
+                    probe.register_mounts(&seen)?;
+                }
                 attributor.fill(&mut batch).await;
                 deliver(batch, out, exporter);
             }
@@ -321,7 +326,12 @@ pub async fn record(
         }
     }
     // Everything the kernel produced before we stopped is already in the ring buffer.
-    let mut batch = drain(ring.get_mut(), &mut enricher, &mut malformed);
+    let mut batch = drain(
+        ring.get_mut(),
+        &mut enricher,
+        &mut malformed,
+        &mut Vec::new(),
+    );
     attributor.fill(&mut batch).await;
     deliver(batch, out, exporter);
     let mut rest = enricher.flush();
@@ -355,13 +365,33 @@ fn drops(probe: &Probe, malformed: u64) -> Drops {
     }
 }
 
-/// Reads every sample currently in the ring buffer.
-fn drain(ring: &mut RingBuf<MapData>, enricher: &mut Enricher, malformed: &mut u64) -> Vec<Event> {
+/// Reads every sample currently in the ring buffer. If an event names a mount not seen yet,
+/// mountinfo is read again (once per call) and, if that found new mounts, `mounts` gets them.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    enricher: &mut Enricher,
+    malformed: &mut u64,
+    mounts: &mut Vec<mountinfo::OverlayMount>,
+) -> Vec<Event> {
     let mut out = Vec::new();
+    let mut refreshed = false;
     while let Some(item) = ring.next() {
         match decode::decode(&item) {
-            Ok(Record::Cow(ev)) => out.extend(enricher.push(*ev)),
+            Ok(Record::Cow(ev)) => {
+                // A mount made since the last poll of mountinfo (every 200 ms): read it now,
+                // once per batch, so that its first events name it while it still exists.
+                if !refreshed && !enricher.knows_mount(&ev) {
+                    refreshed = true;
+                    if let Ok(now) = mountinfo::read_overlay_mounts() {
+                        if enricher.add_mounts(&now) {
+                            *mounts = now;
+                        }
+                    }
+                }
+                out.extend(enricher.push(*ev));
+            }
             Ok(Record::SyscallEnd(end)) => out.extend(enricher.syscall_end(&end)),
+            Ok(Record::Mount(m)) => enricher.add_kernel_mount(&m),
             Err(e) => {
                 *malformed += 1;
                 log::debug!("skipping malformed sample: {e}");

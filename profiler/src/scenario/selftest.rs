@@ -44,6 +44,8 @@ pub struct ScenarioRun {
     pub events: Vec<Event>,
     pub problems: Vec<String>,
     pub expected: usize,
+    /// The metacopy=on stack was part of the run (the kernel's overlay has metacopy).
+    pub with_meta: bool,
 }
 
 /// Where the scenario's stacks live: `base/cowprof-<pid>-{a,b}`.
@@ -135,12 +137,29 @@ pub async fn run_scenario(
         );
         lowers.extend(m.lowers.iter().cloned());
     }
-    let expected = scenario::expected(outcome.info.backend, meta.is_some());
-    let problems = scenario::verify(&events, &expected, &truth, &lowers);
+    // The expectation follows the backend asked for, not the one the recorder reports.
+    let asked = backend.unwrap_or(outcome.info.backend);
+    let expected = scenario::expected(asked, meta.is_some());
+    let mut problems = Vec::new();
+    if outcome.info.backend != asked {
+        problems.push(format!(
+            "record ran backend {}, asked for {asked}",
+            outcome.info.backend
+        ));
+    }
+    if events.len() != expected.len() {
+        problems.push(format!(
+            "{} events, expected {}",
+            events.len(),
+            expected.len()
+        ));
+    }
+    problems.extend(scenario::verify(&events, &expected, &truth, &lowers));
     Ok(ScenarioRun {
         outcome,
         events,
         problems,
         expected: expected.len(),
+        with_meta: meta.is_some(),
     })
 }

@@ -43,12 +43,63 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Returns false (after printing why) when the test cannot run here.
+/// Records that `test` did not run (or ran only in part) because of `id`, a stable skip id
+/// (`not-root`, `kprobes-absent`, ...), and `reason`. Prints `SKIP <test>: <id>: <reason>` and
+/// appends it to the skip file (`COWPROF_TEST_SKIP_FILE`, default `target/test-skips.txt`), which
+/// the test command prints at the end: cargo hides a passing test's stderr. Under
+/// `COWPROF_TEST_STRICT=1` (set by `scripts/test`) the skip is a failure unless `id` is in the
+/// comma-separated `COWPROF_TEST_ALLOW_SKIP`.
+pub fn skip(test: &str, id: &str, reason: &str) {
+    let line = format!("SKIP {test}: {id}: {reason}");
+    eprintln!("{line}");
+    let file = std::env::var_os("COWPROF_TEST_SKIP_FILE").map_or_else(
+        || Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-skips.txt"),
+        PathBuf::from,
+    );
+    if let Ok(mut f) = File::options().create(true).append(true).open(&file) {
+        // One write(2) of a short line to an O_APPEND file: lines of parallel tests never mix.
+        let _ = std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes());
+    }
+    if std::env::var("COWPROF_TEST_STRICT").is_ok_and(|v| v == "1") {
+        let allow = std::env::var("COWPROF_TEST_ALLOW_SKIP").unwrap_or_default();
+        assert!(
+            allow.split(',').any(|a| a.trim() == id),
+            "{line}: a skip under COWPROF_TEST_STRICT=1 whose id is not in \
+             COWPROF_TEST_ALLOW_SKIP={allow:?}; fix the host or allow '{id}'"
+        );
+    }
+}
+
+/// Returns false (after recording a `not-root` skip) when the test cannot run here.
 pub fn require_root(test: &str) -> bool {
     if is_root() {
         true
     } else {
-        eprintln!("SKIP {test}: needs root (loads eBPF programs and mounts overlays)");
+        skip(
+            test,
+            "not-root",
+            "needs root (loads eBPF programs and mounts overlays)",
+        );
+        false
+    }
+}
+
+/// True if `tool` can be started (it is on PATH); else records a `no-<tool>` skip of `test`.
+pub fn require_tool(test: &str, tool: &str, package: &str) -> bool {
+    if Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+    {
+        true
+    } else {
+        skip(
+            test,
+            &format!("no-{tool}"),
+            &format!("`{tool}` is not on PATH (Debian package {package})"),
+        );
         false
     }
 }
@@ -215,7 +266,11 @@ impl Baseline {
     pub fn take() -> Self {
         let bpf = cowprof_bpf();
         if bpf.is_none() {
-            eprintln!("note: bpftool not found; the 'no BPF link left' checks are skipped");
+            skip(
+                "Baseline",
+                "no-bpftool",
+                "bpftool not found (Debian package bpftool); the 'no BPF link left' checks are not made",
+            );
         }
         Self {
             mounts: overlay_mounts(),
@@ -262,7 +317,11 @@ impl Baseline {
             std::thread::sleep(Duration::from_millis(100));
         }
         if self.bpf.is_none() {
-            eprintln!("SKIP bpf check after {after}: bpftool not installed");
+            skip(
+                after,
+                "no-bpftool",
+                "bpftool not installed: no BPF link check",
+            );
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -492,3 +551,24 @@ pub fn build_stacks(dir: &Path) -> (cowprof::scenario::Stack, Option<cowprof::sc
         });
     (main, meta)
 }
+
+/// Bytes one record of `payload` bytes takes in a BPF ring buffer: an 8-byte header, rounded
+/// up to 8 (`BPF_RINGBUF_HDR_SZ`, kernel/bpf/ringbuf.c).
+pub const fn ringbuf_record(payload: usize) -> u64 {
+    ((payload + 8).div_ceil(8) * 8) as u64
+}
+
+/// The least number of events `record` delivers when `produced` syscalls each emit one
+/// `CowEvent` and then one `SyscallEnd` into a ring of `ring_bytes`, however slowly it reads:
+/// a reservation fails only while the unread part holds more than `ring_bytes - 1 - event`
+/// bytes (kernel/bpf/ringbuf.c), and before the first failure that part is whole (event, end)
+/// pairs, every one of which is read later.
+pub fn min_delivered(ring_bytes: u64, produced: u64) -> u64 {
+    use profiler_common::{CowEvent, SyscallEnd};
+    let event = ringbuf_record(size_of::<CowEvent>());
+    let pair = event + ringbuf_record(size_of::<SyscallEnd>());
+    produced.min((ring_bytes - event).div_ceil(pair))
+}
+
+/// `record`'s default ring buffer (`--ringbuf-size`).
+pub const DEFAULT_RINGBUF: u64 = 4 << 20;

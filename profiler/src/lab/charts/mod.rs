@@ -30,6 +30,7 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
 use crate::lab::results::{decode_histogram, Cell, HistogramError, Results, RunResult};
+use crate::lab::spec::Op;
 
 mod axes;
 mod draw;
@@ -40,7 +41,7 @@ pub(crate) use draw::ensure_font;
 use draw::{svg_string, write_png};
 
 /// The op whose latency is the copy-up itself (a write to a file that lives in a lower layer).
-pub const COPY_UP_OP: &str = "first_write";
+pub const COPY_UP_OP: Op = Op::FirstWrite;
 /// Size of every chart, pixels (SVG user units and PNG pixels).
 pub const CHART_WIDTH: u32 = 960;
 pub const CHART_HEIGHT: u32 = 560;
@@ -253,10 +254,10 @@ pub(crate) fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
 
 fn cdf_plans(run: &RunResult) -> Result<Vec<(String, String, XyChart)>, ChartError> {
     let label = run_label(run);
-    let mut ops: Vec<&str> = Vec::new();
+    let mut ops: Vec<Op> = Vec::new();
     for c in &run.cells {
-        if !ops.contains(&c.op.as_str()) {
-            ops.push(&c.op);
+        if !ops.contains(&c.op) {
+            ops.push(c.op);
         }
     }
     let mut plans = Vec::new();
@@ -314,7 +315,7 @@ fn cdf_plans(run: &RunResult) -> Result<Vec<(String, String, XyChart)>, ChartErr
             continue;
         };
         plans.push((
-            format!("cdf-{}-{}", slug(op), slug(&label)),
+            format!("cdf-{}-{}", slug(op.as_str()), slug(&label)),
             format!("{op} latency CDF by file size (depth {depth}): {label}"),
             XyChart {
                 x,
@@ -337,10 +338,10 @@ fn cdf_plans(run: &RunResult) -> Result<Vec<(String, String, XyChart)>, ChartErr
 }
 
 fn efficiency_plans(results: &Results) -> Vec<(String, String, XyChart)> {
-    let mut ops: Vec<&str> = Vec::new();
+    let mut ops: Vec<Op> = Vec::new();
     for c in results.runs.iter().flat_map(|r| &r.cells) {
-        if c.efficiency.is_some_and(|e| e.is_finite() && e > 0.0) && !ops.contains(&c.op.as_str()) {
-            ops.push(&c.op);
+        if c.efficiency.is_some_and(|e| e.is_finite() && e > 0.0) && !ops.contains(&c.op) {
+            ops.push(c.op);
         }
     }
     let mut plans = Vec::new();
@@ -403,7 +404,7 @@ fn efficiency_plans(results: &Results) -> Vec<(String, String, XyChart)> {
             )
         });
         plans.push((
-            format!("efficiency-{}", slug(op)),
+            format!("efficiency-{}", slug(op.as_str())),
             format!("{op} efficiency vs a plain copy (cp + fsync), by file size"),
             XyChart {
                 x,

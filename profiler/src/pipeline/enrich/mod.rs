@@ -26,6 +26,9 @@ use layers::LayerNames;
 /// last events are read) and joins events with the exit of their syscall.
 pub struct Enricher {
     mounts: Vec<OverlayMount>,
+    /// Mount serial (the tracepoint backend's key, never reused in a session) -> index in
+    /// `mounts`. Mounts are never forgotten: events of a mount that is gone keep their mount.
+    by_serial: HashMap<u32, usize>,
     /// (kernel dev, inode) of each mount's upper root, read once when the mount is added.
     upper_roots: Vec<Option<(u32, u64)>>,
     /// Monotonic-to-wall-clock offset, ns.
@@ -57,6 +60,7 @@ impl Enricher {
     pub fn new() -> Self {
         Self {
             mounts: Vec::new(),
+            by_serial: HashMap::new(),
             upper_roots: Vec::new(),
             wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
             pending: HashMap::new(),
@@ -84,6 +88,10 @@ impl Enricher {
                         .as_deref()
                         .and_then(crate::host::mountinfo::upper_root_key),
                 );
+                self.by_serial.insert(
+                    profiler_common::USER_MOUNT_SERIAL | m.mount_id,
+                    self.mounts.len(),
+                );
                 self.mounts.push(m.clone());
                 new = true;
             }
@@ -91,15 +99,55 @@ impl Enricher {
         new
     }
 
+    /// An overlay mount the kernel side saw being made (tracepoint backend). It arrives before
+    /// any event of the mount, so the mount is known even if it is gone before user space could
+    /// read mountinfo. Relative paths are resolved against the mounting process's cwd while
+    /// it lives; the new mount API gives no arguments, so its mount is looked up in mountinfo.
+    pub fn add_kernel_mount(&mut self, rec: &crate::pipeline::decode::MountRecord) {
+        let kdev = rec.ovl_dev;
+        let (major, minor) = (kdev >> 20, kdev & 0xf_ffff);
+        let mount = match &rec.args {
+            Some((target, data)) => {
+                let cwd = std::fs::read_link(format!("/proc/{}/cwd", rec.pid)).ok();
+                crate::host::mountinfo::from_mount_args(target, data, cwd.as_deref(), kdev)
+            }
+            None => crate::host::mountinfo::read_overlay_mounts()
+                .ok()
+                .and_then(|all| all.into_iter().rev().find(|m| m.kdev == kdev)),
+        };
+        let Some(mut mount) = mount else {
+            log::debug!(
+                "overlay mount {major}:{minor} (serial {}) not resolved",
+                rec.serial
+            );
+            return;
+        };
+        mount.kdev = kdev;
+        mount.major = major;
+        mount.minor = minor;
+        self.by_serial.insert(rec.serial, self.mounts.len());
+        self.upper_roots
+            .push(Some((rec.upper_dev, rec.upper_root_ino)));
+        self.mounts.push(mount);
+    }
+
     pub fn mounts(&self) -> &[OverlayMount] {
         &self.mounts
+    }
+
+    /// True if `ev`'s overlay mount is among the mounts seen so far.
+    pub fn knows_mount(&self, ev: &RawEvent) -> bool {
+        self.mount_for(ev).is_some()
     }
 
     fn mount_for(&self, ev: &RawEvent) -> Option<&OverlayMount> {
         if ev.dev_is_upper {
             // Tracepoint backend: the work dir's mount id, else the upper root the walk reached.
-            if let Some(id) = ev.mount_id {
-                return self.mounts.iter().rev().find(|m| m.mount_id == id);
+            if let Some(serial) = ev.mount_id {
+                return self
+                    .by_serial
+                    .get(&serial)
+                    .and_then(|&i| self.mounts.get(i));
             }
             let key = Some((ev.kdev, ev.root_ino));
             let i = self.upper_roots.iter().rposition(|r| *r == key)?;

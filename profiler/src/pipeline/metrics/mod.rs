@@ -170,6 +170,17 @@ struct BackendLabels {
     version: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CanaryLabels {
+    backend: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CanaryOpLabels {
+    backend: String,
+    op: &'static str,
+}
+
 const ALL_KINDS: [Kind; 8] = [
     Kind::DataCopyUp,
     Kind::Metacopy,
@@ -248,6 +259,8 @@ pub struct Recorder {
     folded: Counter,
     dropped: Family<ReasonLabels, Counter>,
     backend: Family<BackendLabels, Gauge>,
+    canary_ok: Family<CanaryLabels, Gauge>,
+    canary_events: Family<CanaryOpLabels, Gauge>,
     label_sets: Gauge,
     budget: Arc<Mutex<Budget>>,
 }
@@ -267,6 +280,8 @@ impl Recorder {
             folded: Counter::default(),
             dropped: Family::default(),
             backend: Family::default(),
+            canary_ok: Family::default(),
+            canary_events: Family::default(),
             label_sets: Gauge::default(),
             budget: Arc::new(Mutex::new(Budget {
                 max: max_series,
@@ -327,6 +342,16 @@ impl Recorder {
             "backend_info",
             "The kernel mechanism in use (value 1)",
             rec.backend.clone(),
+        );
+        reg.register(
+            "canary_ok",
+            "Start-up check: 1 = the backend saw a data copy-up, a directory copy-up and a whiteout on a private overlay before recording; 0 = the check could not run (e.g. no CAP_SYS_ADMIN for a mount namespace)",
+            rec.canary_ok.clone(),
+        );
+        reg.register(
+            "canary_events",
+            "Start-up check: events the backend saw of each operation of the check (not counted anywhere else)",
+            rec.canary_events.clone(),
         );
         reg.register(
             "label_sets",
@@ -408,6 +433,29 @@ impl Recorder {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
+    }
+
+    /// The start-up check's result (a failed check ends `record` before metrics are served).
+    pub fn set_canary(
+        &self,
+        backend: &str,
+        canary: &Result<crate::pipeline::probe::canary::CanaryReport, String>,
+    ) {
+        self.canary_ok
+            .get_or_create(&CanaryLabels {
+                backend: backend.to_owned(),
+            })
+            .set(i64::from(canary.is_ok()));
+        if let Ok(report) = canary {
+            for (op, n) in report.counts() {
+                self.canary_events
+                    .get_or_create(&CanaryOpLabels {
+                        backend: backend.to_owned(),
+                        op,
+                    })
+                    .set(i64::from(n));
+            }
+        }
     }
 }
 

@@ -195,6 +195,13 @@ impl KernelBtf {
                 }
             })?,
             dentry_d_sb: need(v, "dentry", &["d_sb"])?,
+            sb_s_magic: need(v, "super_block", &["s_magic"])?,
+            sb_s_root: need(v, "super_block", &["s_root"])?,
+            sb_s_fs_info: need(v, "super_block", &["s_fs_info"])?,
+            ovl_fs_workdir: need(o, "ovl_fs", &["workdir"])?,
+            inode_i_state: need(v, "inode", &["i_state"])?,
+            // An enum since 6.18; a #define of the same value (1 << 14) before.
+            i_ovl_inuse: enum_value(v, "inode_state_flags_t", "I_OVL_INUSE").unwrap_or(1 << 14),
         })
     }
 }

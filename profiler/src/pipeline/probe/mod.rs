@@ -4,6 +4,7 @@
 //! all go through it, so every probe that ships has passed the verifier on every kernel we test.
 
 pub mod btf;
+pub mod canary;
 
 use std::{fs, os::unix::fs::MetadataExt as _, path::Path};
 
@@ -12,7 +13,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe, ProgramError, RawTracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use profiler_common::{counter, Config, InodeKey};
+use profiler_common::{counter, Config, InodeKey, USER_MOUNT_SERIAL};
 
 pub use crate::event::Backend;
 use crate::host::{mountinfo::OverlayMount, syscalls};
@@ -93,6 +94,13 @@ pub enum ProbeError {
         #[source]
         source: ProgramError,
     },
+    #[error("the {backend} backend attached on {kernel} but saw {seen} in its start-up check (canary: a private overlay on tmpfs); {hint}")]
+    CanaryBlind {
+        backend: Backend,
+        kernel: String,
+        seen: String,
+        hint: String,
+    },
     #[error("eBPF map {name}: {source}")]
     Map {
         name: &'static str,
@@ -108,6 +116,7 @@ impl ProbeError {
             Self::NotRoot | Self::MissingCaps { .. } => 3,
             Self::Btf(_) | Self::Unavailable { .. } | Self::NoBackend { .. } => 4,
             Self::Load { .. } | Self::Program { .. } | Self::Map { .. } => 1,
+            Self::CanaryBlind { .. } => 6,
         }
     }
 }
@@ -335,6 +344,8 @@ pub struct ProbeOptions {
     /// Ring buffer size in bytes (`None` = the object's 4 MiB). A power of two and a multiple
     /// of the page size (the kernel refuses anything else); see [`check_ringbuf_size`].
     pub ringbuf_size: Option<u32>,
+    /// Bound of the start-up check (`None` = [`canary::DEFAULT_TIMEOUT`]).
+    pub canary_timeout: Option<std::time::Duration>,
 }
 
 /// Checks a ring buffer size the way the kernel will (`BPF_MAP_TYPE_RINGBUF` wants a power of
@@ -364,6 +375,10 @@ pub struct Probe {
     registered: std::collections::HashSet<u32>,
     /// eBPF-side diagnostics (aya-log), forwarded to `log` (`-v` / `RUST_LOG`).
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The start-up check: what it saw, or why it could not run.
+    pub canary: Result<canary::CanaryReport, String>,
+    /// Counters at the end of the start-up check: [`Probe::counters`] counts from there.
+    counters_base: [u64; counter::COUNT as usize],
 }
 
 impl Probe {
@@ -387,8 +402,16 @@ impl Probe {
         self.logger.take()
     }
 
-    /// Sum over CPUs of each counter in `counter::*`.
+    /// Sum over CPUs of each counter in `counter::*`, since the start-up check.
     pub fn counters(&self) -> [u64; counter::COUNT as usize] {
+        let mut out = self.counters_total();
+        for (c, base) in out.iter_mut().zip(self.counters_base) {
+            *c = c.saturating_sub(base);
+        }
+        out
+    }
+
+    fn counters_total(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];
         let Some(map) = self.ebpf.map("COUNTERS") else {
             return out;
@@ -429,7 +452,15 @@ impl Probe {
                 let mut map: HashMap<_, InodeKey, u32> =
                     HashMap::try_from(self.ebpf.map_mut(name).expect("map in object"))
                         .map_err(|source| ProbeError::Map { name, source })?;
-                map.insert(k, m.mount_id, 0)
+                // The kernel side registers the mounts it sees being made, with its own
+                // serial, before their first event: that entry stays.
+                if map
+                    .get(&k, 0)
+                    .is_ok_and(|serial| serial & USER_MOUNT_SERIAL == 0)
+                {
+                    return Ok(());
+                }
+                map.insert(k, USER_MOUNT_SERIAL | m.mount_id, 0)
                     .map_err(|source| ProbeError::Map { name, source })
             };
             // Overlay makes its temps in `<workdir>/work`, or in `<workdir>/index` with
@@ -527,6 +558,10 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                     .collect::<Vec<_>>()
                     .join("; "),
             })?
+    };
+    let survey_other_usable = match backend {
+        Backend::Tracepoint => survey.status(Backend::Kprobe).usable,
+        _ => survey.status(Backend::Tracepoint).usable,
     };
     // The parsed BTF is large and not needed past this point.
     drop(survey);
@@ -670,12 +705,49 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     }
     // Fails only if the object has no log call sites; diagnostics are optional either way.
     let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
-    Ok(Probe {
+    let canary = match canary::run(
+        &mut ebpf,
+        backend,
+        cfg,
+        opts.canary_timeout.unwrap_or(canary::DEFAULT_TIMEOUT),
+    ) {
+        Ok(report) if report.ok() => Ok(report),
+        Ok(report) => {
+            let other = if backend == Backend::Tracepoint {
+                Backend::Kprobe
+            } else {
+                Backend::Tracepoint
+            };
+            let hint = if survey_other_usable {
+                format!("try --backend {other} or run `cowprof doctor`")
+            } else {
+                "run `cowprof doctor`".to_owned()
+            };
+            return Err(ProbeError::CanaryBlind {
+                backend,
+                kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                seen: report.seen(),
+                hint,
+            });
+        }
+        Err(e) => {
+            log::warn!("{e}; recording without it");
+            Err(e.to_string())
+        }
+    };
+    let mut probe = Probe {
         ebpf,
         backend,
         attached,
         skipped,
         registered: std::collections::HashSet::new(),
         logger,
-    })
+        canary,
+        counters_base: [0; counter::COUNT as usize],
+    };
+    probe.counters_base = probe.counters_total();
+    Ok(probe)
 }
