@@ -79,6 +79,9 @@ _cowprof() {
             cowprof__subcmd__help__subcmd__image,compare)
                 cmd="cowprof__subcmd__help__subcmd__image__subcmd__compare"
                 ;;
+            cowprof__subcmd__help__subcmd__image,forecast)
+                cmd="cowprof__subcmd__help__subcmd__image__subcmd__forecast"
+                ;;
             cowprof__subcmd__help__subcmd__image,import)
                 cmd="cowprof__subcmd__help__subcmd__image__subcmd__import"
                 ;;
@@ -90,6 +93,9 @@ _cowprof() {
                 ;;
             cowprof__subcmd__image,compare)
                 cmd="cowprof__subcmd__image__subcmd__compare"
+                ;;
+            cowprof__subcmd__image,forecast)
+                cmd="cowprof__subcmd__image__subcmd__forecast"
                 ;;
             cowprof__subcmd__image,help)
                 cmd="cowprof__subcmd__image__subcmd__help"
@@ -105,6 +111,9 @@ _cowprof() {
                 ;;
             cowprof__subcmd__image__subcmd__help,compare)
                 cmd="cowprof__subcmd__image__subcmd__help__subcmd__compare"
+                ;;
+            cowprof__subcmd__image__subcmd__help,forecast)
+                cmd="cowprof__subcmd__image__subcmd__help__subcmd__forecast"
                 ;;
             cowprof__subcmd__image__subcmd__help,help)
                 cmd="cowprof__subcmd__image__subcmd__help__subcmd__help"
@@ -379,7 +388,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__help__subcmd__image)
-            opts="import inspect compare ls"
+            opts="import inspect compare forecast ls"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -393,6 +402,20 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__help__subcmd__image__subcmd__compare)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cowprof__subcmd__help__subcmd__image__subcmd__forecast)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -491,7 +514,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__image)
-            opts="-v -h --store --verbose --help import inspect compare ls help"
+            opts="-v -h --store --verbose --help import inspect compare forecast ls help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -534,8 +557,42 @@ _cowprof() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cowprof__subcmd__image__subcmd__forecast)
+            opts="-v -h --lab --upper-fs --recalibrate --verify --runs --out --json --store --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --lab)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upper-fs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --runs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cowprof__subcmd__image__subcmd__help)
-            opts="import inspect compare ls help"
+            opts="import inspect compare forecast ls help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -549,6 +606,20 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__image__subcmd__help__subcmd__compare)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cowprof__subcmd__image__subcmd__help__subcmd__forecast)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -645,13 +716,17 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__image__subcmd__inspect)
-            opts="-v -h --lab --json --store --verbose --help"
+            opts="-v -h --lab --upper-fs --recalibrate --json --store --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --lab)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upper-fs)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -126,22 +126,25 @@ json\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand compare" -l out -d 'Also write compare.{md,txt,json}, compare-junit.xml and CDF charts (SVG, PNG) here' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand compare" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand compare" -s h -l help -d 'Print help'
-complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare ls help" -l store -d 'Layer store: layers unpacked by diffID, shared between images' -r -F
-complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare ls help" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
-complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare ls help" -s h -l help -d 'Print help'
-complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare ls help" -f -a "import" -d 'Import a `docker save` archive or an OCI image layout (directory or tar) into the store'
-complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare ls help" -f -a "inspect" -d 'Per-layer adds/modifies/deletes, wasted bytes, efficiency and likely copy-ups'
-complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare ls help" -f -a "compare" -d 'Compare images side by side, with the same writes timed on each one\'s layer stack'
-complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare ls help" -f -a "ls" -d 'List imported images'
-complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare ls help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare forecast ls help" -l store -d 'Layer store: layers unpacked by diffID, shared between images' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare forecast ls help" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare forecast ls help" -s h -l help -d 'Print help'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare forecast ls help" -f -a "import" -d 'Import a `docker save` archive or an OCI image layout (directory or tar) into the store'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare forecast ls help" -f -a "inspect" -d 'Per-layer adds/modifies/deletes, wasted bytes, efficiency and likely copy-ups'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare forecast ls help" -f -a "compare" -d 'Compare images side by side, with the same writes timed on each one\'s layer stack'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare forecast ls help" -f -a "forecast" -d 'Forecast a recorded workload\'s copy-ups on candidate images (docs/images.md, "Forecast")'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare forecast ls help" -f -a "ls" -d 'List imported images'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and not __fish_seen_subcommand_from import inspect compare forecast ls help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from import" -l max-layer-size -d 'Largest uncompressed layer accepted (bytes; K/M/G suffixes)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from import" -l max-entries -d 'Most entries accepted in one layer' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from import" -l store -d 'Layer store: layers unpacked by diffID, shared between images' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from import" -l json
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from import" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
-complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from inspect" -l lab -d 'Predict copy-up cost from this `cowprof bench` results.json (else a built-in curve)' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from inspect" -l lab -d 'Predict copy-up cost from this `cowprof bench` results.json (else this host\'s calibration, measured once and cached in the store)' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from inspect" -l upper-fs -d 'The filesystem the calibration measures: dir (the store\'s own), tmpfs, ext4, xfs, btrfs' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from inspect" -l store -d 'Layer store: layers unpacked by diffID, shared between images' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from inspect" -l recalibrate -d 'Measure the cost model again even when the cached one still fits this environment'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from inspect" -l json
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from inspect" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from inspect" -s h -l help -d 'Print help'
@@ -152,12 +155,23 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_s
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from compare" -l json
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from compare" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from compare" -s h -l help -d 'Print help'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from forecast" -l lab -d 'Predict copy-up cost from this `cowprof bench` results.json (else this host\'s calibration, measured once and cached in the store)' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from forecast" -l upper-fs -d 'The filesystem the calibration measures: dir (the store\'s own), tmpfs, ext4, xfs, btrfs' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from forecast" -l runs -d 'Replays per image with --verify (fresh upper each); the median time is compared' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from forecast" -l out -d 'Write forecast.json and forecast.svg (.png) here' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from forecast" -l store -d 'Layer store: layers unpacked by diffID, shared between images' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from forecast" -l recalibrate -d 'Measure the cost model again even when the cached one still fits this environment'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from forecast" -l verify -d 'Replay the trace on each image\'s mounted layers and measure it (needs root)'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from forecast" -l json
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from forecast" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from forecast" -s h -l help -d 'Print help'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from ls" -l store -d 'Layer store: layers unpacked by diffID, shared between images' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "import" -d 'Import a `docker save` archive or an OCI image layout (directory or tar) into the store'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "inspect" -d 'Per-layer adds/modifies/deletes, wasted bytes, efficiency and likely copy-ups'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "compare" -d 'Compare images side by side, with the same writes timed on each one\'s layer stack'
+complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "forecast" -d 'Forecast a recorded workload\'s copy-ups on candidate images (docs/images.md, "Forecast")'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "ls" -d 'List imported images'
 complete -c cowprof -n "__fish_cowprof_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand clean" -l workdir -d 'Also look for cowprof-lab-<pid> directories here (bench\'s --workdir)' -r -F
@@ -176,4 +190,5 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand help; and not __fish_see
 complete -c cowprof -n "__fish_cowprof_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "import" -d 'Import a `docker save` archive or an OCI image layout (directory or tar) into the store'
 complete -c cowprof -n "__fish_cowprof_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "inspect" -d 'Per-layer adds/modifies/deletes, wasted bytes, efficiency and likely copy-ups'
 complete -c cowprof -n "__fish_cowprof_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "compare" -d 'Compare images side by side, with the same writes timed on each one\'s layer stack'
+complete -c cowprof -n "__fish_cowprof_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "forecast" -d 'Forecast a recorded workload\'s copy-ups on candidate images (docs/images.md, "Forecast")'
 complete -c cowprof -n "__fish_cowprof_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "ls" -d 'List imported images'

@@ -467,7 +467,7 @@ fn imported_layers_match_docker_export_and_compare() {
         let (_, view) = cowprof::image::inspect::inspect(
             &store,
             &recs["debian"],
-            &cowprof::image::inspect::Curve::builtin(),
+            &cowprof::image::inspect::Curve::none(),
         )
         .expect("inspect");
         let r = cowprof::image::compare::run_workloads(

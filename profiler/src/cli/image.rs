@@ -7,11 +7,11 @@ use clap::{Args, Subcommand};
 use cowprof::{
     host::cancel::Cancel,
     image::{
-        compare, inspect, io_err, one_line,
+        compare, forecast, inspect, io_err, model, one_line,
         progress::{self, ImportBar},
         store::{ImageRecord, Store, DEFAULT_STORE},
         unpack::Limits,
-        ImageError,
+        verify, ImageError,
     },
 };
 
@@ -45,9 +45,16 @@ pub enum ImageCommand {
     Inspect {
         /// An imported image (digest, 12+ hex prefix, or tag) or an archive to import first.
         image: String,
-        /// Predict copy-up cost from this `cowprof bench` results.json (else a built-in curve).
+        /// Predict copy-up cost from this `cowprof bench` results.json (else this host's
+        /// calibration, measured once and cached in the store).
         #[arg(long, value_name = "FILE")]
         lab: Option<PathBuf>,
+        /// The filesystem the calibration measures: dir (the store's own), tmpfs, ext4, xfs, btrfs.
+        #[arg(long, value_name = "FS", default_value = "dir")]
+        upper_fs: String,
+        /// Measure the cost model again even when the cached one still fits this environment.
+        #[arg(long)]
+        recalibrate: bool,
         #[arg(long)]
         json: bool,
     },
@@ -63,6 +70,35 @@ pub enum ImageCommand {
         #[arg(long)]
         no_run: bool,
         /// Write compare.json and compare.svg here.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forecast a recorded workload's copy-ups on candidate images (docs/images.md, "Forecast").
+    Forecast {
+        /// What `cowprof record --json` wrote for a run of the workload.
+        trace: PathBuf,
+        /// Candidate images (digest, tag or archive), one or more.
+        #[arg(required = true, num_args = 1..)]
+        images: Vec<String>,
+        /// Predict copy-up cost from this `cowprof bench` results.json (else this host's
+        /// calibration, measured once and cached in the store).
+        #[arg(long, value_name = "FILE")]
+        lab: Option<PathBuf>,
+        /// The filesystem the calibration measures: dir (the store's own), tmpfs, ext4, xfs, btrfs.
+        #[arg(long, value_name = "FS", default_value = "dir")]
+        upper_fs: String,
+        /// Measure the cost model again even when the cached one still fits this environment.
+        #[arg(long)]
+        recalibrate: bool,
+        /// Replay the trace on each image's mounted layers and measure it (needs root).
+        #[arg(long)]
+        verify: bool,
+        /// Replays per image with --verify (fresh upper each); the median time is compared.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// Write forecast.json and forecast.svg (.png) here.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         #[arg(long)]
@@ -104,6 +140,28 @@ fn resolve(store: &Store, reference: &str, cancel: &Cancel) -> Result<ImageRecor
     store.find(reference)
 }
 
+/// The cost model: a given lab results.json, else this host's cached or new calibration.
+fn cost_model(
+    store: &Store,
+    lab: Option<&std::path::Path>,
+    upper_fs: &str,
+    recalibrate: bool,
+    err: &mut impl Write,
+) -> Result<model::CostModel, ImageError> {
+    if !["dir", "tmpfs", "ext4", "xfs", "btrfs"].contains(&upper_fs) {
+        return Err(ImageError::Archive {
+            archive: "--upper-fs".into(),
+            reason: format!("{upper_fs:?} is not one of dir, tmpfs, ext4, xfs, btrfs"),
+        });
+    }
+    match lab {
+        Some(p) => model::CostModel::from_file(p),
+        None => model::calibrated(store, upper_fs, recalibrate, |m| {
+            let _ = writeln!(err, "cowprof image: {m}");
+        }),
+    }
+}
+
 /// Runs one `image` subcommand.
 pub fn run(args: ImageArgs, out: &mut dyn Write) -> Exit {
     match image(args, out) {
@@ -123,6 +181,7 @@ pub fn run(args: ImageArgs, out: &mut dyn Write) -> Exit {
 fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
     let cancel = Cancel::install().map_err(io_err("installing signal handlers", "/"))?;
     let store = Store::open(&args.store)?;
+    let mut err = std::io::stderr();
     let w = |r: std::io::Result<()>| r.map_err(io_err("writing", "stdout"));
     match args.command {
         ImageCommand::Import {
@@ -179,13 +238,16 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                 ))?;
             }
         }
-        ImageCommand::Inspect { image, lab, json } => {
+        ImageCommand::Inspect {
+            image,
+            lab,
+            upper_fs,
+            recalibrate,
+            json,
+        } => {
             let rec = resolve(&store, &image, &cancel)?;
-            let curve = match &lab {
-                Some(p) => inspect::Curve::from_lab(p)?,
-                None => inspect::Curve::builtin(),
-            };
-            let (ins, _) = inspect::inspect(&store, &rec, &curve)?;
+            let model = cost_model(&store, lab.as_deref(), &upper_fs, recalibrate, &mut err)?;
+            let (ins, _) = inspect::inspect(&store, &rec, &model.data)?;
             if json {
                 w(serde_json::to_writer_pretty(
                     &mut *out,
@@ -239,6 +301,70 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                     w(writeln!(
                         out,
                         "\nwrote {0}/compare.json and {0}/compare.svg (.png)",
+                        d.display()
+                    ))?;
+                }
+            }
+        }
+        ImageCommand::Forecast {
+            trace,
+            images,
+            lab,
+            upper_fs,
+            recalibrate,
+            verify,
+            runs,
+            out: out_dir,
+            json,
+        } => {
+            let t = forecast::read_trace(&trace)?;
+            // Every image first: a wrong name fails before the calibration runs.
+            let recs = images
+                .iter()
+                .map(|i| resolve(&store, i, &cancel))
+                .collect::<Result<Vec<_>, _>>()?;
+            let model = cost_model(&store, lab.as_deref(), &upper_fs, recalibrate, &mut err)?;
+            let mut fs = Vec::new();
+            let mut checks = Vec::new();
+            for rec in recs {
+                let stack = forecast::Stack::read(&store, &rec)?;
+                let f = forecast::summarize(&rec, forecast::forecast(&t, &stack, &model));
+                if verify {
+                    let mut ms = Vec::new();
+                    for _ in 0..runs.max(1) {
+                        ms.push(verify::verify(&store, &rec, &t, Some(&cancel))?);
+                    }
+                    checks.push(verify::Check::new(&f, ms));
+                }
+                fs.push(f);
+            }
+            let doc = serde_json::json!({
+                "schema": 1,
+                "trace": trace,
+                "trace_ops": t.ops.len(),
+                "cost_model": model.source,
+                "images": fs,
+                "verify": checks,
+            });
+            if let Some(d) = &out_dir {
+                std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
+                let p = d.join("forecast.json");
+                std::fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap_or_default())
+                    .map_err(io_err("writing", &p))?;
+                forecast::chart(&fs, &d.join("forecast.svg"))?;
+            }
+            if json {
+                w(serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other))?;
+                w(writeln!(out))?;
+            } else {
+                w(forecast::render(&fs, &model.source, out))?;
+                if verify {
+                    w(verify::render(&checks, out))?;
+                }
+                if let Some(d) = &out_dir {
+                    w(writeln!(
+                        out,
+                        "wrote {0}/forecast.json and {0}/forecast.svg (.png)",
                         d.display()
                     ))?;
                 }

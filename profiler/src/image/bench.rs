@@ -161,7 +161,7 @@ pub fn bench(
     } else {
         store.find(&opts.image)?
     };
-    let (_, view) = inspect::inspect(&store, &rec, &Curve::builtin())?;
+    let (_, view) = inspect::inspect(&store, &rec, &Curve::none())?;
     let n_layers = rec.layers.len();
     // (bucket, depth) -> sampled paths, spread evenly over the sorted candidates.
     let mut groups: BTreeMap<(u64, u32), Vec<(String, u64)>> = BTreeMap::new();

@@ -115,7 +115,7 @@ pub struct WorkloadResult {
     pub upper_bytes: u64,
 }
 
-fn percentile(sorted: &[u64], q: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -328,7 +328,7 @@ pub fn summarize_image(
     run: bool,
     cancel: Option<&Cancel>,
 ) -> Result<ImageSummary, ImageError> {
-    let (ins, view) = inspect::inspect(store, rec, &Curve::builtin())?;
+    let (ins, view) = inspect::inspect(store, rec, &Curve::none())?;
     let workloads = if run {
         run_workloads(store, rec, &view, reps, cancel)?
     } else {
@@ -419,9 +419,9 @@ pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io:
     Ok(())
 }
 
-type Bar = (String, u64, u64);
+pub(crate) type Bar = (String, u64, u64);
 
-fn draw_bars<DB>(
+pub(crate) fn draw_bars<DB>(
     root: &plotters::drawing::DrawingArea<DB, plotters::coord::Shift>,
     bars: &[Bar],
 ) -> Result<(), Box<dyn std::error::Error>>

@@ -262,54 +262,13 @@ pub struct Curve {
 }
 
 impl Curve {
-    /// Measured on this project's host (Linux 6.18, ext4 upper, warm cache, 2 vCPU) with
-    /// `cowprof bench` (op `first_write`, one lower layer, 10 repetitions, p50; the copy-up's
-    /// fsync dominates small files). docs/images.md, "Inspect", describes the curve.
+    /// No prediction (every size costs 0): for callers that only want the analysis.
     #[must_use]
-    pub fn builtin() -> Self {
+    pub fn none() -> Self {
         Self {
-            source: "built-in curve measured with cowprof bench on the project host (first_write p50, ext4, Linux 6.18, 2 vCPU), not on this machine; pass --lab results.json for this host's".into(),
-            points: BUILTIN_CURVE.to_vec(),
+            source: "no cost model".into(),
+            points: Vec::new(),
         }
-    }
-
-    /// `first_write` p50 by size from a lab `results.json` (the first run that has them, depth 1
-    /// preferred).
-    pub fn from_lab(path: &Path) -> Result<Self, ImageError> {
-        let text = fs::read(path).map_err(io_err("reading", path))?;
-        let bad = |reason: String| ImageError::Archive {
-            archive: path.display().to_string(),
-            reason,
-        };
-        let r: crate::lab::results::Results = serde_json::from_slice(&text)
-            .map_err(|e| bad(format!("not a cowprof bench results.json: {e}")))?;
-        for run in &r.runs {
-            let mut pts: BTreeMap<u64, u64> = BTreeMap::new();
-            for c in run
-                .cells
-                .iter()
-                .filter(|c| c.op == crate::lab::spec::Op::FirstWrite)
-            {
-                let e = pts.entry(c.size_bytes).or_insert(c.latency.p50_ns);
-                if c.layer_depth == 1 {
-                    *e = c.latency.p50_ns;
-                }
-            }
-            if !pts.is_empty() {
-                return Ok(Self {
-                    source: format!(
-                        "{} (fs {}, cache {}, first_write p50)",
-                        path.display(),
-                        run.fs,
-                        run.cache
-                    ),
-                    points: pts.into_iter().collect(),
-                });
-            }
-        }
-        Err(bad(
-            "no first_write cells; run `cowprof bench` with ops = [\"first_write\"]".into(),
-        ))
     }
 
     #[must_use]
@@ -338,15 +297,6 @@ impl Curve {
         (y0 as f64 + slope * (size - x0) as f64).max(0.0) as u64
     }
 }
-
-/// See [`Curve::builtin`]: (bytes, p50 ns).
-const BUILTIN_CURVE: &[(u64, u64)] = &[
-    (4 << 10, 3_133_439),
-    (64 << 10, 5_160_959),
-    (1 << 20, 3_422_207),
-    (8 << 20, 11_255_807),
-    (64 << 20, 63_406_079),
-];
 
 /// Why a path looks written at run time, or None.
 #[must_use]

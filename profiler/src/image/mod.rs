@@ -10,11 +10,14 @@
 pub mod archive;
 pub mod bench;
 pub mod compare;
+pub mod forecast;
 pub mod inspect;
 pub mod manifest;
+pub mod model;
 pub mod progress;
 pub mod store;
 pub mod unpack;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -56,6 +59,9 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    /// A trace file that is not a usable `record --json` trace.
+    #[error("trace {trace}: {reason}")]
+    Trace { trace: PathBuf, reason: String },
     #[error("interrupted")]
     Interrupted,
     #[error("{0}")]
@@ -71,7 +77,8 @@ impl ImageError {
             | Self::Digest { .. }
             | Self::Stream { .. }
             | Self::Archive { .. }
-            | Self::NotFound { .. } => 2,
+            | Self::NotFound { .. }
+            | Self::Trace { .. } => 2,
             Self::NotRoot { .. } => 3,
             Self::Interrupted => 130,
             Self::Lab(e) => e.exit_code(),
