@@ -6,6 +6,7 @@ pub mod clean;
 pub mod html;
 pub mod measure;
 pub mod results;
+mod rounds;
 pub mod run;
 pub mod spec;
 pub mod stack;
