@@ -367,37 +367,50 @@ pub fn read_overlay_mounts_from(path: &Path) -> Result<Vec<OverlayMount>, Mounti
 /// The mount whose superblock device is `kdev` (as the eBPF side reads `sb->s_dev`).
 /// Bind mounts of one overlay share a device; the first listed is returned.
 #[must_use]
+/// One line of mountinfo, the fields every caller needs (overlay mounts get [`OverlayMount`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    /// The superblock device in the kernel's encoding (`sb->s_dev`).
+    pub kdev: u32,
+}
+
+/// Every mount of this mount namespace, in mountinfo order (parents before children).
+/// Unreadable or malformed lines are skipped.
+pub fn mount_entries() -> Vec<MountEntry> {
+    std::fs::read_to_string(SELF_MOUNTINFO)
+        .map(|text| text.lines().filter_map(mount_entry).collect())
+        .unwrap_or_default()
+}
+
+fn mount_entry(line: &str) -> Option<MountEntry> {
+    let (pre, post) = line.split_once(" - ")?;
+    let mut fields = pre.split(' ');
+    let devno = fields.nth(2)?;
+    let mnt = fields.nth(1)?;
+    let (major, minor) = devno.split_once(':')?;
+    let (major, minor) = (major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?);
+    Some(MountEntry {
+        mount_point: PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(mnt))),
+        fstype: post.split(' ').next()?.to_owned(),
+        kdev: (major << KERNEL_MINOR_BITS) | minor,
+    })
+}
+
 /// The superblock device (kernel encoding, `major << 20 | minor`) of the filesystem that holds
 /// `path`, from the mountinfo entry with the longest mount point above it. This is
 /// `sb->s_dev`, what kernel code sees in `inode->i_sb->s_dev`; `stat`'s `st_dev` can differ
 /// (btrfs reports a per-subvolume device).
 pub fn superblock_kdev_of(path: &Path) -> Option<u32> {
     let path = path.canonicalize().ok()?;
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mut best: Option<(usize, u32)> = None;
-    for line in text.lines() {
-        let mut fields = line.split(' ');
-        let (Some(_), Some(_), Some(devno), Some(_), Some(mnt)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
-            continue;
-        };
-        let mnt = PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(mnt)));
-        let Some((major, minor)) = devno.split_once(':') else {
-            continue;
-        };
-        let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
-            continue;
-        };
-        if path.starts_with(&mnt) {
-            let depth = mnt.components().count();
+    for m in mount_entries() {
+        if path.starts_with(&m.mount_point) {
+            let depth = m.mount_point.components().count();
             // `>=`: a later mount on the same point hides the earlier one.
             if best.is_none_or(|(d, _)| depth >= d) {
-                best = Some((depth, (major << KERNEL_MINOR_BITS) | minor));
+                best = Some((depth, m.kdev));
             }
         }
     }
@@ -709,6 +722,20 @@ pub fn to_kdev(dev: u64) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mount_entry_fields() {
+        let l = r"36 35 8:17 / /mnt/a\040b rw,noatime shared:1 - ext4 /dev/sdb1 rw";
+        assert_eq!(
+            super::mount_entry(l),
+            Some(super::MountEntry {
+                mount_point: "/mnt/a b".into(),
+                fstype: "ext4".into(),
+                kdev: (8 << 20) + 17,
+            })
+        );
+        assert_eq!(super::mount_entry("garbage"), None);
+    }
+
     use super::*;
     use std::collections::HashSet;
 

@@ -45,26 +45,12 @@ pub fn umount(target: &Path) -> bool {
     }
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space and so on).
-fn unescape(s: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt as _;
-    PathBuf::from(std::ffi::OsString::from_vec(
-        crate::host::mountinfo::unescape_octal(s),
-    ))
-}
-
 /// Mount points in this mount namespace, in mountinfo order (parents before children), with
 /// their filesystem type.
 pub fn mount_points() -> Vec<(PathBuf, String)> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let mp = pre.split_whitespace().nth(4)?;
-            Some((unescape(mp), post.split_whitespace().next()?.to_owned()))
-        })
+    super::mountinfo::mount_entries()
+        .into_iter()
+        .map(|m| (m.mount_point, m.fstype))
         .collect()
 }
 
@@ -143,16 +129,4 @@ pub fn private_mount_namespace() -> bool {
         }
     }
     true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unescapes_mountinfo() {
-        assert_eq!(unescape(r"/tmp/a\040b"), PathBuf::from("/tmp/a b"));
-        assert_eq!(unescape(r"/x\134y"), PathBuf::from(r"/x\y"));
-        assert_eq!(unescape("/plain"), PathBuf::from("/plain"));
-    }
 }
