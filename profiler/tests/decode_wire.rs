@@ -197,9 +197,10 @@ fn short_samples_and_unknown_records_are_errors() {
         decode(&[1, 0]),
         Err(DecodeError::Short { len: 2 })
     ));
+    // 1, 2 and 3 are the event, syscall-end and mount records; 4 is no record.
     assert!(matches!(
-        decode(&event(|e| e.record = 3)),
-        Err(DecodeError::UnknownRecord { tag: 3 })
+        decode(&event(|e| e.record = 4)),
+        Err(DecodeError::UnknownRecord { tag: 4 })
     ));
     let end = SyscallEnd {
         record: RECORD_SYSCALL_END,
