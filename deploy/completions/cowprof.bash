@@ -760,7 +760,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__record)
-            opts="-q -v -h --backend --pid --comm --cgroup --mount --container --containerd-socket --min-latency --duration --json --btf --btf-overlay --metrics-addr --metrics-max-series --quiet --ringbuf-size --canary-timeout --verbose --help"
+            opts="-q -v -h --backend --pid --comm --cgroup --mount --container --containerd-socket --min-latency --btf --btf-overlay --duration --json --metrics-addr --metrics-max-series --quiet --ringbuf-size --canary-timeout --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -798,15 +798,15 @@ _cowprof() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --duration)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --btf)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --btf-overlay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --duration)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -868,7 +868,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__top)
-            opts="-v -h --backend --pid --comm --cgroup --mount --container --containerd-socket --min-latency --interval --count --plain --sort --rows --btf --btf-overlay --verbose --help"
+            opts="-v -h --backend --pid --comm --cgroup --mount --container --containerd-socket --min-latency --btf --btf-overlay --interval --count --plain --sort --rows --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -906,6 +906,14 @@ _cowprof() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --btf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --btf-overlay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -919,14 +927,6 @@ _cowprof() {
                     return 0
                     ;;
                 --rows)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --btf)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --btf-overlay)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -46,9 +46,9 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l mount -d 'Onl
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l container -d 'Only this container\'s events (Docker name, full or short id): its processes, and writes through its overlay mount by host processes (those stay attributed to the host)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l containerd-socket -d 'containerd\'s API socket, for Kubernetes pod and container names (default: $CONTAINERD_ADDRESS, else /run/containerd/containerd.sock; absent = names from cgroups and the Docker engine only)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l min-latency -d 'Only events at least this slow (e.g. 100us, 5ms)' -r
-complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l duration -d 'Stop after this long (e.g. 10s, 2m)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l duration -d 'Stop after this long (e.g. 10s, 2m)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l metrics-addr -d 'Serve Prometheus/OpenMetrics metrics on http://HOST:PORT/metrics (PORT alone binds 127.0.0.1; 0.0.0.0:PORT exposes them to the network)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l metrics-max-series -d 'Label sets (mount, container, pod, namespace, image, layer digest) with series of their own; the rest are counted under "other"' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l ringbuf-size -d 'Ring buffer size in bytes (advanced: a power of two, at least a page; default 4 MiB)' -r
@@ -63,17 +63,17 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l pid -d 'Only thi
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l comm -d 'Only tasks whose comm is exactly this' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l cgroup -d 'Only this cgroup (v2): a path under /sys/fs/cgroup or a numeric cgroup id' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l mount -d 'Only events on the overlay mounted here' -r -F
-complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l container -d 'Only this container\'s events (Docker name, full or short id)' -r
-complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l containerd-socket -d 'containerd\'s API socket, for Kubernetes pod and container names' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l container -d 'Only this container\'s events (Docker name, full or short id): its processes, and writes through its overlay mount by host processes (those stay attributed to the host)' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l containerd-socket -d 'containerd\'s API socket, for Kubernetes pod and container names (default: $CONTAINERD_ADDRESS, else /run/containerd/containerd.sock; absent = names from cgroups and the Docker engine only)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l min-latency -d 'Only events at least this slow (e.g. 100us, 5ms)' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l interval -d 'Refresh interval (e.g. 1s, 500ms)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l count -d 'Stop after this many intervals' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l sort -d 'Sort rows by (keys t, c, b switch it in the live view)' -r -f -a "time\t'Total copy-up/whiteout time in the interval'
 count\t'Events in the interval'
 bytes\t'Bytes copied up in the interval'"
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l rows -d 'Rows per table' -r
-complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
-complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l plain -d 'One plain table per interval, for pipes (the default when stdout is not a terminal)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'

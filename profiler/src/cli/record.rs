@@ -9,8 +9,9 @@ use cowprof::pipeline::{
 
 use super::{exporter, BtfArgs, Exit};
 
+/// What to trace and how to name it: shared by `record` and `top`.
 #[derive(clap::Args)]
-pub struct RecordArgs {
+pub struct FilterArgs {
     /// Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`).
     #[arg(long, value_parser = super::backend_arg(), value_name = "BACKEND")]
     pub backend: Option<Backend>,
@@ -41,14 +42,55 @@ pub struct RecordArgs {
     /// Only events at least this slow (e.g. 100us, 5ms).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub min_latency: Option<Duration>,
+    #[command(flatten)]
+    pub btf: BtfArgs,
+}
+
+impl FilterArgs {
+    /// The recording these filters ask for; the caller sets what is its own (duration, command,
+    /// metrics, tick, ring size, canary bound). A bad `--cgroup` is the error line.
+    pub fn record_options(self) -> Result<RecordOptions, String> {
+        let filter_cgroup = self
+            .cgroup
+            .as_deref()
+            .map(cgroup_id)
+            .transpose()?
+            .unwrap_or(0);
+        Ok(RecordOptions {
+            probe: ProbeOptions {
+                backend: self.backend,
+                btf: self.btf.paths(),
+                filter_tgid: self.pid.unwrap_or(0),
+                filter_cgroup,
+                ringbuf_size: None,
+                canary_timeout: None,
+            },
+            comm: self.comm,
+            mount: self.mount,
+            container: self.container,
+            containerd_socket: self.containerd_socket,
+            min_latency_ns: self
+                .min_latency
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            duration: None,
+            command: Vec::new(),
+            discard_events: true,
+            metrics: None,
+            tick: None,
+        })
+    }
+}
+
+#[derive(clap::Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
     /// Stop after this long (e.g. 10s, 2m).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
     /// JSON lines (schema-versioned) instead of the table.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub btf: BtfArgs,
     /// Serve Prometheus/OpenMetrics metrics on http://HOST:PORT/metrics (PORT alone binds
     /// 127.0.0.1; 0.0.0.0:PORT exposes them to the network).
     #[arg(long, value_name = "HOST:PORT")]
@@ -74,17 +116,9 @@ pub struct RecordArgs {
 
 pub async fn run(args: RecordArgs, out: &mut dyn Write) -> Exit {
     let RecordArgs {
-        backend,
-        pid,
-        comm,
-        cgroup,
-        mount,
-        container,
-        containerd_socket,
-        min_latency,
+        filters,
         duration,
         json,
-        btf,
         metrics_addr,
         metrics_max_series,
         quiet,
@@ -104,33 +138,18 @@ pub async fn run(args: RecordArgs, out: &mut dyn Write) -> Exit {
             return Exit::from_code(e.exit_code());
         }
     };
-    let filter_cgroup = match cgroup.as_deref().map(cgroup_id).transpose() {
-        Ok(c) => c.unwrap_or(0),
+    let mut opts = match filters.record_options() {
+        Ok(o) => o,
         Err(msg) => {
             eprintln!("cowprof: {msg}");
             return Exit::Usage;
         }
     };
-    let opts = RecordOptions {
-        probe: ProbeOptions {
-            backend,
-            btf: btf.paths(),
-            filter_tgid: pid.unwrap_or(0),
-            filter_cgroup,
-            ringbuf_size,
-            canary_timeout,
-        },
-        comm,
-        mount,
-        container,
-        containerd_socket,
-        min_latency_ns: min_latency.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-        duration,
-        command,
-        discard_events: true,
-        metrics,
-        tick: None,
-    };
+    opts.probe.ringbuf_size = ringbuf_size;
+    opts.probe.canary_timeout = canary_timeout;
+    opts.duration = duration;
+    opts.command = command;
+    opts.metrics = metrics;
     let mut exp = if quiet {
         Box::new(cowprof::pipeline::metrics::Quiet)
     } else {
@@ -156,7 +175,7 @@ fn ringbuf_size(s: &str) -> Result<u32, String> {
     probe::check_ringbuf_size(bytes)
 }
 
-pub(super) fn cgroup_id(spec: &str) -> Result<u64, String> {
+fn cgroup_id(spec: &str) -> Result<u64, String> {
     if let Ok(id) = spec.parse::<u64>() {
         return Ok(id);
     }

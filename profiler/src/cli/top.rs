@@ -6,7 +6,6 @@
 use std::{
     collections::BTreeMap,
     io::{self, IsTerminal as _, Write},
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -15,8 +14,7 @@ use cowprof::{
     fmt::{self, fit, text_width, Layout},
     pipeline::{
         aggregate::{container_key, layer_key, mount_key, Drops, Group, Summary},
-        probe::{Backend, ProbeOptions},
-        record::{self, RecordOptions},
+        record,
         report::{Exporter, RunInfo},
     },
 };
@@ -32,7 +30,7 @@ use ratatui::{
     DefaultTerminal, Terminal,
 };
 
-use super::{BtfArgs, Exit};
+use super::Exit;
 
 /// How often the live view looks at the keyboard.
 const KEY_POLL: Duration = Duration::from_millis(100);
@@ -49,30 +47,8 @@ pub enum SortKey {
 
 #[derive(clap::Args)]
 pub struct TopArgs {
-    /// Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`).
-    #[arg(long, value_parser = super::backend_arg(), value_name = "BACKEND")]
-    pub backend: Option<Backend>,
-    /// Only this process (tgid).
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// Only tasks whose comm is exactly this.
-    #[arg(long)]
-    pub comm: Option<String>,
-    /// Only this cgroup (v2): a path under /sys/fs/cgroup or a numeric cgroup id.
-    #[arg(long, value_name = "PATH|ID")]
-    pub cgroup: Option<String>,
-    /// Only events on the overlay mounted here.
-    #[arg(long, value_name = "PATH")]
-    pub mount: Option<PathBuf>,
-    /// Only this container's events (Docker name, full or short id).
-    #[arg(long, value_name = "NAME|ID")]
-    pub container: Option<String>,
-    /// containerd's API socket, for Kubernetes pod and container names.
-    #[arg(long, value_name = "PATH")]
-    pub containerd_socket: Option<PathBuf>,
-    /// Only events at least this slow (e.g. 100us, 5ms).
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub min_latency: Option<Duration>,
+    #[command(flatten)]
+    pub filters: super::record::FilterArgs,
     /// Refresh interval (e.g. 1s, 500ms).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "1s")]
     pub interval: Duration,
@@ -88,8 +64,6 @@ pub struct TopArgs {
     /// Rows per table.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub rows: usize,
-    #[command(flatten)]
-    pub btf: BtfArgs,
 }
 
 /// The four tables of the view.
@@ -476,45 +450,19 @@ pub async fn run(args: TopArgs, out: &mut dyn Write) -> Exit {
         );
         return Exit::Usage;
     }
-    let filter_cgroup = match args
-        .cgroup
-        .as_deref()
-        .map(super::record::cgroup_id)
-        .transpose()
-    {
-        Ok(c) => c.unwrap_or(0),
+    let plain = args.plain || !io::stdout().is_terminal();
+    let mut opts = match args.filters.record_options() {
+        Ok(o) => o,
         Err(msg) => {
             eprintln!("cowprof top: {msg}");
             return Exit::Usage;
         }
     };
-    let plain = args.plain || !io::stdout().is_terminal();
-    let opts = RecordOptions {
-        probe: ProbeOptions {
-            backend: args.backend,
-            btf: args.btf.paths(),
-            filter_tgid: args.pid.unwrap_or(0),
-            filter_cgroup,
-            ringbuf_size: None,
-            canary_timeout: None,
-        },
-        comm: args.comm,
-        mount: args.mount,
-        container: args.container,
-        containerd_socket: args.containerd_socket,
-        min_latency_ns: args
-            .min_latency
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-        duration: None,
-        command: Vec::new(),
-        discard_events: true,
-        metrics: None,
-        tick: Some(if plain {
-            args.interval.min(KEY_POLL * 5)
-        } else {
-            KEY_POLL
-        }),
-    };
+    opts.tick = Some(if plain {
+        args.interval.min(KEY_POLL * 5)
+    } else {
+        KEY_POLL
+    });
     let screen = if plain {
         None
     } else {
