@@ -131,7 +131,11 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         state,
         size: 0,
         mount_id: 0,
-        via_work: 0,
+        // A whiteout inode born in this remove or rename (no dentry yet) is new: an upper
+        // filesystem's own RENAME_WHITEOUT inside overlay's rename, never an engine deleting an
+        // existing whiteout file. Overlay's shared whiteout is instead seen linked into a work
+        // dir (below).
+        via_work: u32::from(is_whiteout && alias == 0),
         alias_before: alias,
         whiteout_dentry: 0,
         lower_idx: 0,
@@ -141,8 +145,9 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     0
 }
 
-/// Before emission: drops whiteouts that never went through a work dir (a whiteout file
-/// unlinked outside overlay: an engine's clean-up, `rm -rf` of a layer) and reads each
+/// Before emission: drops whiteouts that were neither born in the syscall nor went through a
+/// work dir (a whiteout file unlinked outside overlay: an engine's clean-up, `rm -rf` of a
+/// layer) and reads each
 /// operation's source layer. A pass of its own keeps the emission simple for the verifier.
 #[inline(always)]
 pub(crate) fn prepare_tp_ops(cfg: &Config, w: &mut Window) {
