@@ -12,10 +12,12 @@
 
 mod common;
 
+use common::docker::{docker, docker_ok, run, static_busybox};
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -31,69 +33,6 @@ const CONTAINERS: usize = 20;
 /// The workload, then a marker (a new file, so no event), then wait to be killed.
 const WORKLOAD: &str = "echo x >> /etc/a; chmod 600 /etc/b; rm /etc/c; \
                         echo y >> /var/lib/db/data.db; echo >/done; exec sleep 600";
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = run(Command::new("docker").args(args));
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
-}
-
-fn docker_ok(args: &[&str]) -> bool {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A static busybox from Debian's `busybox-static` (unpacked, never installed), or the VM
-/// matrix's cached copy.
-fn static_busybox(cache: &Path) -> PathBuf {
-    let vm =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm-cache/busybox-static/bin/busybox");
-    if vm.exists() {
-        return vm;
-    }
-    let bin = cache.join("root/bin/busybox");
-    if bin.exists() {
-        return bin;
-    }
-    std::fs::create_dir_all(cache).expect("cache dir");
-    let download = || {
-        Command::new("apt-get")
-            .args(["download", "busybox-static"])
-            .current_dir(cache)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !download() {
-        run(Command::new("apt-get").args(["update", "-qq"]));
-        assert!(download(), "apt-get download busybox-static failed");
-    }
-    let deb = std::fs::read_dir(cache)
-        .expect("cache dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("busybox-static .deb");
-    run(Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(cache.join("root")));
-    bin
-}
 
 /// Two images on one busybox base, with the workload's files in different layers:
 /// a: /etc/a | /etc/b, /etc/c | /var/lib/db/data.db; b: /var/lib/db/data.db | /etc/a, b, c.

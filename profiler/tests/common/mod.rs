@@ -4,6 +4,8 @@
 //! that never leave a process behind.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::{
     collections::{BTreeSet, HashMap},
     fs::File,
