@@ -169,7 +169,7 @@ pub fn run(args: ImageArgs, out: &mut dyn Write) -> Exit {
         Err(e) => {
             let _ = out.flush();
             eprintln!("cowprof image: {}", one_line(&e));
-            Exit::from_code(e.exit_code())
+            Exit::from(&e)
         }
     }
 }

@@ -276,51 +276,37 @@ pub fn bench(
     Ok(results)
 }
 
-/// `cowprof bench --image`: prints a table, returns the exit code.
-pub fn main(opts: &ImageBenchOptions, out: &mut dyn Write) -> u8 {
-    let cancel = match Cancel::install() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("cowprof bench: installing signal handlers: {e}");
-            return 1;
-        }
-    };
-    match bench(opts, Some(&cancel), &mut std::io::stderr()) {
-        Ok(r) => {
-            let _ = writeln!(
-                out,
-                "{:<12}  {:>10}  {:>5}  {:>5}  {:>10}  {:>10}",
-                "op", "size ≥", "depth", "n", "p50", "p99"
-            );
-            for c in &r.runs[0].cells {
-                let _ = writeln!(
-                    out,
-                    "{:<12}  {:>10}  {:>5}  {:>5}  {:>10}  {:>10}",
-                    c.op,
-                    fmt::bytes(c.size_bytes),
-                    c.layer_depth,
-                    c.latency.count,
-                    fmt::ns(c.latency.p50_ns),
-                    fmt::ns(c.latency.p99_ns)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "\nbench: image {} ({}), {} cells; wrote {}",
-                fmt::short_digest(r.runs[0].fs_features[0].trim_start_matches("image=")),
-                opts.image,
-                r.runs[0].cells.len(),
-                opts.out.join("results.json").display()
-            );
-            let _ = out.flush();
-            0
-        }
-        Err(e) => {
-            let _ = out.flush();
-            eprintln!("cowprof bench: {}", super::one_line(&e));
-            e.exit_code()
-        }
+/// `cowprof bench --image`: runs and prints a table.
+pub fn main(opts: &ImageBenchOptions, out: &mut dyn Write) -> Result<(), ImageError> {
+    let cancel = Cancel::install().map_err(ImageError::Signals)?;
+    let r = bench(opts, Some(&cancel), &mut std::io::stderr())?;
+    let _ = writeln!(
+        out,
+        "{:<12}  {:>10}  {:>5}  {:>5}  {:>10}  {:>10}",
+        "op", "size ≥", "depth", "n", "p50", "p99"
+    );
+    for c in &r.runs[0].cells {
+        let _ = writeln!(
+            out,
+            "{:<12}  {:>10}  {:>5}  {:>5}  {:>10}  {:>10}",
+            c.op,
+            fmt::bytes(c.size_bytes),
+            c.layer_depth,
+            c.latency.count,
+            fmt::ns(c.latency.p50_ns),
+            fmt::ns(c.latency.p99_ns)
+        );
     }
+    let _ = writeln!(
+        out,
+        "\nbench: image {} ({}), {} cells; wrote {}",
+        fmt::short_digest(r.runs[0].fs_features[0].trim_start_matches("image=")),
+        opts.image,
+        r.runs[0].cells.len(),
+        opts.out.join("results.json").display()
+    );
+    let _ = out.flush();
+    Ok(())
 }
 
 #[cfg(test)]

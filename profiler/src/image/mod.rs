@@ -64,27 +64,10 @@ pub enum ImageError {
     Trace { trace: PathBuf, reason: String },
     #[error("interrupted")]
     Interrupted,
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
     #[error("{0}")]
     Lab(#[from] crate::lab::stack::LabError),
-}
-
-impl ImageError {
-    /// The documented exit code (README, "Exit codes").
-    #[must_use]
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Entry { .. }
-            | Self::Digest { .. }
-            | Self::Stream { .. }
-            | Self::Archive { .. }
-            | Self::NotFound { .. }
-            | Self::Trace { .. } => 2,
-            Self::NotRoot { .. } => 3,
-            Self::Interrupted => 130,
-            Self::Lab(e) => e.exit_code(),
-            Self::Io { .. } => 1,
-        }
-    }
 }
 
 pub fn io_err(

@@ -549,81 +549,72 @@ fn run_matrix(
     Ok(())
 }
 
-/// `cowprof bench`: runs, prints, returns the exit code.
-pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
-    match bench(opts) {
-        Ok(rep) => {
-            let _ = match opts.table {
-                TableMode::Full => super::summary::print_full(out, &rep.results),
-                TableMode::Summary => super::summary::print_brief(
-                    out,
-                    &crate::fmt::Layout::stdout(),
-                    &rep.results,
-                    &super::summary::Disagreements {
-                        upper_mismatches: rep.upper_mismatches,
-                        kernel_mismatches: &rep.kernel_mismatches,
-                    },
-                ),
-            };
-            let _ = writeln!(
-                out,
-                "\nbench: {} cells in {} runs, {} repetitions checked against the upper dir ({} disagreed), backend {}, {:.1}s; wrote {}",
-                rep.results.runs.iter().map(|r| r.cells.len()).sum::<usize>(),
-                rep.results.runs.len(),
-                rep.upper_checked,
-                rep.upper_mismatches,
-                rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
-                rep.elapsed.as_secs_f64(),
-                rep.results_path.display()
-            );
-            if opts.table == TableMode::Summary {
-                let _ = writeln!(
-                    out,
-                    "bench: every cell: --table full, or {} (and report.html beside it)",
-                    rep.results_path.display()
-                );
-            }
-            let _ = out.flush();
-            for m in &rep.kernel_mismatches {
-                eprintln!("cowprof: kernel copy-up count differs: {m}");
-            }
-            if opts.expect_kernel {
-                let unseen: Vec<&str> = rep
-                    .results
-                    .skipped
-                    .iter()
-                    .filter(|s| s.what.starts_with("kernel-side timings"))
-                    .map(|s| s.what.as_str())
-                    .collect();
-                if rep.results.environment.backend.is_none()
-                    || !unseen.is_empty()
-                    || !rep.kernel_mismatches.is_empty()
-                {
-                    eprintln!(
-                        "cowprof: --expect-kernel: kernel-side timings missing or inexact (backend {}, {} runs unseen, {} cells off)",
-                        rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
-                        unseen.len(),
-                        rep.kernel_mismatches.len()
-                    );
-                    return 1;
-                }
-            }
-            if rep.upper_mismatches > 0 {
-                eprintln!(
-                    "cowprof: {} repetitions left an upper directory that disagrees with their op (see above); results written anyway",
-                    rep.upper_mismatches
-                );
-                1
-            } else {
-                0
-            }
-        }
-        Err(e) => {
-            let _ = out.flush();
-            eprintln!("cowprof: {e}");
-            e.exit_code()
+/// `cowprof bench`: runs and prints the tables. A run whose results were written but whose
+/// checks failed (`--expect-kernel`, upper directories that disagree) is an error too.
+pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> Result<(), LabError> {
+    let rep = bench(opts)?;
+    let _ = match opts.table {
+        TableMode::Full => super::summary::print_full(out, &rep.results),
+        TableMode::Summary => super::summary::print_brief(
+            out,
+            &crate::fmt::Layout::stdout(),
+            &rep.results,
+            &super::summary::Disagreements {
+                upper_mismatches: rep.upper_mismatches,
+                kernel_mismatches: &rep.kernel_mismatches,
+            },
+        ),
+    };
+    let backend = rep
+        .results
+        .environment
+        .backend
+        .map_or("none", crate::event::Backend::as_str);
+    let _ = writeln!(
+        out,
+        "\nbench: {} cells in {} runs, {} repetitions checked against the upper dir ({} disagreed), backend {backend}, {:.1}s; wrote {}",
+        rep.results.runs.iter().map(|r| r.cells.len()).sum::<usize>(),
+        rep.results.runs.len(),
+        rep.upper_checked,
+        rep.upper_mismatches,
+        rep.elapsed.as_secs_f64(),
+        rep.results_path.display()
+    );
+    if opts.table == TableMode::Summary {
+        let _ = writeln!(
+            out,
+            "bench: every cell: --table full, or {} (and report.html beside it)",
+            rep.results_path.display()
+        );
+    }
+    let _ = out.flush();
+    for m in &rep.kernel_mismatches {
+        eprintln!("cowprof: kernel copy-up count differs: {m}");
+    }
+    if opts.expect_kernel {
+        let unseen = rep
+            .results
+            .skipped
+            .iter()
+            .filter(|s| s.what.starts_with("kernel-side timings"))
+            .count();
+        if rep.results.environment.backend.is_none()
+            || unseen > 0
+            || !rep.kernel_mismatches.is_empty()
+        {
+            return Err(LabError::KernelInexact {
+                backend,
+                unseen,
+                cells_off: rep.kernel_mismatches.len(),
+            });
         }
     }
+    if rep.upper_mismatches > 0 {
+        return Err(LabError::UpperMismatch {
+            repetitions: rep.upper_mismatches,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

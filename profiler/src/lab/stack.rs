@@ -70,6 +70,16 @@ pub enum LabError {
     NoSpace { detail: String },
     #[error("{0}")]
     Other(String),
+    /// `bench --expect-kernel` on a run whose kernel-side numbers are missing or inexact.
+    #[error("--expect-kernel: kernel-side timings missing or inexact (backend {backend}, {unseen} runs unseen, {cells_off} cells off)")]
+    KernelInexact {
+        backend: &'static str,
+        unseen: usize,
+        cells_off: usize,
+    },
+    /// Repetitions whose upper directory disagreed with their op (results were written).
+    #[error("{repetitions} repetitions left an upper directory that disagrees with their op (see above); results written anyway")]
+    UpperMismatch { repetitions: u64 },
 }
 
 impl From<crate::host::cancel::Interrupted> for LabError {
@@ -79,16 +89,6 @@ impl From<crate::host::cancel::Interrupted> for LabError {
 }
 
 impl LabError {
-    /// Exit code (README, "Exit codes").
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Spec(_) | Self::SpecFile { .. } => 2,
-            Self::NotRoot => 3,
-            Self::Interrupted => 130,
-            _ => 1,
-        }
-    }
-
     /// ENOSPC, from the worker or from the lab's own writes (layers, upper dirs).
     pub fn is_no_space(&self) -> bool {
         match self {
@@ -654,11 +654,5 @@ mod tests {
     #[test]
     fn own_start_ticks() {
         assert!(start_ticks(std::process::id()).is_some());
-    }
-
-    #[test]
-    fn exit_codes() {
-        assert_eq!(LabError::Interrupted.exit_code(), 130);
-        assert_eq!(LabError::NotRoot.exit_code(), 3);
     }
 }

@@ -71,16 +71,6 @@ pub enum RecordError {
     },
 }
 
-impl RecordError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Probe(e) => e.exit_code(),
-            Self::Container(ContainerError::Docker(_)) | Self::Mountinfo(_) | Self::Io { .. } => 1,
-            Self::NotOverlay { .. } | Self::Spawn { .. } | Self::Container(_) => 2,
-        }
-    }
-}
-
 /// The result of a run, for callers that check events (tests, the VM self-test, `demo`).
 pub struct Outcome {
     pub info: RunInfo,

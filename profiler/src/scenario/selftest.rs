@@ -27,16 +27,6 @@ pub enum SelftestError {
     Exe(#[source] std::io::Error),
 }
 
-impl SelftestError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Record(e) => e.exit_code(),
-            Self::Interrupted => 130,
-            _ => 1,
-        }
-    }
-}
-
 /// One run of the scenario.
 pub struct ScenarioRun {
     pub outcome: Outcome,

@@ -59,13 +59,6 @@ pub enum MetricsError {
     Budget,
 }
 
-impl MetricsError {
-    /// All are usage/input errors (README, "Exit codes").
-    pub fn exit_code(&self) -> u8 {
-        2
-    }
-}
-
 /// What the metrics know of one event. Built from an [`Event`] by [`EventLabels::from_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventLabels {
