@@ -132,8 +132,11 @@ impl From<&ImageError> for Exit {
             | ImageError::Trace { .. } => Self::Usage,
             ImageError::NotRoot { .. } => Self::NotRoot,
             ImageError::Interrupted => Self::Interrupted,
-            ImageError::Lab(e) => e.into(),
-            ImageError::Io { .. } | ImageError::Signals(_) => Self::Failure,
+            ImageError::Io { .. }
+            | ImageError::Signals(_)
+            | ImageError::Calibration(_)
+            | ImageError::Mount { .. }
+            | ImageError::OptionsTooLong { .. } => Self::Failure,
         }
     }
 }
@@ -178,9 +181,16 @@ mod tests {
         use cowprof::lab::stack::LabError;
         assert_eq!(Exit::from(&LabError::Interrupted), Exit::Interrupted);
         assert_eq!(Exit::from(&LabError::NotRoot), Exit::NotRoot);
-        assert_eq!(
-            Exit::from(&cowprof::image::ImageError::Lab(LabError::NotRoot)),
-            Exit::NotRoot
-        );
+        // A calibration's lab run keeps its codes through the image error.
+        for (lab, exit) in [
+            (LabError::Interrupted, Exit::Interrupted),
+            (LabError::NotRoot, Exit::NotRoot),
+            (LabError::Other("x".into()), Exit::Failure),
+        ] {
+            assert_eq!(
+                Exit::from(&super::super::image::calibration_error(lab)),
+                exit
+            );
+        }
     }
 }

@@ -156,9 +156,39 @@ fn cost_model(
     }
     match lab {
         Some(p) => model::CostModel::from_file(p),
-        None => model::calibrated(store, upper_fs, recalibrate, |m| {
-            let _ = writeln!(err, "cowprof image: {m}");
-        }),
+        None => model::calibrated(
+            store,
+            upper_fs,
+            recalibrate,
+            |m| {
+                let _ = writeln!(err, "cowprof image: {m}");
+            },
+            |run| {
+                cowprof::lab::run::bench(&cowprof::lab::run::BenchOptions {
+                    spec: Some(run.spec.clone()),
+                    out: run.out.clone(),
+                    workdir: run.workdir.clone(),
+                    quick: false,
+                    expect_kernel: false,
+                    no_charts: true,
+                    table: cowprof::lab::summary::TableMode::default(),
+                })
+                .map(|report| report.results)
+                .map_err(calibration_error)
+            },
+        ),
+    }
+}
+
+/// A calibration's lab error as an image error, with the lab's exit code (cli/exit.rs).
+pub fn calibration_error(e: cowprof::lab::stack::LabError) -> ImageError {
+    use cowprof::lab::stack::LabError;
+    match e {
+        LabError::Interrupted => ImageError::Interrupted,
+        LabError::NotRoot => ImageError::NotRoot {
+            what: "calibrating the cost model (a short cowprof bench run)",
+        },
+        e => ImageError::Calibration(Box::new(e)),
     }
 }
 

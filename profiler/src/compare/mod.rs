@@ -21,10 +21,9 @@ pub use diff::{compare, Basis, Comparison, Row, Verdict, COMPARE_SCHEMA};
 pub use gates::{GateError, Gates, Metric};
 pub use render::Format;
 
-use crate::lab::{
-    charts::ChartError,
-    results::HistogramError,
-    results::{Results, RESULTS_SCHEMA},
+use crate::{
+    lab::results::{HistogramError, Results, RESULTS_SCHEMA},
+    plot::PlotError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +73,7 @@ pub enum CompareError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Chart(#[from] ChartError),
+    Chart(#[from] PlotError),
 }
 
 /// Reads a `results.json`; another schema version is refused with both numbers.

@@ -25,10 +25,8 @@ use super::{
     ImageError,
 };
 use crate::host::cancel::Cancel;
-use crate::lab::{
-    measure::Hist,
-    results::{Cell, Results, RunResult, RESULTS_SCHEMA},
-    spec::Op,
+use crate::lab::results::{
+    sha256_hex, Cell, Environment, Hist, Op, Results, RunResult, RESULTS_SCHEMA,
 };
 
 pub struct ImageBenchOptions {
@@ -255,8 +253,8 @@ pub fn bench(
     }
     let results = Results {
         schema: RESULTS_SCHEMA,
-        environment: crate::lab::run::environment(None, SystemTime::now()),
-        spec_hash: crate::lab::run::sha256_hex(&format!("image {} files_per_cell {n}", rec.id)),
+        environment: Environment::capture(None, SystemTime::now()),
+        spec_hash: sha256_hex(&format!("image {} files_per_cell {n}", rec.id)),
         runs: vec![RunResult {
             fs: "dir".into(),
             fs_features: vec![format!("image={}", rec.id)],

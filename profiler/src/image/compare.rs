@@ -18,10 +18,7 @@ use super::{
     store::{ImageRecord, Store},
     ImageError,
 };
-use crate::{
-    host::{cancel::Cancel, mounts},
-    lab::stack,
-};
+use crate::host::{cancel::Cancel, mounts};
 
 /// An image's layers mounted read-write as overlay, with a fresh upper; unmounted and removed on
 /// drop (also on error and Ctrl-C, which only sets a flag checked between writes).
@@ -74,18 +71,17 @@ impl ImageStack {
         let opts = opts.join(",");
         // The kernel takes one page of mount data; Docker's short `l/` links are not made here.
         if opts.len() >= 4096 {
-            return Err(ImageError::Lab(stack::LabError::Other(format!(
-                "{} layers make {} bytes of overlay options, over the kernel's 4095; use a shorter --store path",
-                rec.layers.len(),
-                opts.len()
-            ))));
+            return Err(ImageError::OptionsTooLong {
+                layers: rec.layers.len(),
+                bytes: opts.len(),
+            });
         }
         mounts::mount("overlay", &s.merged, "overlay", &opts).map_err(|source| {
-            ImageError::Lab(stack::LabError::Mount {
+            ImageError::Mount {
                 path: s.merged.clone(),
                 options: opts.clone(),
                 source,
-            })
+            }
         })?;
         s.mounted = true;
         Ok(s)
@@ -480,7 +476,7 @@ where
 /// A bar chart of p50 and p99 per image and workload: `path` (SVG) and the same name `.png`.
 pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
     use plotters::prelude::*;
-    crate::lab::charts::ensure_font().map_err(|e| ImageError::Io {
+    crate::plot::ensure_font().map_err(|e| ImageError::Io {
         what: "drawing the chart".into(),
         path: path.to_owned(),
         source: std::io::Error::other(e.to_string()),

@@ -563,7 +563,7 @@ pub fn chart(fs: &[Forecast], path: &Path) -> Result<(), ImageError> {
         path: path.to_owned(),
         source: std::io::Error::other(e),
     };
-    crate::lab::charts::ensure_font().map_err(|e| err(e.to_string()))?;
+    crate::plot::ensure_font().map_err(|e| err(e.to_string()))?;
     let bars: Vec<super::compare::Bar> = fs
         .iter()
         .map(|f| (label(f), f.predicted_p50_ns, f.predicted_p99_ns))

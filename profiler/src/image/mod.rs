@@ -66,8 +66,19 @@ pub enum ImageError {
     Interrupted,
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The lab run of a calibration failed (its own message).
     #[error("{0}")]
-    Lab(#[from] crate::lab::stack::LabError),
+    Calibration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("mount -t overlay on {path} failed: {source} (options: {options})")]
+    Mount {
+        path: PathBuf,
+        options: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// More layers than one page of overlay mount options can name.
+    #[error("{layers} layers make {bytes} bytes of overlay options, over the kernel's 4095; use a shorter --store path")]
+    OptionsTooLong { layers: usize, bytes: usize },
 }
 
 pub fn io_err(

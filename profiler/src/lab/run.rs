@@ -11,11 +11,10 @@ use std::{
     io::{IsTerminal as _, Read as _, Write},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest as _, Sha256};
 
 use crate::host::{
     cancel::Cancel,
@@ -31,6 +30,8 @@ use super::{
     summary::TableMode,
     workload::OUTCOME_REDIRECT,
 };
+
+pub use super::results::sha256_hex;
 
 /// Set to `1`: mount the lab's filesystems and stacks in the caller's mount namespace instead of
 /// a private one.
@@ -90,50 +91,6 @@ pub fn load_spec(path: Option<&Path>, quick: bool) -> Result<(Spec, String), Lab
         hashed.push_str("\n# cowprof bench --quick\n");
     }
     Ok((spec, hashed))
-}
-
-pub fn sha256_hex(text: &str) -> String {
-    use std::fmt::Write as _;
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// What a results file records about the machine it was measured on (also `bench --image`'s).
-pub(crate) fn environment(
-    backend: Option<crate::event::Backend>,
-    started: SystemTime,
-) -> Environment {
-    let overlay_params = fs::read_dir("/sys/module/overlay/parameters")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let v = fs::read_to_string(e.path()).ok()?;
-                    Some((
-                        e.file_name().to_string_lossy().into_owned(),
-                        v.trim().to_owned(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Environment {
-        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
-        cowprof_version: env!("CARGO_PKG_VERSION").to_owned(),
-        cpus: std::thread::available_parallelism()
-            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
-        overlay_params,
-        backend,
-        started_unix_s: started
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    }
 }
 
 /// `a,b` for an option set; `-` for none.
@@ -294,7 +251,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
     };
     let results = Results {
         schema: RESULTS_SCHEMA,
-        environment: environment(backend, started),
+        environment: Environment::capture(backend, started),
         spec_hash: sha256_hex(&text),
         runs,
         skipped,
