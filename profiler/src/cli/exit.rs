@@ -132,10 +132,10 @@ impl From<&ImageError> for Exit {
             | ImageError::Trace { .. } => Self::Usage,
             ImageError::NotRoot { .. } => Self::NotRoot,
             ImageError::Interrupted => Self::Interrupted,
-            ImageError::Io { .. }
+            ImageError::Io(_)
             | ImageError::Signals(_)
             | ImageError::Calibration(_)
-            | ImageError::Mount { .. }
+            | ImageError::Mount(_)
             | ImageError::OptionsTooLong { .. } => Self::Failure,
         }
     }

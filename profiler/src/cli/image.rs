@@ -412,7 +412,8 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             }
         }
     }
-    w(out.flush())
+    w(out.flush())?;
+    Ok(())
 }
 
 /// An image's tags for a one-line listing: comma-separated, `-` when it has none.

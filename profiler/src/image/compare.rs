@@ -76,13 +76,8 @@ impl ImageStack {
                 bytes: opts.len(),
             });
         }
-        mounts::mount("overlay", &s.merged, "overlay", &opts).map_err(|source| {
-            ImageError::Mount {
-                path: s.merged.clone(),
-                options: opts.clone(),
-                source,
-            }
-        })?;
+        mounts::mount("overlay", &s.merged, "overlay", &opts)
+            .map_err(mounts::overlay_mount_err(&s.merged, &opts))?;
         s.mounted = true;
         Ok(s)
     }
@@ -346,10 +341,7 @@ pub fn summarize_image(
 }
 
 fn label(s: &ImageSummary) -> String {
-    s.tags_mutable
-        .first()
-        .cloned()
-        .unwrap_or_else(|| fmt::short_digest(&s.id).to_owned())
+    super::image_label(&s.tags_mutable, &s.id)
 }
 
 pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io::Result<()> {
@@ -475,12 +467,6 @@ where
 
 /// A bar chart of p50 and p99 per image and workload: `path` (SVG) and the same name `.png`.
 pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
-    use plotters::prelude::*;
-    crate::plot::ensure_font().map_err(|e| ImageError::Io {
-        what: "drawing the chart".into(),
-        path: path.to_owned(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
     let bars: Vec<Bar> = images
         .iter()
         .flat_map(|s| {
@@ -494,23 +480,25 @@ pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
             })
         })
         .collect();
+    write_bars(&bars, path)
+}
+
+/// Draws `bars` (label, p50 ns, p99 ns) into `path` (SVG) and the same name `.png`; nothing when
+/// there are none.
+pub(crate) fn write_bars(bars: &[Bar], path: &Path) -> Result<(), ImageError> {
+    use plotters::prelude::*;
+    let err = |e: String| io_err("drawing the chart", path)(std::io::Error::other(e));
     if bars.is_empty() {
         return Ok(());
     }
+    crate::plot::ensure_font().map_err(|e| err(e.to_string()))?;
     let size = (960, 120 + 40 * u32::try_from(bars.len()).unwrap_or(20));
     let svg = SVGBackend::new(path, size).into_drawing_area();
     let png_path = path.with_extension("png");
     let png = BitMapBackend::new(&png_path, size).into_drawing_area();
-    let draw = || -> Result<(), Box<dyn std::error::Error>> {
-        draw_bars(&svg, &bars)?;
-        draw_bars(&png, &bars)?;
-        Ok(())
-    };
-    draw().map_err(|e| ImageError::Io {
-        what: "drawing the chart".into(),
-        path: path.to_owned(),
-        source: std::io::Error::other(e.to_string()),
-    })
+    draw_bars(&svg, bars).map_err(|e| err(e.to_string()))?;
+    draw_bars(&png, bars).map_err(|e| err(e.to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -52,13 +52,8 @@ pub enum ImageError {
     /// Needs root (mknod of whiteouts, trusted.* xattrs, mounts).
     #[error("{what} needs root (CAP_SYS_ADMIN and CAP_MKNOD); rerun with sudo")]
     NotRoot { what: &'static str },
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::host::io::PathIoError),
     /// A trace file that is not a usable `record --json` trace.
     #[error("trace {trace}: {reason}")]
     Trace { trace: PathBuf, reason: String },
@@ -69,25 +64,20 @@ pub enum ImageError {
     /// The lab run of a calibration failed (its own message).
     #[error("{0}")]
     Calibration(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("mount -t overlay on {path} failed: {source} (options: {options})")]
-    Mount {
-        path: PathBuf,
-        options: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Mount(#[from] crate::host::mounts::OverlayMountError),
     /// More layers than one page of overlay mount options can name.
     #[error("{layers} layers make {bytes} bytes of overlay options, over the kernel's 4095; use a shorter --store path")]
     OptionsTooLong { layers: usize, bytes: usize },
 }
 
-pub fn io_err(
-    what: impl Into<String>,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(std::io::Error) -> ImageError {
-    let what = what.into();
-    let path = path.into();
-    move |source| ImageError::Io { what, path, source }
+pub use crate::host::io::io_err;
+
+/// An image as tables and charts name it: its first tag, else its short digest.
+pub(crate) fn image_label(tags: &[String], id: &str) -> String {
+    tags.first()
+        .cloned()
+        .unwrap_or_else(|| crate::fmt::short_digest(id).to_owned())
 }
 
 /// Hex of a SHA-256 digest.

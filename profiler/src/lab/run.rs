@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::host::{
     cancel::Cancel,
-    mounts::{overlay_param, private_mount_namespace},
+    mounts::{overlay_param, private_mount_namespace, OverlayMountError},
 };
 
 use super::{
@@ -451,7 +451,7 @@ fn run_matrix(
         for (i, set) in sets.iter().enumerate() {
             match LabStack::mount(&backing.dir, &layers, set, ctx.stacks) {
                 Ok(s) => drop(s),
-                Err(LabError::Mount { source, .. }) => {
+                Err(LabError::Mount(OverlayMountError { source, .. })) => {
                     let what = format!("fs={fs_kind} options={}", options_label(set));
                     ctx.warn(&format!(
                         "skipping {what}: the kernel refused the mount: {source}"
