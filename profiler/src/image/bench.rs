@@ -12,13 +12,12 @@ use std::{
     collections::BTreeMap,
     fs,
     io::Write,
-    os::unix::fs::{FileTypeExt as _, MetadataExt as _},
     path::{Path, PathBuf},
     time::{Instant, SystemTime},
 };
 
 use super::{
-    compare::{open_in, ImageStack},
+    compare::{open_in, upper_truth, ImageStack},
     inspect::{self, Curve, Kind},
     io_err,
     store::Store,
@@ -48,30 +47,6 @@ fn bucket(size: u64) -> u64 {
         .copied()
         .find(|b| size >= *b)
         .unwrap_or(0)
-}
-
-/// Upper-dir ground truth: (regular files, their bytes, whiteouts).
-fn upper_truth(dir: &Path) -> (u64, u64, u64) {
-    let (mut files, mut bytes, mut whiteouts) = (0, 0, 0);
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(m) = fs::symlink_metadata(e.path()) else {
-                continue;
-            };
-            let ft = m.file_type();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                files += 1;
-                bytes += m.len();
-            } else if ft.is_char_device() && m.rdev() == 0 {
-                whiteouts += 1;
-            }
-        }
-    }
-    (files, bytes, whiteouts)
 }
 
 fn run_op(merged: &Path, op: Op, path: &str) -> std::io::Result<u64> {

@@ -5,7 +5,7 @@ use crate::fmt;
 use std::{
     fs,
     io::Write as _,
-    os::unix::fs::DirBuilderExt as _,
+    os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -134,10 +134,9 @@ fn summarize(name: &str, mut ns: Vec<u64>, upper: &Path) -> WorkloadResult {
     }
 }
 
-/// Regular files and their bytes under `dir` (not following symlinks).
-#[must_use]
-pub fn count_files(dir: &Path) -> (u64, u64) {
-    let (mut n, mut b) = (0, 0);
+/// Upper-dir ground truth: (regular files, their bytes, whiteouts), not following symlinks.
+pub fn upper_truth(dir: &Path) -> (u64, u64, u64) {
+    let (mut files, mut bytes, mut whiteouts) = (0, 0, 0);
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
@@ -145,15 +144,25 @@ pub fn count_files(dir: &Path) -> (u64, u64) {
             let Ok(m) = fs::symlink_metadata(e.path()) else {
                 continue;
             };
-            if m.is_dir() {
+            let ft = m.file_type();
+            if ft.is_dir() {
                 stack.push(e.path());
-            } else if m.is_file() {
-                n += 1;
-                b += m.len();
+            } else if ft.is_file() {
+                files += 1;
+                bytes += m.len();
+            } else if ft.is_char_device() && m.rdev() == 0 {
+                whiteouts += 1;
             }
         }
     }
-    (n, b)
+    (files, bytes, whiteouts)
+}
+
+/// Regular files and their bytes under `dir` (not following symlinks).
+#[must_use]
+pub fn count_files(dir: &Path) -> (u64, u64) {
+    let (files, bytes, _) = upper_truth(dir);
+    (files, bytes)
 }
 
 /// Paths of regular files in the final view under `prefix` (e.g. `/etc/`).
