@@ -1,6 +1,9 @@
 //! `cowprof image …`: the arguments and what each subcommand prints.
 
-use std::{io::Write, path::PathBuf};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 use clap::{Args, Subcommand};
 
@@ -192,6 +195,21 @@ pub fn calibration_error(e: cowprof::lab::stack::LabError) -> ImageError {
     }
 }
 
+/// Writes `doc` as `DIR/<stem>.json` (DIR made if missing).
+fn write_json(dir: &Path, stem: &str, doc: &serde_json::Value) -> Result<(), ImageError> {
+    std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    let p = dir.join(format!("{stem}.json"));
+    std::fs::write(&p, serde_json::to_vec_pretty(doc).unwrap_or_default())
+        .map_err(io_err("writing", &p))?;
+    Ok(())
+}
+
+/// `doc` pretty-printed, with a final newline.
+fn print_json(out: &mut dyn Write, doc: &serde_json::Value) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, doc).map_err(std::io::Error::other)?;
+    writeln!(out)
+}
+
 /// Runs one `image` subcommand.
 pub fn run(args: ImageArgs, out: &mut dyn Write) -> Exit {
     match image(args, out) {
@@ -316,15 +334,11 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             bar.finish_and_clear();
             let doc = serde_json::json!({"schema": 1, "images": sums});
             if let Some(d) = &out_dir {
-                std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
-                let p = d.join("compare.json");
-                std::fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap_or_default())
-                    .map_err(io_err("writing", &p))?;
+                write_json(d, "compare", &doc)?;
                 compare::chart(&sums, &d.join("compare.svg"))?;
             }
             if json {
-                w(serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other))?;
-                w(writeln!(out))?;
+                w(print_json(out, &doc))?;
             } else {
                 w(compare::render(&sums, out))?;
                 if let Some(d) = &out_dir {
@@ -377,15 +391,11 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                 "verify": checks,
             });
             if let Some(d) = &out_dir {
-                std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
-                let p = d.join("forecast.json");
-                std::fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap_or_default())
-                    .map_err(io_err("writing", &p))?;
+                write_json(d, "forecast", &doc)?;
                 forecast::chart(&fs, &d.join("forecast.svg"))?;
             }
             if json {
-                w(serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other))?;
-                w(writeln!(out))?;
+                w(print_json(out, &doc))?;
             } else {
                 w(forecast::render(&fs, &model.source, out))?;
                 if verify {
