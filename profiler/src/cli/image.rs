@@ -13,6 +13,7 @@ use cowprof::{
         unpack::Limits,
         verify, ImageError,
     },
+    lab::{measure::KernelTap, stack::LabError},
 };
 
 use super::Exit;
@@ -326,13 +327,27 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             let model = cost_model(&store, lab.as_deref(), &upper_fs, recalibrate, &mut err)?;
             let mut fs = Vec::new();
             let mut checks = Vec::new();
+            // One attachment for every replay: the probes record each on its own mount.
+            let mut tap = if verify {
+                let _ = writeln!(
+                    err,
+                    "cowprof image: attaching the eBPF probes to record the replays"
+                );
+                Some(KernelTap::attach().map_err(|e| {
+                    ImageError::Lab(LabError::Other(format!(
+                        "--verify records the replays with the eBPF probes, which did not attach: {e}; run `cowprof doctor`"
+                    )))
+                })?)
+            } else {
+                None
+            };
             for rec in recs {
                 let stack = forecast::Stack::read(&store, &rec)?;
                 let f = forecast::summarize(&rec, forecast::forecast(&t, &stack, &model));
-                if verify {
+                if let Some(tap) = tap.as_mut() {
                     let mut ms = Vec::new();
                     for _ in 0..runs.max(1) {
-                        ms.push(verify::verify(&store, &rec, &t, Some(&cancel))?);
+                        ms.push(verify::verify(&store, &rec, &t, tap, Some(&cancel))?);
                     }
                     checks.push(verify::Check::new(&f, ms));
                 }

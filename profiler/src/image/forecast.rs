@@ -272,6 +272,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Self; 9] = [
+        Self::DataCopyUp,
+        Self::Metacopy,
+        Self::SpecialCopyUp,
+        Self::DirCopyUp,
+        Self::Whiteout,
+        Self::OpaqueDir,
+        Self::FreshCreate,
+        Self::DeleteMissing,
+        Self::AlreadyUpper,
+    ];
+
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -382,6 +394,14 @@ pub fn forecast(trace: &Trace, stack: &Stack, model: &CostModel) -> Vec<Step> {
                 .any(|(i, _)| gone.contains(&p[..i]));
         let found = if hidden { None } else { stack.lookup(p) };
         let in_upper = upper.contains(p);
+        // rmdir + mkdir of a lower directory: the mkdir makes an opaque directory where the
+        // whiteout is.
+        let found = match (t.op, found) {
+            (Op::Opaque, None) if gone.contains(p) => stack
+                .lookup(p)
+                .filter(|f| matches!(f.kind, Kind::Dir { .. })),
+            (_, f) => f,
+        };
         let outcome = match (t.op, found) {
             (Op::Delete, Some(_)) => {
                 gone.insert(p.to_owned());

@@ -1,8 +1,13 @@
 //! The cost model of `image inspect` and `image forecast`, measured on this host: a short lab
-//! run (`first_write` across sizes, `unlink`, `create` in a lower directory) on the filesystem
-//! that holds the store (or the one `--upper-fs` names), cached under the store with the
-//! environment it was measured in and measured again when the kernel, the filesystem or the
-//! overlay module's options change. `--lab results.json` gives one instead.
+//! run (`first_write` across sizes, `chmod` with and without `metacopy=on`, `unlink` and
+//! `chmod_dir`) on the filesystem that holds the store (or the one `--upper-fs` names), cached
+//! under the store with the environment it was measured in and measured again when the kernel,
+//! the filesystem, the overlay module's options or the calibration spec change. `--lab
+//! results.json` gives one instead.
+//!
+//! The figures are the kernel-side copy-up and whiteout latencies the probes joined to each op
+//! (what `record` reports per event and what `--verify` measures), the user-side syscall time
+//! only where a results file has no kernel figures.
 
 use std::{
     collections::BTreeMap,
@@ -12,16 +17,21 @@ use std::{
 };
 
 use super::{forecast::Outcome, inspect::Curve, io_err, store::Store, ImageError};
-use crate::lab::{results::Results, run::BenchOptions, spec::Op};
+use crate::lab::{
+    results::{Cell, Results, RunResult},
+    run::BenchOptions,
+    spec::Op,
+};
 
-/// The calibration's spec: one lower layer, the file in it, user-side p50 of the op.
+/// The calibration's spec: one lower layer, the file in it; the second option set gives
+/// `chmod` its metadata-only copy-up.
 pub const CALIBRATION_SPEC: &str = r#"layers = 1
 sizes = ["4K", "64K", "1M", "4M", "16M"]
 file_layers = [1]
 repetitions = 5
 filesystems = ["FS"]
-mount_options = [[]]
-ops = ["first_write", "unlink", "create"]
+mount_options = [[], ["metacopy=on"]]
+ops = ["first_write", "chmod", "unlink", "chmod_dir"]
 cache = ["warm"]
 "#;
 
@@ -36,6 +46,20 @@ pub struct CostModel {
     pub source: String,
 }
 
+/// A cell's p50: kernel-side when the probes measured it, else user-side.
+fn p50(c: &Cell) -> u64 {
+    c.kernel.as_ref().map_or(c.latency.p50_ns, |k| k.p50_ns)
+}
+
+/// The p50 of `op` at its smallest size in `run`.
+fn smallest(run: &RunResult, op: Op) -> Option<u64> {
+    run.cells
+        .iter()
+        .filter(|c| c.op == op)
+        .min_by_key(|c| (c.size_bytes, c.layer_depth))
+        .map(p50)
+}
+
 impl CostModel {
     #[must_use]
     pub fn predict(&self, o: Outcome, bytes: u64) -> u64 {
@@ -45,57 +69,72 @@ impl CostModel {
         }
     }
 
-    /// From a lab results.json: data copy-ups from `first_write` p50 by size (layer 1
-    /// preferred), whiteouts from `unlink` p50 (smallest size), directory copy-ups from `create`
-    /// in a lower directory minus a create on the plain filesystem. Special copy-ups, metacopy
-    /// and opaque directories take the whiteout's figure (one inode, no data).
+    /// From a lab results.json (the first run with `first_write` cells and no `metacopy=on`,
+    /// else the first with them): data copy-ups from `first_write` p50 by size (layer 1
+    /// preferred); directory copy-ups from `chmod_dir`; metadata-only copy-ups (metacopy,
+    /// symlinks and devices) from `chmod` of the smallest file under `metacopy=on`; whiteouts
+    /// and opaque directories from `unlink`. Results without `chmod_dir` or a `metacopy=on` run
+    /// fall back to `create` in a lower directory minus a plain create, and to `unlink`.
     pub fn from_results(r: &Results, origin: &str) -> Result<Self, ImageError> {
+        let has_first_write = |run: &&RunResult| run.cells.iter().any(|c| c.op == Op::FirstWrite);
+        let metacopy = |run: &RunResult| run.mount_options.iter().any(|o| o == "metacopy=on");
         let run = r
             .runs
             .iter()
-            .find(|run| run.cells.iter().any(|c| c.op == Op::FirstWrite))
+            .filter(has_first_write)
+            .find(|run| !metacopy(run))
+            .or_else(|| r.runs.iter().find(has_first_write))
             .ok_or_else(|| ImageError::Archive {
                 archive: origin.to_owned(),
-                reason: "no first_write cells; run `cowprof bench` with ops = [\"first_write\", \"unlink\", \"create\"]".into(),
+                reason: "no first_write cells; run `cowprof bench` with ops = [\"first_write\", \"chmod\", \"unlink\", \"chmod_dir\"]".into(),
             })?;
+        let meta_run = r
+            .runs
+            .iter()
+            .find(|m| metacopy(m) && m.fs == run.fs && m.cache == run.cache);
         let mut pts: BTreeMap<u64, u64> = BTreeMap::new();
         for c in run.cells.iter().filter(|c| c.op == Op::FirstWrite) {
-            let e = pts.entry(c.size_bytes).or_insert(c.latency.p50_ns);
+            let e = pts.entry(c.size_bytes).or_insert_with(|| p50(c));
             if c.layer_depth == 1 {
-                *e = c.latency.p50_ns;
+                *e = p50(c);
             }
         }
-        let smallest = |op: Op| {
-            run.cells
-                .iter()
-                .filter(|c| c.op == op)
-                .min_by_key(|c| c.size_bytes)
-                .map(|c| c.latency.p50_ns)
-        };
+        let kernel_side = run
+            .cells
+            .iter()
+            .filter(|c| c.op == Op::FirstWrite)
+            .all(|c| c.kernel.is_some());
         let mut fixed_ns = BTreeMap::new();
-        if let Some(u) = smallest(Op::Unlink) {
-            for o in [
-                Outcome::Whiteout,
-                Outcome::SpecialCopyUp,
-                Outcome::Metacopy,
-                Outcome::OpaqueDir,
-            ] {
-                fixed_ns.insert(o, u);
-            }
+        let whiteout = smallest(run, Op::Unlink);
+        if let Some(u) = whiteout {
+            fixed_ns.insert(Outcome::Whiteout, u);
+            fixed_ns.insert(Outcome::OpaqueDir, u);
         }
-        if let Some(c) = smallest(Op::Create) {
-            let plain = run.plain_create.as_ref().map_or(0, |p| p.p50_ns);
-            fixed_ns.insert(Outcome::DirCopyUp, c.saturating_sub(plain));
+        let dir = smallest(run, Op::ChmodDir).or_else(|| {
+            smallest(run, Op::Create)
+                .map(|c| c.saturating_sub(run.plain_create.as_ref().map_or(0, |p| p.p50_ns)))
+        });
+        if let Some(d) = dir {
+            fixed_ns.insert(Outcome::DirCopyUp, d);
+        }
+        if let Some(m) = meta_run
+            .and_then(|m| smallest(m, Op::Chmod))
+            .or(dir)
+            .or(whiteout)
+        {
+            fixed_ns.insert(Outcome::Metacopy, m);
+            fixed_ns.insert(Outcome::SpecialCopyUp, m);
         }
         let source = format!(
-            "{origin} (fs {}{}, kernel {}, user-side p50: first_write by size, unlink, create)",
+            "{origin} (fs {}{}, kernel {}, {} p50: first_write by size, chmod_dir, chmod under metacopy=on, unlink)",
             run.fs,
             if run.mount_options.is_empty() {
                 String::new()
             } else {
                 format!(", {}", run.mount_options.join(","))
             },
-            r.environment.kernel
+            r.environment.kernel,
+            if kernel_side { "kernel-side" } else { "user-side" }
         );
         Ok(Self {
             data: Curve {

@@ -299,7 +299,19 @@ impl KernelTap {
 
     /// Tells the kernel side and the enricher about the overlay just mounted as `stack`.
     pub fn register(&mut self, stack: &LabStack, layers: &Layers) -> Result<(), LabError> {
-        let merged = stack.merged.as_path();
+        self.register_overlay(&stack.merged, &stack.upper, &stack.work, &layers.dirs)
+    }
+
+    /// Tells the kernel side and the enricher about an overlay just mounted at `merged` with
+    /// these directories (`lowerdirs` top first): the lab's stacks and `image forecast
+    /// --verify`'s image stacks.
+    pub fn register_overlay(
+        &mut self,
+        merged: &Path,
+        upper: &Path,
+        work: &Path,
+        lowerdirs: &[std::path::PathBuf],
+    ) -> Result<(), LabError> {
         if self.registered >= MOUNTS_PER_ATTACH {
             self.reattach()?;
         }
@@ -317,9 +329,9 @@ impl KernelTap {
             })?;
         m.mount_id = self.next_id;
         // Absolute, whatever mountinfo shows (relative when mounted with relative options).
-        m.upperdir = Some(stack.upper.clone());
-        m.workdir = Some(stack.work.clone());
-        m.lowerdirs.clone_from(&layers.dirs);
+        m.upperdir = Some(upper.to_owned());
+        m.workdir = Some(work.to_owned());
+        m.lowerdirs = lowerdirs.to_vec();
         self.next_id += 1;
         self.registered += 1;
         let one = [m];
