@@ -24,11 +24,13 @@ use crate::lab::{
 };
 
 /// The calibration's spec: one lower layer, the file in it; the second option set gives
-/// `chmod` its metadata-only copy-up.
+/// `chmod` its metadata-only copy-up. Sizes are dense (a factor of 2 above 1 MiB): the cost per
+/// byte is not constant (on tmpfs here it grows about four times past 4 MiB), so a sparse grid
+/// mispredicts the sizes between its points.
 pub const CALIBRATION_SPEC: &str = r#"layers = 1
-sizes = ["4K", "64K", "1M", "4M", "16M"]
+sizes = ["4K", "64K", "256K", "1M", "2M", "4M", "8M", "16M", "32M"]
 file_layers = [1]
-repetitions = 5
+repetitions = 9
 filesystems = ["FS"]
 mount_options = [[], ["metacopy=on"]]
 ops = ["first_write", "chmod", "unlink", "chmod_dir"]
@@ -49,6 +51,91 @@ pub struct CostModel {
 /// A cell's p50: kernel-side when the probes measured it, else user-side.
 fn p50(c: &Cell) -> u64 {
     c.kernel.as_ref().map_or(c.latency.p50_ns, |k| k.p50_ns)
+}
+
+/// Data copy-up time by size: the samples of every cell that copies a whole file (`first_write`
+/// under every option set of `run`'s filesystem and cache, `chmod` without `metacopy=on`) pooled
+/// per size, their median, then made non-decreasing in size (pool adjacent violators, weighted
+/// by samples): a copy-up of more bytes is never cheaper, and on a disk the fixed cost of the
+/// copy-up's fsync is noisy enough to invert neighbouring medians.
+fn data_points(r: &Results, run: &RunResult) -> Vec<(u64, u64)> {
+    let mut pooled: BTreeMap<u64, Option<hdrhistogram::Histogram<u64>>> = BTreeMap::new();
+    let mut medians: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for other in r
+        .runs
+        .iter()
+        .filter(|o| o.fs == run.fs && o.cache == run.cache)
+    {
+        let metacopy = other.mount_options.iter().any(|o| o == "metacopy=on");
+        for c in other
+            .cells
+            .iter()
+            .filter(|c| c.op == Op::FirstWrite || (c.op == Op::Chmod && !metacopy))
+        {
+            medians.entry(c.size_bytes).or_default().push(p50(c));
+            let stats = c.kernel.as_ref().unwrap_or(&c.latency);
+            let h = crate::lab::results::decode_histogram(&stats.histogram).ok();
+            let slot = pooled.entry(c.size_bytes).or_insert_with(|| {
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000_000, 3).ok()
+            });
+            let added = match (slot.as_mut(), h) {
+                (Some(acc), Some(h)) => acc.add(&h).is_ok(),
+                _ => false,
+            };
+            if !added {
+                *slot = None;
+            }
+        }
+    }
+    let points: Vec<(u64, u64, u64)> = medians
+        .into_iter()
+        .map(|(size, p50s)| match pooled.get(&size) {
+            Some(Some(h)) if !h.is_empty() => (size, h.value_at_quantile(0.5), h.len()),
+            // Without histograms: the median of the cells' medians.
+            _ => {
+                let mut v = p50s;
+                v.sort_unstable();
+                (size, v[v.len() / 2], v.len() as u64)
+            }
+        })
+        .collect();
+    non_decreasing(&points)
+}
+
+/// Pool adjacent violators: the non-decreasing sequence closest (weighted least squares) to
+/// `points` (size, value, weight), sizes ascending.
+#[must_use]
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "weighted means of nanoseconds in f64, result in whole ns"
+)]
+pub fn non_decreasing(points: &[(u64, u64, u64)]) -> Vec<(u64, u64)> {
+    // (weighted sum, weight, points in the block)
+    let mut blocks: Vec<(f64, f64, usize)> = Vec::new();
+    for &(_, v, w) in points {
+        let w = w.max(1) as f64;
+        blocks.push((v as f64 * w, w, 1));
+        while blocks.len() > 1 {
+            let (s1, w1, n1) = blocks[blocks.len() - 1];
+            let (s0, w0, n0) = blocks[blocks.len() - 2];
+            if s0 / w0 <= s1 / w1 {
+                break;
+            }
+            blocks.pop();
+            *blocks.last_mut().expect("two blocks") = (s0 + s1, w0 + w1, n0 + n1);
+        }
+    }
+    let mut out = Vec::with_capacity(points.len());
+    let mut i = 0;
+    for (s, w, n) in blocks {
+        for p in &points[i..i + n] {
+            out.push((p.0, (s / w).round() as u64));
+        }
+        i += n;
+    }
+    out
 }
 
 /// The p50 of `op` at its smallest size in `run`.
@@ -92,13 +179,7 @@ impl CostModel {
             .runs
             .iter()
             .find(|m| metacopy(m) && m.fs == run.fs && m.cache == run.cache);
-        let mut pts: BTreeMap<u64, u64> = BTreeMap::new();
-        for c in run.cells.iter().filter(|c| c.op == Op::FirstWrite) {
-            let e = pts.entry(c.size_bytes).or_insert_with(|| p50(c));
-            if c.layer_depth == 1 {
-                *e = p50(c);
-            }
-        }
+        let pts = data_points(r, run);
         let kernel_side = run
             .cells
             .iter()
@@ -139,7 +220,7 @@ impl CostModel {
         Ok(Self {
             data: Curve {
                 source: source.clone(),
-                points: pts.into_iter().collect(),
+                points: pts,
             },
             fixed_ns,
             source,
@@ -243,4 +324,34 @@ pub fn calibrated(
         CostModel::from_results(&report.results, &report.results_path.display().to_string())?;
     m.source = format!("calibrated now: {}", m.source);
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_curve_never_decreases() {
+        // ext4 here: the fsync's fixed cost makes 4K slower than 1M in a short run.
+        let got = non_decreasing(&[
+            (4 << 10, 10_900, 15),
+            (64 << 10, 7_000, 15),
+            (1 << 20, 1_800, 15),
+            (4 << 20, 9_900, 15),
+            (16 << 20, 34_600, 15),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                (4 << 10, 6_567),
+                (64 << 10, 6_567),
+                (1 << 20, 6_567),
+                (4 << 20, 9_900),
+                (16 << 20, 34_600)
+            ]
+        );
+        let rising = [(1, 1, 1), (2, 5, 1), (3, 9, 2)];
+        assert_eq!(non_decreasing(&rising), vec![(1, 1), (2, 5), (3, 9)]);
+        assert_eq!(non_decreasing(&[]), vec![]);
+    }
 }
