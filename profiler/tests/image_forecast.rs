@@ -241,6 +241,20 @@ fn forecast_matches_the_recording_and_every_replay() {
             assert_eq!(d["bytes"], (8u64 << 20) + 12 + cowtool, "{name}");
         }
     }
+
+    // A trace of the first schema-1 cowprof (no container, image or layer digest fields; the
+    // same docker run's events) reads and forecasts the same.
+    let old = repo().join("profiler/tests/data/forecast/schema1-docker-run.jsonl");
+    let mut args = vec!["forecast", old.to_str().expect("utf8")];
+    args.extend(ids.iter().map(String::as_str));
+    args.push("--json");
+    let o = json(&store_dir, &args);
+    for (i, name) in IMAGES.iter().enumerate() {
+        let (new, old) = (&f["images"][i], &o["images"][i]);
+        for key in ["by_kind", "copy_ups", "whiteouts", "bytes", "missing"] {
+            assert_eq!(old[key], new[key], "{name}: {key} of the schema-1 trace");
+        }
+    }
     drop(tmp);
     base.assert_clean("image forecast");
 }
@@ -263,8 +277,12 @@ fn bad_input_is_one_line_and_exit_2() {
         "{\"schema\":1,\"type\":\"event\",\"kind\":\"data_copy_up\",\"path\":\"etc/x\"}\n",
     )
     .expect("write");
+    let absent = tmp.path().join("absent.jsonl");
+    let dir = tmp.path().to_owned();
     for (trace, img, want) in [
         (&not_trace, "any", "not a `cowprof record --json` line"),
+        (&absent, "any", "cannot be read"),
+        (&dir, "any", "cannot be read"),
         (&quiet, "any", "has no copy-up or whiteout events"),
         (&good, "no-such-image:1", "no image \"no-such-image:1\""),
     ] {

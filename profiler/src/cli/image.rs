@@ -13,7 +13,6 @@ use cowprof::{
         unpack::Limits,
         verify, ImageError,
     },
-    lab::{measure::KernelTap, stack::LabError},
 };
 
 use super::Exit;
@@ -333,11 +332,7 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                     err,
                     "cowprof image: attaching the eBPF probes to record the replays"
                 );
-                Some(KernelTap::attach().map_err(|e| {
-                    ImageError::Lab(LabError::Other(format!(
-                        "--verify records the replays with the eBPF probes, which did not attach: {e}; run `cowprof doctor`"
-                    )))
-                })?)
+                Some(verify::attach()?)
             } else {
                 None
             };

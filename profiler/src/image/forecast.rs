@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use super::{
     compare::percentile,
     inspect::{read_layer, Kind, LayerTree},
-    io_err,
     model::CostModel,
     store::{ImageRecord, Store},
     ImageError,
@@ -91,7 +90,20 @@ fn trace_err(path: &Path, reason: impl Into<String>) -> ImageError {
 
 /// Reads a `record --json` trace (JSON lines, schema 1).
 pub fn read_trace(path: &Path) -> Result<Trace, ImageError> {
-    let f = std::fs::File::open(path).map_err(io_err("reading the trace", path))?;
+    let f = std::fs::File::open(path)
+        .and_then(|f| {
+            if f.metadata()?.is_dir() {
+                Err(std::io::Error::from(std::io::ErrorKind::IsADirectory))
+            } else {
+                Ok(f)
+            }
+        })
+        .map_err(|e| {
+            trace_err(
+                path,
+                format!("cannot be read ({e}); give the file `cowprof record --json` wrote"),
+            )
+        })?;
     let mut t = Trace::default();
     let mut lines = 0u64;
     for (n, l) in std::io::BufReader::new(f).lines().enumerate() {

@@ -340,6 +340,20 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
+/// Loads and attaches the probes that record the replays (one attachment for all of them).
+pub fn attach() -> Result<KernelTap, ImageError> {
+    if !super::is_root() {
+        return Err(ImageError::NotRoot {
+            what: "--verify (it mounts each image and records the replay with the eBPF probes)",
+        });
+    }
+    KernelTap::attach().map_err(|e| {
+        ImageError::Lab(LabError::Other(format!(
+            "--verify records the replays with the eBPF probes, which did not attach: {e}; run `cowprof doctor`"
+        )))
+    })
+}
+
 /// Replays `trace` once on a fresh mount of `rec`, recorded by `tap`.
 pub fn verify(
     store: &Store,
