@@ -268,6 +268,12 @@ fn environment(store: &Store, upper_fs: &str) -> String {
     )
 }
 
+/// Whether `dir` holds a calibration measured in exactly `env`.
+fn cache_fits(dir: &Path, env: &str) -> bool {
+    fs::read_to_string(dir.join("environment")).is_ok_and(|e| e == env)
+        && dir.join("results.json").exists()
+}
+
 /// The calibration directory for this environment.
 fn dir_for(store: &Store, env: &str) -> PathBuf {
     store
@@ -288,10 +294,7 @@ pub fn calibrated(
     let env = environment(store, upper_fs);
     let dir = dir_for(store, &env);
     let results = dir.join("results.json");
-    if !again
-        && fs::read_to_string(dir.join("environment")).is_ok_and(|e| e == env)
-        && results.exists()
-    {
+    if !again && cache_fits(&dir, &env) {
         let mut m = CostModel::from_file(&results)?;
         m.source = format!("calibration cached for this environment: {}", m.source);
         return Ok(m);
@@ -329,6 +332,45 @@ pub fn calibrated(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_key_holds_kernel_fs_options_and_spec() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("store")).unwrap();
+        let env = environment(&store, "tmpfs");
+        let spec = crate::lab::run::sha256_hex(CALIBRATION_SPEC);
+        for want in [
+            format!("spec={spec}"),
+            "upper_fs=tmpfs".to_owned(),
+            format!(
+                "kernel={}",
+                fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .unwrap()
+                    .trim()
+            ),
+        ] {
+            assert!(env.contains(&want), "{env}");
+        }
+        assert_ne!(
+            dir_for(&store, &env),
+            dir_for(&store, &environment(&store, "ext4"))
+        );
+        // A cached calibration is used only while every line of its environment holds.
+        let dir = dir_for(&store, &env);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("results.json"), "{}").unwrap();
+        fs::write(dir.join("environment"), &env).unwrap();
+        assert!(cache_fits(&dir, &env));
+        for (from, to) in [
+            ("kernel=", "kernel=0.0.0-other-"),
+            ("spec=", "spec=0"),
+            ("overlay=", "overlay=metacopy=Y;"),
+            ("store_fs_magic=", "store_fs_magic=0x1"),
+        ] {
+            fs::write(dir.join("environment"), env.replacen(from, to, 1)).unwrap();
+            assert!(!cache_fits(&dir, &env), "{from} changed, cache still used");
+        }
+    }
 
     #[test]
     fn data_curve_never_decreases() {
