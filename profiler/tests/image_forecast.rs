@@ -27,8 +27,8 @@ use cowprof::{event::Kind, image::store::ImageRecord};
 
 const IMAGES: [&str; 4] = ["debian", "busybox", "distroless", "scratch"];
 const DOCKER_IMAGE: &str = "cowprof-test-debian:latest";
-/// Appends to files of four layers (app.conf: the top one; debian_version: the base;
-/// cowtool: the first added; big.bin, 8 MiB: the chmod layer), a chmod of a base file, a delete,
+/// Appends to files of four layers (`app.conf`: the top one; `debian_version`: the base;
+/// `cowtool`: the first added; `big.bin`, 8 MiB: the chmod layer), a chmod of a base file, a delete,
 /// a new 4 MiB file; then a marker, and a wait to be removed.
 const WORKLOAD: &str = "set -e; printf x >> /etc/app.conf; printf x >> /etc/debian_version; \
                         printf x >> /usr/local/bin/cowtool; chmod 640 /etc/passwd; \

@@ -180,6 +180,10 @@ fn run_ops(fs_kind: FsKind, options: &[String], metacopy: bool) {
                         Op::RmdirRecreate => {
                             assert!(fs::read_dir(&target).unwrap().next().is_none());
                         }
+                        Op::ChmodDir => {
+                            assert!(up.is_dir(), "{op} {rel}: copied up");
+                            assert_eq!(fs::metadata(&up).unwrap().mode() & 0o777, 0o755);
+                        }
                         Op::RenameFile | Op::Link => {
                             let moved = stack.merged.join(&second);
                             assert_eq!(fs::read(&moved).unwrap(), fs::read(&lower).unwrap());
