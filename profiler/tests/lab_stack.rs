@@ -116,6 +116,9 @@ fn run_ops(fs_kind: FsKind, options: &[String], metacopy: bool) {
                         Op::Chmod if metacopy => {
                             entries(&[("data", UpperEntry::Dir), (&rel, UpperEntry::MetacopyFile)])
                         }
+                        Op::ChmodDir => {
+                            entries(&[("data", UpperEntry::Dir), (&rel, UpperEntry::Dir)])
+                        }
                         Op::RmdirRecreate => {
                             entries(&[("data", UpperEntry::Dir), (&rel, UpperEntry::OpaqueDir)])
                         }
