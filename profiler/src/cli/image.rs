@@ -98,6 +98,10 @@ pub enum ImageCommand {
         /// Replays per image with --verify (fresh upper each); the median time is compared.
         #[arg(long, default_value_t = 5)]
         runs: u32,
+        /// Calibrate and replay under SCHED_FIFO at this priority (1-99), so that other tasks
+        /// on a busy host do not inflate the measured copy-up times (docs/images.md).
+        #[arg(long, value_name = "PRIORITY", value_parser = clap::value_parser!(i32).range(1..=99))]
+        realtime: Option<i32>,
         /// Write forecast.json and forecast.svg (.png) here.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -314,10 +318,14 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             recalibrate,
             verify,
             runs,
+            realtime,
             out: out_dir,
             json,
         } => {
             let t = forecast::read_trace(&trace)?;
+            if let Some(p) = realtime {
+                verify::realtime(p)?;
+            }
             // Every image first: a wrong name fails before the calibration runs.
             let recs = images
                 .iter()

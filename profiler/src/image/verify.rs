@@ -340,6 +340,25 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
+/// Real-time priority for the calibration's lab worker and the replays: `SCHED_FIFO` at
+/// `priority` for this process, inherited by the children it starts. On a host with more
+/// runnable tasks than cores, a preempted copy-up's kernel-side time includes the wait for a CPU
+/// (on tmpfs here: an 8 MiB copy-up took 3.5 ms or 7.7 ms depending on the load); under
+/// `SCHED_FIFO` it does not (docs/images.md, "Measured error").
+pub fn realtime(priority: i32) -> Result<(), ImageError> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(ImageError::Lab(LabError::Other(format!(
+            "--realtime {priority}: sched_setscheduler(SCHED_FIFO) failed: {e}; give a priority from 1 to 99, as root"
+        ))));
+    }
+    Ok(())
+}
+
 /// Loads and attaches the probes that record the replays (one attachment for all of them).
 pub fn attach() -> Result<KernelTap, ImageError> {
     if !super::is_root() {
