@@ -200,7 +200,7 @@ fn forecast_matches_the_recording_and_every_replay() {
     let mut args = vec!["forecast", trace.to_str().expect("utf8")];
     let ids: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
     args.extend(ids.iter().map(String::as_str));
-    args.extend(["--verify", "--runs", "1", "--json"]);
+    args.extend(["--verify", "--runs", "1", "--realtime", "50", "--json"]);
     let f = json(&store_dir, &args);
     let cowtool = std::fs::metadata(cache().join("cowtool"))
         .expect("cowtool")
