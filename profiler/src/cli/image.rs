@@ -98,7 +98,7 @@ pub enum ImageCommand {
         /// Replays per image with --verify (fresh upper each); the median time is compared.
         #[arg(long, default_value_t = 5)]
         runs: u32,
-        /// Calibrate and replay under SCHED_FIFO at this priority (1-99), so that other tasks
+        /// Calibrate and replay under `SCHED_FIFO` at this priority (1-99), so that other tasks
         /// on a busy host do not inflate the measured copy-up times (docs/images.md).
         #[arg(long, value_name = "PRIORITY", value_parser = clap::value_parser!(i32).range(1..=99))]
         realtime: Option<i32>,
