@@ -707,6 +707,31 @@ mod tests {
     }
 
     #[test]
+    fn a_lower_dir_removed_and_made_again_is_a_whiteout_then_an_opaque_dir() {
+        let s = Stack::from_trees(vec![tree(&[
+            ("/var", D),
+            ("/var/cache", D),
+            ("/var/cache/x", Kind::File { size: 3 }),
+        ])]);
+        let t = Trace {
+            ops: vec![op(Op::Delete, "/var/cache"), op(Op::Opaque, "/var/cache")],
+            ..Trace::default()
+        };
+        let got: Vec<(String, Outcome)> = forecast(&t, &s, &model())
+            .into_iter()
+            .map(|s| (s.path, s.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/var".to_owned(), Outcome::DirCopyUp),
+                ("/var/cache".to_owned(), Outcome::Whiteout),
+                ("/var/cache".to_owned(), Outcome::OpaqueDir),
+            ]
+        );
+    }
+
+    #[test]
     fn old_traces_read_and_junk_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("t.jsonl");
