@@ -558,7 +558,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__image__subcmd__forecast)
-            opts="-v -h --lab --upper-fs --recalibrate --verify --runs --out --json --store --verbose --help"
+            opts="-v -h --lab --upper-fs --recalibrate --verify --runs --realtime --out --json --store --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -573,6 +573,10 @@ _cowprof() {
                     return 0
                     ;;
                 --runs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --realtime)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -180,6 +180,7 @@ const ALL_OPS_LAYER_4: &[Cell] = &[
     ("unlink", K4, 4, 1),
     ("unlink", K64, 4, 1),
     ("rmdir_recreate", 0, 4, 1),
+    ("chmod_dir", 0, 4, 1),
     ("rename_file", K4, 4, 1),
     ("rename_file", K64, 4, 1),
     ("rename_dir", 0, 4, 1),
@@ -336,6 +337,15 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str], want_cells: 
                     if !metacopy {
                         assert_eq!(c.bytes_copied, c.size_bytes * reps, "{what}");
                     }
+                }
+                Op::ChmodDir => {
+                    assert_eq!(
+                        c.copy_ups, reps,
+                        "{what}: a directory copy-up per repetition"
+                    );
+                    assert_eq!(c.bytes_copied, 0, "{what}");
+                    let k = c.kernel.as_ref().expect("the directory copy-ups");
+                    assert_eq!(k.count, reps, "{what}");
                 }
                 Op::RenameDir => {
                     let moved = if redirect { reps } else { 0 };

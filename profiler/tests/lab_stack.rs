@@ -119,6 +119,9 @@ fn run_ops(fs_kind: FsKind, options: &[String], metacopy: bool) {
                         Op::Chmod if metacopy => {
                             entries(&[("data", UpperEntry::Dir), (&rel, UpperEntry::MetacopyFile)])
                         }
+                        Op::ChmodDir => {
+                            entries(&[("data", UpperEntry::Dir), (&rel, UpperEntry::Dir)])
+                        }
                         Op::RmdirRecreate => {
                             entries(&[("data", UpperEntry::Dir), (&rel, UpperEntry::OpaqueDir)])
                         }
@@ -182,6 +185,10 @@ fn run_ops(fs_kind: FsKind, options: &[String], metacopy: bool) {
                         Op::ReadLower => {}
                         Op::RmdirRecreate => {
                             assert!(fs::read_dir(&target).unwrap().next().is_none());
+                        }
+                        Op::ChmodDir => {
+                            assert!(up.is_dir(), "{op} {rel}: copied up");
+                            assert_eq!(fs::metadata(&up).unwrap().mode() & 0o777, 0o755);
                         }
                         Op::RenameFile | Op::Link => {
                             let moved = stack.merged.join(&second);

@@ -132,10 +132,13 @@ impl From<&ImageError> for Exit {
             | ImageError::Trace { .. } => Self::Usage,
             ImageError::NotRoot { .. } => Self::NotRoot,
             ImageError::Interrupted => Self::Interrupted,
+            ImageError::Attach(p) => Self::from(p.as_ref()),
             ImageError::Io(_)
             | ImageError::Signals(_)
             | ImageError::Calibration(_)
             | ImageError::Mount(_)
+            | ImageError::Verify(_)
+            | ImageError::Tap(_)
             | ImageError::OptionsTooLong { .. } => Self::Failure,
         }
     }

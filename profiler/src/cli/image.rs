@@ -101,6 +101,10 @@ pub enum ImageCommand {
         /// Replays per image with --verify (fresh upper each); the median time is compared.
         #[arg(long, default_value_t = 5)]
         runs: u32,
+        /// Calibrate and replay under `SCHED_FIFO` at this priority (1-99), so that other tasks
+        /// on a busy host do not inflate the measured copy-up times (docs/images.md).
+        #[arg(long, value_name = "PRIORITY", value_parser = clap::value_parser!(i32).range(1..=99))]
+        realtime: Option<i32>,
         /// Write forecast.json and forecast.svg (.png) here.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -358,10 +362,14 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             recalibrate,
             verify,
             runs,
+            realtime,
             out: out_dir,
             json,
         } => {
             let t = forecast::read_trace(&trace)?;
+            if let Some(p) = realtime {
+                verify::realtime(p)?;
+            }
             // Every image first: a wrong name fails before the calibration runs.
             let recs = images
                 .iter()
@@ -370,13 +378,23 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             let model = cost_model(&store, lab.as_deref(), &upper_fs, recalibrate, &mut err)?;
             let mut fs = Vec::new();
             let mut checks = Vec::new();
+            // One attachment for every replay: the probes record each on its own mount.
+            let mut tap = if verify {
+                let _ = writeln!(
+                    err,
+                    "cowprof image: attaching the eBPF probes to record the replays"
+                );
+                Some(verify::attach()?)
+            } else {
+                None
+            };
             for rec in recs {
                 let stack = forecast::Stack::read(&store, &rec)?;
                 let f = forecast::summarize(&rec, forecast::forecast(&t, &stack, &model));
-                if verify {
+                if let Some(tap) = tap.as_mut() {
                     let mut ms = Vec::new();
                     for _ in 0..runs.max(1) {
-                        ms.push(verify::verify(&store, &rec, &t, Some(&cancel))?);
+                        ms.push(verify::verify(&store, &rec, &t, tap, Some(&cancel))?);
                     }
                     checks.push(verify::Check::new(&f, ms));
                 }

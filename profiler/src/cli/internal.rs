@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cowprof::{lab, scenario};
+use cowprof::{image, lab, scenario};
 
 use super::Exit;
 
@@ -22,6 +22,16 @@ pub fn workload(merged: &Path, meta_merged: Option<&Path>) -> Exit {
         Ok(()) => Exit::Ok,
         Err(e) => {
             eprintln!("cowprof workload: {e}");
+            Exit::Failure
+        }
+    }
+}
+
+pub fn replay(merged: &Path) -> Exit {
+    match image::verify::replay_main(merged) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("cowprof replay: {e}");
             Exit::Failure
         }
     }

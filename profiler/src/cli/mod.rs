@@ -98,6 +98,9 @@ enum Command {
     /// (internal) the lab's worker: runs and times the ops `bench` sends it.
     #[command(name = "__lab-worker", hide = true)]
     LabWorker { parent: u32 },
+    /// (internal) replays `image forecast --verify`'s operations below MERGED, read from stdin.
+    #[command(name = "__replay", hide = true)]
+    Replay { merged: PathBuf },
     /// (internal) writes shell completions and man pages under DIR (`cargo xtask assets`).
     #[command(name = "__assets", hide = true)]
     Assets { dir: PathBuf },
@@ -190,6 +193,7 @@ async fn run(command: Command) -> Exit {
             }
         },
         Command::LabWorker { parent } => internal::lab_worker(parent),
+        Command::Replay { merged } => internal::replay(&merged),
         Command::Workload {
             merged,
             meta_merged,

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use super::{
     compare::percentile,
     inspect::{read_layer, Kind, LayerTree},
-    io_err,
     model::CostModel,
     store::{ImageRecord, Store},
     ImageError,
@@ -91,7 +90,20 @@ fn trace_err(path: &Path, reason: impl Into<String>) -> ImageError {
 
 /// Reads a `record --json` trace (JSON lines, schema 1).
 pub fn read_trace(path: &Path) -> Result<Trace, ImageError> {
-    let f = std::fs::File::open(path).map_err(io_err("reading the trace", path))?;
+    let f = std::fs::File::open(path)
+        .and_then(|f| {
+            if f.metadata()?.is_dir() {
+                Err(std::io::Error::from(std::io::ErrorKind::IsADirectory))
+            } else {
+                Ok(f)
+            }
+        })
+        .map_err(|e| {
+            trace_err(
+                path,
+                format!("cannot be read ({e}); give the file `cowprof record --json` wrote"),
+            )
+        })?;
     let mut t = Trace::default();
     let mut lines = 0u64;
     for (n, l) in std::io::BufReader::new(f).lines().enumerate() {
@@ -272,6 +284,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Self; 9] = [
+        Self::DataCopyUp,
+        Self::Metacopy,
+        Self::SpecialCopyUp,
+        Self::DirCopyUp,
+        Self::Whiteout,
+        Self::OpaqueDir,
+        Self::FreshCreate,
+        Self::DeleteMissing,
+        Self::AlreadyUpper,
+    ];
+
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -382,6 +406,14 @@ pub fn forecast(trace: &Trace, stack: &Stack, model: &CostModel) -> Vec<Step> {
                 .any(|(i, _)| gone.contains(&p[..i]));
         let found = if hidden { None } else { stack.lookup(p) };
         let in_upper = upper.contains(p);
+        // rmdir + mkdir of a lower directory: the mkdir makes an opaque directory where the
+        // whiteout is.
+        let found = match (t.op, found) {
+            (Op::Opaque, None) if gone.contains(p) => stack
+                .lookup(p)
+                .filter(|f| matches!(f.kind, Kind::Dir { .. })),
+            (_, f) => f,
+        };
         let outcome = match (t.op, found) {
             (Op::Delete, Some(_)) => {
                 gone.insert(p.to_owned());
@@ -651,6 +683,31 @@ mod tests {
                 ("/etc/b", Outcome::Whiteout, 0),
                 ("/opt/new", Outcome::FreshCreate, 0),
                 ("/etc/gone", Outcome::DeleteMissing, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lower_dir_removed_and_made_again_is_a_whiteout_then_an_opaque_dir() {
+        let s = Stack::from_trees(vec![tree(&[
+            ("/var", D),
+            ("/var/cache", D),
+            ("/var/cache/x", Kind::File { size: 3 }),
+        ])]);
+        let t = Trace {
+            ops: vec![op(Op::Delete, "/var/cache"), op(Op::Opaque, "/var/cache")],
+            ..Trace::default()
+        };
+        let got: Vec<(String, Outcome)> = forecast(&t, &s, &model())
+            .into_iter()
+            .map(|s| (s.path, s.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/var".to_owned(), Outcome::DirCopyUp),
+                ("/var/cache".to_owned(), Outcome::Whiteout),
+                ("/var/cache".to_owned(), Outcome::OpaqueDir),
             ]
         );
     }

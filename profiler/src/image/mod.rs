@@ -66,6 +66,14 @@ pub enum ImageError {
     Calibration(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Mount(#[from] crate::host::mounts::OverlayMountError),
+    /// `--verify`: the probes did not attach.
+    #[error("--verify records the replays with the eBPF probes, which did not attach: {0}; run `cowprof doctor`")]
+    Attach(#[source] Box<crate::pipeline::probe::ProbeError>),
+    /// `--verify`: a replay or its recording failed.
+    #[error("{0}")]
+    Verify(String),
+    #[error(transparent)]
+    Tap(#[from] crate::pipeline::tap::TapError),
     /// More layers than one page of overlay mount options can name.
     #[error("{layers} layers make {bytes} bytes of overlay options, over the kernel's 4095; use a shorter --store path")]
     OptionsTooLong { layers: usize, bytes: usize },

@@ -1,38 +1,98 @@
-//! `image forecast --verify`: the trace's operations replayed for real on an image's mounted layer
-//! stack (fresh upper), each one timed, and what it left in the upper directory classified
-//! against a second, untouched mount of the same layers (the kernel's own view of the image).
+//! `image forecast --verify`: the trace's operations replayed for real on an image's mounted
+//! layer stack (fresh upper) by a child process (`cowprof __replay`: the probes ignore cowprof's
+//! own process), recorded by the eBPF probes as `record` records (the lab's kernel tap), and what
+//! the replay left in the upper directory classified against a second, untouched mount of the
+//! same layers (the kernel's own view of the image) as an independent check of the counts.
 //!
 //! Every path is opened below the merged directory as if it were `/` (`RESOLVE_IN_ROOT`), the
 //! parent first, then the last component with `*at` calls that never follow a symlink.
 
-use std::{collections::BTreeMap, fs, os::unix::fs::MetadataExt as _, path::Path, time::Instant};
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::Instant,
+};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use serde::{Deserialize, Serialize};
 
 use super::{
     compare::ImageStack,
-    forecast::{KindTotal, Op, Outcome, Trace},
-    io_err,
+    forecast::{Op, Outcome, Trace},
     store::{ImageRecord, Store},
     ImageError,
 };
-use crate::host::cancel::Cancel;
+use crate::{event::Kind, host::cancel::Cancel, pipeline::tap::KernelTap};
+
+/// One kind of event the probes recorded during a replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindMeasured {
+    pub count: u64,
+    pub bytes: u64,
+    /// Kernel-side latency of these events, summed.
+    pub latency_ns: u64,
+}
+
+/// One event the probes recorded during a replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasuredEvent {
+    pub path: String,
+    pub kind: String,
+    pub bytes: u64,
+    pub latency_ns: u64,
+}
+
+/// What the upper directory shows after the replay, classified against the untouched mount.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpperCounts {
+    pub copy_ups: u64,
+    pub whiteouts: u64,
+    pub bytes: u64,
+}
 
 /// What one replay measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Measured {
-    pub by_kind: BTreeMap<String, KindTotal>,
+    /// The probes' events on this replay's mount, by kind (`deferred_data_copy_up` counts as
+    /// `data_copy_up`).
+    pub by_kind: BTreeMap<String, KindMeasured>,
+    /// Copy-ups the probes recorded (data, metacopy, special, directory).
     pub copy_ups: u64,
+    /// Whiteouts and opaque directories the probes recorded.
     pub whiteouts: u64,
-    /// Bytes of the lower files copied up (their size in the untouched mount).
+    /// Bytes the probes saw copied up.
     pub bytes: u64,
-    /// Wall time of the replayed syscalls, summed.
+    /// Kernel-side latency of every copy-up and whiteout, summed: what the forecast predicts.
     pub total_ns: u64,
+    /// Wall time of the replayed syscalls, summed (user side, in the replaying process).
+    pub syscall_ns: u64,
     /// Operations that failed (e.g. a delete of a path absent in this image).
     pub failed: u64,
-    /// Wall time of each replayed operation, in the trace's order.
-    pub op_ns: Vec<u64>,
+    /// Events lost by the probes during this replay (ring buffer or tables full).
+    pub drops: u64,
+    /// The upper directory's own account, an independent check of the probes' counts.
+    pub upper: UpperCounts,
+    /// Every event, in the order recorded.
+    pub events: Vec<MeasuredEvent>,
+}
+
+/// One operation sent to the replaying child.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayRequest {
+    pub op: Op,
+    pub path: String,
+}
+
+/// The child's answer to one operation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplayReply {
+    /// Wall time of the operation's syscalls.
+    pub ns: u64,
+    pub error: Option<String>,
 }
 
 /// Opens the parent of `p` below `root` (`RESOLVE_IN_ROOT`), creating missing directories when
@@ -172,42 +232,243 @@ impl CharZero for fs::FileType {
     }
 }
 
-/// Replays `trace` once on a fresh mount of `rec` and measures what it copied up.
+/// The replaying child's main loop: `cowprof __replay MERGED` reads [`ReplayRequest`] lines on
+/// stdin and answers each with a [`ReplayReply`] line, until stdin closes.
+pub fn replay_main(merged: &Path) -> std::io::Result<()> {
+    let root = rustix::fs::open(
+        merged,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let req: ReplayRequest = serde_json::from_str(&line)
+            .map_err(|e| std::io::Error::other(format!("bad request {line:?}: {e}")))?;
+        let start = Instant::now();
+        let r = replay_one(&root, req.op, &req.path);
+        let reply = ReplayReply {
+            ns: u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            error: r.err().map(|e| e.to_string()),
+        };
+        let mut text = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
+        text.push('\n');
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// The replaying child, in its own process group (a terminal's Ctrl-C reaches only cowprof,
+/// which then stops it), killed on drop.
+struct Replayer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Replayer {
+    fn spawn(merged: &Path) -> Result<Self, ImageError> {
+        use std::os::unix::process::CommandExt as _;
+        let other = ImageError::Verify;
+        let exe = std::env::current_exe()
+            .map_err(|e| other(format!("cannot find cowprof's own executable: {e}")))?;
+        let mut child = Command::new(&exe)
+            .arg("__replay")
+            .arg(merged)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| other(format!("cannot start the replay {}: {e}", exe.display())))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    fn call(&mut self, req: &ReplayRequest) -> Result<ReplayReply, ImageError> {
+        let dead = |e: String| ImageError::Verify(format!("the replay failed: {e}"));
+        let mut line = serde_json::to_string(req).expect("request serializes");
+        line.push('\n');
+        self.stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| dead(e.to_string()))?;
+        let mut reply = String::new();
+        match self.stdout.read_line(&mut reply) {
+            Ok(0) => Err(dead("it exited".into())),
+            Ok(_) => {
+                serde_json::from_str(&reply).map_err(|e| dead(format!("bad reply {reply:?}: {e}")))
+            }
+            Err(e) => Err(dead(e.to_string())),
+        }
+    }
+}
+
+impl Drop for Replayer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes back and commits the filesystem that holds `dir` (`syncfs`).
+fn settle(dir: &Path) {
+    if let Ok(fd) = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        let _ = rustix::fs::syncfs(&fd);
+    }
+}
+
+/// The probes' name for what an event is, as the forecast names it.
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::DeferredDataCopyUp => Outcome::DataCopyUp.name(),
+        k => k.as_str(),
+    }
+}
+
+/// Real-time priority for the calibration's lab worker and the replays: `SCHED_FIFO` at
+/// `priority` for this process, inherited by the children it starts. On a host with more
+/// runnable tasks than cores, a preempted copy-up's kernel-side time includes the wait for a CPU
+/// (on tmpfs here: an 8 MiB copy-up took 3.5 ms or 7.7 ms depending on the load); under
+/// `SCHED_FIFO` it does not (docs/images.md, "Measured error").
+pub fn realtime(priority: i32) -> Result<(), ImageError> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(ImageError::Verify(format!(
+            "--realtime {priority}: sched_setscheduler(SCHED_FIFO) failed: {e}; give a priority from 1 to 99, as root"
+        )));
+    }
+    Ok(())
+}
+
+/// Loads and attaches the probes that record the replays (one attachment for all of them).
+pub fn attach() -> Result<KernelTap, ImageError> {
+    if !super::is_root() {
+        return Err(ImageError::NotRoot {
+            what: "--verify (it mounts each image and records the replay with the eBPF probes)",
+        });
+    }
+    KernelTap::attach().map_err(|e| ImageError::Attach(Box::new(e)))
+}
+
+/// Replays `trace` once on a fresh mount of `rec`, recorded by `tap`.
 pub fn verify(
     store: &Store,
     rec: &ImageRecord,
     trace: &Trace,
+    tap: &mut KernelTap,
     cancel: Option<&Cancel>,
 ) -> Result<Measured, ImageError> {
     let pristine = ImageStack::mount(store, rec)?;
     let stack = ImageStack::mount(store, rec)?;
-    let root = rustix::fs::open(
-        &stack.merged,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io_err("opening", &stack.merged)(e.into()))?;
+    let lowers: Vec<PathBuf> = rec
+        .layers
+        .iter()
+        .rev()
+        .map(|l| store.layer_dir(&l.diff_id))
+        .collect();
+    tap.register_overlay(&stack.merged, &stack.upper, &stack.work, &lowers)?;
+    let mount_point = stack.merged.display().to_string();
+    let drops_before = tap.drops();
+    // Events from before this replay (none on this mount, but drain them).
+    tap.drain();
+    // Start from a committed journal and no dirty pages, as the calibration's lab does before
+    // each op: else the first copy-up's fsync pays for the last replay's unmount and removal.
+    settle(&stack.upper);
+    let mut replayer = Replayer::spawn(&stack.merged)?;
     let mut m = Measured::default();
-    let mut seen: BTreeMap<String, (u32, bool)> = BTreeMap::new();
+    let mut truth = UpperTruth::default();
+    let record = |m: &mut Measured, tap: &mut KernelTap| {
+        for e in tap.drain() {
+            if e.mount_point.as_deref() != Some(mount_point.as_str()) {
+                continue;
+            }
+            let name = kind_name(e.kind);
+            let k = m.by_kind.entry(name.to_owned()).or_default();
+            k.count += 1;
+            k.bytes += e.bytes_copied;
+            k.latency_ns += e.latency_ns;
+            m.events.push(MeasuredEvent {
+                path: format!("/{}", e.path.trim_start_matches('/')),
+                kind: name.to_owned(),
+                bytes: e.bytes_copied,
+                latency_ns: e.latency_ns,
+            });
+        }
+    };
     for t in &trace.ops {
         if cancel.is_some_and(Cancel::is_set) {
             return Err(ImageError::Interrupted);
         }
-        let start = Instant::now();
-        let result = replay_one(&root, t.op, &t.path);
-        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        m.total_ns += ns;
-        m.op_ns.push(ns);
-        if result.is_err() {
+        let reply = replayer.call(&ReplayRequest {
+            op: t.op,
+            path: t.path.clone(),
+        })?;
+        m.syscall_ns += reply.ns;
+        if reply.error.is_some() {
             m.failed += 1;
         }
-        // What this operation added to the upper directory.
-        let now = scan_upper(&stack.upper);
+        record(&mut m, tap);
+        truth.observe(&stack.upper, &pristine.merged);
+    }
+    drop(replayer);
+    record(&mut m, tap);
+    m.drops = tap.drops().saturating_sub(drops_before);
+    let c = |o: Outcome| m.by_kind.get(o.name()).map_or(0, |k| k.count);
+    m.copy_ups = [
+        Outcome::DataCopyUp,
+        Outcome::Metacopy,
+        Outcome::SpecialCopyUp,
+        Outcome::DirCopyUp,
+    ]
+    .into_iter()
+    .map(c)
+    .sum();
+    m.whiteouts = c(Outcome::Whiteout) + c(Outcome::OpaqueDir);
+    m.bytes = m.by_kind.values().map(|k| k.bytes).sum();
+    m.total_ns = m
+        .by_kind
+        .iter()
+        .filter(|(k, _)| k.as_str() != Kind::CreateOverWhiteout.as_str())
+        .map(|(_, v)| v.latency_ns)
+        .sum();
+    m.upper = truth.counts;
+    drop(stack);
+    drop(pristine);
+    Ok(m)
+}
+
+/// The upper directory's account, kept operation by operation (a later delete may remove
+/// what an earlier write copied up).
+#[derive(Default)]
+struct UpperTruth {
+    seen: BTreeMap<String, (u32, bool)>,
+    counts: UpperCounts,
+}
+
+impl UpperTruth {
+    /// Classifies what the last operation added to `upper` against the untouched mount.
+    fn observe(&mut self, upper: &Path, pristine: &Path) {
+        let now = scan_upper(upper);
         for (p, k) in &now {
-            if seen.get(p) == Some(k) {
+            if self.seen.get(p) == Some(k) {
                 continue;
             }
-            let lower = fs::symlink_metadata(pristine.merged.join(p.trim_start_matches('/'))).ok();
+            let lower = fs::symlink_metadata(pristine.join(p.trim_start_matches('/'))).ok();
             let outcome = match (k, &lower) {
                 ((0, _), _) => Some(Outcome::Whiteout),
                 ((_, true), Some(_)) => Some(Outcome::OpaqueDir),
@@ -216,33 +477,19 @@ pub fn verify(
                 ((0o100_000, _), Some(l)) if l.is_file() => Some(Outcome::DataCopyUp),
                 (_, Some(_)) => Some(Outcome::SpecialCopyUp),
             };
-            if let Some(o) = outcome {
-                // A directory made opaque was copied up before: count the change only.
-                if o == Outcome::OpaqueDir && seen.contains_key(p) {
-                    let d = m
-                        .by_kind
-                        .entry(Outcome::DirCopyUp.name().into())
-                        .or_default();
-                    d.count = d.count.saturating_sub(1);
+            match outcome {
+                Some(Outcome::Whiteout | Outcome::OpaqueDir) => self.counts.whiteouts += 1,
+                Some(o) => {
+                    self.counts.copy_ups += 1;
+                    if o == Outcome::DataCopyUp {
+                        self.counts.bytes += lower.as_ref().map_or(0, fs::Metadata::len);
+                    }
                 }
-                let total = m.by_kind.entry(o.name().into()).or_default();
-                total.count += 1;
-                if o == Outcome::DataCopyUp {
-                    let b = lower.as_ref().map_or(0, fs::Metadata::len);
-                    total.bytes += b;
-                    m.bytes += b;
-                }
+                None => {}
             }
         }
-        seen = now;
+        self.seen = now;
     }
-    let c = |o: Outcome| m.by_kind.get(o.name()).map_or(0, |k| k.count);
-    m.copy_ups = c(Outcome::DataCopyUp) + c(Outcome::DirCopyUp) + c(Outcome::SpecialCopyUp);
-    m.whiteouts = c(Outcome::Whiteout) + c(Outcome::OpaqueDir);
-    drop(root);
-    drop(stack);
-    drop(pristine);
-    Ok(m)
 }
 
 /// Predicted against measured for one image.
@@ -256,34 +503,88 @@ pub struct Check {
     pub measured_whiteouts: u64,
     pub predicted_bytes: u64,
     pub measured_bytes: u64,
-    /// Counts and bytes equal in every run.
+    /// The probes' counts and bytes, and the upper directory's, equal the forecast's in every
+    /// run, with no event lost.
     pub counts_match: bool,
     pub predicted_total_ns: u64,
-    /// Median over the runs.
+    /// Median over the runs of the kernel-side copy-up and whiteout time.
     pub measured_total_ns: u64,
+    /// The smallest and largest run: with 5 runs, a 94 % distribution-free confidence interval
+    /// of the median (1 − 2 · 0.5⁵).
     pub measured_min_ns: u64,
     pub measured_max_ns: u64,
-    /// (predicted − measured) / measured, percent.
+    /// (predicted − measured median) / measured median, percent.
     pub time_error_pct: f64,
+    /// The same against the largest and the smallest run: the error's interval.
+    pub time_error_low_pct: f64,
+    pub time_error_high_pct: f64,
+    /// Per kind: predicted and median measured kernel time (where the error comes from).
+    pub by_kind: BTreeMap<String, KindCheck>,
     pub runs: Vec<Measured>,
+}
+
+/// One kind of copy-up, predicted against measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCheck {
+    pub predicted_count: u64,
+    pub measured_count: u64,
+    pub predicted_ns: u64,
+    /// Median over the runs.
+    pub measured_ns: u64,
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+#[expect(clippy::cast_precision_loss, reason = "a percentage")]
+fn error_pct(predicted: u64, measured: u64) -> f64 {
+    if measured == 0 {
+        0.0
+    } else {
+        (predicted as f64 - measured as f64) / measured as f64 * 100.0
+    }
 }
 
 impl Check {
     #[must_use]
     pub fn new(f: &super::forecast::Forecast, runs: Vec<Measured>) -> Self {
         let mut t: Vec<u64> = runs.iter().map(|m| m.total_ns).collect();
-        t.sort_unstable();
-        let med = t.get(t.len() / 2).copied().unwrap_or(0);
+        let med = median(&mut t);
         let first = runs.first().cloned().unwrap_or_default();
-        let counts_match = runs
-            .iter()
-            .all(|m| m.copy_ups == f.copy_ups && m.whiteouts == f.whiteouts && m.bytes == f.bytes);
-        #[expect(clippy::cast_precision_loss, reason = "a percentage")]
-        let err = if med == 0 {
-            0.0
-        } else {
-            (f.predicted_total_ns as f64 - med as f64) / med as f64 * 100.0
-        };
+        let counts_match = runs.iter().all(|m| {
+            m.copy_ups == f.copy_ups
+                && m.whiteouts == f.whiteouts
+                && m.bytes == f.bytes
+                && m.upper.copy_ups == f.copy_ups
+                && m.upper.whiteouts == f.whiteouts
+                && m.upper.bytes == f.bytes
+                && m.drops == 0
+        });
+        let mut by_kind: BTreeMap<String, KindCheck> = BTreeMap::new();
+        for (k, v) in &f.by_kind {
+            if v.count > 0
+                && super::forecast::Outcome::ALL
+                    .iter()
+                    .any(|o| o.name() == k && o.is_cow())
+            {
+                let e = by_kind.entry(k.clone()).or_default();
+                e.predicted_count = v.count;
+                e.predicted_ns = v.predicted_ns;
+            }
+        }
+        for k in runs.iter().flat_map(|m| m.by_kind.keys()) {
+            by_kind.entry(k.clone()).or_default();
+        }
+        for (k, e) in &mut by_kind {
+            let mut ns: Vec<u64> = runs
+                .iter()
+                .map(|m| m.by_kind.get(k).map_or(0, |v| v.latency_ns))
+                .collect();
+            e.measured_ns = median(&mut ns);
+            e.measured_count = first.by_kind.get(k).map_or(0, |v| v.count);
+        }
         Self {
             image: f.image.clone(),
             label: f
@@ -302,7 +603,10 @@ impl Check {
             measured_total_ns: med,
             measured_min_ns: t.first().copied().unwrap_or(0),
             measured_max_ns: t.last().copied().unwrap_or(0),
-            time_error_pct: err,
+            time_error_pct: error_pct(f.predicted_total_ns, med),
+            time_error_low_pct: error_pct(f.predicted_total_ns, t.last().copied().unwrap_or(0)),
+            time_error_high_pct: error_pct(f.predicted_total_ns, t.first().copied().unwrap_or(0)),
+            by_kind,
             runs,
         }
     }
@@ -313,13 +617,19 @@ pub fn render(checks: &[Check], out: &mut dyn std::io::Write) -> std::io::Result
     use crate::fmt;
     writeln!(
         out,
-        "\nverify: {:<32} {:>13} {:>13} {:>21} {:>10} {:>22} {:>7}",
-        "IMAGE", "COPY-UPS", "WHITEOUTS", "BYTES", "PREDICTED", "MEASURED (min-max)", "ERROR"
+        "\nverify: {:<32} {:>13} {:>13} {:>21} {:>10} {:>22} {:>17}",
+        "IMAGE",
+        "COPY-UPS",
+        "WHITEOUTS",
+        "BYTES",
+        "PREDICTED",
+        "MEASURED (min-max)",
+        "ERROR (interval)"
     )?;
     for c in checks {
         writeln!(
             out,
-            "        {:<32} {:>13} {:>13} {:>21} {:>10} {:>22} {:>6.1}%{}",
+            "        {:<32} {:>13} {:>13} {:>21} {:>10} {:>22} {:>17}{}",
             c.label,
             format!("{}/{}", c.predicted_copy_ups, c.measured_copy_ups),
             format!("{}/{}", c.predicted_whiteouts, c.measured_whiteouts),
@@ -335,7 +645,10 @@ pub fn render(checks: &[Check], out: &mut dyn std::io::Write) -> std::io::Result
                 fmt::ns(c.measured_min_ns),
                 fmt::ns(c.measured_max_ns)
             ),
-            c.time_error_pct,
+            format!(
+                "{:+.0}% ({:+.0}..{:+.0})",
+                c.time_error_pct, c.time_error_low_pct, c.time_error_high_pct
+            ),
             if c.counts_match {
                 ""
             } else {
@@ -345,7 +658,7 @@ pub fn render(checks: &[Check], out: &mut dyn std::io::Write) -> std::io::Result
     }
     writeln!(
         out,
-        "(predicted/measured; measured time: median of {} replays, syscall wall time)",
+        "(predicted/measured; measured: the probes' kernel-side copy-up and whiteout time, median of {} replays)",
         checks.first().map_or(0, |c| c.runs.len())
     )
 }

@@ -10,10 +10,7 @@ use std::{
 
 use crate::{
     event::{Event, Kind},
-    host::mountinfo,
-    pipeline::enrich::Enricher,
-    pipeline::probe::{ProbeError, ProbeOptions},
-    pipeline::tap::Tap,
+    pipeline::tap::KernelTap,
 };
 
 use super::{
@@ -193,98 +190,9 @@ impl Drop for Worker {
     }
 }
 
-/// Synthetic mount ids given to the lab's stacks in the kernel side's maps and in the enricher:
-/// real mount ids are reused right after an unmount, and the lab mounts hundreds of stacks.
-const FIRST_MOUNT_ID: u32 = 0x7000_0000;
-/// The kernel side's mount maps hold 4096 entries and are never pruned: re-attach before that.
-const MOUNTS_PER_ATTACH: usize = 4000;
-
-/// The eBPF probes, attached in this process (which they ignore: the worker runs the ops).
-pub struct KernelTap {
-    tap: Tap,
-    enricher: Enricher,
-    next_id: u32,
-    registered: usize,
-    /// Drops of earlier attachments.
-    drops_before: u64,
-}
-
-impl KernelTap {
-    pub fn attach() -> Result<Self, ProbeError> {
-        Ok(Self {
-            tap: Tap::attach(&ProbeOptions::default())?,
-            enricher: Enricher::new(),
-            next_id: FIRST_MOUNT_ID,
-            registered: 0,
-            drops_before: 0,
-        })
-    }
-
-    pub fn backend(&self) -> crate::event::Backend {
-        self.tap.probe().backend
-    }
-
-    /// Loads and attaches afresh: empty maps. Needed when a new backing filesystem reuses the
-    /// device number of an earlier one (a loop device detached and attached again): stale
-    /// (device, inode) keys of its upper roots and work dirs would match unrelated inodes.
-    pub fn reattach(&mut self) -> Result<(), LabError> {
-        let drops = self.drops();
-        let mut fresh =
-            Self::attach().map_err(|e| LabError::Other(format!("re-attaching the probes: {e}")))?;
-        fresh.next_id = self.next_id;
-        fresh.drops_before = drops;
-        *self = fresh;
-        Ok(())
-    }
-
-    /// Tells the kernel side and the enricher about the overlay just mounted as `stack`.
-    pub fn register(&mut self, stack: &LabStack, layers: &Layers) -> Result<(), LabError> {
-        let merged = stack.merged.as_path();
-        if self.registered >= MOUNTS_PER_ATTACH {
-            self.reattach()?;
-        }
-        let mounts = mountinfo::read_overlay_mounts()
-            .map_err(|e| LabError::Other(format!("reading mountinfo: {e}")))?;
-        let mut m = mounts
-            .into_iter()
-            .rev()
-            .find(|m| m.mount_point == merged)
-            .ok_or_else(|| {
-                LabError::Other(format!(
-                    "{} is not in mountinfo after mounting it",
-                    merged.display()
-                ))
-            })?;
-        m.mount_id = self.next_id;
-        // Absolute, whatever mountinfo shows (relative when mounted with relative options).
-        m.upperdir = Some(stack.upper.clone());
-        m.workdir = Some(stack.work.clone());
-        m.lowerdirs.clone_from(&layers.dirs);
-        self.next_id += 1;
-        self.registered += 1;
-        let one = [m];
-        self.enricher.add_mounts(&one);
-        self.tap.probe_mut().register_mounts(&one).map_err(|e| {
-            LabError::Other(format!(
-                "registering {} with the probes: {e}",
-                merged.display()
-            ))
-        })
-    }
-
-    /// Every event the kernel side has produced so far, enriched (the lab registers its mounts
-    /// itself, under ids of its own).
-    pub fn drain(&mut self) -> Vec<Event> {
-        self.tap.drain(&mut self.enricher, None)
-    }
-
-    /// Events lost so far (ring buffer full, tables full, malformed samples). Not
-    /// `WHITEOUT_UNNAMED`: whiteouts the tracepoint backend cannot name (ext4's own
-    /// `RENAME_WHITEOUT` in `rename_file`) are not among the lab's kernel-side numbers.
-    pub fn drops(&self) -> u64 {
-        let d = self.tap.drops();
-        self.drops_before + d.ringbuf + d.op_table + d.windows + d.malformed
-    }
+/// Tells the kernel side and the enricher about the lab stack just mounted.
+pub fn register(tap: &mut KernelTap, stack: &LabStack, layers: &Layers) -> Result<(), LabError> {
+    Ok(tap.register_overlay(&stack.merged, &stack.upper, &stack.work, &layers.dirs)?)
 }
 
 /// The events of one repetition that belong to it: on the stack mounted at `merged`, at one of

@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 use crate::host::{cancel::Cancel, mounts::drop_caches};
 
 use super::{
-    measure::{events_for, CellAcc, KernelTap, Worker},
+    measure::{self, events_for, CellAcc, Worker},
     results::Hist,
     results::RunResult,
     run::{cells_of, metacopy_on, options_label},
@@ -33,7 +33,7 @@ pub(super) struct Ctx<'a> {
     pub(super) spec: &'a Spec,
     pub(super) cancel: &'a Cancel,
     pub(super) worker: Worker,
-    pub(super) tap: Option<KernelTap>,
+    pub(super) tap: Option<crate::pipeline::tap::KernelTap>,
     pub(super) pb: ProgressBar,
     /// Stacks mounted so far (names `S/<n>`).
     pub(super) stacks: u64,
@@ -127,7 +127,7 @@ pub(super) fn repetition(
     let stack = LabStack::mount(&backing.dir, layers, set, ctx.stacks)?;
     ctx.stacks += 1;
     if let Some(tap) = ctx.tap.as_mut() {
-        tap.register(&stack, layers)?;
+        measure::register(tap, &stack, layers)?;
         tap.drain();
     }
     let target = stack.merged.join(&rel);

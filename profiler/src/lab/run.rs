@@ -16,13 +16,16 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::host::{
-    cancel::Cancel,
-    mounts::{overlay_param, private_mount_namespace, OverlayMountError},
+use crate::{
+    host::{
+        cancel::Cancel,
+        mounts::{overlay_param, private_mount_namespace, OverlayMountError},
+    },
+    pipeline::tap::KernelTap,
 };
 
 use super::{
-    measure::{KernelTap, Worker},
+    measure::Worker,
     results::{Environment, Results, RunResult, Skipped, RESULTS_SCHEMA},
     rounds::{measure_interleaved, prewarm, reference_items, settle, total_steps, Ctx, TRACE_ENV},
     spec::{format_size, Cache, FsKind, Op, Shape, Spec, DEFAULT_SPEC, KNOWN_OPTIONS},

@@ -27,9 +27,10 @@ filesystems = ["ext4", "tmpfs"]
 mount_options = [[], ["metacopy=on"]]
 # Operations on a lower file of each size in each file layer: first_write open_trunc truncate
 # chmod rewrite read_lower read_upper unlink rename_file link; on a lower directory in each file
-# layer: rmdir_recreate (opaque dir) rename_dir (redirect_dir=on: redirect, else EXDEV);
+# layer: rmdir_recreate (opaque dir) chmod_dir (directory copy-up) rename_dir (redirect_dir=on:
+# redirect, else EXDEV);
 # one new file: create; concurrency (see [concurrency]): parallel_write race_write.
-ops = ["first_write", "open_trunc", "truncate", "chmod", "rewrite", "read_lower", "read_upper", "create", "unlink", "rmdir_recreate", "rename_file", "rename_dir", "link", "parallel_write", "race_write"]
+ops = ["first_write", "open_trunc", "truncate", "chmod", "rewrite", "read_lower", "read_upper", "create", "unlink", "rmdir_recreate", "chmod_dir", "rename_file", "rename_dir", "link", "parallel_write", "race_write"]
 # Page cache before each measured op: warm, cold (caches dropped before every op: slow, and
 # skipped on tmpfs, which has no cold state).
 cache = ["warm"]
@@ -112,6 +113,8 @@ pub enum Op {
     /// rmdir(2) of an empty lower directory, then mkdir(2) of it again: a whiteout, then an
     /// opaque directory in its place.
     RmdirRecreate,
+    /// chmod(2) of an empty lower directory to its own mode: a directory copy-up.
+    ChmodDir,
     /// rename(2) of a lower file in its directory: a copy-up (metacopy with `metacopy=on`, with
     /// a redirect) and a whiteout at the old name.
     RenameFile,
@@ -141,7 +144,7 @@ pub enum Shape {
 }
 
 impl Op {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::FirstWrite,
         Self::OpenTrunc,
         Self::Truncate,
@@ -152,6 +155,7 @@ impl Op {
         Self::Create,
         Self::Unlink,
         Self::RmdirRecreate,
+        Self::ChmodDir,
         Self::RenameFile,
         Self::RenameDir,
         Self::Link,
@@ -171,6 +175,7 @@ impl Op {
             Self::Create => "create",
             Self::Unlink => "unlink",
             Self::RmdirRecreate => "rmdir_recreate",
+            Self::ChmodDir => "chmod_dir",
             Self::RenameFile => "rename_file",
             Self::RenameDir => "rename_dir",
             Self::Link => "link",
@@ -182,7 +187,7 @@ impl Op {
     pub fn shape(self) -> Shape {
         match self {
             Self::Create => Shape::Single,
-            Self::RmdirRecreate | Self::RenameDir => Shape::PerDir,
+            Self::RmdirRecreate | Self::ChmodDir | Self::RenameDir => Shape::PerDir,
             Self::ParallelWrite | Self::RaceWrite => Shape::Concurrent,
             _ => Shape::PerFile,
         }
@@ -203,6 +208,7 @@ impl Op {
                 | Self::OpenTrunc
                 | Self::Truncate
                 | Self::Chmod
+                | Self::ChmodDir
                 | Self::RenameFile
                 | Self::RenameDir
                 | Self::Link

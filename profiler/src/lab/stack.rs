@@ -64,6 +64,8 @@ pub enum LabError {
     NoSpace { detail: String },
     #[error("{0}")]
     Other(String),
+    #[error(transparent)]
+    Tap(#[from] crate::pipeline::tap::TapError),
     /// `bench --expect-kernel` on a run whose kernel-side numbers are missing or inexact.
     #[error("--expect-kernel: kernel-side timings missing or inexact (backend {backend}, {unseen} runs unseen, {cells_off} cells off)")]
     KernelInexact {

@@ -247,6 +247,8 @@ pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, W
             // SAFETY: valid C string.
             rc(unsafe { libc::mkdir(c.as_ptr(), 0o755) }, "mkdir", path)?;
         }
+        // SAFETY: valid C string.
+        Op::ChmodDir => rc(unsafe { libc::chmod(c.as_ptr(), 0o755) }, "chmod", path)?,
         Op::RenameFile | Op::RenameDir | Op::Link => {
             let (to, to_path) = (c2.as_ref().expect("a second name"), second.as_deref());
             let to_path = to_path.expect("a second name");
@@ -418,7 +420,7 @@ pub fn file_rel(size: u64, depth: u32) -> String {
     format!("{DATA_DIR}/s{size}-l{depth}.bin")
 }
 
-/// The empty lower directory of `rmdir_recreate` in layer `depth`.
+/// The empty lower directory of `rmdir_recreate` and `chmod_dir` in layer `depth`.
 pub fn empty_dir_rel(depth: u32) -> String {
     format!("{DATA_DIR}/d-l{depth}")
 }
@@ -439,7 +441,7 @@ pub fn conc_rel(size: u64, depth: u32, i: u32) -> String {
 pub fn op_rel(op: Op, size: u64, depth: u32) -> String {
     match op {
         Op::Create => CREATE_REL.to_owned(),
-        Op::RmdirRecreate => empty_dir_rel(depth),
+        Op::RmdirRecreate | Op::ChmodDir => empty_dir_rel(depth),
         Op::RenameDir => moved_dir_rel(depth),
         _ if op.shape() == Shape::Concurrent => conc_rel(size, depth, 0),
         _ => file_rel(size, depth),
@@ -512,6 +514,9 @@ pub fn expected_upper(
         }
         Op::RmdirRecreate => {
             m.insert(rel.to_owned(), UpperEntry::OpaqueDir);
+        }
+        Op::ChmodDir => {
+            m.insert(rel.to_owned(), UpperEntry::Dir);
         }
         // rename(2) and link(2) copy up with no open flags: metadata only with metacopy=on.
         Op::RenameFile => {

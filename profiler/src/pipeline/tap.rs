@@ -1,18 +1,23 @@
 //! The tap: an attached [`Probe`], its ring buffer, the decoder and the drop counters. `record`
 //! (and through it `demo` and `selftest`) reads it from tokio (it is an [`AsRawFd`] for
-//! `AsyncFd`), the lab's kernel-side timings read it between repetitions.
+//! `AsyncFd`); [`KernelTap`] wraps it for tools that mount their own overlays (the lab's
+//! kernel-side timings, `image forecast --verify`) and read it between writes.
 //!
 //! The kernel side wakes a reader only once the ring buffer is an eighth full
 //! (`BPF_RB_NO_WAKEUP` below that): an async reader also drains on a [`DRAIN_INTERVAL`] tick.
 
-use std::{os::fd::AsRawFd, time::Duration};
+use std::{
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
 use profiler_common::counter;
 
 use crate::{
     event::Event,
-    host::mountinfo::{self, OverlayMount},
+    host::mountinfo::{self, MountinfoError, OverlayMount},
     pipeline::aggregate::Drops,
     pipeline::decode::{self, Record},
     pipeline::enrich::Enricher,
@@ -116,5 +121,119 @@ impl Tap {
 impl AsRawFd for Tap {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.ring.as_raw_fd()
+    }
+}
+
+/// Why a [`KernelTap`] could not register a mount or re-attach.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("re-attaching the probes: {0}")]
+    Reattach(#[source] Box<ProbeError>),
+    #[error("reading mountinfo: {0}")]
+    Mountinfo(#[source] MountinfoError),
+    #[error("{} is not in mountinfo after mounting it", .0.display())]
+    NotMounted(PathBuf),
+    #[error("registering {} with the probes: {source}", mount.display())]
+    Register {
+        mount: PathBuf,
+        #[source]
+        source: Box<ProbeError>,
+    },
+}
+
+/// Synthetic mount ids given to private stacks in the kernel side's maps and in the enricher:
+/// real mount ids are reused right after an unmount, and a lab run mounts hundreds of stacks.
+const FIRST_MOUNT_ID: u32 = 0x7000_0000;
+/// The kernel side's mount maps hold 4096 entries and are never pruned: re-attach before that.
+const MOUNTS_PER_ATTACH: usize = 4000;
+
+/// The eBPF probes attached in this process (which they ignore), for tools that mount their own
+/// overlays and run the writes in a child: the lab's kernel-side timings and `image forecast
+/// --verify`. They register each mount themselves, under synthetic ids.
+pub struct KernelTap {
+    tap: Tap,
+    enricher: Enricher,
+    next_id: u32,
+    registered: usize,
+    /// Drops of earlier attachments.
+    drops_before: u64,
+}
+
+impl KernelTap {
+    pub fn attach() -> Result<Self, ProbeError> {
+        Ok(Self {
+            tap: Tap::attach(&ProbeOptions::default())?,
+            enricher: Enricher::new(),
+            next_id: FIRST_MOUNT_ID,
+            registered: 0,
+            drops_before: 0,
+        })
+    }
+
+    pub fn backend(&self) -> crate::event::Backend {
+        self.tap.probe().backend
+    }
+
+    /// Loads and attaches afresh: empty maps. Needed when a new backing filesystem reuses the
+    /// device number of an earlier one (a loop device detached and attached again): stale
+    /// (device, inode) keys of its upper roots and work dirs would match unrelated inodes.
+    pub fn reattach(&mut self) -> Result<(), TapError> {
+        let drops = self.drops();
+        let mut fresh = Self::attach().map_err(|e| TapError::Reattach(Box::new(e)))?;
+        fresh.next_id = self.next_id;
+        fresh.drops_before = drops;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Tells the kernel side and the enricher about an overlay just mounted at `merged` with
+    /// these directories (`lowerdirs` top first): private stacks and `image forecast
+    /// --verify`'s image stacks.
+    pub fn register_overlay(
+        &mut self,
+        merged: &Path,
+        upper: &Path,
+        work: &Path,
+        lowerdirs: &[PathBuf],
+    ) -> Result<(), TapError> {
+        if self.registered >= MOUNTS_PER_ATTACH {
+            self.reattach()?;
+        }
+        let mounts = mountinfo::read_overlay_mounts().map_err(TapError::Mountinfo)?;
+        let mut m = mounts
+            .into_iter()
+            .rev()
+            .find(|m| m.mount_point == merged)
+            .ok_or_else(|| TapError::NotMounted(merged.to_owned()))?;
+        m.mount_id = self.next_id;
+        // Absolute, whatever mountinfo shows (relative when mounted with relative options).
+        m.upperdir = Some(upper.to_owned());
+        m.workdir = Some(work.to_owned());
+        m.lowerdirs = lowerdirs.to_vec();
+        self.next_id += 1;
+        self.registered += 1;
+        let one = [m];
+        self.enricher.add_mounts(&one);
+        self.tap
+            .probe_mut()
+            .register_mounts(&one)
+            .map_err(|e| TapError::Register {
+                mount: merged.to_owned(),
+                source: Box::new(e),
+            })
+    }
+
+    /// Every event the kernel side has produced so far, enriched (the caller registers its mounts
+    /// itself, under ids of its own).
+    pub fn drain(&mut self) -> Vec<Event> {
+        self.tap.drain(&mut self.enricher, None)
+    }
+
+    /// Events lost so far (ring buffer full, tables full, malformed samples). Not
+    /// `WHITEOUT_UNNAMED`: whiteouts the tracepoint backend cannot name (ext4's own
+    /// `RENAME_WHITEOUT` in `rename_file`) are not among a private tap's numbers.
+    pub fn drops(&self) -> u64 {
+        let d = self.tap.drops();
+        self.drops_before + d.ringbuf + d.op_table + d.windows + d.malformed
     }
 }
