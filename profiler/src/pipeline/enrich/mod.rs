@@ -29,7 +29,7 @@ use layers::LayerNames;
 /// last events are read) and joins events with the exit of their syscall.
 pub struct Enricher {
     mounts: Vec<OverlayMount>,
-    /// Mount serial (the tracepoint backend's key, never reused in a session) -> index in
+    /// Mount serial (the kernel side's key, never reused in a session) -> index in
     /// `mounts`. Mounts are never forgotten: events of a mount that is gone keep their mount.
     by_serial: HashMap<u32, usize>,
     /// (kernel dev, inode) of each mount's upper root, read once when the mount is added.
@@ -106,7 +106,7 @@ impl Enricher {
         new
     }
 
-    /// An overlay mount the kernel side saw being made (tracepoint backend). It arrives before
+    /// An overlay mount the kernel side saw being made (either backend). It arrives before
     /// any event of the mount, so the mount is known even if it is gone before user space could
     /// read mountinfo. Relative paths are resolved against the mounting process's cwd while
     /// it lives; the new mount API gives no arguments, so its mount is looked up in mountinfo.
@@ -157,7 +157,12 @@ impl Enricher {
             let key = Some((ev.kdev, ev.root_ino));
             self.upper_roots.iter().rposition(|r| *r == key)
         } else {
-            self.mounts.iter().rposition(|m| m.kdev == ev.kdev)
+            // kprobe backend: the mount serial of the superblock's upper root; a mount the
+            // kernel side knows nothing of (or whose record was lost) by its device number,
+            // newest first.
+            ev.mount_id
+                .and_then(|serial| self.by_serial.get(&serial).copied())
+                .or_else(|| self.mounts.iter().rposition(|m| m.kdev == ev.kdev))
         }
     }
 
