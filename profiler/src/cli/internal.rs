@@ -1,5 +1,6 @@
 //! Hidden commands that cowprof runs in child processes of its own: the lab's worker and the
-//! scenario's workload (a separate process, so the recording sees a real other task).
+//! workloads of the scenario and of the lifecycle storm (separate processes, so the recording
+//! sees a real other task).
 
 use std::path::Path;
 
@@ -22,6 +23,16 @@ pub fn workload(merged: &Path, meta_merged: Option<&Path>) -> Exit {
         Ok(()) => Exit::Ok,
         Err(e) => {
             eprintln!("cowprof workload: {e}");
+            Exit::Failure
+        }
+    }
+}
+
+pub fn storm(base: &Path, stacks: usize, parallel: usize, truth: &Path) -> Exit {
+    match scenario::storm::run_workload(base, stacks, parallel, truth) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("cowprof storm workload: {e}");
             Exit::Failure
         }
     }
