@@ -75,6 +75,7 @@ pub const OVERLAY_SYMBOLS: &[&str] = &[
     "ovl_whiteout",
     "ovl_cleanup_and_whiteout",
     "ovl_create_over_whiteout",
+    "ovl_fill_super",
 ];
 
 #[derive(Debug, thiserror::Error)]
