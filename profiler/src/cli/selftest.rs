@@ -325,6 +325,10 @@ fn judge_storm(
     for ex in &run.examples {
         let _ = writeln!(out, "  {ex}");
     }
+    let drops = run.outcome.summary.drops;
+    if drops.total() != 0 {
+        let _ = writeln!(out, "  drops: {drops:?}");
+    }
     run.ok().then_some(run.events)
 }
 

@@ -342,6 +342,7 @@ fn check(outcome: Outcome, dir: &Path, truths: Vec<StackTruth>, parallel: usize)
     let from_removal = events.iter().filter(|e| e.comm == REMOVER_COMM).count();
     let mut by_mount: BTreeMap<Option<String>, BTreeSet<StormKey>> = BTreeMap::new();
     let mut duplicates = 0;
+    let mut examples = Vec::new();
     for e in events.iter().filter(|e| e.comm != REMOVER_COMM) {
         let key = (e.kind, e.path.clone(), e.lower_layer);
         if !by_mount
@@ -350,10 +351,20 @@ fn check(outcome: Outcome, dir: &Path, truths: Vec<StackTruth>, parallel: usize)
             .insert(key)
         {
             duplicates += 1;
+            // Every stack has the same paths: another stack's event on this mount point.
+            if examples.len() < 3 {
+                examples.push(format!(
+                    "a second {} {} on {} (dev {}, tid {})",
+                    e.kind.as_str(),
+                    e.path,
+                    e.mount_point.as_deref().unwrap_or("no known mount"),
+                    e.dev.as_deref().unwrap_or("-"),
+                    e.tid
+                ));
+            }
         }
     }
     let (mut exact, mut missing, mut wrong) = (0, 0, 0);
-    let mut examples = Vec::new();
     for t in &truths {
         let got = by_mount
             .remove(&Some(t.mount_point.clone()))
