@@ -196,21 +196,7 @@ pub async fn run_all(
             None => failed += 1,
         }
         if expect.storm > 0 {
-            let result = storm::run_storm(
-                ProbeOptions {
-                    backend: Some(b),
-                    btf: btf.clone(),
-                    ..Default::default()
-                },
-                &std::env::temp_dir(),
-                expect.storm,
-                STORM_PARALLEL,
-                tmpfs,
-                &mut quiet,
-                &mut sink,
-            )
-            .await;
-            match judge_storm(b, result, &facts.release, out) {
+            match storm_under(b, btf, tmpfs, expect.storm, &facts.release, out).await {
                 Some(events) => {
                     passed += 1;
                     storm_streams.push((b, events));
@@ -288,6 +274,33 @@ fn judge(
             None
         }
     }
+}
+
+/// Records and checks the lifecycle storm (`stacks` stacks) under `b`; its events when every
+/// stack was exact.
+async fn storm_under(
+    b: Backend,
+    btf: &BtfPaths,
+    tmpfs: bool,
+    stacks: usize,
+    kernel: &str,
+    out: &mut dyn Write,
+) -> Option<Vec<Event>> {
+    let result = storm::run_storm(
+        ProbeOptions {
+            backend: Some(b),
+            btf: btf.clone(),
+            ..Default::default()
+        },
+        &std::env::temp_dir(),
+        stacks,
+        STORM_PARALLEL,
+        tmpfs,
+        &mut JsonLines,
+        &mut std::io::sink(),
+    )
+    .await;
+    judge_storm(b, result, kernel, out)
 }
 
 /// Prints one backend's storm verdict; its events when every stack was exact.

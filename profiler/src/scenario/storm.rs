@@ -45,8 +45,8 @@ const LOWER: &[(usize, &str, usize)] = &[
     (2, "ddir/", 0),
 ];
 
-/// CoW operations each stack's workload makes (3 data copy-ups, a directory copy-up, a chmod
-/// copy-up, 2 whiteouts), as its upper dir must show.
+/// Copy-on-write operations each stack's workload makes (3 data copy-ups, a directory copy-up,
+/// a chmod copy-up, 2 whiteouts), as its upper dir must show.
 pub const PER_STACK: usize = 7;
 
 /// Thread name (comm) of the workload while it unmounts and removes a stack.
@@ -321,11 +321,11 @@ pub async fn run_storm(
     }
     let truths: Vec<StackTruth> = serde_json::from_slice(&truths.map_err(SelftestError::Truth)?)
         .map_err(|e| SelftestError::Truth(std::io::Error::other(e)))?;
-    Ok(check(outcome, &dir, truths, parallel))
+    Ok(check(outcome, &dir, &truths, parallel))
 }
 
 /// Compares the recording with each stack's truth.
-fn check(outcome: Outcome, dir: &Path, truths: Vec<StackTruth>, parallel: usize) -> StormRun {
+fn check(outcome: Outcome, dir: &Path, truths: &[StackTruth], parallel: usize) -> StormRun {
     let prefix = format!("{}/", dir.display());
     // Ours: events on the storm's mount points, from its removals, or on no known mount.
     let events: Vec<Event> = outcome
@@ -365,7 +365,7 @@ fn check(outcome: Outcome, dir: &Path, truths: Vec<StackTruth>, parallel: usize)
         }
     }
     let (mut exact, mut missing, mut wrong) = (0, 0, 0);
-    for t in &truths {
+    for t in truths {
         let got = by_mount
             .remove(&Some(t.mount_point.clone()))
             .unwrap_or_default();
