@@ -301,3 +301,78 @@ pub fn mount_at<'a>(mounts: &'a [OverlayMount], path: &Path) -> Option<&'a Overl
     let canon: PathBuf = path.canonicalize().ok()?;
     mounts.iter().rev().find(|m| m.mount_point == canon)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{event::Backend, pipeline::decode::MountRecord};
+
+    fn kprobe_event(kdev: u32, serial: Option<u32>) -> RawEvent {
+        RawEvent {
+            kind: WireKind::Known(Kind::DataCopyUp),
+            backend: Backend::Kprobe,
+            end_ns: 0,
+            latency_ns: 0,
+            latency_partial: false,
+            syscall_enter_ns: None,
+            syscall_nr: None,
+            size_bytes: 0,
+            bytes_copied: 0,
+            cgroup_id: 0,
+            root_ino: 0,
+            mount_id: serial,
+            dev_is_upper: false,
+            pid: 1,
+            tid: 1,
+            mnt_ns: 0,
+            kdev,
+            result: 0,
+            lower_idx: None,
+            mode: 0,
+            comm: "t".into(),
+            path: "f".into(),
+            path_truncated: false,
+        }
+    }
+
+    /// Two short-lived mounts with the same (reused) device number: a kprobe event follows its
+    /// serial; without one, or with a serial whose record never arrived, the newest mount with
+    /// the device is the fallback.
+    #[test]
+    fn kprobe_events_follow_their_serial_and_fall_back_to_the_device() {
+        let kdev = 40;
+        let mut e = Enricher::new();
+        let rec = |serial, target: &str| MountRecord {
+            serial,
+            ovl_dev: kdev,
+            upper_dev: 1,
+            upper_root_ino: u64::from(serial),
+            work_ino: 3,
+            pid: 1,
+            args: Some((
+                target.to_owned(),
+                format!("lowerdir={target}-l,upperdir={target}-u,workdir={target}-w"),
+            )),
+        };
+        e.add_kernel_mount(&rec(5, "/a"));
+        e.add_kernel_mount(&rec(6, "/b"));
+        let mount_point = |ev: RawEvent| {
+            e.mount_for(&ev)
+                .map(|i| e.mounts()[i].mount_point.display().to_string())
+        };
+        assert_eq!(
+            mount_point(kprobe_event(kdev, Some(5))).as_deref(),
+            Some("/a")
+        );
+        assert_eq!(
+            mount_point(kprobe_event(kdev, Some(6))).as_deref(),
+            Some("/b")
+        );
+        assert_eq!(mount_point(kprobe_event(kdev, None)).as_deref(), Some("/b"));
+        assert_eq!(
+            mount_point(kprobe_event(kdev, Some(99))).as_deref(),
+            Some("/b")
+        );
+        assert_eq!(mount_point(kprobe_event(41, None)), None);
+    }
+}
