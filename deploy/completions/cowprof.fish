@@ -93,6 +93,7 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l expect-chos
 tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l expect-backends -d 'Fail unless exactly these backends run (comma-separated): a backend this kernel cannot use is then a failure, not a skip' -r -f -a "kprobe\t''
 tracepoint\t''"
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l storm -d 'Also run the lifecycle storm under each backend: N short-lived overlay stacks (half one at a time, half three at once), each mounted, written at once, unmounted and removed; every stack\'s events must match its upper dir exactly, on its own mount point' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l tmpfs -d 'Build the stacks on a tmpfs of their own (needed where /tmp is not writable disk)'

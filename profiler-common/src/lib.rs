@@ -108,8 +108,9 @@ pub struct CowEvent {
     pub mode: u32,
     pub path_len: u32,
     pub depth: u32,
-    /// Tracepoint backend: the mount serial of the overlay whose work dir or upper root the
-    /// operation was found under (0 = unknown). Serials are never reused within a session:
+    /// The mount serial of the overlay the operation happened on (0 = unknown): tracepoint
+    /// backend, the mount whose work dir or upper root it was found under; kprobe backend, the
+    /// registration of its superblock's upper root. Serials are never reused within a session:
     /// kernel-side registrations (see [`MountEvent`]) have bit 31 clear, user-space ones
     /// (mounts that existed before `record` started) have it set.
     pub mount_id: u32,
@@ -142,7 +143,7 @@ pub mod mount_flags {
     pub const ARGS: u32 = 1;
 }
 
-/// Tracepoint backend: an overlay superblock made by a `mount`/`fsconfig` syscall, sent at the
+/// An overlay superblock made by a `mount`/`fsconfig` syscall (both backends), sent at the
 /// syscall's exit after its work dir and upper root were registered kernel-side. In the ring
 /// buffer it comes before every event of the mount.
 #[repr(C)]

@@ -53,8 +53,8 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(cou
 /// `ovl_inuse`) make room for new ones however many mounts a session sees.
 #[map]
 pub(crate) static WORKDIRS: LruHashMap<InodeKey, u32> = LruHashMap::with_max_entries(16384, 0);
-/// Tracepoint backend: upper root directories, with their mount serial; the dentry walk
-/// stops there.
+/// Upper root directories, with their mount serial: the tracepoint backend's dentry walk stops
+/// there; the kprobe backend finds an overlay superblock's serial there (`mount_serial`).
 #[map]
 pub(crate) static UPPER_ROOTS: LruHashMap<InodeKey, u32> = LruHashMap::with_max_entries(16384, 0);
 /// Tracepoint backend: superblocks that hold an upper layer (s_dev).

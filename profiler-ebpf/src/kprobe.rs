@@ -91,6 +91,7 @@ pub(crate) fn emit_kprobe(cfg: &Config, p: &Pending, kind_id: u32, result: i32) 
     let inode = ptr(dentry, off.dentry_d_inode);
     let sb = ptr(dentry, off.dentry_d_sb);
     ev.dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
+    ev.mount_id = mount_serial(off, sb);
     // A removed dentry is negative by now: use what was read at the start.
     ev.mode = p.mode;
     ev.size_bytes = p.size;
@@ -108,6 +109,55 @@ pub(crate) fn emit_kprobe(cfg: &Config, p: &Pending, kind_id: u32, result: i32) 
     }
     walk(off, ev, dentry, 0);
     entry.submit(rb_flags());
+}
+
+/// The mount serial of the overlay superblock `sb`: the registration of its upper root (made
+/// kernel-side when the mount was made, see `syscalls::register_overlay`, or by user space for
+/// mounts older than the session), if that upper root is still held by a live overlay. 0 when
+/// unknown: user space then falls back to the overlay's device number.
+///
+/// The device number alone is not a key: the kernel hands a freed anonymous device to the
+/// next mount at once, so the events of a short-lived stack would land on whichever mount
+/// user space last saw with that number.
+#[inline(never)]
+pub(crate) fn mount_serial(off: &Offsets, sb: u64) -> u32 {
+    let root_inode = ptr(ptr(sb, off.sb_s_root), off.dentry_d_inode);
+    let upper_root = ptr(ovl_inode(off, root_inode), off.ovl_inode_upperdentry);
+    let upper_inode = ptr(upper_root, off.dentry_d_inode);
+    if upper_inode == 0 {
+        return 0;
+    }
+    let key = InodeKey {
+        dev: read::<u32>(ptr(upper_inode, off.inode_i_sb), off.sb_s_dev).unwrap_or(0),
+        _pad: 0,
+        ino: ptr(upper_inode, off.inode_i_ino),
+    };
+    // SAFETY: read-only lookup.
+    match unsafe { UPPER_ROOTS.get(&key) } {
+        Some(serial) if ovl_inuse(off, upper_inode) => *serial,
+        _ => 0,
+    }
+}
+
+/// `ovl_fill_super(sb, ...)` (6.1: `(sb, data, silent)`; since 6.5: `(sb, fc)`; the superblock
+/// comes first in both): the overlay a `mount`/`fsconfig` syscall is making. It is registered
+/// at that syscall's exit, once the mount succeeded, the same way as in the tracepoint backend
+/// (which learns the superblock from its root inode's ctime instead).
+#[kprobe]
+pub fn cowprof_kp_fill_super(ctx: ProbeContext) -> u32 {
+    let Some(sb) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(w) = WINDOWS.get_ptr_mut(&tid) {
+        // SAFETY: only this tid touches its window.
+        unsafe {
+            if (*w).class & u32::from(class::MOUNT) != 0 {
+                (*w).ovl_sb = sb;
+            }
+        }
+    }
+    0
 }
 
 #[kprobe]

@@ -185,8 +185,9 @@ pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
     let (cls, ovl_sb) = unsafe { ((*w).class, (*w).ovl_sb) };
     if cls & u32::from(class::MOUNT) != 0 {
         // A mount makes temps and whiteouts in its work dir to probe the upper fs: never
-        // CoW events.
-        if tp_backend && ret == 0 && ovl_sb != 0 {
+        // CoW events. Both backends register the overlay it made (the superblock comes from
+        // the root inode's ctime, or from the kprobe on `ovl_fill_super`).
+        if ret == 0 && ovl_sb != 0 {
             if let Some(cfg) = config() {
                 register_overlay(cfg, ovl_sb, tid, now);
             }

@@ -1,5 +1,6 @@
 //! Hidden commands that cowprof runs in child processes of its own: the lab's worker and the
-//! scenario's workload (a separate process, so the recording sees a real other task).
+//! workloads of the scenario and of the lifecycle storm (separate processes, so the recording
+//! sees a real other task).
 
 use std::path::Path;
 
@@ -32,6 +33,16 @@ pub fn replay(merged: &Path) -> Exit {
         Ok(()) => Exit::Ok,
         Err(e) => {
             eprintln!("cowprof replay: {e}");
+            Exit::Failure
+        }
+    }
+}
+
+pub fn storm(base: &Path, stacks: usize, parallel: usize, truth: &Path) -> Exit {
+    match scenario::storm::run_workload(base, stacks, parallel, truth) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("cowprof storm workload: {e}");
             Exit::Failure
         }
     }

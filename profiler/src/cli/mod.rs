@@ -110,6 +110,14 @@ enum Command {
         merged: PathBuf,
         meta_merged: Option<PathBuf>,
     },
+    /// (internal) the lifecycle storm's workload, run by `selftest --storm` in a separate process.
+    #[command(name = "__storm", hide = true)]
+    Storm {
+        base: PathBuf,
+        stacks: usize,
+        parallel: usize,
+        truth: PathBuf,
+    },
 }
 
 /// Parses the command line, runs the command, returns its exit code.
@@ -198,5 +206,11 @@ async fn run(command: Command) -> Exit {
             merged,
             meta_merged,
         } => internal::workload(&merged, meta_merged.as_deref()),
+        Command::Storm {
+            base,
+            stacks,
+            parallel,
+            truth,
+        } => internal::storm(&base, stacks, parallel, &truth),
     }
 }

@@ -6,10 +6,10 @@ use std::io::Write;
 use cowprof::{
     event::Event,
     pipeline::{
-        probe::{self, Backend, BtfPaths},
+        probe::{self, Backend, BtfPaths, ProbeOptions},
         report::JsonLines,
     },
-    scenario::{crosscheck, selftest},
+    scenario::{crosscheck, selftest, storm},
 };
 
 use super::{doctor::print_doctor, BtfArgs, Exit};
@@ -43,6 +43,11 @@ pub struct SelftestArgs {
     /// Fail unless the metacopy=on stack is part of every run (the kernel has metacopy).
     #[arg(long)]
     pub expect_metacopy: bool,
+    /// Also run the lifecycle storm under each backend: N short-lived overlay stacks (half one at
+    /// a time, half three at once), each mounted, written at once, unmounted and removed; every
+    /// stack's events must match its upper dir exactly, on its own mount point.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub storm: Option<u32>,
     #[command(flatten)]
     pub btf: BtfArgs,
 }
@@ -56,6 +61,7 @@ pub async fn run(args: SelftestArgs, out: &mut dyn Write) -> Exit {
         compare_backends,
         expect_backends,
         expect_metacopy,
+        storm,
         btf,
     } = args;
     let expect = Expect {
@@ -63,6 +69,7 @@ pub async fn run(args: SelftestArgs, out: &mut dyn Write) -> Exit {
         backends: expect_backends,
         metacopy: expect_metacopy,
         agree: compare_backends,
+        storm: storm.map_or(0, |n| n as usize),
     };
     run_all(backend, tmpfs, doctor, &expect, &btf.paths(), out).await
 }
@@ -74,7 +81,12 @@ pub struct Expect {
     pub metacopy: bool,
     /// Where two or more backends run, their event streams must agree.
     pub agree: bool,
+    /// Lifecycle storm stacks per backend (0 = no storm).
+    pub storm: usize,
 }
+
+/// Stacks of the storm's second half that live at once.
+const STORM_PARALLEL: usize = 3;
 
 /// `--expect-chosen`: does `doctor` pick the backend the caller expects on this kernel?
 fn check_chosen(facts: &probe::KernelFacts, want: Backend, out: &mut dyn std::io::Write) -> bool {
@@ -130,6 +142,7 @@ pub async fn run_all(
     out: &mut dyn std::io::Write,
 ) -> Exit {
     let mut streams: Vec<(Backend, Vec<Event>)> = Vec::new();
+    let mut storm_streams: Vec<(Backend, Vec<Event>)> = Vec::new();
     let facts = probe::kernel_facts(btf);
     if doctor {
         print_doctor(out, &facts, None);
@@ -182,12 +195,29 @@ pub async fn run_all(
             }
             None => failed += 1,
         }
+        if expect.storm > 0 {
+            match storm_under(b, btf, tmpfs, expect.storm, &facts.release, out).await {
+                Some(events) => {
+                    passed += 1;
+                    storm_streams.push((b, events));
+                }
+                None => failed += 1,
+            }
+        }
     }
     if expect.agree {
-        match compare_streams(&streams, &facts.release, out) {
-            Some(true) => passed += 1,
-            Some(false) => failed += 1,
-            None => {}
+        for (what, s, print) in [
+            ("scenario", &streams, true),
+            ("storm", &storm_streams, false),
+        ] {
+            if what == "storm" && expect.storm == 0 {
+                continue;
+            }
+            match compare_streams(what, s, print, &facts.release, out) {
+                Some(true) => passed += 1,
+                Some(false) => failed += 1,
+                None => {}
+            }
         }
     }
     let _ = writeln!(out, "{passed} passed, {failed} failed");
@@ -246,17 +276,89 @@ fn judge(
     }
 }
 
-/// `selftest --compare-backends`: every stream as JSON lines, then the first backend's against
-/// each other one. `None` when fewer than two backends passed (nothing to compare).
+/// Records and checks the lifecycle storm (`stacks` stacks) under `b`; its events when every
+/// stack was exact.
+async fn storm_under(
+    b: Backend,
+    btf: &BtfPaths,
+    tmpfs: bool,
+    stacks: usize,
+    kernel: &str,
+    out: &mut dyn Write,
+) -> Option<Vec<Event>> {
+    let result = storm::run_storm(
+        ProbeOptions {
+            backend: Some(b),
+            btf: btf.clone(),
+            ..Default::default()
+        },
+        &std::env::temp_dir(),
+        stacks,
+        STORM_PARALLEL,
+        tmpfs,
+        &mut JsonLines,
+        &mut std::io::sink(),
+    )
+    .await;
+    judge_storm(b, result, kernel, out)
+}
+
+/// Prints one backend's storm verdict; its events when every stack was exact.
+fn judge_storm(
+    b: Backend,
+    result: Result<storm::StormRun, selftest::SelftestError>,
+    kernel: &str,
+    out: &mut dyn Write,
+) -> Option<Vec<Event>> {
+    let run = match result {
+        Ok(run) => run,
+        Err(e) => {
+            let _ = writeln!(out, "selftest: FAIL storm backend={b} kernel={kernel}: {e}");
+            return None;
+        }
+    };
+    let verdict = if run.ok() { "ok" } else { "FAIL" };
+    let _ = writeln!(
+        out,
+        "selftest: {verdict} storm backend={b} kernel={kernel} stacks={} ({} one at a time, the rest {} at once) \
+         events expected={} exact={} missing={} misattributed={} duplicates={} from_removal={} dropped={} \
+         mount_to_first_write_max_ns={}",
+        run.stacks,
+        run.stacks / 2,
+        run.parallel,
+        run.expected,
+        run.exact,
+        run.missing,
+        run.misattributed,
+        run.duplicates,
+        run.from_removal,
+        run.outcome.summary.drops.total(),
+        run.max_mount_to_write.as_nanos()
+    );
+    for ex in &run.examples {
+        let _ = writeln!(out, "  {ex}");
+    }
+    let drops = run.outcome.summary.drops;
+    if drops.total() != 0 {
+        let _ = writeln!(out, "  drops: {drops:?}");
+    }
+    run.ok().then_some(run.events)
+}
+
+/// `selftest --compare-backends`: every stream as JSON lines (when `print`), then the first
+/// backend's against each other one. `None` when fewer than two backends passed (nothing to
+/// compare).
 fn compare_streams(
+    what: &str,
     streams: &[(Backend, Vec<Event>)],
+    print: bool,
     kernel: &str,
     out: &mut dyn Write,
 ) -> Option<bool> {
     if streams.len() < 2 {
         let _ = writeln!(
             out,
-            "selftest: skip compare-backends kernel={kernel} (only {} backend(s) ran here: {})",
+            "selftest: skip compare-backends {what} kernel={kernel} (only {} backend(s) ran here: {})",
             streams.len(),
             streams
                 .iter()
@@ -266,7 +368,7 @@ fn compare_streams(
         );
         return None;
     }
-    for (b, events) in streams {
+    for (b, events) in streams.iter().filter(|_| print) {
         for e in events {
             let _ = writeln!(
                 out,
@@ -285,7 +387,7 @@ fn compare_streams(
         if diffs.is_empty() {
             let _ = writeln!(
                 out,
-                "selftest: ok backends {first} and {b} agree kernel={kernel} events={}/{} known_gaps={}",
+                "selftest: ok backends {first} and {b} agree on the {what} kernel={kernel} events={}/{} known_gaps={}",
                 first_events.len(),
                 events.len(),
                 notes.len()
@@ -294,7 +396,7 @@ fn compare_streams(
             agree = false;
             let _ = writeln!(
                 out,
-                "selftest: FAIL backends {first} and {b} disagree kernel={kernel}: {} difference(s)",
+                "selftest: FAIL backends {first} and {b} disagree on the {what} kernel={kernel}: {} difference(s)",
                 diffs.len()
             );
             for d in &diffs {

@@ -79,7 +79,7 @@ pub struct RawEvent {
     pub path_truncated: bool,
 }
 
-/// Tracepoint backend: an overlay mount the kernel side registered (see `MountEvent`).
+/// An overlay mount the kernel side registered (see `MountEvent`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountRecord {
     pub serial: u32,

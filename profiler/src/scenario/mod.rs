@@ -5,6 +5,7 @@
 
 pub mod crosscheck;
 pub mod selftest;
+pub mod storm;
 
 use std::{
     collections::BTreeMap,

@@ -29,7 +29,7 @@ use layers::LayerNames;
 /// last events are read) and joins events with the exit of their syscall.
 pub struct Enricher {
     mounts: Vec<OverlayMount>,
-    /// Mount serial (the tracepoint backend's key, never reused in a session) -> index in
+    /// Mount serial (the kernel side's key, never reused in a session) -> index in
     /// `mounts`. Mounts are never forgotten: events of a mount that is gone keep their mount.
     by_serial: HashMap<u32, usize>,
     /// (kernel dev, inode) of each mount's upper root, read once when the mount is added.
@@ -106,7 +106,7 @@ impl Enricher {
         new
     }
 
-    /// An overlay mount the kernel side saw being made (tracepoint backend). It arrives before
+    /// An overlay mount the kernel side saw being made (either backend). It arrives before
     /// any event of the mount, so the mount is known even if it is gone before user space could
     /// read mountinfo. Relative paths are resolved against the mounting process's cwd while
     /// it lives; the new mount API gives no arguments, so its mount is looked up in mountinfo.
@@ -157,7 +157,12 @@ impl Enricher {
             let key = Some((ev.kdev, ev.root_ino));
             self.upper_roots.iter().rposition(|r| *r == key)
         } else {
-            self.mounts.iter().rposition(|m| m.kdev == ev.kdev)
+            // kprobe backend: the mount serial of the superblock's upper root; a mount the
+            // kernel side knows nothing of (or whose record was lost) by its device number,
+            // newest first.
+            ev.mount_id
+                .and_then(|serial| self.by_serial.get(&serial).copied())
+                .or_else(|| self.mounts.iter().rposition(|m| m.kdev == ev.kdev))
         }
     }
 
@@ -295,4 +300,79 @@ impl Enricher {
 pub fn mount_at<'a>(mounts: &'a [OverlayMount], path: &Path) -> Option<&'a OverlayMount> {
     let canon: PathBuf = path.canonicalize().ok()?;
     mounts.iter().rev().find(|m| m.mount_point == canon)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{event::Backend, pipeline::decode::MountRecord};
+
+    fn kprobe_event(kdev: u32, serial: Option<u32>) -> RawEvent {
+        RawEvent {
+            kind: WireKind::Known(Kind::DataCopyUp),
+            backend: Backend::Kprobe,
+            end_ns: 0,
+            latency_ns: 0,
+            latency_partial: false,
+            syscall_enter_ns: None,
+            syscall_nr: None,
+            size_bytes: 0,
+            bytes_copied: 0,
+            cgroup_id: 0,
+            root_ino: 0,
+            mount_id: serial,
+            dev_is_upper: false,
+            pid: 1,
+            tid: 1,
+            mnt_ns: 0,
+            kdev,
+            result: 0,
+            lower_idx: None,
+            mode: 0,
+            comm: "t".into(),
+            path: "f".into(),
+            path_truncated: false,
+        }
+    }
+
+    /// Two short-lived mounts with the same (reused) device number: a kprobe event follows its
+    /// serial; without one, or with a serial whose record never arrived, the newest mount with
+    /// the device is the fallback.
+    #[test]
+    fn kprobe_events_follow_their_serial_and_fall_back_to_the_device() {
+        let kdev = 40;
+        let mut e = Enricher::new();
+        let rec = |serial, target: &str| MountRecord {
+            serial,
+            ovl_dev: kdev,
+            upper_dev: 1,
+            upper_root_ino: u64::from(serial),
+            work_ino: 3,
+            pid: 1,
+            args: Some((
+                target.to_owned(),
+                format!("lowerdir={target}-l,upperdir={target}-u,workdir={target}-w"),
+            )),
+        };
+        e.add_kernel_mount(&rec(5, "/a"));
+        e.add_kernel_mount(&rec(6, "/b"));
+        let mount_point = |ev: RawEvent| {
+            e.mount_for(&ev)
+                .map(|i| e.mounts()[i].mount_point.display().to_string())
+        };
+        assert_eq!(
+            mount_point(kprobe_event(kdev, Some(5))).as_deref(),
+            Some("/a")
+        );
+        assert_eq!(
+            mount_point(kprobe_event(kdev, Some(6))).as_deref(),
+            Some("/b")
+        );
+        assert_eq!(mount_point(kprobe_event(kdev, None)).as_deref(), Some("/b"));
+        assert_eq!(
+            mount_point(kprobe_event(kdev, Some(99))).as_deref(),
+            Some("/b")
+        );
+        assert_eq!(mount_point(kprobe_event(41, None)), None);
+    }
 }

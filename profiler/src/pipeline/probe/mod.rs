@@ -44,6 +44,9 @@ pub const KPROBE_HOOKS: &[(&str, &str, bool)] = &[
     ("cowprof_kp_dir_op_ret", "ovl_symlink", false),
     ("cowprof_kp_link", "ovl_link", false),
     ("cowprof_kp_dir_op_ret", "ovl_link", false),
+    // New mounts are registered kernel-side at their syscall's exit; without it, events are
+    // attributed by the overlay's device number (wrong for stacks that live milliseconds).
+    ("cowprof_kp_fill_super", "ovl_fill_super", false),
 ];
 
 /// Tracepoint backend: `tp_btf` programs and their tracepoints (all three fire from
@@ -72,6 +75,7 @@ pub const OVERLAY_SYMBOLS: &[&str] = &[
     "ovl_whiteout",
     "ovl_cleanup_and_whiteout",
     "ovl_create_over_whiteout",
+    "ovl_fill_super",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -206,10 +210,12 @@ impl Probe {
         out
     }
 
-    /// Tells the tracepoint backend about overlay mounts (work dirs, upper roots, upper
-    /// filesystems). Idempotent; called at start and whenever mountinfo changes.
+    /// Tells the kernel side about overlay mounts it did not see being made (work dirs, upper
+    /// roots, upper filesystems), under a user-space serial: the tracepoint backend finds its
+    /// operations through them, the kprobe backend its events' mount. Idempotent; called at
+    /// start and whenever mountinfo changes.
     pub fn register_mounts(&mut self, mounts: &[OverlayMount]) -> Result<(), ProbeError> {
-        if self.backend != Backend::Tracepoint {
+        if !matches!(self.backend, Backend::Tracepoint | Backend::Kprobe) {
             return Ok(());
         }
         for m in mounts {
