@@ -115,7 +115,11 @@ pub(crate) fn emit_kprobe(cfg: &Config, p: &Pending, kind_id: u32, result: i32) 
     if !ovl_types(cfg) {
         ev.flags |= flags::NO_OVL_TYPES;
     }
-    if kind_id == kind::DATA_COPY_UP || kind_id == kind::DEFERRED_DATA_COPY_UP {
+    // TP_REGULAR_COPY_UP (no overlay types): user space zeroes it if it was a metacopy.
+    if kind_id == kind::DATA_COPY_UP
+        || kind_id == kind::DEFERRED_DATA_COPY_UP
+        || kind_id == kind::TP_REGULAR_COPY_UP
+    {
         ev.bytes_copied = ev.size_bytes;
     }
     walk(off, ev, dentry, 0);
