@@ -52,6 +52,10 @@ pub enum DecodeError {
 
 /// A decoded copy-up or whiteout, before enrichment.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent flag bits of the wire event, decoded one by one"
+)]
 pub struct RawEvent {
     pub kind: WireKind,
     pub backend: Backend,
