@@ -8,7 +8,11 @@
 # Each runs `selftest --doctor` of the kprobe backend: the scenario's exact events (kinds, paths,
 # layers, bytes, the upper directory as ground truth) with the metacopy stack, and doctor's field
 # table must say which field comes from where (user space, vmlinux BTF; nothing missing).
-# 3. `--btf /nonexistent` (a kernel with no BTF at all): one line on stderr, exit code 4.
+# 3. Renames, which the scenario has none of, under `record` with overlay's BTF and with it
+#    hidden: a lower file renamed (a data copy-up and a whiteout at the old name, RENAME_WHITEOUT)
+#    and a new directory renamed over a whiteout (exchanged with it, which overlay then removes:
+#    no whiteout). Both recordings must hold the same events: kind, path and layer.
+# 4. `--btf /nonexistent` (a kernel with no BTF at all): one line on stderr, exit code 4.
 # Prints "vm-nobtf: ..." lines and ends with "vm-nobtf: PASS" (exit 0) or "vm-nobtf: FAIL: why".
 B=$1
 T=/tmp/vm-nobtf
@@ -39,6 +43,51 @@ run() {
 }
 run hidden --btf-overlay /nonexistent
 run vmlinux-only --btf "$T/vmlinux-only.btf"
+
+# "kind path layer;" of every event line of $1, in order.
+events() {
+  grep '"type":"event"' "$1" | while read -r l; do
+    k=$(echo "$l" | grep -o '"kind":"[a-z_]*"' | cut -d'"' -f4)
+    p=$(echo "$l" | grep -o '"path":"[^"]*"' | cut -d'"' -f4)
+    y=$(echo "$l" | grep -o '"lower_layer":[0-9a-z]*' | cut -d: -f2)
+    echo "$k $p $y;"
+  done | tr -d '\n'
+}
+# $1 = tag, rest = BTF options: records the rename workload on a fresh overlay.
+renames() {
+  tag=$1; shift
+  d=$T/r-$tag; mkdir -p "$d/l" "$d/u" "$d/w" "$d/m"
+  echo lower >"$d/l/a"; echo lower >"$d/l/b"
+  "$B" record --backend kprobe --json "$@" >"$d.json" 2>"$d.err" &
+  rp=$!
+  i=0
+  while [ ! -s "$d.json" ]; do
+    kill -0 "$rp" 2>/dev/null || fail "$tag: record exited before attaching: $(cat "$d.err")"
+    i=$((i + 1)); [ $i -lt 1200 ] || fail "$tag: record did not attach in 120 s"
+    sleep 0.1
+  done
+  mount -t overlay overlay -o "lowerdir=$d/l,upperdir=$d/u,workdir=$d/w" "$d/m" || fail "$tag: mount"
+  mv "$d/m/a" "$d/m/a2" && mkdir "$d/m/nd" && rm "$d/m/b" && mv "$d/m/nd" "$d/m/b" || fail "$tag: workload"
+  i=0
+  while [ "$(grep -c '"type":"event"' "$d.json")" -lt 3 ]; do
+    i=$((i + 1)); [ $i -lt 300 ] || break
+    sleep 0.1
+  done
+  sleep 1
+  kill -INT "$rp"; wait "$rp"; rrc=$?
+  umount "$d/m"
+  [ "$rrc" = 0 ] || fail "$tag: record rc=$rrc: $(cat "$d.err")"
+  # Ground truth: the upper dir holds a2 (copied up), b (the directory, opaque) and a whiteout
+  # at a only.
+  [ -c "$d/u/a" ] && [ -f "$d/u/a2" ] && [ -d "$d/u/b" ] || fail "$tag: upper dir: $(ls -l "$d/u")"
+  echo "vm-nobtf: renames $tag: $(events "$d.json")"
+}
+renames btf
+renames hidden --btf-overlay /nonexistent
+[ "$(events "$T/r-btf.json" | tr ';' '\n' | sort)" = "$(events "$T/r-hidden.json" | tr ';' '\n' | sort)" ] ||
+  fail "renames: the recordings differ"
+[ "$(events "$T/r-hidden.json" | tr ';' '\n' | grep -c '^whiteout ')" = 2 ] || fail "renames: not exactly 2 whiteouts"
+[ "$(events "$T/r-hidden.json" | tr ';' '\n' | grep -c .)" = 3 ] || fail "renames: not exactly 3 events"
 
 "$B" record --btf /nonexistent -- true >"$T/none.out" 2>"$T/none.err"
 rc=$?
