@@ -1,8 +1,8 @@
 #!/bin/busybox sh
 # PID 1 of the initramfs that scripts/vm-matrix builds. Runs under busybox sh, inside a qemu VM.
 # Layout it expects: /bin/busybox, /overlay.ko, /cowprof-test, optional /cowprof-args (a file of
-# shell words, `set -- 'a' 'b'`, written by vm-matrix), /after (a script run next, `sh /after
-# /cowprof-test`) and /vm-dmesg-check (scripts/vm-dmesg-check). After each run the kernel log is
+# shell words, `set -- 'a' 'b'`, written by vm-matrix), /after.d/* (scripts run next, in name
+# order, `sh SCRIPT /cowprof-test`) and /vm-dmesg-check (scripts/vm-dmesg-check). After each run the kernel log is
 # checked: every WARNING:, BUG:, Oops, RCU stall, lockup or lockdep line is printed and counted.
 # It always ends with exactly one line
 #   COWPROF-VM-VERDICT kernel=<uname -r> rc=<exit code> dmesg=<kernel problem lines>
@@ -58,13 +58,14 @@ else
   rc=127
 fi
 check_dmesg "/cowprof-test"
-# A second test (vm-matrix --after), e.g. unloading overlay.ko under a recording.
-if [ -f /after ]; then
-  sh /after /cowprof-test
+# Further tests (vm-matrix --after), e.g. unloading overlay.ko under a recording.
+for a in /after.d/*; do
+  [ -f "$a" ] || continue
+  sh "$a" /cowprof-test
   arc=$?
   [ "$rc" = 0 ] && rc=$arc
-  check_dmesg "/after"
-fi
+  check_dmesg "$a"
+done
 # Let the last console writes drain before the verdict, then the verdict on a line of its own.
 sync
 echo

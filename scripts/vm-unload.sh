@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# Issue 6: `rmmod overlay` while `cowprof record` runs (run by vm-init.sh as `sh /after BIN`,
+# Issue 6: `rmmod overlay` while `cowprof record` runs (run by vm-init.sh as `sh SCRIPT BIN`,
 # packed by `scripts/vm-matrix --after scripts/vm-unload.sh`; overlay.ko is loaded, tmpfs /tmp).
 #
 # 1. record (kprobe backend) attaches; an overlay is mounted, a lower file appended to (a data

@@ -46,8 +46,8 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l mount -d 'Onl
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l container -d 'Only this container\'s events (Docker name, full or short id): its processes, and writes through its overlay mount by host processes (those stay attributed to the host)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l containerd-socket -d 'containerd\'s API socket, for Kubernetes pod and container names (default: $CONTAINERD_ADDRESS, else /run/containerd/containerd.sock; absent = names from cgroups and the Docker engine only)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l min-latency -d 'Only events at least this slow (e.g. 100us, 5ms)' -r
-complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
-complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l btf -d 'Kernel BTF to read structure offsets from [default: /sys/kernel/btf/vmlinux]; e.g. a file from a BTF archive for a kernel built without BTF. Overlay\'s types are then read from it, or from --btf-overlay' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l btf-overlay -d 'The overlay module\'s split BTF, whose base is the kernel BTF [default: /sys/kernel/btf/overlay, unless --btf is given]. Without overlay\'s types the kprobe backend works from vmlinux types alone (`doctor` lists what comes from where)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l duration -d 'Stop after this long (e.g. 10s, 2m)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l metrics-addr -d 'Serve Prometheus/OpenMetrics metrics on http://HOST:PORT/metrics (PORT alone binds 127.0.0.1; 0.0.0.0:PORT exposes them to the network)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l metrics-max-series -d 'Label sets (mount, container, pod, namespace, image, layer digest) with series of their own; the rest are counted under "other"' -r
@@ -66,8 +66,8 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l mount -d 'Only e
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l container -d 'Only this container\'s events (Docker name, full or short id): its processes, and writes through its overlay mount by host processes (those stay attributed to the host)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l containerd-socket -d 'containerd\'s API socket, for Kubernetes pod and container names (default: $CONTAINERD_ADDRESS, else /run/containerd/containerd.sock; absent = names from cgroups and the Docker engine only)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l min-latency -d 'Only events at least this slow (e.g. 100us, 5ms)' -r
-complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
-complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l btf -d 'Kernel BTF to read structure offsets from [default: /sys/kernel/btf/vmlinux]; e.g. a file from a BTF archive for a kernel built without BTF. Overlay\'s types are then read from it, or from --btf-overlay' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l btf-overlay -d 'The overlay module\'s split BTF, whose base is the kernel BTF [default: /sys/kernel/btf/overlay, unless --btf is given]. Without overlay\'s types the kprobe backend works from vmlinux types alone (`doctor` lists what comes from where)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l interval -d 'Refresh interval (e.g. 1s, 500ms)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l count -d 'Stop after this many intervals' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l sort -d 'Sort rows by (keys t, c, b switch it in the live view)' -r -f -a "time\t'Total copy-up/whiteout time in the interval'
@@ -77,8 +77,8 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l rows -d 'Rows pe
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l plain -d 'One plain table per interval, for pipes (the default when stdout is not a terminal)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
-complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -l btf -d 'Kernel BTF to read structure offsets from [default: /sys/kernel/btf/vmlinux]; e.g. a file from a BTF archive for a kernel built without BTF. Overlay\'s types are then read from it, or from --btf-overlay' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -l btf-overlay -d 'The overlay module\'s split BTF, whose base is the kernel BTF [default: /sys/kernel/btf/overlay, unless --btf is given]. Without overlay\'s types the kprobe backend works from vmlinux types alone (`doctor` lists what comes from where)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -l json
 complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand doctor" -s h -l help -d 'Print help'
@@ -94,8 +94,8 @@ tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l expect-backends -d 'Fail unless exactly these backends run (comma-separated): a backend this kernel cannot use is then a failure, not a skip' -r -f -a "kprobe\t''
 tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l storm -d 'Also run the lifecycle storm under each backend: N short-lived overlay stacks (half one at a time, half three at once), each mounted, written at once, unmounted and removed; every stack\'s events must match its upper dir exactly, on its own mount point' -r
-complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf -d 'Kernel BTF to read structure offsets from' -r -F
-complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf-overlay -d 'The overlay module\'s split BTF (used when overlay is a module)' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf -d 'Kernel BTF to read structure offsets from [default: /sys/kernel/btf/vmlinux]; e.g. a file from a BTF archive for a kernel built without BTF. Overlay\'s types are then read from it, or from --btf-overlay' -r -F
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf-overlay -d 'The overlay module\'s split BTF, whose base is the kernel BTF [default: /sys/kernel/btf/overlay, unless --btf is given]. Without overlay\'s types the kprobe backend works from vmlinux types alone (`doctor` lists what comes from where)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l tmpfs -d 'Build the stacks on a tmpfs of their own (needed where /tmp is not writable disk)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l doctor -d 'Also print `doctor` first'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l compare-backends -d 'Where two or more backends run, print each one\'s events (JSON lines) and fail unless they agree exactly: kinds, mounts, paths, layers, syscalls (not times or pids)'

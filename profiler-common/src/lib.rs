@@ -55,6 +55,10 @@ pub mod flags {
     pub const IN_SYSCALL: u32 = 1 << 3;
     /// `lower_idx` was read from the kernel's overlay entry.
     pub const LOWER_FROM_KERNEL: u32 = 1 << 4;
+    /// kprobe backend without overlay's types: a regular file's copy-up that placed no new
+    /// upper (`DEFERRED_DATA_COPY_UP`) is a deferred data copy only on a `metacopy=on` mount;
+    /// elsewhere it is a copy-up that failed.
+    pub const NO_OVL_TYPES: u32 = 1 << 5;
 }
 
 /// Syscall classes stored as values of the `SYSCALLS` map (indexed by syscall number).
@@ -212,6 +216,21 @@ pub struct Offsets {
     /// `I_OVL_INUSE` (a mask of `i_state`): overlay holds the inode as a live mount's upper
     /// root or work base dir. Registered keys of mounts that are gone never match.
     pub i_ovl_inuse: u32,
+    /// `struct renamedata` (the argument of `vfs_rename` since 5.12): read by the kprobe
+    /// backend when overlay's own types are not in BTF (see [`config_flags::OVL_TYPES`]).
+    pub renamedata_old_dentry: u32,
+    pub renamedata_new_dentry: u32,
+    pub renamedata_flags: u32,
+    pub _pad: u32,
+}
+
+/// Bits of [`Config::flags`].
+pub mod config_flags {
+    /// Overlay's own types (`ovl_inode`, `ovl_entry`, `ovl_layer`, `ovl_fs`) were found in BTF:
+    /// the `ovl_*` offsets are valid and the programs read overlay's structures. Without it the
+    /// kprobe backend reads only vmlinux types and learns from `vfs_rename`/`vfs_link`/
+    /// `vfs_unlink` what overlay did; user space resolves the source layer.
+    pub const OVL_TYPES: u32 = 1;
 }
 
 /// Read by every program from the one-element `CONFIG` array.
@@ -224,6 +243,9 @@ pub struct Config {
     pub filter_tgid: u32,
     /// 0 = every cgroup (v2 id, as `bpf_get_current_cgroup_id`).
     pub filter_cgroup: u64,
+    /// [`config_flags`] bits.
+    pub flags: u32,
+    pub _pad: u32,
     pub off: Offsets,
 }
 
@@ -255,9 +277,9 @@ pub mod counter {
 
 const _: () = assert!(size_of::<CowEvent>() == 120 + COMM_LEN + PATH_BUF);
 const _: () = assert!(size_of::<SyscallEnd>() == 40);
-const _: () = assert!(size_of::<Offsets>() == 36 * 4);
+const _: () = assert!(size_of::<Offsets>() == 40 * 4);
 const _: () = assert!(size_of::<MountEvent>() == 48 + MOUNT_TARGET_LEN + MOUNT_DATA_LEN);
-const _: () = assert!(size_of::<Config>() == 16 + size_of::<Offsets>());
+const _: () = assert!(size_of::<Config>() == 24 + size_of::<Offsets>());
 const _: () = assert!(size_of::<InodeKey>() == 16);
 
 #[cfg(feature = "user")]

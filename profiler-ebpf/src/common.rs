@@ -15,9 +15,9 @@ pub(crate) use aya_ebpf::{
 };
 pub(crate) use aya_log_ebpf::warn;
 pub(crate) use profiler_common::{
-    backend, class, counter, flags, kind, mount_flags, Config, CowEvent, InodeKey, MountEvent,
-    Offsets, SyscallEnd, NAME_MAX_COPY, PATH_BUF, PATH_MAX_DEPTH, RECORD_COW, RECORD_MOUNT,
-    RECORD_SYSCALL_END,
+    backend, class, config_flags, counter, flags, kind, mount_flags, Config, CowEvent, InodeKey,
+    MountEvent, Offsets, SyscallEnd, NAME_MAX_COPY, PATH_BUF, PATH_MAX_DEPTH, RECORD_COW,
+    RECORD_MOUNT, RECORD_SYSCALL_END,
 };
 
 pub(crate) const S_IFMT: u32 = 0o170_000;
@@ -25,6 +25,7 @@ pub(crate) const S_IFDIR: u32 = 0o040_000;
 pub(crate) const S_IFREG: u32 = 0o100_000;
 pub(crate) const S_IFCHR: u32 = 0o020_000;
 pub(crate) const RENAME_EXCHANGE: u64 = 2;
+pub(crate) const RENAME_WHITEOUT: u64 = 4;
 pub(crate) const OVERLAY_SUPER_MAGIC: u64 = 0x794c_7630;
 /// `mount(2)` on x86_64; its arguments are captured at entry (target, data).
 pub(crate) const NR_MOUNT: i32 = 165;
@@ -156,8 +157,20 @@ pub(crate) struct Pending {
     pub(crate) kind: u32,
     pub(crate) mode: u32,
     pub(crate) lower_idx: u32,
-    pub(crate) _pad: u32,
+    /// kprobe backend without overlay's types: which overlay operation armed it (`OP_*`).
+    pub(crate) op: u32,
 }
+
+/// `Pending::op` values (kprobe backend without overlay's types).
+pub(crate) const OP_COPY_UP: u32 = 1;
+pub(crate) const OP_REMOVE: u32 = 2;
+pub(crate) const OP_RENAME: u32 = 3;
+pub(crate) const OP_CREATE: u32 = 4;
+/// `Pending::arg` bits set by the `vfs_*` probes (kprobe backend without overlay's types).
+/// A copy-up linked or renamed its new upper into place.
+pub(crate) const ARG_PLACED: u64 = 1 << 1;
+/// A removal or rename left a whiteout, or a create replaced one.
+pub(crate) const ARG_WHITEOUT_SEEN: u64 = 1 << 2;
 
 /// kprobe backend: tid -> operation in progress (copy-ups of one dentry do not nest).
 #[map]

@@ -46,8 +46,15 @@ pub(crate) fn upperdentry(off: &Offsets, dentry: u64) -> u64 {
     ptr(ovl_inode(off, inode), off.ovl_inode_upperdentry)
 }
 
+/// Overlay's own types are in BTF: the `ovl_*` offsets may be read. Every read of an overlay
+/// structure is behind this test, so a kernel without them never reads at an offset it lacks.
 #[inline(always)]
-pub(crate) fn start(map: &HashMap<u32, Pending>, dentry: u64, arg: u64, kind_id: u32) {
+pub(crate) fn ovl_types(cfg: &Config) -> bool {
+    cfg.flags & config_flags::OVL_TYPES != 0
+}
+
+#[inline(always)]
+pub(crate) fn start(map: &HashMap<u32, Pending>, dentry: u64, arg: u64, kind_id: u32, op: u32) {
     let Some(cfg) = config() else { return };
     let Some((_, tid)) = wanted(cfg) else { return };
     let off = &cfg.off;
@@ -60,12 +67,12 @@ pub(crate) fn start(map: &HashMap<u32, Pending>, dentry: u64, arg: u64, kind_id:
         size: read::<u64>(inode, off.inode_i_size).unwrap_or(0),
         kind: kind_id,
         mode: inode_mode(off, inode),
-        lower_idx: if inode != 0 {
+        lower_idx: if inode != 0 && ovl_types(cfg) {
             lower_idx(off, dentry)
         } else {
             0
         },
-        _pad: 0,
+        op,
     };
     let _ = map.insert(&tid, &p, 0);
 }
@@ -91,7 +98,13 @@ pub(crate) fn emit_kprobe(cfg: &Config, p: &Pending, kind_id: u32, result: i32) 
     let inode = ptr(dentry, off.dentry_d_inode);
     let sb = ptr(dentry, off.dentry_d_sb);
     ev.dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
-    ev.mount_id = mount_serial(off, sb);
+    // Without overlay's types the superblock cannot be followed to its upper root: user space
+    // attributes the event by device number (the documented fallback).
+    ev.mount_id = if ovl_types(cfg) {
+        mount_serial(off, sb)
+    } else {
+        0
+    };
     // A removed dentry is negative by now: use what was read at the start.
     ev.mode = p.mode;
     ev.size_bytes = p.size;
@@ -99,12 +112,21 @@ pub(crate) fn emit_kprobe(cfg: &Config, p: &Pending, kind_id: u32, result: i32) 
     if inode != 0 {
         ev.mode = inode_mode(off, inode);
         ev.size_bytes = read::<u64>(inode, off.inode_i_size).unwrap_or(0);
-        ev.lower_idx = lower_idx(off, dentry);
+        if ovl_types(cfg) {
+            ev.lower_idx = lower_idx(off, dentry);
+        }
     }
     if ev.lower_idx != 0 {
         ev.flags |= flags::LOWER_FROM_KERNEL;
     }
-    if kind_id == kind::DATA_COPY_UP || kind_id == kind::DEFERRED_DATA_COPY_UP {
+    if !ovl_types(cfg) {
+        ev.flags |= flags::NO_OVL_TYPES;
+    }
+    // TP_REGULAR_COPY_UP (no overlay types): user space zeroes it if it was a metacopy.
+    if kind_id == kind::DATA_COPY_UP
+        || kind_id == kind::DEFERRED_DATA_COPY_UP
+        || kind_id == kind::TP_REGULAR_COPY_UP
+    {
         ev.bytes_copied = ev.size_bytes;
     }
     walk(off, ev, dentry, 0);
@@ -166,8 +188,14 @@ pub fn cowprof_kp_copy_up_start(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let Some(cfg) = config() else { return 0 };
-    let had_upper = u64::from(upperdentry(&cfg.off, dentry) != 0);
-    start(&COPY_UPS, dentry, had_upper, 0);
+    // Without overlay's types the upper is not readable; the vfs_link/vfs_rename probes tell
+    // instead whether this copy-up placed a new upper (see `cowprof_kp_copy_up_end`).
+    let had_upper = if ovl_types(cfg) {
+        u64::from(upperdentry(&cfg.off, dentry) != 0)
+    } else {
+        0
+    };
+    start(&COPY_UPS, dentry, had_upper, 0, OP_COPY_UP);
     0
 }
 
@@ -195,6 +223,27 @@ pub fn cowprof_kp_copy_up_end(_ctx: ProbeContext) -> u32 {
     let off = &cfg.off;
     let inode = ptr(p.dentry, off.dentry_d_inode);
     let mode = inode_mode(off, inode);
+    if !ovl_types(cfg) {
+        // A full copy-up (data or metadata) links (O_TMPFILE) or renames (work dir temp) its
+        // new upper into place; the deferred data copy of a metacopy file writes into the
+        // upper it already has. Data or metacopy is decided in user space (mount options and
+        // syscall), as for the tracepoint backend.
+        let placed = p.arg & ARG_PLACED != 0;
+        let kind_id = match mode & S_IFMT {
+            S_IFDIR => kind::DIR_COPY_UP,
+            S_IFREG if placed => kind::TP_REGULAR_COPY_UP,
+            S_IFREG => kind::DEFERRED_DATA_COPY_UP,
+            _ => kind::SPECIAL_COPY_UP,
+        };
+        // A directory or special file that was not placed failed (the errno is not visible).
+        let result = if placed || mode & S_IFMT == S_IFREG {
+            0
+        } else {
+            -5
+        };
+        emit_kprobe(cfg, &p, kind_id, result);
+        return 0;
+    }
     let oi = ovl_inode(off, inode);
     let upper = ptr(oi, off.ovl_inode_upperdentry);
     let oflags = ptr(oi, off.ovl_inode_flags);
@@ -217,19 +266,25 @@ pub fn cowprof_kp_copy_up_end(_ctx: ProbeContext) -> u32 {
 }
 
 #[inline(always)]
-pub(crate) fn remove_start(dentry: u64) {
+pub(crate) fn remove_start(dentry: u64, op: u32) {
     let Some(cfg) = config() else { return };
+    if !ovl_types(cfg) {
+        // Armed for every removal; only one that renames a whiteout into place is reported
+        // (`cowprof_kp_vfs_rename`).
+        start(&DIR_OPS, dentry, 0, kind::WHITEOUT, op);
+        return;
+    }
     // Overlay makes a whiteout when a lower layer has the name (the dentry has a lower).
     let lower = u64::from(numlower(&cfg.off, dentry) != 0);
     if lower != 0 {
-        start(&DIR_OPS, dentry, lower, kind::WHITEOUT);
+        start(&DIR_OPS, dentry, lower, kind::WHITEOUT, op);
     }
 }
 
 #[kprobe]
 pub fn cowprof_kp_unlink(ctx: ProbeContext) -> u32 {
     if let Some(d) = ctx.arg::<u64>(1) {
-        remove_start(d);
+        remove_start(d, OP_REMOVE);
     }
     0
 }
@@ -237,7 +292,7 @@ pub fn cowprof_kp_unlink(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn cowprof_kp_rmdir(ctx: ProbeContext) -> u32 {
     if let Some(d) = ctx.arg::<u64>(1) {
-        remove_start(d);
+        remove_start(d, OP_REMOVE);
     }
     0
 }
@@ -250,7 +305,7 @@ pub fn cowprof_kp_rename(ctx: ProbeContext) -> u32 {
         return 0;
     };
     if fl & RENAME_EXCHANGE == 0 {
-        remove_start(old);
+        remove_start(old, OP_RENAME);
     }
     0
 }
@@ -276,13 +331,16 @@ pub(crate) fn is_whiteout_dentry(off: &Offsets, dentry: u64) -> bool {
 #[inline(always)]
 pub(crate) fn create_start(dentry: u64, is_dir: u32) {
     let Some(cfg) = config() else { return };
-    if is_whiteout_dentry(&cfg.off, dentry) {
-        let k = if is_dir != 0 {
-            kind::OPAQUE_DIR
-        } else {
-            kind::CREATE_OVER_WHITEOUT
-        };
-        start(&DIR_OPS, dentry, 1, k);
+    let k = if is_dir != 0 {
+        kind::OPAQUE_DIR
+    } else {
+        kind::CREATE_OVER_WHITEOUT
+    };
+    if !ovl_types(cfg) {
+        // Armed for every create; reported only if it renames over a whiteout.
+        start(&DIR_OPS, dentry, 0, k, OP_CREATE);
+    } else if is_whiteout_dentry(&cfg.off, dentry) {
+        start(&DIR_OPS, dentry, 1, k, OP_CREATE);
     }
 }
 
@@ -324,7 +382,104 @@ pub fn cowprof_kp_dir_op_ret(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let Some(cfg) = config() else { return 0 };
+    if !ovl_types(cfg) && p.arg & ARG_WHITEOUT_SEEN == 0 {
+        return 0;
+    }
     emit_kprobe(cfg, &p, p.kind, 0);
+    0
+}
+
+/// Is `dentry` a whiteout on the upper filesystem (a char device 0/0)?
+#[inline(always)]
+fn is_whiteout(off: &Offsets, dentry: u64) -> bool {
+    let inode = ptr(dentry, off.dentry_d_inode);
+    inode != 0
+        && inode_mode(off, inode) & S_IFMT == S_IFCHR
+        && read::<u32>(inode, off.inode_i_rdev) == Some(0)
+}
+
+/// Sets `bits` in the `arg` of this task's pending operation in `map`; false if it has none.
+#[inline(always)]
+fn mark(map: &HashMap<u32, Pending>, tid: u32, bits: u64) -> bool {
+    match map.get_ptr_mut(&tid) {
+        Some(p) => {
+            // SAFETY: the entry of this tid is only written by this tid.
+            unsafe { (*p).arg |= bits };
+            true
+        }
+        None => false,
+    }
+}
+
+/// `vfs_rename(struct renamedata *rd)`, attached only without overlay's types: what overlay did
+/// to the upper filesystem inside one of its operations (the task's pending entry says which).
+/// * in a copy-up: its new upper was renamed into place (work dir temp);
+/// * in `ovl_unlink`/`ovl_rmdir`: a whiteout (the source, char 0/0) replaced the name;
+/// * in `ovl_rename`: `RENAME_WHITEOUT` left one at the old name, or an exchange with a whiteout
+///   moved it there (undone by `cowprof_kp_vfs_unlink` if overlay then removes it);
+/// * in a create: the new entry replaced a whiteout (the target).
+///
+/// Copy-ups nest inside the others (parent directories first) and are matched first.
+#[kprobe]
+pub fn cowprof_kp_vfs_rename(ctx: ProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if mark(&COPY_UPS, tid, ARG_PLACED) {
+        return 0;
+    }
+    // SAFETY: value copied out; only this tid writes its entry.
+    let Some(p) = (unsafe { DIR_OPS.get(&tid) }).copied() else {
+        return 0;
+    };
+    let (Some(cfg), Some(rd)) = (config(), ctx.arg::<u64>(0)) else {
+        return 0;
+    };
+    let off = &cfg.off;
+    let old = ptr(rd, off.renamedata_old_dentry);
+    let new = ptr(rd, off.renamedata_new_dentry);
+    let fl = u64::from(read::<u32>(rd, off.renamedata_flags).unwrap_or(0));
+    let whiteout = match p.op {
+        OP_REMOVE => is_whiteout(off, old),
+        OP_RENAME => {
+            fl & RENAME_WHITEOUT != 0 || (fl & RENAME_EXCHANGE != 0 && is_whiteout(off, new))
+        }
+        OP_CREATE => is_whiteout(off, new),
+        _ => false,
+    };
+    if whiteout {
+        mark(&DIR_OPS, tid, ARG_WHITEOUT_SEEN);
+    }
+    0
+}
+
+/// `vfs_link`, attached only without overlay's types: inside a copy-up, its O_TMPFILE upper was
+/// linked into place.
+#[kprobe]
+pub fn cowprof_kp_vfs_link(_ctx: ProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    mark(&COPY_UPS, tid, ARG_PLACED);
+    0
+}
+
+/// `vfs_unlink(idmap, dir, dentry, delegated)`, attached only without overlay's types: a
+/// rename of a directory without lower over a whiteout exchanges the two and then removes the
+/// whiteout again, leaving none.
+#[kprobe]
+pub fn cowprof_kp_vfs_unlink(ctx: ProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(p) = DIR_OPS.get_ptr_mut(&tid) {
+        let Some(cfg) = config() else { return 0 };
+        let Some(d) = ctx.arg::<u64>(2) else { return 0 };
+        // SAFETY: the entry of this tid is only written by this tid.
+        unsafe {
+            if (*p).op == OP_RENAME
+                && (*p).arg & ARG_WHITEOUT_SEEN != 0
+                && COPY_UPS.get(&tid).is_none()
+                && is_whiteout(&cfg.off, d)
+            {
+                (*p).arg &= !ARG_WHITEOUT_SEEN;
+            }
+        }
+    }
     0
 }
 

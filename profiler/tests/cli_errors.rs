@@ -115,7 +115,11 @@ fn record_missing_btf_is_unsupported() {
         let e = fails(
             &["record", "--btf", "/nonexistent", "--", "true"],
             4,
-            &["BTF", "/nonexistent"],
+            &[
+                "cannot read kernel BTF at /nonexistent",
+                "pass --btf FILE",
+                "Supported kernels",
+            ],
         );
         one_line(&e);
     });
@@ -154,6 +158,7 @@ fn doctor_missing_btf_reports_and_exits_4() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
         assert!(v["chosen"].is_null(), "{v}");
         assert!(v["btf"].is_null(), "{v}");
+        assert_eq!(v["fields"], serde_json::json!([]), "{v}");
         let backends = v["backends"].as_array().expect("backends");
         assert_eq!(backends.len(), 3);
         assert!(backends.iter().all(|b| b["usable"] == false), "{v}");

@@ -70,12 +70,28 @@ pub(super) fn print_doctor(
     let _ = writeln!(out, "kernel: {}", f.release);
     match (&f.btf, &f.btf_error) {
         (Some(b), _) => {
-            let ovl = match (&b.overlay_module, b.overlay_in_vmlinux) {
-                (_, true) => "overlay types in vmlinux (overlay built in)".to_owned(),
-                (Some(m), false) => format!("overlay types from module BTF {m}"),
-                (None, false) => "overlay module BTF missing (is overlay loaded?)".to_owned(),
+            let ovl = match (&b.overlay_module, b.overlay_in_vmlinux, &b.overlay_missing) {
+                (_, _, Some(why)) => format!("overlay types missing: {why}"),
+                (_, true, None) => "overlay types in vmlinux (overlay built in)".to_owned(),
+                (Some(m), false, None) => format!("overlay types from module BTF {m}"),
+                (None, false, None) => "overlay types missing".to_owned(),
             };
             let _ = writeln!(out, "btf: {} available; {ovl}", b.vmlinux);
+            if !f.fields.is_empty() {
+                let _ = writeln!(out, "fields (kprobe backend): where each comes from");
+                for r in &f.fields {
+                    let _ = writeln!(out, "  {:<34} {:<12} {}", r.field, r.source.as_str(), r.how);
+                }
+                let missing: Vec<&str> = f
+                    .fields
+                    .iter()
+                    .filter(|r| r.source == probe::Source::Missing)
+                    .map(|r| r.field)
+                    .collect();
+                if !missing.is_empty() {
+                    let _ = writeln!(out, "  missing: {}", missing.join("; "));
+                }
+            }
         }
         (None, Some(e)) => {
             let _ = writeln!(out, "btf: unavailable: {e}");

@@ -41,19 +41,30 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 pub struct BtfArgs {
-    /// Kernel BTF to read structure offsets from.
-    #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
-    pub btf: PathBuf,
-    /// The overlay module's split BTF (used when overlay is a module).
-    #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/overlay")]
-    pub btf_overlay: PathBuf,
+    /// Kernel BTF to read structure offsets from [default: /sys/kernel/btf/vmlinux]; e.g. a
+    /// file from a BTF archive for a kernel built without BTF. Overlay's types are then read
+    /// from it, or from --btf-overlay.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+    /// The overlay module's split BTF, whose base is the kernel BTF [default:
+    /// /sys/kernel/btf/overlay, unless --btf is given]. Without overlay's types the kprobe
+    /// backend works from vmlinux types alone (`doctor` lists what comes from where).
+    #[arg(long, value_name = "FILE")]
+    pub btf_overlay: Option<PathBuf>,
 }
 
 impl BtfArgs {
     pub fn paths(&self) -> BtfPaths {
+        let default = BtfPaths::default();
         BtfPaths {
-            vmlinux: self.btf.clone(),
-            overlay_module: self.btf_overlay.clone(),
+            // A module's split BTF only fits the base it was made against: the running
+            // kernel's own one only goes with the running kernel's vmlinux BTF.
+            overlay_module: self.btf_overlay.clone().or(if self.btf.is_none() {
+                default.overlay_module
+            } else {
+                None
+            }),
+            vmlinux: self.btf.clone().unwrap_or(default.vmlinux),
         }
     }
 }

@@ -69,6 +69,14 @@ impl OverlayMount {
         matches!(self.options.get(key), Some(Some(v)) if v == value)
     }
 
+    /// Metacopy is on for this mount: `metacopy=on`, or the module's default (mountinfo shows
+    /// the option only where it differs from `/sys/module/overlay/parameters/metacopy`).
+    pub fn metacopy_on(&self) -> bool {
+        self.has_option("metacopy", "on")
+            || (!self.has_option("metacopy", "off")
+                && crate::host::mounts::overlay_param("metacopy").as_deref() == Some("Y"))
+    }
+
     /// Resolve a path relative to the overlay root (e.g. "d/f") to the topmost lower layer that contains it:
     /// returns (1-based layer index, the layer directory).
     ///

@@ -52,6 +52,10 @@ pub enum DecodeError {
 
 /// A decoded copy-up or whiteout, before enrichment.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent flag bits of the wire event, decoded one by one"
+)]
 pub struct RawEvent {
     pub kind: WireKind,
     pub backend: Backend,
@@ -77,6 +81,8 @@ pub struct RawEvent {
     /// Relative to the overlay root (kprobe) or the upper root (tracepoint).
     pub path: String,
     pub path_truncated: bool,
+    /// kprobe backend without overlay's types (`flags::NO_OVL_TYPES`).
+    pub no_ovl_types: bool,
 }
 
 /// An overlay mount the kernel side registered (see `MountEvent`).
@@ -171,6 +177,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 comm: cstr(&ev.comm[..COMM_LEN]),
                 path: join_path(&ev.path, len),
                 path_truncated: ev.flags & flags::PATH_TRUNCATED != 0,
+                no_ovl_types: ev.flags & flags::NO_OVL_TYPES != 0,
             })))
         }
         other => Err(DecodeError::UnknownRecord { tag: other }),

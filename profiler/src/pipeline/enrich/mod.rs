@@ -204,7 +204,16 @@ impl Enricher {
         let mount_idx = self.mount_for(&ev);
         let mount = mount_idx.and_then(|i| self.mounts.get(i));
         let syscall_name = ev.syscall_nr.and_then(syscalls::name);
+        let mut result = ev.result;
         let kind = match ev.kind {
+            // Without overlay's types, "placed no new upper" is a deferred data copy only
+            // where metacopy files can exist; elsewhere the copy-up failed (errno not seen).
+            WireKind::Known(Kind::DeferredDataCopyUp)
+                if ev.no_ovl_types && !mount.is_some_and(OverlayMount::metacopy_on) =>
+            {
+                result = -libc::EIO;
+                Kind::DataCopyUp
+            }
             WireKind::Known(k) => k,
             // The kernel side made a regular file in the work dir; with metacopy=on a
             // metadata-only syscall copies metadata only (ovl_need_meta_copy_up).
@@ -217,7 +226,7 @@ impl Enricher {
                             .find(|t| i64::from(t.0) == i64::from(nr))
                     })
                     .is_some_and(|t| t.2 & syscalls::META != 0);
-                if meta_syscall && mount.is_some_and(|m| m.has_option("metacopy", "on")) {
+                if meta_syscall && mount.is_some_and(OverlayMount::metacopy_on) {
                     Kind::Metacopy
                 } else {
                     Kind::DataCopyUp
@@ -254,7 +263,7 @@ impl Enricher {
             time_ns: u64::try_from(i128::from(ev.end_ns) + self.wall_offset_ns).unwrap_or(0),
             latency_ns: ev.latency_ns,
             latency_partial: ev.latency_partial,
-            errno: -ev.result,
+            errno: -result,
             pid: ev.pid,
             tid: ev.tid,
             comm: ev.comm,
@@ -332,6 +341,7 @@ mod tests {
             comm: "t".into(),
             path: "f".into(),
             path_truncated: false,
+            no_ovl_types: false,
         }
     }
 

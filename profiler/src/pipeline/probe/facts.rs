@@ -8,7 +8,10 @@ use aya::{
     Btf, EbpfLoader,
 };
 
-use super::{Backend, BtfInfo, BtfPaths, KernelBtf, KPROBE_HOOKS, OVERLAY_SYMBOLS, TP_HOOKS};
+use super::{
+    Backend, BtfInfo, BtfPaths, FieldSource, KernelBtf, KPROBE_HOOKS, OVERLAY_SYMBOLS, TP_HOOKS,
+    VFS_HOOKS,
+};
 
 /// What the running kernel offers, as `doctor` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -21,6 +24,8 @@ pub struct KernelFacts {
     pub symbols: Vec<(String, bool)>,
     pub backends: Vec<BackendStatus>,
     pub chosen: Option<Backend>,
+    /// Where each event field comes from with the kprobe backend (empty without BTF).
+    pub fields: Vec<FieldSource>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -104,6 +109,12 @@ pub(super) fn tracepoint_supported(kernel_btf: Option<&KernelBtf>) -> Result<(),
     let Some(kbtf) = kernel_btf else {
         return Err("no kernel BTF (tp_btf needs it)".into());
     };
+    if !kbtf.has_overlay_types() {
+        return Err(format!(
+            "needs overlay's types in BTF (it reads ovl_fs and ovl_inode of mounts made while recording): {}; pass --btf-overlay FILE, or use the kprobe backend",
+            kbtf.info.overlay_missing.as_deref().unwrap_or("not found")
+        ));
+    }
     let missing: Vec<&str> = TP_HOOKS
         .iter()
         .map(|(_, tp)| *tp)
@@ -144,7 +155,12 @@ pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
     let chosen = backends.iter().find(|b| b.usable).map(|b| b.backend);
     let overlay_loaded = survey.overlay_loaded;
     drop(survey);
+    let fields = kbtf
+        .as_ref()
+        .map(KernelBtf::field_sources)
+        .unwrap_or_default();
     KernelFacts {
+        fields,
         release,
         btf: kbtf.map(|k| k.info.clone()),
         btf_error,
@@ -191,8 +207,27 @@ impl<'a> Survey<'a> {
                     .filter(|(_, f, required)| *required && !symbol_present(self.syms, f))
                     .map(|(_, f, _)| *f)
                     .collect();
+                let vfs_missing: Vec<&str> = VFS_HOOKS
+                    .iter()
+                    .map(|(_, f)| *f)
+                    .filter(|f| !symbol_present(self.syms, f))
+                    .collect();
+                let vmlinux_only = self.kbtf.filter(|k| !k.has_overlay_types());
                 if missing.is_empty() {
-                    Ok(())
+                    match vmlinux_only {
+                        Some(k) => match k.vmlinux_only_gap() {
+                            Some(gap) => Err(format!(
+                                "overlay's types are not in BTF ({}) and {gap}; pass --btf-overlay FILE",
+                                k.info.overlay_missing.as_deref().unwrap_or("not found")
+                            )),
+                            None if !vfs_missing.is_empty() => Err(format!(
+                                "overlay's types are not in BTF and {} are not in /proc/kallsyms",
+                                vfs_missing.join(", ")
+                            )),
+                            None => Ok(()),
+                        },
+                        None => Ok(()),
+                    }
                 } else if !self.overlay_loaded {
                     Err("overlay is not loaded (modprobe overlay)".into())
                 } else {

@@ -18,7 +18,7 @@ use profiler_common::{counter, Config, InodeKey, USER_MOUNT_SERIAL};
 
 pub use crate::event::Backend;
 use crate::host::{mountinfo::OverlayMount, syscalls};
-pub use btf::{BtfError, BtfInfo, BtfPaths, KernelBtf};
+pub use btf::{BtfError, BtfInfo, BtfPaths, FieldSource, KernelBtf, Source};
 use facts::{fentry_supported, kallsyms, status, symbol_present, Survey};
 pub use facts::{kernel_facts, BackendStatus, KernelFacts};
 
@@ -47,6 +47,14 @@ pub const KPROBE_HOOKS: &[(&str, &str, bool)] = &[
     // New mounts are registered kernel-side at their syscall's exit; without it, events are
     // attributed by the overlay's device number (wrong for stacks that live milliseconds).
     ("cowprof_kp_fill_super", "ovl_fill_super", false),
+];
+
+/// kprobe attach points used only when overlay's types are not in BTF: what overlay does to the
+/// upper filesystem inside its operations (see `profiler-ebpf/src/kprobe.rs`). All in vmlinux.
+pub const VFS_HOOKS: &[(&str, &str)] = &[
+    ("cowprof_kp_vfs_rename", "vfs_rename"),
+    ("cowprof_kp_vfs_link", "vfs_link"),
+    ("cowprof_kp_vfs_unlink", "vfs_unlink"),
 ];
 
 /// Tracepoint backend: `tp_btf` programs and their tracepoints (all three fire from
@@ -319,6 +327,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     };
     let kbtf = KernelBtf::load(&opts.btf)?;
     let offsets = kbtf.offsets()?;
+    let ovl_types = kbtf.has_overlay_types();
     lap("btf (offsets)");
     let syms = kallsyms();
     lap("kallsyms");
@@ -376,6 +385,12 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         self_tgid: std::process::id(),
         filter_tgid: opts.filter_tgid,
         filter_cgroup: opts.filter_cgroup,
+        flags: if ovl_types {
+            profiler_common::config_flags::OVL_TYPES
+        } else {
+            0
+        },
+        _pad: 0,
         off: offsets,
     };
     {
@@ -448,6 +463,20 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                         "kprobe"
                     }
                 ));
+            }
+            // Without overlay's types, what overlay does to the upper filesystem tells what
+            // it did (the survey checked these exist).
+            for &(prog_name, func) in VFS_HOOKS.iter().filter(|_| !ovl_types) {
+                let prog: &mut KProbe = ebpf
+                    .program_mut(prog_name)
+                    .expect("program in object")
+                    .try_into()
+                    .map_err(program_err(prog_name.into()))?;
+                prog.load()
+                    .map_err(program_err(format!("loading {prog_name}")))?;
+                prog.attach(func, 0)
+                    .map_err(program_err(format!("attaching {prog_name} to {func}")))?;
+                attached.push(format!("kprobe:{func}"));
             }
         }
         Backend::Tracepoint => {
