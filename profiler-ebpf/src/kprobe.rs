@@ -106,6 +106,10 @@ pub(crate) fn emit_kprobe(cfg: &Config, p: &Pending, kind_id: u32, result: i32) 
     if kind_id == kind::DATA_COPY_UP || kind_id == kind::DEFERRED_DATA_COPY_UP {
         ev.bytes_copied = ev.size_bytes;
     }
+    if p.kind == 0 {
+        // A copy-up (armed at its start): where its time went.
+        crate::phases::kp_fill(ev);
+    }
     walk(off, ev, dentry, 0);
     entry.submit(rb_flags());
 }
@@ -118,6 +122,9 @@ pub fn cowprof_kp_copy_up_start(ctx: ProbeContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let had_upper = u64::from(upperdentry(&cfg.off, dentry) != 0);
     start(&COPY_UPS, dentry, had_upper, 0);
+    if wanted(cfg).is_some() {
+        crate::phases::arm(1);
+    }
     0
 }
 
@@ -129,6 +136,7 @@ pub fn cowprof_kp_copy_up_start_ret(ctx: RetProbeContext) -> u32 {
     if ret as i32 != 0 {
         let tid = bpf_get_current_pid_tgid() as u32;
         let _ = COPY_UPS.remove(&tid);
+        crate::phases::disarm();
     }
     0
 }
@@ -163,6 +171,7 @@ pub fn cowprof_kp_copy_up_end(_ctx: ProbeContext) -> u32 {
         0
     };
     emit_kprobe(cfg, &p, kind_id, result);
+    crate::phases::disarm();
     0
 }
 

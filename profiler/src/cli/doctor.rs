@@ -116,6 +116,18 @@ pub(super) fn print_doctor(
             }
         );
     }
+    if let Some(b) = f.chosen {
+        let _ = writeln!(out, "copy-up phases ({b} backend):");
+        for p in &f.phases {
+            let _ = writeln!(
+                out,
+                "  {:<13} {}: {}",
+                p.phase,
+                if p.visible { "shown" } else { "null" },
+                p.how
+            );
+        }
+    }
     // Nothing to check where nothing can attach: the report ends with why.
     if let Some(c) = canaries.filter(|_| f.chosen.is_some()) {
         print_canaries(out, c);

@@ -77,6 +77,7 @@ pub struct RawEvent {
     /// Relative to the overlay root (kprobe) or the upper root (tracepoint).
     pub path: String,
     pub path_truncated: bool,
+    pub phases: profiler_common::Phases,
 }
 
 /// Tracepoint backend: an overlay mount the kernel side registered (see `MountEvent`).
@@ -171,6 +172,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 comm: cstr(&ev.comm[..COMM_LEN]),
                 path: join_path(&ev.path, len),
                 path_truncated: ev.flags & flags::PATH_TRUNCATED != 0,
+                phases: ev.phases,
             })))
         }
         other => Err(DecodeError::UnknownRecord { tag: other }),

@@ -19,7 +19,7 @@ use crate::host::{
     syscalls,
 };
 use crate::{
-    event::{Event, Kind},
+    event::{CopyUpPhases, Event, Kind},
     pipeline::decode::{RawEvent, WireKind},
 };
 use container::CgroupCache;
@@ -241,6 +241,10 @@ impl Enricher {
             },
             (None, None) => (None, None),
         };
+        let phases = kind.is_copy_up().then(|| {
+            let has_data = matches!(kind, Kind::DataCopyUp | Kind::DeferredDataCopyUp);
+            CopyUpPhases::from_wire(&ev.phases, ev.latency_ns, has_data)
+        });
         let dev = mount.map(|m| format!("{}:{}", m.major, m.minor));
         let mount_point = mount.map(|m| m.mount_point.display().to_string());
         let mut out = Event {
@@ -277,6 +281,7 @@ impl Enricher {
             pod_namespace: None,
             pod_qos: pod.as_ref().map(|p| p.qos.as_str().to_owned()),
             pod_uid: pod.map(|p| p.uid),
+            phases,
         };
         out.layer_digest = out
             .lower_layer_dir

@@ -202,6 +202,10 @@ impl KernelBtf {
             inode_i_state: need(v, "inode", &["i_state"])?,
             // An enum since 6.18; a #define of the same value (1 << 14) before.
             i_ovl_inuse: enum_value(v, "inode_state_flags_t", "I_OVL_INUSE").unwrap_or(1 << 14),
+            // Only the copy-up phases need it: without it off-CPU time is all "other".
+            task_in_iowait_bit: member_bit_offset(v, "task_struct", &["in_iowait"])
+                .unwrap_or(u32::MAX),
+            _pad: 0,
         })
     }
 }
@@ -227,6 +231,11 @@ fn strip(btf: &Btf, mut t: Type) -> Option<btf_rs::Struct> {
 /// Byte offset of `path` (member names, descending through named members) inside `struct name`,
 /// looking through anonymous structs and unions at each level.
 pub fn member_offset(btf: &Btf, name: &str, path: &[&str]) -> Option<u32> {
+    member_bit_offset(btf, name, path).map(|bits| bits / 8)
+}
+
+/// Bit offset of `path` inside `struct name` (bitfields included), as [`member_offset`].
+pub fn member_bit_offset(btf: &Btf, name: &str, path: &[&str]) -> Option<u32> {
     let root = btf
         .resolve_types_by_name(name)
         .ok()?
@@ -244,7 +253,7 @@ pub fn member_offset(btf: &Btf, name: &str, path: &[&str]) -> Option<u32> {
             current = strip(btf, member_type)?;
         }
     }
-    Some(total_bits / 8)
+    Some(total_bits)
 }
 
 fn find_member(btf: &Btf, s: &btf_rs::Struct, want: &str) -> Option<(u32, Type)> {
@@ -308,6 +317,9 @@ mod tests {
             "qstr is {{hash, len}} then name"
         );
         assert!(off.ovl_inode_upperdentry > off.ovl_inode_vfs_inode);
+        // A one-bit field among task_struct's flag words, not byte aligned.
+        assert_ne!(off.task_in_iowait_bit, u32::MAX);
+        assert_ne!(off.task_in_iowait_bit % 8, 0, "{}", off.task_in_iowait_bit);
     }
 
     #[test]

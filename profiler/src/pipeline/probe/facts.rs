@@ -21,6 +21,8 @@ pub struct KernelFacts {
     pub symbols: Vec<(String, bool)>,
     pub backends: Vec<BackendStatus>,
     pub chosen: Option<Backend>,
+    /// The copy-up phases the chosen backend shows on this kernel.
+    pub phases: Vec<super::phases::PhaseStatus>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -152,6 +154,9 @@ pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
         symbols,
         backends,
         chosen,
+        phases: chosen
+            .map(|b| super::phases::visible_phases(b, &syms))
+            .unwrap_or_default(),
     }
 }
 
