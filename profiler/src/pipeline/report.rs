@@ -8,7 +8,10 @@ use anstyle::{AnsiColor, Style};
 use crate::{
     event::Event,
     fmt::{self, fit, text_width, Layout},
-    pipeline::aggregate::{GroupStats, Summary},
+    pipeline::{
+        aggregate::{GroupStats, Summary},
+        phases::PhaseStats,
+    },
 };
 
 /// Version of the JSON lines format; bumped on any incompatible change.
@@ -114,6 +117,43 @@ const GROUP_NUMBERS: usize = 1 + 7 + 1 + 10 + 4 * (1 + 9);
 const GROUP_INDENT: usize = 4;
 /// A key column never gets narrower than this, even on a narrow terminal.
 const MIN_KEY: usize = 16;
+
+/// Width of a phase table's columns after its key: COUNT and the seven phases.
+const PHASE_NUMBERS: usize = 1 + 7 + 7 * (1 + 9);
+
+/// A "copy-up phases by …" table: the p50 of each phase, `-` where no event showed it.
+pub fn write_phase_group(
+    out: &mut dyn Write,
+    layout: &Layout,
+    title: &str,
+    groups: &std::collections::BTreeMap<String, PhaseStats>,
+) -> io::Result<()> {
+    let head = title.to_uppercase();
+    let longest = groups
+        .keys()
+        .map(|k| text_width(k))
+        .chain([text_width(&head)])
+        .max()
+        .unwrap_or(0);
+    let w = layout.key_width(longest, GROUP_INDENT + PHASE_NUMBERS, MIN_KEY);
+    let mut header = format!("{} {:>7}", fit(&head, w), "COUNT");
+    for name in ["META", "DATA", "FSYNC", "LINK", "OFF-IO", "OFF-OTHER", "OTHER"] {
+        header.push_str(&format!(" {name:>9}"));
+    }
+    writeln!(out, "    {}", layout.paint(Style::new().bold(), &header))?;
+    for (k, st) in groups {
+        let mut row = format!("{} {:>7}", fit(k, w), st.count);
+        for name in crate::event::PHASE_NAMES {
+            let cell = st
+                .phases
+                .get(name)
+                .map_or_else(|| "-".to_owned(), |p| fmt::ns(p.p50_ns));
+            row.push_str(&format!(" {cell:>9}"));
+        }
+        writeln!(out, "    {row}")?;
+    }
+    Ok(())
+}
 
 /// One "by …" table of the summary; keys longer than the terminal allows are shortened in the
 /// middle, so every number stays in its column (the JSON summary keeps the full key).
@@ -249,6 +289,21 @@ impl Exporter for Table {
         ] {
             writeln!(out, "\n  by {title}:")?;
             write_group(out, &self.layout, title, groups)?;
+        }
+        for (title, groups) in [
+            ("kind", &s.phases_by_kind),
+            ("source layer", &s.phases_by_layer),
+        ] {
+            if !groups.is_empty() {
+                writeln!(out, "\n  copy-up phases by {title} (p50; - = not visible):")?;
+                write_phase_group(out, &self.layout, title, groups)?;
+            }
+        }
+        if !s.explain.is_empty() {
+            writeln!(out, "\n  what dominates:")?;
+            for line in &s.explain {
+                writeln!(out, "    {line}")?;
+            }
         }
         let d = s.drops;
         let dropped = format!("dropped: {}", d.total());
