@@ -90,8 +90,7 @@ pub(crate) struct TaskPhases {
 /// Armed tasks. LRU: a task that dies armed (a copy-up interrupted by a fatal signal) never
 /// blocks a slot.
 #[map]
-pub(crate) static PHASE_TASKS: LruHashMap<u64, TaskPhases> =
-    LruHashMap::with_max_entries(4096, 0);
+pub(crate) static PHASE_TASKS: LruHashMap<u64, TaskPhases> = LruHashMap::with_max_entries(4096, 0);
 #[map]
 static PHASE_SCRATCH: PerCpuArray<TaskPhases> = PerCpuArray::with_max_entries(1, 0);
 
@@ -289,8 +288,7 @@ pub(crate) fn tp_fill(off: &Offsets, ev: &mut CowEvent, i: u32, inode: u64) {
     if magic == EXT4_SUPER_MAGIC {
         ph.seen |= phase_seen::FSYNC;
     }
-    if ev.kind == kind::TP_REGULAR_COPY_UP && (magic == EXT4_SUPER_MAGIC || magic == TMPFS_MAGIC)
-    {
+    if ev.kind == kind::TP_REGULAR_COPY_UP && (magic == EXT4_SUPER_MAGIC || magic == TMPFS_MAGIC) {
         ph.data_splice_bytes = ev.bytes_copied;
         ph.seen |= phase_seen::DATA_BYTES;
     }

@@ -113,9 +113,7 @@ impl PhaseAggregate {
         }
     }
 
-    pub fn stats(
-        map: &BTreeMap<String, PhaseGroup>,
-    ) -> BTreeMap<String, PhaseStats> {
+    pub fn stats(map: &BTreeMap<String, PhaseGroup>) -> BTreeMap<String, PhaseStats> {
         map.iter().map(|(k, g)| (k.clone(), g.stats())).collect()
     }
 
@@ -224,8 +222,14 @@ mod tests {
         assert_eq!(s.phases["fsync"].p50_ns, 700);
         assert_eq!(s.splice_bytes, 20);
         let line = explain_one("data_copy_up on /m", &s);
-        assert!(line.starts_with("data_copy_up on /m: 2 copy-ups, mean "), "{line}");
-        assert!(line.contains("70 % fsync on the CPU, 20 % waiting for block I/O"), "{line}");
+        assert!(
+            line.starts_with("data_copy_up on /m: 2 copy-ups, mean "),
+            "{line}"
+        );
+        assert!(
+            line.contains("70 % fsync on the CPU, 20 % waiting for block I/O"),
+            "{line}"
+        );
         assert!(line.contains("volatile"), "{line}");
     }
 }

@@ -137,7 +137,15 @@ pub fn write_phase_group(
         .unwrap_or(0);
     let w = layout.key_width(longest, GROUP_INDENT + PHASE_NUMBERS, MIN_KEY);
     let mut header = format!("{} {:>7}", fit(&head, w), "COUNT");
-    for name in ["META", "DATA", "FSYNC", "LINK", "OFF-IO", "OFF-OTHER", "OTHER"] {
+    for name in [
+        "META",
+        "DATA",
+        "FSYNC",
+        "LINK",
+        "OFF-IO",
+        "OFF-OTHER",
+        "OTHER",
+    ] {
         header.push_str(&format!(" {name:>9}"));
     }
     writeln!(out, "    {}", layout.paint(Style::new().bold(), &header))?;

@@ -17,7 +17,11 @@ use super::{facts::symbol_present, Backend, ProbeError};
 /// kprobe backend: (program, kernel function, the phase bit it serves). A phase is shown when
 /// every function of its bit is attachable (static functions may be inlined).
 pub const PHASE_KPROBES: &[(&str, &str, u32)] = &[
-    ("cowprof_ph_metadata", "ovl_copy_xattr", phase_seen::METADATA),
+    (
+        "cowprof_ph_metadata",
+        "ovl_copy_xattr",
+        phase_seen::METADATA,
+    ),
     ("cowprof_ph_ret", "ovl_copy_xattr", phase_seen::METADATA),
     ("cowprof_ph_metadata", "ovl_set_attr", phase_seen::METADATA),
     ("cowprof_ph_ret", "ovl_set_attr", phase_seen::METADATA),
@@ -28,7 +32,11 @@ pub const PHASE_KPROBES: &[(&str, &str, u32)] = &[
         phase_seen::DATA,
     ),
     ("cowprof_ph_data", "do_splice_direct", phase_seen::DATA),
-    ("cowprof_ph_splice_ret", "do_splice_direct", phase_seen::DATA),
+    (
+        "cowprof_ph_splice_ret",
+        "do_splice_direct",
+        phase_seen::DATA,
+    ),
     ("cowprof_ph_fsync", "vfs_fsync_range", phase_seen::FSYNC),
     ("cowprof_ph_ret", "vfs_fsync_range", phase_seen::FSYNC),
     ("cowprof_ph_link", "vfs_link", phase_seen::LINK),
@@ -86,7 +94,11 @@ pub fn visible_phases(backend: Backend, syms: &str) -> Vec<PhaseStatus> {
         names.dedup();
         names
     };
-    let row = |phase, visible, how: String| PhaseStatus { phase, visible, how };
+    let row = |phase, visible, how: String| PhaseStatus {
+        phase,
+        visible,
+        how,
+    };
     let mut rows = Vec::new();
     match backend {
         Backend::Kprobe | Backend::Fentry => {
@@ -199,13 +211,13 @@ pub(super) fn attach(
             }
         ));
     }
-    let mut seen: Array<_, u32> =
-        Array::try_from(ebpf.map_mut("KP_PHASES_SEEN").expect("map in object")).map_err(
-            |source| ProbeError::Map {
-                name: "KP_PHASES_SEEN",
-                source,
-            },
-        )?;
+    let mut seen: Array<_, u32> = Array::try_from(
+        ebpf.map_mut("KP_PHASES_SEEN").expect("map in object"),
+    )
+    .map_err(|source| ProbeError::Map {
+        name: "KP_PHASES_SEEN",
+        source,
+    })?;
     seen.set(0, bits, 0).map_err(|source| ProbeError::Map {
         name: "KP_PHASES_SEEN",
         source,
