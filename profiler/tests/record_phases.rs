@@ -211,7 +211,12 @@ fn phases_on_ext4_tmpfs_volatile_metacopy_and_a_throttled_disk() {
             }
         });
     }
-    // metacopy: a chmod copies metadata only, no data phase.
+    metacopy_case(root);
+    throttled_case(root);
+}
+
+/// metacopy: a chmod copies metadata only, no data phase.
+fn metacopy_case(root: &Path) {
     if cowprof::host::mounts::overlay_param("metacopy").is_some() {
         let mut c = Cleanup {
             mounts: vec![],
@@ -233,8 +238,11 @@ fn phases_on_ext4_tmpfs_volatile_metacopy_and_a_throttled_disk() {
             "overlay has no metacopy parameter on this kernel",
         );
     }
-    // A write-throttled upper device (1 MiB/s): the fsync of a 1 MiB copy-up waits about a
-    // second for block I/O, and that wait is in the block-I/O phase.
+}
+
+/// A write-throttled upper device (1 MiB/s): the fsync of a 1 MiB copy-up waits about a
+/// second for block I/O, and that wait is in the block-I/O phase.
+fn throttled_case(root: &Path) {
     let blkio = Path::new("/sys/fs/cgroup/blkio");
     if blkio.join("blkio.throttle.write_bps_device").exists() {
         let cg = blkio.join(format!("cowprof-phases-{}", std::process::id()));

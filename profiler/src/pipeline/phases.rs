@@ -31,7 +31,7 @@ impl PhaseGroup {
             self.sums[i] += v;
             self.hists[i]
                 .get_or_insert_with(|| {
-                    Histogram::new_with_bounds(1, 3_600_000_000_000, 2).expect("valid bounds")
+                    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")
                 })
                 .saturating_record(v);
         }

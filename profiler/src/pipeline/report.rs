@@ -118,8 +118,9 @@ const GROUP_INDENT: usize = 4;
 /// A key column never gets narrower than this, even on a narrow terminal.
 const MIN_KEY: usize = 16;
 
-/// Width of a phase table's columns after its key: COUNT and the seven phases.
-const PHASE_NUMBERS: usize = 1 + 7 + 7 * (1 + 9);
+/// Width of a phase table's columns after its key: the seven phases (the count is in the
+/// group tables above).
+const PHASE_NUMBERS: usize = 7 * (1 + 7);
 
 /// A "copy-up phases by …" table: the p50 of each phase, `-` where no event showed it.
 pub fn write_phase_group(
@@ -128,6 +129,7 @@ pub fn write_phase_group(
     title: &str,
     groups: &std::collections::BTreeMap<String, PhaseStats>,
 ) -> io::Result<()> {
+    use std::fmt::Write as _;
     let head = title.to_uppercase();
     let longest = groups
         .keys()
@@ -136,27 +138,21 @@ pub fn write_phase_group(
         .max()
         .unwrap_or(0);
     let w = layout.key_width(longest, GROUP_INDENT + PHASE_NUMBERS, MIN_KEY);
-    let mut header = format!("{} {:>7}", fit(&head, w), "COUNT");
+    let mut header = fit(&head, w);
     for name in [
-        "META",
-        "DATA",
-        "FSYNC",
-        "LINK",
-        "OFF-IO",
-        "OFF-OTHER",
-        "OTHER",
+        "META", "DATA", "FSYNC", "LINK", "IO-WAIT", "OFF-CPU", "OTHER",
     ] {
-        header.push_str(&format!(" {name:>9}"));
+        let _ = write!(header, " {name:>7}");
     }
     writeln!(out, "    {}", layout.paint(Style::new().bold(), &header))?;
     for (k, st) in groups {
-        let mut row = format!("{} {:>7}", fit(k, w), st.count);
+        let mut row = fit(k, w);
         for name in crate::event::PHASE_NAMES {
             let cell = st
                 .phases
                 .get(name)
                 .map_or_else(|| "-".to_owned(), |p| fmt::ns(p.p50_ns));
-            row.push_str(&format!(" {cell:>9}"));
+            let _ = write!(row, " {cell:>7}");
         }
         writeln!(out, "    {row}")?;
     }
@@ -303,7 +299,10 @@ impl Exporter for Table {
             ("source layer", &s.phases_by_layer),
         ] {
             if !groups.is_empty() {
-                writeln!(out, "\n  copy-up phases by {title} (p50; - = not visible):")?;
+                writeln!(
+                    out,
+                    "\n  copy-up phases by {title} (p50; IO-WAIT, OFF-CPU = off the CPU on block I/O, on anything else; - = not visible):"
+                )?;
                 write_phase_group(out, &self.layout, title, groups)?;
             }
         }
@@ -382,6 +381,17 @@ mod tests {
             pod_namespace: None,
             pod_uid: None,
             pod_qos: None,
+            phases: Some(crate::event::CopyUpPhases {
+                metadata_ns: Some(21_000),
+                data_ns: Some(300_000),
+                data_method: Some(crate::event::DataMethod::Splice),
+                data_bytes: Some(4096),
+                fsync_ns: Some(100_000),
+                link_ns: Some(7_000),
+                offcpu_block_ns: Some(90_000),
+                offcpu_other_ns: Some(10_000),
+                other_ns: 100,
+            }),
         }
     }
 
@@ -402,7 +412,9 @@ mod tests {
                 r#""container_id":"4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970","#,
                 r#""container_name":"web","image":"app:1","image_id":"sha256:0b9c","#,
                 r#""layer_digest":"sha256:d2","pod_name":null,"pod_namespace":null,"#,
-                r#""pod_uid":null,"pod_qos":null}"#,
+                r#""pod_uid":null,"pod_qos":null,"phases":{"metadata_ns":21000,"data_ns":300000,"#,
+                r#""data_method":"splice","data_bytes":4096,"fsync_ns":100000,"link_ns":7000,"#,
+                r#""offcpu_block_ns":90000,"offcpu_other_ns":10000,"other_ns":100}}"#,
                 "\n"
             )
         );
@@ -488,16 +500,24 @@ mod tests {
             .unwrap();
             let text = String::from_utf8(out).unwrap();
             // Every table: header and rows end their number columns at the same characters.
-            for block in text.split("\n  by ").skip(1) {
+            let groups = text.split("\n  by ").skip(1).map(|b| (b, " COUNT", 6));
+            let phases = text
+                .split("\n  copy-up phases by ")
+                .skip(1)
+                .map(|b| (b, " META", 7));
+            let mut n = 0;
+            for (block, first, columns) in groups.chain(phases) {
+                n += 1;
+                let block = block.split("\n\n").next().unwrap();
                 let lines: Vec<&str> = block
                     .lines()
                     .skip(1)
                     .filter(|l| l.starts_with("    "))
                     .collect();
                 let header = lines[0];
-                let key_end = header.find(" COUNT").unwrap();
+                let key_end = header.find(first).unwrap();
                 let want = number_ends(header, key_end);
-                assert_eq!(want.len(), 6, "{header}");
+                assert_eq!(want.len(), columns, "{header}");
                 for row in &lines[1..] {
                     assert_eq!(number_ends(row, key_end), want, "width {width:?}:\n{block}");
                     if let Some(w) = width {
@@ -505,6 +525,7 @@ mod tests {
                     }
                 }
             }
+            assert_eq!(n, 7, "five group tables and two phase tables:\n{text}");
             if width.is_none() {
                 // Unlimited (a pipe without COLUMNS): nothing is shortened.
                 assert!(text.contains(
