@@ -116,6 +116,18 @@ pub(super) fn print_doctor(
             }
         );
     }
+    let _ = writeln!(
+        out,
+        "overlay mount options (an overlay superblock made with each, never mounted):"
+    );
+    for o in &f.overlay_options {
+        let _ = writeln!(
+            out,
+            "  {:<16} {}",
+            o.option,
+            o.reason.as_deref().unwrap_or("accepted")
+        );
+    }
     if let Some(b) = f.chosen {
         let _ = writeln!(out, "copy-up phases ({b} backend):");
         for p in &f.phases {

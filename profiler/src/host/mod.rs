@@ -6,5 +6,6 @@ pub mod cancel;
 pub mod loopdev;
 pub mod mountinfo;
 pub mod mounts;
+pub mod overlay_options;
 pub mod ownership;
 pub mod syscalls;

@@ -326,18 +326,7 @@ impl Recorder {
             Unit::Bytes,
             rec.copied_bytes.clone(),
         );
-        reg.register_with_unit(
-            "copy_up_latency",
-            "Kernel latency of copy-ups (partial on the tracepoint backend)",
-            Unit::Seconds,
-            rec.latency.clone(),
-        );
-        reg.register_with_unit(
-            "copy_up_phase",
-            "Copy-up time by phase, all kinds and label sets (phases the backend cannot see are not observed)",
-            Unit::Seconds,
-            rec.phases.clone(),
-        );
+        rec.register_histograms(reg);
         reg.register(
             "events",
             "Every event delivered (all kinds, all label sets)",
@@ -381,6 +370,21 @@ impl Recorder {
             max,
         );
         Ok((rec, root))
+    }
+
+    fn register_histograms(&self, reg: &mut Registry) {
+        reg.register_with_unit(
+            "copy_up_latency",
+            "Kernel latency of copy-ups (partial on the tracepoint backend)",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+        reg.register_with_unit(
+            "copy_up_phase",
+            "Copy-up time by phase, all kinds and label sets (phases the backend cannot see are not observed)",
+            Unit::Seconds,
+            self.phases.clone(),
+        );
     }
 
     pub fn observe(&self, ev: &Event) {

@@ -23,6 +23,8 @@ pub struct KernelFacts {
     pub chosen: Option<Backend>,
     /// The copy-up phases the chosen backend shows on this kernel.
     pub phases: Vec<super::phases::PhaseStatus>,
+    /// Overlay mount options this kernel accepts (probed with a superblock never mounted).
+    pub overlay_options: Vec<crate::host::overlay_options::OptionSupport>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -157,6 +159,7 @@ pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
         phases: chosen
             .map(|b| super::phases::visible_phases(b, &syms))
             .unwrap_or_default(),
+        overlay_options: crate::host::overlay_options::probe_all(),
     }
 }
 
