@@ -183,6 +183,13 @@ pub fn explain_one(key: &str, s: &PhaseStats) -> String {
         "offcpu_other" => {
             "; the copying task mostly slept without block I/O: contention on locks or the journal, or a busy CPU"
         }
+        "other"
+            if ["metadata", "data", "fsync", "link"]
+                .iter()
+                .all(|k| s.phases.contains_key(*k)) =>
+        {
+            "; most time is outside the probed steps: the work dir's lookup and lock, the temp file's creation, the origin and metacopy xattrs"
+        }
         "other" => "; most time is in phases this backend cannot see (`cowprof doctor` lists them)",
         _ => "",
     };

@@ -37,6 +37,10 @@ pub const PHASE_KPROBES: &[(&str, &str, u32)] = &[
         "do_splice_direct",
         phase_seen::DATA,
     ),
+    // Overlay calls vfs_fsync, which may have vfs_fsync_range inlined into it (same file);
+    // when it does call it out of line, the nested enter and return keep the phase exact.
+    ("cowprof_ph_fsync", "vfs_fsync", phase_seen::FSYNC),
+    ("cowprof_ph_ret", "vfs_fsync", phase_seen::FSYNC),
     ("cowprof_ph_fsync", "vfs_fsync_range", phase_seen::FSYNC),
     ("cowprof_ph_ret", "vfs_fsync_range", phase_seen::FSYNC),
     ("cowprof_ph_link", "vfs_link", phase_seen::LINK),
