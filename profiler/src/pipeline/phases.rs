@@ -141,7 +141,7 @@ fn phase_words(name: &str) -> &'static str {
         "link" => "link into the upper dir",
         "offcpu_block" => "waiting for block I/O",
         "offcpu_other" => "off the CPU on other waits (locks, journal commits, run queue)",
-        _ => "other (phases this backend cannot see, and the rest)",
+        _ => "other (between the probed steps, or in steps not visible)",
     }
 }
 

@@ -35,10 +35,8 @@ pub fn check(events: &[Event]) -> Vec<String> {
                     }
                 }
             }
-            Kind::Metacopy => {
-                if p.data_method.is_some() || p.data_bytes.unwrap_or(0) != 0 {
-                    problems.push(format!("metacopy {}: a data phase {p:?}", ev.path));
-                }
+            Kind::Metacopy if p.data_method.is_some() || p.data_bytes.unwrap_or(0) != 0 => {
+                problems.push(format!("metacopy {}: a data phase {p:?}", ev.path));
             }
             _ => {}
         }
