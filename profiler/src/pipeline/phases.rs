@@ -42,6 +42,10 @@ impl PhaseGroup {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     pub fn stats(&self) -> PhaseStats {
         let phases = PHASE_NAMES
             .iter()
