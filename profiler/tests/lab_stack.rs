@@ -11,7 +11,10 @@ mod common;
 use std::{collections::BTreeMap, fs, os::unix::fs::MetadataExt as _, path::Path};
 
 use common::{lock, overlay_mounts, require_root};
-use cowprof::host::{cancel::Cancel, mounts::overlay_param};
+use cowprof::host::{
+    cancel::Cancel,
+    mounts::{overlay_param, OverlayMountError},
+};
 use cowprof::lab::{
     spec::{FsKind, Op, Shape},
     stack::{state_path, Backing, LabError, LabRoot, LabStack, Layers},
@@ -277,9 +280,9 @@ fn refused_options_are_a_mount_error() {
     let layers = Layers::build(&backing.dir, 2, &[1], &[10], &cancel).unwrap();
     let bad = ["metacopy=on".to_owned(), "redirect_dir=off".to_owned()];
     match LabStack::mount(&backing.dir, &layers, &bad, 0) {
-        Err(LabError::Mount {
+        Err(LabError::Mount(OverlayMountError {
             source, options, ..
-        }) => {
+        })) => {
             assert_eq!(source.raw_os_error(), Some(libc::EINVAL), "{source}");
             assert!(options.contains("metacopy=on"));
         }

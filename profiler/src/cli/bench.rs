@@ -3,7 +3,7 @@
 use std::{io::Write, path::PathBuf};
 
 use cowprof::{
-    compare::{self, CompareOptions, Format},
+    compare::{self, BenchGateError, CompareOptions, Format},
     lab,
 };
 
@@ -63,15 +63,20 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Exit {
         ..
     } = args
     {
-        return Exit::from_code(cowprof::image::bench::main(
-            &cowprof::image::bench::ImageBenchOptions {
-                image,
-                store,
-                out: out_dir,
-                files_per_cell: if quick { 3 } else { 10 },
-            },
-            out,
-        ));
+        let opts = cowprof::image::bench::ImageBenchOptions {
+            image,
+            store,
+            out: out_dir,
+            files_per_cell: if quick { 3 } else { 10 },
+        };
+        return match cowprof::image::bench::main(&opts, out) {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                let _ = out.flush();
+                eprintln!("cowprof bench: {}", cowprof::image::one_line(&e));
+                Exit::from(&e)
+            }
+        };
     }
     let BenchArgs {
         spec,
@@ -96,9 +101,11 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Exit {
         table,
     };
     let written = cowprof::host::ownership::Output::before(&out_dir);
-    let rc = match baseline {
-        None => lab::run::main(&bench_opts, out),
-        Some(base) => compare::bench_gate(
+    let exit = match baseline {
+        None => {
+            lab::run::main(&bench_opts, out).map_or_else(|e| lab_failed(&e, out), |()| Exit::Ok)
+        }
+        Some(base) => match compare::bench_gate(
             &CompareOptions {
                 base,
                 new: out_dir.join("results.json"),
@@ -110,10 +117,25 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Exit {
             confirm,
             out,
             |o| lab::run::main(&bench_opts, o),
-        ),
+        ) {
+            Ok(cmp) => super::compare::verdict(&cmp),
+            Err(BenchGateError::Bench(e)) => lab_failed(&e, out),
+            Err(e @ BenchGateError::Baseline(_)) => {
+                eprintln!("cowprof: {e}");
+                Exit::Usage
+            }
+            Err(BenchGateError::Compare(e)) => super::compare::failed(&e),
+        },
     };
     written.give_to_invoker();
-    Exit::from_code(rc)
+    exit
+}
+
+/// The lab's error line, after what it printed before it.
+fn lab_failed(e: &lab::stack::LabError, out: &mut dyn Write) -> Exit {
+    let _ = out.flush();
+    eprintln!("cowprof: {e}");
+    Exit::from(e)
 }
 
 fn table_arg() -> impl clap::builder::TypedValueParser<Value = lab::summary::TableMode> {

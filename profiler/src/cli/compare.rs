@@ -2,7 +2,7 @@
 
 use std::{io::Write, path::PathBuf};
 
-use cowprof::compare::{self, CompareOptions, Format};
+use cowprof::compare::{self, CompareError, CompareOptions, Comparison, Format};
 
 use super::{Exit, GateArgs};
 
@@ -35,7 +35,7 @@ pub fn run(args: CompareArgs, out: &mut dyn Write) -> Exit {
     let written = report_dir
         .as_deref()
         .map(cowprof::host::ownership::Output::before);
-    let rc = compare::run(
+    let exit = match compare::execute(
         &CompareOptions {
             base,
             new,
@@ -45,11 +45,29 @@ pub fn run(args: CompareArgs, out: &mut dyn Write) -> Exit {
             out: report_dir,
         },
         out,
-    );
+    ) {
+        Ok(cmp) => verdict(&cmp),
+        Err(e) => failed(&e),
+    };
     if let Some(w) = written {
         w.give_to_invoker();
     }
-    Exit::from_code(rc)
+    exit
+}
+
+/// A comparison that ran: a gated metric beyond its threshold fails it.
+pub fn verdict(cmp: &Comparison) -> Exit {
+    if cmp.passed() {
+        Exit::Ok
+    } else {
+        Exit::Failure
+    }
+}
+
+/// A comparison that could not run: its error line.
+pub fn failed(e: &CompareError) -> Exit {
+    eprintln!("cowprof compare: {e}");
+    Exit::from(e)
 }
 
 fn format_arg() -> impl clap::builder::TypedValueParser<Value = Format> {

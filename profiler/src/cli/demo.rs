@@ -46,7 +46,7 @@ pub async fn run(args: DemoArgs, out: &mut dyn Write) -> Exit {
         }
         Err(e) => {
             eprintln!("cowprof: {e}");
-            Exit::from_code(e.exit_code())
+            Exit::from(&e)
         }
     }
 }

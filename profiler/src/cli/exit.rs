@@ -2,6 +2,17 @@
 
 use std::process::ExitCode;
 
+use cowprof::{
+    compare::CompareError,
+    image::ImageError,
+    lab::stack::LabError,
+    pipeline::{
+        enrich::container::ContainerError, metrics::MetricsError, probe::ProbeError,
+        record::RecordError,
+    },
+    scenario::selftest::SelftestError,
+};
+
 /// How `cowprof` ends. The numbers never change meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -41,13 +52,92 @@ impl Exit {
     pub fn code(self) -> u8 {
         self as u8
     }
+}
 
-    /// The code a library error or tool reported as a number; an unknown one is a failure.
-    pub fn from_code(code: u8) -> Self {
-        Self::ALL
-            .into_iter()
-            .find(|e| e.code() == code)
-            .unwrap_or(Self::Failure)
+// Each library error's exit code, here and nowhere else.
+
+impl From<&ProbeError> for Exit {
+    fn from(e: &ProbeError) -> Self {
+        match e {
+            ProbeError::NotRoot | ProbeError::MissingCaps { .. } => Self::NotRoot,
+            ProbeError::Btf(_) | ProbeError::Unavailable { .. } | ProbeError::NoBackend { .. } => {
+                Self::NoBackend
+            }
+            ProbeError::Load { .. } | ProbeError::Program { .. } | ProbeError::Map { .. } => {
+                Self::Failure
+            }
+            ProbeError::CanaryBlind { .. } => Self::CanaryBlind,
+        }
+    }
+}
+
+impl From<&MetricsError> for Exit {
+    /// Every metrics error is a bad `--metrics-*` flag.
+    fn from(_: &MetricsError) -> Self {
+        Self::Usage
+    }
+}
+
+impl From<&RecordError> for Exit {
+    fn from(e: &RecordError) -> Self {
+        match e {
+            RecordError::Probe(e) => e.into(),
+            RecordError::Container(ContainerError::Docker(_))
+            | RecordError::Mountinfo(_)
+            | RecordError::Io { .. } => Self::Failure,
+            RecordError::NotOverlay { .. }
+            | RecordError::Spawn { .. }
+            | RecordError::Container(_) => Self::Usage,
+        }
+    }
+}
+
+impl From<&SelftestError> for Exit {
+    fn from(e: &SelftestError) -> Self {
+        match e {
+            SelftestError::Record(e) => e.into(),
+            SelftestError::Interrupted => Self::Interrupted,
+            _ => Self::Failure,
+        }
+    }
+}
+
+impl From<&CompareError> for Exit {
+    /// Unreadable results, gates or report directory: bad input. (A regression is not an
+    /// error: it is a comparison that did not pass.)
+    fn from(_: &CompareError) -> Self {
+        Self::Usage
+    }
+}
+
+impl From<&LabError> for Exit {
+    fn from(e: &LabError) -> Self {
+        match e {
+            LabError::Spec(_) | LabError::SpecFile { .. } => Self::Usage,
+            LabError::NotRoot => Self::NotRoot,
+            LabError::Interrupted => Self::Interrupted,
+            _ => Self::Failure,
+        }
+    }
+}
+
+impl From<&ImageError> for Exit {
+    fn from(e: &ImageError) -> Self {
+        match e {
+            ImageError::Entry { .. }
+            | ImageError::Digest { .. }
+            | ImageError::Stream { .. }
+            | ImageError::Archive { .. }
+            | ImageError::NotFound { .. }
+            | ImageError::Trace { .. } => Self::Usage,
+            ImageError::NotRoot { .. } => Self::NotRoot,
+            ImageError::Interrupted => Self::Interrupted,
+            ImageError::Io(_)
+            | ImageError::Signals(_)
+            | ImageError::Calibration(_)
+            | ImageError::Mount(_)
+            | ImageError::OptionsTooLong { .. } => Self::Failure,
+        }
     }
 }
 
@@ -87,8 +177,20 @@ mod tests {
     }
 
     #[test]
-    fn unknown_codes_are_failures() {
-        assert_eq!(Exit::from_code(130), Exit::Interrupted);
-        assert_eq!(Exit::from_code(77), Exit::Failure);
+    fn lab_errors() {
+        use cowprof::lab::stack::LabError;
+        assert_eq!(Exit::from(&LabError::Interrupted), Exit::Interrupted);
+        assert_eq!(Exit::from(&LabError::NotRoot), Exit::NotRoot);
+        // A calibration's lab run keeps its codes through the image error.
+        for (lab, exit) in [
+            (LabError::Interrupted, Exit::Interrupted),
+            (LabError::NotRoot, Exit::NotRoot),
+            (LabError::Other("x".into()), Exit::Failure),
+        ] {
+            assert_eq!(
+                Exit::from(&super::super::image::calibration_error(lab)),
+                exit
+            );
+        }
     }
 }

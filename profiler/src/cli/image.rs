@@ -1,6 +1,9 @@
 //! `cowprof image …`: the arguments and what each subcommand prints.
 
-use std::{io::Write, path::PathBuf};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 use clap::{Args, Subcommand};
 
@@ -156,10 +159,55 @@ fn cost_model(
     }
     match lab {
         Some(p) => model::CostModel::from_file(p),
-        None => model::calibrated(store, upper_fs, recalibrate, |m| {
-            let _ = writeln!(err, "cowprof image: {m}");
-        }),
+        None => model::calibrated(
+            store,
+            upper_fs,
+            recalibrate,
+            |m| {
+                let _ = writeln!(err, "cowprof image: {m}");
+            },
+            |run| {
+                cowprof::lab::run::bench(&cowprof::lab::run::BenchOptions {
+                    spec: Some(run.spec.clone()),
+                    out: run.out.clone(),
+                    workdir: run.workdir.clone(),
+                    quick: false,
+                    expect_kernel: false,
+                    no_charts: true,
+                    table: cowprof::lab::summary::TableMode::default(),
+                })
+                .map(|report| report.results)
+                .map_err(calibration_error)
+            },
+        ),
     }
+}
+
+/// A calibration's lab error as an image error, with the lab's exit code (cli/exit.rs).
+pub fn calibration_error(e: cowprof::lab::stack::LabError) -> ImageError {
+    use cowprof::lab::stack::LabError;
+    match e {
+        LabError::Interrupted => ImageError::Interrupted,
+        LabError::NotRoot => ImageError::NotRoot {
+            what: "calibrating the cost model (a short cowprof bench run)",
+        },
+        e => ImageError::Calibration(Box::new(e)),
+    }
+}
+
+/// Writes `doc` as `DIR/<stem>.json` (DIR made if missing).
+fn write_json(dir: &Path, stem: &str, doc: &serde_json::Value) -> Result<(), ImageError> {
+    std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    let p = dir.join(format!("{stem}.json"));
+    std::fs::write(&p, serde_json::to_vec_pretty(doc).unwrap_or_default())
+        .map_err(io_err("writing", &p))?;
+    Ok(())
+}
+
+/// `doc` pretty-printed, with a final newline.
+fn print_json(out: &mut dyn Write, doc: &serde_json::Value) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, doc).map_err(std::io::Error::other)?;
+    writeln!(out)
 }
 
 /// Runs one `image` subcommand.
@@ -169,7 +217,7 @@ pub fn run(args: ImageArgs, out: &mut dyn Write) -> Exit {
         Err(e) => {
             let _ = out.flush();
             eprintln!("cowprof image: {}", one_line(&e));
-            Exit::from_code(e.exit_code())
+            Exit::from(&e)
         }
     }
 }
@@ -286,15 +334,11 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             bar.finish_and_clear();
             let doc = serde_json::json!({"schema": 1, "images": sums});
             if let Some(d) = &out_dir {
-                std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
-                let p = d.join("compare.json");
-                std::fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap_or_default())
-                    .map_err(io_err("writing", &p))?;
+                write_json(d, "compare", &doc)?;
                 compare::chart(&sums, &d.join("compare.svg"))?;
             }
             if json {
-                w(serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other))?;
-                w(writeln!(out))?;
+                w(print_json(out, &doc))?;
             } else {
                 w(compare::render(&sums, out))?;
                 if let Some(d) = &out_dir {
@@ -347,15 +391,11 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
                 "verify": checks,
             });
             if let Some(d) = &out_dir {
-                std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
-                let p = d.join("forecast.json");
-                std::fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap_or_default())
-                    .map_err(io_err("writing", &p))?;
+                write_json(d, "forecast", &doc)?;
                 forecast::chart(&fs, &d.join("forecast.svg"))?;
             }
             if json {
-                w(serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other))?;
-                w(writeln!(out))?;
+                w(print_json(out, &doc))?;
             } else {
                 w(forecast::render(&fs, &model.source, out))?;
                 if verify {
@@ -382,7 +422,8 @@ fn image(args: ImageArgs, out: &mut dyn Write) -> Result<(), ImageError> {
             }
         }
     }
-    w(out.flush())
+    w(out.flush())?;
+    Ok(())
 }
 
 /// An image's tags for a one-line listing: comma-separated, `-` when it has none.

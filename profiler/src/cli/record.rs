@@ -135,7 +135,7 @@ pub async fn run(args: RecordArgs, out: &mut dyn Write) -> Exit {
         Ok(None) => (None, None),
         Err(e) => {
             eprintln!("cowprof: {e}");
-            return Exit::from_code(e.exit_code());
+            return Exit::from(&e);
         }
     };
     let mut opts = match filters.record_options() {
@@ -163,7 +163,7 @@ pub async fn run(args: RecordArgs, out: &mut dyn Write) -> Exit {
         Ok(_) => Exit::Ok,
         Err(e) => {
             eprintln!("cowprof: {e}");
-            Exit::from_code(e.exit_code())
+            Exit::from(&e)
         }
     }
 }

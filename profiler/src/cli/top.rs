@@ -494,7 +494,7 @@ pub async fn run(args: TopArgs, out: &mut dyn Write) -> Exit {
         Ok(_) => Exit::Ok,
         Err(e) => {
             eprintln!("cowprof top: {e}");
-            Exit::from_code(e.exit_code())
+            Exit::from(&e)
         }
     }
 }

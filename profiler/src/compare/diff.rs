@@ -17,11 +17,7 @@ use super::{
     stats::{bootstrap_ratio, seed_for, RatioCi, Sample, Statistic, RESAMPLES},
     CompareError,
 };
-use crate::lab::{
-    charts::run_label,
-    results::{decode_histogram, HistogramError},
-    results::{Cell, Results, RunResult},
-};
+use crate::lab::results::{decode_histogram, run_label, Cell, HistogramError, Results, RunResult};
 
 /// Version of `cowprof compare --format json`.
 pub const COMPARE_SCHEMA: u32 = 1;

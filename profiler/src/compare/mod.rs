@@ -4,7 +4,7 @@
 //! runs and cells and judges every metric present in both (bootstrap intervals from the raw
 //! histograms, [`stats`]); [`gates`] holds the thresholds (`.cowprof-ci.toml`, `--threshold`);
 //! [`render`] writes the table, markdown, `JUnit` and JSON reports; [`chart`] the overlaid CDFs.
-//! [`run`] is the command itself, shared by `compare` and `bench --baseline`.
+//! [`execute`] is the command itself, shared by `compare` and `bench --baseline` ([`bench_gate`]).
 
 pub mod chart;
 pub mod diff;
@@ -21,16 +21,10 @@ pub use diff::{compare, Basis, Comparison, Row, Verdict, COMPARE_SCHEMA};
 pub use gates::{GateError, Gates, Metric};
 pub use render::Format;
 
-use crate::lab::{
-    charts::ChartError,
-    results::HistogramError,
-    results::{Results, RESULTS_SCHEMA},
+use crate::{
+    lab::results::{HistogramError, Results, RESULTS_SCHEMA},
+    plot::PlotError,
 };
-
-/// Exit codes of `compare` (README, "Exit codes").
-pub const EXIT_PASS: u8 = 0;
-pub const EXIT_REGRESSION: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
@@ -79,7 +73,7 @@ pub enum CompareError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Chart(#[from] ChartError),
+    Chart(#[from] PlotError),
 }
 
 /// Reads a `results.json`; another schema version is refused with both numbers.
@@ -174,53 +168,49 @@ pub fn execute(opts: &CompareOptions, out: &mut dyn Write) -> Result<Comparison,
     Ok(cmp)
 }
 
-/// `cowprof compare`: 0 pass, 1 a gated metric regressed beyond its threshold, 2 usage/input.
-pub fn run(opts: &CompareOptions, out: &mut dyn Write) -> u8 {
-    match execute(opts, out) {
-        Ok(cmp) if cmp.passed() => EXIT_PASS,
-        Ok(_) => EXIT_REGRESSION,
-        Err(e) => {
-            eprintln!("cowprof compare: {e}");
-            EXIT_USAGE
-        }
-    }
+/// Why `bench --baseline` ended before a comparison could pass or fail.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchGateError<E: std::error::Error + 'static> {
+    /// The baseline or the gates are unusable (checked before measuring).
+    #[error("--baseline: {0}")]
+    Baseline(#[source] CompareError),
+    /// The measurement itself failed.
+    #[error(transparent)]
+    Bench(E),
+    /// The comparison of a finished measurement failed.
+    #[error(transparent)]
+    Compare(CompareError),
 }
 
-/// `bench --baseline`: runs `bench` (which returns its exit code) and compares its results with
-/// the baseline. When the gate fails, measures and compares again up to `confirm` times and fails
-/// only if every attempt fails: a real regression reproduces, a load burst on a shared runner
-/// rarely hits the same cells twice. The baseline and the gates are checked before measuring.
-pub fn bench_gate(
+/// `bench --baseline`: runs `bench` and compares its results with the baseline. When the gate
+/// fails, measures and compares again up to `confirm` times and fails only if every attempt
+/// fails: a real regression reproduces, a load burst on a shared runner rarely hits the same
+/// cells twice. The baseline and the gates are checked before measuring. Returns the last
+/// comparison (its [`Comparison::passed`] decides).
+pub fn bench_gate<E: std::error::Error + 'static>(
     opts: &CompareOptions,
     confirm: u32,
     out: &mut dyn Write,
-    mut bench: impl FnMut(&mut dyn Write) -> u8,
-) -> u8 {
-    if let Err(e) =
-        load_results(&opts.base).and_then(|_| load_gates(opts.config.as_deref(), &opts.thresholds))
-    {
-        eprintln!("cowprof: --baseline: {e}");
-        return EXIT_USAGE;
-    }
-    for attempt in 1..=confirm + 1 {
-        let status = bench(out);
-        if status != EXIT_PASS {
-            return status;
-        }
+    mut bench: impl FnMut(&mut dyn Write) -> Result<(), E>,
+) -> Result<Comparison, BenchGateError<E>> {
+    load_results(&opts.base)
+        .and_then(|_| load_gates(opts.config.as_deref(), &opts.thresholds))
+        .map_err(BenchGateError::Baseline)?;
+    let mut attempt = 1;
+    loop {
+        bench(out).map_err(BenchGateError::Bench)?;
         let _ = writeln!(out);
-        let code = run(opts, out);
-        if code != EXIT_REGRESSION {
-            return code;
+        let cmp = execute(opts, out).map_err(BenchGateError::Compare)?;
+        if cmp.passed() || attempt > confirm {
+            return Ok(cmp);
         }
-        if attempt <= confirm {
-            let _ = writeln!(
-                out,
-                "\ncowprof: the gate failed; measuring again to confirm ({attempt} of {confirm})\n"
-            );
-            let _ = out.flush();
-        }
+        let _ = writeln!(
+            out,
+            "\ncowprof: the gate failed; measuring again to confirm ({attempt} of {confirm})\n"
+        );
+        let _ = out.flush();
+        attempt += 1;
     }
-    EXIT_REGRESSION
 }
 
 #[cfg(test)]
@@ -236,6 +226,7 @@ mod tests {
     /// `--confirm`: a failing gate is measured again; the last measurement decides.
     #[test]
     fn confirm_measures_again_until_one_passes() {
+        type Bench = Result<(), std::io::Error>;
         let dir = tempfile::tempdir().unwrap();
         let opts = CompareOptions {
             base: fixture("dir-volatile.json"),
@@ -245,17 +236,18 @@ mod tests {
             format: Format::Json,
             out: None,
         };
-        // Every measurement is the slower default mount: fails 1 + 2 times, exit 1.
+        // Every measurement is the slower default mount: fails 1 + 2 times.
         let mut calls = 0;
-        let code = bench_gate(&opts, 2, &mut std::io::sink(), |_| {
+        let cmp = bench_gate(&opts, 2, &mut std::io::sink(), |_| -> Bench {
             calls += 1;
             std::fs::copy(fixture("dir-default.json"), &opts.new).unwrap();
-            EXIT_PASS
-        });
-        assert_eq!((code, calls), (EXIT_REGRESSION, 3));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((cmp.passed(), calls), (false, 3));
         // The second measurement is as fast as the baseline: passes after one retry.
         let mut calls = 0;
-        let code = bench_gate(&opts, 2, &mut std::io::sink(), |_| {
+        let cmp = bench_gate(&opts, 2, &mut std::io::sink(), |_| -> Bench {
             calls += 1;
             let from = if calls == 1 {
                 "dir-default.json"
@@ -263,20 +255,25 @@ mod tests {
                 "dir-volatile.json"
             };
             std::fs::copy(fixture(from), &opts.new).unwrap();
-            EXIT_PASS
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((cmp.passed(), calls), (true, 2));
+        // A failed bench ends it with the bench's error; a bad baseline before any measuring.
+        let r = bench_gate(&opts, 2, &mut std::io::sink(), |_| -> Bench {
+            Err(std::io::Error::other("interrupted"))
         });
-        assert_eq!((code, calls), (EXIT_PASS, 2));
-        // A failed bench ends it with the bench's code; a bad baseline before any measuring.
-        assert_eq!(bench_gate(&opts, 2, &mut std::io::sink(), |_| 130), 130);
+        assert!(matches!(r, Err(BenchGateError::Bench(_))), "{r:?}");
         let bad = CompareOptions {
             base: dir.path().join("missing.json"),
             ..opts.clone()
         };
         let mut calls = 0;
-        let code = bench_gate(&bad, 2, &mut std::io::sink(), |_| {
+        let r = bench_gate(&bad, 2, &mut std::io::sink(), |_| -> Bench {
             calls += 1;
-            EXIT_PASS
+            Ok(())
         });
-        assert_eq!((code, calls), (EXIT_USAGE, 0));
+        assert!(matches!(r, Err(BenchGateError::Baseline(_))), "{r:?}");
+        assert_eq!(calls, 0);
     }
 }

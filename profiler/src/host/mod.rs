@@ -1,9 +1,11 @@
-//! The machine cowprof runs on: mount tables, mounting and loop devices, cancellation by signal,
+//! The machine cowprof runs on: its facts (kernel, CPUs, overlay parameters), mount tables, mounting and loop devices, cancellation by signal,
 //! the syscall table, file ownership under sudo.
 //! Nothing here knows about events or tools.
 
 pub mod cancel;
+pub mod io;
 pub mod loopdev;
+pub mod machine;
 pub mod mountinfo;
 pub mod mounts;
 pub mod overlay_options;

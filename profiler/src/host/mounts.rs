@@ -9,6 +9,28 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// A refused overlay mount, with its options (the kernel's EINVAL says nothing more).
+#[derive(Debug, thiserror::Error)]
+#[error("mount -t overlay on {path} failed: {source} (options: {options})")]
+pub struct OverlayMountError {
+    pub path: PathBuf,
+    pub options: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// For `map_err` of an overlay `mount` on `path` with `options`.
+pub fn overlay_mount_err<'a>(
+    path: &'a Path,
+    options: &'a str,
+) -> impl FnOnce(std::io::Error) -> OverlayMountError + 'a {
+    move |source| OverlayMountError {
+        path: path.to_owned(),
+        options: options.to_owned(),
+        source,
+    }
+}
+
 pub fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("lab paths have no NUL")
 }

@@ -172,7 +172,7 @@ impl Source {
                     rustix::io::Errno::XDEV | rustix::io::Errno::NOENT => {
                         self.not_found(name, "is not in the layout (or resolves outside it)")
                     }
-                    e => io_err("opening", path.join(&clean))(e.into()),
+                    e => io_err("opening", path.join(&clean))(e.into()).into(),
                 })?;
                 let f = File::from(f);
                 let size = f

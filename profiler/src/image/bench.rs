@@ -12,23 +12,20 @@ use std::{
     collections::BTreeMap,
     fs,
     io::Write,
-    os::unix::fs::{FileTypeExt as _, MetadataExt as _},
     path::{Path, PathBuf},
     time::{Instant, SystemTime},
 };
 
 use super::{
-    compare::{open_in, ImageStack},
+    compare::{open_in, upper_truth, ImageStack},
     inspect::{self, Curve, Kind},
     io_err,
     store::Store,
     ImageError,
 };
 use crate::host::cancel::Cancel;
-use crate::lab::{
-    measure::Hist,
-    results::{Cell, Results, RunResult, RESULTS_SCHEMA},
-    spec::Op,
+use crate::lab::results::{
+    sha256_hex, Cell, Environment, Hist, Op, Results, RunResult, RESULTS_SCHEMA,
 };
 
 pub struct ImageBenchOptions {
@@ -50,30 +47,6 @@ fn bucket(size: u64) -> u64 {
         .copied()
         .find(|b| size >= *b)
         .unwrap_or(0)
-}
-
-/// Upper-dir ground truth: (regular files, their bytes, whiteouts).
-fn upper_truth(dir: &Path) -> (u64, u64, u64) {
-    let (mut files, mut bytes, mut whiteouts) = (0, 0, 0);
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(m) = fs::symlink_metadata(e.path()) else {
-                continue;
-            };
-            let ft = m.file_type();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                files += 1;
-                bytes += m.len();
-            } else if ft.is_char_device() && m.rdev() == 0 {
-                whiteouts += 1;
-            }
-        }
-    }
-    (files, bytes, whiteouts)
 }
 
 fn run_op(merged: &Path, op: Op, path: &str) -> std::io::Result<u64> {
@@ -256,8 +229,8 @@ pub fn bench(
     }
     let results = Results {
         schema: RESULTS_SCHEMA,
-        environment: crate::lab::run::environment(None, SystemTime::now()),
-        spec_hash: crate::lab::run::sha256_hex(&format!("image {} files_per_cell {n}", rec.id)),
+        environment: Environment::capture(None, SystemTime::now()),
+        spec_hash: sha256_hex(&format!("image {} files_per_cell {n}", rec.id)),
         runs: vec![RunResult {
             fs: "dir".into(),
             fs_features: vec![format!("image={}", rec.id)],
@@ -277,51 +250,37 @@ pub fn bench(
     Ok(results)
 }
 
-/// `cowprof bench --image`: prints a table, returns the exit code.
-pub fn main(opts: &ImageBenchOptions, out: &mut dyn Write) -> u8 {
-    let cancel = match Cancel::install() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("cowprof bench: installing signal handlers: {e}");
-            return 1;
-        }
-    };
-    match bench(opts, Some(&cancel), &mut std::io::stderr()) {
-        Ok(r) => {
-            let _ = writeln!(
-                out,
-                "{:<12}  {:>10}  {:>5}  {:>5}  {:>10}  {:>10}",
-                "op", "size ≥", "depth", "n", "p50", "p99"
-            );
-            for c in &r.runs[0].cells {
-                let _ = writeln!(
-                    out,
-                    "{:<12}  {:>10}  {:>5}  {:>5}  {:>10}  {:>10}",
-                    c.op,
-                    fmt::bytes(c.size_bytes),
-                    c.layer_depth,
-                    c.latency.count,
-                    fmt::ns(c.latency.p50_ns),
-                    fmt::ns(c.latency.p99_ns)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "\nbench: image {} ({}), {} cells; wrote {}",
-                fmt::short_digest(r.runs[0].fs_features[0].trim_start_matches("image=")),
-                opts.image,
-                r.runs[0].cells.len(),
-                opts.out.join("results.json").display()
-            );
-            let _ = out.flush();
-            0
-        }
-        Err(e) => {
-            let _ = out.flush();
-            eprintln!("cowprof bench: {}", super::one_line(&e));
-            e.exit_code()
-        }
+/// `cowprof bench --image`: runs and prints a table.
+pub fn main(opts: &ImageBenchOptions, out: &mut dyn Write) -> Result<(), ImageError> {
+    let cancel = Cancel::install().map_err(ImageError::Signals)?;
+    let r = bench(opts, Some(&cancel), &mut std::io::stderr())?;
+    let _ = writeln!(
+        out,
+        "{:<12}  {:>10}  {:>5}  {:>5}  {:>10}  {:>10}",
+        "op", "size ≥", "depth", "n", "p50", "p99"
+    );
+    for c in &r.runs[0].cells {
+        let _ = writeln!(
+            out,
+            "{:<12}  {:>10}  {:>5}  {:>5}  {:>10}  {:>10}",
+            c.op,
+            fmt::bytes(c.size_bytes),
+            c.layer_depth,
+            c.latency.count,
+            fmt::ns(c.latency.p50_ns),
+            fmt::ns(c.latency.p99_ns)
+        );
     }
+    let _ = writeln!(
+        out,
+        "\nbench: image {} ({}), {} cells; wrote {}",
+        fmt::short_digest(r.runs[0].fs_features[0].trim_start_matches("image=")),
+        opts.image,
+        r.runs[0].cells.len(),
+        opts.out.join("results.json").display()
+    );
+    let _ = out.flush();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use crate::fmt;
 use std::{
     fs,
     io::Write as _,
-    os::unix::fs::DirBuilderExt as _,
+    os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -18,10 +18,7 @@ use super::{
     store::{ImageRecord, Store},
     ImageError,
 };
-use crate::{
-    host::{cancel::Cancel, mounts},
-    lab::stack,
-};
+use crate::host::{cancel::Cancel, mounts};
 
 /// An image's layers mounted read-write as overlay, with a fresh upper; unmounted and removed on
 /// drop (also on error and Ctrl-C, which only sets a flag checked between writes).
@@ -74,19 +71,13 @@ impl ImageStack {
         let opts = opts.join(",");
         // The kernel takes one page of mount data; Docker's short `l/` links are not made here.
         if opts.len() >= 4096 {
-            return Err(ImageError::Lab(stack::LabError::Other(format!(
-                "{} layers make {} bytes of overlay options, over the kernel's 4095; use a shorter --store path",
-                rec.layers.len(),
-                opts.len()
-            ))));
+            return Err(ImageError::OptionsTooLong {
+                layers: rec.layers.len(),
+                bytes: opts.len(),
+            });
         }
-        mounts::mount("overlay", &s.merged, "overlay", &opts).map_err(|source| {
-            ImageError::Lab(stack::LabError::Mount {
-                path: s.merged.clone(),
-                options: opts.clone(),
-                source,
-            })
-        })?;
+        mounts::mount("overlay", &s.merged, "overlay", &opts)
+            .map_err(mounts::overlay_mount_err(&s.merged, &opts))?;
         s.mounted = true;
         Ok(s)
     }
@@ -143,10 +134,9 @@ fn summarize(name: &str, mut ns: Vec<u64>, upper: &Path) -> WorkloadResult {
     }
 }
 
-/// Regular files and their bytes under `dir` (not following symlinks).
-#[must_use]
-pub fn count_files(dir: &Path) -> (u64, u64) {
-    let (mut n, mut b) = (0, 0);
+/// Upper-dir ground truth: (regular files, their bytes, whiteouts), not following symlinks.
+pub fn upper_truth(dir: &Path) -> (u64, u64, u64) {
+    let (mut files, mut bytes, mut whiteouts) = (0, 0, 0);
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
@@ -154,15 +144,25 @@ pub fn count_files(dir: &Path) -> (u64, u64) {
             let Ok(m) = fs::symlink_metadata(e.path()) else {
                 continue;
             };
-            if m.is_dir() {
+            let ft = m.file_type();
+            if ft.is_dir() {
                 stack.push(e.path());
-            } else if m.is_file() {
-                n += 1;
-                b += m.len();
+            } else if ft.is_file() {
+                files += 1;
+                bytes += m.len();
+            } else if ft.is_char_device() && m.rdev() == 0 {
+                whiteouts += 1;
             }
         }
     }
-    (n, b)
+    (files, bytes, whiteouts)
+}
+
+/// Regular files and their bytes under `dir` (not following symlinks).
+#[must_use]
+pub fn count_files(dir: &Path) -> (u64, u64) {
+    let (files, bytes, _) = upper_truth(dir);
+    (files, bytes)
 }
 
 /// Paths of regular files in the final view under `prefix` (e.g. `/etc/`).
@@ -350,10 +350,7 @@ pub fn summarize_image(
 }
 
 fn label(s: &ImageSummary) -> String {
-    s.tags_mutable
-        .first()
-        .cloned()
-        .unwrap_or_else(|| fmt::short_digest(&s.id).to_owned())
+    super::image_label(&s.tags_mutable, &s.id)
 }
 
 pub fn render(images: &[ImageSummary], out: &mut dyn std::io::Write) -> std::io::Result<()> {
@@ -479,12 +476,6 @@ where
 
 /// A bar chart of p50 and p99 per image and workload: `path` (SVG) and the same name `.png`.
 pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
-    use plotters::prelude::*;
-    crate::lab::charts::ensure_font().map_err(|e| ImageError::Io {
-        what: "drawing the chart".into(),
-        path: path.to_owned(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
     let bars: Vec<Bar> = images
         .iter()
         .flat_map(|s| {
@@ -498,23 +489,25 @@ pub fn chart(images: &[ImageSummary], path: &Path) -> Result<(), ImageError> {
             })
         })
         .collect();
+    write_bars(&bars, path)
+}
+
+/// Draws `bars` (label, p50 ns, p99 ns) into `path` (SVG) and the same name `.png`; nothing when
+/// there are none.
+pub(crate) fn write_bars(bars: &[Bar], path: &Path) -> Result<(), ImageError> {
+    use plotters::prelude::*;
+    let err = |e: String| io_err("drawing the chart", path)(std::io::Error::other(e));
     if bars.is_empty() {
         return Ok(());
     }
+    crate::plot::ensure_font().map_err(|e| err(e.to_string()))?;
     let size = (960, 120 + 40 * u32::try_from(bars.len()).unwrap_or(20));
     let svg = SVGBackend::new(path, size).into_drawing_area();
     let png_path = path.with_extension("png");
     let png = BitMapBackend::new(&png_path, size).into_drawing_area();
-    let draw = || -> Result<(), Box<dyn std::error::Error>> {
-        draw_bars(&svg, &bars)?;
-        draw_bars(&png, &bars)?;
-        Ok(())
-    };
-    draw().map_err(|e| ImageError::Io {
-        what: "drawing the chart".into(),
-        path: path.to_owned(),
-        source: std::io::Error::other(e.to_string()),
-    })
+    draw_bars(&svg, bars).map_err(|e| err(e.to_string()))?;
+    draw_bars(&png, bars).map_err(|e| err(e.to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -483,10 +483,7 @@ pub fn summarize(rec: &ImageRecord, steps: Vec<Step>) -> Forecast {
 }
 
 fn label(f: &Forecast) -> String {
-    f.tags_mutable
-        .first()
-        .cloned()
-        .unwrap_or_else(|| fmt::short_digest(&f.image).to_owned())
+    super::image_label(&f.tags_mutable, &f.image)
 }
 
 /// The side-by-side table.
@@ -557,27 +554,11 @@ pub fn render(
 
 /// A bar chart of predicted p50 and p99 per image: `path` (SVG) and the same name `.png`.
 pub fn chart(fs: &[Forecast], path: &Path) -> Result<(), ImageError> {
-    use plotters::prelude::*;
-    let err = |e: String| ImageError::Io {
-        what: "drawing the chart".into(),
-        path: path.to_owned(),
-        source: std::io::Error::other(e),
-    };
-    crate::lab::charts::ensure_font().map_err(|e| err(e.to_string()))?;
     let bars: Vec<super::compare::Bar> = fs
         .iter()
         .map(|f| (label(f), f.predicted_p50_ns, f.predicted_p99_ns))
         .collect();
-    if bars.is_empty() {
-        return Ok(());
-    }
-    let size = (960, 120 + 40 * u32::try_from(bars.len()).unwrap_or(20));
-    let svg = SVGBackend::new(path, size).into_drawing_area();
-    let png_path = path.with_extension("png");
-    let png = BitMapBackend::new(&png_path, size).into_drawing_area();
-    super::compare::draw_bars(&svg, &bars).map_err(|e| err(e.to_string()))?;
-    super::compare::draw_bars(&png, &bars).map_err(|e| err(e.to_string()))?;
-    Ok(())
+    super::compare::write_bars(&bars, path)
 }
 
 #[cfg(test)]

@@ -52,48 +52,32 @@ pub enum ImageError {
     /// Needs root (mknod of whiteouts, trusted.* xattrs, mounts).
     #[error("{what} needs root (CAP_SYS_ADMIN and CAP_MKNOD); rerun with sudo")]
     NotRoot { what: &'static str },
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::host::io::PathIoError),
     /// A trace file that is not a usable `record --json` trace.
     #[error("trace {trace}: {reason}")]
     Trace { trace: PathBuf, reason: String },
     #[error("interrupted")]
     Interrupted,
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The lab run of a calibration failed (its own message).
     #[error("{0}")]
-    Lab(#[from] crate::lab::stack::LabError),
+    Calibration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Mount(#[from] crate::host::mounts::OverlayMountError),
+    /// More layers than one page of overlay mount options can name.
+    #[error("{layers} layers make {bytes} bytes of overlay options, over the kernel's 4095; use a shorter --store path")]
+    OptionsTooLong { layers: usize, bytes: usize },
 }
 
-impl ImageError {
-    /// The documented exit code (README, "Exit codes").
-    #[must_use]
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Entry { .. }
-            | Self::Digest { .. }
-            | Self::Stream { .. }
-            | Self::Archive { .. }
-            | Self::NotFound { .. }
-            | Self::Trace { .. } => 2,
-            Self::NotRoot { .. } => 3,
-            Self::Interrupted => 130,
-            Self::Lab(e) => e.exit_code(),
-            Self::Io { .. } => 1,
-        }
-    }
-}
+pub use crate::host::io::io_err;
 
-pub fn io_err(
-    what: impl Into<String>,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(std::io::Error) -> ImageError {
-    let what = what.into();
-    let path = path.into();
-    move |source| ImageError::Io { what, path, source }
+/// An image as tables and charts name it: its first tag, else its short digest.
+pub(crate) fn image_label(tags: &[String], id: &str) -> String {
+    tags.first()
+        .cloned()
+        .unwrap_or_else(|| crate::fmt::short_digest(id).to_owned())
 }
 
 /// Hex of a SHA-256 digest.

@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::{forecast::Outcome, inspect::Curve, io_err, store::Store, ImageError};
-use crate::lab::{results::Results, run::BenchOptions, spec::Op};
+use crate::lab::results::{sha256_hex, Op, Results};
 
 /// The calibration's spec: one lower layer, the file in it, user-side p50 of the op.
 pub const CALIBRATION_SPEC: &str = r#"layers = 1
@@ -24,6 +24,16 @@ mount_options = [[]]
 ops = ["first_write", "unlink", "create"]
 cache = ["warm"]
 "#;
+
+/// One lab run of a calibration: the spec file to run, where its `results.json` goes, where the
+/// lab makes its run directory. The caller runs it (the lab's `bench`), so the image tools do not
+/// reach into the lab's run.
+#[derive(Debug, Clone)]
+pub struct CalibrationRun {
+    pub spec: PathBuf,
+    pub out: PathBuf,
+    pub workdir: PathBuf,
+}
 
 /// The latency of each kind of copy-up.
 #[derive(Debug, Clone)]
@@ -120,40 +130,22 @@ impl CostModel {
 
 /// What a calibration depends on; a change of any of these measures again.
 fn environment(store: &Store, upper_fs: &str) -> String {
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let kernel = kernel.trim();
+    let machine = crate::host::machine::Machine::read();
+    let kernel = machine.kernel;
     let fs_type = rustix::fs::statfs(&store.root).map_or(0, |s| s.f_type);
     let mut params = String::new();
-    if let Ok(rd) = fs::read_dir("/sys/module/overlay/parameters") {
-        let mut v: Vec<(String, String)> = rd
-            .flatten()
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    fs::read_to_string(e.path())
-                        .unwrap_or_default()
-                        .trim()
-                        .to_owned(),
-                )
-            })
-            .collect();
-        v.sort();
-        for (k, val) in v {
-            let _ = write!(params, "{k}={val};");
-        }
+    for (k, val) in machine.overlay_params {
+        let _ = write!(params, "{k}={val};");
     }
     format!(
         "kernel={kernel}\nstore_fs_magic={fs_type:#x}\nupper_fs={upper_fs}\noverlay={params}\nspec={}\n",
-        crate::lab::run::sha256_hex(CALIBRATION_SPEC)
+        sha256_hex(CALIBRATION_SPEC)
     )
 }
 
 /// The calibration directory for this environment.
 fn dir_for(store: &Store, env: &str) -> PathBuf {
-    store
-        .root
-        .join("calibration")
-        .join(&crate::lab::run::sha256_hex(env)[..16])
+    store.root.join("calibration").join(&sha256_hex(env)[..16])
 }
 
 /// The model measured on this host: the cached calibration when its environment still holds,
@@ -164,6 +156,7 @@ pub fn calibrated(
     upper_fs: &str,
     again: bool,
     mut progress: impl FnMut(&str),
+    run_lab: impl FnOnce(&CalibrationRun) -> Result<Results, ImageError>,
 ) -> Result<CostModel, ImageError> {
     let env = environment(store, upper_fs);
     let dir = dir_for(store, &env);
@@ -189,19 +182,13 @@ pub fn calibrated(
     fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
     let spec = dir.join("spec.toml");
     fs::write(&spec, CALIBRATION_SPEC.replace("FS", upper_fs)).map_err(io_err("writing", &spec))?;
-    let opts = BenchOptions {
-        spec: Some(spec),
+    let measured = run_lab(&CalibrationRun {
+        spec,
         out: dir.clone(),
         workdir: store.tmp_dir(),
-        quick: false,
-        expect_kernel: false,
-        no_charts: true,
-        table: crate::lab::summary::TableMode::default(),
-    };
-    let report = crate::lab::run::bench(&opts)?;
+    })?;
     fs::write(dir.join("environment"), &env).map_err(io_err("writing", &dir))?;
-    let mut m =
-        CostModel::from_results(&report.results, &report.results_path.display().to_string())?;
+    let mut m = CostModel::from_results(&measured, &results.display().to_string())?;
     m.source = format!("calibrated now: {}", m.source);
     Ok(m)
 }

@@ -331,7 +331,7 @@ impl TempLayer {
             }
             // Another import finished the same layer first: keep theirs.
             Err(_) if to.is_dir() => Ok(()),
-            Err(e) => Err(io_err("moving the finished layer to", to)(e)),
+            Err(e) => Err(io_err("moving the finished layer to", to)(e).into()),
         }
     }
 }
@@ -347,7 +347,8 @@ impl Drop for TempLayer {
 fn write_atomic(p: &Path, bytes: &[u8]) -> Result<(), ImageError> {
     let tmp = p.with_extension(format!("tmp{}", std::process::id()));
     fs::write(&tmp, bytes).map_err(io_err("writing", &tmp))?;
-    fs::rename(&tmp, p).map_err(io_err("writing", p))
+    fs::rename(&tmp, p).map_err(io_err("writing", p))?;
+    Ok(())
 }
 
 fn record(desc: &ImageDesc, layers: Vec<LayerRecord>, source: &str) -> ImageRecord {

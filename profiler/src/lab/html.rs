@@ -14,7 +14,8 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::lab::charts::{self, run_label, Chart, ChartError};
+use crate::lab::charts::{self, Chart, ChartError};
+use crate::lab::results::run_label;
 use crate::lab::results::{Cell, LatencyStats, Results};
 
 const CSS: &str = "

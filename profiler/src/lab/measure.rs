@@ -8,74 +8,20 @@ use std::{
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
 };
 
-use aya::maps::{MapData, RingBuf};
-use base64::Engine as _;
-use hdrhistogram::{
-    serialization::{Serializer as _, V2Serializer},
-    Histogram,
-};
-
 use crate::{
     event::{Event, Kind},
     host::mountinfo,
-    pipeline::decode::{self, Record},
     pipeline::enrich::Enricher,
-    pipeline::probe::{self, Probe, ProbeError, ProbeOptions},
+    pipeline::probe::{ProbeError, ProbeOptions},
+    pipeline::tap::Tap,
 };
-use profiler_common::counter;
 
 use super::{
-    results::{Cell, LatencyStats},
+    results::{Cell, Hist},
     spec::Op,
     stack::{LabError, LabStack, Layers},
     workload::{Reply, Request},
 };
-
-/// A latency histogram: 1 ns .. 1 hour at 3 significant digits (as `record`'s summaries).
-pub struct Hist(Histogram<u64>);
-
-impl Default for Hist {
-    fn default() -> Self {
-        Self(Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"))
-    }
-}
-
-impl Hist {
-    pub fn record(&mut self, ns: u64) {
-        self.0.saturating_record(ns.max(1));
-    }
-
-    pub fn len(&self) -> u64 {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn p50(&self) -> u64 {
-        self.0.value_at_quantile(0.5)
-    }
-
-    pub fn stats(&self) -> LatencyStats {
-        let mut bytes = Vec::new();
-        V2Serializer::new()
-            .serialize(&self.0, &mut bytes)
-            .expect("serializing a histogram into memory");
-        LatencyStats {
-            count: self.0.len(),
-            p50_ns: self.0.value_at_quantile(0.50),
-            p25_ns: self.0.value_at_quantile(0.25),
-            p75_ns: self.0.value_at_quantile(0.75),
-            p90_ns: self.0.value_at_quantile(0.90),
-            p99_ns: self.0.value_at_quantile(0.99),
-            max_ns: self.0.max(),
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            mean_ns: self.0.mean().round() as u64,
-            histogram: base64::engine::general_purpose::STANDARD.encode(bytes),
-        }
-    }
-}
 
 /// Everything measured for one cell, turned into a [`Cell`] at the end.
 pub struct CellAcc {
@@ -261,33 +207,27 @@ const MOUNTS_PER_ATTACH: usize = 4000;
 
 /// The eBPF probes, attached in this process (which they ignore: the worker runs the ops).
 pub struct KernelTap {
-    probe: Probe,
-    ring: RingBuf<MapData>,
+    tap: Tap,
     enricher: Enricher,
     next_id: u32,
     registered: usize,
-    malformed: u64,
     /// Drops of earlier attachments.
     drops_before: u64,
 }
 
 impl KernelTap {
     pub fn attach() -> Result<Self, ProbeError> {
-        let mut probe = probe::load_and_attach(&ProbeOptions::default())?;
-        let ring = probe.take_events()?;
         Ok(Self {
-            probe,
-            ring,
+            tap: Tap::attach(&ProbeOptions::default())?,
             enricher: Enricher::new(),
             next_id: FIRST_MOUNT_ID,
             registered: 0,
-            malformed: 0,
             drops_before: 0,
         })
     }
 
     pub fn backend(&self) -> crate::event::Backend {
-        self.probe.backend
+        self.tap.probe().backend
     }
 
     /// Loads and attaches afresh: empty maps. Needed when a new backing filesystem reuses the
@@ -330,7 +270,7 @@ impl KernelTap {
         self.registered += 1;
         let one = [m];
         self.enricher.add_mounts(&one);
-        self.probe.register_mounts(&one).map_err(|e| {
+        self.tap.probe_mut().register_mounts(&one).map_err(|e| {
             LabError::Other(format!(
                 "registering {} with the probes: {e}",
                 merged.display()
@@ -338,33 +278,18 @@ impl KernelTap {
         })
     }
 
-    /// Every event the kernel side has produced so far, enriched.
+    /// Every event the kernel side has produced so far, enriched (the lab registers its mounts
+    /// itself, under ids of its own).
     pub fn drain(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
-        while let Some(item) = self.ring.next() {
-            match decode::decode(&item) {
-                Ok(Record::Cow(ev)) => out.extend(self.enricher.push(*ev)),
-                Ok(Record::SyscallEnd(end)) => out.extend(self.enricher.syscall_end(&end)),
-                Ok(Record::Mount(m)) => self.enricher.add_kernel_mount(&m),
-                Err(e) => {
-                    self.malformed += 1;
-                    log::debug!("skipping malformed sample: {e}");
-                }
-            }
-        }
-        out
+        self.tap.drain(&mut self.enricher, None)
     }
 
     /// Events lost so far (ring buffer full, tables full, malformed samples). Not
     /// `WHITEOUT_UNNAMED`: whiteouts the tracepoint backend cannot name (ext4's own
     /// `RENAME_WHITEOUT` in `rename_file`) are not among the lab's kernel-side numbers.
     pub fn drops(&self) -> u64 {
-        let c = self.probe.counters();
-        self.drops_before
-            + c[counter::RINGBUF_DROPS as usize]
-            + c[counter::OP_TABLE_FULL as usize]
-            + c[counter::WINDOW_DROPS as usize]
-            + self.malformed
+        let d = self.tap.drops();
+        self.drops_before + d.ringbuf + d.op_table + d.windows + d.malformed
     }
 }
 

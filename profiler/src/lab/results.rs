@@ -6,9 +6,18 @@
 
 use std::collections::BTreeMap;
 
+use std::fmt::Write as _;
+
 use base64::Engine as _;
-use hdrhistogram::{serialization::DeserializeError, serialization::Deserializer, Histogram};
+use hdrhistogram::{
+    serialization::{DeserializeError, Deserializer, Serializer as _, V2Serializer},
+    Histogram,
+};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// A cell's op, part of the schema (defined with the spec that names it).
+pub use super::spec::Op;
 
 /// Bumped on any incompatible change of this file's layout. Fields added later carry
 /// `#[serde(default)]`, so files written before them still read (with the default noted there).
@@ -67,7 +76,7 @@ pub struct RunResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     /// e.g. `first_write`, `open_trunc`, `truncate`, `chmod`, `rewrite`, `read_lower`, ...
-    pub op: crate::lab::spec::Op,
+    pub op: Op,
     pub size_bytes: u64,
     /// Layer the file lives in (1 = topmost lower); 0 for ops on new or upper files.
     pub layer_depth: u32,
@@ -141,6 +150,52 @@ pub struct Skipped {
 /// Values one cell's histogram may hold: ten times the most repetitions a spec allows.
 pub const MAX_RECORDED: u64 = 1_000_000;
 
+/// A latency histogram: 1 ns .. 1 hour at 3 significant digits (as `record`'s summaries).
+pub struct Hist(Histogram<u64>);
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self(Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"))
+    }
+}
+
+impl Hist {
+    pub fn record(&mut self, ns: u64) {
+        self.0.saturating_record(ns.max(1));
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn p50(&self) -> u64 {
+        self.0.value_at_quantile(0.5)
+    }
+
+    pub fn stats(&self) -> LatencyStats {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(&self.0, &mut bytes)
+            .expect("serializing a histogram into memory");
+        LatencyStats {
+            count: self.0.len(),
+            p50_ns: self.0.value_at_quantile(0.50),
+            p25_ns: self.0.value_at_quantile(0.25),
+            p75_ns: self.0.value_at_quantile(0.75),
+            p90_ns: self.0.value_at_quantile(0.90),
+            p99_ns: self.0.value_at_quantile(0.99),
+            max_ns: self.0.max(),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            mean_ns: self.0.mean().round() as u64,
+            histogram: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+}
+
 /// Why a cell's `latency.histogram` could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum HistogramError {
@@ -209,4 +264,48 @@ pub fn decode_histogram(b64: &str) -> Result<Histogram<u64>, HistogramError> {
         return Err(HistogramError::TooMany { recorded: h.len() });
     }
     Ok(h)
+}
+
+/// SHA-256 (hex) of a text: a results file's `spec_hash`.
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// `ext4 (reflink) · metacopy=on · warm`: how a run is named in titles, legends and reports.
+pub fn run_label(run: &RunResult) -> String {
+    let mut s = run.fs.clone();
+    if !run.fs_features.is_empty() {
+        let _ = write!(s, " ({})", run.fs_features.join(", "));
+    }
+    s.push_str(" · ");
+    if run.mount_options.is_empty() {
+        s.push_str("default options");
+    } else {
+        s.push_str(&run.mount_options.join(","));
+    }
+    s.push_str(" · ");
+    s.push_str(&run.cache);
+    s
+}
+
+impl Environment {
+    /// The machine a results file is measured on, now (also `bench --image`'s).
+    pub fn capture(backend: Option<crate::event::Backend>, started: std::time::SystemTime) -> Self {
+        let machine = crate::host::machine::Machine::read();
+        Self {
+            kernel: machine.kernel,
+            cowprof_version: env!("CARGO_PKG_VERSION").to_owned(),
+            cpus: machine.cpus,
+            overlay_params: machine.overlay_params,
+            backend,
+            started_unix_s: started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
 }

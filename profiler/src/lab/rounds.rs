@@ -14,7 +14,8 @@ use indicatif::ProgressBar;
 use crate::host::{cancel::Cancel, mounts::drop_caches};
 
 use super::{
-    measure::{events_for, CellAcc, Hist, KernelTap, Worker},
+    measure::{events_for, CellAcc, KernelTap, Worker},
+    results::Hist,
     results::RunResult,
     run::{cells_of, metacopy_on, options_label},
     spec::{Cache, FsKind, Op, Shape, Spec},

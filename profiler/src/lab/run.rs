@@ -11,15 +11,14 @@ use std::{
     io::{IsTerminal as _, Read as _, Write},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest as _, Sha256};
 
 use crate::host::{
     cancel::Cancel,
-    mounts::{overlay_param, private_mount_namespace},
+    mounts::{overlay_param, private_mount_namespace, OverlayMountError},
 };
 
 use super::{
@@ -31,6 +30,8 @@ use super::{
     summary::TableMode,
     workload::OUTCOME_REDIRECT,
 };
+
+pub use super::results::sha256_hex;
 
 /// Set to `1`: mount the lab's filesystems and stacks in the caller's mount namespace instead of
 /// a private one.
@@ -90,50 +91,6 @@ pub fn load_spec(path: Option<&Path>, quick: bool) -> Result<(Spec, String), Lab
         hashed.push_str("\n# cowprof bench --quick\n");
     }
     Ok((spec, hashed))
-}
-
-pub fn sha256_hex(text: &str) -> String {
-    use std::fmt::Write as _;
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// What a results file records about the machine it was measured on (also `bench --image`'s).
-pub(crate) fn environment(
-    backend: Option<crate::event::Backend>,
-    started: SystemTime,
-) -> Environment {
-    let overlay_params = fs::read_dir("/sys/module/overlay/parameters")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let v = fs::read_to_string(e.path()).ok()?;
-                    Some((
-                        e.file_name().to_string_lossy().into_owned(),
-                        v.trim().to_owned(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Environment {
-        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
-        cowprof_version: env!("CARGO_PKG_VERSION").to_owned(),
-        cpus: std::thread::available_parallelism()
-            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
-        overlay_params,
-        backend,
-        started_unix_s: started
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    }
 }
 
 /// `a,b` for an option set; `-` for none.
@@ -294,7 +251,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, LabError> {
     };
     let results = Results {
         schema: RESULTS_SCHEMA,
-        environment: environment(backend, started),
+        environment: Environment::capture(backend, started),
         spec_hash: sha256_hex(&text),
         runs,
         skipped,
@@ -496,7 +453,7 @@ fn run_matrix(
         for (i, set) in sets.iter().enumerate() {
             match LabStack::mount(&backing.dir, &layers, set, ctx.stacks) {
                 Ok(s) => drop(s),
-                Err(LabError::Mount { source, .. }) => {
+                Err(LabError::Mount(OverlayMountError { source, .. })) => {
                     let what = format!("fs={fs_kind} options={}", options_label(set));
                     ctx.warn(&format!(
                         "skipping {what}: the kernel refused the mount: {source}"
@@ -551,81 +508,72 @@ fn run_matrix(
     Ok(())
 }
 
-/// `cowprof bench`: runs, prints, returns the exit code.
-pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> u8 {
-    match bench(opts) {
-        Ok(rep) => {
-            let _ = match opts.table {
-                TableMode::Full => super::summary::print_full(out, &rep.results),
-                TableMode::Summary => super::summary::print_brief(
-                    out,
-                    &crate::fmt::Layout::stdout(),
-                    &rep.results,
-                    &super::summary::Disagreements {
-                        upper_mismatches: rep.upper_mismatches,
-                        kernel_mismatches: &rep.kernel_mismatches,
-                    },
-                ),
-            };
-            let _ = writeln!(
-                out,
-                "\nbench: {} cells in {} runs, {} repetitions checked against the upper dir ({} disagreed), backend {}, {:.1}s; wrote {}",
-                rep.results.runs.iter().map(|r| r.cells.len()).sum::<usize>(),
-                rep.results.runs.len(),
-                rep.upper_checked,
-                rep.upper_mismatches,
-                rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
-                rep.elapsed.as_secs_f64(),
-                rep.results_path.display()
-            );
-            if opts.table == TableMode::Summary {
-                let _ = writeln!(
-                    out,
-                    "bench: every cell: --table full, or {} (and report.html beside it)",
-                    rep.results_path.display()
-                );
-            }
-            let _ = out.flush();
-            for m in &rep.kernel_mismatches {
-                eprintln!("cowprof: kernel copy-up count differs: {m}");
-            }
-            if opts.expect_kernel {
-                let unseen: Vec<&str> = rep
-                    .results
-                    .skipped
-                    .iter()
-                    .filter(|s| s.what.starts_with("kernel-side timings"))
-                    .map(|s| s.what.as_str())
-                    .collect();
-                if rep.results.environment.backend.is_none()
-                    || !unseen.is_empty()
-                    || !rep.kernel_mismatches.is_empty()
-                {
-                    eprintln!(
-                        "cowprof: --expect-kernel: kernel-side timings missing or inexact (backend {}, {} runs unseen, {} cells off)",
-                        rep.results.environment.backend.map_or("none", crate::event::Backend::as_str),
-                        unseen.len(),
-                        rep.kernel_mismatches.len()
-                    );
-                    return 1;
-                }
-            }
-            if rep.upper_mismatches > 0 {
-                eprintln!(
-                    "cowprof: {} repetitions left an upper directory that disagrees with their op (see above); results written anyway",
-                    rep.upper_mismatches
-                );
-                1
-            } else {
-                0
-            }
-        }
-        Err(e) => {
-            let _ = out.flush();
-            eprintln!("cowprof: {e}");
-            e.exit_code()
+/// `cowprof bench`: runs and prints the tables. A run whose results were written but whose
+/// checks failed (`--expect-kernel`, upper directories that disagree) is an error too.
+pub fn main(opts: &BenchOptions, out: &mut dyn Write) -> Result<(), LabError> {
+    let rep = bench(opts)?;
+    let _ = match opts.table {
+        TableMode::Full => super::summary::print_full(out, &rep.results),
+        TableMode::Summary => super::summary::print_brief(
+            out,
+            &crate::fmt::Layout::stdout(),
+            &rep.results,
+            &super::summary::Disagreements {
+                upper_mismatches: rep.upper_mismatches,
+                kernel_mismatches: &rep.kernel_mismatches,
+            },
+        ),
+    };
+    let backend = rep
+        .results
+        .environment
+        .backend
+        .map_or("none", crate::event::Backend::as_str);
+    let _ = writeln!(
+        out,
+        "\nbench: {} cells in {} runs, {} repetitions checked against the upper dir ({} disagreed), backend {backend}, {:.1}s; wrote {}",
+        rep.results.runs.iter().map(|r| r.cells.len()).sum::<usize>(),
+        rep.results.runs.len(),
+        rep.upper_checked,
+        rep.upper_mismatches,
+        rep.elapsed.as_secs_f64(),
+        rep.results_path.display()
+    );
+    if opts.table == TableMode::Summary {
+        let _ = writeln!(
+            out,
+            "bench: every cell: --table full, or {} (and report.html beside it)",
+            rep.results_path.display()
+        );
+    }
+    let _ = out.flush();
+    for m in &rep.kernel_mismatches {
+        eprintln!("cowprof: kernel copy-up count differs: {m}");
+    }
+    if opts.expect_kernel {
+        let unseen = rep
+            .results
+            .skipped
+            .iter()
+            .filter(|s| s.what.starts_with("kernel-side timings"))
+            .count();
+        if rep.results.environment.backend.is_none()
+            || unseen > 0
+            || !rep.kernel_mismatches.is_empty()
+        {
+            return Err(LabError::KernelInexact {
+                backend,
+                unseen,
+                cells_off: rep.kernel_mismatches.len(),
+            });
         }
     }
+    if rep.upper_mismatches > 0 {
+        return Err(LabError::UpperMismatch {
+            repetitions: rep.upper_mismatches,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

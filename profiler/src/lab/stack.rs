@@ -22,8 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::{
     cancel::Cancel,
+    io::PathIoError,
     loopdev::{loop_attach, loop_detach, loop_devices, loop_set_autoclear},
-    mounts::{cstr, mount, overlay_param, remove_tree, umount, unmount_all_under},
+    mounts::{
+        cstr, mount, overlay_mount_err, overlay_param, remove_tree, umount, unmount_all_under,
+        OverlayMountError,
+    },
 };
 
 use super::{
@@ -52,24 +56,24 @@ pub enum LabError {
     NotRoot,
     #[error("interrupted; the lab's mounts, loop devices and files were removed")]
     Interrupted,
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("mount -t overlay on {path} failed: {source} (options: {options})")]
-    Mount {
-        path: PathBuf,
-        options: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
+    #[error(transparent)]
+    Mount(#[from] OverlayMountError),
     #[error("no space left on a backing filesystem ({detail}); give the spec a larger backing_size or free space under --workdir; results.json holds the runs finished before")]
     NoSpace { detail: String },
     #[error("{0}")]
     Other(String),
+    /// `bench --expect-kernel` on a run whose kernel-side numbers are missing or inexact.
+    #[error("--expect-kernel: kernel-side timings missing or inexact (backend {backend}, {unseen} runs unseen, {cells_off} cells off)")]
+    KernelInexact {
+        backend: &'static str,
+        unseen: usize,
+        cells_off: usize,
+    },
+    /// Repetitions whose upper directory disagreed with their op (results were written).
+    #[error("{repetitions} repetitions left an upper directory that disagrees with their op (see above); results written anyway")]
+    UpperMismatch { repetitions: u64 },
 }
 
 impl From<crate::host::cancel::Interrupted> for LabError {
@@ -79,31 +83,17 @@ impl From<crate::host::cancel::Interrupted> for LabError {
 }
 
 impl LabError {
-    /// Exit code (README, "Exit codes").
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Spec(_) | Self::SpecFile { .. } => 2,
-            Self::NotRoot => 3,
-            Self::Interrupted => 130,
-            _ => 1,
-        }
-    }
-
     /// ENOSPC, from the worker or from the lab's own writes (layers, upper dirs).
     pub fn is_no_space(&self) -> bool {
         match self {
             Self::NoSpace { .. } => true,
-            Self::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            Self::Io(e) => e.source.raw_os_error() == Some(libc::ENOSPC),
             _ => false,
         }
     }
 }
 
-pub fn io_err(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> LabError {
-    let what = what.into();
-    let path = path.to_owned();
-    move |source| LabError::Io { what, path, source }
-}
+pub use crate::host::io::io_err;
 
 /// Removes what `dir` holds but keeps `dir` itself (and its inode: see [`LabStack`]).
 fn empty_dir(dir: &Path, keep: &[&str]) {
@@ -208,7 +198,8 @@ impl LabRoot {
         let tmp = self.state_file.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(&self.state).expect("state serializes");
         fs::write(&tmp, text).map_err(io_err("writing", &tmp))?;
-        fs::rename(&tmp, &self.state_file).map_err(io_err("writing", &self.state_file))
+        fs::rename(&tmp, &self.state_file).map_err(io_err("writing", &self.state_file))?;
+        Ok(())
     }
 
     /// Records a resource before it is made.
@@ -620,11 +611,7 @@ impl LabStack {
             std::env::set_current_dir(&cwd).map_err(io_err("chdir back to", &cwd))?;
             r
         };
-        result.map_err(|source| LabError::Mount {
-            path: s.merged.clone(),
-            options: s.options.clone(),
-            source,
-        })?;
+        result.map_err(overlay_mount_err(&s.merged, &s.options))?;
         s.mounted = true;
         Ok(s)
     }
@@ -654,11 +641,5 @@ mod tests {
     #[test]
     fn own_start_ticks() {
         assert!(start_ticks(std::process::id()).is_some());
-    }
-
-    #[test]
-    fn exit_codes() {
-        assert_eq!(LabError::Interrupted.exit_code(), 130);
-        assert_eq!(LabError::NotRoot.exit_code(), 3);
     }
 }

@@ -87,20 +87,60 @@ fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("lab paths have no NUL")
 }
 
-fn last_err(what: &str, p: &Path) -> String {
-    format!(
-        "{what} {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    )
+/// Why a worker request failed; its text goes back to the bench process in [`Reply::error`].
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// A syscall of the op failed.
+    #[error("{call} {}: {source}", path.display())]
+    Syscall {
+        call: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `rename_file`, `rename_dir` or `link` failed (other than `rename_dir`'s legal EXDEV).
+    #[error("{op} {} -> {}: {source}", from.display(), to.display())]
+    SecondName {
+        op: Op,
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A read op read another size than the file's.
+    #[error("read {}: {read} bytes, expected {expected}", path.display())]
+    ShortRead {
+        path: PathBuf,
+        read: u64,
+        expected: u64,
+    },
+    /// A concurrent op sent as a single one.
+    #[error("{op} runs as a Parallel request")]
+    NotSingle { op: Op },
+    #[error("a writer thread panicked")]
+    ThreadPanicked,
+    #[error("no threads")]
+    NoThreads,
+    /// A request line that is not a [`Request`].
+    #[error("bad request: {0}")]
+    BadRequest(#[source] serde_json::Error),
 }
 
-fn open(p: &Path, flags: libc::c_int) -> Result<libc::c_int, String> {
+/// The error of the syscall `call` on `p` that just failed.
+fn last_err(call: &'static str, p: &Path) -> WorkloadError {
+    WorkloadError::Syscall {
+        call,
+        path: p.to_owned(),
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+fn open(p: &Path, flags: libc::c_int) -> Result<libc::c_int, WorkloadError> {
     open_c(&cstr(p), flags, p)
 }
 
 /// `open` of a path already converted (no allocation inside a timed window).
-fn open_c(c: &CString, flags: libc::c_int, p: &Path) -> Result<libc::c_int, String> {
+fn open_c(c: &CString, flags: libc::c_int, p: &Path) -> Result<libc::c_int, WorkloadError> {
     // SAFETY: valid C string; the fd is closed by the caller.
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, FILE_MODE) };
     if fd < 0 {
@@ -115,7 +155,7 @@ fn close(fd: libc::c_int) {
     unsafe { libc::close(fd) };
 }
 
-fn rc(r: libc::c_int, what: &str, p: &Path) -> Result<(), String> {
+fn rc(r: libc::c_int, what: &'static str, p: &Path) -> Result<(), WorkloadError> {
     if r == 0 {
         Ok(())
     } else {
@@ -124,7 +164,7 @@ fn rc(r: libc::c_int, what: &str, p: &Path) -> Result<(), String> {
 }
 
 /// Reads `fd` to its end into `buf`; returns the bytes read.
-fn read_all(fd: libc::c_int, buf: &mut [u8], p: &Path) -> Result<u64, String> {
+fn read_all(fd: libc::c_int, buf: &mut [u8], p: &Path) -> Result<u64, WorkloadError> {
     let mut total = 0u64;
     loop {
         // SAFETY: buf is valid for buf.len() bytes.
@@ -138,7 +178,7 @@ fn read_all(fd: libc::c_int, buf: &mut [u8], p: &Path) -> Result<u64, String> {
     }
 }
 
-fn write_all(fd: libc::c_int, mut data: &[u8], p: &Path) -> Result<(), String> {
+fn write_all(fd: libc::c_int, mut data: &[u8], p: &Path) -> Result<(), WorkloadError> {
     while !data.is_empty() {
         // SAFETY: data is valid for data.len() bytes.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
@@ -152,7 +192,7 @@ fn write_all(fd: libc::c_int, mut data: &[u8], p: &Path) -> Result<(), String> {
 }
 
 /// `open(O_APPEND)` + write one byte + close: the first write of `first_write` and the threads.
-fn append_one(c: &CString, path: &Path) -> Result<(), String> {
+fn append_one(c: &CString, path: &Path) -> Result<(), WorkloadError> {
     let fd = open_c(c, libc::O_WRONLY | libc::O_APPEND, path)?;
     let w = write_all(fd, b"+", path);
     close(fd);
@@ -160,7 +200,7 @@ fn append_one(c: &CString, path: &Path) -> Result<(), String> {
 }
 
 /// Runs one op and returns its duration in ns (monotonic clock, syscalls only).
-pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, String> {
+pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, WorkloadError> {
     // Everything that allocates happens before the clock starts.
     let c = cstr(path);
     let second = second_rel(op, &path.to_string_lossy()).map(PathBuf::from);
@@ -187,10 +227,11 @@ pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, S
             close(fd);
             let n = r?;
             if n != size {
-                return Err(format!(
-                    "read {}: {n} bytes, expected {size}",
-                    path.display()
-                ));
+                return Err(WorkloadError::ShortRead {
+                    path: path.to_owned(),
+                    read: n,
+                    expected: size,
+                });
             }
         }
         Op::Create => close(open_c(
@@ -222,18 +263,19 @@ pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, S
                 if op == Op::RenameDir && e.raw_os_error() == Some(libc::EXDEV) {
                     outcome = Some(OUTCOME_EXDEV);
                 } else {
-                    return Err(format!(
-                        "{op} {} -> {}: {e}",
-                        path.display(),
-                        to_path.display()
-                    ));
+                    return Err(WorkloadError::SecondName {
+                        op,
+                        from: path.to_owned(),
+                        to: to_path.to_owned(),
+                        source: e,
+                    });
                 }
             } else if op == Op::RenameDir {
                 outcome = Some(OUTCOME_REDIRECT);
             }
         }
         Op::ParallelWrite | Op::RaceWrite => {
-            return Err(format!("{op} runs as a Parallel request"));
+            return Err(WorkloadError::NotSingle { op });
         }
     }
     Ok(Timed {
@@ -245,9 +287,9 @@ pub fn run_op(op: Op, path: &Path, size: u64, buf: &mut [u8]) -> Result<Timed, S
 /// Runs one appending thread per path, all released by one barrier. Returns the wall time (from
 /// the first thread's start to the last thread's end, each read in its own thread) and each
 /// thread's own op time, in path order.
-pub fn run_parallel(paths: &[PathBuf]) -> Result<(u64, Vec<u64>), String> {
+pub fn run_parallel(paths: &[PathBuf]) -> Result<(u64, Vec<u64>), WorkloadError> {
     let barrier = Barrier::new(paths.len());
-    let spans: Vec<Result<(Instant, Instant), String>> = std::thread::scope(|s| {
+    let spans: Vec<Result<(Instant, Instant), WorkloadError>> = std::thread::scope(|s| {
         let handles: Vec<_> = paths
             .iter()
             .map(|p| {
@@ -262,15 +304,20 @@ pub fn run_parallel(paths: &[PathBuf]) -> Result<(u64, Vec<u64>), String> {
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a writer thread panicked".into()))
-            })
+            .map(|h| h.join().unwrap_or(Err(WorkloadError::ThreadPanicked)))
             .collect()
     });
-    let spans = spans.into_iter().collect::<Result<Vec<_>, String>>()?;
-    let first = spans.iter().map(|s| s.0).min().ok_or("no threads")?;
-    let last = spans.iter().map(|s| s.1).max().ok_or("no threads")?;
+    let spans = spans.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let first = spans
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .ok_or(WorkloadError::NoThreads)?;
+    let last = spans
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .ok_or(WorkloadError::NoThreads)?;
     let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     Ok((
         ns(last - first),
@@ -279,7 +326,7 @@ pub fn run_parallel(paths: &[PathBuf]) -> Result<(u64, Vec<u64>), String> {
 }
 
 /// The reference: a plain copy (read + write, 1 MiB at a time) into a new file, then fsync.
-pub fn run_reference(src: &Path, dst: &Path, buf: &mut [u8]) -> Result<u64, String> {
+pub fn run_reference(src: &Path, dst: &Path, buf: &mut [u8]) -> Result<u64, WorkloadError> {
     let t0 = Instant::now();
     let s = open(src, libc::O_RDONLY)?;
     let d = match open(dst, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL) {
@@ -350,10 +397,10 @@ pub fn worker_main(parent: u32) -> std::io::Result<()> {
                 per_thread_ns: per,
                 ..Reply::default()
             }),
-            Err(e) => Err(format!("bad request: {e}")),
+            Err(e) => Err(WorkloadError::BadRequest(e)),
         };
         let reply = result.unwrap_or_else(|e| Reply {
-            error: Some(e),
+            error: Some(e.to_string()),
             ..Reply::default()
         });
         serde_json::to_writer(&mut out, &reply)?;

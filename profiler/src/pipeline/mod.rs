@@ -1,8 +1,8 @@
 //! An event's way from the kernel to the user, one module per stage:
-//! [`probe`] (choose a backend, load, attach) → ring buffer ([`record`]) → [`decode`] →
+//! [`probe`] (choose a backend, load, attach) → ring buffer ([`tap`]) → [`decode`] →
 //! [`enrich`] (mount, layer, syscall, container) → [`aggregate`] (hdrhistogram, copy-up
 //! [`phases`]) → [`report`]
-//! (table, JSON) and [`metrics`] (Prometheus `/metrics`).
+//! (table, JSON) and [`metrics`] (Prometheus `/metrics`); [`record`] runs them all.
 
 pub mod aggregate;
 pub mod decode;
@@ -12,3 +12,4 @@ pub mod phases;
 pub mod probe;
 pub mod record;
 pub mod report;
+pub mod tap;

@@ -1,16 +1,14 @@
-//! `cowprof record`: load and attach, read the ring buffer (stage 2), decode, enrich, aggregate
-//! and report until Ctrl-C, SIGTERM, `--duration` or the end of `-- COMMAND`.
+//! `cowprof record`: load and attach, read the ring buffer ([`crate::pipeline::tap`]), decode,
+//! enrich, aggregate and report until Ctrl-C, SIGTERM, `--duration` or the end of `-- COMMAND`.
 
 use std::{io::Write, path::PathBuf, time::Duration};
 
-use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
     event::Event,
     host::mountinfo,
-    pipeline::aggregate::{Aggregate, Drops, Summary},
-    pipeline::decode::{self, Record},
+    pipeline::aggregate::{Aggregate, Summary},
     pipeline::enrich::{
         self,
         container::{self, Attributor, ContainerError},
@@ -18,10 +16,10 @@ use crate::{
         docker::DockerClient,
         Enricher,
     },
-    pipeline::probe::{self, Probe, ProbeError, ProbeOptions},
+    pipeline::probe::{self, ProbeError, ProbeOptions},
     pipeline::report::{Exporter, RunInfo},
+    pipeline::tap::{Tap, DRAIN_INTERVAL},
 };
-use profiler_common::counter;
 
 #[derive(Debug, Clone, Default)]
 pub struct RecordOptions {
@@ -69,16 +67,6 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
-}
-
-impl RecordError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Probe(e) => e.exit_code(),
-            Self::Container(ContainerError::Docker(_)) | Self::Mountinfo(_) | Self::Io { .. } => 1,
-            Self::NotOverlay { .. } | Self::Spawn { .. } | Self::Container(_) => 2,
-        }
-    }
 }
 
 /// The result of a run, for callers that check events (tests, the VM self-test, `demo`).
@@ -137,10 +125,6 @@ impl Filters {
     }
 }
 
-/// How often the reader drains the ring buffer without being woken: the most an event waits
-/// before it is printed (a burst wakes the reader at once, see the eBPF side's `rb_flags`).
-const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
-
 /// Runs a recording session, writing through `exporter` to `out`.
 #[expect(
     clippy::too_many_lines,
@@ -189,11 +173,11 @@ pub async fn record(
         min_latency_ns: opts.min_latency_ns,
     };
 
-    let mut probe = probe::load_and_attach(&opts.probe)?;
+    let mut tap = Tap::attach(&opts.probe)?;
     // kprobes on a module function do not hold the module: `rmmod overlay` succeeds under them
     // and marks them gone. Watched only for that backend (the tracepoint backend does not probe
     // overlay's code).
-    let overlay_module = if probe.backend == probe::Backend::Kprobe {
+    let overlay_module = if tap.probe().backend == probe::Backend::Kprobe {
         overlay_module_id()
     } else {
         None
@@ -215,18 +199,19 @@ pub async fn record(
         }
     }
     enricher.add_mounts(&mounts);
-    probe.register_mounts(&mounts)?;
-    let ring = probe.take_events()?;
+    tap.probe_mut().register_mounts(&mounts)?;
     // SAFETY (both registrations): each owns its fd and outlives its registration.
-    let mut logs = match probe.take_logger() {
+    let mut logs = match tap.probe_mut().take_logger() {
         Some(l) => Some(
             unsafe { AsyncFd::register(l) }.map_err(|e| RecordError::Io { source: e.into() })?,
         ),
         None => None,
     };
-    // SAFETY: the ring buffer owns its fd and outlives the registration (both live in `ring`).
-    let mut ring =
-        unsafe { AsyncFd::register(ring) }.map_err(|e| RecordError::Io { source: e.into() })?;
+    // SAFETY: the tap owns the ring buffer's fd and outlives the registration (both live in
+    // `tap`).
+    let mut tap =
+        unsafe { AsyncFd::register(tap) }.map_err(|e| RecordError::Io { source: e.into() })?;
+    let probe = tap.get_ref().probe();
 
     let info = RunInfo {
         backend: probe.backend,
@@ -273,7 +258,6 @@ pub async fn record(
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut agg = Aggregate::default();
     let mut events = Vec::new();
-    let mut malformed = 0u64;
     let mut command_status = None;
     let mut interrupted = false;
     let mut overlay_unloaded = false;
@@ -298,22 +282,22 @@ pub async fn record(
 
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
+            guard = tap.readable_mut() => {
                 let mut guard = guard.map_err(|source| RecordError::Io { source })?;
                 let mut seen = Vec::new();
-                let mut batch = drain(guard.get_inner_mut(), &mut enricher, &mut malformed, &mut seen);
+                let mut batch = guard.get_inner_mut().drain(&mut enricher, Some(&mut seen));
                 guard.clear_ready();
                 if !seen.is_empty() {
-                    probe.register_mounts(&seen)?;
+                    tap.get_mut().probe_mut().register_mounts(&seen)?;
                 }
                 attributor.fill(&mut batch).await;
                 deliver(batch, out, exporter);
             }
             _ = drain_tick.tick() => {
                 let mut seen = Vec::new();
-                let mut batch = drain(ring.get_mut(), &mut enricher, &mut malformed, &mut seen);
+                let mut batch = tap.get_mut().drain(&mut enricher, Some(&mut seen));
                 if !seen.is_empty() {
-                    probe.register_mounts(&seen)?;
+                    tap.get_mut().probe_mut().register_mounts(&seen)?;
                 }
                 if !batch.is_empty() {
                     attributor.fill(&mut batch).await;
@@ -334,7 +318,7 @@ pub async fn record(
                 break;
             }
             () = next_tick(&mut tick) => {
-                if !exporter.tick(out, &drops(&probe, malformed)).unwrap_or(false) {
+                if !exporter.tick(out, &tap.get_ref().drops()).unwrap_or(false) {
                     break;
                 }
             }
@@ -344,11 +328,11 @@ pub async fn record(
                     break;
                 }
                 if let Some(m) = &opts.metrics {
-                    m.set_drops(&drops(&probe, malformed));
+                    m.set_drops(&tap.get_ref().drops());
                 }
                 if let Ok(now) = mountinfo::read_overlay_mounts() {
                     if enricher.add_mounts(&now) {
-                        probe.register_mounts(&now)?;
+                        tap.get_mut().probe_mut().register_mounts(&now)?;
                         // Likely a container starting: learn its namespace early.
                         enricher.containers_mut().scan_proc();
                     }
@@ -357,23 +341,18 @@ pub async fn record(
         }
     }
     // Everything the kernel produced before we stopped is already in the ring buffer.
-    let mut batch = drain(
-        ring.get_mut(),
-        &mut enricher,
-        &mut malformed,
-        &mut Vec::new(),
-    );
+    let mut batch = tap.get_mut().drain(&mut enricher, Some(&mut Vec::new()));
     attributor.fill(&mut batch).await;
     deliver(batch, out, exporter);
     let mut rest = enricher.flush();
     attributor.fill(&mut rest).await;
     deliver(rest, out, exporter);
-    let summary = agg.summary(drops(&probe, malformed));
+    let summary = agg.summary(tap.get_ref().drops());
     if let Some(m) = &opts.metrics {
         m.set_drops(&summary.drops);
     }
     let _ = exporter.summary(out, &summary);
-    drop(probe); // detaches every program
+    drop(tap); // detaches every program
     Ok(Outcome {
         info,
         events,
@@ -382,54 +361,6 @@ pub async fn record(
         interrupted,
         overlay_unloaded,
     })
-}
-
-fn drops(probe: &Probe, malformed: u64) -> Drops {
-    let c = probe.counters();
-    Drops {
-        ringbuf: c[counter::RINGBUF_DROPS as usize],
-        op_table: c[counter::OP_TABLE_FULL as usize],
-        windows: c[counter::WINDOW_DROPS as usize],
-        malformed,
-        syscall_ends: c[counter::SYSCALL_END_DROPS as usize],
-        whiteout_unnamed: c[counter::WHITEOUT_UNNAMED as usize],
-    }
-}
-
-/// Reads every sample currently in the ring buffer. If an event names a mount not seen yet,
-/// mountinfo is read again (once per call) and, if that found new mounts, `mounts` gets them.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    enricher: &mut Enricher,
-    malformed: &mut u64,
-    mounts: &mut Vec<mountinfo::OverlayMount>,
-) -> Vec<Event> {
-    let mut out = Vec::new();
-    let mut refreshed = false;
-    while let Some(item) = ring.next() {
-        match decode::decode(&item) {
-            Ok(Record::Cow(ev)) => {
-                // A mount made since the last poll of mountinfo (every 200 ms): read it now,
-                // once per batch, so that its first events name it while it still exists.
-                if !refreshed && !enricher.knows_mount(&ev) {
-                    refreshed = true;
-                    if let Ok(now) = mountinfo::read_overlay_mounts() {
-                        if enricher.add_mounts(&now) {
-                            *mounts = now;
-                        }
-                    }
-                }
-                out.extend(enricher.push(*ev));
-            }
-            Ok(Record::SyscallEnd(end)) => out.extend(enricher.syscall_end(&end)),
-            Ok(Record::Mount(m)) => enricher.add_kernel_mount(&m),
-            Err(e) => {
-                *malformed += 1;
-                log::debug!("skipping malformed sample: {e}");
-            }
-        }
-    }
-    out
 }
 
 async fn logs_readable<T: std::os::fd::AsRawFd>(

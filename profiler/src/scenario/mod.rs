@@ -19,6 +19,7 @@ use std::{
 use crate::{
     event::Event,
     event::{Backend, Kind},
+    host::io::io_err as io,
     host::mounts::{mount, overlay_param, umount},
 };
 
@@ -37,28 +38,10 @@ pub struct Stack {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("mount -t overlay on {path} failed: {source} (options: {options})")]
-    Mount {
-        path: PathBuf,
-        options: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StackError + 'a {
-    move |source| StackError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] crate::host::io::PathIoError),
+    #[error(transparent)]
+    Mount(#[from] crate::host::mounts::OverlayMountError),
 }
 
 fn cstring(p: &Path) -> CString {
@@ -138,13 +121,9 @@ impl Stack {
         }
         options.extend(extra_options.iter().map(|s| (*s).to_owned()));
         let options = options.join(",");
-        mount("overlay", &stack.merged, "overlay", &options).map_err(|source| {
-            StackError::Mount {
-                path: stack.merged.clone(),
-                options: options.clone(),
-                source,
-            }
-        })?;
+        mount("overlay", &stack.merged, "overlay", &options).map_err(
+            crate::host::mounts::overlay_mount_err(&stack.merged, &options),
+        )?;
         stack.mounted = true;
         Ok(stack)
     }

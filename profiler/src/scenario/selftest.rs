@@ -27,16 +27,6 @@ pub enum SelftestError {
     Exe(#[source] std::io::Error),
 }
 
-impl SelftestError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Record(e) => e.exit_code(),
-            Self::Interrupted => 130,
-            _ => 1,
-        }
-    }
-}
-
 /// One run of the scenario.
 pub struct ScenarioRun {
     pub outcome: Outcome,
@@ -70,11 +60,9 @@ pub async fn run_scenario(
     let exe = std::env::current_exe().map_err(SelftestError::Exe)?;
     let (dir_a, dir_b) = stack_dirs(base);
     let main = Stack::create(&dir_a, 3, scenario::DEFAULT_FILES, &[], on_tmpfs)?;
-    scenario::add_symlink(&main).map_err(|source| StackError::Io {
-        what: "symlink in",
-        path: main.root.clone(),
-        source,
-    })?;
+    scenario::add_symlink(&main)
+        .map_err(crate::host::io::io_err("symlink in", &main.root))
+        .map_err(StackError::from)?;
     let meta = if crate::host::mounts::overlay_param("metacopy").is_some() {
         Some(Stack::create(
             &dir_b,

@@ -11,52 +11,30 @@
 //! - `cdf-<op>-<run>`: the latency CDF of each op, one line per file size, decoded from the cells'
 //!   hdrhistograms.
 //!
-//! Text needs a TrueType font (plotters lays out text itself, also for SVG): the first of
-//! `$COWPROF_FONT` and [`FONT_CANDIDATES`] that exists (Debian: `fonts-dejavu-core`).
+//! The plans are drawn by [`crate::plot`].
 
-// Chart coordinates are f64: nanoseconds and byte counts are exact in f64 up to 2^53 (104 days,
-// 8 PiB), and beyond that no pixel would move. Casts back to integers are of rounded, clamped
-// non-negative values (tick labels, bar slots).
+// Chart coordinates are f64 (see `plot`).
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss)]
 
 use crate::fmt;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fmt::Write as _;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
-use hdrhistogram::Histogram;
-use plotters::prelude::*;
-
+pub use crate::lab::results::run_label;
 use crate::lab::results::{decode_histogram, Cell, HistogramError, Results, RunResult};
 use crate::lab::spec::Op;
-
-mod axes;
-mod draw;
-
-pub use axes::{linear_ticks, log_bounds, log_minor_ticks, log_ticks};
-use axes::{Axis, Bar, BarChart, Body, Legend, Plan, Series, SeriesKind, Unit, XyChart, PALETTE};
-pub(crate) use draw::ensure_font;
-use draw::{svg_string, write_png};
+use crate::plot::{
+    cdf_points, color, ensure_font, min_max, slug, svg_string, write_chart, Axis, Bar, BarChart,
+    Body, Legend, Plan, PlotError, Series, SeriesKind, Unit, XyChart,
+};
+pub use crate::plot::{
+    linear_ticks, log_bounds, log_minor_ticks, log_ticks, CHART_HEIGHT, CHART_WIDTH,
+    FONT_CANDIDATES, FONT_ENV,
+};
 
 /// The op whose latency is the copy-up itself (a write to a file that lives in a lower layer).
 pub const COPY_UP_OP: Op = Op::FirstWrite;
-/// Size of every chart, pixels (SVG user units and PNG pixels).
-pub const CHART_WIDTH: u32 = 960;
-pub const CHART_HEIGHT: u32 = 560;
-/// Environment variable naming a `.ttf` file to use instead of [`FONT_CANDIDATES`].
-pub const FONT_ENV: &str = "COWPROF_FONT";
-/// Fonts tried in order (the first is in Debian's `fonts-dejavu-core`).
-pub const FONT_CANDIDATES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-];
-pub(crate) const FONT: &str = "sans-serif";
-/// CDF lines are thinned to about this many points (the SVGs stay small).
-const MAX_CDF_POINTS: usize = 400;
 
 /// One chart written by [`render_all`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,73 +53,12 @@ pub enum ChartError {
         source: HistogramError,
     },
     #[error(
-        "no usable TrueType font for chart text (tried {tried}); install the Debian package \
-         fonts-dejavu-core (scripts/setup does) or set {FONT_ENV} to a .ttf file"
-    )]
-    FontMissing { tried: String },
-    #[error(
-        "cannot create the chart directory {path}: {source}; pick an output directory you can \
-         write to"
-    )]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot write chart file {path}: {source}; check that its directory is writable")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "drawing chart {chart:?} failed: {reason}; this is a bug in cowprof's charts, please \
-         report it with the results.json"
-    )]
-    Draw { chart: String, reason: String },
-    #[error(
         "no chart of these results is named {svg}; pass the charts that render_all returned for \
          the same results"
     )]
     UnknownChart { svg: PathBuf },
-}
-
-pub(crate) fn color(i: usize) -> RGBColor {
-    PALETTE[i % PALETTE.len()]
-}
-
-/// `ext4 (reflink) · metacopy=on · warm`: how a run is named in titles, legends and the report.
-pub fn run_label(run: &RunResult) -> String {
-    let mut s = run.fs.clone();
-    if !run.fs_features.is_empty() {
-        let _ = write!(s, " ({})", run.fs_features.join(", "));
-    }
-    s.push_str(" · ");
-    if run.mount_options.is_empty() {
-        s.push_str("default options");
-    } else {
-        s.push_str(&run.mount_options.join(","));
-    }
-    s.push_str(" · ");
-    s.push_str(&run.cache);
-    s
-}
-
-pub(crate) fn slug(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('-') && !out.is_empty() {
-            out.push('-');
-        }
-    }
-    let out = out.trim_end_matches('-').to_string();
-    if out.is_empty() {
-        "chart".to_string()
-    } else {
-        out
-    }
+    #[error(transparent)]
+    Plot(#[from] PlotError),
 }
 
 fn cell_name(run: &RunResult, cell: &Cell) -> String {
@@ -152,13 +69,6 @@ fn cell_name(run: &RunResult, cell: &Cell) -> String {
         cell.layer_depth,
         run_label(run)
     )
-}
-
-fn min_max(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
-    values.into_iter().fold(None, |acc, v| match acc {
-        None => Some((v, v)),
-        Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
-    })
 }
 
 fn copy_up_plan(run: &RunResult) -> Option<(String, String, XyChart)> {
@@ -224,32 +134,6 @@ fn copy_up_plan(run: &RunResult) -> Option<(String, String, XyChart)> {
             legend: Legend::UpperLeft,
         },
     ))
-}
-
-/// (latency ns, cumulative fraction) of a histogram, thinned to about `MAX_CDF_POINTS`.
-pub(crate) fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
-    let total = h.len();
-    if total == 0 {
-        return Vec::new();
-    }
-    let mut points = vec![(h.lowest_equivalent(h.min()).max(1) as f64, 0.0)];
-    let mut cum = 0u64;
-    for v in h.iter_recorded() {
-        cum += v.count_since_last_iteration();
-        points.push((
-            v.value_iterated_to().max(1) as f64,
-            cum as f64 / total as f64,
-        ));
-    }
-    if points.len() > MAX_CDF_POINTS {
-        let step = points.len().div_ceil(MAX_CDF_POINTS);
-        let last = *points.last().expect("non-empty");
-        points = points.into_iter().step_by(step).collect();
-        if points.last() != Some(&last) {
-            points.push(last);
-        }
-    }
-    points
 }
 
 fn cdf_plans(run: &RunResult) -> Result<Vec<(String, String, XyChart)>, ChartError> {
@@ -319,15 +203,7 @@ fn cdf_plans(run: &RunResult) -> Result<Vec<(String, String, XyChart)>, ChartErr
             format!("{op} latency CDF by file size (depth {depth}): {label}"),
             XyChart {
                 x,
-                y: Axis {
-                    label: "fraction of ops at most this latency".to_string(),
-                    log: false,
-                    lo: 0.0,
-                    hi: 1.0,
-                    ticks: linear_ticks(0.0, 1.0, 11),
-                    minor: Vec::new(),
-                    unit: Unit::Percent,
-                },
+                y: Axis::fraction("fraction of ops at most this latency"),
                 series,
                 hlines: vec![(0.5, "p50".to_string()), (0.99, "p99".to_string())],
                 legend: Legend::LowerRight,
@@ -538,20 +414,13 @@ pub fn render_all(results: &Results, out_dir: &Path) -> Result<Vec<Chart>, Chart
         return Ok(Vec::new());
     }
     ensure_font()?;
-    fs::create_dir_all(out_dir).map_err(|source| ChartError::CreateDir {
+    fs::create_dir_all(out_dir).map_err(|source| PlotError::CreateDir {
         path: out_dir.to_path_buf(),
         source,
     })?;
     let mut charts = Vec::with_capacity(plans.len());
     for plan in &plans {
-        let svg = out_dir.join(format!("{}.svg", plan.id));
-        let png = out_dir.join(format!("{}.png", plan.id));
-        let text = svg_string(plan)?;
-        fs::write(&svg, text).map_err(|source| ChartError::Write {
-            path: svg.clone(),
-            source,
-        })?;
-        write_png(plan, &png)?;
+        let (svg, png) = write_chart(plan, out_dir)?;
         charts.push(Chart {
             title: plan.title.clone(),
             svg,
@@ -605,7 +474,7 @@ pub fn render_svg_string(results: &Results, chart: &Chart) -> Result<String, Cha
             svg: chart.svg.clone(),
         })?;
     ensure_font()?;
-    svg_string(plan)
+    Ok(svg_string(plan)?)
 }
 
 /// Chart ids (file stems) and titles that [`render_all`] would draw, without drawing.
@@ -618,6 +487,7 @@ pub fn chart_index(results: &Results) -> Result<BTreeMap<String, String>, ChartE
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn stale_charts_of_an_earlier_run_are_removed_and_nothing_else() {
@@ -650,37 +520,5 @@ mod tests {
                 "notes.svg"
             ]
         );
-    }
-
-    use super::*;
-
-    #[test]
-    fn cdf_points_climb_to_one() {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
-        for v in [1_000u64, 2_000, 2_000, 3_000, 40_000] {
-            h.record(v).unwrap();
-        }
-        let cdf = cdf_points(&h);
-        assert_eq!(cdf.first().map(|p| p.1), Some(0.0));
-        assert_eq!(cdf.last().map(|p| p.1), Some(1.0));
-        assert!(cdf.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
-        assert!(cdf_points(&Histogram::<u64>::new(3).unwrap()).is_empty());
-        // Many distinct values are thinned, and the end point is kept.
-        let mut wide = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
-        for v in 1..5_000u64 {
-            wide.record(v * 997).unwrap();
-        }
-        let thin = cdf_points(&wide);
-        assert!(thin.len() <= MAX_CDF_POINTS + 1, "{}", thin.len());
-        assert_eq!(thin.last().map(|p| p.1), Some(1.0));
-    }
-
-    #[test]
-    fn slugs() {
-        assert_eq!(
-            slug("ext4 (reflink) · metacopy=on · warm"),
-            "ext4-reflink-metacopy-on-warm"
-        );
-        assert_eq!(slug("··"), "chart");
     }
 }

@@ -59,13 +59,6 @@ pub enum MetricsError {
     Budget,
 }
 
-impl MetricsError {
-    /// All are usage/input errors (README, "Exit codes").
-    pub fn exit_code(&self) -> u8 {
-        2
-    }
-}
-
 /// What the metrics know of one event. Built from an [`Event`] by [`EventLabels::from_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventLabels {
@@ -248,6 +241,19 @@ impl Budget {
     }
 }
 
+/// Registers metrics in order: `"name" [in Unit]: "help" => metric;` each.
+macro_rules! register {
+    ($reg:expr; $($name:literal $(in $unit:ident)?: $help:literal => $metric:expr;)*) => {
+        $( register!(@one $reg, $name, $help, $metric $(, $unit)?); )*
+    };
+    (@one $reg:expr, $name:literal, $help:literal, $metric:expr) => {
+        $reg.register($name, $help, $metric)
+    };
+    (@one $reg:expr, $name:literal, $help:literal, $metric:expr, $unit:ident) => {
+        $reg.register_with_unit($name, $help, Unit::$unit, $metric)
+    };
+}
+
 type HistogramFamily = Family<SeriesLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -310,81 +316,25 @@ impl Recorder {
         let mut root = Registry::default();
         process::register(&mut root);
         let reg = root.sub_registry_with_prefix("cowprof");
-        reg.register(
-            "copy_ups",
-            "Copy-ups (data, metacopy, dir, special, deferred data) by kind and label set",
-            rec.copy_ups.clone(),
-        );
-        reg.register(
-            "whiteouts",
-            "Whiteouts, opaque dirs and creates over whiteouts by kind and label set",
-            rec.whiteouts.clone(),
-        );
-        reg.register_with_unit(
-            "copied",
-            "Bytes copied up into the upper layer",
-            Unit::Bytes,
-            rec.copied_bytes.clone(),
-        );
-        rec.register_histograms(reg);
-        reg.register(
-            "events",
-            "Every event delivered (all kinds, all label sets)",
-            rec.events.clone(),
-        );
-        reg.register(
-            "folded_events",
-            "Events counted under the label set `other` (the label budget was full)",
-            rec.folded.clone(),
-        );
-        reg.register(
-            "dropped_events",
-            "Events lost: ring buffer full, op table full, syscall windows, malformed samples, whiteouts whose name could not be read",
-            rec.dropped.clone(),
-        );
-        reg.register(
-            "backend_info",
-            "The kernel mechanism in use (value 1)",
-            rec.backend.clone(),
-        );
-        reg.register(
-            "canary_ok",
-            "Start-up check: 1 = the backend saw a data copy-up, a directory copy-up and a whiteout on a private overlay before recording; 0 = the check could not run (e.g. no CAP_SYS_ADMIN for a mount namespace)",
-            rec.canary_ok.clone(),
-        );
-        reg.register(
-            "canary_events",
-            "Start-up check: events the backend saw of each operation of the check (not counted anywhere else)",
-            rec.canary_events.clone(),
-        );
-        reg.register(
-            "label_sets",
-            "Label sets (mount, container, pod, namespace, image, layer_digest) with series of their own",
-            rec.label_sets.clone(),
-        );
         let max = Gauge::<i64>::default();
         max.set(i64::try_from(max_series).unwrap_or(i64::MAX));
-        reg.register(
-            "label_sets_max",
-            "The label-set budget (--metrics-max-series)",
-            max,
+        // In exposition order (the snapshot tests pin it).
+        register!(reg;
+            "copy_ups": "Copy-ups (data, metacopy, dir, special, deferred data) by kind and label set" => rec.copy_ups.clone();
+            "whiteouts": "Whiteouts, opaque dirs and creates over whiteouts by kind and label set" => rec.whiteouts.clone();
+            "copied" in Bytes: "Bytes copied up into the upper layer" => rec.copied_bytes.clone();
+            "copy_up_latency" in Seconds: "Kernel latency of copy-ups (partial on the tracepoint backend)" => rec.latency.clone();
+            "copy_up_phase" in Seconds: "Copy-up time by phase, all kinds and label sets (phases the backend cannot see are not observed)" => rec.phases.clone();
+            "events": "Every event delivered (all kinds, all label sets)" => rec.events.clone();
+            "folded_events": "Events counted under the label set `other` (the label budget was full)" => rec.folded.clone();
+            "dropped_events": "Events lost: ring buffer full, op table full, syscall windows, malformed samples, whiteouts whose name could not be read" => rec.dropped.clone();
+            "backend_info": "The kernel mechanism in use (value 1)" => rec.backend.clone();
+            "canary_ok": "Start-up check: 1 = the backend saw a data copy-up, a directory copy-up and a whiteout on a private overlay before recording; 0 = the check could not run (e.g. no CAP_SYS_ADMIN for a mount namespace)" => rec.canary_ok.clone();
+            "canary_events": "Start-up check: events the backend saw of each operation of the check (not counted anywhere else)" => rec.canary_events.clone();
+            "label_sets": "Label sets (mount, container, pod, namespace, image, layer_digest) with series of their own" => rec.label_sets.clone();
+            "label_sets_max": "The label-set budget (--metrics-max-series)" => max;
         );
         Ok((rec, root))
-    }
-
-    fn register_histograms(&self, reg: &mut Registry) {
-        reg.register_with_unit(
-            "copy_up_latency",
-            "Kernel latency of copy-ups (partial on the tracepoint backend)",
-            Unit::Seconds,
-            self.latency.clone(),
-        );
-        reg.register_with_unit(
-            "copy_up_phase",
-            "Copy-up time by phase, all kinds and label sets (phases the backend cannot see are not observed)",
-            Unit::Seconds,
-            self.phases.clone(),
-        );
     }
 
     pub fn observe(&self, ev: &Event) {

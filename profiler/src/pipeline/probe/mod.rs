@@ -113,18 +113,6 @@ pub enum ProbeError {
     },
 }
 
-impl ProbeError {
-    /// Exit code documented in the README.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::NotRoot | Self::MissingCaps { .. } => 3,
-            Self::Btf(_) | Self::Unavailable { .. } | Self::NoBackend { .. } => 4,
-            Self::Load { .. } | Self::Program { .. } | Self::Map { .. } => 1,
-            Self::CanaryBlind { .. } => 6,
-        }
-    }
-}
-
 /// What the caller wants traced.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeOptions {

@@ -1,11 +1,13 @@
 //! Axes: tick positions (log and linear) and the plan types a chart is drawn from.
 
-use super::{fmt, RGBColor};
+use plotters::style::RGBColor;
+
+use crate::fmt;
 
 // ---------------------------------------------------------------------------------------------
 // Axis helpers (log-spaced and linear ticks, unit formatting).
 
-pub(super) fn log_exponent(value: f64, base: f64) -> f64 {
+pub fn log_exponent(value: f64, base: f64) -> f64 {
     let e = value.ln() / base.ln();
     // 1000 is 10^2.9999999999999996 in floating point: snap near-integers.
     if (e - e.round()).abs() < 1e-9 {
@@ -96,7 +98,7 @@ pub fn linear_ticks(lo: f64, hi: f64, max_ticks: usize) -> Vec<f64> {
 // Chart plans: what to draw, independent of the backend.
 
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Unit {
+pub enum Unit {
     Bytes,
     Nanos,
     Percent,
@@ -106,18 +108,18 @@ pub(super) enum Unit {
 /// One axis. Log axes are drawn in log10 space (so every chart uses the same linear coordinate
 /// type); `lo`, `hi`, ticks and points are data values.
 #[derive(Debug, Clone)]
-pub(super) struct Axis {
-    pub(super) label: String,
-    pub(super) log: bool,
-    pub(super) lo: f64,
-    pub(super) hi: f64,
-    pub(super) ticks: Vec<f64>,
-    pub(super) minor: Vec<f64>,
-    pub(super) unit: Unit,
+pub struct Axis {
+    pub label: String,
+    pub log: bool,
+    pub lo: f64,
+    pub hi: f64,
+    pub ticks: Vec<f64>,
+    pub minor: Vec<f64>,
+    pub unit: Unit,
 }
 
 impl Axis {
-    pub(super) fn to_plot(&self, v: f64) -> f64 {
+    pub fn to_plot(&self, v: f64) -> f64 {
         if self.log {
             v.max(f64::MIN_POSITIVE).log10()
         } else {
@@ -125,7 +127,7 @@ impl Axis {
         }
     }
 
-    pub(super) fn unplot(&self, v: f64) -> f64 {
+    pub fn unplot(&self, v: f64) -> f64 {
         if self.log {
             10f64.powf(v)
         } else {
@@ -133,7 +135,7 @@ impl Axis {
         }
     }
 
-    pub(super) fn format(&self, plotted: f64) -> String {
+    pub fn format(&self, plotted: f64) -> String {
         let v = self.unplot(plotted);
         match self.unit {
             Unit::Bytes => fmt::bytes_label(v.round().max(0.0) as u64),
@@ -145,7 +147,7 @@ impl Axis {
     }
 
     /// File sizes: powers of two, labelled every other power when many.
-    pub(super) fn sizes(label: &str, min: f64, max: f64) -> Option<Self> {
+    pub fn sizes(label: &str, min: f64, max: f64) -> Option<Self> {
         let (lo, hi) = log_bounds(min / 1.5, max * 1.5, 2.0)?;
         Some(Self {
             label: label.to_string(),
@@ -159,7 +161,7 @@ impl Axis {
     }
 
     /// Latencies and ratios: whole decades, with 2..9 light lines when there are few decades.
-    pub(super) fn decades(label: &str, min: f64, max: f64, unit: Unit) -> Option<Self> {
+    pub fn decades(label: &str, min: f64, max: f64, unit: Unit) -> Option<Self> {
         let (lo, hi) = log_bounds(min, max, 10.0)?;
         let decades = log_exponent(hi, 10.0) - log_exponent(lo, 10.0);
         Some(Self {
@@ -177,7 +179,20 @@ impl Axis {
         })
     }
 
-    pub(super) fn linear(label: &str, hi: f64, unit: Unit, max_ticks: usize) -> Self {
+    /// A cumulative fraction, 0 to 1, labelled in percent (a CDF's y axis).
+    pub fn fraction(label: &str) -> Self {
+        Self {
+            label: label.to_string(),
+            log: false,
+            lo: 0.0,
+            hi: 1.0,
+            ticks: linear_ticks(0.0, 1.0, 11),
+            minor: Vec::new(),
+            unit: Unit::Percent,
+        }
+    }
+
+    pub fn linear(label: &str, hi: f64, unit: Unit, max_ticks: usize) -> Self {
         let ticks = linear_ticks(0.0, hi, max_ticks);
         // End the axis on a tick when the last tick is close, else just past the data.
         let hi = ticks.last().copied().filter(|t| *t >= hi).unwrap_or(hi);
@@ -194,7 +209,7 @@ impl Axis {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SeriesKind {
+pub enum SeriesKind {
     /// A solid line with a dot on each point.
     Marked,
     /// A solid line through many points (a CDF).
@@ -204,60 +219,60 @@ pub(super) enum SeriesKind {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Series {
-    pub(super) name: String,
-    pub(super) color: RGBColor,
-    pub(super) kind: SeriesKind,
-    pub(super) points: Vec<(f64, f64)>,
+pub struct Series {
+    pub name: String,
+    pub color: RGBColor,
+    pub kind: SeriesKind,
+    pub points: Vec<(f64, f64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Legend {
+pub enum Legend {
     UpperLeft,
     LowerRight,
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct XyChart {
-    pub(super) x: Axis,
-    pub(super) y: Axis,
-    pub(super) series: Vec<Series>,
+pub struct XyChart {
+    pub x: Axis,
+    pub y: Axis,
+    pub series: Vec<Series>,
     /// Dashed horizontal reference lines (y value, label).
-    pub(super) hlines: Vec<(f64, String)>,
-    pub(super) legend: Legend,
+    pub hlines: Vec<(f64, String)>,
+    pub legend: Legend,
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Bar {
-    pub(super) label: String,
-    pub(super) p50: f64,
-    pub(super) p99: f64,
+pub struct Bar {
+    pub label: String,
+    pub p50: f64,
+    pub p99: f64,
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct BarChart {
-    pub(super) x: Axis,
-    pub(super) y_label: String,
-    pub(super) bars: Vec<Bar>,
+pub struct BarChart {
+    pub x: Axis,
+    pub y_label: String,
+    pub bars: Vec<Bar>,
 }
 
 #[derive(Debug, Clone)]
-pub(super) enum Body {
+pub enum Body {
     Xy(XyChart),
     Bars(BarChart),
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Plan {
+pub struct Plan {
     /// File stem of the chart's files, unique within one set of results.
-    pub(super) id: String,
-    pub(super) title: String,
-    pub(super) height: u32,
-    pub(super) body: Body,
+    pub id: String,
+    pub title: String,
+    pub height: u32,
+    pub body: Body,
 }
 
 /// Okabe–Ito (colour-blind safe), without its yellow, then black.
-pub(super) const PALETTE: [RGBColor; 8] = [
+pub const PALETTE: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),

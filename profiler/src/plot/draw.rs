@@ -7,9 +7,10 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
 
 use super::{
-    color, fmt, Axis, BarChart, Body, ChartError, Legend, Plan, SeriesKind, XyChart, CHART_WIDTH,
-    FONT, FONT_CANDIDATES, FONT_ENV,
+    color, Axis, BarChart, Body, Legend, Plan, PlotError, SeriesKind, XyChart, CHART_WIDTH, FONT,
+    FONT_CANDIDATES, FONT_ENV,
 };
+use crate::fmt;
 use plotters::prelude::*;
 use std::{
     fs, io,
@@ -19,15 +20,15 @@ use std::{
 // ---------------------------------------------------------------------------------------------
 // Drawing.
 
-pub(super) type DrawResult = Result<(), Box<dyn StdError>>;
+pub type DrawResult = Result<(), Box<dyn StdError>>;
 
 /// A linear axis (in plotted space) whose grid lines and labels are exactly the given ticks.
 #[derive(Debug, Clone)]
-pub(super) struct Ticked {
-    pub(super) lo: f64,
-    pub(super) hi: f64,
-    pub(super) bold: Vec<f64>,
-    pub(super) light: Vec<f64>,
+pub struct Ticked {
+    pub lo: f64,
+    pub hi: f64,
+    pub bold: Vec<f64>,
+    pub light: Vec<f64>,
 }
 
 impl Ranged for Ticked {
@@ -58,7 +59,7 @@ impl Ranged for Ticked {
 }
 
 /// Registers the chart font once per process (plotters keeps it).
-pub(crate) fn ensure_font() -> Result<(), ChartError> {
+pub fn ensure_font() -> Result<(), PlotError> {
     static FONT_STATE: OnceLock<Result<(), String>> = OnceLock::new();
     FONT_STATE
         .get_or_init(|| {
@@ -82,10 +83,10 @@ pub(crate) fn ensure_font() -> Result<(), ChartError> {
                 .join(", "))
         })
         .clone()
-        .map_err(|tried| ChartError::FontMissing { tried })
+        .map_err(|tried| PlotError::FontMissing { tried })
 }
 
-pub(super) fn draw_plan<DB>(plan: &Plan, root: &DrawingArea<DB, Shift>) -> DrawResult
+pub fn draw_plan<DB>(plan: &Plan, root: &DrawingArea<DB, Shift>) -> DrawResult
 where
     DB: DrawingBackend,
     DB::ErrorType: 'static,
@@ -99,7 +100,7 @@ where
     Ok(())
 }
 
-pub(super) fn draw_xy<DB>(root: &DrawingArea<DB, Shift>, title: &str, c: &XyChart) -> DrawResult
+pub fn draw_xy<DB>(root: &DrawingArea<DB, Shift>, title: &str, c: &XyChart) -> DrawResult
 where
     DB: DrawingBackend,
     DB::ErrorType: 'static,
@@ -205,7 +206,7 @@ where
     clippy::too_many_lines,
     reason = "plotters drawing of one chart: axes, bars, whiskers and labels in drawing order"
 )]
-pub(super) fn draw_bars<DB>(root: &DrawingArea<DB, Shift>, title: &str, c: &BarChart) -> DrawResult
+pub fn draw_bars<DB>(root: &DrawingArea<DB, Shift>, title: &str, c: &BarChart) -> DrawResult
 where
     DB: DrawingBackend,
     DB::ErrorType: 'static,
@@ -324,12 +325,12 @@ where
     Ok(())
 }
 
-pub(super) fn svg_string(plan: &Plan) -> Result<String, ChartError> {
+pub fn svg_string(plan: &Plan) -> Result<String, PlotError> {
     let mut out = String::new();
     {
         let root =
             SVGBackend::with_string(&mut out, (CHART_WIDTH, plan.height)).into_drawing_area();
-        draw_plan(plan, &root).map_err(|e| ChartError::Draw {
+        draw_plan(plan, &root).map_err(|e| PlotError::Draw {
             chart: plan.title.clone(),
             reason: e.to_string(),
         })?;
@@ -337,18 +338,18 @@ pub(super) fn svg_string(plan: &Plan) -> Result<String, ChartError> {
     Ok(out)
 }
 
-pub(super) fn write_png(plan: &Plan, path: &Path) -> Result<(), ChartError> {
+pub fn write_png(plan: &Plan, path: &Path) -> Result<(), PlotError> {
     let root = BitMapBackend::new(path, (CHART_WIDTH, plan.height)).into_drawing_area();
     draw_plan(plan, &root).map_err(|e| {
         let reason = e.to_string();
         // The bitmap backend reports a failed file write as a drawing error.
         if reason.contains("I/O") || reason.contains("o error") || reason.contains("ermission") {
-            ChartError::Write {
+            PlotError::Write {
                 path: path.to_path_buf(),
                 source: io::Error::other(reason),
             }
         } else {
-            ChartError::Draw {
+            PlotError::Draw {
                 chart: plan.title.clone(),
                 reason,
             }
