@@ -119,8 +119,47 @@ pub struct CowEvent {
     /// (mounts that existed before `record` started) have it set.
     pub mount_id: u32,
     pub _pad: u32,
+    /// Where the copy-up's time went (zero for whiteouts and creates).
+    pub phases: Phases,
     pub comm: [u8; COMM_LEN],
     pub path: [u8; PATH_BUF],
+}
+
+/// Bits of [`Phases::seen`]: which phases the backend measured for this event. A phase whose
+/// bit is clear was not visible (user space reports it as unknown, not as zero).
+pub mod phase_seen {
+    pub const METADATA: u32 = 1;
+    pub const DATA: u32 = 1 << 1;
+    pub const FSYNC: u32 = 1 << 2;
+    pub const LINK: u32 = 1 << 3;
+    /// `offcpu_block_ns` and `offcpu_other_ns` (scheduler tracepoints).
+    pub const OFFCPU: u32 = 1 << 4;
+    /// `data_clone_bytes` and `data_splice_bytes` are known (the method is seen or implied
+    /// by an upper filesystem without reflink).
+    pub const DATA_BYTES: u32 = 1 << 5;
+}
+
+/// Time of one copy-up, by phase. Function phases (`metadata` .. `link`) count on-CPU time
+/// only; time off the CPU, wherever it happened, is in `offcpu_*`. So the phases never
+/// overlap and their sum is at most the latency (user space adds the remainder as `other`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Copying xattrs and attributes (`ovl_copy_xattr`, `ovl_set_attr`).
+    pub metadata_ns: u64,
+    /// Copying data (`vfs_clone_file_range`, `do_splice_direct`).
+    pub data_ns: u64,
+    pub fsync_ns: u64,
+    /// Placing the result in the upper dir (`vfs_link`, `vfs_rename`).
+    pub link_ns: u64,
+    /// Off the CPU in `io_schedule` (the task's `in_iowait`): waiting for block I/O.
+    pub offcpu_block_ns: u64,
+    /// Off the CPU otherwise: locks, journal commits, run-queue waits.
+    pub offcpu_other_ns: u64,
+    pub data_clone_bytes: u64,
+    pub data_splice_bytes: u64,
+    pub seen: u32,
+    pub _pad: u32,
 }
 
 /// Sent at the exit of a tracked syscall that produced at least one [`CowEvent`].
@@ -221,7 +260,8 @@ pub struct Offsets {
     pub renamedata_old_dentry: u32,
     pub renamedata_new_dentry: u32,
     pub renamedata_flags: u32,
-    pub _pad: u32,
+    /// Bit offset of the `task_struct.in_iowait` bitfield (set by `io_schedule`).
+    pub task_in_iowait_bit: u32,
 }
 
 /// Bits of [`Config::flags`].
@@ -275,7 +315,8 @@ pub mod counter {
     pub const COUNT: u32 = 5;
 }
 
-const _: () = assert!(size_of::<CowEvent>() == 120 + COMM_LEN + PATH_BUF);
+const _: () = assert!(size_of::<CowEvent>() == 120 + 72 + COMM_LEN + PATH_BUF);
+const _: () = assert!(size_of::<Phases>() == 72);
 const _: () = assert!(size_of::<SyscallEnd>() == 40);
 const _: () = assert!(size_of::<Offsets>() == 40 * 4);
 const _: () = assert!(size_of::<MountEvent>() == 48 + MOUNT_TARGET_LEN + MOUNT_DATA_LEN);
@@ -292,4 +333,5 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::Phases {}
 }

@@ -390,6 +390,7 @@ pub(crate) fn fill_common(cfg: &Config, ev: &mut CowEvent, tgid: u32, tid: u32, 
     ev.bytes_copied = 0;
     ev.path_len = 0;
     ev.depth = 0;
+    ev.phases = profiler_common::Phases::default();
     ev.syscall_nr = -1;
     ev.syscall_enter_ns = 0;
     // SAFETY: plain helper calls.

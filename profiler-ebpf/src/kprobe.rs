@@ -129,6 +129,10 @@ pub(crate) fn emit_kprobe(cfg: &Config, p: &Pending, kind_id: u32, result: i32) 
     {
         ev.bytes_copied = ev.size_bytes;
     }
+    if p.kind == 0 {
+        // A copy-up (armed at its start): where its time went.
+        crate::phases::kp_fill(ev);
+    }
     walk(off, ev, dentry, 0);
     entry.submit(rb_flags());
 }
@@ -196,6 +200,9 @@ pub fn cowprof_kp_copy_up_start(ctx: ProbeContext) -> u32 {
         0
     };
     start(&COPY_UPS, dentry, had_upper, 0, OP_COPY_UP);
+    if wanted(cfg).is_some() {
+        crate::phases::arm(1);
+    }
     0
 }
 
@@ -207,6 +214,7 @@ pub fn cowprof_kp_copy_up_start_ret(ctx: RetProbeContext) -> u32 {
     if ret as i32 != 0 {
         let tid = bpf_get_current_pid_tgid() as u32;
         let _ = COPY_UPS.remove(&tid);
+        crate::phases::disarm();
     }
     0
 }
@@ -262,6 +270,7 @@ pub fn cowprof_kp_copy_up_end(_ctx: ProbeContext) -> u32 {
         0
     };
     emit_kprobe(cfg, &p, kind_id, result);
+    crate::phases::disarm();
     0
 }
 

@@ -23,6 +23,8 @@ mod common;
 #[cfg(target_arch = "bpf")]
 mod kprobe;
 #[cfg(target_arch = "bpf")]
+mod phases;
+#[cfg(target_arch = "bpf")]
 mod syscalls;
 #[cfg(target_arch = "bpf")]
 mod tracepoint;

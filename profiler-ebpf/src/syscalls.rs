@@ -204,6 +204,10 @@ pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
                 emit_tp_ops(cfg, &mut *w, ret, now);
             }
         }
+        // SAFETY: as above.
+        if unsafe { (*w).nops } != 0 {
+            crate::phases::disarm();
+        }
     }
     // SAFETY: as above.
     let (emitted, nr, enter_ns) = unsafe { ((*w).emitted, (*w).nr, (*w).enter_ns) };

@@ -96,6 +96,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         if in_workdir {
             op.last_ns = now;
             op.size = read::<u64>(inode, off.inode_i_size).unwrap_or(0);
+            crate::phases::tp_op_advanced(slot as u32);
         }
         return 0;
     }
@@ -142,6 +143,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         lower_flag: 0,
     };
     w.nops += 1;
+    crate::phases::tp_op_started(n as u32);
     0
 }
 
@@ -408,6 +410,7 @@ pub(crate) fn emit_tp_op(cfg: &Config, w: &mut Window, i: usize, ret: i64, now: 
     }
     ev.lower_idx = op.lower_idx;
     ev.flags |= op.lower_flag;
+    crate::phases::tp_fill(off, ev, i as u32, op.inode);
     if walk(
         off,
         ev,

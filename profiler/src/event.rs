@@ -150,6 +150,97 @@ pub struct Event {
     /// The pod's `QoS` class from the cgroup path: `guaranteed`, `burstable` or `besteffort`.
     #[serde(default)]
     pub pod_qos: Option<String>,
+    /// Copy-ups: where the latency went (see docs/phases.md). Absent for other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<CopyUpPhases>,
+}
+
+/// How a copy-up's data was copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataMethod {
+    /// `vfs_clone_file_range`: a reflink, no bytes moved.
+    Clone,
+    /// `do_splice_direct`: bytes copied through the page cache.
+    Splice,
+}
+
+/// One copy-up's latency, split into phases that never overlap. The function phases
+/// (`metadata`, `data`, `fsync`, `link`) count time on the CPU inside them; time off the CPU
+/// is in `offcpu_block_ns` (waiting for block I/O) or `offcpu_other_ns`. `None` = the
+/// backend cannot see that phase on this kernel (its time is then in `other_ns`).
+/// `other_ns` is the latency minus every phase shown, so the sum is exactly `latency_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct CopyUpPhases {
+    pub metadata_ns: Option<u64>,
+    pub data_ns: Option<u64>,
+    /// `None` when no data was copied or the method is not visible.
+    pub data_method: Option<DataMethod>,
+    pub data_bytes: Option<u64>,
+    pub fsync_ns: Option<u64>,
+    pub link_ns: Option<u64>,
+    pub offcpu_block_ns: Option<u64>,
+    pub offcpu_other_ns: Option<u64>,
+    pub other_ns: u64,
+}
+
+/// The phase names, in the order of [`CopyUpPhases::values`].
+pub const PHASE_NAMES: [&str; 7] = [
+    "metadata",
+    "data",
+    "fsync",
+    "link",
+    "offcpu_block",
+    "offcpu_other",
+    "other",
+];
+
+impl CopyUpPhases {
+    /// From the kernel's phases of an event of `latency_ns`; `has_data` false for copy-ups
+    /// that copy no data (metacopy, directories, special files).
+    #[must_use]
+    pub fn from_wire(w: &profiler_common::Phases, latency_ns: u64, has_data: bool) -> Self {
+        use profiler_common::phase_seen as s;
+        let shown = |bit: u32, v: u64| (w.seen & bit != 0).then_some(v);
+        let bytes = w.data_clone_bytes + w.data_splice_bytes;
+        let (data_method, data_bytes) = if !has_data {
+            (None, shown(s::DATA_BYTES, 0))
+        } else if w.data_clone_bytes > 0 {
+            (Some(DataMethod::Clone), Some(bytes))
+        } else if w.seen & s::DATA_BYTES != 0 {
+            (Some(DataMethod::Splice), Some(bytes))
+        } else {
+            (None, None)
+        };
+        let mut p = Self {
+            metadata_ns: shown(s::METADATA, w.metadata_ns),
+            data_ns: shown(s::DATA, if has_data { w.data_ns } else { 0 }),
+            data_method,
+            data_bytes,
+            fsync_ns: shown(s::FSYNC, w.fsync_ns),
+            link_ns: shown(s::LINK, w.link_ns),
+            offcpu_block_ns: shown(s::OFFCPU, w.offcpu_block_ns),
+            offcpu_other_ns: shown(s::OFFCPU, w.offcpu_other_ns),
+            other_ns: 0,
+        };
+        let measured: u64 = p.values()[..6].iter().flatten().sum();
+        p.other_ns = latency_ns.saturating_sub(measured);
+        p
+    }
+
+    /// Each phase's time, in [`PHASE_NAMES`] order (`other` always shown).
+    #[must_use]
+    pub fn values(&self) -> [Option<u64>; 7] {
+        [
+            self.metadata_ns,
+            self.data_ns,
+            self.fsync_ns,
+            self.link_ns,
+            self.offcpu_block_ns,
+            self.offcpu_other_ns,
+            Some(self.other_ns),
+        ]
+    }
 }
 
 impl Event {
@@ -189,6 +280,7 @@ impl Event {
             pod_namespace: None,
             pod_uid: None,
             pod_qos: None,
+            phases: None,
         }
     }
 }

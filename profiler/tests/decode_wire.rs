@@ -218,3 +218,59 @@ fn short_samples_and_unknown_records_are_errors() {
         Err(DecodeError::Short { len: 39 })
     ));
 }
+
+/// The phases travel whole, and only the phases whose `seen` bit is set are shown; `other` is
+/// the latency minus the shown ones, so the sum is exact.
+#[test]
+fn phases_decode_and_unseen_phases_are_null() {
+    use cowprof::event::{CopyUpPhases, DataMethod};
+    use profiler_common::{phase_seen, Phases};
+    let wire = Phases {
+        metadata_ns: 10,
+        data_ns: 200,
+        fsync_ns: 30,
+        link_ns: 4,
+        offcpu_block_ns: 500,
+        offcpu_other_ns: 60,
+        data_clone_bytes: 0,
+        data_splice_bytes: 4096,
+        seen: phase_seen::FSYNC | phase_seen::OFFCPU | phase_seen::DATA_BYTES,
+        _pad: 0,
+    };
+    let raw = cow(&event(|e| {
+        e.latency_ns = 1000;
+        e.phases = wire;
+    }));
+    assert_eq!(raw.phases, wire);
+    let p = CopyUpPhases::from_wire(&raw.phases, 1000, true);
+    assert_eq!(
+        p,
+        CopyUpPhases {
+            metadata_ns: None,
+            data_ns: None,
+            data_method: Some(DataMethod::Splice),
+            data_bytes: Some(4096),
+            fsync_ns: Some(30),
+            link_ns: None,
+            offcpu_block_ns: Some(500),
+            offcpu_other_ns: Some(60),
+            other_ns: 1000 - 30 - 500 - 60,
+        }
+    );
+    assert_eq!(p.values().iter().flatten().sum::<u64>(), 1000);
+    // A clone wins over the splice fallback; a copy-up without data shows no method.
+    let all = Phases {
+        data_clone_bytes: 4096,
+        data_splice_bytes: 0,
+        seen: 0b11_1111,
+        ..wire
+    };
+    let p = CopyUpPhases::from_wire(&all, 1000, true);
+    assert_eq!(p.data_method, Some(DataMethod::Clone));
+    assert_eq!(p.other_ns, 1000 - 10 - 200 - 30 - 4 - 500 - 60);
+    let p = CopyUpPhases::from_wire(&all, 1000, false);
+    assert_eq!(
+        (p.data_method, p.data_bytes, p.data_ns),
+        (None, Some(0), Some(0))
+    );
+}

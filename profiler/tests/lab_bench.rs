@@ -304,6 +304,11 @@ fn check_results(r: &Results, spec_path: &Path, expect_fs: &[&str], want_cells: 
                     let k = c.kernel.as_ref().expect("kernel stats");
                     assert_eq!(k.count, reps, "{what}");
                     assert!(decode_histogram(&k.histogram).unwrap().len() == reps);
+                    // The cell's copy-up phases: one per copy-up, adding up to the kernel time.
+                    let ph = c.phases.as_ref().expect("copy-up phases");
+                    assert_eq!(ph.count, reps, "{what}");
+                    let sum: u64 = ph.phases.values().map(|p| p.sum_ns).sum();
+                    assert_eq!(sum, ph.latency_sum_ns, "{what}: {ph:?}");
                 }
                 Op::OpenTrunc => assert_eq!(c.copy_ups, reps, "{what}"),
                 Op::Chmod => {

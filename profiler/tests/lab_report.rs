@@ -185,6 +185,7 @@ fn sample_results() -> Results {
                         wall: None,
                         outcomes: BTreeMap::new(),
                         whiteouts: 0,
+                        phases: None,
                         latency,
                     });
                 }

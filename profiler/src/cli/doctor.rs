@@ -132,6 +132,30 @@ pub(super) fn print_doctor(
             }
         );
     }
+    let _ = writeln!(
+        out,
+        "overlay mount options (an overlay superblock made with each, never mounted):"
+    );
+    for o in &f.overlay_options {
+        let _ = writeln!(
+            out,
+            "  {:<16} {}",
+            o.option,
+            o.reason.as_deref().unwrap_or("accepted")
+        );
+    }
+    if let Some(b) = f.chosen {
+        let _ = writeln!(out, "copy-up phases ({b} backend):");
+        for p in &f.phases {
+            let _ = writeln!(
+                out,
+                "  {:<13} {}: {}",
+                p.phase,
+                if p.visible { "shown" } else { "null" },
+                p.how
+            );
+        }
+    }
     // Nothing to check where nothing can attach: the report ends with why.
     if let Some(c) = canaries.filter(|_| f.chosen.is_some()) {
         print_canaries(out, c);

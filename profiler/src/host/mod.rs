@@ -8,5 +8,6 @@ pub mod loopdev;
 pub mod machine;
 pub mod mountinfo;
 pub mod mounts;
+pub mod overlay_options;
 pub mod ownership;
 pub mod syscalls;

@@ -213,6 +213,7 @@ pub fn bench(
                 repetitions: files.len() as u64,
                 wall: None,
                 outcomes: BTreeMap::new(),
+                phases: None,
             });
         }
         let (files, _, whiteouts) = upper_truth(&stack.upper);

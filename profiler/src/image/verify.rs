@@ -342,9 +342,9 @@ fn kind_name(k: Kind) -> &'static str {
 /// (on tmpfs here: an 8 MiB copy-up took 3.5 ms or 7.7 ms depending on the load); under
 /// `SCHED_FIFO` it does not (docs/images.md, "Measured error").
 pub fn realtime(priority: i32) -> Result<(), ImageError> {
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
+    // SAFETY: sched_param is plain data; all-zero is valid (musl has more fields than glibc).
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = priority;
     // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param) } != 0 {
         let e = std::io::Error::last_os_error();

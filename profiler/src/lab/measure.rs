@@ -38,6 +38,7 @@ pub struct CellAcc {
     pub copy_ns: u64,
     /// Whiteouts at the file's path (`unlink`).
     pub whiteouts: u64,
+    pub phases: crate::pipeline::phases::PhaseGroup,
 }
 
 impl CellAcc {
@@ -56,6 +57,7 @@ impl CellAcc {
             bytes_copied: 0,
             copy_ns: 0,
             whiteouts: 0,
+            phases: crate::pipeline::phases::PhaseGroup::default(),
         }
     }
 
@@ -63,6 +65,9 @@ impl CellAcc {
     pub fn add_events(&mut self, events: &[Event]) {
         for e in events {
             self.kernel.record(e.latency_ns);
+            if let Some(p) = &e.phases {
+                self.phases.record(e.latency_ns, p);
+            }
             if e.kind.is_copy_up() {
                 self.copy_ups += 1;
             }
@@ -103,6 +108,7 @@ impl CellAcc {
             wall: (!self.wall.is_empty()).then(|| self.wall.stats()),
             outcomes: self.outcomes.clone(),
             whiteouts: self.whiteouts,
+            phases: (!self.phases.is_empty()).then(|| self.phases.stats()),
         }
     }
 }

@@ -112,6 +112,10 @@ pub struct Cell {
     /// Whiteouts the kernel side reported for these ops.
     #[serde(default)]
     pub whiteouts: u64,
+    /// Copy-up phases of these ops (p50, p99 and sum per phase the backend shows; see
+    /// docs/phases.md). Absent without kernel-side timings, and in files written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<crate::pipeline::phases::PhaseStats>,
 }
 
 fn one() -> u32 {

@@ -369,6 +369,8 @@ fn run_matrix(
             let param = KNOWN_OPTIONS.iter().find(|(k, _)| k == o)?.1?;
             overlay_param(param).is_none().then_some((o, param))
         });
+        // Options without a module parameter (fsync=, uuid=, verity=, volatile, ...) and
+        // refused combinations are found when each filesystem's stack is mounted.
         if let Some((o, param)) = missing {
             skipped.push(Skipped {
                 what: format!("options={}", options_label(set)),

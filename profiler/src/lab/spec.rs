@@ -271,6 +271,18 @@ pub const KNOWN_OPTIONS: &[(&str, Option<&str>)] = &[
     ("xino=auto", Some("xino_auto")),
     ("xino=off", Some("xino_auto")),
     ("userxattr", None),
+    ("nfs_export=on", Some("nfs_export")),
+    ("nfs_export=off", Some("nfs_export")),
+    ("uuid=on", None),
+    ("uuid=auto", None),
+    ("uuid=null", None),
+    ("uuid=off", None),
+    ("verity=on", None),
+    ("verity=require", None),
+    ("verity=off", None),
+    ("fsync=strict", None),
+    ("fsync=auto", None),
+    ("fsync=volatile", None),
 ];
 
 /// A file size, written as a number of bytes or a string with a K/M/G suffix.

@@ -318,6 +318,7 @@ mod tests {
             wall: None,
             outcomes: BTreeMap::new(),
             whiteouts: 0,
+            phases: None,
         }
     }
 

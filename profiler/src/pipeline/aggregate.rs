@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 
 use crate::event::Event;
+use crate::pipeline::phases::{PhaseAggregate, PhaseStats};
 
 /// Count, bytes and a latency histogram for one group of events.
 #[derive(Clone)]
@@ -113,6 +114,8 @@ pub struct Aggregate {
     /// Key: the image layer's diffID, `init`, or [`NO_IMAGE_LAYER`].
     pub by_image_layer: BTreeMap<String, Group>,
     pub total: u64,
+    /// Copy-up phases per kind and source layer.
+    pub phases: PhaseAggregate,
     /// Reused to build the `by_layer` key of each event.
     key: String,
 }
@@ -143,6 +146,7 @@ impl Aggregate {
             (None, _) => write!(layer, "{mount} layer ?"),
         };
         add(&mut self.by_layer, &layer, ev);
+        self.phases.record(ev, &layer, mount);
         self.key = layer;
         add(&mut self.by_mount, mount, ev);
         if ev.container_id.is_none() {
@@ -167,6 +171,9 @@ impl Aggregate {
             by_mount: stats(&self.by_mount),
             by_container: stats(&self.by_container),
             by_image_layer: stats(&self.by_image_layer),
+            phases_by_kind: PhaseAggregate::stats(&self.phases.by_kind),
+            phases_by_layer: PhaseAggregate::stats(&self.phases.by_layer),
+            explain: self.phases.explain(3),
             drops,
         }
     }
@@ -209,6 +216,14 @@ pub struct Summary {
     pub by_container: BTreeMap<String, GroupStats>,
     #[serde(default)]
     pub by_image_layer: BTreeMap<String, GroupStats>,
+    /// Copy-up phases per kind (see docs/phases.md).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phases_by_kind: BTreeMap<String, PhaseStats>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phases_by_layer: BTreeMap<String, PhaseStats>,
+    /// What dominates the slowest kinds (per mount), from their phases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub explain: Vec<String>,
     pub drops: Drops,
 }
 

@@ -83,6 +83,7 @@ pub struct RawEvent {
     pub path_truncated: bool,
     /// kprobe backend without overlay's types (`flags::NO_OVL_TYPES`).
     pub no_ovl_types: bool,
+    pub phases: profiler_common::Phases,
 }
 
 /// An overlay mount the kernel side registered (see `MountEvent`).
@@ -178,6 +179,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 path: join_path(&ev.path, len),
                 path_truncated: ev.flags & flags::PATH_TRUNCATED != 0,
                 no_ovl_types: ev.flags & flags::NO_OVL_TYPES != 0,
+                phases: ev.phases,
             })))
         }
         other => Err(DecodeError::UnknownRecord { tag: other }),

@@ -1,12 +1,14 @@
 //! An event's way from the kernel to the user, one module per stage:
 //! [`probe`] (choose a backend, load, attach) → ring buffer ([`tap`]) → [`decode`] →
-//! [`enrich`] (mount, layer, syscall, container) → [`aggregate`] (hdrhistogram) → [`report`]
+//! [`enrich`] (mount, layer, syscall, container) → [`aggregate`] (hdrhistogram, copy-up
+//! [`phases`]) → [`report`]
 //! (table, JSON) and [`metrics`] (Prometheus `/metrics`); [`record`] runs them all.
 
 pub mod aggregate;
 pub mod decode;
 pub mod enrich;
 pub mod metrics;
+pub mod phases;
 pub mod probe;
 pub mod record;
 pub mod report;

@@ -8,7 +8,10 @@ use anstyle::{AnsiColor, Style};
 use crate::{
     event::Event,
     fmt::{self, fit, text_width, Layout},
-    pipeline::aggregate::{GroupStats, Summary},
+    pipeline::{
+        aggregate::{GroupStats, Summary},
+        phases::PhaseStats,
+    },
 };
 
 /// Version of the JSON lines format; bumped on any incompatible change.
@@ -114,6 +117,47 @@ const GROUP_NUMBERS: usize = 1 + 7 + 1 + 10 + 4 * (1 + 9);
 const GROUP_INDENT: usize = 4;
 /// A key column never gets narrower than this, even on a narrow terminal.
 const MIN_KEY: usize = 16;
+
+/// Width of a phase table's columns after its key: the seven phases (the count is in the
+/// group tables above).
+const PHASE_NUMBERS: usize = 7 * (1 + 7);
+
+/// A "copy-up phases by …" table: the p50 of each phase, `-` where no event showed it.
+pub fn write_phase_group(
+    out: &mut dyn Write,
+    layout: &Layout,
+    title: &str,
+    groups: &std::collections::BTreeMap<String, PhaseStats>,
+) -> io::Result<()> {
+    use std::fmt::Write as _;
+    let head = title.to_uppercase();
+    let longest = groups
+        .keys()
+        .map(|k| text_width(k))
+        .chain([text_width(&head)])
+        .max()
+        .unwrap_or(0);
+    let w = layout.key_width(longest, GROUP_INDENT + PHASE_NUMBERS, MIN_KEY);
+    let mut header = fit(&head, w);
+    for name in [
+        "META", "DATA", "FSYNC", "LINK", "IO-WAIT", "OFF-CPU", "OTHER",
+    ] {
+        let _ = write!(header, " {name:>7}");
+    }
+    writeln!(out, "    {}", layout.paint(Style::new().bold(), &header))?;
+    for (k, st) in groups {
+        let mut row = fit(k, w);
+        for name in crate::event::PHASE_NAMES {
+            let cell = st
+                .phases
+                .get(name)
+                .map_or_else(|| "-".to_owned(), |p| fmt::ns(p.p50_ns));
+            let _ = write!(row, " {cell:>7}");
+        }
+        writeln!(out, "    {row}")?;
+    }
+    Ok(())
+}
 
 /// One "by …" table of the summary; keys longer than the terminal allows are shortened in the
 /// middle, so every number stays in its column (the JSON summary keeps the full key).
@@ -250,6 +294,24 @@ impl Exporter for Table {
             writeln!(out, "\n  by {title}:")?;
             write_group(out, &self.layout, title, groups)?;
         }
+        for (title, groups) in [
+            ("kind", &s.phases_by_kind),
+            ("source layer", &s.phases_by_layer),
+        ] {
+            if !groups.is_empty() {
+                writeln!(
+                    out,
+                    "\n  copy-up phases by {title} (p50; IO-WAIT, OFF-CPU = off the CPU on block I/O, on anything else; - = not visible):"
+                )?;
+                write_phase_group(out, &self.layout, title, groups)?;
+            }
+        }
+        if !s.explain.is_empty() {
+            writeln!(out, "\n  what dominates:")?;
+            for line in &s.explain {
+                writeln!(out, "    {line}")?;
+            }
+        }
         let d = s.drops;
         let dropped = format!("dropped: {}", d.total());
         let dropped = if d.total() > 0 {
@@ -319,6 +381,17 @@ mod tests {
             pod_namespace: None,
             pod_uid: None,
             pod_qos: None,
+            phases: Some(crate::event::CopyUpPhases {
+                metadata_ns: Some(21_000),
+                data_ns: Some(300_000),
+                data_method: Some(crate::event::DataMethod::Splice),
+                data_bytes: Some(4096),
+                fsync_ns: Some(100_000),
+                link_ns: Some(7_000),
+                offcpu_block_ns: Some(90_000),
+                offcpu_other_ns: Some(10_000),
+                other_ns: 100,
+            }),
         }
     }
 
@@ -339,7 +412,9 @@ mod tests {
                 r#""container_id":"4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970","#,
                 r#""container_name":"web","image":"app:1","image_id":"sha256:0b9c","#,
                 r#""layer_digest":"sha256:d2","pod_name":null,"pod_namespace":null,"#,
-                r#""pod_uid":null,"pod_qos":null}"#,
+                r#""pod_uid":null,"pod_qos":null,"phases":{"metadata_ns":21000,"data_ns":300000,"#,
+                r#""data_method":"splice","data_bytes":4096,"fsync_ns":100000,"link_ns":7000,"#,
+                r#""offcpu_block_ns":90000,"offcpu_other_ns":10000,"other_ns":100}}"#,
                 "\n"
             )
         );
@@ -425,16 +500,24 @@ mod tests {
             .unwrap();
             let text = String::from_utf8(out).unwrap();
             // Every table: header and rows end their number columns at the same characters.
-            for block in text.split("\n  by ").skip(1) {
+            let groups = text.split("\n  by ").skip(1).map(|b| (b, " COUNT", 6));
+            let phases = text
+                .split("\n  copy-up phases by ")
+                .skip(1)
+                .map(|b| (b, " META", 7));
+            let mut n = 0;
+            for (block, first, columns) in groups.chain(phases) {
+                n += 1;
+                let block = block.split("\n\n").next().unwrap();
                 let lines: Vec<&str> = block
                     .lines()
                     .skip(1)
                     .filter(|l| l.starts_with("    "))
                     .collect();
                 let header = lines[0];
-                let key_end = header.find(" COUNT").unwrap();
+                let key_end = header.find(first).unwrap();
                 let want = number_ends(header, key_end);
-                assert_eq!(want.len(), 6, "{header}");
+                assert_eq!(want.len(), columns, "{header}");
                 for row in &lines[1..] {
                     assert_eq!(number_ends(row, key_end), want, "width {width:?}:\n{block}");
                     if let Some(w) = width {
@@ -442,6 +525,7 @@ mod tests {
                     }
                 }
             }
+            assert_eq!(n, 7, "five group tables and two phase tables:\n{text}");
             if width.is_none() {
                 // Unlimited (a pipe without COLUMNS): nothing is shortened.
                 assert!(text.contains(

@@ -4,6 +4,7 @@
 //! integration tests and the in-VM self-test alike.
 
 pub mod crosscheck;
+pub mod phases;
 pub mod selftest;
 pub mod storm;
 

@@ -143,6 +143,7 @@ pub async fn run_scenario(
         ));
     }
     problems.extend(scenario::verify(&events, &expected, &truth, &lowers));
+    problems.extend(scenario::phases::check(&events));
     Ok(ScenarioRun {
         outcome,
         events,

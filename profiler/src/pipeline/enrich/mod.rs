@@ -19,7 +19,7 @@ use crate::host::{
     syscalls,
 };
 use crate::{
-    event::{Event, Kind},
+    event::{CopyUpPhases, Event, Kind},
     pipeline::decode::{RawEvent, WireKind},
 };
 use container::CgroupCache;
@@ -204,35 +204,7 @@ impl Enricher {
         let mount_idx = self.mount_for(&ev);
         let mount = mount_idx.and_then(|i| self.mounts.get(i));
         let syscall_name = ev.syscall_nr.and_then(syscalls::name);
-        let mut result = ev.result;
-        let kind = match ev.kind {
-            // Without overlay's types, "placed no new upper" is a deferred data copy only
-            // where metacopy files can exist; elsewhere the copy-up failed (errno not seen).
-            WireKind::Known(Kind::DeferredDataCopyUp)
-                if ev.no_ovl_types && !mount.is_some_and(OverlayMount::metacopy_on) =>
-            {
-                result = -libc::EIO;
-                Kind::DataCopyUp
-            }
-            WireKind::Known(k) => k,
-            // The kernel side made a regular file in the work dir; with metacopy=on a
-            // metadata-only syscall copies metadata only (ovl_need_meta_copy_up).
-            WireKind::TpRegular => {
-                let meta_syscall = ev
-                    .syscall_nr
-                    .and_then(|nr| {
-                        syscalls::TRACKED
-                            .iter()
-                            .find(|t| i64::from(t.0) == i64::from(nr))
-                    })
-                    .is_some_and(|t| t.2 & syscalls::META != 0);
-                if meta_syscall && mount.is_some_and(OverlayMount::metacopy_on) {
-                    Kind::Metacopy
-                } else {
-                    Kind::DataCopyUp
-                }
-            }
-        };
+        let (kind, result) = resolve_kind(&ev, mount);
         let bytes_copied = if kind == Kind::Metacopy {
             0
         } else {
@@ -255,6 +227,10 @@ impl Enricher {
             },
             (None, None) => (None, None),
         };
+        let phases = kind.is_copy_up().then(|| {
+            let has_data = matches!(kind, Kind::DataCopyUp | Kind::DeferredDataCopyUp);
+            CopyUpPhases::from_wire(&ev.phases, ev.latency_ns, has_data)
+        });
         let dev = mount.map(|m| format!("{}:{}", m.major, m.minor));
         let mount_point = mount.map(|m| m.mount_point.display().to_string());
         let mut out = Event {
@@ -291,6 +267,7 @@ impl Enricher {
             pod_namespace: None,
             pod_qos: pod.as_ref().map(|p| p.qos.as_str().to_owned()),
             pod_uid: pod.map(|p| p.uid),
+            phases,
         };
         out.layer_digest = out
             .lower_layer_dir
@@ -309,6 +286,41 @@ impl Enricher {
 pub fn mount_at<'a>(mounts: &'a [OverlayMount], path: &Path) -> Option<&'a OverlayMount> {
     let canon: PathBuf = path.canonicalize().ok()?;
     mounts.iter().rev().find(|m| m.mount_point == canon)
+}
+
+/// The event's kind as user space decides it, and its result: what the kernel side could not
+/// tell (a regular copy-up of the tracepoint backend, a kprobe copy-up without overlay's types).
+fn resolve_kind(ev: &RawEvent, mount: Option<&OverlayMount>) -> (Kind, i32) {
+    let mut result = ev.result;
+    let kind = match ev.kind {
+        // Without overlay's types, "placed no new upper" is a deferred data copy only
+        // where metacopy files can exist; elsewhere the copy-up failed (errno not seen).
+        WireKind::Known(Kind::DeferredDataCopyUp)
+            if ev.no_ovl_types && !mount.is_some_and(OverlayMount::metacopy_on) =>
+        {
+            result = -libc::EIO;
+            Kind::DataCopyUp
+        }
+        WireKind::Known(k) => k,
+        // The kernel side made a regular file in the work dir; with metacopy=on a
+        // metadata-only syscall copies metadata only (ovl_need_meta_copy_up).
+        WireKind::TpRegular => {
+            let meta_syscall = ev
+                .syscall_nr
+                .and_then(|nr| {
+                    syscalls::TRACKED
+                        .iter()
+                        .find(|t| i64::from(t.0) == i64::from(nr))
+                })
+                .is_some_and(|t| t.2 & syscalls::META != 0);
+            if meta_syscall && mount.is_some_and(OverlayMount::metacopy_on) {
+                Kind::Metacopy
+            } else {
+                Kind::DataCopyUp
+            }
+        }
+    };
+    (kind, result)
 }
 
 #[cfg(test)]
@@ -342,6 +354,7 @@ mod tests {
             path: "f".into(),
             path_truncated: false,
             no_ovl_types: false,
+            phases: profiler_common::Phases::default(),
         }
     }
 

@@ -151,6 +151,13 @@ struct SeriesLabels {
     mount: String,
 }
 
+/// The copy-up phase histogram has this one label: 7 values, so at most 7 × 27 series
+/// whatever the label budget (see docs/phases.md).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
@@ -261,6 +268,7 @@ pub struct Recorder {
     whiteouts: Family<SeriesLabels, Counter>,
     copied_bytes: Family<SeriesLabels, Counter>,
     latency: HistogramFamily,
+    phases: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     events: Counter,
     folded: Counter,
     dropped: Family<ReasonLabels, Counter>,
@@ -282,6 +290,7 @@ impl Recorder {
             whiteouts: Family::default(),
             copied_bytes: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            phases: Family::new_with_constructor(latency_histogram),
             events: Counter::default(),
             folded: Counter::default(),
             dropped: Family::default(),
@@ -315,6 +324,7 @@ impl Recorder {
             "whiteouts": "Whiteouts, opaque dirs and creates over whiteouts by kind and label set" => rec.whiteouts.clone();
             "copied" in Bytes: "Bytes copied up into the upper layer" => rec.copied_bytes.clone();
             "copy_up_latency" in Seconds: "Kernel latency of copy-ups (partial on the tracepoint backend)" => rec.latency.clone();
+            "copy_up_phase" in Seconds: "Copy-up time by phase, all kinds and label sets (phases the backend cannot see are not observed)" => rec.phases.clone();
             "events": "Every event delivered (all kinds, all label sets)" => rec.events.clone();
             "folded_events": "Events counted under the label set `other` (the label budget was full)" => rec.folded.clone();
             "dropped_events": "Events lost: ring buffer full, op table full, syscall windows, malformed samples, whiteouts whose name could not be read" => rec.dropped.clone();
@@ -364,6 +374,16 @@ impl Recorder {
             #[expect(clippy::cast_precision_loss, reason = "ns to seconds for a histogram")]
             let secs = ev.latency_ns as f64 / 1e9;
             self.latency.get_or_create(&series).observe(secs);
+            if let Some(p) = &ev.phases {
+                for (phase, v) in crate::event::PHASE_NAMES.into_iter().zip(p.values()) {
+                    if let Some(v) = v {
+                        #[expect(clippy::cast_precision_loss, reason = "ns to seconds")]
+                        self.phases
+                            .get_or_create(&PhaseLabels { phase })
+                            .observe(v as f64 / 1e9);
+                    }
+                }
+            }
         } else {
             self.whiteouts.get_or_create(&series).inc();
         }
@@ -545,6 +565,32 @@ mod tests {
 
     fn value(line: &str) -> f64 {
         line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn phases_have_one_bounded_histogram() {
+        let (rec, reg) = Recorder::new(1).unwrap();
+        for mount in ["/a", "/b", "/c"] {
+            let mut ev = event(Kind::DataCopyUp, mount, 10_000, 4096);
+            ev.phases = Some(crate::event::CopyUpPhases {
+                fsync_ns: Some(3_000),
+                offcpu_block_ns: Some(5_000),
+                offcpu_other_ns: Some(0),
+                other_ns: 2_000,
+                ..Default::default()
+            });
+            rec.observe(&ev);
+        }
+        let text = encode(&reg);
+        let counts = samples(&text, "cowprof_copy_up_phase_seconds_count{");
+        // Shown phases only (fsync, offcpu_block, offcpu_other, other), whatever the mounts.
+        assert_eq!(counts.len(), 4, "{text}");
+        for c in &counts {
+            assert!((value(c) - 3.0).abs() < f64::EPSILON, "{c}");
+        }
+        assert!(!text.contains(r#"phase="data""#), "{text}");
+        let buckets = samples(&text, "cowprof_copy_up_phase_seconds_bucket{");
+        assert_eq!(buckets.len(), 4 * (usize::from(LATENCY_BUCKETS) + 1));
     }
 
     #[test]

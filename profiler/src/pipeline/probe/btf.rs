@@ -430,7 +430,9 @@ impl KernelBtf {
             renamedata_old_dentry: opt("renamedata", "old_dentry"),
             renamedata_new_dentry: opt("renamedata", "new_dentry"),
             renamedata_flags: opt("renamedata", "flags"),
-            _pad: 0,
+            // Only the copy-up phases need it: without it off-CPU time is all "other".
+            task_in_iowait_bit: member_bit_offset(v, "task_struct", &["in_iowait"])
+                .unwrap_or(u32::MAX),
         })
     }
 }
@@ -472,6 +474,11 @@ fn strip(btf: &Btf, mut t: Type) -> Option<btf_rs::Struct> {
 /// Byte offset of `path` (member names, descending through named members) inside `struct name`,
 /// looking through anonymous structs and unions at each level.
 pub fn member_offset(btf: &Btf, name: &str, path: &[&str]) -> Option<u32> {
+    member_bit_offset(btf, name, path).map(|bits| bits / 8)
+}
+
+/// Bit offset of `path` inside `struct name` (bitfields included), as [`member_offset`].
+pub fn member_bit_offset(btf: &Btf, name: &str, path: &[&str]) -> Option<u32> {
     let root = btf
         .resolve_types_by_name(name)
         .ok()?
@@ -489,7 +496,7 @@ pub fn member_offset(btf: &Btf, name: &str, path: &[&str]) -> Option<u32> {
             current = strip(btf, member_type)?;
         }
     }
-    Some(total_bits / 8)
+    Some(total_bits)
 }
 
 fn find_member(btf: &Btf, s: &btf_rs::Struct, want: &str) -> Option<(u32, Type)> {
@@ -556,6 +563,9 @@ mod tests {
         if btf.has_overlay_types() {
             assert!(off.ovl_inode_upperdentry > off.ovl_inode_vfs_inode);
         }
+        // A one-bit field among task_struct's flag words, past its first members.
+        assert_ne!(off.task_in_iowait_bit, u32::MAX);
+        assert!(off.task_in_iowait_bit / 8 > off.task_cred.min(off.task_nsproxy) / 2);
     }
 
     /// A vmlinux BTF without overlay's types (overlay a module, its BTF not given): every

@@ -26,6 +26,10 @@ pub struct KernelFacts {
     pub chosen: Option<Backend>,
     /// Where each event field comes from with the kprobe backend (empty without BTF).
     pub fields: Vec<FieldSource>,
+    /// The copy-up phases the chosen backend shows on this kernel.
+    pub phases: Vec<super::phases::PhaseStatus>,
+    /// Overlay mount options this kernel accepts (probed with a superblock never mounted).
+    pub overlay_options: Vec<crate::host::overlay_options::OptionSupport>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -168,6 +172,10 @@ pub fn kernel_facts(btf_paths: &BtfPaths) -> KernelFacts {
         symbols,
         backends,
         chosen,
+        phases: chosen
+            .map(|b| super::phases::visible_phases(b, &syms))
+            .unwrap_or_default(),
+        overlay_options: crate::host::overlay_options::probe_all(),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod btf;
 pub mod canary;
 mod facts;
+pub mod phases;
 
 use std::{fs, os::unix::fs::MetadataExt as _};
 
@@ -510,6 +511,8 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             });
         }
     }
+    phases::attach(&mut ebpf, backend, &syms, &mut attached, &mut skipped)?;
+    lap("attach phase probes");
     // Syscall windows last: a window opened before the operation probes existed is harmless,
     // but operations seen without their window would lose their syscall.
     let sys_exit = if backend == Backend::Tracepoint {
