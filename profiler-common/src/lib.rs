@@ -55,6 +55,9 @@ pub mod flags {
     pub const IN_SYSCALL: u32 = 1 << 3;
     /// `lower_idx` was read from the kernel's overlay entry.
     pub const LOWER_FROM_KERNEL: u32 = 1 << 4;
+    /// Emitted at the exit of its syscall (tracepoint backend): `end_ns` is the syscall's exit
+    /// time and `syscall_ret` its return value; no [`SyscallEnd`](super::SyscallEnd) follows.
+    pub const SYSCALL_EXITED: u32 = 1 << 5;
 }
 
 /// Syscall classes stored as values of the `SYSCALLS` map (indexed by syscall number).
@@ -88,7 +91,8 @@ pub struct CowEvent {
     /// `bpf_ktime_get_ns()` at the end of the operation.
     pub end_ns: u64,
     pub latency_ns: u64,
-    /// Enter time of the syscall that triggered it (join key with [`SyscallEnd`]).
+    /// Enter time of the syscall that triggered it (join key with [`SyscallEnd`] unless
+    /// `flags::SYSCALL_EXITED`).
     pub syscall_enter_ns: u64,
     pub size_bytes: u64,
     pub bytes_copied: u64,
@@ -114,11 +118,14 @@ pub struct CowEvent {
     /// (mounts that existed before `record` started) have it set.
     pub mount_id: u32,
     pub _pad: u32,
+    /// The syscall's return value when `flags::SYSCALL_EXITED` is set, else 0.
+    pub syscall_ret: i64,
     pub comm: [u8; COMM_LEN],
     pub path: [u8; PATH_BUF],
 }
 
-/// Sent at the exit of a tracked syscall that produced at least one [`CowEvent`].
+/// Sent at the exit of a tracked syscall that produced at least one [`CowEvent`] before its exit
+/// (kprobe backend; the tracepoint backend's events carry their syscall's exit themselves).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallEnd {
@@ -252,7 +259,7 @@ pub mod counter {
     pub const COUNT: u32 = 5;
 }
 
-const _: () = assert!(size_of::<CowEvent>() == 120 + COMM_LEN + PATH_BUF);
+const _: () = assert!(size_of::<CowEvent>() == 128 + COMM_LEN + PATH_BUF);
 const _: () = assert!(size_of::<SyscallEnd>() == 40);
 const _: () = assert!(size_of::<Offsets>() == 36 * 4);
 const _: () = assert!(size_of::<MountEvent>() == 48 + MOUNT_TARGET_LEN + MOUNT_DATA_LEN);
