@@ -93,6 +93,9 @@ pub(crate) struct Op {
     /// Whiteouts: this syscall's own link of the (shared) whiteout inode, found at its
     /// rename into the upper dir; 0 = not found (the newest alias is used).
     pub(crate) whiteout_dentry: u64,
+    /// Temps: the work dir dentry the temp was last seen in (its later ctime updates under the
+    /// same parent skip the work-dir lookup).
+    pub(crate) work_parent: u64,
     /// Source layer read from the operation's overlay inode at syscall exit (0 = unknown),
     /// and `flags::LOWER_FROM_KERNEL` when known.
     pub(crate) lower_idx: u32,

@@ -100,6 +100,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         via_work: u32::from(is_whiteout && alias == 0),
         alias_before: alias,
         whiteout_dentry: 0,
+        work_parent: 0,
         lower_idx: 0,
         lower_flag: 0,
     };
@@ -155,7 +156,14 @@ fn update_op(
     // link or rename into the upper dir still counts (its ctime update comes before
     // the new name is attached), later changes in the same syscall do not.
     let dentry = alias - u64::from(off.dentry_d_alias);
-    let serial = workdir_serial(off, dev, ptr(dentry, off.dentry_d_parent));
+    let parent = ptr(dentry, off.dentry_d_parent);
+    // A temp seen in a work dir before, still under the same parent: still there (a data
+    // copy-up changes the temp's ctime about ten times before it is linked into the upper dir).
+    let serial = if op.state == TEMP && parent != 0 && parent == op.work_parent {
+        op.mount_id
+    } else {
+        workdir_serial(off, dev, parent)
+    };
     let in_workdir = serial != 0;
     if op.state == NEWBORN {
         op.state = if in_workdir { TEMP } else { IGNORE };
@@ -167,6 +175,7 @@ fn update_op(
         }
     }
     if in_workdir {
+        op.work_parent = parent;
         op.last_ns = now;
         op.size = read::<u64>(op.inode, off.inode_i_size).unwrap_or(0);
     }
