@@ -111,7 +111,7 @@ fn each_flag_reaches_its_field_and_no_other() {
     assert_eq!(s.syscall_exit, None);
     // Emitted at its syscall's exit (bit 5): the exit time is end_ns, the return value
     // syscall_ret; without IN_SYSCALL the bit means nothing.
-    let x = cow(&event(|e| {
+    let exited = cow(&event(|e| {
         e.flags = flags::IN_SYSCALL | flags::SYSCALL_EXITED;
         e.syscall_nr = 2;
         e.syscall_enter_ns = 7;
@@ -120,7 +120,7 @@ fn each_flag_reaches_its_field_and_no_other() {
     }));
     assert_eq!(flags::SYSCALL_EXITED, 1 << 5);
     assert_eq!(
-        x.syscall_exit,
+        exited.syscall_exit,
         Some(SyscallExit {
             exit_ns: 40,
             ret: -17
