@@ -59,6 +59,9 @@ pub mod flags {
     /// upper (`DEFERRED_DATA_COPY_UP`) is a deferred data copy only on a `metacopy=on` mount;
     /// elsewhere it is a copy-up that failed.
     pub const NO_OVL_TYPES: u32 = 1 << 5;
+    /// Emitted at the exit of its syscall (tracepoint backend): `end_ns` is the syscall's exit
+    /// time and `syscall_ret` its return value; no [`SyscallEnd`](super::SyscallEnd) follows.
+    pub const SYSCALL_EXITED: u32 = 1 << 6;
 }
 
 /// Syscall classes stored as values of the `SYSCALLS` map (indexed by syscall number).
@@ -92,7 +95,8 @@ pub struct CowEvent {
     /// `bpf_ktime_get_ns()` at the end of the operation.
     pub end_ns: u64,
     pub latency_ns: u64,
-    /// Enter time of the syscall that triggered it (join key with [`SyscallEnd`]).
+    /// Enter time of the syscall that triggered it (join key with [`SyscallEnd`] unless
+    /// `flags::SYSCALL_EXITED`).
     pub syscall_enter_ns: u64,
     pub size_bytes: u64,
     pub bytes_copied: u64,
@@ -121,6 +125,8 @@ pub struct CowEvent {
     pub _pad: u32,
     /// Where the copy-up's time went (zero for whiteouts and creates).
     pub phases: Phases,
+    /// The syscall's return value when `flags::SYSCALL_EXITED` is set, else 0.
+    pub syscall_ret: i64,
     pub comm: [u8; COMM_LEN],
     pub path: [u8; PATH_BUF],
 }
@@ -162,7 +168,8 @@ pub struct Phases {
     pub _pad: u32,
 }
 
-/// Sent at the exit of a tracked syscall that produced at least one [`CowEvent`].
+/// Sent at the exit of a tracked syscall that produced at least one [`CowEvent`] before its exit
+/// (kprobe backend; the tracepoint backend's events carry their syscall's exit themselves).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallEnd {
@@ -315,7 +322,7 @@ pub mod counter {
     pub const COUNT: u32 = 5;
 }
 
-const _: () = assert!(size_of::<CowEvent>() == 120 + 72 + COMM_LEN + PATH_BUF);
+const _: () = assert!(size_of::<CowEvent>() == 128 + 72 + COMM_LEN + PATH_BUF);
 const _: () = assert!(size_of::<Phases>() == 72);
 const _: () = assert!(size_of::<SyscallEnd>() == 40);
 const _: () = assert!(size_of::<Offsets>() == 40 * 4);

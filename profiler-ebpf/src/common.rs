@@ -94,6 +94,9 @@ pub(crate) struct Op {
     /// Whiteouts: this syscall's own link of the (shared) whiteout inode, found at its
     /// rename into the upper dir; 0 = not found (the newest alias is used).
     pub(crate) whiteout_dentry: u64,
+    /// Temps: the work dir dentry the temp was last seen in (its later ctime updates under the
+    /// same parent skip the work-dir lookup).
+    pub(crate) work_parent: u64,
     /// Source layer read from the operation's overlay inode at syscall exit (0 = unknown),
     /// and `flags::LOWER_FROM_KERNEL` when known.
     pub(crate) lower_idx: u32,
@@ -109,20 +112,36 @@ pub(crate) const WHITEOUT: u32 = 3;
 /// Created in this syscall outside any work directory: an ordinary create.
 pub(crate) const IGNORE: u32 = 4;
 
+/// A tracked syscall in progress: what every tracked syscall stores at entry. Small on
+/// purpose (the common syscall never touches an overlay): the op table is allocated only when
+/// the syscall first meets an overlay or upper-filesystem inode (see [`op_table`]).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Window {
     pub(crate) enter_ns: u64,
     pub(crate) nr: i32,
     pub(crate) class: u32,
+    /// kprobe backend: events emitted inside the syscall (a `SyscallEnd` follows at exit).
     pub(crate) emitted: u32,
     pub(crate) nops: u32,
     /// A whiteout's ctime changed in a creating syscall: it was replaced (create over it).
     pub(crate) consumed_whiteout: u32,
     pub(crate) ncands: u32,
+    /// 1 once this tid has an entry in `OP_TABLES`.
+    pub(crate) has_table: u32,
+    /// 1 + the index of the last op that became a temp (0: none). The create-over-whiteout
+    /// temp is the syscall's last temp.
+    pub(crate) last_temp: u32,
     /// Mount windows: the overlay superblock made in this syscall (its root inode's ctime
     /// is set at the end of `ovl_fill_super`).
     pub(crate) ovl_sb: u64,
+}
+
+/// Tracepoint backend: the CoW operations and overlay inodes one syscall met. Only the first
+/// `Window::nops` / `Window::ncands` entries are meaningful (stale ones are never read).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct OpTable {
     pub(crate) ops: [Op; MAX_OPS],
     pub(crate) cands: [Cand; MAX_CANDS],
 }
@@ -138,12 +157,35 @@ pub(crate) struct Cand {
     pub(crate) name: [u64; 3],
 }
 
+/// The source of a new `OP_TABLES` entry (too big for the 512-byte BPF stack). Its contents
+/// do not matter: the window's counts say which entries are valid.
 #[map]
-pub(crate) static WINDOW_SCRATCH: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static OP_SCRATCH: PerCpuArray<OpTable> = PerCpuArray::with_max_entries(1, 0);
 
 /// tid -> the tracked syscall it is in.
 #[map]
 pub(crate) static WINDOWS: HashMap<u32, Window> = HashMap::with_max_entries(16384, 0);
+
+/// tid -> the op table of its syscall, while it has one (allocated lazily, removed at exit).
+#[map]
+pub(crate) static OP_TABLES: HashMap<u32, OpTable> = HashMap::with_max_entries(4096, 0);
+
+/// The op table of `tid`'s syscall window `w`, allocated on first use. `None` when the map is
+/// full (counted as a window drop: the syscall's operations are lost).
+#[inline(always)]
+pub(crate) fn op_table(w: &mut Window, tid: u32) -> Option<&'static mut OpTable> {
+    if w.has_table == 0 {
+        let scratch = OP_SCRATCH.get_ptr(0)?;
+        // SAFETY: per-CPU slot, read-only here.
+        if OP_TABLES.insert(&tid, unsafe { &*scratch }, 0).is_err() {
+            bump(counter::WINDOW_DROPS);
+            return None;
+        }
+        w.has_table = 1;
+    }
+    // SAFETY: only this tid touches its table.
+    OP_TABLES.get_ptr_mut(&tid).map(|t| unsafe { &mut *t })
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -373,7 +415,7 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
     at_root || truncated != 0
 }
 
-/// Fills the fields every event has. Returns the window's enter time, if in one.
+/// Fills the fields every event has (the caller adds its syscall, if in one).
 #[inline(always)]
 pub(crate) fn fill_common(cfg: &Config, ev: &mut CowEvent, tgid: u32, tid: u32, backend_id: u32) {
     ev.record = RECORD_COW;
@@ -393,6 +435,7 @@ pub(crate) fn fill_common(cfg: &Config, ev: &mut CowEvent, tgid: u32, tid: u32, 
     ev.phases = profiler_common::Phases::default();
     ev.syscall_nr = -1;
     ev.syscall_enter_ns = 0;
+    ev.syscall_ret = 0;
     // SAFETY: plain helper calls.
     ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
@@ -401,13 +444,4 @@ pub(crate) fn fill_common(cfg: &Config, ev: &mut CowEvent, tgid: u32, tid: u32, 
     let task = unsafe { bpf_get_current_task() };
     let ns = ptr(ptr(task, off.task_nsproxy), off.nsproxy_mnt_ns);
     ev.mnt_ns = read::<u32>(ns, off.mnt_ns_inum).unwrap_or(0);
-    // SAFETY: the window map is only written by this tid.
-    if let Some(w) = WINDOWS.get_ptr_mut(&tid) {
-        unsafe {
-            ev.syscall_nr = (*w).nr;
-            ev.syscall_enter_ns = (*w).enter_ns;
-            (*w).emitted += 1;
-        }
-        ev.flags |= flags::IN_SYSCALL;
-    }
 }

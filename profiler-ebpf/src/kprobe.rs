@@ -89,6 +89,16 @@ pub(crate) fn emit_kprobe(cfg: &Config, p: &Pending, kind_id: u32, result: i32) 
     // SAFETY: the entry is ours until submit; every field is written.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     fill_common(cfg, ev, (id >> 32) as u32, id as u32, backend::KPROBE);
+    // Mid-syscall: its exit is sent later as a `SyscallEnd` that user space joins.
+    if let Some(w) = WINDOWS.get_ptr_mut(&(id as u32)) {
+        // SAFETY: only this tid touches its window.
+        unsafe {
+            ev.syscall_nr = (*w).nr;
+            ev.syscall_enter_ns = (*w).enter_ns;
+            (*w).emitted += 1;
+        }
+        ev.flags |= flags::IN_SYSCALL;
+    }
     // SAFETY: plain helper call.
     ev.end_ns = unsafe { bpf_ktime_get_ns() };
     ev.latency_ns = ev.end_ns - p.start_ns;

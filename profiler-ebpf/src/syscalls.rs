@@ -1,11 +1,7 @@
 //! Syscall windows (raw tracepoints `sys_enter`/`sys_exit`, every backend): which syscall
 //! triggered an operation, and that syscall's own latency.
 
-use crate::{
-    common::*,
-    kprobe::ovl_inode,
-    tracepoint::{emit_tp_ops, prepare_tp_ops},
-};
+use crate::{common::*, kprobe::ovl_inode, tracepoint::emit_tp_ops};
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -37,23 +33,21 @@ pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
         };
         tid
     };
-    // The window is too big for the 512-byte BPF stack: build it in a per-CPU scratch slot.
-    // Stale `ops` there are harmless: only the first `nops` entries are ever read.
-    let Some(w) = WINDOW_SCRATCH.get_ptr_mut(0) else {
-        return 0;
+    // Small: the op table is allocated only if the syscall meets an overlay (see `op_table`).
+    let w = Window {
+        // SAFETY: plain helper call.
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        nr: nr as i32,
+        class: u32::from(cls),
+        emitted: 0,
+        nops: 0,
+        consumed_whiteout: 0,
+        ncands: 0,
+        has_table: 0,
+        last_temp: 0,
+        ovl_sb: 0,
     };
-    // SAFETY: per-CPU slot, this program is its only user while it runs.
-    let w = unsafe { &mut *w };
-    // SAFETY: plain helper call.
-    w.enter_ns = unsafe { bpf_ktime_get_ns() };
-    w.nr = nr as i32;
-    w.class = u32::from(cls);
-    w.emitted = 0;
-    w.nops = 0;
-    w.consumed_whiteout = 0;
-    w.ncands = 0;
-    w.ovl_sb = 0;
-    if WINDOWS.insert(&tid, &*w, 0).is_err() {
+    if WINDOWS.insert(&tid, &w, 0).is_err() {
         bump(counter::WINDOW_DROPS);
         warn!(
             &ctx,
@@ -178,47 +172,38 @@ pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
     let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
         return 0;
     };
+    // SAFETY: only this tid touches its window; copied out before it is removed.
+    let w = unsafe { *w };
     let ret: i64 = ctx.arg(1);
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: only this tid touches its window.
-    let (cls, ovl_sb) = unsafe { ((*w).class, (*w).ovl_sb) };
-    if cls & u32::from(class::MOUNT) != 0 {
+    if w.class & u32::from(class::MOUNT) != 0 {
         // A mount makes temps and whiteouts in its work dir to probe the upper fs: never
         // CoW events. Both backends register the overlay it made (the superblock comes from
         // the root inode's ctime, or from the kprobe on `ovl_fill_super`).
-        if ret == 0 && ovl_sb != 0 {
+        if ret == 0 && w.ovl_sb != 0 {
             if let Some(cfg) = config() {
-                register_overlay(cfg, ovl_sb, tid, now);
+                register_overlay(cfg, w.ovl_sb, tid, now);
             }
         }
         let _ = MOUNT_ARGS.remove(&tid);
-        let _ = WINDOWS.remove(&tid);
-        return 0;
+    } else if tp_backend && w.nops != 0 {
+        emit_tp_ops(&w, tid, ret, now);
+        crate::phases::disarm();
     }
-    if tp_backend {
-        if let Some(cfg) = config() {
-            // SAFETY: only this tid touches its window.
-            unsafe {
-                prepare_tp_ops(cfg, &mut *w);
-                emit_tp_ops(cfg, &mut *w, ret, now);
-            }
-        }
-        // SAFETY: as above.
-        if unsafe { (*w).nops } != 0 {
-            crate::phases::disarm();
-        }
+    if w.has_table != 0 {
+        let _ = OP_TABLES.remove(&tid);
     }
-    // SAFETY: as above.
-    let (emitted, nr, enter_ns) = unsafe { ((*w).emitted, (*w).nr, (*w).enter_ns) };
-    if emitted != 0 {
+    // kprobe backend: its events were sent mid-syscall; this record gives them the syscall's
+    // return value and latency.
+    if w.emitted != 0 {
         let end = SyscallEnd {
             record: RECORD_SYSCALL_END,
             tid,
-            syscall_nr: nr,
+            syscall_nr: w.nr,
             _pad: 0,
             ret,
-            enter_ns,
+            enter_ns: w.enter_ns,
             exit_ns: now,
         };
         if EVENTS.output::<SyscallEnd>(&end, rb_flags()).is_err() {

@@ -1,6 +1,8 @@
 //! Tracepoint backend: the ctime tracepoints of 6.13+ on inodes in work directories and char 0/0
 //! whiteouts on upper filesystems.
 
+use aya_ebpf::helpers::generated::bpf_loop;
+
 use crate::{common::*, kprobe::ovl_inode};
 
 /// One ctime update of `inode` inside a syscall window.
@@ -21,7 +23,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     // SAFETY: only this tid touches its window.
     let w = unsafe { &mut *w };
     if read::<u64>(sb, off.sb_s_magic) == Some(OVERLAY_SUPER_MAGIC) {
-        overlay_inode(w, sb, inode);
+        overlay_inode(w, tid, sb, inode);
         return 0;
     }
     if w.class & u32::from(class::MOUNT) != 0 {
@@ -32,73 +34,28 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     if unsafe { UPPER_DEVS.get(&dev) }.is_none() {
         return 0;
     }
-    if w.class & u32::from(class::REMOVE | class::RENAME) != 0 {
-        name_cands(off, w);
-    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    let n = w.nops as usize;
-    let mut slot = MAX_OPS;
-    for i in 0..MAX_OPS {
-        if i >= n {
-            break;
-        }
-        if w.ops[i].inode == inode {
-            slot = i;
-            break;
-        }
-    }
     let mode = inode_mode(off, inode);
     let alias = ptr(inode, off.inode_i_dentry);
-    if slot < MAX_OPS {
-        let op = &mut w.ops[slot];
-        if op.state == WHITEOUT {
-            op.last_ns = now;
-            // Overlay links its one shared whiteout inode into the work dir (this update
-            // comes before the new dentry is added to the alias list), then renames that
-            // link into the upper dir (this update, with the work dir locked). Other
-            // syscalls may have linked the inode in between, so the newest alias is not
-            // necessarily ours: ours is the one added right in front of the alias that was
-            // newest at the previous update. `d_move` keeps the dentry, so at syscall exit
-            // it carries the whiteout's final name.
-            let ours = added_after(alias, op.alias_before);
-            if ours != 0 {
-                op.whiteout_dentry = ours - u64::from(off.dentry_d_alias);
-            }
-            op.alias_before = alias;
-            // Linked into a work dir (ours, or under concurrency the newest link): made by
-            // overlay.
-            let linked = if ours != 0 { ours } else { alias };
-            if linked != 0 {
-                let wd = linked - u64::from(off.dentry_d_alias);
-                if workdir_serial(off, dev, ptr(wd, off.dentry_d_parent)) != 0 {
-                    op.via_work = 1;
-                }
-            }
+    if w.has_table != 0 {
+        // SAFETY: only this tid touches its table.
+        let Some(t) = OP_TABLES.get_ptr_mut(&tid).map(|t| unsafe { &mut *t }) else {
             return 0;
+        };
+        if w.class & u32::from(class::REMOVE | class::RENAME) != 0 {
+            name_cands(off, t, w.ncands);
         }
-        if alias == 0 || (op.state != NEWBORN && op.state != TEMP) {
-            return 0;
+        let n = w.nops as usize;
+        for i in 0..MAX_OPS {
+            if i >= n {
+                break;
+            }
+            if t.ops[i].inode == inode {
+                update_op(off, w, &mut t.ops[i], i, dev, mode, alias, now);
+                return 0;
+            }
         }
-        // The temp's operation lasts while its newest name is in the work directory; the
-        // link or rename into the upper dir still counts (its ctime update comes before
-        // the new name is attached), later changes in the same syscall do not.
-        let dentry = alias - u64::from(off.dentry_d_alias);
-        let serial = workdir_serial(off, dev, ptr(dentry, off.dentry_d_parent));
-        let workdir_mount = (serial != 0).then_some(serial);
-        let in_workdir = workdir_mount.is_some();
-        if op.state == NEWBORN {
-            op.state = if in_workdir { TEMP } else { IGNORE };
-            op.mount_id = workdir_mount.unwrap_or(0);
-            op.mode = mode;
-            op.nlink = read::<u32>(inode, off.inode_i_nlink).unwrap_or(0);
-        }
-        if in_workdir {
-            op.last_ns = now;
-            op.size = read::<u64>(inode, off.inode_i_size).unwrap_or(0);
-            crate::phases::tp_op_advanced(slot as u32);
-        }
-        return 0;
     }
     let is_whiteout = mode & S_IFMT == S_IFCHR && read::<u32>(inode, off.inode_i_rdev) == Some(0);
     let state = if is_whiteout {
@@ -114,6 +71,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     } else {
         return 0; // an existing inode: not a CoW temp
     };
+    let n = w.nops as usize;
     if n >= MAX_OPS {
         bump(counter::OP_TABLE_FULL);
         warn!(
@@ -122,7 +80,10 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         );
         return 0;
     }
-    w.ops[n & (MAX_OPS - 1)] = Op {
+    let Some(t) = op_table(w, tid) else {
+        return 0;
+    };
+    t.ops[n & (MAX_OPS - 1)] = Op {
         inode,
         first_ns: now,
         last_ns: now,
@@ -139,6 +100,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         via_work: u32::from(is_whiteout && alias == 0),
         alias_before: alias,
         whiteout_dentry: 0,
+        work_parent: 0,
         lower_idx: 0,
         lower_flag: 0,
     };
@@ -147,26 +109,89 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     0
 }
 
-/// Before emission: drops whiteouts that were neither born in the syscall nor went through a
-/// work dir (a whiteout file unlinked outside overlay: an engine's clean-up, `rm -rf` of a
-/// layer) and reads each
-/// operation's source layer. A pass of its own keeps the emission simple for the verifier.
+/// A later ctime update of the window's operation `op` (index `i`).
 #[inline(always)]
-pub(crate) fn prepare_tp_ops(cfg: &Config, w: &mut Window) {
-    for i in 0..MAX_OPS {
-        if i >= w.nops as usize {
-            break;
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the facts one ctime update carries"
+)]
+fn update_op(
+    off: &Offsets,
+    w: &mut Window,
+    op: &mut Op,
+    i: usize,
+    dev: u32,
+    mode: u32,
+    alias: u64,
+    now: u64,
+) {
+    if op.state == WHITEOUT {
+        op.last_ns = now;
+        // Overlay links its one shared whiteout inode into the work dir (this update
+        // comes before the new dentry is added to the alias list), then renames that
+        // link into the upper dir (this update, with the work dir locked). Other
+        // syscalls may have linked the inode in between, so the newest alias is not
+        // necessarily ours: ours is the one added right in front of the alias that was
+        // newest at the previous update. `d_move` keeps the dentry, so at syscall exit
+        // it carries the whiteout's final name.
+        let ours = added_after(alias, op.alias_before);
+        if ours != 0 {
+            op.whiteout_dentry = ours - u64::from(off.dentry_d_alias);
         }
-        prepare_tp_op(&cfg.off, w, i);
+        op.alias_before = alias;
+        // Linked into a work dir (ours, or under concurrency the newest link): made by
+        // overlay.
+        let linked = if ours != 0 { ours } else { alias };
+        if linked != 0 {
+            let wd = linked - u64::from(off.dentry_d_alias);
+            if workdir_serial(off, dev, ptr(wd, off.dentry_d_parent)) != 0 {
+                op.via_work = 1;
+            }
+        }
+        return;
+    }
+    if alias == 0 || (op.state != NEWBORN && op.state != TEMP) {
+        return;
+    }
+    // The temp's operation lasts while its newest name is in the work directory; the
+    // link or rename into the upper dir still counts (its ctime update comes before
+    // the new name is attached), later changes in the same syscall do not.
+    let dentry = alias - u64::from(off.dentry_d_alias);
+    let parent = ptr(dentry, off.dentry_d_parent);
+    // A temp seen in a work dir before, still under the same parent: still there (a data
+    // copy-up changes the temp's ctime about ten times before it is linked into the upper dir).
+    let serial = if op.state == TEMP && parent != 0 && parent == op.work_parent {
+        op.mount_id
+    } else {
+        workdir_serial(off, dev, parent)
+    };
+    let in_workdir = serial != 0;
+    if op.state == NEWBORN {
+        op.state = if in_workdir { TEMP } else { IGNORE };
+        op.mount_id = serial;
+        op.mode = mode;
+        op.nlink = read::<u32>(op.inode, off.inode_i_nlink).unwrap_or(0);
+        if in_workdir && w.last_temp < i as u32 + 1 {
+            w.last_temp = i as u32 + 1;
+        }
+    }
+    if in_workdir {
+        op.work_parent = parent;
+        op.last_ns = now;
+        op.size = read::<u64>(op.inode, off.inode_i_size).unwrap_or(0);
+        crate::phases::tp_op_advanced(i as u32);
     }
 }
 
+/// Before emission: drops a whiteout that was neither born in the syscall nor went through a
+/// work dir (a whiteout file unlinked outside overlay: an engine's clean-up, `rm -rf` of a
+/// layer) and reads the operation's source layer.
 #[inline(never)]
-pub(crate) fn prepare_tp_op(off: &Offsets, w: &mut Window, i: usize) {
+pub(crate) fn prepare_tp_op(off: &Offsets, t: &mut OpTable, ncands: u32, i: usize) {
     let i = i & (MAX_OPS - 1);
-    let op = w.ops[i];
+    let op = t.ops[i];
     if op.state == WHITEOUT && op.via_work == 0 {
-        w.ops[i].state = IGNORE;
+        t.ops[i].state = IGNORE;
         return;
     }
     if op.state != TEMP && op.state != WHITEOUT {
@@ -177,9 +202,9 @@ pub(crate) fn prepare_tp_op(off: &Offsets, w: &mut Window, i: usize) {
     } else {
         0
     };
-    let idx = op_lower_idx(off, w, op.inode, whiteout);
-    w.ops[i].lower_idx = idx;
-    w.ops[i].lower_flag = if idx != 0 {
+    let idx = op_lower_idx(off, t, ncands, op.inode, whiteout);
+    t.ops[i].lower_idx = idx;
+    t.ops[i].lower_flag = if idx != 0 {
         flags::LOWER_FROM_KERNEL
     } else {
         0
@@ -190,21 +215,24 @@ pub(crate) fn prepare_tp_op(off: &Offsets, w: &mut Window, i: usize) {
 /// superblock's root; otherwise remember it (it may be the inode being copied up or
 /// removed: the source layer is read from it at syscall exit).
 #[inline(never)]
-pub(crate) fn overlay_inode(w: &mut Window, sb: u64, inode: u64) {
+pub(crate) fn overlay_inode(w: &mut Window, tid: u32, sb: u64, inode: u64) {
     if w.class & u32::from(class::MOUNT) != 0 {
         w.ovl_sb = sb;
         return;
     }
     let n = w.ncands as usize;
-    for i in 0..MAX_CANDS {
-        if i < n && w.cands[i].inode == inode {
-            return;
-        }
-    }
     if n >= MAX_CANDS {
         return;
     }
-    w.cands[n & (MAX_CANDS - 1)] = Cand {
+    let Some(t) = op_table(w, tid) else {
+        return;
+    };
+    for i in 0..MAX_CANDS {
+        if i < n && t.cands[i].inode == inode {
+            return;
+        }
+    }
+    t.cands[n & (MAX_CANDS - 1)] = Cand {
         inode,
         name_len: 0,
         _pad: 0,
@@ -232,13 +260,13 @@ pub(crate) fn name_key(off: &Offsets, dentry: u64) -> (u32, [u64; 3]) {
 /// Reads the names of the window's overlay inodes while their dentries are alive (a
 /// removal's own inode loses its dentry before the syscall exits).
 #[inline(never)]
-pub(crate) fn name_cands(off: &Offsets, w: &mut Window) {
-    let n = w.ncands as usize;
+pub(crate) fn name_cands(off: &Offsets, t: &mut OpTable, ncands: u32) {
+    let n = ncands as usize;
     for i in 0..MAX_CANDS {
         if i >= n {
             break;
         }
-        let c = &mut w.cands[i];
+        let c = &mut t.cands[i];
         if c.name_len != 0 {
             continue;
         }
@@ -265,8 +293,14 @@ pub(crate) fn inode_lower_idx(off: &Offsets, inode: u64) -> u32 {
 /// The source layer of a window's operation: a copy-up's overlay inode is the one whose
 /// upper is the temp; a whiteout's is the one with the whiteout's name.
 #[inline(never)]
-pub(crate) fn op_lower_idx(off: &Offsets, w: &Window, op_inode: u64, whiteout: u64) -> u32 {
-    let n = w.ncands as usize;
+pub(crate) fn op_lower_idx(
+    off: &Offsets,
+    t: &OpTable,
+    ncands: u32,
+    op_inode: u64,
+    whiteout: u64,
+) -> u32 {
+    let n = ncands as usize;
     let (len, name) = if whiteout != 0 {
         name_key(off, whiteout)
     } else {
@@ -276,7 +310,7 @@ pub(crate) fn op_lower_idx(off: &Offsets, w: &Window, op_inode: u64, whiteout: u
         if i >= n {
             break;
         }
-        let c = &w.cands[i];
+        let c = &t.cands[i];
         let hit = if whiteout != 0 {
             c.name_len == len && c.name == name
         } else {
@@ -340,36 +374,80 @@ pub(crate) fn count_unnamed(state: u32) {
     }
 }
 
+/// What the emission of one operation needs from its syscall (`bpf_loop`'s context).
+#[repr(C)]
+struct EmitCtx {
+    tid: u32,
+    ncands: u32,
+    consumed_whiteout: u32,
+    last_temp: u32,
+    nr: i32,
+    _pad: u32,
+    enter_ns: u64,
+    ret: i64,
+    now: u64,
+}
+
 /// Emits the window's CoW operations at syscall exit, when each temp has reached its final
-/// name in the upper directory.
+/// name in the upper directory, with the syscall's return value and exit time (no separate
+/// record for user space to join). One `bpf_loop` callback per operation: the verifier checks
+/// the callback once instead of unrolling a bounded loop over 16 operations, each with its
+/// path walk.
 #[inline(always)]
-pub(crate) fn emit_tp_ops(cfg: &Config, w: &mut Window, ret: i64, now: u64) {
-    let n = w.nops as usize;
-    for i in 0..MAX_OPS {
-        if i >= n {
-            break;
-        }
-        emit_tp_op(cfg, w, i, ret, now);
+pub(crate) fn emit_tp_ops(w: &Window, tid: u32, ret: i64, now: u64) {
+    let mut c = EmitCtx {
+        tid,
+        ncands: w.ncands,
+        consumed_whiteout: w.consumed_whiteout,
+        last_temp: w.last_temp,
+        nr: w.nr,
+        _pad: 0,
+        enter_ns: w.enter_ns,
+        ret,
+        now,
+    };
+    let nops = if w.nops > MAX_OPS as u32 {
+        MAX_OPS as u32
+    } else {
+        w.nops
+    };
+    // SAFETY: `emit_one` has bpf_loop's callback signature; `c` outlives the call.
+    unsafe {
+        bpf_loop(
+            nops,
+            emit_one as *mut core::ffi::c_void,
+            (&raw mut c).cast(),
+            0,
+        );
     }
 }
 
+/// `bpf_loop` callback: prepares and emits operation `i`. Returns 0 (go on) or 1 (stop).
+extern "C" fn emit_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes `emit_tp_ops`'s context.
+    let c = unsafe { &*ctx.cast::<EmitCtx>() };
+    let Some(cfg) = config() else { return 1 };
+    // SAFETY: only this tid touches its table.
+    let Some(t) = OP_TABLES.get_ptr_mut(&c.tid).map(|t| unsafe { &mut *t }) else {
+        return 1;
+    };
+    let i = (i as usize) & (MAX_OPS - 1);
+    prepare_tp_op(&cfg.off, t, c.ncands, i);
+    emit_tp_op(cfg, t, c, i);
+    0
+}
+
 #[inline(never)]
-pub(crate) fn emit_tp_op(cfg: &Config, w: &mut Window, i: usize, ret: i64, now: u64) {
-    let n = w.nops as usize;
+fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
     let i = i & (MAX_OPS - 1);
     let id = bpf_get_current_pid_tgid();
     let off = &cfg.off;
-    let op = w.ops[i];
+    let op = t.ops[i];
     if op.state != TEMP && op.state != WHITEOUT {
         return;
     }
     // The create-over-whiteout temp is the syscall's last temp.
-    let mut last = true;
-    for j in 0..MAX_OPS {
-        if j > i && j < n && w.ops[j].state == TEMP {
-            last = false;
-        }
-    }
+    let last = c.last_temp <= i as u32 + 1;
     let Some(mut entry) = EVENTS.reserve::<CowEvent>(0) else {
         bump(counter::RINGBUF_DROPS);
         return;
@@ -377,16 +455,18 @@ pub(crate) fn emit_tp_op(cfg: &Config, w: &mut Window, i: usize, ret: i64, now: 
     // SAFETY: the entry is ours until submit; every field is written below.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     fill_common(cfg, ev, (id >> 32) as u32, id as u32, backend::TRACEPOINT);
-    ev.syscall_nr = w.nr;
-    ev.syscall_enter_ns = w.enter_ns;
-    ev.flags |= flags::IN_SYSCALL | flags::DEV_IS_UPPER | flags::LATENCY_PARTIAL;
-    ev.end_ns = now;
+    ev.syscall_nr = c.nr;
+    ev.syscall_enter_ns = c.enter_ns;
+    ev.syscall_ret = c.ret;
+    ev.flags |=
+        flags::IN_SYSCALL | flags::SYSCALL_EXITED | flags::DEV_IS_UPPER | flags::LATENCY_PARTIAL;
+    ev.end_ns = c.now;
     ev.latency_ns = op.last_ns - op.first_ns;
     ev.dev = op.dev;
     ev.mount_id = op.mount_id;
     ev.mode = op.mode;
-    ev.result = if ret < 0 { ret as i32 } else { 0 };
-    let over_whiteout = last && w.consumed_whiteout != 0;
+    ev.result = if c.ret < 0 { c.ret as i32 } else { 0 };
+    let over_whiteout = last && c.consumed_whiteout != 0;
     ev.kind = if op.state == WHITEOUT {
         kind::WHITEOUT
     } else if op.mode & S_IFMT == S_IFDIR {

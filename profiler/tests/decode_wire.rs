@@ -4,7 +4,7 @@
 
 use cowprof::{
     event::Kind,
-    pipeline::decode::{decode, DecodeError, Record, WireKind},
+    pipeline::decode::{decode, DecodeError, Record, SyscallExit, WireKind},
 };
 use profiler_common::{
     backend, flags, CowEvent, SyscallEnd, PATH_BUF, RECORD_COW, RECORD_SYSCALL_END,
@@ -108,6 +108,38 @@ fn each_flag_reaches_its_field_and_no_other() {
         e.syscall_enter_ns = 7;
     }));
     assert_eq!((s.syscall_nr, s.syscall_enter_ns), (Some(0), Some(7)));
+    assert_eq!(s.syscall_exit, None);
+    // Emitted at its syscall's exit (bit 5): the exit time is end_ns, the return value
+    // syscall_ret; without IN_SYSCALL the bit means nothing.
+    let exited = cow(&event(|e| {
+        e.flags = flags::IN_SYSCALL | flags::SYSCALL_EXITED;
+        e.syscall_nr = 2;
+        e.syscall_enter_ns = 7;
+        e.end_ns = 40;
+        e.syscall_ret = -17;
+    }));
+    assert_eq!(flags::SYSCALL_EXITED, 1 << 5);
+    assert_eq!(
+        exited.syscall_exit,
+        Some(SyscallExit {
+            exit_ns: 40,
+            ret: -17
+        })
+    );
+    let lone = cow(&event(|e| {
+        e.flags = flags::SYSCALL_EXITED;
+        e.syscall_ret = 5;
+    }));
+    assert_eq!((lone.syscall_nr, lone.syscall_exit), (None, None));
+}
+
+#[test]
+fn the_event_layout_is_pinned() {
+    // 128 bytes of fields (the syscall's return value at 120), the comm, then the path.
+    assert_eq!(size_of::<CowEvent>(), 128 + 16 + PATH_BUF);
+    assert_eq!(std::mem::offset_of!(CowEvent, syscall_ret), 120);
+    assert_eq!(std::mem::offset_of!(CowEvent, comm), 128);
+    assert_eq!(size_of::<SyscallEnd>(), 40);
 }
 
 #[test]

@@ -64,6 +64,9 @@ pub struct RawEvent {
     pub latency_partial: bool,
     pub syscall_enter_ns: Option<u64>,
     pub syscall_nr: Option<i32>,
+    /// The syscall's exit time and return value, when the event was emitted at its exit
+    /// (tracepoint backend); else they come later in a [`Record::SyscallEnd`].
+    pub syscall_exit: Option<SyscallExit>,
     pub size_bytes: u64,
     pub bytes_copied: u64,
     pub cgroup_id: u64,
@@ -84,6 +87,13 @@ pub struct RawEvent {
     /// kprobe backend without overlay's types (`flags::NO_OVL_TYPES`).
     pub no_ovl_types: bool,
     pub phases: profiler_common::Phases,
+}
+
+/// The exit of the syscall an event happened in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyscallExit {
+    pub exit_ns: u64,
+    pub ret: i64,
 }
 
 /// An overlay mount the kernel side registered (see `MountEvent`).
@@ -162,6 +172,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 latency_partial: ev.flags & flags::LATENCY_PARTIAL != 0,
                 syscall_enter_ns: in_syscall.then_some(ev.syscall_enter_ns),
                 syscall_nr: in_syscall.then_some(ev.syscall_nr),
+                syscall_exit: (in_syscall && ev.flags & flags::SYSCALL_EXITED != 0).then_some(
+                    SyscallExit {
+                        exit_ns: ev.end_ns,
+                        ret: ev.syscall_ret,
+                    },
+                ),
                 size_bytes: ev.size_bytes,
                 bytes_copied: ev.bytes_copied,
                 cgroup_id: ev.cgroup_id,
@@ -225,7 +241,29 @@ mod tests {
         assert_eq!(ev.lower_idx, Some(2));
         assert_eq!(ev.syscall_nr, Some(257));
         assert_eq!(ev.syscall_enter_ns, Some(99));
+        assert_eq!(ev.syscall_exit, None);
         assert_eq!(ev.latency_ns, 1234);
+    }
+
+    #[test]
+    fn an_event_emitted_at_syscall_exit_carries_the_exit() {
+        let bytes = event_bytes(|ev| {
+            ev.flags = flags::IN_SYSCALL | flags::SYSCALL_EXITED;
+            ev.syscall_nr = 257;
+            ev.syscall_enter_ns = 100;
+            ev.end_ns = 350;
+            ev.syscall_ret = 3;
+        });
+        let Record::Cow(ev) = decode(&bytes).unwrap() else {
+            panic!("not a cow event")
+        };
+        assert_eq!(
+            ev.syscall_exit,
+            Some(SyscallExit {
+                exit_ns: 350,
+                ret: 3
+            })
+        );
     }
 
     #[test]

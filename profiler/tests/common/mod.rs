@@ -561,7 +561,8 @@ pub const fn ringbuf_record(payload: usize) -> u64 {
 }
 
 /// The least number of events `record` delivers when `produced` syscalls each emit one
-/// `CowEvent` and then one `SyscallEnd` into a ring of `ring_bytes`, however slowly it reads:
+/// `CowEvent` and then (kprobe backend) one `SyscallEnd` into a ring of `ring_bytes`, however
+/// slowly it reads (the tracepoint backend writes no `SyscallEnd`: the bound holds with room):
 /// a reservation fails only while the unread part holds more than `ring_bytes - 1 - event`
 /// bytes (kernel/bpf/ringbuf.c), and before the first failure that part is whole (event, end)
 /// pairs, every one of which is read later.

@@ -20,7 +20,7 @@ use crate::host::{
 };
 use crate::{
     event::{CopyUpPhases, Event, Kind},
-    pipeline::decode::{RawEvent, WireKind},
+    pipeline::decode::{RawEvent, SyscallExit, WireKind},
 };
 use container::CgroupCache;
 use layers::LayerNames;
@@ -172,19 +172,27 @@ impl Enricher {
         // Now, not at the syscall's exit: the process may be gone by then.
         self.containers
             .container_of(ev.pid, u64::from(ev.mnt_ns), ev.cgroup_id);
-        if let Some(enter) = ev.syscall_enter_ns {
-            self.pending.entry((ev.tid, enter)).or_default().push(ev);
-            return Vec::new();
+        match (ev.syscall_enter_ns, ev.syscall_exit) {
+            // Emitted at its syscall's exit: complete now.
+            (Some(enter), Some(exit)) => vec![self.finish(ev, Some((enter, exit)))],
+            (Some(enter), None) => {
+                self.pending.entry((ev.tid, enter)).or_default().push(ev);
+                Vec::new()
+            }
+            (None, _) => vec![self.finish(ev, None)],
         }
-        vec![self.finish(ev, None)]
     }
 
     pub fn syscall_end(&mut self, end: &SyscallEnd) -> Vec<Event> {
         let Some(evs) = self.pending.remove(&(end.tid, end.enter_ns)) else {
             return Vec::new();
         };
+        let exit = SyscallExit {
+            exit_ns: end.exit_ns,
+            ret: end.ret,
+        };
         evs.into_iter()
-            .map(|ev| self.finish(ev, Some(end)))
+            .map(|ev| self.finish(ev, Some((end.enter_ns, exit))))
             .collect()
     }
 
@@ -196,7 +204,8 @@ impl Enricher {
         out
     }
 
-    fn finish(&mut self, ev: RawEvent, end: Option<&SyscallEnd>) -> Event {
+    /// `end`: the syscall's enter time and its exit, when known.
+    fn finish(&mut self, ev: RawEvent, end: Option<(u64, SyscallExit)>) -> Event {
         let origin = self
             .containers
             .container_of(ev.pid, u64::from(ev.mnt_ns), ev.cgroup_id);
@@ -256,8 +265,8 @@ impl Enricher {
             syscall: syscall_name
                 .map(str::to_owned)
                 .or_else(|| ev.syscall_nr.map(|n| format!("syscall_{n}"))),
-            syscall_latency_ns: end.map(|e| e.exit_ns.saturating_sub(e.enter_ns)),
-            syscall_ret: end.map(|e| e.ret),
+            syscall_latency_ns: end.map(|(enter, exit)| exit.exit_ns.saturating_sub(enter)),
+            syscall_ret: end.map(|(_, exit)| exit.ret),
             container_id: origin.map(|o| o.id),
             container_name: None,
             image: None,
@@ -355,6 +364,7 @@ mod tests {
             path_truncated: false,
             no_ovl_types: false,
             phases: profiler_common::Phases::default(),
+            syscall_exit: None,
         }
     }
 
