@@ -73,8 +73,9 @@ def main():
         path = b"\0".join(reversed(path_parts)) + b"\0"
         head = struct.pack("<4I7Q12I", 1, kind, backend, flags, 10**9, 5000, 10**9 - 9000, 4096, 4096, 77, 256,
                            1234, 1234, 4026531840 & 0xffffffff, 77 << 20 | 5, 2, 0, 1, 0o100644, len(path), len(path_parts), 42, 0)
+        syscall_ret = struct.pack("<q", 0)
         phases = struct.pack("<8Q2I", 1000, 2000, 300, 40, 500, 60, 0, 4096, 0b111111, 0)
-        return head + phases + comm.ljust(16, b"\0") + path.ljust(512, b"\0")
+        return head + syscall_ret + phases + comm.ljust(16, b"\0") + path.ljust(512, b"\0")
     end = struct.pack("<IIiIqQQ", 2, 1234, 2, 0, 3, 10**9 - 9000, 10**9 + 100)
     samples = [cow(1, 3, 2, [b"etc", b"hosts"]), cow(4, 2, 0, [b"var", b"gone"]), cow(9, 3, 1, [b"a" * 200, b"b" * 200]), end]
     put("decode", "events", b"".join(struct.pack("<H", len(s)) + s for s in samples))

@@ -123,10 +123,10 @@ pub struct CowEvent {
     /// (mounts that existed before `record` started) have it set.
     pub mount_id: u32,
     pub _pad: u32,
-    /// Where the copy-up's time went (zero for whiteouts and creates).
-    pub phases: Phases,
     /// The syscall's return value when `flags::SYSCALL_EXITED` is set, else 0.
     pub syscall_ret: i64,
+    /// Where the copy-up's time went (zero for whiteouts and creates).
+    pub phases: Phases,
     pub comm: [u8; COMM_LEN],
     pub path: [u8; PATH_BUF],
 }

@@ -109,7 +109,7 @@ fn each_flag_reaches_its_field_and_no_other() {
     }));
     assert_eq!((s.syscall_nr, s.syscall_enter_ns), (Some(0), Some(7)));
     assert_eq!(s.syscall_exit, None);
-    // Emitted at its syscall's exit (bit 5): the exit time is end_ns, the return value
+    // Emitted at its syscall's exit (bit 6): the exit time is end_ns, the return value
     // syscall_ret; without IN_SYSCALL the bit means nothing.
     let exited = cow(&event(|e| {
         e.flags = flags::IN_SYSCALL | flags::SYSCALL_EXITED;
@@ -118,7 +118,7 @@ fn each_flag_reaches_its_field_and_no_other() {
         e.end_ns = 40;
         e.syscall_ret = -17;
     }));
-    assert_eq!(flags::SYSCALL_EXITED, 1 << 5);
+    assert_eq!(flags::SYSCALL_EXITED, 1 << 6);
     assert_eq!(
         exited.syscall_exit,
         Some(SyscallExit {
@@ -135,10 +135,12 @@ fn each_flag_reaches_its_field_and_no_other() {
 
 #[test]
 fn the_event_layout_is_pinned() {
-    // 128 bytes of fields (the syscall's return value at 120), the comm, then the path.
-    assert_eq!(size_of::<CowEvent>(), 128 + 16 + PATH_BUF);
+    // 128 bytes of fields (the syscall's return value at 120), 72 of copy-up phases, the
+    // comm, then the path.
+    assert_eq!(size_of::<CowEvent>(), 128 + 72 + 16 + PATH_BUF);
     assert_eq!(std::mem::offset_of!(CowEvent, syscall_ret), 120);
-    assert_eq!(std::mem::offset_of!(CowEvent, comm), 128);
+    assert_eq!(std::mem::offset_of!(CowEvent, phases), 128);
+    assert_eq!(std::mem::offset_of!(CowEvent, comm), 200);
     assert_eq!(size_of::<SyscallEnd>(), 40);
 }
 

@@ -119,14 +119,14 @@ fn tiny_ring_buffer_drops_are_counted_exactly() {
         eprintln!(
             "produced {produced}, delivered {delivered} ({copy_ups} copy-ups, {wh} whiteouts), dropped {d:?}"
         );
-        // A page holds a few ~720-byte events, never hundreds, and at least the (event, syscall
+        // A page holds a few ~728-byte events, never hundreds, and at least the (event, syscall
         // end) pairs that fill it before the first reservation fails (5 in 4 KiB).
         assert!(
             delivered < 8,
             "a 4 KiB buffer cannot hold {delivered} events"
         );
         let least = common::min_delivered(4096, produced);
-        assert_eq!(least, 5, "720-byte events + 40-byte ends in a 4 KiB ring");
+        assert_eq!(least, 5, "728-byte events in a 4 KiB ring");
         assert!(
             delivered >= least,
             "delivered {delivered}: a 4 KiB ring holds {least} events before it drops any"
