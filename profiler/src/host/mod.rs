@@ -5,6 +5,7 @@
 pub mod cancel;
 pub mod io;
 pub mod loopdev;
+pub mod lower;
 pub mod machine;
 pub mod mountinfo;
 pub mod mounts;

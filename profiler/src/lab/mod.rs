@@ -5,6 +5,7 @@ pub mod charts;
 pub mod clean;
 pub mod html;
 pub mod measure;
+pub mod op;
 pub mod results;
 mod rounds;
 pub mod run;

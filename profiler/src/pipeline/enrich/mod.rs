@@ -14,10 +14,7 @@ use std::{
 
 use profiler_common::SyscallEnd;
 
-use crate::host::{
-    mountinfo::{DirStacks, OverlayMount},
-    syscalls,
-};
+use crate::host::{lower::DirStacks, mountinfo::OverlayMount, syscalls};
 use crate::{
     event::{CopyUpPhases, Event, Kind},
     pipeline::decode::{RawEvent, SyscallExit, WireKind},
