@@ -3,6 +3,7 @@
 //! Nothing here knows about events or tools.
 
 pub mod cancel;
+pub mod child;
 pub mod io;
 pub mod loopdev;
 pub mod lower;

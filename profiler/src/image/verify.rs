@@ -10,10 +10,9 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, Write as _},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::Instant,
 };
 
@@ -26,7 +25,11 @@ use super::{
     store::{ImageRecord, Store},
     ImageError,
 };
-use crate::{event::Kind, host::cancel::Cancel, pipeline::tap::KernelTap};
+use crate::{
+    event::Kind,
+    host::{cancel::Cancel, child::JsonChild},
+    pipeline::tap::KernelTap,
+};
 
 /// One kind of event the probes recorded during a replay.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,61 +262,21 @@ pub fn replay_main(merged: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The replaying child, in its own process group (a terminal's Ctrl-C reaches only cowprof,
-/// which then stops it), killed on drop.
-struct Replayer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+/// The replaying child: `cowprof __replay MERGED` (see [`JsonChild`]).
+struct Replayer(JsonChild);
 
 impl Replayer {
     fn spawn(merged: &Path) -> Result<Self, ImageError> {
-        use std::os::unix::process::CommandExt as _;
-        let other = ImageError::Verify;
-        let exe = std::env::current_exe()
-            .map_err(|e| other(format!("cannot find cowprof's own executable: {e}")))?;
-        let mut child = Command::new(&exe)
-            .arg("__replay")
-            .arg(merged)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| other(format!("cannot start the replay {}: {e}", exe.display())))?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        Ok(Self {
-            child,
-            stdin,
-            stdout,
-        })
+        let args = [std::ffi::OsStr::new("__replay"), merged.as_os_str()];
+        JsonChild::spawn("the replay", args)
+            .map(Self)
+            .map_err(|e| ImageError::Verify(e.to_string()))
     }
 
     fn call(&mut self, req: &ReplayRequest) -> Result<ReplayReply, ImageError> {
-        let dead = |e: String| ImageError::Verify(format!("the replay failed: {e}"));
-        let mut line = serde_json::to_string(req).expect("request serializes");
-        line.push('\n');
-        self.stdin
-            .write_all(line.as_bytes())
-            .and_then(|()| self.stdin.flush())
-            .map_err(|e| dead(e.to_string()))?;
-        let mut reply = String::new();
-        match self.stdout.read_line(&mut reply) {
-            Ok(0) => Err(dead("it exited".into())),
-            Ok(_) => {
-                serde_json::from_str(&reply).map_err(|e| dead(format!("bad reply {reply:?}: {e}")))
-            }
-            Err(e) => Err(dead(e.to_string())),
-        }
-    }
-}
-
-impl Drop for Replayer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0
+            .call(req)
+            .map_err(|e| ImageError::Verify(e.to_string()))
     }
 }
 

@@ -2,14 +2,11 @@
 //! worker process that runs the timed ops, and the in-process kernel tap that joins copy-up and
 //! whiteout events to the op that caused them (by mount and path).
 
-use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    path::Path,
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-};
+use std::path::Path;
 
 use crate::{
     event::{Event, Kind},
+    host::child::JsonChild,
     pipeline::tap::KernelTap,
 };
 
@@ -115,42 +112,16 @@ impl CellAcc {
 
 /// The worker: `cowprof __lab-worker <our pid>`, in its own process group (a terminal's Ctrl-C
 /// reaches only the bench, which then stops it), killed on drop.
-pub struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+pub struct Worker(JsonChild);
 
 impl Worker {
     pub fn spawn() -> Result<Self, LabError> {
-        use std::os::unix::process::CommandExt as _;
-        let exe = std::env::current_exe()
-            .map_err(|e| LabError::Other(format!("cannot find cowprof's own executable: {e}")))?;
-        let mut child = Command::new(&exe)
-            .arg("__lab-worker")
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
-                LabError::Other(format!(
-                    "cannot start the lab worker {}: {e}",
-                    exe.display()
-                ))
-            })?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        Ok(Self {
-            child,
-            stdin,
-            stdout,
-        })
+        let args = ["__lab-worker".to_owned(), std::process::id().to_string()];
+        Ok(Self(JsonChild::spawn("the lab worker", args)?))
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.pid()
     }
 
     /// Sends one request and waits for its duration in ns.
@@ -160,23 +131,7 @@ impl Worker {
 
     /// Sends one request and returns the whole reply (an error reply is an error).
     pub fn call_full(&mut self, req: &Request) -> Result<Reply, LabError> {
-        let dead = |e: String| LabError::Other(format!("the lab worker failed: {e}"));
-        let mut line = serde_json::to_string(req).expect("request serializes");
-        line.push('\n');
-        self.stdin
-            .write_all(line.as_bytes())
-            .and_then(|()| self.stdin.flush())
-            .map_err(|e| dead(e.to_string()))?;
-        let mut reply = String::new();
-        let n = self
-            .stdout
-            .read_line(&mut reply)
-            .map_err(|e| dead(e.to_string()))?;
-        if n == 0 {
-            return Err(dead("it exited".into()));
-        }
-        let r: Reply =
-            serde_json::from_str(&reply).map_err(|e| dead(format!("bad reply {reply:?}: {e}")))?;
+        let r: Reply = self.0.call(req)?;
         match (r.ns, &r.error) {
             (Some(_), None) => Ok(r),
             // The worker's errors are io::Error texts: ENOSPC shows as "(os error 28)".
@@ -184,15 +139,8 @@ impl Worker {
                 Err(LabError::NoSpace { detail: e.clone() })
             }
             (_, Some(e)) => Err(LabError::Other(format!("{req:?}: {e}"))),
-            (None, None) => Err(dead("empty reply".into())),
+            (None, None) => Err(LabError::Other("the lab worker failed: empty reply".into())),
         }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -66,6 +66,8 @@ pub enum LabError {
     Other(String),
     #[error(transparent)]
     Tap(#[from] crate::pipeline::tap::TapError),
+    #[error(transparent)]
+    Child(#[from] crate::host::child::ChildError),
     /// `bench --expect-kernel` on a run whose kernel-side numbers are missing or inexact.
     #[error("--expect-kernel: kernel-side timings missing or inexact (backend {backend}, {unseen} runs unseen, {cells_off} cells off)")]
     KernelInexact {

@@ -122,6 +122,24 @@ const MIN_KEY: usize = 16;
 /// group tables above).
 const PHASE_NUMBERS: usize = 7 * (1 + 7);
 
+/// A group table's heading and the width of its key column: as wide as the longest key or the
+/// heading, as the terminal allows beside `numbers` columns of figures.
+fn key_column<'a>(
+    layout: &Layout,
+    title: &str,
+    keys: impl Iterator<Item = &'a String>,
+    numbers: usize,
+) -> (String, usize) {
+    let head = title.to_uppercase();
+    let longest = keys
+        .map(|k| text_width(k))
+        .chain([text_width(&head)])
+        .max()
+        .unwrap_or(0);
+    let w = layout.key_width(longest, GROUP_INDENT + numbers, MIN_KEY);
+    (head, w)
+}
+
 /// A "copy-up phases by …" table: the p50 of each phase, `-` where no event showed it.
 pub fn write_phase_group(
     out: &mut dyn Write,
@@ -130,14 +148,7 @@ pub fn write_phase_group(
     groups: &std::collections::BTreeMap<String, PhaseStats>,
 ) -> io::Result<()> {
     use std::fmt::Write as _;
-    let head = title.to_uppercase();
-    let longest = groups
-        .keys()
-        .map(|k| text_width(k))
-        .chain([text_width(&head)])
-        .max()
-        .unwrap_or(0);
-    let w = layout.key_width(longest, GROUP_INDENT + PHASE_NUMBERS, MIN_KEY);
+    let (head, w) = key_column(layout, title, groups.keys(), PHASE_NUMBERS);
     let mut header = fit(&head, w);
     for name in [
         "META", "DATA", "FSYNC", "LINK", "IO-WAIT", "OFF-CPU", "OTHER",
@@ -167,14 +178,7 @@ pub fn write_group(
     title: &str,
     groups: &std::collections::BTreeMap<String, GroupStats>,
 ) -> io::Result<()> {
-    let head = title.to_uppercase();
-    let longest = groups
-        .keys()
-        .map(|k| text_width(k))
-        .chain([text_width(&head)])
-        .max()
-        .unwrap_or(0);
-    let w = layout.key_width(longest, GROUP_INDENT + GROUP_NUMBERS, MIN_KEY);
+    let (head, w) = key_column(layout, title, groups.keys(), GROUP_NUMBERS);
     let header = format!(
         "{} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}",
         fit(&head, w),

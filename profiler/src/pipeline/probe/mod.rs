@@ -445,39 +445,12 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                     }
                     continue;
                 }
-                let prog: &mut KProbe = ebpf
-                    .program_mut(prog_name)
-                    .expect("program in object")
-                    .try_into()
-                    .map_err(program_err(prog_name.into()))?;
-                if loaded.insert(prog_name) {
-                    prog.load()
-                        .map_err(program_err(format!("loading {prog_name}")))?;
-                }
-                prog.attach(func, 0)
-                    .map_err(program_err(format!("attaching {prog_name} to {func}")))?;
-                attached.push(format!(
-                    "{}:{func}",
-                    if prog_name.ends_with("_ret") {
-                        "kretprobe"
-                    } else {
-                        "kprobe"
-                    }
-                ));
+                attached.push(attach_kprobe(&mut ebpf, &mut loaded, prog_name, func)?);
             }
             // Without overlay's types, what overlay does to the upper filesystem tells what
             // it did (the survey checked these exist).
             for &(prog_name, func) in VFS_HOOKS.iter().filter(|_| !ovl_types) {
-                let prog: &mut KProbe = ebpf
-                    .program_mut(prog_name)
-                    .expect("program in object")
-                    .try_into()
-                    .map_err(program_err(prog_name.into()))?;
-                prog.load()
-                    .map_err(program_err(format!("loading {prog_name}")))?;
-                prog.attach(func, 0)
-                    .map_err(program_err(format!("attaching {prog_name} to {func}")))?;
-                attached.push(format!("kprobe:{func}"));
+                attached.push(attach_kprobe(&mut ebpf, &mut loaded, prog_name, func)?);
             }
         }
         Backend::Tracepoint => {
@@ -581,4 +554,31 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     };
     probe.counters_base = probe.counters_total();
     Ok(probe)
+}
+/// Loads `prog_name` (once: one program may be attached to several functions) and attaches it
+/// to the kernel function `func`; returns how `-vv` and `doctor` name the attachment.
+pub(super) fn attach_kprobe<'a>(
+    ebpf: &mut Ebpf,
+    loaded: &mut std::collections::HashSet<&'a str>,
+    prog_name: &'a str,
+    func: &str,
+) -> Result<String, ProbeError> {
+    let program_err = |what: String| move |source| ProbeError::Program { what, source };
+    let prog: &mut KProbe = ebpf
+        .program_mut(prog_name)
+        .expect("program in object")
+        .try_into()
+        .map_err(program_err(prog_name.into()))?;
+    if loaded.insert(prog_name) {
+        prog.load()
+            .map_err(program_err(format!("loading {prog_name}")))?;
+    }
+    prog.attach(func, 0)
+        .map_err(program_err(format!("attaching {prog_name} to {func}")))?;
+    let kind = if prog_name.ends_with("_ret") {
+        "kretprobe"
+    } else {
+        "kprobe"
+    };
+    Ok(format!("{kind}:{func}"))
 }

@@ -5,11 +5,7 @@
 //! `sched_switch` tracepoint on every backend; the function phases need kprobes (or, for
 //! fsync on ext4, ext4's own tracepoints).
 
-use aya::{
-    maps::Array,
-    programs::{KProbe, RawTracePoint},
-    Ebpf,
-};
+use aya::{maps::Array, programs::RawTracePoint, Ebpf};
 use profiler_common::phase_seen;
 
 use super::{facts::symbol_present, Backend, ProbeError};
@@ -195,25 +191,7 @@ pub(super) fn attach(
             skipped.push(format!("{func}: phase probe not attachable"));
             continue;
         }
-        let prog: &mut KProbe = ebpf
-            .program_mut(prog_name)
-            .expect("program in object")
-            .try_into()
-            .map_err(program_err(prog_name.into()))?;
-        if loaded.insert(prog_name) {
-            prog.load()
-                .map_err(program_err(format!("loading {prog_name}")))?;
-        }
-        prog.attach(func, 0)
-            .map_err(program_err(format!("attaching {prog_name} to {func}")))?;
-        attached.push(format!(
-            "{}:{func}",
-            if prog_name.ends_with("_ret") {
-                "kretprobe"
-            } else {
-                "kprobe"
-            }
-        ));
+        attached.push(super::attach_kprobe(ebpf, &mut loaded, prog_name, func)?);
     }
     let mut seen: Array<_, u32> = Array::try_from(
         ebpf.map_mut("KP_PHASES_SEEN").expect("map in object"),
