@@ -3,8 +3,8 @@
 
 pub(crate) use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
     },
     macros::{btf_tracepoint, fentry, kprobe, kretprobe, map, raw_tracepoint},
@@ -415,6 +415,28 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
     at_root || truncated != 0
 }
 
+/// Zeroes each field by a volatile store (see `clear_phases`).
+macro_rules! zero {
+    ($($f:expr),+ $(,)?) => {
+        // SAFETY: each is a field of a live, exclusively borrowed value.
+        unsafe { $(core::ptr::write_volatile(&raw mut $f, 0);)+ }
+    };
+}
+
+/// Zeroes `p` word by word. A plain `= Phases::default()` becomes a call to `memset`, which
+/// aya-ebpf implements as a byte loop: 72 iterations the verifier walks at every call site
+/// (inside `bpf_loop`'s callback that pushed `sys_exit_tp` past the verifier's 1M-insn limit).
+/// Volatile stores keep LLVM from merging them back into a `memset`.
+#[inline(always)]
+pub(crate) fn clear_phases(p: &mut profiler_common::Phases) {
+    const WORDS: usize = core::mem::size_of::<profiler_common::Phases>() / 8;
+    let w = core::ptr::from_mut(p).cast::<u64>();
+    for k in 0..WORDS {
+        // SAFETY: `Phases` is `repr(C)`, 8-aligned, WORDS whole u64s long.
+        unsafe { core::ptr::write_volatile(w.add(k), 0) };
+    }
+}
+
 /// Fills the fields every event has (the caller adds its syscall, if in one).
 #[inline(always)]
 pub(crate) fn fill_common(cfg: &Config, ev: &mut CowEvent, tgid: u32, tid: u32, backend_id: u32) {
@@ -422,23 +444,33 @@ pub(crate) fn fill_common(cfg: &Config, ev: &mut CowEvent, tgid: u32, tid: u32, 
     ev.backend = backend_id;
     ev.pid = tgid;
     ev.tid = tid;
-    ev.flags = 0;
-    ev.result = 0;
-    ev.lower_idx = 0;
-    ev.root_ino = 0;
-    ev.mount_id = 0;
-    ev._pad = 0;
-    ev.size_bytes = 0;
-    ev.bytes_copied = 0;
-    ev.path_len = 0;
-    ev.depth = 0;
-    ev.phases = profiler_common::Phases::default();
+    // Zeroed by volatile stores: LLVM merges adjacent plain zero stores into calls to
+    // `memset`, a byte loop in aya-ebpf that the verifier walks byte by byte at every call
+    // site (see `clear_phases`).
+    zero!(
+        ev.flags,
+        ev.result,
+        ev.lower_idx,
+        ev.root_ino,
+        ev.mount_id,
+        ev._pad,
+        ev.size_bytes,
+        ev.bytes_copied,
+        ev.path_len,
+        ev.depth,
+        ev.syscall_enter_ns,
+        ev.syscall_ret
+    );
+    clear_phases(&mut ev.phases);
     ev.syscall_nr = -1;
-    ev.syscall_enter_ns = 0;
-    ev.syscall_ret = 0;
-    // SAFETY: plain helper calls.
-    ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: plain helper calls; `comm` is 16 bytes, the helper's size.
+    unsafe {
+        ev.cgroup_id = bpf_get_current_cgroup_id();
+        aya_ebpf::helpers::generated::bpf_get_current_comm(
+            ev.comm.as_mut_ptr().cast(),
+            ev.comm.len() as u32,
+        );
+    }
     let off = &cfg.off;
     // SAFETY: plain helper call.
     let task = unsafe { bpf_get_current_task() };

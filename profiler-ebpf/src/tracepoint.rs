@@ -426,14 +426,46 @@ pub(crate) fn emit_tp_ops(w: &Window, tid: u32, ret: i64, now: u64) {
 extern "C" fn emit_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: bpf_loop passes `emit_tp_ops`'s context.
     let c = unsafe { &*ctx.cast::<EmitCtx>() };
+    // The global function's return is an unknown scalar to the verifier, which wants a
+    // callback's return in [0, 1] (`black_box` keeps LLVM from passing it through as is).
+    if core::hint::black_box(cowprof_emit_op(c.tid, i as u32, c.ret, c.now)) == 0 {
+        0
+    } else {
+        1
+    }
+}
+
+/// Prepares and emits operation `i` of `tid`'s syscall window. A global BPF function
+/// (exported from the object, see build.rs): the verifier checks it once, by itself, with
+/// its arguments unknown, instead of once for every state it reaches it in; called from a
+/// `bpf_loop` callback, the path walk inside made that product pass the verifier's
+/// 1M-instruction limit on some 6.18 builds. Returns 0 (go on) or 1 (stop).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn cowprof_emit_op(tid: u32, i: u32, ret: i64, now: u64) -> i32 {
     let Some(cfg) = config() else { return 1 };
-    // SAFETY: only this tid touches its table.
-    let Some(t) = OP_TABLES.get_ptr_mut(&c.tid).map(|t| unsafe { &mut *t }) else {
+    // SAFETY: only this tid touches its window and its table.
+    let Some(w) = WINDOWS.get_ptr(&tid).map(|w| unsafe { &*w }) else {
         return 1;
+    };
+    // SAFETY: as above.
+    let Some(t) = OP_TABLES.get_ptr_mut(&tid).map(|t| unsafe { &mut *t }) else {
+        return 1;
+    };
+    let c = EmitCtx {
+        tid,
+        ncands: w.ncands,
+        consumed_whiteout: w.consumed_whiteout,
+        last_temp: w.last_temp,
+        nr: w.nr,
+        _pad: 0,
+        enter_ns: w.enter_ns,
+        ret,
+        now,
     };
     let i = (i as usize) & (MAX_OPS - 1);
     prepare_tp_op(&cfg.off, t, c.ncands, i);
-    emit_tp_op(cfg, t, c, i);
+    emit_tp_op(cfg, t, &c, i);
     0
 }
 
