@@ -13,11 +13,13 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{
-    gates::{Gates, Metric, Threshold, Tolerance},
+    gates::{Gates, Metric, PhaseQuantile, Threshold, Tolerance},
     stats::{bootstrap_ratio, seed_for, RatioCi, Sample, Statistic, RESAMPLES},
     CompareError,
 };
-use crate::lab::results::{decode_histogram, run_label, Cell, HistogramError, Results, RunResult};
+use crate::lab::results::{
+    decode_histogram, run_label, Cell, HistogramError, LatencyStats, Results, RunResult,
+};
 
 /// Version of `cowprof compare --format json`.
 pub const COMPARE_SCHEMA: u32 = 1;
@@ -296,6 +298,27 @@ fn sample(file: &str, run: &RunResult, cell: &Cell, kernel: bool) -> Result<Samp
     } else {
         Some(&cell.latency)
     };
+    decode_stats(file, run, cell, stats)
+}
+
+/// Per phase, the decoded time of each copy-up (cells that store `phase_latency`).
+fn phase_samples(
+    file: &str,
+    run: &RunResult,
+    cell: &Cell,
+) -> Result<BTreeMap<String, Sample>, CompareError> {
+    cell.phase_latency
+        .iter()
+        .map(|(name, stats)| Ok((name.clone(), decode_stats(file, run, cell, Some(stats))?)))
+        .collect()
+}
+
+fn decode_stats(
+    file: &str,
+    run: &RunResult,
+    cell: &Cell,
+    stats: Option<&LatencyStats>,
+) -> Result<Sample, CompareError> {
     let Some(stats) = stats else {
         return Ok(Sample::from_values(Vec::new()));
     };
@@ -341,6 +364,8 @@ struct Side<'a> {
     cell: &'a Cell,
     user: Sample,
     kernel: Sample,
+    /// Per phase, the time of each copy-up (empty in cells without `phase_latency`).
+    phases: BTreeMap<String, Sample>,
     /// Whether the file had a kernel-side backend (copy-up counts are meaningful).
     counted: bool,
 }
@@ -361,6 +386,13 @@ impl Side<'_> {
             Metric::Efficiency => self.cell.efficiency,
             Metric::CopyUps => self.counted.then(|| self.per_op(self.cell.copy_ups)),
             Metric::BytesCopied => self.counted.then(|| self.per_op(self.cell.bytes_copied)),
+            Metric::Phase(_, q) => {
+                let p = self.cell.phases.as_ref()?.phases.get(m.phase_name()?)?;
+                Some(match q {
+                    PhaseQuantile::P50 => p.p50_ns,
+                    PhaseQuantile::P99 => p.p99_ns,
+                } as f64)
+            }
         }
     }
 
@@ -453,6 +485,22 @@ fn measure(m: Metric, b: &Side, n: &Side, bv: f64, nv: f64, gates: &Gates, key: 
             match refs.filter(|_| gates.normalize) {
                 Some((rb, rn)) => from_ci(ci, rb / rn / bytes, true, Basis::Normalized),
                 None => from_ci(ci, 1.0 / bytes, true, Basis::Absolute),
+            }
+        }
+        Metric::Phase(_, q) => {
+            // Kernel-side time of one phase per copy-up: no same-run reference divides it.
+            let name = m.phase_name().unwrap_or_default();
+            match (b.phases.get(name), n.phases.get(name)) {
+                (Some(bs), Some(ns)) => {
+                    let ci = bootstrap_ratio(bs, ns, Statistic::Quantile(q.percent()), conf, seed);
+                    from_ci(ci, 1.0, false, Basis::Absolute)
+                }
+                // Cells without per-phase histograms: the recorded quantiles alone.
+                _ => Judged {
+                    basis: Basis::Point,
+                    change: rel(nv),
+                    ci: None,
+                },
             }
         }
         Metric::Max => Judged {
@@ -556,15 +604,21 @@ pub fn compare(
                 cell: bc,
                 user: sample(base_file, br, bc, false)?,
                 kernel: sample(base_file, br, bc, true)?,
+                phases: phase_samples(base_file, br, bc)?,
                 counted: counted.0,
             };
             let n = Side {
                 cell: nc,
                 user: sample(new_file, nr, nc, false)?,
                 kernel: sample(new_file, nr, nc, true)?,
+                phases: phase_samples(new_file, nr, nc)?,
                 counted: counted.1,
             };
-            for m in Metric::ALL {
+            // Phase p50s are always reported; a phase p99 only when a threshold names it.
+            let phase_metrics = Metric::phases().filter(|m| {
+                matches!(m, Metric::Phase(_, PhaseQuantile::P50)) || gates.threshold(*m).is_some()
+            });
+            for m in Metric::ALL.into_iter().chain(phase_metrics) {
                 match (b.value(m).is_some(), n.value(m).is_some()) {
                     (true, true) => rows.extend(row_for(m, &b, &n, &label, gates)),
                     (true, false) => only_in_base.push(format!("{label} {} {m}", cell_name(bc))),

@@ -9,6 +9,8 @@ use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::PHASE_NAMES;
+
 /// Name of the config file picked up from the working directory.
 pub const CONFIG_FILE: &str = ".cowprof-ci.toml";
 
@@ -16,8 +18,10 @@ pub const CONFIG_FILE: &str = ".cowprof-ci.toml";
 pub const DEFAULT_CONFIDENCE: f64 = 0.99;
 
 /// One comparable metric of a cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// `Phase` metrics name a copy-up phase and a quantile of its time per copy-up (`fsync.p50`,
+/// `data.p99`, `offcpu_block.p50`; phases as in [`PHASE_NAMES`]), from the cells' `phases`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Metric {
     P50,
     P90,
@@ -27,7 +31,37 @@ pub enum Metric {
     Efficiency,
     CopyUps,
     BytesCopied,
+    /// Index into [`PHASE_NAMES`], and the quantile.
+    Phase(u8, PhaseQuantile),
 }
+
+/// The quantiles a cell records per phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PhaseQuantile {
+    P50,
+    P99,
+}
+
+impl PhaseQuantile {
+    /// The percentile (50 or 99).
+    pub fn percent(self) -> u8 {
+        match self {
+            Self::P50 => 50,
+            Self::P99 => 99,
+        }
+    }
+}
+
+/// `metadata.p50`, `metadata.p99`, ... in [`PHASE_NAMES`] order.
+const PHASE_METRIC_NAMES: [[&str; 2]; 7] = [
+    ["metadata.p50", "metadata.p99"],
+    ["data.p50", "data.p99"],
+    ["fsync.p50", "fsync.p99"],
+    ["link.p50", "link.p99"],
+    ["offcpu_block.p50", "offcpu_block.p99"],
+    ["offcpu_other.p50", "offcpu_other.p99"],
+    ["other.p50", "other.p99"],
+];
 
 impl Metric {
     pub const ALL: [Self; 8] = [
@@ -41,6 +75,18 @@ impl Metric {
         Self::BytesCopied,
     ];
 
+    /// Every phase metric, phases in [`PHASE_NAMES`] order, p50 before p99.
+    pub fn phases() -> impl Iterator<Item = Self> {
+        (0..PHASE_NAMES.len()).flat_map(|i| {
+            #[allow(clippy::cast_possible_truncation)]
+            let i = i as u8;
+            [
+                Self::Phase(i, PhaseQuantile::P50),
+                Self::Phase(i, PhaseQuantile::P99),
+            ]
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::P50 => "p50",
@@ -51,6 +97,15 @@ impl Metric {
             Self::Efficiency => "efficiency",
             Self::CopyUps => "copy_ups",
             Self::BytesCopied => "bytes_copied",
+            Self::Phase(i, q) => PHASE_METRIC_NAMES[usize::from(i)][usize::from(q == PhaseQuantile::P99)],
+        }
+    }
+
+    /// The phase name of a phase metric (`fsync` of `fsync.p50`).
+    pub fn phase_name(self) -> Option<&'static str> {
+        match self {
+            Self::Phase(i, _) => Some(PHASE_NAMES[usize::from(i)]),
+            _ => None,
         }
     }
 
@@ -65,7 +120,25 @@ impl Metric {
     }
 
     fn known() -> String {
-        Self::ALL.map(Self::as_str).join(", ")
+        format!(
+            "{}, and PHASE.p50 or PHASE.p99 for a copy-up phase ({})",
+            Self::ALL.map(Self::as_str).join(", "),
+            PHASE_NAMES.join(", ")
+        )
+    }
+}
+
+impl Serialize for Metric {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Metric {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|()| serde::de::Error::custom(format!("unknown metric `{s}`")))
     }
 }
 
@@ -79,7 +152,11 @@ impl FromStr for Metric {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        Self::ALL.into_iter().find(|m| m.as_str() == s).ok_or(())
+        Self::ALL
+            .into_iter()
+            .chain(Self::phases())
+            .find(|m| m.as_str() == s)
+            .ok_or(())
     }
 }
 
@@ -144,7 +221,16 @@ struct ConfigFile {
     /// Gate only these ops (default: every op in both files).
     ops: Option<Vec<String>>,
     #[serde(default)]
-    thresholds: BTreeMap<String, String>,
+    thresholds: BTreeMap<String, ThresholdValue>,
+}
+
+/// A threshold in the file: `p99 = "+10%"`, or a phase's as a dotted key (`fsync.p50 = "+10%"`
+/// is the table `fsync = { p50 = "+10%" }` in TOML; `"fsync.p50" = "+10%"` works too).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ThresholdValue {
+    Text(String),
+    Table(BTreeMap<String, String>),
 }
 
 /// Everything that decides verdicts and gates.
@@ -256,7 +342,16 @@ impl Gates {
         }
         let mut thresholds = Vec::new();
         for (name, value) in &file.thresholds {
-            thresholds.push(parse_threshold(&format!("{name}={value}"), origin)?);
+            match value {
+                ThresholdValue::Text(value) => {
+                    thresholds.push(parse_threshold(&format!("{name}={value}"), origin)?);
+                }
+                ThresholdValue::Table(quantiles) => {
+                    for (q, value) in quantiles {
+                        thresholds.push(parse_threshold(&format!("{name}.{q}={value}"), origin)?);
+                    }
+                }
+            }
         }
         Ok(Self {
             thresholds,
@@ -376,6 +471,37 @@ mod tests {
             .ends_with("p50 takes a relative threshold; write p50=+5%"));
         assert!(parse_threshold("p50", "x").is_err());
         assert!(parse_threshold("p50=+ten%", "x").is_err());
+    }
+
+    #[test]
+    fn phase_thresholds() {
+        let t = parse_threshold("fsync.p50=+10%", "t").unwrap();
+        assert_eq!(t.metric.phase_name(), Some("fsync"));
+        assert_eq!(t.metric.as_str(), "fsync.p50");
+        assert_eq!(t.tolerance, Tolerance::Relative { fraction: 0.10 });
+        assert_eq!(
+            parse_threshold("offcpu_block.p99=20%", "t").unwrap().text,
+            "offcpu_block.p99=+20%"
+        );
+        let e = parse_threshold("fsync.p75=+1%", "x").unwrap_err().to_string();
+        assert!(e.contains("PHASE.p50 or PHASE.p99"), "{e}");
+        let e = parse_threshold("fsync.p50=+5", "x").unwrap_err().to_string();
+        assert!(e.ends_with("write fsync.p50=+5%"), "{e}");
+        let g = Gates::from_toml(
+            "[thresholds]\nfsync.p50 = \"+10%\"\nfsync.p99 = \"+30%\"\n\"data.p50\" = \"+5%\"\np99 = \"+50%\"\n",
+            "ci.toml",
+        )
+        .unwrap();
+        let mut names: Vec<&str> = g.thresholds.iter().map(|t| t.text.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["data.p50=+5%", "fsync.p50=+10%", "fsync.p99=+30%", "p99=+50%"]);
+        let e = Gates::from_toml("[thresholds]\nfsync.p75 = \"+1%\"\n", "ci.toml").unwrap_err();
+        assert!(e.to_string().starts_with("ci.toml: unknown metric `fsync.p75`"), "{e}");
+        // Serialized as its name, and read back.
+        let json = serde_json::to_string(&Metric::Phase(2, PhaseQuantile::P99)).unwrap();
+        assert_eq!(json, "\"fsync.p99\"");
+        let back: Metric = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Metric::Phase(2, PhaseQuantile::P99));
     }
 
     #[test]

@@ -58,7 +58,9 @@ pub fn render(cmp: &Comparison, format: Format, color: bool) -> String {
 /// A metric's value in its unit.
 pub fn format_value(metric: Metric, v: f64) -> String {
     match metric {
-        Metric::P50 | Metric::P90 | Metric::P99 | Metric::Max => fmt::ns_label(v),
+        Metric::P50 | Metric::P90 | Metric::P99 | Metric::Max | Metric::Phase(..) => {
+            fmt::ns_label(v)
+        }
         Metric::MbPerS => format!("{v:.0} MB/s"),
         Metric::Efficiency => format!("{v:.2}"),
         Metric::CopyUps => format!("{v:.2}/op"),

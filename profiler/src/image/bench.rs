@@ -213,6 +213,7 @@ pub fn bench(
                 repetitions: files.len() as u64,
                 wall: None,
                 outcomes: BTreeMap::new(),
+                phase_latency: BTreeMap::new(),
                 phases: None,
             });
         }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::{
-    event::{Event, Kind},
+    event::{Event, Kind, PHASE_NAMES},
     host::child::JsonChild,
     pipeline::tap::KernelTap,
 };
@@ -36,6 +36,8 @@ pub struct CellAcc {
     /// Whiteouts at the file's path (`unlink`).
     pub whiteouts: u64,
     pub phases: crate::pipeline::phases::PhaseGroup,
+    /// Per phase (by name) the time of each copy-up, for `compare`'s intervals.
+    pub phase_hists: std::collections::BTreeMap<&'static str, Hist>,
 }
 
 impl CellAcc {
@@ -55,6 +57,7 @@ impl CellAcc {
             copy_ns: 0,
             whiteouts: 0,
             phases: crate::pipeline::phases::PhaseGroup::default(),
+            phase_hists: std::collections::BTreeMap::new(),
         }
     }
 
@@ -64,6 +67,11 @@ impl CellAcc {
             self.kernel.record(e.latency_ns);
             if let Some(p) = &e.phases {
                 self.phases.record(e.latency_ns, p);
+                for (name, v) in PHASE_NAMES.iter().zip(p.values()) {
+                    if let Some(v) = v {
+                        self.phase_hists.entry(name).or_default().record(v);
+                    }
+                }
             }
             if e.kind.is_copy_up() {
                 self.copy_ups += 1;
@@ -106,6 +114,11 @@ impl CellAcc {
             outcomes: self.outcomes.clone(),
             whiteouts: self.whiteouts,
             phases: (!self.phases.is_empty()).then(|| self.phases.stats()),
+            phase_latency: self
+                .phase_hists
+                .iter()
+                .map(|(name, h)| ((*name).to_owned(), h.stats()))
+                .collect(),
         }
     }
 }

@@ -116,6 +116,11 @@ pub struct Cell {
     /// docs/phases.md). Absent without kernel-side timings, and in files written before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phases: Option<crate::pipeline::phases::PhaseStats>,
+    /// Time per copy-up of each phase in `phases`, with its histogram, for `compare`'s intervals
+    /// on phase gates (`fsync.p50`). Empty without kernel-side phases, and in files written
+    /// before it (compare then judges a phase by its recorded p50/p99 alone, without interval).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phase_latency: BTreeMap<String, LatencyStats>,
 }
 
 fn one() -> u32 {

@@ -319,6 +319,7 @@ mod tests {
             outcomes: BTreeMap::new(),
             whiteouts: 0,
             phases: None,
+            phase_latency: BTreeMap::new(),
         }
     }
 
