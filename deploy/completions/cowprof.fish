@@ -108,7 +108,7 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l workdir -d 'Wh
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l baseline -d 'Then compare the new results.json against this one (`cowprof compare`, reports and charts in DIR/compare); the exit code is the comparison\'s' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l confirm -d 'With --baseline: when the gate fails, measure again up to N times; fail only if every measurement fails it (a regression reproduces, a load burst rarely does)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l config -d 'Threshold file (default: ./.cowprof-ci.toml if it exists, else built-in gates)' -r -F
-complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l threshold -d 'Gate a metric, e.g. `p99=+10%`, `efficiency=-5%`, `bytes_copied=+0` (repeatable; replaces the config file\'s threshold of the same metric)' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l threshold -d 'Gate a metric, e.g. `p99=+10%`, `efficiency=-5%`, `bytes_copied=+0`, or a copy-up phase, `fsync.p50=+20%` (repeatable; replaces the config file\'s threshold of the same metric)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l image -d 'Instead of the spec\'s synthetic stack: first writes, chmods and unlinks of this image\'s own files on its real layer stack (an archive, imported first, or a digest/tag)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l store -d 'Layer store for --image' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l table -d 'What to print: `summary` (the copy-up curve, slowest cells, efficiency, what disagreed or was skipped) or `full` (every cell); results.json always holds every cell' -r -f -a "summary\t''
@@ -119,7 +119,7 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l no-charts -d '
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cowprof -n "__fish_cowprof_using_subcommand compare" -l config -d 'Threshold file (default: ./.cowprof-ci.toml if it exists, else built-in gates)' -r -F
-complete -c cowprof -n "__fish_cowprof_using_subcommand compare" -l threshold -d 'Gate a metric, e.g. `p99=+10%`, `efficiency=-5%`, `bytes_copied=+0` (repeatable; replaces the config file\'s threshold of the same metric)' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand compare" -l threshold -d 'Gate a metric, e.g. `p99=+10%`, `efficiency=-5%`, `bytes_copied=+0`, or a copy-up phase, `fsync.p50=+20%` (repeatable; replaces the config file\'s threshold of the same metric)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand compare" -l format -d 'Report format on stdout' -r -f -a "table\t''
 markdown\t''
 junit\t''

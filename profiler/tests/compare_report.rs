@@ -468,7 +468,7 @@ fn bad_inputs_exit_2_with_one_line() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
         stderr_line(&o),
-        format!("cowprof compare: {}: unknown metric `p95`; known metrics: p50, p90, p99, max, mb_per_s, efficiency, copy_ups, bytes_copied", path("metric.toml"))
+        format!("cowprof compare: {}: unknown metric `p95`; known metrics: p50, p90, p99, max, mb_per_s, efficiency, copy_ups, bytes_copied, PHASE.p50, PHASE.p99 (PHASE: metadata, data, fsync, link, offcpu_block, offcpu_other, other)", path("metric.toml"))
     );
 
     fs::write(path("empty.toml"), "[thresholds]\n").unwrap();

@@ -186,6 +186,7 @@ fn sample_results() -> Results {
                         outcomes: BTreeMap::new(),
                         whiteouts: 0,
                         phases: None,
+                        phase_latency: BTreeMap::new(),
                         latency,
                     });
                 }

@@ -75,8 +75,8 @@ pub struct GateArgs {
     /// Threshold file (default: ./.cowprof-ci.toml if it exists, else built-in gates).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Gate a metric, e.g. `p99=+10%`, `efficiency=-5%`, `bytes_copied=+0` (repeatable;
-    /// replaces the config file's threshold of the same metric).
+    /// Gate a metric, e.g. `p99=+10%`, `efficiency=-5%`, `bytes_copied=+0`, or a copy-up phase,
+    /// `fsync.p50=+20%` (repeatable; replaces the config file's threshold of the same metric).
     #[arg(long = "threshold", value_name = "METRIC=CHANGE")]
     pub thresholds: Vec<String>,
 }

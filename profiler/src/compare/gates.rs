@@ -97,7 +97,9 @@ impl Metric {
             Self::Efficiency => "efficiency",
             Self::CopyUps => "copy_ups",
             Self::BytesCopied => "bytes_copied",
-            Self::Phase(i, q) => PHASE_METRIC_NAMES[usize::from(i)][usize::from(q == PhaseQuantile::P99)],
+            Self::Phase(i, q) => {
+                PHASE_METRIC_NAMES[usize::from(i)][usize::from(q == PhaseQuantile::P99)]
+            }
         }
     }
 
@@ -121,7 +123,7 @@ impl Metric {
 
     fn known() -> String {
         format!(
-            "{}, and PHASE.p50 or PHASE.p99 for a copy-up phase ({})",
+            "{}, PHASE.p50, PHASE.p99 (PHASE: {})",
             Self::ALL.map(Self::as_str).join(", "),
             PHASE_NAMES.join(", ")
         )
@@ -483,9 +485,16 @@ mod tests {
             parse_threshold("offcpu_block.p99=20%", "t").unwrap().text,
             "offcpu_block.p99=+20%"
         );
-        let e = parse_threshold("fsync.p75=+1%", "x").unwrap_err().to_string();
-        assert!(e.contains("PHASE.p50 or PHASE.p99"), "{e}");
-        let e = parse_threshold("fsync.p50=+5", "x").unwrap_err().to_string();
+        let e = parse_threshold("fsync.p75=+1%", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("PHASE.p50, PHASE.p99 (PHASE: metadata, data,"),
+            "{e}"
+        );
+        let e = parse_threshold("fsync.p50=+5", "x")
+            .unwrap_err()
+            .to_string();
         assert!(e.ends_with("write fsync.p50=+5%"), "{e}");
         let g = Gates::from_toml(
             "[thresholds]\nfsync.p50 = \"+10%\"\nfsync.p99 = \"+30%\"\n\"data.p50\" = \"+5%\"\np99 = \"+50%\"\n",
@@ -494,9 +503,21 @@ mod tests {
         .unwrap();
         let mut names: Vec<&str> = g.thresholds.iter().map(|t| t.text.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["data.p50=+5%", "fsync.p50=+10%", "fsync.p99=+30%", "p99=+50%"]);
+        assert_eq!(
+            names,
+            [
+                "data.p50=+5%",
+                "fsync.p50=+10%",
+                "fsync.p99=+30%",
+                "p99=+50%"
+            ]
+        );
         let e = Gates::from_toml("[thresholds]\nfsync.p75 = \"+1%\"\n", "ci.toml").unwrap_err();
-        assert!(e.to_string().starts_with("ci.toml: unknown metric `fsync.p75`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("ci.toml: unknown metric `fsync.p75`"),
+            "{e}"
+        );
         // Serialized as its name, and read back.
         let json = serde_json::to_string(&Metric::Phase(2, PhaseQuantile::P99)).unwrap();
         assert_eq!(json, "\"fsync.p99\"");
