@@ -27,6 +27,7 @@ use cowprof::lab::results::{
     decode_histogram, Cell, Environment, HistogramError, LatencyStats, Results, RunResult, Skipped,
     RESULTS_SCHEMA,
 };
+use cowprof::pipeline::phases::{PhaseStat, PhaseStats};
 use hdrhistogram::serialization::{Serializer as _, V2Serializer};
 use hdrhistogram::Histogram;
 
@@ -153,6 +154,42 @@ fn stats(h: &Histogram<u64>) -> LatencyStats {
     }
 }
 
+/// Phases of `count` first writes of `typical` ns: run 0 (tmpfs) shows no off-CPU phases (as
+/// a backend without the scheduler tracepoints), run 1 (ext4) shows all seven.
+fn phase_model(run: usize, typical: f64, size: u64, count: u64) -> PhaseStats {
+    let data = typical * 0.5 * (size as f64 / (size as f64 + 65_536.0));
+    let mut shown = vec![
+        ("metadata", 3_000.0),
+        ("data", data),
+        ("fsync", typical * 0.2),
+        ("link", 2_000.0),
+    ];
+    if run == 1 {
+        shown.extend([("offcpu_block", typical * 0.1), ("offcpu_other", 1_000.0)]);
+    }
+    let measured: f64 = shown.iter().map(|(_, v)| v).sum();
+    shown.push(("other", (typical - measured).max(500.0)));
+    PhaseStats {
+        count,
+        latency_sum_ns: (shown.iter().map(|(_, v)| v).sum::<f64>() * count as f64) as u64,
+        splice_bytes: size * count,
+        clone_bytes: 0,
+        phases: shown
+            .iter()
+            .map(|(name, v)| {
+                (
+                    (*name).to_string(),
+                    PhaseStat {
+                        p50_ns: *v as u64,
+                        p99_ns: (*v * 1.3) as u64,
+                        sum_ns: (*v * count as f64) as u64,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
 fn sample_results() -> Results {
     let mut rng = Rng(0x00c0_ffee_d00d_f00d);
     let mut runs = Vec::new();
@@ -185,7 +222,8 @@ fn sample_results() -> Results {
                         wall: None,
                         outcomes: BTreeMap::new(),
                         whiteouts: 0,
-                        phases: None,
+                        phases: (op == "first_write" && i < 2)
+                            .then(|| phase_model(i, typical, size, count)),
                         phase_latency: BTreeMap::new(),
                         latency,
                     });
@@ -281,8 +319,13 @@ fn charts_and_report_are_well_formed() {
     let (results, charts, report) = render(dir.path());
     let labels: Vec<String> = results.runs.iter().map(run_label).collect();
 
-    // 1 bar chart, a copy-up chart per run, 1 efficiency chart, a CDF per (run, op).
-    assert_eq!(charts.len(), 1 + 3 + 1 + 3 * OPS.len(), "{charts:#?}");
+    // 1 bar chart, a copy-up chart per run, two phase charts (time, shares) per run with phases
+    // (2), 1 efficiency chart, a CDF per (run, op).
+    assert_eq!(
+        charts.len(),
+        1 + 3 + 2 * 2 + 1 + 3 * OPS.len(),
+        "{charts:#?}"
+    );
     let index = charts::chart_index(&results).unwrap();
     assert_eq!(index.len(), charts.len());
     let mut titles: Vec<&str> = charts.iter().map(|c| c.title.as_str()).collect();
@@ -310,6 +353,43 @@ fn charts_and_report_are_well_formed() {
                 ]
                 .map(String::from),
             );
+            v
+        } else if stem.starts_with("phases-") {
+            // A band per phase the run shows, bottom to top in the phases' order; the legend
+            // names them, and the y axis says what is stacked.
+            let all = cowprof::event::PHASE_NAMES;
+            let shown: &[&str] = if chart.title.contains(&labels[1]) {
+                &all
+            } else {
+                assert!(chart.title.contains(&labels[0]), "{}", chart.title);
+                &["metadata", "data", "fsync", "link", "other"]
+            };
+            for absent in all.iter().filter(|p| !shown.contains(p)) {
+                assert!(!text.contains(absent), "{stem}: {absent} is not shown");
+            }
+            let bands = doc
+                .descendants()
+                .filter(|n| n.has_tag_name("polygon"))
+                .count();
+            assert_eq!(bands, shown.len(), "{stem}: one band per phase");
+            let share = stem.starts_with("phases-share-");
+            let (title, y) = if share {
+                (
+                    "Where the time goes (shares): first_write",
+                    "share of the mean copy-up time, stacked by phase",
+                )
+            } else {
+                (
+                    "Where the time goes: first_write",
+                    "mean time per copy-up, stacked by phase",
+                )
+            };
+            assert!(chart.title.starts_with(title), "{}", chart.title);
+            let mut v: Vec<String> = shown.iter().map(|p| (*p).to_string()).collect();
+            v.extend(["file size (bytes, log scale)", y, "4 KiB", "64 MiB"].map(String::from));
+            if share {
+                v.push("100 %".to_string());
+            }
             v
         } else if stem.starts_with("cdf-") {
             let mut v: Vec<String> = SIZES

@@ -216,6 +216,9 @@ pub enum SeriesKind {
     Plain,
     /// A dashed line (a second statistic of a marked series, e.g. p99 beside p50).
     Dashed,
+    /// A filled band stacked on the stacked series drawn before it (same x values, linear y):
+    /// the points are the band's own heights, the drawing adds them up.
+    Stacked,
 }
 
 #[derive(Debug, Clone)]

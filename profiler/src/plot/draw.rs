@@ -159,8 +159,14 @@ where
                 ),
         ))?;
     }
+    // The top of the stacked bands drawn so far, per point (data values).
+    let mut stack: Vec<f64> = Vec::new();
     for s in &c.series {
         let col = s.color;
+        if s.kind == SeriesKind::Stacked {
+            draw_band(&mut chart, s, &mut stack, (x, y))?;
+            continue;
+        }
         let points: Vec<(f64, f64)> = s.points.iter().map(to_plot).collect();
         if s.kind == SeriesKind::Dashed {
             chart
@@ -199,6 +205,57 @@ where
         .background_style(WHITE.mix(0.88))
         .border_style(RGBColor(170, 170, 170))
         .draw()?;
+    Ok(())
+}
+
+/// One band of a stacked chart: from `stack` (the top of the bands below, updated here) up by
+/// the series' heights, filled, with its top edge drawn.
+fn draw_band<DB>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<Ticked, Ticked>>,
+    s: &super::Series,
+    stack: &mut Vec<f64>,
+    (x, y): (&Axis, &Axis),
+) -> DrawResult
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    let col = s.color;
+    let to_plot = |p: &(f64, f64)| (x.to_plot(p.0), y.to_plot(p.1));
+    stack.resize(s.points.len(), 0.0);
+    let lower: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .zip(stack.iter())
+        .map(|(p, b)| (p.0, *b))
+        .collect();
+    for (top, p) in stack.iter_mut().zip(&s.points) {
+        *top += p.1;
+    }
+    let upper: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .zip(stack.iter())
+        .map(|(p, t)| (p.0, *t))
+        .collect();
+    let outline: Vec<(f64, f64)> = upper
+        .iter()
+        .chain(lower.iter().rev())
+        .map(to_plot)
+        .collect();
+    chart
+        .draw_series(std::iter::once(Polygon::new(
+            outline,
+            col.mix(0.8).filled(),
+        )))?
+        .label(s.name.as_str())
+        .legend(move |(lx, ly)| {
+            Rectangle::new([(lx, ly - 5), (lx + 20, ly + 5)], col.mix(0.8).filled())
+        });
+    chart.draw_series(LineSeries::new(
+        upper.iter().map(to_plot),
+        col.stroke_width(1),
+    ))?;
     Ok(())
 }
 

@@ -6,6 +6,11 @@
 //!   size that every run measured, with a p99 whisker;
 //! - `copy-up-<run>`: `first_write` latency vs file size, log-log, one line per layer depth (p50,
 //!   solid with dots) and its p99 (dashed, same colour);
+//! - `phases-<run>`: where the copy-up's time goes: the mean time per copy-up of each phase
+//!   (`metadata`, `data`, `fsync`, `link`, `offcpu_block`, `offcpu_other`, `other`; see
+//!   docs/phases.md) of `first_write`, stacked, vs file size, at the smallest layer depth; only
+//!   runs whose cells carry phases (kernel-side timings); and `phases-share-<run>`, the same
+//!   bands as shares of the copy-up time (0..100 %), which keeps the small sizes readable;
 //! - `efficiency-<op>`: reference p50 / op p50 vs file size, one line per run (1.0 = the copy-up is
 //!   as fast as a plain copy of the same bytes);
 //! - `cdf-<op>-<run>`: the latency CDF of each op, one line per file size, decoded from the cells'
@@ -21,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::event::PHASE_NAMES;
 pub use crate::lab::results::run_label;
 use crate::lab::results::{decode_histogram, Cell, HistogramError, Results, RunResult};
 use crate::lab::spec::Op;
@@ -129,6 +135,104 @@ fn copy_up_plan(run: &RunResult) -> Option<(String, String, XyChart)> {
                 lmax,
                 Unit::Nanos,
             )?,
+            series,
+            hlines: Vec::new(),
+            legend: Legend::UpperLeft,
+        },
+    ))
+}
+
+/// The stacked phase chart of one run: per phase a band of its mean time per copy-up (`sum_ns /
+/// count`, so the bands add up to the mean kernel-side copy-up latency), in
+/// [`PHASE_NAMES`] order from the bottom; a phase a cell does not show counts 0 there. `share`:
+/// each band as a fraction of the cell's total instead.
+fn phase_plan(run: &RunResult, share: bool) -> Option<(String, String, XyChart)> {
+    let usable = |c: &&Cell| {
+        c.op == COPY_UP_OP
+            && c.phases
+                .as_ref()
+                .is_some_and(|p| p.count > 0 && !p.phases.is_empty())
+    };
+    let depth = run
+        .cells
+        .iter()
+        .filter(usable)
+        .map(|c| c.layer_depth)
+        .min()?;
+    let mut cells: Vec<&Cell> = run
+        .cells
+        .iter()
+        .filter(usable)
+        .filter(|c| c.layer_depth == depth)
+        .collect();
+    cells.sort_by_key(|c| c.size_bytes);
+    cells.dedup_by_key(|c| c.size_bytes);
+    let mean = |c: &Cell, phase: &str| -> f64 {
+        c.phases.as_ref().map_or(0.0, |p| {
+            p.phases
+                .get(phase)
+                .map_or(0.0, |s| s.sum_ns as f64 / p.count.max(1) as f64)
+        })
+    };
+    let total_of = |c: &Cell| PHASE_NAMES.iter().map(|p| mean(c, p)).sum::<f64>();
+    let value = |c: &Cell, phase: &str| {
+        if share {
+            mean(c, phase) / total_of(c).max(f64::MIN_POSITIVE)
+        } else {
+            mean(c, phase)
+        }
+    };
+    let mut series = Vec::new();
+    for (i, phase) in PHASE_NAMES.iter().enumerate() {
+        if !cells.iter().any(|c| {
+            c.phases
+                .as_ref()
+                .is_some_and(|p| p.phases.contains_key(*phase))
+        }) {
+            continue;
+        }
+        series.push(Series {
+            name: (*phase).to_string(),
+            color: color(i),
+            kind: SeriesKind::Stacked,
+            points: cells
+                .iter()
+                .map(|c| (c.size_bytes.max(1) as f64, value(c, phase)))
+                .collect(),
+        });
+    }
+    let total = cells.iter().map(|c| total_of(c)).fold(0.0, f64::max);
+    let (smin, smax) = min_max(cells.iter().map(|c| c.size_bytes.max(1) as f64))?;
+    if series.is_empty() || total <= 0.0 {
+        return None;
+    }
+    let label = run_label(run);
+    let (id, what, y) = if share {
+        (
+            "phases-share",
+            " (shares)",
+            Axis::fraction("share of the mean copy-up time, stacked by phase"),
+        )
+    } else {
+        (
+            "phases",
+            "",
+            Axis::linear(
+                "mean time per copy-up, stacked by phase",
+                total * 1.15,
+                Unit::Nanos,
+                8,
+            ),
+        )
+    };
+    Some((
+        format!("{id}-{}", slug(&label)),
+        format!(
+            "Where the time goes{what}: {COPY_UP_OP} copy-up phases vs file size (depth {depth}): {label}"
+        ),
+        XyChart {
+            x: Axis::sizes("file size (bytes, log scale)", smin, smax)?,
+            y,
             series,
             hlines: Vec::new(),
             legend: Legend::UpperLeft,
@@ -395,6 +499,13 @@ fn plans(results: &Results) -> Result<Vec<Plan>, ChartError> {
             push(id, title, CHART_HEIGHT, Body::Xy(chart));
         }
     }
+    for run in &results.runs {
+        for share in [false, true] {
+            if let Some((id, title, chart)) = phase_plan(run, share) {
+                push(id, title, CHART_HEIGHT, Body::Xy(chart));
+            }
+        }
+    }
     for (id, title, chart) in efficiency_plans(results) {
         push(id, title, CHART_HEIGHT, Body::Xy(chart));
     }
@@ -433,7 +544,7 @@ pub fn render_all(results: &Results, out_dir: &Path) -> Result<Vec<Chart>, Chart
 }
 
 /// File-name prefixes of the charts [`render_all`] draws (see the module docs).
-const CHART_PREFIXES: [&str; 4] = ["first-write-", "copy-up-", "efficiency-", "cdf-"];
+const CHART_PREFIXES: [&str; 5] = ["first-write-", "copy-up-", "phases-", "efficiency-", "cdf-"];
 
 /// Removes the charts an earlier run into the same directory drew and this one did not (another
 /// spec): regular `.svg`/`.png` files named like a chart of ours that is not in `keep`. Anything
