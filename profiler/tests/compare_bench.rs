@@ -1,7 +1,8 @@
 //! `cowprof compare` on real `cowprof bench` runs made here: two runs of one tmpfs spec (the
 //! second through `bench --baseline`) show no significant change on any gated metric; the
 //! default mount vs `volatile` (no fsync on copy-up, host ext4) is detected with the right sign
-//! both ways; a bad baseline stops `bench` before it measures anything.
+//! both ways, on latency and on the copy-up's fsync phase (`fsync.p50`); a bad baseline stops
+//! `bench` before it measures anything.
 #![allow(
     clippy::too_many_lines,
     reason = "a test or bench reads as one story: set-up, workload, exact assertions"
@@ -218,6 +219,31 @@ fn same_config_no_change_and_volatile_detected() {
     assert_eq!(p50["verdict"], "regressed", "{p50}");
     assert_eq!(p50["passed"], false);
     assert!(p50["change_lo"].as_f64().unwrap() > 0.1, "{p50}");
+
+    // The same A/B gated on a copy-up phase: on the ext4 upper the fsync phase is shown by
+    // both backends; under `volatile` it is 0 on every copy-up, by default it is not. The cells
+    // carry per-phase histograms, so the verdict has an interval.
+    let (code, v) = compare_json(&results("v"), &results("d"), &["fsync.p50=+10%"]);
+    assert_eq!(code, 1, "volatile → default must fail an fsync.p50 gate");
+    for size in [65536, 1 << 20] {
+        let fsync = rows(&v, "first_write", size, "fsync.p50");
+        assert_eq!(fsync["base"].as_f64(), Some(0.0), "{fsync}");
+        assert!(fsync["new"].as_f64().unwrap() > 0.0, "{fsync}");
+        assert_eq!(
+            (&fsync["basis"], &fsync["verdict"], &fsync["passed"]),
+            (&"absolute".into(), &"regressed".into(), &false.into()),
+            "{fsync}"
+        );
+        assert!(fsync["change_lo"].as_f64().unwrap() > 0.1, "{fsync}");
+    }
+    let (code, v) = compare_json(&results("d"), &results("v"), &["fsync.p50=+10%"]);
+    assert_eq!(code, 0, "default → volatile passes an fsync.p50 gate");
+    let fsync = rows(&v, "first_write", 65536, "fsync.p50");
+    assert_eq!(
+        (&fsync["verdict"], &fsync["passed"]),
+        (&"improved".into(), &true.into()),
+        "{fsync}"
+    );
 
     baseline.assert_clean("compare_bench");
 }
