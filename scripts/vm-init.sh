@@ -1,6 +1,6 @@
 #!/bin/busybox sh
 # PID 1 of the initramfs that scripts/vm-matrix builds. Runs under busybox sh, inside a qemu VM.
-# Layout it expects: /bin/busybox, /overlay.ko, /cowprof-test, optional /cowprof-args (a file of
+# Layout it expects: /bin/busybox, /overlay.ko, optional /loop.ko, /cowprof-test, optional /cowprof-args (a file of
 # shell words, `set -- 'a' 'b'`, written by vm-matrix), /after.d/* (scripts run next, in name
 # order, `sh SCRIPT /cowprof-test`) and /vm-dmesg-check (scripts/vm-dmesg-check). After each run the kernel log is
 # checked: every WARNING:, BUG:, Oops, RCU stall, lockup or lockdep line is printed and counted.
@@ -30,6 +30,9 @@ echo
 echo "vm-init: kernel $KVER"
 if [ -f /overlay.ko ]; then
   insmod /overlay.ko || echo "vm-init: insmod /overlay.ko failed"
+fi
+if [ -f /loop.ko ]; then
+  insmod /loop.ko || echo "vm-init: insmod /loop.ko failed"
 fi
 
 # Prints the kernel log's problem lines since the last call (dmesg -c clears what was read) and
