@@ -1,10 +1,11 @@
 #!/bin/busybox sh
 # PID 1 of the initramfs that scripts/vm-matrix builds. Runs under busybox sh, inside a qemu VM.
-# Layout it expects: /bin/busybox, /overlay.ko, optional /loop.ko, /cowprof-test, optional /cowprof-args (a file of
-# shell words, `set -- 'a' 'b'`, written by vm-matrix), /after.d/* (scripts run next, in name
-# order, `sh SCRIPT /cowprof-test`) and /vm-dmesg-check (scripts/vm-dmesg-check). After each run the kernel log is
-# checked: every WARNING:, BUG:, Oops, RCU stall, lockup or lockdep line is printed and counted.
-# It always ends with exactly one line
+# Layout it expects: /bin/busybox, /overlay.ko, optional /modules/*.ko (loaded in name order),
+# /cowprof-test, optional /cowprof-args (a file of shell words, `set -- 'a' 'b'`, written by
+# vm-matrix), /after.d/* (scripts run next, in name order, `sh SCRIPT /cowprof-test`), optional
+# /out (sent back over the console at the end) and /vm-dmesg-check (scripts/vm-dmesg-check).
+# After each run the kernel log is checked: every WARNING:, BUG:, Oops, RCU stall, lockup or
+# lockdep line is printed and counted. It always ends with exactly one line
 #   COWPROF-VM-VERDICT kernel=<uname -r> rc=<exit code> dmesg=<kernel problem lines>
 # and powers the VM off, whatever happened before.
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
@@ -31,9 +32,10 @@ echo "vm-init: kernel $KVER"
 if [ -f /overlay.ko ]; then
   insmod /overlay.ko || echo "vm-init: insmod /overlay.ko failed"
 fi
-if [ -f /loop.ko ]; then
-  insmod /loop.ko || echo "vm-init: insmod /loop.ko failed"
-fi
+for m in /modules/*.ko; do
+  [ -f "$m" ] || continue
+  insmod "$m" || echo "vm-init: insmod $m failed"
+done
 
 # Prints the kernel log's problem lines since the last call (dmesg -c clears what was read) and
 # adds their number to $dmesg_bad. $1 = what just ran.
@@ -69,6 +71,15 @@ for a in /after.d/*; do
   [ "$rc" = 0 ] && rc=$arc
   check_dmesg "$a"
 done
+# /out back to the host (vm-matrix --collect): a gzip'd tar in base64 between two marker lines,
+# with kernel messages kept off the console meanwhile (dmesg was checked above).
+if [ -d /out ]; then
+  dmesg -n 1
+  echo
+  echo "COWPROF-OUT-BEGIN"
+  tar -C /out -czf - . | base64
+  echo "COWPROF-OUT-END"
+fi
 # Let the last console writes drain before the verdict, then the verdict on a line of its own.
 sync
 echo

@@ -3,8 +3,8 @@
 
 use std::{
     fs,
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 /// Loop devices and the files behind them, from sysfs: (device, backing file). A deleted
@@ -30,22 +30,79 @@ pub fn loop_devices() -> Vec<(PathBuf, PathBuf)> {
     out
 }
 
-/// Attaches `image` to a free loop device (`losetup --find --show`).
+/// Attaches `image` to a free loop device, as `losetup --find --show` would, with the loop
+/// driver's own ioctls (`LOOP_CTL_GET_FREE`, `LOOP_SET_FD`): no util-linux needed, so the lab
+/// runs in a minimal initramfs too (busybox's `losetup` has no `--find --show`).
 pub fn loop_attach(image: &Path) -> std::io::Result<PathBuf> {
-    let out = Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(image)
-        .output()?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!(
-            "losetup --find --show {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    let with_path = |what: &Path, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", what.display()))
+    };
+    let control_path = Path::new("/dev/loop-control");
+    let control = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(control_path)
+        .map_err(|e| with_path(control_path, e))?;
+    let backing = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .map_err(|e| with_path(image, e))?;
+    // Another process may take the free device between the two ioctls: ask again.
+    for _ in 0..32 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+        if n < 0 {
+            return Err(with_path(control_path, std::io::Error::last_os_error()));
+        }
+        let dev = PathBuf::from(format!("/dev/loop{n}"));
+        let device = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&dev)
+            .map_err(|e| with_path(&dev, e))?;
+        // SAFETY: LOOP_SET_FD takes the backing file's fd, open for the call's duration.
+        let rc = unsafe {
+            libc::ioctl(
+                device.as_raw_fd(),
+                LOOP_SET_FD as _,
+                libc::c_ulong::try_from(backing.as_raw_fd()).unwrap_or_default(),
+            )
+        };
+        if rc == 0 {
+            set_file_name(&device, image);
+            return Ok(dev);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EBUSY) {
+            return Err(with_path(&dev, err));
+        }
     }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    Err(std::io::Error::other(format!(
+        "no free loop device for {} after 32 attempts (others kept taking them)",
+        image.display()
+    )))
 }
 
+/// Records the image's path in the device's status, where `losetup -a` and tools that ask the
+/// device (not sysfs) read it; best effort, sysfs has the path anyway.
+fn set_file_name(device: &fs::File, image: &Path) {
+    let fd = device.as_raw_fd();
+    // SAFETY: LoopInfo64 is plain old data; the ioctls read/write exactly one of them.
+    unsafe {
+        let mut info: LoopInfo64 = std::mem::zeroed();
+        if libc::ioctl(fd, LOOP_GET_STATUS64 as _, &raw mut info) == 0 {
+            let name = image.as_os_str().as_encoded_bytes();
+            let len = name.len().min(info.file_name.len() - 1);
+            info.file_name = [0; 64];
+            info.file_name[..len].copy_from_slice(&name[..len]);
+            libc::ioctl(fd, LOOP_SET_STATUS64 as _, &raw const info);
+        }
+    }
+}
+
+const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
 const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
