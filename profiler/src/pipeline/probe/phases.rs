@@ -45,6 +45,18 @@ pub const PHASE_KPROBES: &[(&str, &str, u32)] = &[
     ("cowprof_ph_ret", "vfs_rename", phase_seen::LINK),
 ];
 
+/// The function that probes `func` of [`PHASE_KPROBES`] on this kernel. Before Linux 6.8
+/// overlay clones with `do_clone_file_range`, which `vfs_clone_file_range` wraps; 6.8 merged the
+/// two and overlay calls `vfs_clone_file_range`. Probing the inner one where it exists sees every
+/// clone of copy-up on both, once (a probe on the wrapper alone misses overlay's clones on 6.1).
+fn phase_function(syms: &str, func: &'static str) -> &'static str {
+    if func == "vfs_clone_file_range" && symbol_present(syms, "do_clone_file_range") {
+        "do_clone_file_range"
+    } else {
+        func
+    }
+}
+
 /// Tracepoint backend: fsync of an ext4 upper (the only filesystem fsync tracepoints hooked).
 pub const PHASE_TRACEPOINTS: &[(&str, &str)] = &[
     ("cowprof_ph_ext4_sync_enter", "ext4_sync_file_enter"),
@@ -72,7 +84,7 @@ pub(super) fn kprobe_bits(syms: &str) -> u32 {
         if PHASE_KPROBES
             .iter()
             .filter(|(_, _, b)| *b == bit)
-            .all(|(_, f, _)| symbol_present(syms, f))
+            .all(|(_, f, _)| symbol_present(syms, phase_function(syms, f)))
         {
             bits |= bit;
         }
@@ -89,7 +101,7 @@ pub fn visible_phases(backend: Backend, syms: &str) -> Vec<PhaseStatus> {
         let mut names: Vec<&str> = PHASE_KPROBES
             .iter()
             .filter(|(_, _, b)| *b == bit)
-            .map(|(_, f, _)| *f)
+            .map(|(_, f, _)| phase_function(syms, f))
             .collect();
         names.dedup();
         names
@@ -188,9 +200,11 @@ pub(super) fn attach(
     let mut loaded = std::collections::HashSet::new();
     for &(prog_name, func, bit) in PHASE_KPROBES {
         if bits & bit == 0 {
+            let func = phase_function(syms, func);
             skipped.push(format!("{func}: phase probe not attachable"));
             continue;
         }
+        let func = phase_function(syms, func);
         attached.push(super::attach_kprobe(ebpf, &mut loaded, prog_name, func)?);
     }
     let mut seen: Array<_, u32> = Array::try_from(
@@ -205,4 +219,30 @@ pub(super) fn attach(
         source,
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 6.1 has both clone functions (overlay calls the inner one), 6.12 only the wrapper.
+    #[test]
+    fn clone_probe_follows_the_kernel() {
+        let k6_1 =
+            "ffffffff81300000 T do_clone_file_range\nffffffff81300100 T vfs_clone_file_range\n";
+        let k6_12 = "ffffffff81300100 T vfs_clone_file_range\n";
+        assert_eq!(
+            phase_function(k6_1, "vfs_clone_file_range"),
+            "do_clone_file_range"
+        );
+        assert_eq!(
+            phase_function(k6_12, "vfs_clone_file_range"),
+            "vfs_clone_file_range"
+        );
+        assert_eq!(phase_function(k6_1, "do_splice_direct"), "do_splice_direct");
+        let rows = visible_phases(Backend::Kprobe, k6_1);
+        let data = rows.iter().find(|r| r.phase == "data").unwrap();
+        assert!(!data.visible, "do_splice_direct is missing: {}", data.how);
+        assert!(data.how.contains("do_splice_direct"), "{}", data.how);
+    }
 }
