@@ -501,6 +501,24 @@ fn charts_and_report_are_well_formed() {
     ] {
         assert!(headers.iter().any(|x| x == h), "no column {h}: {headers:?}");
     }
+    // The "what dominates" reading: the three slowest cells with phases, one item each, the
+    // same lines the terminal summary prints.
+    let items: Vec<String> = doc
+        .descendants()
+        .find(|n| n.attribute("id") == Some("dominates"))
+        .expect("a \"what dominates\" section (cells have phases)")
+        .descendants()
+        .filter(|n| n.has_tag_name("li"))
+        .map(|n| n.text().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(items, cowprof::lab::summary::dominates(&results, 3));
+    assert_eq!(items.len(), 3, "{items:?}");
+    assert!(
+        items
+            .iter()
+            .all(|l| l.contains(" copy-ups, mean ") && l.contains(" % ")),
+        "{items:?}"
+    );
     // Text survives escaping exactly, and escaping made no markup of it.
     let text = all_text(&doc);
     for needle in [

@@ -189,6 +189,42 @@ fn print_curve(
     Ok(())
 }
 
+/// How many cells the "what dominates" reading covers.
+const DOMINATES: usize = 3;
+
+/// The "what dominates" reading of the `n` slowest cells (by p99) whose copy-ups have phases:
+/// one line each, computed from the phases (see [`crate::pipeline::phases::explain_one`]).
+pub fn dominates(r: &Results, n: usize) -> Vec<String> {
+    let mut cells: Vec<(&RunResult, &Cell, &crate::pipeline::phases::PhaseStats)> = r
+        .runs
+        .iter()
+        .flat_map(|run| {
+            run.cells.iter().filter_map(move |c| {
+                c.phases
+                    .as_ref()
+                    .filter(|p| p.count > 0)
+                    .map(|p| (run, c, p))
+            })
+        })
+        .collect();
+    cells.sort_by_key(|(_, c, _)| std::cmp::Reverse(c.latency.p99_ns));
+    cells
+        .iter()
+        .take(n)
+        .map(|(run, c, p)| {
+            let key = format!(
+                "{} {} {} {} depth {}",
+                run.fs,
+                options_label(&run.mount_options),
+                c.op,
+                format_size(c.size_bytes),
+                c.layer_depth
+            );
+            crate::pipeline::phases::explain_one(&key, p)
+        })
+        .collect()
+}
+
 /// The summary a person reads.
 pub fn print_brief(
     out: &mut dyn Write,
@@ -218,6 +254,14 @@ pub fn print_brief(
     writeln!(out, "  {}", header_line())?;
     for (run, c) in all.iter().take(SLOWEST) {
         writeln!(out, "  {}", cell_line(run, c, kernel_seen(r, run)))?;
+    }
+    // What dominates the slowest cells that have phases.
+    let reading = dominates(r, DOMINATES);
+    if !reading.is_empty() {
+        writeln!(out, "\n{}", title("what dominates (copy-up phases):"))?;
+        for line in &reading {
+            writeln!(out, "  {line}")?;
+        }
     }
     // 3. Reference efficiency: plain copy p50 / copy-up p50 over the cells that have one.
     let mut effs: Vec<(f64, &RunResult, &Cell)> = all
@@ -425,6 +469,54 @@ mod tests {
         assert!(
             !text.contains("unlink"),
             "the full table stays behind --table full"
+        );
+    }
+
+    #[test]
+    fn dominates_reads_the_slowest_cells_with_phases() {
+        use crate::pipeline::phases::{PhaseStat, PhaseStats};
+        let mut r = results();
+        let phase = |sum_ns| PhaseStat {
+            p50_ns: sum_ns / 10,
+            p99_ns: sum_ns / 10,
+            sum_ns,
+        };
+        // The slowest ext4 cell: fsync is 75 % of its copy-ups' time.
+        let slow = r.runs[0]
+            .cells
+            .iter_mut()
+            .max_by_key(|c| c.latency.p99_ns)
+            .unwrap();
+        slow.phases = Some(PhaseStats {
+            count: 10,
+            latency_sum_ns: 40_000_000,
+            splice_bytes: 10 << 20,
+            clone_bytes: 0,
+            phases: BTreeMap::from([
+                ("fsync".to_owned(), phase(30_000_000)),
+                ("offcpu_other".to_owned(), phase(6_000_000)),
+                ("other".to_owned(), phase(4_000_000)),
+            ]),
+        });
+        let lines = dominates(&r, 3);
+        assert_eq!(lines.len(), 1, "only cells with phases: {lines:?}");
+        assert!(
+            lines[0]
+                .starts_with("ext4 - first_write 1M depth 4: 10 copy-ups, mean 4.00ms: 75 % fsync"),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains("`volatile`"), "{lines:?}");
+        let text = brief(&Disagreements::default());
+        assert!(!text.contains("what dominates"), "no phases, no reading");
+        let mut out = Vec::new();
+        print_brief(&mut out, &Layout::PLAIN, &r, &Disagreements::default()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(&format!(
+                "\nwhat dominates (copy-up phases):\n  {}\n",
+                lines[0]
+            )),
+            "{text}"
         );
     }
 
