@@ -513,6 +513,11 @@ fn charts_and_report_are_well_formed() {
         .collect();
     assert_eq!(items, cowprof::lab::summary::dominates(&results, 3));
     assert_eq!(items.len(), 3, "{items:?}");
+    let (dominates_at, cells_at) = (
+        html.find("id=\"dominates\"").expect("section"),
+        html.find("id=\"cells-table\"").expect("table"),
+    );
+    assert!(dominates_at > cells_at, "the report ends with the reading");
     assert!(
         items
             .iter()

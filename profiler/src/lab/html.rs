@@ -240,16 +240,6 @@ pub fn render_report(results: &Results, charts: &[Chart]) -> io::Result<String> 
     }
     out.push_str("</section>\n");
 
-    // What dominates the slowest cells, from their copy-ups' phases.
-    let reading = super::summary::dominates(results, 3);
-    if !reading.is_empty() {
-        out.push_str("<section id=\"dominates\">\n<h2>What dominates</h2>\n<ul>\n");
-        for line in &reading {
-            let _ = writeln!(out, "<li>{}</li>", escape(line));
-        }
-        out.push_str("</ul>\n</section>\n");
-    }
-
     // Charts.
     out.push_str("<section id=\"charts\">\n<h2>Charts</h2>\n");
     if charts.is_empty() {
@@ -301,6 +291,17 @@ pub fn render_report(results: &Results, charts: &[Chart]) -> io::Result<String> 
         }
     }
     out.push_str("</tbody>\n</table>\n</section>\n");
+
+    // The report ends with what dominates the slowest cells, from their copy-ups' phases.
+    let reading = super::summary::dominates(results, 3);
+    if !reading.is_empty() {
+        out.push_str("<section id=\"dominates\">\n<h2>What dominates</h2>\n<ul>\n");
+        for line in &reading {
+            let _ = writeln!(out, "<li>{}</li>", escape(line));
+        }
+        out.push_str("</ul>\n</section>\n");
+    }
+
     let runs: Vec<String> = results.runs.iter().map(run_label).collect();
     let _ = write!(
         out,

@@ -255,14 +255,6 @@ pub fn print_brief(
     for (run, c) in all.iter().take(SLOWEST) {
         writeln!(out, "  {}", cell_line(run, c, kernel_seen(r, run)))?;
     }
-    // What dominates the slowest cells that have phases.
-    let reading = dominates(r, DOMINATES);
-    if !reading.is_empty() {
-        writeln!(out, "\n{}", title("what dominates (copy-up phases):"))?;
-        for line in &reading {
-            writeln!(out, "  {line}")?;
-        }
-    }
     // 3. Reference efficiency: plain copy p50 / copy-up p50 over the cells that have one.
     let mut effs: Vec<(f64, &RunResult, &Cell)> = all
         .iter()
@@ -319,6 +311,14 @@ pub fn print_brief(
         writeln!(out, "{} {}", title("skipped:"), r.skipped.len())?;
         for s in &r.skipped {
             writeln!(out, "  {}: {}", s.what, s.reason)?;
+        }
+    }
+    // 5. The reading it ends with: what dominates the slowest cells that have phases.
+    let reading = dominates(r, DOMINATES);
+    if !reading.is_empty() {
+        writeln!(out, "\n{}", title("what dominates (copy-up phases):"))?;
+        for line in &reading {
+            writeln!(out, "  {line}")?;
         }
     }
     Ok(())
