@@ -377,16 +377,7 @@ pub(crate) fn count_unnamed(state: u32) {
     }
 }
 
-/// `bpf_loop`'s context: what `cowprof_emit_op` cannot read from the window.
-#[repr(C)]
-struct LoopCtx {
-    tid: u32,
-    _pad: u32,
-    ret: i64,
-    now: u64,
-}
-
-/// What the emission of one operation needs from its syscall.
+/// What the emission of one operation needs from its syscall (`bpf_loop`'s context).
 #[repr(C)]
 struct EmitCtx {
     tid: u32,
@@ -407,9 +398,14 @@ struct EmitCtx {
 /// path walk.
 #[inline(always)]
 pub(crate) fn emit_tp_ops(w: &Window, tid: u32, ret: i64, now: u64) {
-    let mut c = LoopCtx {
+    let mut c = EmitCtx {
         tid,
+        ncands: w.ncands,
+        consumed_whiteout: w.consumed_whiteout,
+        last_temp: w.last_temp,
+        nr: w.nr,
         _pad: 0,
+        enter_ns: w.enter_ns,
         ret,
         now,
     };
@@ -432,7 +428,7 @@ pub(crate) fn emit_tp_ops(w: &Window, tid: u32, ret: i64, now: u64) {
 /// `bpf_loop` callback: prepares and emits operation `i`. Returns 0 (go on) or 1 (stop).
 extern "C" fn emit_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: bpf_loop passes `emit_tp_ops`'s context.
-    let c = unsafe { &*ctx.cast::<LoopCtx>() };
+    let c = unsafe { &*ctx.cast::<EmitCtx>() };
     // The global function's return is an unknown scalar to the verifier, which wants a
     // callback's return in [0, 1] (`black_box` keeps LLVM from passing it through as is).
     if core::hint::black_box(cowprof_emit_op(c.tid, i as u32, c.ret, c.now)) == 0 {
