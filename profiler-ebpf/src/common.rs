@@ -64,8 +64,13 @@ pub(crate) static UPPER_DEVS: HashMap<u32, u32> = HashMap::with_max_entries(4096
 /// tid -> the `mount(2)` arguments captured at its entry (sent with the mount record).
 #[map]
 pub(crate) static MOUNT_ARGS: HashMap<u32, MountEvent> = HashMap::with_max_entries(256, 0);
+/// tid -> the overlay superblock its `ovl_fill_super` is filling (kprobe backend).
 #[map]
-pub(crate) static MOUNT_SCRATCH: PerCpuArray<MountEvent> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static FILL_SB: HashMap<u32, u64> = HashMap::with_max_entries(256, 0);
+/// The source of a new `MOUNT_ARGS` entry, filled in place afterwards (see `insert_blank`):
+/// never written, all zeros.
+#[map]
+pub(crate) static MOUNT_BLANK: PerCpuArray<MountEvent> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU counter behind the kernel's mount serials.
 #[map]
 pub(crate) static MOUNT_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
@@ -135,6 +140,11 @@ pub(crate) struct Window {
     /// Mount windows: the overlay superblock made in this syscall (its root inode's ctime
     /// is set at the end of `ovl_fill_super`).
     pub(crate) ovl_sb: u64,
+    /// Set by the first copy of a program that comes in two (see "Two copies" in
+    /// `syscalls.rs`), cleared by the second: 1 tells the second that the first ran for this
+    /// hit. `enter_mark` for `sys_enter`, `tp_mark` for the ctime tracepoints.
+    pub(crate) enter_mark: u32,
+    pub(crate) tp_mark: u32,
 }
 
 /// Tracepoint backend: the CoW operations and overlay inodes one syscall met. Only the first

@@ -3,8 +3,29 @@
 
 use crate::{common::*, kprobe::ovl_inode, tracepoint::emit_tp_ops};
 
+// Two copies. Where the kernel runs tracepoint programs preemptibly (7.x), a program preempted
+// on a CPU makes the kernel skip that same program for every other task that hits its
+// tracepoint on that CPU until it resumes (the program's `recursion_misses`): a lost
+// `sys_enter` or `sys_exit` loses a syscall window (a mount's registration, a syscall's CoW
+// temps). There each syscall and ctime program is loaded twice, as separate programs with
+// their own recursion guard, attached in order: the first does the work and marks the window;
+// the second does it only when the first did not run for this hit. A hit is lost only when
+// both copies are busy on the CPU, and that is what the second copy's skips count. Elsewhere
+// only the first copy is loaded (user space decides: `pipeline::probe`).
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
+    sys_enter(&ctx, false)
+}
+
+/// The second copy of `cowprof_sys_enter` (see "Two copies").
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn cowprof_sys_enter_fb(ctx: RawTracePointContext) -> i32 {
+    sys_enter(&ctx, true)
+}
+
+#[inline(always)]
+fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
     let nr: i64 = ctx.arg(1);
     if !(0..512).contains(&nr) {
         return 0;
@@ -23,9 +44,6 @@ pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
         if (id >> 32) as u32 == cfg.self_tgid {
             return 0;
         }
-        if nr as i32 == NR_MOUNT {
-            capture_mount_args(ctx.arg::<u64>(0), id as u32);
-        }
         id as u32
     } else {
         let Some((_, tid)) = wanted(cfg) else {
@@ -33,6 +51,22 @@ pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
         };
         tid
     };
+    // The filter above is the same for both copies; only here does the second learn whether
+    // the first ran (a window it opened for this syscall still carries its mark).
+    if second {
+        if let Some(w) = WINDOWS.get_ptr_mut(&tid) {
+            // SAFETY: only this tid touches its window.
+            unsafe {
+                if (*w).enter_mark != 0 {
+                    (*w).enter_mark = 0;
+                    return 0;
+                }
+            }
+        }
+    }
+    if nr as i32 == NR_MOUNT {
+        capture_mount_args(ctx.arg::<u64>(0), tid);
+    }
     // Small: the op table is allocated only if the syscall meets an overlay (see `op_table`).
     let w = Window {
         // SAFETY: plain helper call.
@@ -46,35 +80,45 @@ pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
         has_table: 0,
         last_temp: 0,
         ovl_sb: 0,
+        enter_mark: u32::from(!second),
+        tp_mark: 0,
     };
     if WINDOWS.insert(&tid, &w, 0).is_err() {
         bump(counter::WINDOW_DROPS);
         warn!(
-            &ctx,
+            ctx,
             "syscall window map full: tid {} traced without its syscall", tid
         );
     }
     0
 }
 
-/// Captures `mount(2)`'s target and data (overlay mounts only) for the mount record.
+/// Captures `mount(2)`'s target and data (overlay mounts only) for the mount record. The
+/// entry is inserted blank and filled in place: a shared per-CPU slot filled and then copied
+/// in could be overwritten in between by the other copy of `sys_enter` where programs run
+/// preemptibly (see "Two copies").
 #[inline(never)]
 fn capture_mount_args(regs: u64, tid: u32) {
-    let Some(m) = MOUNT_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: per-CPU slot, this program is its only user while it runs.
-    let m = unsafe { &mut *m };
     let fstype = read::<u64>(regs, REGS_DX).unwrap_or(0);
     // SAFETY: user memory read, faults safely.
     let ty = unsafe { bpf_probe_read_user(fstype as *const [u8; 8]) }.unwrap_or([0; 8]);
     if &ty != b"overlay\0" {
         return;
     }
+    let Some(blank) = MOUNT_BLANK.get_ptr(0) else {
+        return;
+    };
+    // SAFETY: the slot is never written: a valid all-zero MountEvent.
+    if MOUNT_ARGS.insert(&tid, unsafe { &*blank }, 0).is_err() {
+        return;
+    }
+    let Some(m) = MOUNT_ARGS.get_ptr_mut(&tid) else {
+        return;
+    };
+    // SAFETY: only this tid touches its entry.
+    let m = unsafe { &mut *m };
     m.record = RECORD_MOUNT;
     m.flags = mount_flags::ARGS;
-    m.target[0] = 0;
-    m.data[0] = 0;
     let target = read::<u64>(regs, REGS_SI).unwrap_or(0);
     let data = read::<u64>(regs, REGS_R8).unwrap_or(0);
     // SAFETY: user strings into bounded buffers; a fault leaves them empty.
@@ -82,14 +126,13 @@ fn capture_mount_args(regs: u64, tid: u32) {
         let _ = bpf_probe_read_user_str_bytes(target as *const u8, &mut m.target);
         let _ = bpf_probe_read_user_str_bytes(data as *const u8, &mut m.data);
     }
-    let _ = MOUNT_ARGS.insert(&tid, &*m, 0);
 }
 
 /// Registers the overlay superblock `sb` made by this syscall: its work directory and
 /// upper root go into the maps the CoW probes look in (so the mount's first copy-up is
 /// already seen), and a mount record goes into the ring buffer ahead of its events.
 #[inline(never)]
-fn register_overlay(cfg: &Config, sb: u64, tid: u32, now: u64) {
+pub(crate) fn register_overlay(cfg: &Config, sb: u64, tid: u32, now: u64) {
     let off = &cfg.off;
     let root_inode = ptr(ptr(sb, off.sb_s_root), off.dentry_d_inode);
     let upper_root = ptr(ovl_inode(off, root_inode), off.ovl_inode_upperdentry);
@@ -104,10 +147,15 @@ fn register_overlay(cfg: &Config, sb: u64, tid: u32, now: u64) {
     let Some(seq) = MOUNT_SEQ.get_ptr_mut(0) else {
         return;
     };
+    // Read once into `n`: where programs run preemptibly, a registration preempted between
+    // this load and store could share its serial with one made meanwhile on the same CPU by
+    // the other copy of `sys_exit`; the window is two instructions (the bpf target's generic
+    // CPU has no fetch-and-add).
     // SAFETY: per-CPU slot; plain helper call.
     let serial = unsafe {
-        *seq += 1;
-        ((*seq << 6) | (bpf_get_smp_processor_id() & 63)) & 0x7fff_ffff
+        let n = *seq + 1;
+        *seq = n;
+        ((n << 6) | (bpf_get_smp_processor_id() & 63)) & 0x7fff_ffff
     };
     let key = |ino| InodeKey {
         dev: upper_dev,
@@ -158,11 +206,24 @@ pub fn cowprof_sys_exit(ctx: RawTracePointContext) -> i32 {
     sys_exit(&ctx, false)
 }
 
+/// The second copy of `cowprof_sys_exit` (see "Two copies"): the first removes the window it
+/// closes, so a window still there is one the first did not run for.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn cowprof_sys_exit_fb(ctx: RawTracePointContext) -> i32 {
+    sys_exit(&ctx, false)
+}
+
 /// Syscall exit for the tracepoint backend: also emits the window's CoW temps. A separate
 /// program so kernels without the ctime tracepoints (6.1's verifier finds the emission loop
 /// too complex) never load that code.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit_tp(ctx: RawTracePointContext) -> i32 {
+    sys_exit(&ctx, true)
+}
+
+/// The second copy of `cowprof_sys_exit_tp` (see "Two copies").
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn cowprof_sys_exit_tp_fb(ctx: RawTracePointContext) -> i32 {
     sys_exit(&ctx, true)
 }
 

@@ -510,15 +510,53 @@ fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
 
 #[btf_tracepoint(function = "ctime_ns_xchg")]
 pub fn cowprof_tp_ctime_ns_xchg(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    tp_inode_copy(&ctx, false)
 }
 
 #[btf_tracepoint(function = "ctime_xchg_skip")]
 pub fn cowprof_tp_ctime_xchg_skip(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    tp_inode_copy(&ctx, false)
 }
 
 #[btf_tracepoint(function = "inode_set_ctime_to_ts")]
 pub fn cowprof_tp_set_ctime(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    tp_inode_copy(&ctx, false)
+}
+
+// The second copies of the ctime programs (see "Two copies" in `syscalls.rs`).
+
+#[btf_tracepoint(function = "ctime_ns_xchg")]
+pub fn cowprof_tp_ctime_ns_xchg_fb(ctx: BtfTracePointContext) -> i32 {
+    tp_inode_copy(&ctx, true)
+}
+
+#[btf_tracepoint(function = "ctime_xchg_skip")]
+pub fn cowprof_tp_ctime_xchg_skip_fb(ctx: BtfTracePointContext) -> i32 {
+    tp_inode_copy(&ctx, true)
+}
+
+#[btf_tracepoint(function = "inode_set_ctime_to_ts")]
+pub fn cowprof_tp_set_ctime_fb(ctx: BtfTracePointContext) -> i32 {
+    tp_inode_copy(&ctx, true)
+}
+
+/// One copy of a ctime program: the first marks the window, the second clears the mark and
+/// works only when it was not set (the first did not run for this hit). Where only the first
+/// copy is loaded the mark is set and never read.
+#[inline(always)]
+fn tp_inode_copy(ctx: &BtfTracePointContext, second: bool) -> i32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    // SAFETY: only this tid touches its window.
+    unsafe {
+        if !second {
+            (*w).tp_mark = 1;
+        } else if (*w).tp_mark != 0 {
+            (*w).tp_mark = 0;
+            return 0;
+        }
+    }
+    tp_inode(ctx, ctx.arg::<u64>(0))
 }

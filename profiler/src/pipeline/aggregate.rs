@@ -198,11 +198,21 @@ pub struct Drops {
     /// read (lost, counted).
     #[serde(default)]
     pub whiteout_unnamed: u64,
+    /// Runs of cowprof's programs the kernel skipped because the same program was already
+    /// running on that CPU (its `recursion_misses`), with no second copy to stand in: the
+    /// operation or syscall boundary that run would have seen is lost (see docs/backends.md).
+    #[serde(default)]
+    pub recursion: u64,
 }
 
 impl Drops {
     pub fn total(&self) -> u64 {
-        self.ringbuf + self.op_table + self.windows + self.malformed + self.whiteout_unnamed
+        self.ringbuf
+            + self.op_table
+            + self.windows
+            + self.malformed
+            + self.whiteout_unnamed
+            + self.recursion
     }
 }
 
@@ -325,7 +335,8 @@ mod tests {
             malformed: 4,
             syscall_ends: 5,
             whiteout_unnamed: 6,
+            recursion: 7,
         };
-        assert_eq!(d.total(), 16);
+        assert_eq!(d.total(), 23, "syscall_ends are not events");
     }
 }
