@@ -278,6 +278,9 @@ pub mod config_flags {
     /// kprobe backend reads only vmlinux types and learns from `vfs_rename`/`vfs_link`/
     /// `vfs_unlink` what overlay did; user space resolves the source layer.
     pub const OVL_TYPES: u32 = 1;
+    /// The syscall and ctime programs are loaded twice (kernels that run tracepoint programs
+    /// preemptibly): `sys_exit` also counts tracked syscalls whose entry was skipped.
+    pub const TWO_COPIES: u32 = 2;
 }
 
 /// Read by every program from the one-element `CONFIG` array.
@@ -319,7 +322,12 @@ pub mod counter {
     /// Tracepoint backend: whiteouts seen whose name in the upper dir could not be read
     /// (lost).
     pub const WHITEOUT_UNNAMED: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Syscall windows lost because the kernel skipped both copies of a syscall program
+    /// (see [`config_flags::TWO_COPIES`]): a window that held CoW operations or a mount's
+    /// superblock whose exit was never seen (found stale at the thread's next tracked
+    /// syscall), or a tracked syscall whose entry was never seen.
+    pub const WINDOWS_LOST: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 const _: () = assert!(size_of::<CowEvent>() == 128 + 72 + COMM_LEN + PATH_BUF);

@@ -33,6 +33,8 @@ pub(crate) const NR_MOUNT: i32 = 165;
 pub(crate) const REGS_SI: u32 = 104;
 pub(crate) const REGS_DX: u32 = 96;
 pub(crate) const REGS_R8: u32 = 72;
+/// x86_64 `struct pt_regs` offset of `orig_ax` (the syscall number at `sys_exit`).
+pub(crate) const REGS_ORIG_AX: u32 = 120;
 /// Overlay inodes a syscall can remember (each one instantiated or updated in it): the
 /// copy-up's or removal's own overlay inode is among them when its lookup happened here.
 pub(crate) const MAX_CANDS: usize = 4;
@@ -428,23 +430,39 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
 /// Fills the fields every event has (the caller adds its syscall, if in one).
 #[inline(always)]
 pub(crate) fn fill_common(cfg: &Config, ev: &mut CowEvent, tgid: u32, tid: u32, backend_id: u32) {
+    // A zero LLVM cannot see: neighbouring zero stores are otherwise merged into a `memset`
+    // call, a byte loop the verifier walks byte by byte in every state (inside the bpf_loop
+    // emission callback that passed the million-instruction limit).
+    let z = core::hint::black_box(0u64);
+    let z32 = z as u32;
     ev.record = RECORD_COW;
     ev.backend = backend_id;
     ev.pid = tgid;
     ev.tid = tid;
-    ev.flags = 0;
+    ev.flags = z32;
     ev.result = 0;
-    ev.lower_idx = 0;
-    ev.root_ino = 0;
-    ev.mount_id = 0;
-    ev._pad = 0;
-    ev.size_bytes = 0;
-    ev.bytes_copied = 0;
-    ev.path_len = 0;
-    ev.depth = 0;
-    ev.phases = profiler_common::Phases::default();
+    ev.lower_idx = z32;
+    ev.root_ino = z;
+    ev.mount_id = z32;
+    ev._pad = z32;
+    ev.size_bytes = z;
+    ev.bytes_copied = z;
+    ev.path_len = z32;
+    ev.depth = z32;
+    ev.phases = profiler_common::Phases {
+        metadata_ns: z,
+        data_ns: z,
+        fsync_ns: z,
+        link_ns: z,
+        offcpu_block_ns: z,
+        offcpu_other_ns: z,
+        data_clone_bytes: z,
+        data_splice_bytes: z,
+        seen: z32,
+        _pad: z32,
+    };
     ev.syscall_nr = -1;
-    ev.syscall_enter_ns = 0;
+    ev.syscall_enter_ns = z;
     ev.syscall_ret = 0;
     // SAFETY: plain helper calls.
     ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };

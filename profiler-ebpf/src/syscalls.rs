@@ -61,6 +61,9 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
                     (*w).enter_mark = 0;
                     return 0;
                 }
+                // Not opened by the first copy for this syscall: the previous one's, whose
+                // exit was never seen.
+                stale_window(&*w);
             }
         }
     }
@@ -83,7 +86,17 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
         enter_mark: u32::from(!second),
         tp_mark: 0,
     };
-    if WINDOWS.insert(&tid, &w, 0).is_err() {
+    // A window already there (the first copy inserts only a new one) is the previous
+    // syscall's, whose exit was never seen: counted if it mattered, then replaced.
+    let mut res = WINDOWS.insert(&tid, &w, if second { BPF_ANY } else { BPF_NOEXIST });
+    if res == Err(EEXIST) {
+        if let Some(old) = WINDOWS.get_ptr(&tid) {
+            // SAFETY: only this tid touches its window.
+            stale_window(unsafe { &*old });
+        }
+        res = WINDOWS.insert(&tid, &w, BPF_ANY);
+    }
+    if res.is_err() {
         bump(counter::WINDOW_DROPS);
         warn!(
             ctx,
@@ -91,6 +104,22 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
         );
     }
     0
+}
+
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = -17;
+
+/// A window whose syscall exit was never seen (the kernel skipped both copies of `sys_exit`;
+/// or the thread exited inside a tracked syscall): counted as lost if its exit had work to do.
+#[inline(always)]
+fn stale_window(w: &Window) {
+    if w.nops != 0 || (w.class & u32::from(class::MOUNT) != 0 && w.ovl_sb != 0) {
+        bump(counter::WINDOWS_LOST);
+    } else if w.emitted != 0 {
+        // kprobe backend: its events were sent; only their syscall's end is missing.
+        bump(counter::SYSCALL_END_DROPS);
+    }
 }
 
 /// Captures `mount(2)`'s target and data (overlay mounts only) for the mount record. The
@@ -200,17 +229,47 @@ pub(crate) fn register_overlay(cfg: &Config, sb: u64, tid: u32, now: u64) {
     let _ = MOUNT_ARGS.remove(&tid);
 }
 
+/// A syscall exit without a window: where the kernel may skip `sys_enter` (two copies), a
+/// tracked syscall of a traced task got here without its entry seen: its window (CoW temps,
+/// a mount's registration) is lost. Elsewhere nothing is checked (no cost).
+#[inline(never)]
+fn lost_entry(ctx: &RawTracePointContext) {
+    let Some(cfg) = config() else { return };
+    if cfg.flags & config_flags::TWO_COPIES == 0 {
+        return;
+    }
+    // `regs->orig_ax`: the syscall number (x86_64).
+    let nr = read::<i64>(ctx.arg::<u64>(0), REGS_ORIG_AX).unwrap_or(-1);
+    if !(0..512).contains(&nr) {
+        return;
+    }
+    let Some(&cls) = SYSCALLS.get(nr as u32) else {
+        return;
+    };
+    if cls == 0 {
+        return;
+    }
+    let traced = if cls & class::MOUNT != 0 {
+        (bpf_get_current_pid_tgid() >> 32) as u32 != cfg.self_tgid
+    } else {
+        wanted(cfg).is_some()
+    };
+    if traced {
+        bump(counter::WINDOWS_LOST);
+    }
+}
+
 /// Syscall exit for the kprobe backend: closes the window.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, false)
+    sys_exit(&ctx, false, false)
 }
 
 /// The second copy of `cowprof_sys_exit` (see "Two copies"): the first removes the window it
 /// closes, so a window still there is one the first did not run for.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit_fb(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, false)
+    sys_exit(&ctx, false, true)
 }
 
 /// Syscall exit for the tracepoint backend: also emits the window's CoW temps. A separate
@@ -218,19 +277,23 @@ pub fn cowprof_sys_exit_fb(ctx: RawTracePointContext) -> i32 {
 /// too complex) never load that code.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit_tp(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, true)
+    sys_exit(&ctx, true, false)
 }
 
 /// The second copy of `cowprof_sys_exit_tp` (see "Two copies").
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit_tp_fb(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, true)
+    sys_exit(&ctx, true, true)
 }
 
 #[inline(always)]
-pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
+pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool, second: bool) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
+        // The second copy cannot tell a window the first closed from one never opened.
+        if !second {
+            lost_entry(ctx);
+        }
         return 0;
     };
     // SAFETY: only this tid touches its window; copied out before it is removed.

@@ -51,6 +51,9 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
             if i >= n {
                 break;
             }
+            // An index the verifier bounds itself: LLVM otherwise walks a pointer from a
+            // negative offset into the table, which 7.x's verifier refuses.
+            let i = core::hint::black_box(i) & (MAX_OPS - 1);
             if t.ops[i].inode == inode {
                 update_op(off, w, &mut t.ops[i], i, dev, mode, alias, now);
                 return 0;

@@ -198,9 +198,10 @@ pub struct Drops {
     /// read (lost, counted).
     #[serde(default)]
     pub whiteout_unnamed: u64,
-    /// Runs of cowprof's programs the kernel skipped because the same program was already
-    /// running on that CPU (its `recursion_misses`), with no second copy to stand in: the
-    /// operation or syscall boundary that run would have seen is lost (see docs/backends.md).
+    /// Syscall windows lost because the kernel skipped a syscall program's runs (a program
+    /// preempted on a CPU is skipped there for other tasks) and its second copy's too: their
+    /// CoW operations or mount registration are lost (see docs/backends.md, "Skipped program
+    /// runs").
     #[serde(default)]
     pub recursion: u64,
 }

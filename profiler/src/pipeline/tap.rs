@@ -113,7 +113,7 @@ impl Tap {
             malformed: self.malformed,
             syscall_ends: c[counter::SYSCALL_END_DROPS as usize],
             whiteout_unnamed: c[counter::WHITEOUT_UNNAMED as usize],
-            recursion: self.probe.recursion_misses(),
+            recursion: c[counter::WINDOWS_LOST as usize],
         }
     }
 }

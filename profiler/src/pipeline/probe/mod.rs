@@ -185,21 +185,6 @@ pub struct Probe {
     second_copies: Vec<String>,
 }
 
-/// Skipped runs that lost something, from each program's skips: a first copy's skips do not
-/// count when its second copy is attached.
-fn lost_runs(by_program: &[(String, u64)], second_copies: &[String]) -> u64 {
-    let has_second = |p: &str| {
-        second_copies
-            .iter()
-            .any(|s| s.strip_suffix(SECOND_COPY) == Some(p))
-    };
-    by_program
-        .iter()
-        .filter(|(p, _)| !has_second(p))
-        .map(|(_, n)| n)
-        .sum()
-}
-
 /// The first kernel whose tracepoint callbacks run preemptibly (under SRCU-fast, with only
 /// migration disabled) instead of with preemption disabled: from here a preempted program
 /// makes the kernel skip it for every other task on that CPU (docs/backends.md, "Skipped
@@ -280,15 +265,8 @@ impl Probe {
         out
     }
 
-    /// Skipped runs that lost something (the `recursion` drop reason): every program's,
-    /// except a first copy's whose second copy is attached (that one ran instead, or was
-    /// skipped too and counts here).
-    pub fn recursion_misses(&self) -> u64 {
-        lost_runs(&self.recursion_misses_by_program(), &self.second_copies)
-    }
-
-    /// One line naming every program the kernel skipped runs of, with a note on those a
-    /// second copy covered; `None` when no run was skipped.
+    /// One line naming every program the kernel skipped runs of (those a second copy stood
+    /// in for marked) and the syscall windows lost; `None` when no run was skipped.
     pub fn recursion_note(&self) -> Option<String> {
         let by_program = self.recursion_misses_by_program();
         if by_program.is_empty() {
@@ -297,17 +275,18 @@ impl Probe {
         let list: Vec<String> = by_program
             .iter()
             .map(|(p, n)| {
-                if lost_runs(&[(p.clone(), *n)], &self.second_copies) == 0 {
-                    format!("{p} {n} (its second copy ran instead)")
+                let second = format!("{p}{SECOND_COPY}");
+                if self.second_copies.contains(&second) {
+                    format!("{p} {n} (its second copy stood in)")
                 } else {
                     format!("{p} {n}")
                 }
             })
             .collect();
         Some(format!(
-            "the kernel skipped runs of programs already running on their CPU: {} ({} lost, counted in drops.recursion)",
+            "the kernel skipped runs of programs already running on their CPU: {}; syscall windows lost to it: {} (drops.recursion)",
             list.join(", "),
-            lost_runs(&by_program, &self.second_copies)
+            self.counters()[counter::WINDOWS_LOST as usize]
         ))
     }
 
@@ -506,12 +485,21 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             .map_err(|source| ProbeError::Load { source })?
     };
     lap("object (aya's btf, maps)");
+    let two_copies = two_copies_wanted(
+        &fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
+        std::env::var("COWPROF_SECOND_COPIES").ok().as_deref(),
+    );
+    log::debug!("second copies of the syscall and ctime programs: {two_copies}");
     let cfg = Config {
         self_tgid: std::process::id(),
         filter_tgid: opts.filter_tgid,
         filter_cgroup: opts.filter_cgroup,
         flags: if ovl_types {
             profiler_common::config_flags::OVL_TYPES
+        } else {
+            0
+        } | if two_copies {
+            profiler_common::config_flags::TWO_COPIES
         } else {
             0
         },
@@ -550,11 +538,6 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     let mut attached = Vec::new();
     let mut skipped = Vec::new();
     let mut second_copies = Vec::new();
-    let two_copies = two_copies_wanted(
-        &fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
-        std::env::var("COWPROF_SECOND_COPIES").ok().as_deref(),
-    );
-    log::debug!("second copies of the syscall and ctime programs: {two_copies}");
     let program_err = |what: String| {
         move |source| ProbeError::Program {
             what: what.clone(),
@@ -762,20 +745,4 @@ mod tests {
         assert_eq!(parse_recursion_misses("pos:\t0\nprog_type:\t17\n"), None);
     }
 
-    #[test]
-    fn a_first_copys_skips_are_not_lost_when_its_second_copy_is_attached() {
-        let by_program = vec![
-            ("cowprof_sys_enter".to_owned(), 9),
-            ("cowprof_sys_enter_fb".to_owned(), 1),
-            ("cowprof_sys_exit_tp".to_owned(), 4),
-            ("cowprof_tp_set_ctime".to_owned(), 2),
-        ];
-        let seconds = vec![
-            "cowprof_sys_enter_fb".to_owned(),
-            "cowprof_sys_exit_tp_fb".to_owned(),
-        ];
-        // sys_enter: its second copy's 1; sys_exit_tp: covered; set_ctime: no second copy.
-        assert_eq!(lost_runs(&by_program, &seconds), 1 + 2);
-        assert_eq!(lost_runs(&by_program, &[]), 9 + 1 + 4 + 2);
-    }
 }
