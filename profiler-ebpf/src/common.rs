@@ -273,6 +273,17 @@ pub(crate) fn read<T: Copy>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.ok()
 }
 
+/// A pointer-sized field at `base + off`, `off` known present (0 when `base` is 0 or the read
+/// faults).
+#[inline(always)]
+pub(crate) fn peek(base: u64, off: u32) -> u64 {
+    if base == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const u64) }.unwrap_or(0)
+}
+
 #[inline(always)]
 pub(crate) fn ptr(base: u64, off: u32) -> u64 {
     read::<u64>(base, off).unwrap_or(0)
@@ -331,6 +342,20 @@ pub(crate) fn inode_mode(off: &Offsets, inode: u64) -> u32 {
 /// Returns false if the walk never reached its root (an upper root when `upper_dev` is set).
 #[inline(never)]
 pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev: u32) -> bool {
+    // The offsets the loop reads, checked once here and read with `peek`: `read` tests its
+    // offset for "absent" on every use, and the exact u32::MAX its "absent" branch leaves
+    // on the stack made every level a state of its own (inside the emission callback the
+    // walk passed the verifier's million-instruction limit). All are required fields.
+    let d_inode = core::hint::black_box(off.dentry_d_inode);
+    let d_parent = core::hint::black_box(off.dentry_d_parent);
+    let d_name = core::hint::black_box(off.dentry_d_name_name);
+    let i_ino = core::hint::black_box(off.inode_i_ino);
+    if d_inode == u32::MAX || d_parent == u32::MAX || d_name == u32::MAX || i_ino == u32::MAX {
+        ev.path_len = 0;
+        ev.depth = 0;
+        ev.flags |= flags::PATH_TRUNCATED;
+        return false;
+    }
     let mut pos: usize = 0;
     let mut depth: u32 = 0;
     let mut truncated = 1u32;
@@ -340,13 +365,13 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
             truncated = 0;
             break;
         }
-        let inode = ptr(dentry, off.dentry_d_inode);
-        let parent = ptr(dentry, off.dentry_d_parent);
+        let inode = peek(dentry, d_inode);
+        let parent = peek(dentry, d_parent);
         if upper_dev != 0 && inode != 0 {
             let key = InodeKey {
                 dev: upper_dev,
                 _pad: 0,
-                ino: ptr(inode, off.inode_i_ino),
+                ino: peek(inode, i_ino),
             };
             // SAFETY: read-only map lookup.
             if let Some(serial) = unsafe { UPPER_ROOTS.get(&key) }.filter(|_| ovl_inuse(off, inode))
@@ -362,14 +387,14 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
         }
         if parent == dentry || parent == 0 {
             ev.root_ino = if inode != 0 {
-                ptr(inode, off.inode_i_ino)
+                peek(inode, i_ino)
             } else {
                 0
             };
             truncated = 0;
             break;
         }
-        let name = ptr(dentry, off.dentry_d_name_name);
+        let name = peek(dentry, d_name);
         // black_box keeps LLVM from dropping the mask (it can prove pos < 256): older
         // verifiers (6.1) need the mask itself to bound the write offset.
         let start = core::hint::black_box(pos) & (PATH_BUF / 2 - 1);
@@ -382,7 +407,11 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
             Ok(s) => s.len(),
             Err(_) => break,
         };
-        pos = start + n + 1; // keep the NUL as separator
+        // keep the NUL as separator. Through black_box: an exact `pos` (a name the read
+        // found empty gives one) makes every level a state of its own, and inside the
+        // emission callback the walk then passed the verifier's million-instruction limit;
+        // the checks below bound it the same.
+        pos = core::hint::black_box(start + n + 1);
         depth += 1;
         if pos >= PATH_BUF / 2 {
             break;

@@ -458,6 +458,26 @@ fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
     // SAFETY: the entry is ours until submit; every field is written below.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     fill_common(cfg, ev, (id >> 32) as u32, id as u32, backend::TRACEPOINT);
+    // Before the walk: it takes the upper root's serial only when this is 0.
+    ev.mount_id = op.mount_id;
+    // The path first, while few distinct verifier states reach this call: `walk` is a
+    // static subprogram, verified again for every state it is called in, and the branches
+    // below (kind, phases) multiplied those past the million-instruction limit.
+    if !walk(
+        off,
+        ev,
+        name_dentry(off, op.inode, op.whiteout_dentry),
+        op.dev,
+    ) {
+        // Never reached the upper dir. A temp: an intermediate directory of a removal
+        // (overlay swaps in an empty opaque dir made in the work dir before whiting out a
+        // directory that held whiteouts), not a copy-up. A whiteout: made, but its name in
+        // the upper dir cannot be read (no dentry: an upper filesystem's own
+        // RENAME_WHITEOUT), so lost and counted.
+        entry.discard(RB_NO_WAKEUP);
+        count_unnamed(op.state);
+        return;
+    }
     ev.syscall_nr = c.nr;
     ev.syscall_enter_ns = c.enter_ns;
     ev.syscall_ret = c.ret;
@@ -466,7 +486,6 @@ fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
     ev.end_ns = c.now;
     ev.latency_ns = op.last_ns - op.first_ns;
     ev.dev = op.dev;
-    ev.mount_id = op.mount_id;
     ev.mode = op.mode;
     ev.result = if c.ret < 0 { c.ret as i32 } else { 0 };
     let over_whiteout = last && c.consumed_whiteout != 0;
@@ -494,21 +513,7 @@ fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
     ev.lower_idx = op.lower_idx;
     ev.flags |= op.lower_flag;
     crate::phases::tp_fill(off, ev, i as u32, op.inode);
-    if walk(
-        off,
-        ev,
-        name_dentry(off, op.inode, op.whiteout_dentry),
-        op.dev,
-    ) {
-        entry.submit(rb_flags());
-        return;
-    }
-    // Never reached the upper dir. A temp: an intermediate directory of a removal (overlay
-    // swaps in an empty opaque dir made in the work dir before whiting out a directory that
-    // held whiteouts), not a copy-up. A whiteout: made, but its name in the upper dir cannot
-    // be read (no dentry: an upper filesystem's own RENAME_WHITEOUT), so lost and counted.
-    entry.discard(RB_NO_WAKEUP);
-    count_unnamed(op.state);
+    entry.submit(rb_flags());
 }
 
 #[btf_tracepoint(function = "ctime_ns_xchg")]
