@@ -229,9 +229,10 @@ pub(crate) fn register_overlay(cfg: &Config, sb: u64, tid: u32, now: u64) {
     let _ = MOUNT_ARGS.remove(&tid);
 }
 
-/// A syscall exit without a window: where the kernel may skip `sys_enter` (two copies), a
-/// tracked syscall of a traced task got here without its entry seen: its window (CoW temps,
-/// a mount's registration) is lost. Elsewhere nothing is checked (no cost).
+/// A syscall exit without a window (kprobe backend): where the kernel may skip `sys_enter`
+/// (two copies), a tracked syscall of a traced task got here without its entry seen, so its
+/// events went out without their syscall. Counted as lost; elsewhere nothing is checked (no
+/// cost). The tracepoint backend opens such a window late instead (`late_window`).
 #[inline(never)]
 fn lost_entry(ctx: &RawTracePointContext) {
     let Some(cfg) = config() else { return };
@@ -239,15 +240,23 @@ fn lost_entry(ctx: &RawTracePointContext) {
         return;
     }
     // `regs->orig_ax`: the syscall number (x86_64).
-    let nr = read::<i64>(ctx.arg::<u64>(0), REGS_ORIG_AX).unwrap_or(-1);
+    if traced_class(cfg, read::<i64>(ctx.arg::<u64>(0), REGS_ORIG_AX).unwrap_or(-1)) != 0 {
+        bump(counter::WINDOWS_LOST);
+    }
+}
+
+/// The `class` bits of syscall `nr` when it is tracked for the current task (0 otherwise):
+/// the filter `sys_enter` applies.
+#[inline(always)]
+pub(crate) fn traced_class(cfg: &Config, nr: i64) -> u8 {
     if !(0..512).contains(&nr) {
-        return;
+        return 0;
     }
     let Some(&cls) = SYSCALLS.get(nr as u32) else {
-        return;
+        return 0;
     };
     if cls == 0 {
-        return;
+        return 0;
     }
     let traced = if cls & class::MOUNT != 0 {
         (bpf_get_current_pid_tgid() >> 32) as u32 != cfg.self_tgid
@@ -255,8 +264,54 @@ fn lost_entry(ctx: &RawTracePointContext) {
         wanted(cfg).is_some()
     };
     if traced {
-        bump(counter::WINDOWS_LOST);
+        cls
+    } else {
+        0
     }
+}
+
+/// Tracepoint backend, where the kernel may skip `sys_enter` (two copies): an inode on an
+/// overlay or upper filesystem changed in a syscall that has no window. If the syscall
+/// (`orig_ax` of the task's registers) is tracked, its window is opened now, at this first
+/// operation, so nothing of it is lost but the time before it (its latency is partial).
+#[inline(never)]
+pub(crate) fn late_window(tid: u32, inode: u64) -> bool {
+    let Some(cfg) = config() else { return false };
+    if cfg.flags & config_flags::TWO_COPIES == 0 {
+        return false;
+    }
+    let off = &cfg.off;
+    let sb = ptr(inode, off.inode_i_sb);
+    if read::<u64>(sb, off.sb_s_magic) != Some(OVERLAY_SUPER_MAGIC) {
+        let dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
+        // SAFETY: read-only lookup.
+        if unsafe { UPPER_DEVS.get(&dev) }.is_none() {
+            return false;
+        }
+    }
+    // SAFETY: plain helper calls; the registers are read with bpf_probe_read_kernel.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let nr = read::<i64>(regs, REGS_ORIG_AX).unwrap_or(-1);
+    let cls = traced_class(cfg, nr);
+    if cls == 0 {
+        return false;
+    }
+    let w = Window {
+        // SAFETY: plain helper call.
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        nr: nr as i32,
+        class: u32::from(cls),
+        emitted: 0,
+        nops: 0,
+        consumed_whiteout: 0,
+        ncands: 0,
+        has_table: 0,
+        last_temp: 0,
+        ovl_sb: 0,
+        enter_mark: 0,
+        tp_mark: 0,
+    };
+    WINDOWS.insert(&tid, &w, BPF_NOEXIST).is_ok()
 }
 
 /// Syscall exit for the kprobe backend: closes the window.
@@ -291,7 +346,7 @@ pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool, second: boo
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
         // The second copy cannot tell a window the first closed from one never opened.
-        if !second {
+        if !second && !tp_backend {
             lost_entry(ctx);
         }
         return 0;

@@ -554,7 +554,11 @@ pub fn cowprof_tp_set_ctime_fb(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn tp_inode_copy(ctx: &BtfTracePointContext, second: bool) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
+    let mut w = WINDOWS.get_ptr_mut(&tid);
+    if w.is_none() && crate::syscalls::late_window(tid, ctx.arg::<u64>(0)) {
+        w = WINDOWS.get_ptr_mut(&tid);
+    }
+    let Some(w) = w else {
         return 0;
     };
     // SAFETY: only this tid touches its window.
