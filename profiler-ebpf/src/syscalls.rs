@@ -63,7 +63,7 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
                 }
                 // Not opened by the first copy for this syscall: the previous one's, whose
                 // exit was never seen.
-                stale_window(&*w);
+                stale_window(&*w, tid);
             }
         }
     }
@@ -92,7 +92,7 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
     if res == Err(EEXIST) {
         if let Some(old) = WINDOWS.get_ptr(&tid) {
             // SAFETY: only this tid touches its window.
-            stale_window(unsafe { &*old });
+            stale_window(unsafe { &*old }, tid);
         }
         res = WINDOWS.insert(&tid, &w, BPF_ANY);
     }
@@ -106,15 +106,38 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
     0
 }
 
+/// Whether a window's op table holds a CoW temp or a whiteout (its other entries are
+/// ordinary creates, lost with nothing to report).
+#[inline(always)]
+fn held_cow(w: &Window, tid: u32) -> bool {
+    if w.has_table == 0 {
+        return false;
+    }
+    let Some(t) = OP_TABLES.get_ptr(&tid) else {
+        return false;
+    };
+    for i in 0..MAX_OPS {
+        if i as u32 >= w.nops {
+            break;
+        }
+        // SAFETY: read of this tid's own table.
+        let state = unsafe { (*t).ops[i].state };
+        if state == TEMP || state == WHITEOUT {
+            return true;
+        }
+    }
+    false
+}
+
 const BPF_ANY: u64 = 0;
 const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = -17;
 
 /// A window whose syscall exit was never seen (the kernel skipped both copies of `sys_exit`;
 /// or the thread exited inside a tracked syscall): counted as lost if its exit had work to do.
-#[inline(always)]
-fn stale_window(w: &Window) {
-    if w.nops != 0 || (w.class & u32::from(class::MOUNT) != 0 && w.ovl_sb != 0) {
+#[inline(never)]
+fn stale_window(w: &Window, tid: u32) {
+    if held_cow(w, tid) || (w.class & u32::from(class::MOUNT) != 0 && w.ovl_sb != 0) {
         bump(counter::WINDOWS_LOST);
     } else if w.emitted != 0 {
         // kprobe backend: its events were sent; only their syscall's end is missing.
