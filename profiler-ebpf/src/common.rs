@@ -142,11 +142,10 @@ pub(crate) struct Window {
     /// Mount windows: the overlay superblock made in this syscall (its root inode's ctime
     /// is set at the end of `ovl_fill_super`).
     pub(crate) ovl_sb: u64,
-    /// Set by the first copy of a program that comes in two (see "Two copies" in
-    /// `syscalls.rs`), cleared by the second: 1 tells the second that the first ran for this
-    /// hit. `enter_mark` for `sys_enter`, `tp_mark` for the ctime tracepoints.
+    /// Set by the first copy of `sys_enter` (see "Two copies" in `syscalls.rs`), cleared by
+    /// the second: 1 tells the second that the first opened this window.
     pub(crate) enter_mark: u32,
-    pub(crate) tp_mark: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Tracepoint backend: the CoW operations and overlay inodes one syscall met. Only the first

@@ -8,10 +8,13 @@ use crate::{common::*, kprobe::ovl_inode, tracepoint::emit_tp_ops};
 // tracepoint on that CPU until it resumes (the program's `recursion_misses`): a lost
 // `sys_enter` or `sys_exit` loses a syscall window (a mount's registration, a syscall's CoW
 // temps). There each syscall and ctime program is loaded twice, as separate programs with
-// their own recursion guard, attached in order: the first does the work and marks the window;
-// the second does it only when the first did not run for this hit. A hit is lost only when
-// both copies are busy on the CPU, and that is what the second copy's skips count. Elsewhere
-// only the first copy is loaded (user space decides: `pipeline::probe`).
+// their own recursion guard, attached in order. `sys_enter`: the first opens the window and
+// marks it, the second opens it only when it finds no mark. `sys_exit`: the first closes the
+// window, the second closes one still open. The ctime programs: both process the hit
+// (idempotent, see `tracepoint.rs`). A hit is lost only when both copies are busy on that
+// CPU; what is lost is counted where it can be seen (`stale_window`, `lost_entry`) or
+// recovered (`late_window`). Elsewhere only the first copy is loaded (user space decides:
+// `pipeline::probe`).
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -84,7 +87,7 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
         last_temp: 0,
         ovl_sb: 0,
         enter_mark: u32::from(!second),
-        tp_mark: 0,
+        _pad: 0,
     };
     // A window already there (the first copy inserts only a new one) is the previous
     // syscall's, whose exit was never seen: counted if it mattered, then replaced.
@@ -332,7 +335,7 @@ pub(crate) fn late_window(tid: u32, inode: u64) -> bool {
         last_temp: 0,
         ovl_sb: 0,
         enter_mark: 0,
-        tp_mark: 0,
+        _pad: 0,
     };
     WINDOWS.insert(&tid, &w, BPF_NOEXIST).is_ok()
 }

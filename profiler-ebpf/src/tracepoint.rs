@@ -548,27 +548,18 @@ pub fn cowprof_tp_set_ctime_fb(ctx: BtfTracePointContext) -> i32 {
     tp_inode_copy(&ctx, true)
 }
 
-/// One copy of a ctime program: the first marks the window, the second clears the mark and
-/// works only when it was not set (the first did not run for this hit). Where only the first
-/// copy is loaded the mark is set and never read.
+/// One copy of a ctime program. Both copies process the hit when both run: `tp_inode` is
+/// idempotent per hit (an inode already in the table is updated with the same facts, an
+/// overlay inode already remembered is not added again), so the second needs no mark from
+/// the first, and a mark could not tell this hit from the task's previous one anyway (a
+/// second copy skipped there would leave it set). Where only the first is loaded, it is
+/// `tp_inode` alone.
 #[inline(always)]
-fn tp_inode_copy(ctx: &BtfTracePointContext, second: bool) -> i32 {
+fn tp_inode_copy(ctx: &BtfTracePointContext, _second: bool) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let mut w = WINDOWS.get_ptr_mut(&tid);
-    if w.is_none() && crate::syscalls::late_window(tid, ctx.arg::<u64>(0)) {
-        w = WINDOWS.get_ptr_mut(&tid);
-    }
-    let Some(w) = w else {
+    let inode = ctx.arg::<u64>(0);
+    if WINDOWS.get_ptr(&tid).is_none() && !crate::syscalls::late_window(tid, inode) {
         return 0;
-    };
-    // SAFETY: only this tid touches its window.
-    unsafe {
-        if !second {
-            (*w).tp_mark = 1;
-        } else if (*w).tp_mark != 0 {
-            (*w).tp_mark = 0;
-            return 0;
-        }
     }
-    tp_inode(ctx, ctx.arg::<u64>(0))
+    tp_inode(ctx, inode)
 }
