@@ -137,10 +137,21 @@ const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = -17;
 
 /// A window whose syscall exit was never seen (the kernel skipped both copies of `sys_exit`;
-/// or the thread exited inside a tracked syscall): counted as lost if its exit had work to do.
+/// or the thread exited inside a tracked syscall): its overlay is registered late; its CoW
+/// operations are counted as lost.
 #[inline(never)]
 fn stale_window(w: &Window, tid: u32) {
-    if held_cow(w, tid) || (w.class & u32::from(class::MOUNT) != 0 && w.ovl_sb != 0) {
+    if w.class & u32::from(class::MOUNT) != 0 && w.ovl_sb != 0 {
+        // Tracepoint backend: the overlay this mount made is registered now, late (its
+        // operations by other threads before this are lost; this thread's next operations
+        // are seen). A mount that failed after making its superblock has nothing in use to
+        // register (see `register_overlay`).
+        if let Some(cfg) = config() {
+            // SAFETY: plain helper call.
+            let now = unsafe { bpf_ktime_get_ns() };
+            register_overlay(cfg, w.ovl_sb, tid, now);
+        }
+    } else if held_cow(w, tid) {
         bump(counter::WINDOWS_LOST);
     } else if w.emitted != 0 {
         // kprobe backend: its events were sent; only their syscall's end is missing.
