@@ -16,19 +16,34 @@ use crate::{common::*, kprobe::ovl_inode, tracepoint::emit_tp_ops};
 // recovered (`late_window`). Elsewhere only the first copy is loaded (user space decides:
 // `pipeline::probe`).
 
+/// Syscall entry for the kprobe backend: opens the window.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn cowprof_sys_enter(ctx: RawTracePointContext) -> i32 {
-    sys_enter(&ctx, false)
+    sys_enter(&ctx, false, false)
 }
 
 /// The second copy of `cowprof_sys_enter` (see "Two copies").
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn cowprof_sys_enter_fb(ctx: RawTracePointContext) -> i32 {
-    sys_enter(&ctx, true)
+    sys_enter(&ctx, true, false)
+}
+
+/// Syscall entry for the tracepoint backend: also emits the CoW temps of a window whose exit
+/// was never seen (see `stale_window`). A separate program for the same reason as
+/// `cowprof_sys_exit_tp`.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn cowprof_sys_enter_tp(ctx: RawTracePointContext) -> i32 {
+    sys_enter(&ctx, false, true)
+}
+
+/// The second copy of `cowprof_sys_enter_tp` (see "Two copies").
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn cowprof_sys_enter_tp_fb(ctx: RawTracePointContext) -> i32 {
+    sys_enter(&ctx, true, true)
 }
 
 #[inline(always)]
-fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
+fn sys_enter(ctx: &RawTracePointContext, second: bool, tp_backend: bool) -> i32 {
     let nr: i64 = ctx.arg(1);
     if !(0..512).contains(&nr) {
         return 0;
@@ -66,7 +81,7 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
                 }
                 // Not opened by the first copy for this syscall: the previous one's, whose
                 // exit was never seen.
-                stale_window(&*w, tid);
+                stale_window(&*w, tid, tp_backend);
             }
         }
     }
@@ -95,7 +110,7 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool) -> i32 {
     if res == Err(EEXIST) {
         if let Some(old) = WINDOWS.get_ptr(&tid) {
             // SAFETY: only this tid touches its window.
-            stale_window(unsafe { &*old }, tid);
+            stale_window(unsafe { &*old }, tid, tp_backend);
         }
         res = WINDOWS.insert(&tid, &w, BPF_ANY);
     }
@@ -137,10 +152,11 @@ const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = -17;
 
 /// A window whose syscall exit was never seen (the kernel skipped both copies of `sys_exit`;
-/// or the thread exited inside a tracked syscall): its overlay is registered late; its CoW
-/// operations are counted as lost.
-#[inline(never)]
-fn stale_window(w: &Window, tid: u32) {
+/// or the thread exited inside a tracked syscall), found at the thread's next tracked syscall:
+/// its overlay is registered late and its CoW temps emitted late (tracepoint backend); what
+/// cannot be recovered is counted as lost.
+#[inline(always)]
+fn stale_window(w: &Window, tid: u32, tp_backend: bool) {
     if w.class & u32::from(class::MOUNT) != 0 && w.ovl_sb != 0 {
         // Tracepoint backend: the overlay this mount made is registered now, late (its
         // operations by other threads before this are lost; this thread's next operations
@@ -151,6 +167,14 @@ fn stale_window(w: &Window, tid: u32) {
             let now = unsafe { bpf_ktime_get_ns() };
             register_overlay(cfg, w.ovl_sb, tid, now);
         }
+    } else if tp_backend && w.nops != 0 {
+        // Tracepoint backend: its temps have their final names by now; they are emitted
+        // here, with a return value of 0 (the syscall's own is gone) and this entry as their
+        // syscall's end.
+        let w = *w;
+        // SAFETY: plain helper call.
+        emit_tp_ops(&w, tid, 0, unsafe { bpf_ktime_get_ns() });
+        crate::phases::disarm();
     } else if held_cow(w, tid) {
         bump(counter::WINDOWS_LOST);
     } else if w.emitted != 0 {

@@ -615,7 +615,12 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     } else {
         "cowprof_sys_exit"
     };
-    let copies = [("cowprof_sys_enter", "sys_enter"), (sys_exit, "sys_exit")]
+    let sys_enter = if backend == Backend::Tracepoint {
+        "cowprof_sys_enter_tp"
+    } else {
+        "cowprof_sys_enter"
+    };
+    let copies = [(sys_enter, "sys_enter"), (sys_exit, "sys_exit")]
         .into_iter()
         .flat_map(|(p, tp)| {
             let second = two_copies.then(|| (format!("{p}{SECOND_COPY}"), tp));
