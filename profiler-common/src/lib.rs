@@ -279,7 +279,8 @@ pub mod config_flags {
     /// `vfs_unlink` what overlay did; user space resolves the source layer.
     pub const OVL_TYPES: u32 = 1;
     /// The syscall and ctime programs are loaded twice (kernels that run tracepoint programs
-    /// preemptibly): `sys_exit` also counts tracked syscalls whose entry was skipped.
+    /// preemptibly): the tracepoint backend opens a window late for a tracked syscall whose
+    /// entry was skipped.
     pub const TWO_COPIES: u32 = 2;
 }
 
@@ -322,10 +323,9 @@ pub mod counter {
     /// Tracepoint backend: whiteouts seen whose name in the upper dir could not be read
     /// (lost).
     pub const WHITEOUT_UNNAMED: u32 = 4;
-    /// Syscall windows lost because the kernel skipped both copies of a syscall program
-    /// (see [`config_flags::TWO_COPIES`]): a window that held CoW operations or a mount's
-    /// superblock whose exit was never seen (found stale at the thread's next tracked
-    /// syscall), or a tracked syscall whose entry was never seen.
+    /// Syscall windows lost because the kernel skipped both copies of `sys_exit` (see
+    /// [`config_flags::TWO_COPIES`]): found still open at the thread's next tracked syscall,
+    /// holding a CoW temp or whiteout that could not be emitted late.
     pub const WINDOWS_LOST: u32 = 5;
     pub const COUNT: u32 = 6;
 }

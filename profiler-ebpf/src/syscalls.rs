@@ -12,8 +12,8 @@ use crate::{common::*, kprobe::ovl_inode, tracepoint::emit_tp_ops};
 // marks it, the second opens it only when it finds no mark. `sys_exit`: the first closes the
 // window, the second closes one still open. The ctime programs: both process the hit
 // (idempotent, see `tracepoint.rs`). A hit is lost only when both copies are busy on that
-// CPU; what is lost is counted where it can be seen (`stale_window`, `lost_entry`) or
-// recovered (`late_window`). Elsewhere only the first copy is loaded (user space decides:
+// CPU; what both miss is recovered where it can be seen (`stale_window`, `late_window`) and
+// counted when it cannot. Elsewhere only the first copy is loaded (user space decides:
 // `pipeline::probe`).
 
 /// Syscall entry for the kprobe backend: opens the window.
@@ -290,22 +290,6 @@ pub(crate) fn register_overlay(cfg: &Config, sb: u64, tid: u32, now: u64) {
     let _ = MOUNT_ARGS.remove(&tid);
 }
 
-/// A syscall exit without a window (kprobe backend): where the kernel may skip `sys_enter`
-/// (two copies), a tracked syscall of a traced task got here without its entry seen, so its
-/// events went out without their syscall. Counted as lost; elsewhere nothing is checked (no
-/// cost). The tracepoint backend opens such a window late instead (`late_window`).
-#[inline(never)]
-fn lost_entry(ctx: &RawTracePointContext) {
-    let Some(cfg) = config() else { return };
-    if cfg.flags & config_flags::TWO_COPIES == 0 {
-        return;
-    }
-    // `regs->orig_ax`: the syscall number (x86_64).
-    if traced_class(cfg, read::<i64>(ctx.arg::<u64>(0), REGS_ORIG_AX).unwrap_or(-1)) != 0 {
-        bump(counter::WINDOWS_LOST);
-    }
-}
-
 /// The `class` bits of syscall `nr` when it is tracked for the current task (0 otherwise):
 /// the filter `sys_enter` applies.
 #[inline(always)]
@@ -378,14 +362,14 @@ pub(crate) fn late_window(tid: u32, inode: u64) -> bool {
 /// Syscall exit for the kprobe backend: closes the window.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, false, false)
+    sys_exit(&ctx, false)
 }
 
 /// The second copy of `cowprof_sys_exit` (see "Two copies"): the first removes the window it
 /// closes, so a window still there is one the first did not run for.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit_fb(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, false, true)
+    sys_exit(&ctx, false)
 }
 
 /// Syscall exit for the tracepoint backend: also emits the window's CoW temps. A separate
@@ -393,23 +377,19 @@ pub fn cowprof_sys_exit_fb(ctx: RawTracePointContext) -> i32 {
 /// too complex) never load that code.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit_tp(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, true, false)
+    sys_exit(&ctx, true)
 }
 
 /// The second copy of `cowprof_sys_exit_tp` (see "Two copies").
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit_tp_fb(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, true, true)
+    sys_exit(&ctx, true)
 }
 
 #[inline(always)]
-pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool, second: bool) -> i32 {
+pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
-        // The second copy cannot tell a window the first closed from one never opened.
-        if !second && !tp_backend {
-            lost_entry(ctx);
-        }
         return 0;
     };
     // SAFETY: only this tid touches its window; copied out before it is removed.

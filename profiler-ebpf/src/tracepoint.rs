@@ -14,8 +14,14 @@ use crate::{common::*, kprobe::ovl_inode};
 #[inline(always)]
 pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
-        return 0;
+    let w = match WINDOWS.get_ptr_mut(&tid) {
+        Some(w) => w,
+        // A tracked syscall whose entry was skipped (two copies only): its window now.
+        None if crate::syscalls::late_window(tid, inode) => match WINDOWS.get_ptr_mut(&tid) {
+            Some(w) => w,
+            None => return 0,
+        },
+        None => return 0,
     };
     let Some(cfg) = config() else { return 0 };
     let off = &cfg.off;
@@ -518,48 +524,36 @@ fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
 
 #[btf_tracepoint(function = "ctime_ns_xchg")]
 pub fn cowprof_tp_ctime_ns_xchg(ctx: BtfTracePointContext) -> i32 {
-    tp_inode_copy(&ctx, false)
+    tp_inode(&ctx, ctx.arg::<u64>(0))
 }
 
 #[btf_tracepoint(function = "ctime_xchg_skip")]
 pub fn cowprof_tp_ctime_xchg_skip(ctx: BtfTracePointContext) -> i32 {
-    tp_inode_copy(&ctx, false)
+    tp_inode(&ctx, ctx.arg::<u64>(0))
 }
 
 #[btf_tracepoint(function = "inode_set_ctime_to_ts")]
 pub fn cowprof_tp_set_ctime(ctx: BtfTracePointContext) -> i32 {
-    tp_inode_copy(&ctx, false)
+    tp_inode(&ctx, ctx.arg::<u64>(0))
 }
 
-// The second copies of the ctime programs (see "Two copies" in `syscalls.rs`).
+// The second copies of the ctime programs (see "Two copies" in `syscalls.rs`). Both copies
+// process a hit when both run: `tp_inode` is idempotent per hit (an inode already in the table
+// is updated with the same facts, an overlay inode already remembered is not added again), so
+// the second needs no mark from the first; a mark could not tell this hit from the task's
+// previous one anyway (a second copy skipped there would leave it set).
 
 #[btf_tracepoint(function = "ctime_ns_xchg")]
 pub fn cowprof_tp_ctime_ns_xchg_fb(ctx: BtfTracePointContext) -> i32 {
-    tp_inode_copy(&ctx, true)
+    tp_inode(&ctx, ctx.arg::<u64>(0))
 }
 
 #[btf_tracepoint(function = "ctime_xchg_skip")]
 pub fn cowprof_tp_ctime_xchg_skip_fb(ctx: BtfTracePointContext) -> i32 {
-    tp_inode_copy(&ctx, true)
+    tp_inode(&ctx, ctx.arg::<u64>(0))
 }
 
 #[btf_tracepoint(function = "inode_set_ctime_to_ts")]
 pub fn cowprof_tp_set_ctime_fb(ctx: BtfTracePointContext) -> i32 {
-    tp_inode_copy(&ctx, true)
-}
-
-/// One copy of a ctime program. Both copies process the hit when both run: `tp_inode` is
-/// idempotent per hit (an inode already in the table is updated with the same facts, an
-/// overlay inode already remembered is not added again), so the second needs no mark from
-/// the first, and a mark could not tell this hit from the task's previous one anyway (a
-/// second copy skipped there would leave it set). Where only the first is loaded, it is
-/// `tp_inode` alone.
-#[inline(always)]
-fn tp_inode_copy(ctx: &BtfTracePointContext, _second: bool) -> i32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let inode = ctx.arg::<u64>(0);
-    if WINDOWS.get_ptr(&tid).is_none() && !crate::syscalls::late_window(tid, inode) {
-        return 0;
-    }
-    tp_inode(ctx, inode)
+    tp_inode(&ctx, ctx.arg::<u64>(0))
 }

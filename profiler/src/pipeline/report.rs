@@ -326,7 +326,7 @@ impl Exporter for Table {
         };
         writeln!(
             out,
-            "\n  {dropped} (ring buffer full {}, op table full {}, window map full {}, malformed {}, whiteout unnamed {}, program runs skipped {}){}",
+            "\n  {dropped} (ring buffer full {}, op table full {}, window map full {}, malformed {}, whiteout unnamed {}, windows lost to skipped runs {}){}",
             d.ringbuf,
             d.op_table,
             d.windows,
