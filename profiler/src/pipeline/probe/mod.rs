@@ -739,7 +739,10 @@ mod tests {
         assert!(!two_copies_wanted("garbage", None));
         assert!(two_copies_wanted("6.18.0", Some("1")));
         assert!(!two_copies_wanted("7.3.4", Some("0")));
-        assert!(two_copies_wanted("7.3.4", Some("yes")), "unknown values leave the default");
+        assert!(
+            two_copies_wanted("7.3.4", Some("yes")),
+            "unknown values leave the default"
+        );
     }
 
     #[test]
@@ -749,5 +752,4 @@ mod tests {
         assert_eq!(parse_recursion_misses(info), Some(12));
         assert_eq!(parse_recursion_misses("pos:\t0\nprog_type:\t17\n"), None);
     }
-
 }
