@@ -198,9 +198,9 @@ pub struct Drops {
     /// read (lost, counted).
     #[serde(default)]
     pub whiteout_unnamed: u64,
-    /// Syscall windows lost because the kernel skipped a syscall program's runs (a program
-    /// preempted on a CPU is skipped there for other tasks) and its second copy's too: their
-    /// CoW operations or mount registration are lost (see docs/backends.md, "Skipped program
+    /// Syscall windows lost because the kernel skipped both copies of `sys_exit` (a program
+    /// preempted on a CPU is skipped there for other tasks, 7.0 and later): copy-ups and
+    /// whiteouts that could not be emitted late (see docs/backends.md, "Skipped program
     /// runs").
     #[serde(default)]
     pub recursion: u64,
