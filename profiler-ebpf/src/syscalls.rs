@@ -75,7 +75,10 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool, tp_backend: bool) -> i32 
         if let Some(w) = WINDOWS.get_ptr_mut(&tid) {
             // SAFETY: only this tid touches its window.
             unsafe {
-                if (*w).enter_mark != 0 {
+                // The number too: a window whose exit was lost may still carry the mark of
+                // a first copy whose second was skipped then (most often a mount followed by
+                // other syscalls; the same syscall again is taken as this one).
+                if (*w).enter_mark != 0 && (*w).nr == nr as i32 {
                     (*w).enter_mark = 0;
                     return 0;
                 }
