@@ -344,6 +344,10 @@ pub(crate) fn late_window(tid: u32, inode: u64) -> bool {
     if cls == 0 {
         return false;
     }
+    if nr as i32 == NR_MOUNT {
+        // The mount record's target and options, as `sys_enter` would have taken them.
+        capture_mount_args(regs, tid);
+    }
     let w = Window {
         // SAFETY: plain helper call.
         enter_ns: unsafe { bpf_ktime_get_ns() },
