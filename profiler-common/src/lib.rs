@@ -278,6 +278,10 @@ pub mod config_flags {
     /// kprobe backend reads only vmlinux types and learns from `vfs_rename`/`vfs_link`/
     /// `vfs_unlink` what overlay did; user space resolves the source layer.
     pub const OVL_TYPES: u32 = 1;
+    /// The syscall and ctime programs are loaded twice (kernels that run tracepoint programs
+    /// preemptibly): the tracepoint backend opens a window late for a tracked syscall whose
+    /// entry was skipped.
+    pub const TWO_COPIES: u32 = 2;
 }
 
 /// Read by every program from the one-element `CONFIG` array.
@@ -319,7 +323,11 @@ pub mod counter {
     /// Tracepoint backend: whiteouts seen whose name in the upper dir could not be read
     /// (lost).
     pub const WHITEOUT_UNNAMED: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Syscall windows lost because the kernel skipped both copies of `sys_exit` (see
+    /// [`config_flags::TWO_COPIES`]): found still open at the thread's next tracked syscall,
+    /// holding a CoW temp or whiteout that could not be emitted late.
+    pub const WINDOWS_LOST: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 const _: () = assert!(size_of::<CowEvent>() == 128 + 72 + COMM_LEN + PATH_BUF);

@@ -4,8 +4,9 @@
 pub(crate) use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes, bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, fentry, kprobe, kretprobe, map, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -33,6 +34,8 @@ pub(crate) const NR_MOUNT: i32 = 165;
 pub(crate) const REGS_SI: u32 = 104;
 pub(crate) const REGS_DX: u32 = 96;
 pub(crate) const REGS_R8: u32 = 72;
+/// x86_64 `struct pt_regs` offset of `orig_ax` (the syscall number at `sys_exit`).
+pub(crate) const REGS_ORIG_AX: u32 = 120;
 /// Overlay inodes a syscall can remember (each one instantiated or updated in it): the
 /// copy-up's or removal's own overlay inode is among them when its lookup happened here.
 pub(crate) const MAX_CANDS: usize = 4;
@@ -64,8 +67,13 @@ pub(crate) static UPPER_DEVS: HashMap<u32, u32> = HashMap::with_max_entries(4096
 /// tid -> the `mount(2)` arguments captured at its entry (sent with the mount record).
 #[map]
 pub(crate) static MOUNT_ARGS: HashMap<u32, MountEvent> = HashMap::with_max_entries(256, 0);
+/// tid -> the overlay superblock its `ovl_fill_super` is filling (kprobe backend).
 #[map]
-pub(crate) static MOUNT_SCRATCH: PerCpuArray<MountEvent> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static FILL_SB: HashMap<u32, u64> = HashMap::with_max_entries(256, 0);
+/// The source of a new `MOUNT_ARGS` entry, filled in place afterwards (see `insert_blank`):
+/// never written, all zeros.
+#[map]
+pub(crate) static MOUNT_BLANK: PerCpuArray<MountEvent> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU counter behind the kernel's mount serials.
 #[map]
 pub(crate) static MOUNT_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
@@ -135,6 +143,10 @@ pub(crate) struct Window {
     /// Mount windows: the overlay superblock made in this syscall (its root inode's ctime
     /// is set at the end of `ovl_fill_super`).
     pub(crate) ovl_sb: u64,
+    /// Set by the first copy of `sys_enter` (see "Two copies" in `syscalls.rs`), cleared by
+    /// the second: 1 tells the second that the first opened this window.
+    pub(crate) enter_mark: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Tracepoint backend: the CoW operations and overlay inodes one syscall met. Only the first
@@ -261,6 +273,17 @@ pub(crate) fn read<T: Copy>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.ok()
 }
 
+/// A pointer-sized field at `base + off`, `off` known present (0 when `base` is 0 or the read
+/// faults).
+#[inline(always)]
+pub(crate) fn peek(base: u64, off: u32) -> u64 {
+    if base == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const u64) }.unwrap_or(0)
+}
+
 #[inline(always)]
 pub(crate) fn ptr(base: u64, off: u32) -> u64 {
     read::<u64>(base, off).unwrap_or(0)
@@ -319,6 +342,20 @@ pub(crate) fn inode_mode(off: &Offsets, inode: u64) -> u32 {
 /// Returns false if the walk never reached its root (an upper root when `upper_dev` is set).
 #[inline(never)]
 pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev: u32) -> bool {
+    // The offsets the loop reads, checked once here and read with `peek`: `read` tests its
+    // offset for "absent" on every use, and the exact u32::MAX its "absent" branch leaves
+    // on the stack made every level a state of its own (inside the emission callback the
+    // walk passed the verifier's million-instruction limit). All are required fields.
+    let d_inode = core::hint::black_box(off.dentry_d_inode);
+    let d_parent = core::hint::black_box(off.dentry_d_parent);
+    let d_name = core::hint::black_box(off.dentry_d_name_name);
+    let i_ino = core::hint::black_box(off.inode_i_ino);
+    if d_inode == u32::MAX || d_parent == u32::MAX || d_name == u32::MAX || i_ino == u32::MAX {
+        ev.path_len = 0;
+        ev.depth = 0;
+        ev.flags |= flags::PATH_TRUNCATED;
+        return false;
+    }
     let mut pos: usize = 0;
     let mut depth: u32 = 0;
     let mut truncated = 1u32;
@@ -328,13 +365,13 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
             truncated = 0;
             break;
         }
-        let inode = ptr(dentry, off.dentry_d_inode);
-        let parent = ptr(dentry, off.dentry_d_parent);
+        let inode = peek(dentry, d_inode);
+        let parent = peek(dentry, d_parent);
         if upper_dev != 0 && inode != 0 {
             let key = InodeKey {
                 dev: upper_dev,
                 _pad: 0,
-                ino: ptr(inode, off.inode_i_ino),
+                ino: peek(inode, i_ino),
             };
             // SAFETY: read-only map lookup.
             if let Some(serial) = unsafe { UPPER_ROOTS.get(&key) }.filter(|_| ovl_inuse(off, inode))
@@ -349,15 +386,11 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
             }
         }
         if parent == dentry || parent == 0 {
-            ev.root_ino = if inode != 0 {
-                ptr(inode, off.inode_i_ino)
-            } else {
-                0
-            };
+            ev.root_ino = if inode != 0 { peek(inode, i_ino) } else { 0 };
             truncated = 0;
             break;
         }
-        let name = ptr(dentry, off.dentry_d_name_name);
+        let name = peek(dentry, d_name);
         // black_box keeps LLVM from dropping the mask (it can prove pos < 256): older
         // verifiers (6.1) need the mask itself to bound the write offset.
         let start = core::hint::black_box(pos) & (PATH_BUF / 2 - 1);
@@ -370,7 +403,11 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
             Ok(s) => s.len(),
             Err(_) => break,
         };
-        pos = start + n + 1; // keep the NUL as separator
+        // keep the NUL as separator. Through black_box: an exact `pos` (a name the read
+        // found empty gives one) makes every level a state of its own, and inside the
+        // emission callback the walk then passed the verifier's million-instruction limit;
+        // the checks below bound it the same.
+        pos = core::hint::black_box(start + n + 1);
         depth += 1;
         if pos >= PATH_BUF / 2 {
             break;

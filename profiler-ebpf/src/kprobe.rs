@@ -177,21 +177,42 @@ pub(crate) fn mount_serial(off: &Offsets, sb: u64) -> u32 {
 
 /// `ovl_fill_super(sb, ...)` (6.1: `(sb, data, silent)`; since 6.5: `(sb, fc)`; the superblock
 /// comes first in both): the overlay a `mount`/`fsconfig` syscall is making. It is registered
-/// at that syscall's exit, once the mount succeeded, the same way as in the tracepoint backend
-/// (which learns the superblock from its root inode's ctime instead).
+/// when `ovl_fill_super` returns 0 (`cowprof_kp_fill_super_ret`), not at the syscall's exit:
+/// kprobes are never skipped the way tracepoint programs can be (see "Two copies" in
+/// `syscalls.rs`). The tracepoint backend learns the superblock from its root inode's ctime and
+/// registers it at the syscall's exit.
 #[kprobe]
 pub fn cowprof_kp_fill_super(ctx: ProbeContext) -> u32 {
     let Some(sb) = ctx.arg::<u64>(0) else {
         return 0;
     };
+    let id = bpf_get_current_pid_tgid();
+    // cowprof's own mounts (the start-up check) are left out, as at syscall entry.
+    if config().is_none_or(|cfg| (id >> 32) as u32 == cfg.self_tgid) {
+        return 0;
+    }
+    let _ = FILL_SB.insert(&(id as u32), &sb, 0);
+    0
+}
+
+/// `ovl_fill_super` returned: on success the superblock's root, upper root and work dir are
+/// set; the overlay is registered now, before the mount is attached.
+#[kretprobe]
+pub fn cowprof_kp_fill_super_ret(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
     let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(w) = WINDOWS.get_ptr_mut(&tid) {
-        // SAFETY: only this tid touches its window.
-        unsafe {
-            if (*w).class & u32::from(class::MOUNT) != 0 {
-                (*w).ovl_sb = sb;
-            }
-        }
+    // SAFETY: read-only lookup of this tid's entry.
+    let Some(&sb) = (unsafe { FILL_SB.get(&tid) }) else {
+        return 0;
+    };
+    let _ = FILL_SB.remove(&tid);
+    if ret as i32 != 0 {
+        return 0;
+    }
+    if let Some(cfg) = config() {
+        // SAFETY: plain helper call.
+        let now = unsafe { bpf_ktime_get_ns() };
+        crate::syscalls::register_overlay(cfg, sb, tid, now);
     }
     0
 }

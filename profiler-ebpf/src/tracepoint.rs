@@ -14,8 +14,14 @@ use crate::{common::*, kprobe::ovl_inode};
 #[inline(always)]
 pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
-        return 0;
+    let w = match WINDOWS.get_ptr_mut(&tid) {
+        Some(w) => w,
+        // A tracked syscall whose entry was skipped (two copies only): its window now.
+        None if crate::syscalls::late_window(tid, inode) => match WINDOWS.get_ptr_mut(&tid) {
+            Some(w) => w,
+            None => return 0,
+        },
+        None => return 0,
     };
     let Some(cfg) = config() else { return 0 };
     let off = &cfg.off;
@@ -377,7 +383,16 @@ pub(crate) fn count_unnamed(state: u32) {
     }
 }
 
-/// What the emission of one operation needs from its syscall (`bpf_loop`'s context).
+/// `bpf_loop`'s context: what `cowprof_emit_op` cannot read from the window.
+#[repr(C)]
+struct LoopCtx {
+    tid: u32,
+    _pad: u32,
+    ret: i64,
+    now: u64,
+}
+
+/// What the emission of one operation needs from its syscall.
 #[repr(C)]
 struct EmitCtx {
     tid: u32,
@@ -398,14 +413,9 @@ struct EmitCtx {
 /// path walk.
 #[inline(always)]
 pub(crate) fn emit_tp_ops(w: &Window, tid: u32, ret: i64, now: u64) {
-    let mut c = EmitCtx {
+    let mut c = LoopCtx {
         tid,
-        ncands: w.ncands,
-        consumed_whiteout: w.consumed_whiteout,
-        last_temp: w.last_temp,
-        nr: w.nr,
         _pad: 0,
-        enter_ns: w.enter_ns,
         ret,
         now,
     };
@@ -428,7 +438,7 @@ pub(crate) fn emit_tp_ops(w: &Window, tid: u32, ret: i64, now: u64) {
 /// `bpf_loop` callback: prepares and emits operation `i`. Returns 0 (go on) or 1 (stop).
 extern "C" fn emit_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: bpf_loop passes `emit_tp_ops`'s context.
-    let c = unsafe { &*ctx.cast::<EmitCtx>() };
+    let c = unsafe { &*ctx.cast::<LoopCtx>() };
     // The global function's return is an unknown scalar to the verifier, which wants a
     // callback's return in [0, 1] (`black_box` keeps LLVM from passing it through as is).
     if core::hint::black_box(cowprof_emit_op(c.tid, i as u32, c.ret, c.now)) == 0 {
@@ -490,6 +500,26 @@ fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
     // SAFETY: the entry is ours until submit; every field is written below.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     fill_common(cfg, ev, (id >> 32) as u32, id as u32, backend::TRACEPOINT);
+    // Before the walk: it takes the upper root's serial only when this is 0.
+    ev.mount_id = op.mount_id;
+    // The path first, while few distinct verifier states reach this call: `walk` is a
+    // static subprogram, verified again for every state it is called in, and the branches
+    // below (kind, phases) multiplied those past the million-instruction limit.
+    if !walk(
+        off,
+        ev,
+        name_dentry(off, op.inode, op.whiteout_dentry),
+        op.dev,
+    ) {
+        // Never reached the upper dir. A temp: an intermediate directory of a removal
+        // (overlay swaps in an empty opaque dir made in the work dir before whiting out a
+        // directory that held whiteouts), not a copy-up. A whiteout: made, but its name in
+        // the upper dir cannot be read (no dentry: an upper filesystem's own
+        // RENAME_WHITEOUT), so lost and counted.
+        entry.discard(RB_NO_WAKEUP);
+        count_unnamed(op.state);
+        return;
+    }
     ev.syscall_nr = c.nr;
     ev.syscall_enter_ns = c.enter_ns;
     ev.syscall_ret = c.ret;
@@ -498,7 +528,6 @@ fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
     ev.end_ns = c.now;
     ev.latency_ns = op.last_ns - op.first_ns;
     ev.dev = op.dev;
-    ev.mount_id = op.mount_id;
     ev.mode = op.mode;
     ev.result = if c.ret < 0 { c.ret as i32 } else { 0 };
     let over_whiteout = last && c.consumed_whiteout != 0;
@@ -526,21 +555,7 @@ fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
     ev.lower_idx = op.lower_idx;
     ev.flags |= op.lower_flag;
     crate::phases::tp_fill(off, ev, i as u32, op.inode);
-    if walk(
-        off,
-        ev,
-        name_dentry(off, op.inode, op.whiteout_dentry),
-        op.dev,
-    ) {
-        entry.submit(rb_flags());
-        return;
-    }
-    // Never reached the upper dir. A temp: an intermediate directory of a removal (overlay
-    // swaps in an empty opaque dir made in the work dir before whiting out a directory that
-    // held whiteouts), not a copy-up. A whiteout: made, but its name in the upper dir cannot
-    // be read (no dentry: an upper filesystem's own RENAME_WHITEOUT), so lost and counted.
-    entry.discard(RB_NO_WAKEUP);
-    count_unnamed(op.state);
+    entry.submit(rb_flags());
 }
 
 #[btf_tracepoint(function = "ctime_ns_xchg")]
@@ -555,5 +570,26 @@ pub fn cowprof_tp_ctime_xchg_skip(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "inode_set_ctime_to_ts")]
 pub fn cowprof_tp_set_ctime(ctx: BtfTracePointContext) -> i32 {
+    tp_inode(&ctx, ctx.arg::<u64>(0))
+}
+
+// The second copies of the ctime programs (see "Two copies" in `syscalls.rs`). Both copies
+// process a hit when both run: `tp_inode` is idempotent per hit (an inode already in the table
+// is updated with the same facts, an overlay inode already remembered is not added again), so
+// the second needs no mark from the first; a mark could not tell this hit from the task's
+// previous one anyway (a second copy skipped there would leave it set).
+
+#[btf_tracepoint(function = "ctime_ns_xchg")]
+pub fn cowprof_tp_ctime_ns_xchg_fb(ctx: BtfTracePointContext) -> i32 {
+    tp_inode(&ctx, ctx.arg::<u64>(0))
+}
+
+#[btf_tracepoint(function = "ctime_xchg_skip")]
+pub fn cowprof_tp_ctime_xchg_skip_fb(ctx: BtfTracePointContext) -> i32 {
+    tp_inode(&ctx, ctx.arg::<u64>(0))
+}
+
+#[btf_tracepoint(function = "inode_set_ctime_to_ts")]
+pub fn cowprof_tp_set_ctime_fb(ctx: BtfTracePointContext) -> i32 {
     tp_inode(&ctx, ctx.arg::<u64>(0))
 }

@@ -348,6 +348,9 @@ pub async fn record(
     attributor.fill(&mut rest).await;
     deliver(rest, out, exporter);
     let summary = agg.summary(tap.get_ref().drops());
+    if let Some(note) = tap.get_ref().probe().recursion_note() {
+        eprintln!("cowprof: {note}");
+    }
     if let Some(m) = &opts.metrics {
         m.set_drops(&summary.drops);
     }

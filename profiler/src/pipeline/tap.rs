@@ -113,6 +113,7 @@ impl Tap {
             malformed: self.malformed,
             syscall_ends: c[counter::SYSCALL_END_DROPS as usize],
             whiteout_unnamed: c[counter::WHITEOUT_UNNAMED as usize],
+            recursion: c[counter::WINDOWS_LOST as usize],
         }
     }
 }
@@ -229,11 +230,12 @@ impl KernelTap {
         self.tap.drain(&mut self.enricher, None)
     }
 
-    /// Events lost so far (ring buffer full, tables full, malformed samples). Not
+    /// Events lost so far (ring buffer full, tables full, malformed samples, skipped program
+    /// runs). Not
     /// `WHITEOUT_UNNAMED`: whiteouts the tracepoint backend cannot name (ext4's own
     /// `RENAME_WHITEOUT` in `rename_file`) are not among a private tap's numbers.
     pub fn drops(&self) -> u64 {
         let d = self.tap.drops();
-        self.drops_before + d.ringbuf + d.op_table + d.windows + d.malformed
+        self.drops_before + d.ringbuf + d.op_table + d.windows + d.malformed + d.recursion
     }
 }

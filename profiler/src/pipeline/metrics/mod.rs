@@ -310,6 +310,7 @@ impl Recorder {
             "windows",
             "malformed",
             "whiteout_unnamed",
+            "recursion",
         ] {
             let _ = rec.dropped.get_or_create(&ReasonLabels { reason });
         }
@@ -397,6 +398,7 @@ impl Recorder {
             ("windows", d.windows),
             ("malformed", d.malformed),
             ("whiteout_unnamed", d.whiteout_unnamed),
+            ("recursion", d.recursion),
         ] {
             let c = self.dropped.get_or_create(&ReasonLabels { reason });
             // Monotonic by construction; never move a counter backwards.
@@ -632,7 +634,7 @@ mod tests {
     fn drops_backend_and_process() {
         let (rec, reg) = Recorder::new(DEFAULT_MAX_SERIES).unwrap();
         let before = encode(&reg);
-        assert_eq!(samples(&before, "cowprof_dropped_events_total{").len(), 5);
+        assert_eq!(samples(&before, "cowprof_dropped_events_total{").len(), 6);
         rec.set_drops(&Drops {
             ringbuf: 3,
             op_table: 0,
@@ -640,6 +642,7 @@ mod tests {
             malformed: 2,
             syscall_ends: 5,
             whiteout_unnamed: 7,
+            recursion: 4,
         });
         rec.set_backend(&RunInfo {
             backend: crate::event::Backend::Tracepoint,
@@ -661,6 +664,7 @@ mod tests {
         assert!((drop("malformed") - 2.0).abs() < f64::EPSILON);
         assert!((drop("op_table")).abs() < f64::EPSILON);
         assert!((drop("whiteout_unnamed") - 7.0).abs() < f64::EPSILON);
+        assert!((drop("recursion") - 4.0).abs() < f64::EPSILON);
         assert!(text.contains(r#"cowprof_backend_info{backend="tracepoint",kernel="6.18""#));
         let rss = value(samples(&text, "process_resident_memory_bytes")[0]);
         assert!(rss >= 4096.0, "{text}");
@@ -700,12 +704,12 @@ mod tests {
             .collect();
         assert_eq!(sets.len(), max + 1, "{max} label sets of their own + other");
         // The documented bound: per label set 5 copy-up kinds × (count + bytes + 27 histogram
-        // lines) + 3 whiteout kinds, for N + 1 label sets, plus 14 fixed series (5 of them drop
+        // lines) + 3 whiteout kinds, for N + 1 label sets, plus 15 fixed series (6 of them drop
         // reasons). Here exactly: 25 sets with a data copy-up (29 each), 25 with a whiteout
         // (1), `other` with both (30).
         let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert!(all_series <= (max + 1) * (5 * 29 + 3) + 14);
-        assert_eq!(all_series, 25 * 29 + 25 + 30 + 14);
+        assert!(all_series <= (max + 1) * (5 * 29 + 3) + 15);
+        assert_eq!(all_series, 25 * 29 + 25 + 30 + 15);
         let total: f64 = copy.iter().chain(&white).map(|l| value(l)).sum();
         assert!(
             (total - 5_000.0).abs() < f64::EPSILON,
@@ -737,7 +741,7 @@ mod tests {
         }
         let text = encode(&reg);
         let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(all_series, (DEFAULT_MAX_SERIES + 1) * 148 + 14);
+        assert_eq!(all_series, (DEFAULT_MAX_SERIES + 1) * 148 + 15);
     }
 
     /// An idle label set gives its place to a new one; active ones keep theirs.

@@ -45,9 +45,10 @@ pub const KPROBE_HOOKS: &[(&str, &str, bool)] = &[
     ("cowprof_kp_dir_op_ret", "ovl_symlink", false),
     ("cowprof_kp_link", "ovl_link", false),
     ("cowprof_kp_dir_op_ret", "ovl_link", false),
-    // New mounts are registered kernel-side at their syscall's exit; without it, events are
-    // attributed by the overlay's device number (wrong for stacks that live milliseconds).
+    // New mounts are registered kernel-side when `ovl_fill_super` returns; without it, events
+    // are attributed by the overlay's device number (wrong for stacks that live milliseconds).
     ("cowprof_kp_fill_super", "ovl_fill_super", false),
+    ("cowprof_kp_fill_super_ret", "ovl_fill_super", false),
 ];
 
 /// kprobe attach points used only when overlay's types are not in BTF: what overlay does to the
@@ -65,6 +66,12 @@ pub const TP_HOOKS: &[(&str, &str)] = &[
     ("cowprof_tp_ctime_xchg_skip", "ctime_xchg_skip"),
     ("cowprof_tp_set_ctime", "inode_set_ctime_to_ts"),
 ];
+
+/// Suffix of a program's second copy: the same code loaded as a program of its own and
+/// attached right after the first to the same tracepoint. Where the kernel runs tracepoint
+/// programs preemptibly it skips a program on a CPU while that program is preempted there
+/// (docs/backends.md, "Skipped program runs"); the second copy then does the work.
+pub const SECOND_COPY: &str = "_fb";
 
 /// Overlay functions whose presence `doctor` reports (static ones may be inlined).
 pub const OVERLAY_SYMBOLS: &[&str] = &[
@@ -171,6 +178,43 @@ pub struct Probe {
     pub canary: Result<canary::CanaryReport, String>,
     /// Counters at the end of the start-up check: [`Probe::counters`] counts from there.
     counters_base: [u64; counter::COUNT as usize],
+    /// Each program's skipped runs at the end of the start-up check (see
+    /// [`Probe::recursion_misses_by_program`]).
+    misses_base: std::collections::HashMap<String, u64>,
+    /// The second copies attached (see [`SECOND_COPY`]).
+    second_copies: Vec<String>,
+}
+
+/// The first kernel whose tracepoint callbacks run preemptibly (under SRCU-fast, with only
+/// migration disabled) instead of with preemption disabled: from here a preempted program
+/// makes the kernel skip it for every other task on that CPU (docs/backends.md, "Skipped
+/// program runs").
+const PREEMPTIBLE_TRACEPOINTS: (u32, u32) = (7, 0);
+
+/// Whether the syscall and ctime programs get second copies: on kernels from
+/// [`PREEMPTIBLE_TRACEPOINTS`] on, or as `COWPROF_SECOND_COPIES` (`1` or `0`) says.
+fn two_copies_wanted(release: &str, forced: Option<&str>) -> bool {
+    match forced {
+        Some("1") => return true,
+        Some("0") => return false,
+        _ => {}
+    }
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= PREEMPTIBLE_TRACEPOINTS,
+        _ => false,
+    }
+}
+
+/// `recursion_misses` from a program's fdinfo (absent before 5.12).
+fn parse_recursion_misses(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("recursion_misses:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl Probe {
@@ -199,6 +243,65 @@ impl Probe {
         let mut out = self.counters_total();
         for (c, base) in out.iter_mut().zip(self.counters_base) {
             *c = c.saturating_sub(base);
+        }
+        out
+    }
+
+    /// Per program (by name), the runs the kernel skipped since the start-up check because
+    /// that program was already running on the CPU (`recursion_misses` in the program's
+    /// fdinfo; see docs/backends.md, "Skipped program runs"). Only programs with skips are
+    /// listed, by name.
+    pub fn recursion_misses_by_program(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .recursion_misses_total()
+            .into_iter()
+            .map(|(name, n)| {
+                let base = self.misses_base.get(&name).copied().unwrap_or(0);
+                (name, n.saturating_sub(base))
+            })
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// One line naming every program the kernel skipped runs of (those a second copy stood
+    /// in for marked) and the syscall windows lost; `None` when no run was skipped.
+    pub fn recursion_note(&self) -> Option<String> {
+        let by_program = self.recursion_misses_by_program();
+        if by_program.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = by_program
+            .iter()
+            .map(|(p, n)| {
+                let second = format!("{p}{SECOND_COPY}");
+                if self.second_copies.contains(&second) {
+                    format!("{p} {n} (its second copy stood in)")
+                } else {
+                    format!("{p} {n}")
+                }
+            })
+            .collect();
+        Some(format!(
+            "the kernel skipped runs of programs already running on their CPU: {}; syscall windows lost to it: {} (drops.recursion)",
+            list.join(", "),
+            self.counters()[counter::WINDOWS_LOST as usize]
+        ))
+    }
+
+    fn recursion_misses_total(&self) -> Vec<(String, u64)> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let mut out = Vec::new();
+        for (name, prog) in self.ebpf.programs() {
+            let Ok(fd) = prog.fd() else { continue };
+            let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+            let Ok(info) = fs::read_to_string(path) else {
+                continue;
+            };
+            if let Some(n) = parse_recursion_misses(&info) {
+                out.push((name.to_owned(), n));
+            }
         }
         out
     }
@@ -382,12 +485,21 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             .map_err(|source| ProbeError::Load { source })?
     };
     lap("object (aya's btf, maps)");
+    let two_copies = two_copies_wanted(
+        &fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
+        std::env::var("COWPROF_SECOND_COPIES").ok().as_deref(),
+    );
+    log::debug!("second copies of the syscall and ctime programs: {two_copies}");
     let cfg = Config {
         self_tgid: std::process::id(),
         filter_tgid: opts.filter_tgid,
         filter_cgroup: opts.filter_cgroup,
         flags: if ovl_types {
             profiler_common::config_flags::OVL_TYPES
+        } else {
+            0
+        } | if two_copies {
+            profiler_common::config_flags::TWO_COPIES
         } else {
             0
         },
@@ -425,6 +537,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
 
     let mut attached = Vec::new();
     let mut skipped = Vec::new();
+    let mut second_copies = Vec::new();
     let program_err = |what: String| {
         move |source| ProbeError::Program {
             what: what.clone(),
@@ -462,7 +575,12 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                     }
                 })?;
             lap("btf (tp_btf targets)");
-            for &(prog_name, tp) in TP_HOOKS {
+            let copies = TP_HOOKS.iter().flat_map(|&(p, tp)| {
+                let second = two_copies.then(|| (format!("{p}{SECOND_COPY}"), tp));
+                std::iter::once((p.to_owned(), tp)).chain(second)
+            });
+            for (prog_name, tp) in copies {
+                let prog_name = prog_name.as_str();
                 let prog: &mut BtfTracePoint = ebpf
                     .program_mut(prog_name)
                     .expect("program in object")
@@ -474,7 +592,11 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                 prog.attach()
                     .map_err(program_err(format!("attaching tp_btf/{tp}")))?;
                 lap(&format!("attach {prog_name}"));
-                attached.push(format!("tp_btf:{tp}"));
+                if prog_name.ends_with(SECOND_COPY) {
+                    second_copies.push(prog_name.to_owned());
+                } else {
+                    attached.push(format!("tp_btf:{tp}"));
+                }
             }
         }
         Backend::Fentry => {
@@ -493,7 +615,19 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     } else {
         "cowprof_sys_exit"
     };
-    for (prog_name, tp) in [("cowprof_sys_enter", "sys_enter"), (sys_exit, "sys_exit")] {
+    let sys_enter = if backend == Backend::Tracepoint {
+        "cowprof_sys_enter_tp"
+    } else {
+        "cowprof_sys_enter"
+    };
+    let copies = [(sys_enter, "sys_enter"), (sys_exit, "sys_exit")]
+        .into_iter()
+        .flat_map(|(p, tp)| {
+            let second = two_copies.then(|| (format!("{p}{SECOND_COPY}"), tp));
+            std::iter::once((p.to_owned(), tp)).chain(second)
+        });
+    for (prog_name, tp) in copies {
+        let prog_name = prog_name.as_str();
         let prog: &mut RawTracePoint = ebpf
             .program_mut(prog_name)
             .expect("program in object")
@@ -505,7 +639,11 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         prog.attach(tp)
             .map_err(program_err(format!("attaching raw_tp/{tp}")))?;
         lap(&format!("attach {prog_name}"));
-        attached.push(format!("raw_tp:{tp}"));
+        if prog_name.ends_with(SECOND_COPY) {
+            second_copies.push(prog_name.to_owned());
+        } else {
+            attached.push(format!("raw_tp:{tp}"));
+        }
     }
     // Fails only if the object has no log call sites; diagnostics are optional either way.
     let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
@@ -551,8 +689,11 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         logger,
         canary,
         counters_base: [0; counter::COUNT as usize],
+        misses_base: std::collections::HashMap::new(),
+        second_copies,
     };
     probe.counters_base = probe.counters_total();
+    probe.misses_base = probe.recursion_misses_total().into_iter().collect();
     Ok(probe)
 }
 /// Loads `prog_name` (once: one program may be attached to several functions) and attaches it
@@ -581,4 +722,34 @@ pub(super) fn attach_kprobe<'a>(
         "kprobe"
     };
     Ok(format!("{kind}:{func}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_copies_from_7_0_or_when_forced() {
+        assert!(!two_copies_wanted("6.18.0-cowprof\n", None));
+        assert!(!two_copies_wanted("6.1.0-42-cloud-amd64", None));
+        assert!(!two_copies_wanted("6.12.74+deb13-cloud-amd64", None));
+        assert!(two_copies_wanted("7.0.0", None));
+        assert!(two_copies_wanted("7.3.4+bpo-cloud-amd64\n", None));
+        assert!(two_copies_wanted("10.1", None));
+        assert!(!two_copies_wanted("garbage", None));
+        assert!(two_copies_wanted("6.18.0", Some("1")));
+        assert!(!two_copies_wanted("7.3.4", Some("0")));
+        assert!(
+            two_copies_wanted("7.3.4", Some("yes")),
+            "unknown values leave the default"
+        );
+    }
+
+    #[test]
+    fn recursion_misses_from_fdinfo() {
+        let info = "pos:\t0\nflags:\t02000002\nprog_type:\t17\nprog_jited:\t1\n\
+                    run_time_ns:\t0\nrun_cnt:\t0\nrecursion_misses:\t12\nverified_insns:\t95\n";
+        assert_eq!(parse_recursion_misses(info), Some(12));
+        assert_eq!(parse_recursion_misses("pos:\t0\nprog_type:\t17\n"), None);
+    }
 }
