@@ -19,7 +19,10 @@ use std::{
     os::unix::{ffi::OsStrExt as _, fs::PermissionsExt as _},
     path::{Path, PathBuf},
     process::Command,
-    sync::{Arc, Barrier},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Barrier,
+    },
     time::{Duration, Instant},
 };
 
@@ -200,16 +203,35 @@ fn run_phase(p: &Phase, first_id: usize, out: &mut Vec<(String, BTreeSet<Key>, D
     }
     let rounds = PER_PHASE / p.parallel;
     let barrier = Arc::new(Barrier::new(p.parallel));
+    let failed = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..p.parallel)
         .map(|t| {
             let (barrier, base) = (Arc::clone(&barrier), p.base.clone());
+            let failed = Arc::clone(&failed);
             std::thread::spawn(move || {
-                (0..rounds)
-                    .map(|r| {
-                        barrier.wait();
-                        lifecycle(&base.join(format!("s{}", first_id + r * 16 + t)))
-                    })
-                    .collect::<Vec<_>>()
+                // Every worker reaches the barrier once per round even after a failure
+                // (a worker that stopped would leave the others waiting there for ever);
+                // the first failure is raised once the rounds are over.
+                let mut done = Vec::new();
+                let mut panic = None;
+                for r in 0..rounds {
+                    barrier.wait();
+                    if failed.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let root = base.join(format!("s{}", first_id + r * 16 + t));
+                    match std::panic::catch_unwind(|| lifecycle(&root)) {
+                        Ok(v) => done.push(v),
+                        Err(e) => {
+                            failed.store(true, Ordering::SeqCst);
+                            panic = Some(e);
+                        }
+                    }
+                }
+                if let Some(e) = panic {
+                    std::panic::resume_unwind(e);
+                }
+                done
             })
         })
         .collect();
@@ -238,6 +260,24 @@ impl Drop for TmpfsMount {
     }
 }
 
+/// Unmounts whatever a failed run left mounted under a directory (its stacks' overlays), the
+/// deepest first, so that a failure leaves no mount behind.
+struct MountsUnder(PathBuf);
+
+impl Drop for MountsUnder {
+    fn drop(&mut self) {
+        let mut left: Vec<String> = common::overlay_mounts()
+            .into_iter()
+            .map(|(_, target)| target)
+            .filter(|t| Path::new(t).starts_with(&self.0))
+            .collect();
+        left.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        for t in left {
+            let _ = Command::new("umount").arg(&t).status();
+        }
+    }
+}
+
 #[test]
 fn lifecycle_storm_is_exact_per_stack() {
     let test = "lifecycle_storm_is_exact_per_stack";
@@ -250,6 +290,7 @@ fn lifecycle_storm_is_exact_per_stack() {
         let dir = disk_tempdir();
         let base = canon(dir.path());
         let tmpfs = TmpfsMount::new(&base.join("tmpfs"));
+        let _left = MountsUnder(base.clone());
         fs::create_dir_all(base.join("disk")).unwrap();
 
         let mut rec = Running::spawn(Command::new(BIN).args(["record", "--json"]));

@@ -48,6 +48,10 @@ pub struct SelftestArgs {
     /// stack's events must match its upper dir exactly, on its own mount point.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub storm: Option<u32>,
+    /// Run the lifecycle storm only under these backends (comma-separated; default: every
+    /// backend that runs).
+    #[arg(long, value_parser = super::backend_arg(), value_name = "BACKENDS", value_delimiter = ',', requires = "storm")]
+    pub storm_backends: Option<Vec<Backend>>,
     #[command(flatten)]
     pub btf: BtfArgs,
 }
@@ -62,6 +66,7 @@ pub async fn run(args: SelftestArgs, out: &mut dyn Write) -> Exit {
         expect_backends,
         expect_metacopy,
         storm,
+        storm_backends,
         btf,
     } = args;
     let expect = Expect {
@@ -70,6 +75,7 @@ pub async fn run(args: SelftestArgs, out: &mut dyn Write) -> Exit {
         metacopy: expect_metacopy,
         agree: compare_backends,
         storm: storm.map_or(0, |n| n as usize),
+        storm_backends,
     };
     run_all(backend, tmpfs, doctor, &expect, &btf.paths(), out).await
 }
@@ -83,6 +89,8 @@ pub struct Expect {
     pub agree: bool,
     /// Lifecycle storm stacks per backend (0 = no storm).
     pub storm: usize,
+    /// The backends the storm runs under (`None`: all).
+    pub storm_backends: Option<Vec<Backend>>,
 }
 
 /// Stacks of the storm's second half that live at once.
@@ -195,7 +203,12 @@ pub async fn run_all(
             }
             None => failed += 1,
         }
-        if expect.storm > 0 {
+        if expect.storm > 0
+            && expect
+                .storm_backends
+                .as_ref()
+                .is_none_or(|l| l.contains(&b))
+        {
             match storm_under(b, btf, tmpfs, expect.storm, &facts.release, out).await {
                 Some(events) => {
                     passed += 1;
