@@ -94,6 +94,8 @@ tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l expect-backends -d 'Fail unless exactly these backends run (comma-separated): a backend this kernel cannot use is then a failure, not a skip' -r -f -a "kprobe\t''
 tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l storm -d 'Also run the lifecycle storm under each backend: N short-lived overlay stacks (half one at a time, half three at once), each mounted, written at once, unmounted and removed; every stack\'s events must match its upper dir exactly, on its own mount point' -r
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l storm-backends -d 'Run the lifecycle storm only under these backends (comma-separated; default: every backend that runs)' -r -f -a "kprobe\t''
+tracepoint\t''"
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf -d 'Kernel BTF to read structure offsets from [default: /sys/kernel/btf/vmlinux]; e.g. a file from a BTF archive for a kernel built without BTF. Overlay\'s types are then read from it, or from --btf-overlay' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l btf-overlay -d 'The overlay module\'s split BTF, whose base is the kernel BTF [default: /sys/kernel/btf/overlay, unless --btf is given]. Without overlay\'s types the kprobe backend works from vmlinux types alone (`doctor` lists what comes from where)' -r -F
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l tmpfs -d 'Build the stacks on a tmpfs of their own (needed where /tmp is not writable disk)'
