@@ -474,7 +474,11 @@ fn prometheus_scrapes_the_workload() {
 
     // Drops: every reason present, all zero as in the summary; the backend; our own RSS.
     assert_eq!(s.drops.total(), 0);
-    assert_eq!(drops.len(), 5, "{drops:?}");
+    assert_eq!(
+        drops.len(),
+        cowprof::pipeline::metrics::DROP_REASONS.len(),
+        "{drops:?}"
+    );
     assert!(drops.values().all(|v| *v == 0.0), "{drops:?}");
     assert_eq!(backend.len(), 1, "{backend:?}");
     assert_eq!(backend[0].0["backend"], recording.start.backend.as_str());
@@ -602,7 +606,11 @@ fn check_dashboard(prom: &Prometheus, at: f64, want: &DashboardWant) {
                 .collect();
             assert_eq!(by, want.whiteouts, "{what}");
         } else if e.contains("cowprof_dropped_events_total") {
-            assert_eq!(r.len(), 5, "{what}");
+            assert_eq!(
+                r.len(),
+                cowprof::pipeline::metrics::DROP_REASONS.len(),
+                "{what}"
+            );
             assert!(r.iter().all(|x| x.1 == 0.0), "{what}");
         } else if e.starts_with("cowprof_backend_info") {
             assert_eq!(r.len(), 1, "{what}");

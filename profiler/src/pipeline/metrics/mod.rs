@@ -241,6 +241,17 @@ impl Budget {
     }
 }
 
+/// The `reason` label values of `cowprof_dropped_events_total`, each exported from the start
+/// (at 0), in [`Recorder::set_drops`]'s order.
+pub const DROP_REASONS: [&str; 6] = [
+    "ringbuf",
+    "op_table",
+    "windows",
+    "malformed",
+    "whiteout_unnamed",
+    "recursion",
+];
+
 /// Registers metrics in order: `"name" [in Unit]: "help" => metric;` each.
 macro_rules! register {
     ($reg:expr; $($name:literal $(in $unit:ident)?: $help:literal => $metric:expr;)*) => {
@@ -304,14 +315,7 @@ impl Recorder {
                 next_scan: Instant::now(),
             })),
         };
-        for reason in [
-            "ringbuf",
-            "op_table",
-            "windows",
-            "malformed",
-            "whiteout_unnamed",
-            "recursion",
-        ] {
+        for reason in DROP_REASONS {
             let _ = rec.dropped.get_or_create(&ReasonLabels { reason });
         }
         let mut root = Registry::default();
@@ -392,14 +396,15 @@ impl Recorder {
 
     /// The drop counters are the kernel's and the decoder's own running totals.
     pub fn set_drops(&self, d: &Drops) {
-        for (reason, v) in [
-            ("ringbuf", d.ringbuf),
-            ("op_table", d.op_table),
-            ("windows", d.windows),
-            ("malformed", d.malformed),
-            ("whiteout_unnamed", d.whiteout_unnamed),
-            ("recursion", d.recursion),
-        ] {
+        let values = [
+            d.ringbuf,
+            d.op_table,
+            d.windows,
+            d.malformed,
+            d.whiteout_unnamed,
+            d.recursion,
+        ];
+        for (reason, v) in DROP_REASONS.into_iter().zip(values) {
             let c = self.dropped.get_or_create(&ReasonLabels { reason });
             // Monotonic by construction; never move a counter backwards.
             c.inner().fetch_max(v, std::sync::atomic::Ordering::Relaxed);
