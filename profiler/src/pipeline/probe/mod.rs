@@ -266,10 +266,11 @@ impl Probe {
     }
 
     /// One line naming every program the kernel skipped runs of (those a second copy stood
-    /// in for marked) and the syscall windows lost; `None` when no run was skipped.
+    /// in for marked) and the syscall windows lost; `None` when no run was skipped, or only
+    /// second copies' runs were (their first copies ran those hits: nothing could be lost).
     pub fn recursion_note(&self) -> Option<String> {
         let by_program = self.recursion_misses_by_program();
-        if by_program.is_empty() {
+        if by_program.iter().all(|(p, _)| p.ends_with(SECOND_COPY)) {
             return None;
         }
         let list: Vec<String> = by_program
