@@ -56,7 +56,9 @@ impl Peer {
         let out_path = dir.join("peer.out");
         let file = fs::File::create(&out_path)
             .with_context(|| format!("creating {}", out_path.display()))?;
-        let err = file.try_clone().context("duplicating the peer's output file")?;
+        let err = file
+            .try_clone()
+            .context("duplicating the peer's output file")?;
         let mut c = Command::new("/bin/sh");
         c.args(["-c", &format!("exec {cmd}")])
             .stdin(Stdio::null())
@@ -179,7 +181,10 @@ mod tests {
         assert_eq!(histogram_count(out), Some(2000));
         let lhist = "@x:\n(..., 0)   2 |@@  |\n[0, 5)   7 |@@@@|\n[5, ...)   1 |@   |\n";
         assert_eq!(histogram_count(lhist), Some(10));
-        assert_eq!(histogram_count("@n: 3\n[0]   4 |@@@@|\n[1]   0 |    |\n"), Some(4));
+        assert_eq!(
+            histogram_count("@n: 3\n[0]   4 |@@@@|\n[1]   0 |    |\n"),
+            Some(4)
+        );
         assert_eq!(histogram_count("Attaching 2 probes...\n"), None);
         assert_eq!(histogram_count("@start[1234]: 5678\n[oops] |\n"), None);
     }
