@@ -806,7 +806,15 @@ fn run(a: &Args) -> Result<bool> {
             fmt_ci(pc_us, 3),
             fmt_ci(pc_pct, 2)
         );
-        let fmt_ratio = |(m, lo, hi): (f64, f64, f64)| format!("{m:.2}x [{lo:.2}, {hi:.2}]");
+        // +inf: the peer's overhead in (that resample of) the blocks was not above zero.
+        let x = |v: f64| {
+            if v.is_infinite() {
+                "unbounded".to_owned()
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        let fmt_ratio = |(m, lo, hi): (f64, f64, f64)| format!("{}x [{}, {}]", x(m), x(lo), x(hi));
         println!(
             "cowprof vs peer, per block [95 %]: cowprof's minus the peer's overhead wall {} µs/{unit}, \
              CPU {} µs/{unit}; ratio of the median overheads (cowprof / peer) wall {}, CPU {}",
