@@ -633,6 +633,13 @@ fn run(a: &Args) -> Result<bool> {
                 p.cpu_after_start
                     .map_or_else(|| "?".into(), |d| format!("{:.0}", ms(d))),
             );
+            if p.nudges > 0 {
+                line += &format!(
+                    "  stopped after {:.1} s and {} SIGTERM(s)",
+                    p.stop_time.as_secs_f64(),
+                    p.nudges
+                );
+            }
         }
         if !r.bpf.is_empty() {
             let total: u64 = r.bpf.iter().map(|p| p.1).sum();
@@ -940,6 +947,7 @@ fn run(a: &Args) -> Result<bool> {
         "peer_peak_rss_kib": if with_peer { Some(peer_peak_rss) } else { None },
         "peer_attach_ms": r3(&peer_attach_ms),
         "peer_histogram_samples": peer_runs.iter().map(|r| r.histogram_count).collect::<Vec<_>>(),
+        "peer_stop_nudges": peer_runs.iter().map(|r| r.nudges).collect::<Vec<_>>(),
         "peer_bpf_us_per_op_median_ci": if peer_bpf.rounds > 0 { j3(ci(&peer_bpf.per_op_us)) } else { json!(null) },
         "peer_bpf_programs": bpf_json(&peer_bpf),
         "mismatches": problems,

@@ -46,8 +46,13 @@ pub struct PeerRun {
     pub attach_time: Duration,
     /// From SIGINT to its exit (reading and printing its maps).
     pub stop_time: Duration,
+    /// SIGTERMs sent after the SIGINT because it had not exited yet (see [`Peer::stop`]).
+    pub nudges: u32,
     pub exit_status: i32,
 }
+
+/// How long the peer has after SIGINT (and after each nudge) before the next SIGTERM.
+const NUDGE_AFTER: Duration = Duration::from_secs(1);
 
 impl Peer {
     /// Starts `cmd` under `/bin/sh`; `ready` is the text of the line that says it is attached;
@@ -112,13 +117,36 @@ impl Peer {
     }
 
     /// SIGINT (bpftrace prints its maps and exits), wait for the exit, read what it printed.
+    ///
+    /// bpftrace 0.17 (Debian 12's) leaves its poll loop only when a signal interrupts its
+    /// `epoll_wait`: a SIGINT that lands while it is anywhere else (reading a buffer, between
+    /// two 100 ms waits) sets its exit flag, which nothing reads again, and it runs for ever.
+    /// So a peer still running a second after SIGINT gets a SIGTERM, once a second: bpftrace
+    /// handles SIGTERM like SIGINT but keeps that handler while it prints its maps (SIGINT's
+    /// is reset to the default there, so a second SIGINT could kill it mid-print).
     pub fn stop(mut self, timeout: Duration) -> Result<PeerRun> {
         let t0 = Instant::now();
-        let Some((status, ru)) = self.child.stop(libc::SIGINT, timeout) else {
-            bail!(
-                "the peer tracer did not exit within {timeout:?} of SIGINT (killed); it printed: {}",
-                self.output().trim()
-            );
+        self.child.signal(libc::SIGINT);
+        let mut nudges = 0u32;
+        let mut last = Instant::now();
+        let (status, ru) = loop {
+            if let Some(r) = self.child.try_reap() {
+                break r;
+            }
+            if t0.elapsed() > timeout {
+                self.child.signal(libc::SIGKILL);
+                self.child.reap_blocking();
+                bail!(
+                    "the peer tracer did not exit within {timeout:?} of SIGINT and {nudges} SIGTERM(s) (killed); it printed: {}",
+                    self.output().trim()
+                );
+            }
+            if last.elapsed() >= NUDGE_AFTER {
+                self.child.signal(libc::SIGTERM);
+                nudges += 1;
+                last = Instant::now();
+            }
+            thread::sleep(Duration::from_millis(1));
         };
         let stop_time = t0.elapsed();
         let output = self.output();
@@ -131,6 +159,7 @@ impl Peer {
             cpu_after_start: self.cpu_at_start.map(|c| cpu.saturating_sub(c)),
             attach_time: self.attach_time,
             stop_time,
+            nudges,
             exit_status: exit_code(status),
         })
     }
