@@ -13,6 +13,17 @@
 //! `--workload getppid` times `--calls` getppid() syscalls instead of the storm: the tax the
 //! syscall hooks put on every other process of the host.
 //!
+//! `--peer-cmd "CMD"` adds a third mode, a peer tracer to compare cowprof with (e.g.
+//! `bpftrace benches/peer/ovl_copy_up.bt`: a kprobe + kretprobe on the copy-up function keeping
+//! a latency histogram): run as `/bin/sh -c "exec CMD"` after the mount like the collector, timed
+//! once a line of its output contains `--peer-ready` TEXT (default "Attaching", bpftrace's
+//! "Attaching N probes..."), stopped with SIGINT after the storm. Rounds then come in blocks of
+//! three (baseline, attached, peer), in mirrored order (ABC, CBA, ...; `--order alternate`:
+//! ABC every time), and the differences are taken within each block: each tracer's overhead
+//! over the block's baseline, cowprof's minus the peer's, and the ratio of the two overheads'
+//! medians, all with 95 % bootstrap intervals (the blocks resampled together). A peer that
+//! prints a histogram must count every copy-up in it (N samples) or the round is a mismatch.
+//!
 //! Reported: every round's wall and CPU time; the median of the per-pair differences (attached
 //! minus baseline) with its 95 % bootstrap interval, per copy-up (or syscall) and in percent; the
 //! collector's CPU per event (user + system from wait4 less what it had used when attached), its
@@ -27,12 +38,14 @@
 //! cargo bench -p cowprof-benches --bench copyup_storm -- [--files N] [--rounds PAIRS]
 //!     [--warmup W] [--backend kprobe|tracepoint] [--cowprof PATH] [--tmpfs] [--dir DIR]
 //!     [--output json|table|metrics] [--gap-ms MS] [--bpf-stats] [--order abba|alternate]
-//!     [--workload storm|getppid] [--calls N]
+//!     [--workload storm|getppid] [--calls N] [--peer-cmd CMD] [--peer-ready TEXT]
 //! ```
 //!
 //! Environment: `COWPROF_BENCH_FILES`, `COWPROF_BENCH_ROUNDS`, `COWPROF_BENCH_WARMUP` (the options
 //! win), `COWPROF_BIN` (the cowprof binary when --cowprof is not given; else the workspace's
 //! target/release/cowprof, else target/debug/cowprof).
+// serde_json's json! macro recurses once per field: the result line has more than the default allows.
+#![recursion_limit = "256"]
 #![allow(
     clippy::too_many_lines,
     reason = "a test or bench reads as one story: set-up, workload, exact assertions"
@@ -48,14 +61,16 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use cowprof_benches::{
-    self as b, Collector, CollectorRun, Interrupted, Output, Overlay, ProgInfo, Scratch, Timed,
+    self as b, Collector, CollectorRun, Interrupted, Output, Overlay, Peer, PeerRun, ProgInfo,
+    Scratch, Timed,
 };
 use serde_json::json;
 
 const USAGE: &str =
     "usage: copyup_storm [--files N] [--rounds PAIRS] [--warmup W] [--backend kprobe|tracepoint] \
                      [--cowprof PATH] [--tmpfs] [--dir DIR] [--output json|table|metrics] [--gap-ms MS] \
-                     [--bpf-stats] [--order abba|alternate] [--workload storm|getppid] [--calls N]";
+                     [--bpf-stats] [--order abba|alternate] [--workload storm|getppid] [--calls N] \
+                     [--peer-cmd CMD] [--peer-ready TEXT]";
 /// Attaching in a TCG VM (BTF parsing, the verifier) is slow; so is draining 10k events there.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 const STOP_TIMEOUT: Duration = Duration::from_secs(180);
@@ -74,6 +89,8 @@ struct Args {
     abba: bool,
     getppid: bool,
     calls: usize,
+    peer_cmd: Option<String>,
+    peer_ready: String,
 }
 
 fn env_num(name: &str, default: usize) -> Result<usize> {
@@ -101,6 +118,8 @@ fn parse_args() -> Result<Args> {
         abba: true,
         getppid: false,
         calls: 1_000_000,
+        peer_cmd: None,
+        peer_ready: "Attaching".to_owned(),
     };
     let mut it = env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -144,6 +163,8 @@ fn parse_args() -> Result<Args> {
                 v => bail!("--workload {v}: storm or getppid"),
             },
             "--calls" => a.calls = num(value("a number of syscalls")?)?,
+            "--peer-cmd" => a.peer_cmd = Some(value("a command line (run with /bin/sh -c)")?),
+            "--peer-ready" => a.peer_ready = value("the text of the peer's ready line")?,
             // cargo bench passes --bench to harness=false benches.
             "--bench" => {}
             "-h" | "--help" => {
@@ -155,6 +176,9 @@ fn parse_args() -> Result<Args> {
     }
     if a.files == 0 || a.pairs == 0 {
         bail!("--files and --rounds must be at least 1");
+    }
+    if a.peer_cmd.as_deref().is_some_and(|c| c.trim().is_empty()) || a.peer_ready.is_empty() {
+        bail!("--peer-cmd and --peer-ready must not be empty");
     }
     Ok(a)
 }
@@ -183,7 +207,10 @@ fn cowprof_bin(arg: Option<&Path>) -> Result<PathBuf> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Baseline,
+    /// `cowprof record`.
     Attached,
+    /// The `--peer-cmd` tracer.
+    Peer,
 }
 
 impl Mode {
@@ -191,8 +218,35 @@ impl Mode {
         match self {
             Self::Baseline => "baseline",
             Self::Attached => "attached",
+            Self::Peer => "peer",
         }
     }
+}
+
+/// The order of the measured rounds: blocks of one round per mode (baseline + attached, + peer
+/// with `--peer-cmd`); `mirrored` reverses every other block (ABBA, or ABC CBA), which cancels a
+/// linear drift over each two blocks. Warm-up rounds come first: attached, then the peer, then
+/// baseline, cycling.
+fn schedule(blocks: usize, warmup: usize, peer: bool, mirrored: bool) -> Vec<(Mode, bool)> {
+    let block: &[Mode] = if peer {
+        &[Mode::Baseline, Mode::Attached, Mode::Peer]
+    } else {
+        &[Mode::Baseline, Mode::Attached]
+    };
+    let warm: &[Mode] = if peer {
+        &[Mode::Attached, Mode::Peer, Mode::Baseline]
+    } else {
+        &[Mode::Attached, Mode::Baseline]
+    };
+    let mut s: Vec<(Mode, bool)> = (0..warmup).map(|i| (warm[i % warm.len()], true)).collect();
+    for k in 0..blocks {
+        if mirrored && k % 2 == 1 {
+            s.extend(block.iter().rev().map(|&m| (m, false)));
+        } else {
+            s.extend(block.iter().map(|&m| (m, false)));
+        }
+    }
+    s
 }
 
 struct Round {
@@ -200,7 +254,8 @@ struct Round {
     warmup: bool,
     t: Timed,
     collector: Option<CollectorRun>,
-    /// Per cowprof program: (name, run time ns, runs, verified insns) during the timed loop.
+    peer: Option<PeerRun>,
+    /// Per program of the tracer of the round (cowprof's or the peer's): (name, run time ns, runs, verified insns) during the timed loop.
     bpf: Vec<(String, u64, u64, u64)>,
     /// Other cowprof/bpftrace processes seen just before the storm.
     tracers: Vec<String>,
@@ -225,8 +280,8 @@ fn collector_dir(scratch: &Scratch) -> PathBuf {
     }
 }
 
-/// The ids of the collector's programs: those that appeared since `before` (the bench holds
-/// the test lock, so no other cowprof loads any meanwhile).
+/// The ids of the tracer's programs (the collector's or the peer's): those that appeared since
+/// `before` (the bench holds the test lock, so no other cowprof loads any meanwhile).
 fn collector_progs(before: &BTreeMap<u64, ProgInfo>, now: &BTreeMap<u64, ProgInfo>) -> Vec<u64> {
     now.keys()
         .filter(|id| !before.contains_key(id))
@@ -234,8 +289,8 @@ fn collector_progs(before: &BTreeMap<u64, ProgInfo>, now: &BTreeMap<u64, ProgInf
         .collect()
 }
 
-/// One round: fresh overlay, sync, (collector attached,) sync + idle gap, timed loop,
-/// (collector stopped,) checks.
+/// One round: fresh overlay, sync, (collector or peer attached,) sync + idle gap, timed loop,
+/// (collector or peer stopped,) checks.
 fn run_round(
     idx: usize,
     mode: Mode,
@@ -252,7 +307,7 @@ fn run_round(
         ov.storm_paths(a.files)
     };
     b::sync();
-    let progs_before = if a.bpf_stats && mode == Mode::Attached {
+    let progs_before = if a.bpf_stats && mode != Mode::Baseline {
         b::bpf_progs()?
     } else {
         BTreeMap::new()
@@ -264,7 +319,15 @@ fn run_round(
             c.wait_start(START_TIMEOUT)?;
             Some(c)
         }
-        Mode::Baseline => None,
+        Mode::Baseline | Mode::Peer => None,
+    };
+    let peer = match (mode, a.peer_cmd.as_deref()) {
+        (Mode::Peer, Some(cmd)) => {
+            let mut p = Peer::spawn(cmd, &a.peer_ready, &collector_dir(scratch))?;
+            p.wait_ready(START_TIMEOUT)?;
+            Some(p)
+        }
+        _ => None,
     };
     // The same quiet start in both modes: dirty pages written, the attach's work settled.
     b::sync();
@@ -272,8 +335,8 @@ fn run_round(
     b::check_stop()?;
     let tracers = b::other_tracers();
     let load = b::load_average();
-    let (ids, snap0) = match (&collector, a.bpf_stats) {
-        (Some(_), true) => {
+    let (ids, snap0) = match (mode, a.bpf_stats) {
+        (Mode::Attached | Mode::Peer, true) => {
             let now = b::bpf_progs()?;
             (collector_progs(&progs_before, &now), now)
         }
@@ -291,6 +354,10 @@ fn run_round(
     };
     let run = match collector {
         Some(c) => Some(c.stop(&ov.merged, STOP_TIMEOUT)?),
+        None => None,
+    };
+    let peer = match peer {
+        Some(p) => Some(p.stop(STOP_TIMEOUT)?),
         None => None,
     };
     let copied = ov.copied_up()?;
@@ -347,12 +414,31 @@ fn run_round(
             ));
         }
     }
+    if let Some(p) = &peer {
+        if p.exit_status != 0 {
+            problems.push(format!(
+                "{label}: the peer tracer exited with status {}; it printed: {}",
+                p.exit_status,
+                p.output.trim()
+            ));
+        }
+        // A histogram of the copy-ups holds one sample per file (the directory is copied up
+        // inside the first file's copy-up call).
+        match p.histogram_count {
+            Some(n) if !a.getppid && n != a.files as u64 => problems.push(format!(
+                "{label}: the peer's histogram counts {n} samples, expected {} (one per copy-up)",
+                a.files
+            )),
+            _ => {}
+        }
+    }
     drop(ov);
     Ok(Round {
         mode,
         warmup: false,
         t,
         collector: run,
+        peer,
         bpf,
         tracers,
         load,
@@ -368,6 +454,88 @@ fn fmt_ci((m, lo, hi): (f64, f64, f64), prec: usize) -> String {
     format!("{m:+.prec$} [{lo:+.prec$}, {hi:+.prec$}]")
 }
 
+/// The rounds of one block (one per mode), in any order.
+struct Block<'r> {
+    base: &'r Round,
+    att: &'r Round,
+    peer: Option<&'r Round>,
+}
+
+/// In-kernel time of a tracer's programs over some rounds: per program (run time ns, runs,
+/// verified insns) summed over the rounds, the per-round total per op, and the rounds counted.
+struct BpfSummary {
+    programs: BTreeMap<String, (u64, u64, u64)>,
+    per_op_us: Vec<f64>,
+    rounds: usize,
+}
+
+fn bpf_summary<'r>(rounds: impl Iterator<Item = &'r Round>, per: f64) -> BpfSummary {
+    let mut s = BpfSummary {
+        programs: BTreeMap::new(),
+        per_op_us: Vec::new(),
+        rounds: 0,
+    };
+    for r in rounds.filter(|r| !r.bpf.is_empty()) {
+        s.rounds += 1;
+        for (name, t, n, v) in &r.bpf {
+            let e = s.programs.entry(name.clone()).or_default();
+            e.0 += t;
+            e.1 += n;
+            e.2 = *v;
+        }
+        s.per_op_us
+            .push(r.bpf.iter().map(|x| x.1).sum::<u64>() as f64 / 1e3 / per);
+    }
+    s
+}
+
+fn print_bpf(who: &str, s: &BpfSummary, unit: &str, per: f64) {
+    if s.rounds == 0 {
+        return;
+    }
+    let n = s.rounds as f64;
+    println!(
+        "in-kernel, {who} (bpf_stats, {} rounds): {} µs per {unit} in all [95 %]",
+        s.rounds,
+        fmt_ci(ci(&s.per_op_us), 3)
+    );
+    println!(
+        "  {:<28} {:>12} {:>10} {:>12} {:>14}",
+        "program",
+        "runs/round",
+        "ns/run",
+        format!("µs/{unit}"),
+        "verified_insns"
+    );
+    for (name, (t, runs_, v)) in &s.programs {
+        println!(
+            "  {name:<28} {:>12.0} {:>10.0} {:>12.4} {:>14}",
+            *runs_ as f64 / n,
+            if *runs_ == 0 {
+                0.0
+            } else {
+                *t as f64 / *runs_ as f64
+            },
+            *t as f64 / 1e3 / n / per,
+            v
+        );
+    }
+}
+
+/// Whether cowprof's overhead is at most the peer's, from the interval of cowprof's minus the
+/// peer's per-block difference.
+fn verdict((m, lo, hi): (f64, f64, f64)) -> &'static str {
+    if hi <= 0.0 {
+        "met (cowprof's overhead is below the peer's)"
+    } else if lo > 0.0 {
+        "missed (cowprof's overhead is above the peer's)"
+    } else if m <= 0.0 {
+        "met at the median, not resolved (the interval spans 0)"
+    } else {
+        "missed at the median, not resolved (the interval spans 0)"
+    }
+}
+
 fn run(a: &Args) -> Result<bool> {
     let bin = cowprof_bin(a.cowprof.as_deref())?;
     let kernel = b::kernel_release();
@@ -376,18 +544,28 @@ fn run(a: &Args) -> Result<bool> {
     let tmpfs_bytes = a.tmpfs.then(|| a.files as u64 * 16 * 1024 + (64 << 20));
     let unit = if a.getppid { "syscall" } else { "copy-up" };
     let per = if a.getppid { a.calls } else { a.files } as f64;
+    let with_peer = a.peer_cmd.is_some();
     println!(
-        "copyup_storm: {}; {} pairs ({} order) after {} warm-up round(s), {} ms idle after sync; kernel {kernel}; \
-         backend {}; output {}; bpf stats {}; collector {}; scratch {}{}; load {}",
+        "copyup_storm: {}; {} {} ({} order) after {} warm-up round(s), {} ms idle after sync; kernel {kernel}; \
+         backend {}; output {}; bpf stats {}; collector {}{}; scratch {}{}; load {}",
         if a.getppid { format!("{} getppid() calls", a.calls) } else { format!("{} files x 4 KiB", a.files) },
         a.pairs,
-        if a.abba { "ABBA" } else { "AB" },
+        if with_peer { "blocks of baseline, attached, peer" } else { "pairs" },
+        match (with_peer, a.abba) {
+            (false, true) => "ABBA",
+            (false, false) => "AB",
+            (true, true) => "ABC CBA",
+            (true, false) => "ABC",
+        },
         a.warmup,
         a.gap.as_millis(),
         a.backend.as_deref().unwrap_or("(cowprof's choice)"),
         a.output.name(),
         if a.bpf_stats { "on" } else { "off" },
         bin.display(),
+        a.peer_cmd
+            .as_deref()
+            .map_or_else(String::new, |c| format!("; peer `{c}` (ready: {:?})", a.peer_ready)),
         base.display(),
         if a.tmpfs { " (own tmpfs)" } else { "" },
         b::load_average()
@@ -413,28 +591,9 @@ fn run(a: &Args) -> Result<bool> {
     );
 
     // Warm-up rounds start with an attached one (it warms the collector binary, BTF and the
-    // lower files' page cache), then BA AB BA ... (or BA BA ...).
-    let mut schedule: Vec<(Mode, bool)> = (0..a.warmup)
-        .map(|i| {
-            (
-                if i % 2 == 0 {
-                    Mode::Attached
-                } else {
-                    Mode::Baseline
-                },
-                true,
-            )
-        })
-        .collect();
-    for k in 0..a.pairs {
-        if a.abba && k % 2 == 1 {
-            schedule.push((Mode::Attached, false));
-            schedule.push((Mode::Baseline, false));
-        } else {
-            schedule.push((Mode::Baseline, false));
-            schedule.push((Mode::Attached, false));
-        }
-    }
+    // lower files' page cache), then the peer's, then baseline.
+    let schedule = schedule(a.pairs, a.warmup, with_peer, a.abba);
+    let block_len = if with_peer { 3 } else { 2 };
 
     let mut rounds: Vec<Round> = Vec::new();
     let mut problems = Vec::new();
@@ -464,6 +623,24 @@ fn run(a: &Args) -> Result<bool> {
                     .map_or_else(|| "?".into(), |d| format!("{:.0}", ms(d))),
             );
         }
+        if let Some(p) = &r.peer {
+            line += &format!(
+                "  histogram samples {}  peak rss {} KiB  attach {:.2} s  peer cpu {} ms after attach",
+                p.histogram_count
+                    .map_or_else(|| "none".into(), |n| n.to_string()),
+                p.maxrss_kib,
+                p.attach_time.as_secs_f64(),
+                p.cpu_after_start
+                    .map_or_else(|| "?".into(), |d| format!("{:.0}", ms(d))),
+            );
+            if p.nudges > 0 {
+                line += &format!(
+                    "  stopped after {:.1} s and {} SIGTERM(s)",
+                    p.stop_time.as_secs_f64(),
+                    p.nudges
+                );
+            }
+        }
         if !r.bpf.is_empty() {
             let total: u64 = r.bpf.iter().map(|p| p.1).sum();
             line += &format!("  bpf {:.3} µs/{unit}", total as f64 / 1e3 / per);
@@ -483,45 +660,73 @@ fn run(a: &Args) -> Result<bool> {
     }
     drop(scratch);
 
-    // Pairs in schedule order (each pair = two consecutive measured rounds).
+    // Blocks in schedule order (each = one measured round per mode, consecutive).
     let measured: Vec<&Round> = rounds.iter().filter(|r| !r.warmup).collect();
-    let pairs: Vec<(&Round, &Round)> = measured
-        .chunks(2)
-        .filter(|c| c.len() == 2)
-        .map(|c| {
-            if c[0].mode == Mode::Baseline {
-                (c[0], c[1])
-            } else {
-                (c[1], c[0])
-            }
+    let blocks: Vec<Block> = measured
+        .chunks(block_len)
+        .filter(|c| c.len() == block_len)
+        .filter_map(|c| {
+            let of = |m: Mode| c.iter().copied().find(|r| r.mode == m);
+            Some(Block {
+                base: of(Mode::Baseline)?,
+                att: of(Mode::Attached)?,
+                peer: of(Mode::Peer),
+            })
         })
         .collect();
-    let base_ms: Vec<f64> = pairs.iter().map(|p| ms(p.0.t.wall)).collect();
-    let att_ms: Vec<f64> = pairs.iter().map(|p| ms(p.1.t.wall)).collect();
-    let base_cpu: Vec<f64> = pairs.iter().map(|p| ms(p.0.t.cpu)).collect();
-    let att_cpu: Vec<f64> = pairs.iter().map(|p| ms(p.1.t.cpu)).collect();
-    let d_us: Vec<f64> = pairs
+    let peer_blocks: Vec<(&Round, &Round)> = blocks
         .iter()
-        .map(|p| per_us(ms(p.1.t.wall) - ms(p.0.t.wall)))
+        .filter_map(|k| Some((k.base, k.peer?)))
         .collect();
-    let d_pct: Vec<f64> = pairs
-        .iter()
-        .map(|p| (p.1.t.wall.as_secs_f64() / p.0.t.wall.as_secs_f64() - 1.0) * 100.0)
-        .collect();
-    let dc_us: Vec<f64> = pairs
-        .iter()
-        .map(|p| per_us(ms(p.1.t.cpu) - ms(p.0.t.cpu)))
-        .collect();
-    let dc_pct: Vec<f64> = pairs
-        .iter()
-        .map(|p| (p.1.t.cpu.as_secs_f64() / p.0.t.cpu.as_secs_f64() - 1.0) * 100.0)
-        .collect();
+    let pairs: Vec<(&Round, &Round)> = blocks.iter().map(|k| (k.base, k.att)).collect();
+    let wall_ms = |v: &[(&Round, &Round)], second: bool| -> Vec<f64> {
+        v.iter()
+            .map(|p| ms(if second { p.1.t.wall } else { p.0.t.wall }))
+            .collect()
+    };
+    let cpu_ms = |v: &[(&Round, &Round)], second: bool| -> Vec<f64> {
+        v.iter()
+            .map(|p| ms(if second { p.1.t.cpu } else { p.0.t.cpu }))
+            .collect()
+    };
+    // Per block: the tracer's round minus the baseline round, per op (µs) and in percent.
+    let diffs = |v: &[(&Round, &Round)]| -> [Vec<f64>; 4] {
+        [
+            v.iter()
+                .map(|p| per_us(ms(p.1.t.wall) - ms(p.0.t.wall)))
+                .collect(),
+            v.iter()
+                .map(|p| (p.1.t.wall.as_secs_f64() / p.0.t.wall.as_secs_f64() - 1.0) * 100.0)
+                .collect(),
+            v.iter()
+                .map(|p| per_us(ms(p.1.t.cpu) - ms(p.0.t.cpu)))
+                .collect(),
+            v.iter()
+                .map(|p| (p.1.t.cpu.as_secs_f64() / p.0.t.cpu.as_secs_f64() - 1.0) * 100.0)
+                .collect(),
+        ]
+    };
+    let (base_ms, att_ms) = (wall_ms(&pairs, false), wall_ms(&pairs, true));
+    let (base_cpu, att_cpu) = (cpu_ms(&pairs, false), cpu_ms(&pairs, true));
+    let (peer_ms, peer_cpu) = (wall_ms(&peer_blocks, true), cpu_ms(&peer_blocks, true));
+    let [d_us, d_pct, dc_us, dc_pct] = diffs(&pairs);
+    let [pd_us, pd_pct, pdc_us, pdc_pct] = diffs(&peer_blocks);
     let runs: Vec<&CollectorRun> = pairs
         .iter()
         .filter_map(|p| p.1.collector.as_ref())
         .collect();
     let all_runs: Vec<&CollectorRun> = rounds.iter().filter_map(|r| r.collector.as_ref()).collect();
     let peak_rss = all_runs.iter().map(|r| r.maxrss_kib).max().unwrap_or(0);
+    let peer_runs: Vec<&PeerRun> = peer_blocks
+        .iter()
+        .filter_map(|p| p.1.peer.as_ref())
+        .collect();
+    let peer_peak_rss = rounds
+        .iter()
+        .filter_map(|r| r.peer.as_ref())
+        .map(|p| p.maxrss_kib)
+        .max()
+        .unwrap_or(0);
     let backend = runs
         .first()
         .and_then(|r| r.start["backend"].as_str())
@@ -534,8 +739,14 @@ fn run(a: &Args) -> Result<bool> {
         .filter_map(|r| r.cpu_after_start)
         .map(|d| d.as_secs_f64() * 1e6 / events)
         .collect();
+    let peer_us_per_op: Vec<f64> = peer_runs
+        .iter()
+        .filter_map(|r| r.cpu_after_start)
+        .map(|d| d.as_secs_f64() * 1e6 / per)
+        .collect();
     let coll_storm_ms: Vec<f64> = runs.iter().filter_map(|r| r.storm_cpu).map(ms).collect();
     let attach_ms: Vec<f64> = runs.iter().map(|r| ms(r.attach_time)).collect();
+    let peer_attach_ms: Vec<f64> = peer_runs.iter().map(|r| ms(r.attach_time)).collect();
     let mut tracers: Vec<String> = rounds
         .iter()
         .flat_map(|r| r.tracers.iter().cloned())
@@ -554,10 +765,14 @@ fn run(a: &Args) -> Result<bool> {
         format!("µs/{unit}"),
         "cpu µs/op"
     );
-    for (name, v, c) in [
+    let mut modes = vec![
         ("baseline", &base_ms, &base_cpu),
         ("attached", &att_ms, &att_cpu),
-    ] {
+    ];
+    if with_peer {
+        modes.push(("peer", &peer_ms, &peer_cpu));
+    }
+    for (name, v, c) in modes {
         println!(
             "{name:<9} {:>6} {:>11.1} {:>11.1} {:>11.1} {:>12.3} {:>12.3}",
             v.len(),
@@ -568,9 +783,10 @@ fn run(a: &Args) -> Result<bool> {
             per_us(b::median(c))
         );
     }
+    let block_word = if with_peer { "per-block" } else { "per-pair" };
     let (w_us, w_pct, c_us, c_pct) = (ci(&d_us), ci(&d_pct), ci(&dc_us), ci(&dc_pct));
     println!(
-        "overhead ({backend}, {kernel}), median of {} per-pair differences [95 % bootstrap interval]: \
+        "overhead ({backend}, {kernel}), median of {} {block_word} differences [95 % bootstrap interval]: \
          wall {} µs/{unit} = {} %; storm thread CPU {} µs/{unit} = {} %",
         pairs.len(),
         fmt_ci(w_us, 3),
@@ -578,6 +794,57 @@ fn run(a: &Args) -> Result<bool> {
         fmt_ci(c_us, 3),
         fmt_ci(c_pct, 2)
     );
+    // The peer against the same baselines, then cowprof against the peer, block by block.
+    let (pw_us, pw_pct, pc_us, pc_pct) = (ci(&pd_us), ci(&pd_pct), ci(&pdc_us), ci(&pdc_pct));
+    let minus =
+        |x: &[f64], y: &[f64]| -> Vec<f64> { x.iter().zip(y).map(|(x, y)| x - y).collect() };
+    let (vs_w, vs_c) = (ci(&minus(&d_us, &pd_us)), ci(&minus(&dc_us, &pdc_us)));
+    let (ratio_w, ratio_c) = (
+        b::ratio_of_medians_ci(&d_us, &pd_us, 4000),
+        b::ratio_of_medians_ci(&dc_us, &pdc_us, 4000),
+    );
+    if with_peer {
+        println!(
+            "peer overhead, median of {} per-block differences [95 %]: wall {} µs/{unit} = {} %; \
+             storm thread CPU {} µs/{unit} = {} %",
+            peer_blocks.len(),
+            fmt_ci(pw_us, 3),
+            fmt_ci(pw_pct, 2),
+            fmt_ci(pc_us, 3),
+            fmt_ci(pc_pct, 2)
+        );
+        // +inf: the peer's overhead in (that resample of) the blocks was not above zero.
+        let x = |v: f64| {
+            if v.is_infinite() {
+                "unbounded".to_owned()
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        let fmt_ratio = |(m, lo, hi): (f64, f64, f64)| format!("{}x [{}, {}]", x(m), x(lo), x(hi));
+        println!(
+            "cowprof vs peer, per block [95 %]: cowprof's minus the peer's overhead wall {} µs/{unit}, \
+             CPU {} µs/{unit}; ratio of the median overheads (cowprof / peer) wall {}, CPU {}",
+            fmt_ci(vs_w, 3),
+            fmt_ci(vs_c, 3),
+            fmt_ratio(ratio_w),
+            fmt_ratio(ratio_c)
+        );
+        println!(
+            "target (cowprof's overhead <= the peer's): storm thread CPU {}; wall {}",
+            verdict(vs_c),
+            verdict(vs_w)
+        );
+        println!(
+            "peer: CPU after attach {} µs per {unit} [95 %]; peak RSS {peer_peak_rss} KiB ({:.1} MiB); \
+             attach median {:.2} s; histogram samples per round {:?} (expected {})",
+            fmt_ci(ci(&peer_us_per_op), 2),
+            peer_peak_rss as f64 / 1024.0,
+            b::median(&peer_attach_ms) / 1e3,
+            peer_runs.iter().map(|r| r.histogram_count).collect::<Vec<_>>(),
+            a.files,
+        );
+    }
     let coll = ci(&coll_us_per_event);
     println!(
         "collector ({} output): CPU after attach {} µs per {} [95 %], {:.0} ms median during the loop; \
@@ -589,54 +856,11 @@ fn run(a: &Args) -> Result<bool> {
         peak_rss as f64 / 1024.0,
         b::median(&attach_ms) / 1e3,
     );
-    // In-kernel time: per program, summed over the measured attached rounds.
-    let mut bpf: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-    let mut bpf_rounds = 0usize;
-    for p in &pairs {
-        if p.1.bpf.is_empty() {
-            continue;
-        }
-        bpf_rounds += 1;
-        for (name, t, n, v) in &p.1.bpf {
-            let e = bpf.entry(name.clone()).or_default();
-            e.0 += t;
-            e.1 += n;
-            e.2 = *v;
-        }
-    }
-    let bpf_per_round: Vec<f64> = pairs
-        .iter()
-        .filter(|p| !p.1.bpf.is_empty())
-        .map(|p| p.1.bpf.iter().map(|x| x.1).sum::<u64>() as f64 / 1e3 / per)
-        .collect();
-    if bpf_rounds > 0 {
-        let n = bpf_rounds as f64;
-        println!(
-            "in-kernel (bpf_stats, {bpf_rounds} attached rounds): {} µs per {unit} in all [95 %]",
-            fmt_ci(ci(&bpf_per_round), 3)
-        );
-        println!(
-            "  {:<28} {:>12} {:>10} {:>12} {:>14}",
-            "program",
-            "runs/round",
-            "ns/run",
-            format!("µs/{unit}"),
-            "verified_insns"
-        );
-        for (name, (t, runs_, v)) in &bpf {
-            println!(
-                "  {name:<28} {:>12.0} {:>10.0} {:>12.4} {:>14}",
-                *runs_ as f64 / n,
-                if *runs_ == 0 {
-                    0.0
-                } else {
-                    *t as f64 / *runs_ as f64
-                },
-                *t as f64 / 1e3 / n / per,
-                v
-            );
-        }
-    }
+    // In-kernel time: per program, summed over the measured rounds of each tracer.
+    let bpf = bpf_summary(pairs.iter().map(|p| p.1), per);
+    let peer_bpf = bpf_summary(peer_blocks.iter().map(|p| p.1), per);
+    print_bpf("cowprof", &bpf, unit, per);
+    print_bpf("peer", &peer_bpf, unit, per);
     if !tracers.is_empty() {
         println!(
             "NOTE: other tracers ran during the bench ({}): they slow both modes and blur the overhead",
@@ -659,6 +883,21 @@ fn run(a: &Args) -> Result<bool> {
         }
     );
     let j3 = |v: (f64, f64, f64)| json!([round3(v.0), round3(v.1), round3(v.2)]);
+    let p3 = |v: (f64, f64, f64)| if with_peer { j3(v) } else { json!(null) };
+    let r3 = |v: &[f64]| v.iter().copied().map(round3).collect::<Vec<_>>();
+    let bpf_json = |s: &BpfSummary| {
+        s.programs
+            .iter()
+            .map(|(n, (t, r, v))| json!({"name": n, "run_time_ns": t, "run_cnt": r, "verified_insns": v}))
+            .collect::<Vec<_>>()
+    };
+    let per_op = |w: &[f64], c: &[f64]| json!({"wall": round3(per_us(b::median(w))), "cpu": round3(per_us(b::median(c)))});
+    let mut median_us_per_op = serde_json::Map::new();
+    median_us_per_op.insert("baseline".into(), per_op(&base_ms, &base_cpu));
+    median_us_per_op.insert("attached".into(), per_op(&att_ms, &att_cpu));
+    if with_peer {
+        median_us_per_op.insert("peer".into(), per_op(&peer_ms, &peer_cpu));
+    }
     let line = json!({
         "bench": "copyup_storm",
         "workload": if a.getppid { "getppid" } else { "storm" },
@@ -668,28 +907,49 @@ fn run(a: &Args) -> Result<bool> {
         "files": a.files,
         "calls": if a.getppid { Some(a.calls) } else { None },
         "rounds": a.pairs,
+        "modes_per_block": block_len,
         "warmup": a.warmup,
         "tmpfs": a.tmpfs,
         "gap_ms": a.gap.as_millis() as u64,
         "loads": rounds.iter().map(|r| r.load.clone()).collect::<Vec<_>>(),
-        "baseline_ms": base_ms.iter().copied().map(round3).collect::<Vec<_>>(),
-        "attached_ms": att_ms.iter().copied().map(round3).collect::<Vec<_>>(),
-        "baseline_cpu_ms": base_cpu.iter().copied().map(round3).collect::<Vec<_>>(),
-        "attached_cpu_ms": att_cpu.iter().copied().map(round3).collect::<Vec<_>>(),
+        "baseline_ms": r3(&base_ms),
+        "attached_ms": r3(&att_ms),
+        "baseline_cpu_ms": r3(&base_cpu),
+        "attached_cpu_ms": r3(&att_cpu),
         "baseline_median_ms": round3(b::median(&base_ms)),
         "attached_median_ms": round3(b::median(&att_ms)),
+        "median_us_per_op": median_us_per_op,
         "pair_diff_us_median_ci": j3(w_us),
         "pair_diff_pct_median_ci": j3(w_pct),
         "pair_cpu_diff_us_median_ci": j3(c_us),
         "pair_cpu_diff_pct_median_ci": j3(c_pct),
         "collector_cpu_us_per_event_median_ci": j3(coll),
         "collector_peak_rss_kib": peak_rss,
-        "collector_attach_ms": attach_ms.iter().copied().map(round3).collect::<Vec<_>>(),
-        "bpf_us_per_op_median_ci": if bpf_rounds > 0 { j3(ci(&bpf_per_round)) } else { json!(null) },
-        "bpf_programs": bpf.iter().map(|(n, (t, r, v))| json!({"name": n, "run_time_ns": t, "run_cnt": r, "verified_insns": v})).collect::<Vec<_>>(),
+        "collector_attach_ms": r3(&attach_ms),
+        "bpf_us_per_op_median_ci": if bpf.rounds > 0 { j3(ci(&bpf.per_op_us)) } else { json!(null) },
+        "bpf_programs": bpf_json(&bpf),
         "events": runs.iter().map(|r| r.ours).collect::<Vec<_>>(),
         "expected_events": if a.getppid { 0 } else { a.files + 1 },
         "dropped": runs.iter().map(|r| r.dropped).collect::<Vec<_>>(),
+        "peer_cmd": a.peer_cmd,
+        "peer_ms": r3(&peer_ms),
+        "peer_cpu_ms": r3(&peer_cpu),
+        "peer_median_ms": if with_peer { json!(round3(b::median(&peer_ms))) } else { json!(null) },
+        "peer_diff_us_median_ci": p3(pw_us),
+        "peer_diff_pct_median_ci": p3(pw_pct),
+        "peer_cpu_diff_us_median_ci": p3(pc_us),
+        "peer_cpu_diff_pct_median_ci": p3(pc_pct),
+        "cowprof_minus_peer_us_median_ci": p3(vs_w),
+        "cowprof_minus_peer_cpu_us_median_ci": p3(vs_c),
+        "overhead_ratio_median_ci": p3(ratio_w),
+        "overhead_ratio_cpu_median_ci": p3(ratio_c),
+        "peer_cpu_us_per_op_median_ci": p3(ci(&peer_us_per_op)),
+        "peer_peak_rss_kib": if with_peer { Some(peer_peak_rss) } else { None },
+        "peer_attach_ms": r3(&peer_attach_ms),
+        "peer_histogram_samples": peer_runs.iter().map(|r| r.histogram_count).collect::<Vec<_>>(),
+        "peer_stop_nudges": peer_runs.iter().map(|r| r.nudges).collect::<Vec<_>>(),
+        "peer_bpf_us_per_op_median_ci": if peer_bpf.rounds > 0 { j3(ci(&peer_bpf.per_op_us)) } else { json!(null) },
+        "peer_bpf_programs": bpf_json(&peer_bpf),
         "mismatches": problems,
         "other_tracers": tracers,
     });

@@ -5,13 +5,14 @@
 //! Everything that changes the system is a guard that undoes itself on drop, so a panic, an
 //! early return or Ctrl-C (which only sets a flag, see [`install_stop_handlers`]; the loops poll
 //! it and return [`Interrupted`]) leaves no mount, no directory and no collector process behind.
+//! A peer tracer (e.g. bpftrace) to compare the collector with runs the same way ([`Peer`]).
 
 use std::{
     collections::BTreeMap,
     ffi::CString,
     fs,
     io::{self, Read as _},
-    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
@@ -21,6 +22,14 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
+
+mod child;
+mod peer;
+mod stats;
+
+use child::{exit_code, rusage_cpu, TracerChild};
+pub use peer::{histogram_count, Peer, PeerRun};
+pub use stats::{bootstrap_ci, max, median, median_ci, min, ratio_of_medians_ci};
 
 // ------------------------------------------------------------------------------------ signals --
 
@@ -392,8 +401,7 @@ impl Output {
 /// after it exited, so no reader competes with the storm for the CPU. Killed and reaped on drop
 /// if still running.
 pub struct Collector {
-    pid: libc::pid_t,
-    reaped: bool,
+    child: TracerChild,
     output: Output,
     out_path: PathBuf,
     ready_path: PathBuf,
@@ -402,16 +410,6 @@ pub struct Collector {
     spawned: Instant,
     attach_time: Duration,
     cpu_at_start: Option<Duration>,
-}
-
-fn exit_code(status: libc::c_int) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        -1
-    }
 }
 
 /// A TCP port free on 127.0.0.1 right now.
@@ -459,26 +457,10 @@ impl Collector {
             .with_context(|| format!("creating {}", out_path.display()))?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(file))
-            .stderr(Stdio::inherit())
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {} record", bin.display()))?;
-        // Reaped with wait4() below (for its rusage), never through `child`.
-        let pid = libc::pid_t::try_from(child.id()).context("pid")?;
-        drop(child);
+            .stderr(Stdio::inherit());
+        let child = TracerChild::spawn(cmd, &format!("{} record", bin.display()))?;
         Ok(Self {
-            pid,
-            reaped: false,
+            child,
             output,
             out_path,
             ready_path,
@@ -517,10 +499,10 @@ impl Collector {
         loop {
             if let Some(v) = self.started() {
                 self.attach_time = self.spawned.elapsed();
-                self.cpu_at_start = self.cpu_so_far();
+                self.cpu_at_start = self.child.cpu_so_far();
                 return Ok(self.start.insert(v));
             }
-            if let Some((status, _)) = self.try_reap() {
+            if let Some((status, _)) = self.child.try_reap() {
                 bail!(
                     "cowprof record exited (status {}) before attaching; see its message above",
                     exit_code(status)
@@ -535,7 +517,7 @@ impl Collector {
     }
 
     pub fn pid(&self) -> libc::pid_t {
-        self.pid
+        self.child.pid()
     }
 
     /// Sum of the samples of each named counter on the collector's /metrics page.
@@ -561,66 +543,14 @@ impl Collector {
             .collect())
     }
 
-    fn try_reap(&mut self) -> Option<(libc::c_int, libc::rusage)> {
-        let mut status = 0;
-        // SAFETY: zeroed rusage is valid; pid is our unreaped child.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::wait4(self.pid, &raw mut status, libc::WNOHANG, &raw mut ru) };
-        if r == self.pid {
-            self.reaped = true;
-            Some((status, ru))
-        } else if r < 0 {
-            // ECHILD: nothing left to reap.
-            self.reaped = true;
-            Some((-1, ru))
-        } else {
-            None
-        }
-    }
-
-    fn reap_blocking(&mut self) -> (libc::c_int, libc::rusage) {
-        let mut status = 0;
-        // SAFETY: as in try_reap.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            let r = unsafe { libc::wait4(self.pid, &raw mut status, 0, &raw mut ru) };
-            if r == self.pid
-                || r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
-            {
-                self.reaped = true;
-                return (if r == self.pid { status } else { -1 }, ru);
-            }
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        if !self.reaped {
-            // SAFETY: an unreaped child's pid cannot have been reused.
-            unsafe { libc::kill(self.pid, sig) };
-        }
-    }
-
-    /// User + system CPU time of the whole collector so far, from /proc/PID/stat (clock ticks).
+    /// User + system CPU time of the whole collector so far.
     pub fn cpu_so_far(&self) -> Option<Duration> {
-        let s = fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // Fields after the ")" that ends comm: state is field 3, utime 14, stime 15.
-        let rest = &s[s.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-            .ok()
-            .filter(|h| *h > 0)?;
-        Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+        self.child.cpu_so_far()
     }
 
     /// A `/proc/PID/status` field in KiB (`VmHWM` = peak RSS so far, `VmRSS` = now).
     pub fn status_kib(&self, field: &str) -> Option<u64> {
-        let s = fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        let line = s
-            .lines()
-            .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        self.child.status_kib(field)
     }
 
     /// SIGINT, wait for the summary and the exit, and count what came out. Events on the mount
@@ -655,17 +585,8 @@ impl Collector {
             None
         };
         let t0 = Instant::now();
-        self.signal(libc::SIGINT);
-        let (status, ru) = loop {
-            if let Some(r) = self.try_reap() {
-                break r;
-            }
-            if t0.elapsed() > timeout {
-                self.signal(libc::SIGKILL);
-                self.reap_blocking();
-                bail!("cowprof record did not exit within {timeout:?} of SIGINT (killed)");
-            }
-            thread::sleep(Duration::from_millis(1));
+        let Some((status, ru)) = self.child.stop(libc::SIGINT, timeout) else {
+            bail!("cowprof record did not exit within {timeout:?} of SIGINT (killed)");
         };
         let stop_time = t0.elapsed();
         let out = fs::read(&self.out_path)
@@ -675,10 +596,7 @@ impl Collector {
             .start
             .take()
             .ok_or_else(|| anyhow!("stop() before a start line"))?;
-        let tv = |t: libc::timeval| {
-            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-        };
-        let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
+        let cpu = rusage_cpu(&ru);
         let mut run = CollectorRun {
             start,
             summary: None,
@@ -745,69 +663,13 @@ impl Collector {
 
 impl Drop for Collector {
     fn drop(&mut self) {
-        if !self.reaped {
-            // Politely first (it detaches and exits at once), then for sure.
-            self.signal(libc::SIGTERM);
-            let t0 = Instant::now();
-            while self.try_reap().is_none() {
-                if t0.elapsed() > Duration::from_secs(5) {
-                    self.signal(libc::SIGKILL);
-                    self.reap_blocking();
-                    break;
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-        }
+        // The child stops itself (SIGTERM, then SIGKILL) when it is dropped after this.
         let _ = fs::remove_file(&self.out_path);
         let _ = fs::remove_file(&self.ready_path);
     }
 }
 
-// -------------------------------------------------------------------------------------- stats --
-
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
-
-/// The median of `v` and its 95 % percentile-bootstrap interval (`iters` resamples with
-/// replacement, a fixed-seed xorshift generator so that a run is reproducible).
-pub fn median_ci(v: &[f64], iters: usize) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let mut meds: Vec<f64> = (0..iters)
-        .map(|_| {
-            let s: Vec<f64> = (0..v.len())
-                .map(|_| v[(next() % v.len() as u64) as usize])
-                .collect();
-            median(&s)
-        })
-        .collect();
-    meds.sort_by(f64::total_cmp);
-    let at = |q: f64| meds[((q * (iters - 1) as f64).round() as usize).min(iters - 1)];
-    (median(v), at(0.025), at(0.975))
-}
-
-pub fn min(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-pub fn max(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-}
+// ----------------------------------------------------------------------------------- tracers --
 
 /// Other tracers running on this machine (processes named cowprof or bpftrace, other than this
 /// process's own children): their probes slow down baseline and attached rounds alike.
@@ -921,27 +783,4 @@ pub fn load_average() -> String {
 pub fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "?".into(), |s| s.trim().to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn medians() {
-        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < 1e-12);
-        assert!((median(&[4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < 1e-12);
-        assert!(median(&[]).is_nan());
-        assert!((min(&[2.0, 1.0]) - 1.0).abs() < 1e-12 && (max(&[2.0, 1.0]) - 2.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn bootstrap_interval() {
-        let v: Vec<f64> = (1..=11).map(f64::from).collect();
-        let (m, lo, hi) = median_ci(&v, 2000);
-        assert!((m - 6.0).abs() < 1e-12);
-        assert!(lo <= m && m <= hi && lo >= 1.0 && hi <= 11.0 && lo < hi);
-        assert_eq!(median_ci(&[3.0; 10], 500), (3.0, 3.0, 3.0));
-        assert!(median_ci(&[], 10).0.is_nan());
-    }
 }

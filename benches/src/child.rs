@@ -1,0 +1,157 @@
+//! A tracer run as a child process of the bench (`cowprof record`, or a peer tracer such as
+//! bpftrace): its own process group, SIGTERM if the bench dies, reaped with `wait4` for its
+//! rusage, its CPU and memory read from /proc while it runs. Terminated and reaped on drop if
+//! still running.
+
+use std::{
+    fs, io,
+    os::unix::process::CommandExt as _,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+pub(crate) struct TracerChild {
+    pid: libc::pid_t,
+    reaped: bool,
+}
+
+/// A wait status as a shell shows it: the exit code, or 128 + the signal.
+pub(crate) fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        -1
+    }
+}
+
+/// User + system time of a `wait4` rusage.
+pub(crate) fn rusage_cpu(ru: &libc::rusage) -> Duration {
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+impl TracerChild {
+    /// Starts `cmd` (stdio as the caller set it) in a process group of its own, with SIGTERM
+    /// as its parent-death signal. `what` names it in the error.
+    pub(crate) fn spawn(mut cmd: Command, what: &str) -> Result<Self> {
+        cmd.process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+        // Reaped with wait4() below (for its rusage), never through `child`.
+        let pid = libc::pid_t::try_from(child.id()).context("pid")?;
+        drop(child);
+        Ok(Self { pid, reaped: false })
+    }
+
+    pub(crate) fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// The wait status and rusage if it has exited (then it is reaped).
+    pub(crate) fn try_reap(&mut self) -> Option<(libc::c_int, libc::rusage)> {
+        let mut status = 0;
+        // SAFETY: zeroed rusage is valid; pid is our unreaped child.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(self.pid, &raw mut status, libc::WNOHANG, &raw mut ru) };
+        if r == self.pid {
+            self.reaped = true;
+            Some((status, ru))
+        } else if r < 0 {
+            // ECHILD: nothing left to reap.
+            self.reaped = true;
+            Some((-1, ru))
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn reap_blocking(&mut self) -> (libc::c_int, libc::rusage) {
+        let mut status = 0;
+        // SAFETY: as in try_reap.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            let r = unsafe { libc::wait4(self.pid, &raw mut status, 0, &raw mut ru) };
+            if r == self.pid
+                || r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+            {
+                self.reaped = true;
+                return (if r == self.pid { status } else { -1 }, ru);
+            }
+        }
+    }
+
+    pub(crate) fn signal(&self, sig: libc::c_int) {
+        if !self.reaped {
+            // SAFETY: an unreaped child's pid cannot have been reused.
+            unsafe { libc::kill(self.pid, sig) };
+        }
+    }
+
+    /// `sig`, then wait up to `timeout` for the exit; SIGKILL after that (`None` then).
+    pub(crate) fn stop(
+        &mut self,
+        sig: libc::c_int,
+        timeout: Duration,
+    ) -> Option<(libc::c_int, libc::rusage)> {
+        let t0 = Instant::now();
+        self.signal(sig);
+        loop {
+            if let Some(r) = self.try_reap() {
+                return Some(r);
+            }
+            if t0.elapsed() > timeout {
+                self.signal(libc::SIGKILL);
+                self.reap_blocking();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// User + system CPU time of the process so far, from /proc/PID/stat (clock ticks).
+    pub(crate) fn cpu_so_far(&self) -> Option<Duration> {
+        let s = fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the ")" that ends comm: state is field 3, utime 14, stime 15.
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+            .ok()
+            .filter(|h| *h > 0)?;
+        Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    }
+
+    /// A `/proc/PID/status` field in KiB (`VmHWM` = peak RSS so far, `VmRSS` = now).
+    pub(crate) fn status_kib(&self, field: &str) -> Option<u64> {
+        let s = fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let line = s
+            .lines()
+            .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for TracerChild {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // Politely first (a tracer detaches and exits at once), then for sure.
+            self.stop(libc::SIGTERM, Duration::from_secs(5));
+        }
+    }
+}
