@@ -257,6 +257,7 @@ pub async fn record(
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut agg = Aggregate::default();
+    let summarize = exporter.wants_summary();
     let mut events = Vec::new();
     let mut command_status = None;
     let mut interrupted = false;
@@ -265,7 +266,9 @@ pub async fn record(
     let mut deliver = |evs: Vec<Event>, out: &mut dyn Write, exporter: &mut dyn Exporter| {
         for ev in evs {
             if filters.keep(&ev) {
-                agg.record(&ev);
+                if summarize {
+                    agg.record(&ev);
+                }
                 if let Some(m) = &opts.metrics {
                     m.observe(&ev);
                 }

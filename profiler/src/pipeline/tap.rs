@@ -90,9 +90,9 @@ impl Tap {
                             }
                         }
                     }
-                    out.extend(enricher.push(*ev));
+                    enricher.push(*ev, &mut out);
                 }
-                Ok(Record::SyscallEnd(end)) => out.extend(enricher.syscall_end(&end)),
+                Ok(Record::SyscallEnd(end)) => enricher.syscall_end(&end, &mut out),
                 Ok(Record::Mount(m)) => enricher.add_kernel_mount(&m),
                 Err(e) => {
                     self.malformed += 1;
