@@ -108,10 +108,7 @@ pub struct PhaseAggregate {
 fn add(map: &mut BTreeMap<String, PhaseGroup>, key: &str, latency_ns: u64, p: &CopyUpPhases) {
     match map.get_mut(key) {
         Some(g) => g.record(latency_ns, p),
-        None => map
-            .entry(key.to_owned())
-            .or_default()
-            .record(latency_ns, p),
+        None => map.entry(key.to_owned()).or_default().record(latency_ns, p),
     }
 }
 

@@ -460,7 +460,10 @@ mod tests {
         let mut exporter = JsonLines::new();
         for ev in [
             sample_event(),
-            Event::new(crate::event::Kind::Whiteout, crate::event::Backend::Tracepoint),
+            Event::new(
+                crate::event::Kind::Whiteout,
+                crate::event::Backend::Tracepoint,
+            ),
         ] {
             let mut out = Vec::new();
             exporter.event(&mut out, &ev).unwrap();
@@ -471,7 +474,10 @@ mod tests {
                 body: &ev,
             })
             .unwrap();
-            assert_eq!(String::from_utf8(out).unwrap(), format!("{tagged}\n{tagged}\n"));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{tagged}\n{tagged}\n")
+            );
         }
     }
 

@@ -132,6 +132,7 @@ impl<'a> LabelRefs<'a> {
         }
     }
 
+    #[cfg(test)]
     fn of_labels(l: &'a EventLabels) -> Self {
         let s = |v: &'a Option<String>| v.as_deref().unwrap_or_default();
         Self {
