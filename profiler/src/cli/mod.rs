@@ -177,7 +177,7 @@ fn backend_arg() -> impl clap::builder::TypedValueParser<Value = Backend> {
 
 fn exporter(json: bool) -> Box<dyn Exporter> {
     if json {
-        Box::new(JsonLines)
+        Box::new(JsonLines::new())
     } else {
         Box::new(Table::new())
     }
@@ -189,8 +189,9 @@ async fn run(command: Command) -> Exit {
     let _keep_int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
     let _keep_term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     let stdout = std::io::stdout();
-    // Block-buffered: record flushes once per ring-buffer batch (stdout alone flushes per line).
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    // Block-buffered: record flushes once per ring-buffer batch (stdout alone flushes per line);
+    // 64 KiB holds a batch of ~80 JSON events per write(2) (the default 8 KiB about ten).
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     match command {
         Command::Record(args) => record::run(args, &mut out).await,
         Command::Top(args) => top::run(args, &mut out).await,

@@ -186,7 +186,7 @@ pub async fn run_all(
     }
     for b in backends {
         let mut sink = std::io::sink();
-        let mut quiet = JsonLines;
+        let mut quiet = JsonLines::new();
         let result = selftest::run_scenario(
             Some(b),
             btf.clone(),
@@ -309,7 +309,7 @@ async fn storm_under(
         stacks,
         STORM_PARALLEL,
         tmpfs,
-        &mut JsonLines,
+        &mut JsonLines::new(),
         &mut std::io::sink(),
     )
     .await;

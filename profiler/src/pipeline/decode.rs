@@ -132,13 +132,14 @@ fn cstr(bytes: &[u8]) -> String {
 
 /// Leaf-first, NUL-separated components to a `/`-joined relative path.
 pub fn join_path(buf: &[u8], len: usize) -> String {
-    let mut parts: Vec<String> = buf[..len]
-        .split(|&b| b == 0)
-        .filter(|p| !p.is_empty())
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .collect();
-    parts.reverse();
-    parts.join("/")
+    let mut path = String::with_capacity(len);
+    for part in buf[..len].rsplit(|&b| b == 0).filter(|p| !p.is_empty()) {
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push_str(&String::from_utf8_lossy(part));
+    }
+    path
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
@@ -328,5 +329,7 @@ mod tests {
         assert_eq!(join_path(b"c\0b\0a\0", 6), "a/b/c");
         assert_eq!(join_path(b"", 0), "");
         assert_eq!(join_path(b"x\0", 2), "x");
+        assert_eq!(join_path(b"\0c\0\0b\0", 6), "b/c");
+        assert_eq!(join_path(b"c\0b\0a\0zz", 6), "a/b/c");
     }
 }

@@ -100,21 +100,30 @@ pub struct PhaseAggregate {
     pub by_layer: BTreeMap<String, PhaseGroup>,
     /// "kind on mount", for the reading.
     pub by_kind_mount: BTreeMap<String, PhaseGroup>,
+    /// Reused to build the `by_kind_mount` key of each event.
+    key: String,
+}
+
+/// Records a copy-up under `key`, allocating the key only the first time it is seen.
+fn add(map: &mut BTreeMap<String, PhaseGroup>, key: &str, latency_ns: u64, p: &CopyUpPhases) {
+    match map.get_mut(key) {
+        Some(g) => g.record(latency_ns, p),
+        None => map.entry(key.to_owned()).or_default().record(latency_ns, p),
+    }
 }
 
 impl PhaseAggregate {
     pub fn record(&mut self, ev: &Event, layer_key: &str, mount_key: &str) {
         let Some(p) = &ev.phases else { return };
-        for (map, key) in [
-            (&mut self.by_kind, ev.kind.as_str().to_owned()),
-            (&mut self.by_layer, layer_key.to_owned()),
-            (
-                &mut self.by_kind_mount,
-                format!("{} on {mount_key}", ev.kind.as_str()),
-            ),
-        ] {
-            map.entry(key).or_default().record(ev.latency_ns, p);
-        }
+        add(&mut self.by_kind, ev.kind.as_str(), ev.latency_ns, p);
+        add(&mut self.by_layer, layer_key, ev.latency_ns, p);
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        key.push_str(ev.kind.as_str());
+        key.push_str(" on ");
+        key.push_str(mount_key);
+        add(&mut self.by_kind_mount, &key, ev.latency_ns, p);
+        self.key = key;
     }
 
     pub fn stats(map: &BTreeMap<String, PhaseGroup>) -> BTreeMap<String, PhaseStats> {

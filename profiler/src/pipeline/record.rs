@@ -257,15 +257,20 @@ pub async fn record(
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut agg = Aggregate::default();
+    let summarize = exporter.wants_summary();
     let mut events = Vec::new();
     let mut command_status = None;
     let mut interrupted = false;
     let mut overlay_unloaded = false;
 
-    let mut deliver = |evs: Vec<Event>, out: &mut dyn Write, exporter: &mut dyn Exporter| {
-        for ev in evs {
+    // One batch buffer for the session: each drain appends to it, `deliver` empties it.
+    let mut batch: Vec<Event> = Vec::new();
+    let mut deliver = |evs: &mut Vec<Event>, out: &mut dyn Write, exporter: &mut dyn Exporter| {
+        for ev in evs.drain(..) {
             if filters.keep(&ev) {
-                agg.record(&ev);
+                if summarize {
+                    agg.record(&ev);
+                }
                 if let Some(m) = &opts.metrics {
                     m.observe(&ev);
                 }
@@ -285,23 +290,23 @@ pub async fn record(
             guard = tap.readable_mut() => {
                 let mut guard = guard.map_err(|source| RecordError::Io { source })?;
                 let mut seen = Vec::new();
-                let mut batch = guard.get_inner_mut().drain(&mut enricher, Some(&mut seen));
+                guard.get_inner_mut().drain(&mut enricher, Some(&mut seen), &mut batch);
                 guard.clear_ready();
                 if !seen.is_empty() {
                     tap.get_mut().probe_mut().register_mounts(&seen)?;
                 }
                 attributor.fill(&mut batch).await;
-                deliver(batch, out, exporter);
+                deliver(&mut batch, out, exporter);
             }
             _ = drain_tick.tick() => {
                 let mut seen = Vec::new();
-                let mut batch = tap.get_mut().drain(&mut enricher, Some(&mut seen));
+                tap.get_mut().drain(&mut enricher, Some(&mut seen), &mut batch);
                 if !seen.is_empty() {
                     tap.get_mut().probe_mut().register_mounts(&seen)?;
                 }
                 if !batch.is_empty() {
                     attributor.fill(&mut batch).await;
-                    deliver(batch, out, exporter);
+                    deliver(&mut batch, out, exporter);
                 }
             }
             guard = logs_readable(&mut logs) => {
@@ -341,12 +346,13 @@ pub async fn record(
         }
     }
     // Everything the kernel produced before we stopped is already in the ring buffer.
-    let mut batch = tap.get_mut().drain(&mut enricher, Some(&mut Vec::new()));
+    tap.get_mut()
+        .drain(&mut enricher, Some(&mut Vec::new()), &mut batch);
     attributor.fill(&mut batch).await;
-    deliver(batch, out, exporter);
+    deliver(&mut batch, out, exporter);
     let mut rest = enricher.flush();
     attributor.fill(&mut rest).await;
-    deliver(rest, out, exporter);
+    deliver(&mut rest, out, exporter);
     let summary = agg.summary(tap.get_ref().drops());
     if let Some(note) = tap.get_ref().probe().recursion_note() {
         eprintln!("cowprof: {note}");

@@ -21,6 +21,11 @@ pub trait Exporter {
     fn header(&mut self, out: &mut dyn Write, info: &RunInfo) -> io::Result<()>;
     fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()>;
     fn summary(&mut self, out: &mut dyn Write, s: &Summary) -> io::Result<()>;
+    /// False if [`Exporter::summary`] shows nothing: `record` then keeps no histograms (its
+    /// [`crate::pipeline::record::Outcome::summary`] has the drops and no events).
+    fn wants_summary(&self) -> bool {
+        true
+    }
     /// Called every [`crate::pipeline::record::RecordOptions::tick`] while recording, with the
     /// drops so far (live views: `top`); `Ok(false)` ends the recording as Ctrl-C would.
     fn tick(
@@ -50,7 +55,30 @@ struct Tagged<'a, T: serde::Serialize> {
     body: &'a T,
 }
 
-pub struct JsonLines;
+/// JSON lines. An event line is built in a buffer kept between events and written with one
+/// `write_all`: serialising through `&mut dyn Write` costs a virtual call per token, and
+/// `#[serde(flatten)]` a map serializer per field.
+pub struct JsonLines {
+    /// `{"schema":N,"type":"event"` and, after it, the event being written.
+    line: Vec<u8>,
+    prefix: usize,
+}
+
+impl Default for JsonLines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JsonLines {
+    pub fn new() -> Self {
+        let line = format!("{{\"schema\":{JSON_SCHEMA},\"type\":\"event\"").into_bytes();
+        Self {
+            prefix: line.len(),
+            line,
+        }
+    }
+}
 
 impl Exporter for JsonLines {
     fn header(&mut self, out: &mut dyn Write, info: &RunInfo) -> io::Result<()> {
@@ -65,15 +93,15 @@ impl Exporter for JsonLines {
         out.write_all(b"\n")
     }
     fn event(&mut self, out: &mut dyn Write, ev: &Event) -> io::Result<()> {
-        serde_json::to_writer(
-            &mut *out,
-            &Tagged {
-                schema: JSON_SCHEMA,
-                kind: "event",
-                body: ev,
-            },
-        )?;
-        out.write_all(b"\n")
+        // The text `Tagged { schema, kind: "event", body: ev }` serialises to: the tag fields,
+        // then the event's own fields (its opening brace becomes the comma after the tags).
+        self.line.truncate(self.prefix);
+        serde_json::to_writer(&mut self.line, ev)?;
+        if let Some(brace) = self.line.get_mut(self.prefix) {
+            *brace = b',';
+        }
+        self.line.push(b'\n');
+        out.write_all(&self.line)
     }
     fn summary(&mut self, out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         serde_json::to_writer(
@@ -404,7 +432,7 @@ mod tests {
     #[test]
     fn json_event_line_snapshot() {
         let mut out = Vec::new();
-        JsonLines.event(&mut out, &sample_event()).unwrap();
+        JsonLines::new().event(&mut out, &sample_event()).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             concat!(
@@ -423,6 +451,34 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    /// The event line is built by hand around the event's own serialisation: the same text
+    /// as the tagged struct the start and summary lines use.
+    #[test]
+    fn json_event_line_is_the_tagged_event() {
+        let mut exporter = JsonLines::new();
+        for ev in [
+            sample_event(),
+            Event::new(
+                crate::event::Kind::Whiteout,
+                crate::event::Backend::Tracepoint,
+            ),
+        ] {
+            let mut out = Vec::new();
+            exporter.event(&mut out, &ev).unwrap();
+            exporter.event(&mut out, &ev).unwrap();
+            let tagged = serde_json::to_string(&Tagged {
+                schema: JSON_SCHEMA,
+                kind: "event",
+                body: &ev,
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{tagged}\n{tagged}\n")
+            );
+        }
     }
 
     #[test]
@@ -450,7 +506,7 @@ mod tests {
             ..Default::default()
         });
         let mut out = Vec::new();
-        JsonLines.summary(&mut out, &summary).unwrap();
+        JsonLines::new().summary(&mut out, &summary).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["schema"], 1);
         assert_eq!(v["type"], "summary");
@@ -559,7 +615,7 @@ mod tests {
         assert_eq!(key, "/var/lib/docker/ov…38428142970/merged");
         assert_eq!(row.chars().count(), 100);
         let mut json = Vec::new();
-        JsonLines.summary(&mut json, &summary).unwrap();
+        JsonLines::new().summary(&mut json, &summary).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(
             v["by_mount"]["/var/lib/docker/overlay2/4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970/merged"]["count"],

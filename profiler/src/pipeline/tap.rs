@@ -62,8 +62,8 @@ impl Tap {
         &mut self.probe
     }
 
-    /// Reads every sample currently in the ring buffer into `enricher` and returns the events
-    /// it completed. With `new_mounts`: if an event names a mount not seen yet, mountinfo is
+    /// Reads every sample currently in the ring buffer into `enricher` and appends the events
+    /// it completed to `out` (a buffer the caller keeps, so that batches do not regrow one). With `new_mounts`: if an event names a mount not seen yet, mountinfo is
     /// read again (once per call) and, if that found new mounts, `new_mounts` gets them (the
     /// caller registers them with the probe). Without it the caller registers every mount
     /// itself (the lab, with mount ids of its own).
@@ -71,8 +71,8 @@ impl Tap {
         &mut self,
         enricher: &mut Enricher,
         mut new_mounts: Option<&mut Vec<OverlayMount>>,
-    ) -> Vec<Event> {
-        let mut out = Vec::new();
+        out: &mut Vec<Event>,
+    ) {
         let mut refreshed = false;
         while let Some(item) = self.ring.next() {
             match decode::decode(&item) {
@@ -90,9 +90,9 @@ impl Tap {
                             }
                         }
                     }
-                    out.extend(enricher.push(*ev));
+                    enricher.push(*ev, out);
                 }
-                Ok(Record::SyscallEnd(end)) => out.extend(enricher.syscall_end(&end)),
+                Ok(Record::SyscallEnd(end)) => enricher.syscall_end(&end, out),
                 Ok(Record::Mount(m)) => enricher.add_kernel_mount(&m),
                 Err(e) => {
                     self.malformed += 1;
@@ -100,7 +100,6 @@ impl Tap {
                 }
             }
         }
-        out
     }
 
     /// Everything lost so far: the kernel side's counters and the samples that did not decode.
@@ -227,7 +226,9 @@ impl KernelTap {
     /// Every event the kernel side has produced so far, enriched (the caller registers its mounts
     /// itself, under ids of its own).
     pub fn drain(&mut self) -> Vec<Event> {
-        self.tap.drain(&mut self.enricher, None)
+        let mut out = Vec::new();
+        self.tap.drain(&mut self.enricher, None, &mut out);
+        out
     }
 
     /// Events lost so far (ring buffer full, tables full, malformed samples, skipped program

@@ -35,6 +35,9 @@ pub struct LayerNames {
     stores: HashMap<PathBuf, HashMap<String, String>>,
     /// containers-storage root → (container id → image id), for [`Self::image_of`].
     containers: HashMap<PathBuf, HashMap<String, String>>,
+    /// Layer directory → its containers-storage root (`None`: another store or none), so that
+    /// [`Self::image_of`] resolves and stats each directory once, not once per event.
+    storage_roots: HashMap<String, Option<PathBuf>>,
 }
 
 /// Where the table for one layer directory lives.
@@ -88,13 +91,20 @@ impl LayerNames {
     /// `overlay-containers/containers.json` of the same containers-storage root; `None` for
     /// other stores or unknown containers.
     pub fn image_of(&mut self, layer_dir: &str, container_id: &str) -> Option<String> {
-        let dir = Path::new(layer_dir)
-            .canonicalize()
-            .unwrap_or_else(|_| PathBuf::from(layer_dir));
-        let (_, Store::Containers(layers)) = store_of(&dir)? else {
-            return None;
-        };
-        let root = layers.parent()?.to_path_buf();
+        if !self.storage_roots.contains_key(layer_dir) {
+            if self.storage_roots.len() > 4096 {
+                self.storage_roots.clear();
+            }
+            let dir = Path::new(layer_dir)
+                .canonicalize()
+                .unwrap_or_else(|_| PathBuf::from(layer_dir));
+            let root = match store_of(&dir) {
+                Some((_, Store::Containers(layers))) => layers.parent().map(Path::to_path_buf),
+                _ => None,
+            };
+            self.storage_roots.insert(layer_dir.to_owned(), root);
+        }
+        let root = self.storage_roots.get(layer_dir)?.clone()?;
         if !self
             .containers
             .get(&root)

@@ -33,6 +33,8 @@ pub struct Enricher {
     upper_roots: Vec<Option<(u32, u64)>>,
     /// Per mount (same index): the merged lower layers of directories already looked up.
     dir_stacks: Vec<DirStacks>,
+    /// Per mount (same index): the texts its events carry, made once.
+    texts: Vec<MountTexts>,
     /// Monotonic-to-wall-clock offset, ns.
     wall_offset_ns: i128,
     /// Events waiting for their syscall's exit, by (tid, syscall enter time).
@@ -65,6 +67,7 @@ impl Enricher {
             by_serial: HashMap::new(),
             upper_roots: Vec::new(),
             dir_stacks: Vec::new(),
+            texts: Vec::new(),
             wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
             pending: HashMap::new(),
             containers: CgroupCache::default(),
@@ -95,6 +98,7 @@ impl Enricher {
                     profiler_common::USER_MOUNT_SERIAL | m.mount_id,
                     self.mounts.len(),
                 );
+                self.texts.push(MountTexts::of(m));
                 self.mounts.push(m.clone());
                 self.dir_stacks.push(DirStacks::default());
                 new = true;
@@ -132,6 +136,7 @@ impl Enricher {
         self.by_serial.insert(rec.serial, self.mounts.len());
         self.upper_roots
             .push(Some((rec.upper_dev, rec.upper_root_ino)));
+        self.texts.push(MountTexts::of(&mount));
         self.mounts.push(mount);
         self.dir_stacks.push(DirStacks::default());
     }
@@ -163,49 +168,64 @@ impl Enricher {
         }
     }
 
-    /// Takes a raw event; returns the events that are complete (now, or held until their
-    /// syscall exits).
-    pub fn push(&mut self, ev: RawEvent) -> Vec<Event> {
+    /// Takes a raw event; appends to `out` the events that are complete (now, or held until
+    /// their syscall exits).
+    pub fn push(&mut self, ev: RawEvent, out: &mut Vec<Event>) {
         // Now, not at the syscall's exit: the process may be gone by then.
-        self.containers
+        let origin = self
+            .containers
             .container_of(ev.pid, u64::from(ev.mnt_ns), ev.cgroup_id);
         match (ev.syscall_enter_ns, ev.syscall_exit) {
             // Emitted at its syscall's exit: complete now.
-            (Some(enter), Some(exit)) => vec![self.finish(ev, Some((enter, exit)))],
-            (Some(enter), None) => {
-                self.pending.entry((ev.tid, enter)).or_default().push(ev);
-                Vec::new()
-            }
-            (None, _) => vec![self.finish(ev, None)],
+            (Some(enter), Some(exit)) => out.push(self.finish(ev, origin, Some((enter, exit)))),
+            (Some(enter), None) => self.pending.entry((ev.tid, enter)).or_default().push(ev),
+            (None, _) => out.push(self.finish(ev, origin, None)),
         }
     }
 
-    pub fn syscall_end(&mut self, end: &SyscallEnd) -> Vec<Event> {
+    /// Appends to `out` the events that waited for this syscall's exit.
+    pub fn syscall_end(&mut self, end: &SyscallEnd, out: &mut Vec<Event>) {
         let Some(evs) = self.pending.remove(&(end.tid, end.enter_ns)) else {
-            return Vec::new();
+            return;
         };
         let exit = SyscallExit {
             exit_ns: end.exit_ns,
             ret: end.ret,
         };
-        evs.into_iter()
-            .map(|ev| self.finish(ev, Some((end.enter_ns, exit))))
-            .collect()
+        for ev in evs {
+            let origin = self.origin_of(&ev);
+            out.push(self.finish(ev, origin, Some((end.enter_ns, exit))));
+        }
     }
 
     /// Events whose syscall never exited while we listened (e.g. stopped mid-syscall).
     pub fn flush(&mut self) -> Vec<Event> {
         let all: Vec<RawEvent> = self.pending.drain().flat_map(|(_, v)| v).collect();
-        let mut out: Vec<Event> = all.into_iter().map(|ev| self.finish(ev, None)).collect();
+        let mut out: Vec<Event> = all
+            .into_iter()
+            .map(|ev| {
+                let origin = self.origin_of(&ev);
+                self.finish(ev, origin, None)
+            })
+            .collect();
         out.sort_by_key(|e| e.time_ns);
         out
     }
 
-    /// `end`: the syscall's enter time and its exit, when known.
-    fn finish(&mut self, ev: RawEvent, end: Option<(u64, SyscallExit)>) -> Event {
-        let origin = self
-            .containers
-            .container_of(ev.pid, u64::from(ev.mnt_ns), ev.cgroup_id);
+    /// The event's container, from the cache [`Self::push`] filled when it arrived.
+    fn origin_of(&mut self, ev: &RawEvent) -> Option<container::Origin> {
+        self.containers
+            .container_of(ev.pid, u64::from(ev.mnt_ns), ev.cgroup_id)
+    }
+
+    /// `origin`: the acting process's container; `end`: the syscall's enter time and its exit,
+    /// when known.
+    fn finish(
+        &mut self,
+        ev: RawEvent,
+        origin: Option<container::Origin>,
+        end: Option<(u64, SyscallExit)>,
+    ) -> Event {
         let pod = origin.as_ref().and_then(|o| o.pod.clone());
         let mount_idx = self.mount_for(&ev);
         let mount = mount_idx.and_then(|i| self.mounts.get(i));
@@ -218,27 +238,31 @@ impl Enricher {
         };
         // A create over a whiteout makes something new: it comes from no layer.
         let from_layer = !matches!(kind, Kind::OpaqueDir | Kind::CreateOverWhiteout);
-        let (lower_layer, lower_layer_dir) = match (
+        let texts = mount_idx.and_then(|i| self.texts.get_mut(i));
+        let lower_layer = match (
             ev.lower_idx.filter(|_| from_layer),
             mount.filter(|_| from_layer),
         ) {
-            (Some(idx), Some(m)) => (Some(idx), m.layer_dir(idx).map(|p| p.display().to_string())),
-            (Some(idx), None) => (Some(idx), None),
-            (None, Some(m)) => match mount_idx
+            (Some(idx), _) => Some(idx),
+            (None, Some(m)) => mount_idx
                 .and_then(|i| self.dir_stacks.get_mut(i))
                 .and_then(|c| m.lower_layer_cached(Path::new(&ev.path), c))
-            {
-                Some((idx, dir)) => (Some(idx), Some(dir.display().to_string())),
-                None => (None, None),
-            },
-            (None, None) => (None, None),
+                .map(|(idx, _)| idx),
+            (None, None) => None,
+        };
+        // The layer's directory and image layer, found once per mount and layer.
+        let (lower_layer_dir, layer_digest) = match (lower_layer, texts) {
+            (Some(idx), Some(t)) => t.layer(idx, &mut self.layer_names),
+            _ => (None, None),
         };
         let phases = kind.is_copy_up().then(|| {
             let has_data = matches!(kind, Kind::DataCopyUp | Kind::DeferredDataCopyUp);
             CopyUpPhases::from_wire(&ev.phases, ev.latency_ns, has_data)
         });
-        let dev = mount.map(|m| format!("{}:{}", m.major, m.minor));
-        let mount_point = mount.map(|m| m.mount_point.display().to_string());
+        let (dev, mount_point) = match mount_idx.and_then(|i| self.texts.get(i)) {
+            Some(t) => (Some(t.dev.clone()), Some(t.mount_point.clone())),
+            None => (None, None),
+        };
         let mut out = Event {
             kind,
             backend: ev.backend,
@@ -268,23 +292,60 @@ impl Enricher {
             container_name: None,
             image: None,
             image_id: None,
-            layer_digest: None,
+            layer_digest,
             pod_name: None,
             pod_namespace: None,
             pod_qos: pod.as_ref().map(|p| p.qos.as_str().to_owned()),
             pod_uid: pod.map(|p| p.uid),
             phases,
         };
-        out.layer_digest = out
-            .lower_layer_dir
-            .as_deref()
-            .and_then(|d| self.layer_names.name_of(d));
         // podman / CRI-O: the image id from the containers-storage root of the layer.
         if let (Some(dir), Some(id)) = (out.lower_layer_dir.as_deref(), out.container_id.as_deref())
         {
             out.image_id = self.layer_names.image_of(dir, id);
         }
         out
+    }
+}
+
+/// The texts every event of one mount carries, made when the mount is added instead of per
+/// event.
+struct MountTexts {
+    /// `major:minor`.
+    dev: String,
+    mount_point: String,
+    /// Per layer (index `idx - 1`): its directory and its image layer (see
+    /// [`LayerNames::name_of`]), looked up at the first event from it.
+    layers: Vec<Option<(String, Option<String>)>>,
+    /// Layer directories, in [`OverlayMount::layer_dir`] order.
+    dirs: Vec<PathBuf>,
+}
+
+impl MountTexts {
+    fn of(m: &OverlayMount) -> Self {
+        let dirs: Vec<PathBuf> = m.lowerdirs.iter().chain(&m.datadirs).cloned().collect();
+        Self {
+            dev: format!("{}:{}", m.major, m.minor),
+            mount_point: m.mount_point.display().to_string(),
+            layers: vec![None; dirs.len()],
+            dirs,
+        }
+    }
+
+    /// Layer `idx`'s (1-based) directory and image layer digest.
+    fn layer(&mut self, idx: u32, names: &mut LayerNames) -> (Option<String>, Option<String>) {
+        let Some(i) = usize::try_from(idx).ok().and_then(|i| i.checked_sub(1)) else {
+            return (None, None);
+        };
+        let Some(slot) = self.layers.get_mut(i) else {
+            return (None, None);
+        };
+        let (dir, digest) = slot.get_or_insert_with(|| {
+            let dir = self.dirs[i].display().to_string();
+            let digest = names.name_of(&dir);
+            (dir, digest)
+        });
+        (Some(dir.clone()), digest.clone())
     }
 }
 

@@ -92,6 +92,60 @@ impl EventLabels {
     }
 }
 
+/// An event's six label values, borrowed (`""` for none), in [`Source`]'s field order: what
+/// the hot path compares without allocating.
+#[derive(Debug, Clone, Copy)]
+struct LabelRefs<'a> {
+    mount: &'a str,
+    container: &'a str,
+    pod: &'a str,
+    namespace: &'a str,
+    image: &'a str,
+    layer_digest: &'a str,
+}
+
+impl<'a> LabelRefs<'a> {
+    /// The same values as [`EventLabels::from_event`].
+    fn of_event(ev: &'a Event) -> Self {
+        let s = |v: &'a Option<String>| v.as_deref().unwrap_or_default();
+        let container = match (&ev.container_name, &ev.container_id) {
+            (Some(name), _) => name.as_str(),
+            // The short id: its first 12 characters.
+            (None, Some(id)) => &id[..id.char_indices().nth(12).map_or(id.len(), |(i, _)| i)],
+            (None, None) => "",
+        };
+        Self {
+            mount: s(&ev.mount_point),
+            container,
+            pod: ev
+                .pod_name
+                .as_deref()
+                .or(ev.pod_uid.as_deref())
+                .unwrap_or_default(),
+            namespace: ev
+                .pod_name
+                .as_ref()
+                .and(ev.pod_namespace.as_deref())
+                .unwrap_or_default(),
+            image: s(&ev.image),
+            layer_digest: s(&ev.layer_digest),
+        }
+    }
+
+    #[cfg(test)]
+    fn of_labels(l: &'a EventLabels) -> Self {
+        let s = |v: &'a Option<String>| v.as_deref().unwrap_or_default();
+        Self {
+            mount: s(&l.mount),
+            container: s(&l.container),
+            pod: s(&l.pod),
+            namespace: s(&l.namespace),
+            image: s(&l.image),
+            layer_digest: s(&l.layer_digest),
+        }
+    }
+}
+
 /// One label set: the unit of the cardinality budget.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Source {
@@ -104,16 +158,24 @@ struct Source {
 }
 
 impl Source {
-    fn of(l: &EventLabels) -> Self {
-        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    fn of(l: LabelRefs<'_>) -> Self {
         Self {
-            mount: s(&l.mount),
-            container: s(&l.container),
-            pod: s(&l.pod),
-            namespace: s(&l.namespace),
-            image: s(&l.image),
-            layer_digest: s(&l.layer_digest),
+            mount: l.mount.to_owned(),
+            container: l.container.to_owned(),
+            pod: l.pod.to_owned(),
+            namespace: l.namespace.to_owned(),
+            image: l.image.to_owned(),
+            layer_digest: l.layer_digest.to_owned(),
         }
+    }
+
+    fn is(&self, l: LabelRefs<'_>) -> bool {
+        self.mount == l.mount
+            && self.container == l.container
+            && self.pod == l.pod
+            && self.namespace == l.namespace
+            && self.image == l.image
+            && self.layer_digest == l.layer_digest
     }
 
     fn other() -> Self {
@@ -196,10 +258,59 @@ const ALL_KINDS: [Kind; 8] = [
 #[derive(Debug)]
 struct Budget {
     max: usize,
-    /// Label set → last event time.
+    /// Label set → last event time (for those in `hot`, the time they entered it: theirs is
+    /// in `hot` until [`Budget::sync_hot`]).
     admitted: HashMap<Source, Instant>,
     /// No idle label set was found before this.
     next_scan: Instant,
+    /// The admitted label sets of the latest events with their series' handles, newest last:
+    /// an event of one of them is counted without building, hashing or looking up its labels.
+    hot: Vec<Hot>,
+    /// The phase histogram of each phase, once observed (their series are never removed).
+    phases: [Option<Histogram>; 7],
+}
+
+/// How many label sets keep their handles in [`Budget::hot`].
+const HOT_SETS: usize = 8;
+
+/// An admitted label set, the time of its latest event and its series' handles per kind
+/// ([`ALL_KINDS`] order), made at the first event of each kind.
+#[derive(Debug)]
+struct Hot {
+    src: Source,
+    seen: Instant,
+    series: [Option<Series>; 8],
+}
+
+/// The handles of one kind's series of one label set (they share the registry's metrics).
+#[derive(Debug, Clone)]
+enum Series {
+    CopyUp {
+        count: Counter,
+        bytes: Counter,
+        latency: Histogram,
+    },
+    Whiteout(Counter),
+}
+
+impl Series {
+    fn count(&self, ev: &Event) {
+        match self {
+            Self::CopyUp {
+                count,
+                bytes,
+                latency,
+            } => {
+                count.inc();
+                bytes.inc_by(ev.bytes_copied);
+                #[expect(clippy::cast_precision_loss, reason = "ns to seconds for a histogram")]
+                latency.observe(ev.latency_ns as f64 / 1e9);
+            }
+            Self::Whiteout(count) => {
+                count.inc();
+            }
+        }
+    }
 }
 
 enum Admission {
@@ -224,6 +335,7 @@ impl Budget {
         if now < self.next_scan {
             return Admission::Folded;
         }
+        self.sync_hot();
         let idlest = self
             .admitted
             .iter()
@@ -232,12 +344,45 @@ impl Budget {
             .map(|(s, _)| s.clone());
         if let Some(old) = idlest {
             self.admitted.remove(&old);
+            self.hot.retain(|h| h.src != old);
             self.admitted.insert(src.clone(), now);
             Admission::Replaces(old)
         } else {
             self.next_scan = now + Duration::from_secs(1);
             Admission::Folded
         }
+    }
+
+    /// Writes the event times kept in `hot` back to `admitted`.
+    fn sync_hot(&mut self) {
+        for h in &self.hot {
+            if let Some(seen) = self.admitted.get_mut(&h.src) {
+                *seen = (*seen).max(h.seen);
+            }
+        }
+    }
+
+    /// Makes `src` (just admitted as its own label set) the newest hot one.
+    fn heat(&mut self, src: Source, now: Instant) -> &mut Hot {
+        if let Some(i) = self.hot.iter().position(|h| h.src == src) {
+            let h = self.hot.remove(i);
+            self.hot.push(h);
+        } else {
+            if self.hot.len() >= HOT_SETS {
+                let cold = self.hot.remove(0);
+                if let Some(seen) = self.admitted.get_mut(&cold.src) {
+                    *seen = (*seen).max(cold.seen);
+                }
+            }
+            self.hot.push(Hot {
+                src,
+                seen: now,
+                series: Default::default(),
+            });
+        }
+        let hot = self.hot.last_mut().expect("just pushed");
+        hot.seen = now;
+        hot
     }
 }
 
@@ -313,6 +458,8 @@ impl Recorder {
                 max: max_series,
                 admitted: HashMap::new(),
                 next_scan: Instant::now(),
+                hot: Vec::new(),
+                phases: Default::default(),
             })),
         };
         for reason in DROP_REASONS {
@@ -343,16 +490,50 @@ impl Recorder {
     }
 
     pub fn observe(&self, ev: &Event) {
-        self.observe_at(&EventLabels::from_event(ev), ev, Instant::now());
+        self.observe_refs(ev.kind, LabelRefs::of_event(ev), ev, Instant::now());
     }
 
+    #[cfg(test)]
     fn observe_at(&self, labels: &EventLabels, ev: &Event, now: Instant) {
-        let mut src = Source::of(labels);
-        {
-            let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
-            match budget.admit(&src, now) {
-                Admission::Own => {}
-                Admission::Replaces(old) => {
+        self.observe_refs(labels.kind, LabelRefs::of_labels(labels), ev, now);
+    }
+
+    fn observe_refs(&self, kind: Kind, labels: LabelRefs<'_>, ev: &Event, now: Instant) {
+        let mut guard = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+        let budget = &mut *guard;
+        self.events.inc();
+        if kind.is_copy_up() {
+            if let Some(p) = &ev.phases {
+                for ((phase, v), slot) in crate::event::PHASE_NAMES
+                    .into_iter()
+                    .zip(p.values())
+                    .zip(&mut budget.phases)
+                {
+                    if let Some(v) = v {
+                        #[expect(clippy::cast_precision_loss, reason = "ns to seconds")]
+                        slot.get_or_insert_with(|| {
+                            self.phases.get_or_create(&PhaseLabels { phase }).clone()
+                        })
+                        .observe(v as f64 / 1e9);
+                    }
+                }
+            }
+        }
+        let kind_idx = ALL_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        if let Some(hot) = budget.hot.iter_mut().rev().find(|h| h.src.is(labels)) {
+            hot.seen = now;
+            let series = hot.series[kind_idx].get_or_insert_with(|| self.series(&hot.src, kind));
+            series.count(ev);
+            return;
+        }
+        let src = Source::of(labels);
+        match budget.admit(&src, now) {
+            Admission::Folded => {
+                self.folded.inc();
+                self.series(&Source::other(), kind).count(ev);
+            }
+            admission => {
+                if let Admission::Replaces(old) = admission {
                     for kind in ALL_KINDS {
                         let l = old.series(kind);
                         self.copy_ups.remove(&l);
@@ -361,36 +542,27 @@ impl Recorder {
                         self.latency.remove(&l);
                     }
                 }
-                Admission::Folded => {
-                    src = Source::other();
-                    self.folded.inc();
-                }
+                let hot = budget.heat(src, now);
+                let series =
+                    hot.series[kind_idx].get_or_insert_with(|| self.series(&hot.src, kind));
+                series.count(ev);
             }
-            self.label_sets
-                .set(i64::try_from(budget.admitted.len()).unwrap_or(i64::MAX));
         }
-        let series = src.series(labels.kind);
-        self.events.inc();
-        if labels.kind.is_copy_up() {
-            self.copy_ups.get_or_create(&series).inc();
-            self.copied_bytes
-                .get_or_create(&series)
-                .inc_by(ev.bytes_copied);
-            #[expect(clippy::cast_precision_loss, reason = "ns to seconds for a histogram")]
-            let secs = ev.latency_ns as f64 / 1e9;
-            self.latency.get_or_create(&series).observe(secs);
-            if let Some(p) = &ev.phases {
-                for (phase, v) in crate::event::PHASE_NAMES.into_iter().zip(p.values()) {
-                    if let Some(v) = v {
-                        #[expect(clippy::cast_precision_loss, reason = "ns to seconds")]
-                        self.phases
-                            .get_or_create(&PhaseLabels { phase })
-                            .observe(v as f64 / 1e9);
-                    }
-                }
+        self.label_sets
+            .set(i64::try_from(budget.admitted.len()).unwrap_or(i64::MAX));
+    }
+
+    /// The handles of `src`'s series of `kind` (created in the registry if new).
+    fn series(&self, src: &Source, kind: Kind) -> Series {
+        let labels = src.series(kind);
+        if kind.is_copy_up() {
+            Series::CopyUp {
+                count: self.copy_ups.get_or_create(&labels).clone(),
+                bytes: self.copied_bytes.get_or_create(&labels).clone(),
+                latency: self.latency.get_or_create(&labels).clone(),
             }
         } else {
-            self.whiteouts.get_or_create(&series).inc();
+            Series::Whiteout(self.whiteouts.get_or_create(&labels).clone())
         }
     }
 
@@ -467,6 +639,9 @@ impl crate::pipeline::report::Exporter for Quiet {
         _: &crate::pipeline::aggregate::Summary,
     ) -> std::io::Result<()> {
         Ok(())
+    }
+    fn wants_summary(&self) -> bool {
+        false
     }
 }
 
