@@ -474,10 +474,13 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     drop(survey);
     drop(kbtf);
 
-    // The loader holds aya's parsed copy of the kernel BTF (~18 MiB here): drop it right after
-    // loading, before the programs are verified and attached (peak RSS 48 -> 30 MiB).
+    // No kernel BTF for the loader: it would only serve CO-RE relocations, and the object has
+    // none (the programs read kernel structures at the offsets `Config` carries, resolved
+    // above from BTF by btf-rs). aya would otherwise parse all of vmlinux's BTF here (time,
+    // and ~18 MiB of memory).
     let mut ebpf = {
         let mut loader = EbpfLoader::new();
+        loader.btf(None);
         if let Some(bytes) = opts.ringbuf_size {
             loader.map_max_entries("EVENTS", bytes);
         }
