@@ -207,13 +207,31 @@ pub struct Drops {
 }
 
 impl Drops {
+    /// The counters that are lost events, by the names the metrics give them (`reason`).
+    pub const REASONS: [&'static str; 6] = [
+        "ringbuf",
+        "op_table",
+        "windows",
+        "malformed",
+        "whiteout_unnamed",
+        "recursion",
+    ];
+
+    /// Each lost-event counter with its name ([`Drops::REASONS`] order).
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+        let [ringbuf, op_table, windows, malformed, whiteout_unnamed, recursion] = Self::REASONS;
+        [
+            (ringbuf, self.ringbuf),
+            (op_table, self.op_table),
+            (windows, self.windows),
+            (malformed, self.malformed),
+            (whiteout_unnamed, self.whiteout_unnamed),
+            (recursion, self.recursion),
+        ]
+    }
+
     pub fn total(&self) -> u64 {
-        self.ringbuf
-            + self.op_table
-            + self.windows
-            + self.malformed
-            + self.whiteout_unnamed
-            + self.recursion
+        self.by_reason().iter().map(|&(_, n)| n).sum()
     }
 }
 

@@ -387,15 +387,8 @@ impl Budget {
 }
 
 /// The `reason` label values of `cowprof_dropped_events_total`, each exported from the start
-/// (at 0), in [`Recorder::set_drops`]'s order.
-pub const DROP_REASONS: [&str; 6] = [
-    "ringbuf",
-    "op_table",
-    "windows",
-    "malformed",
-    "whiteout_unnamed",
-    "recursion",
-];
+/// (at 0).
+pub const DROP_REASONS: [&str; 6] = Drops::REASONS;
 
 /// Registers metrics in order: `"name" [in Unit]: "help" => metric;` each.
 macro_rules! register {
@@ -568,15 +561,7 @@ impl Recorder {
 
     /// The drop counters are the kernel's and the decoder's own running totals.
     pub fn set_drops(&self, d: &Drops) {
-        let values = [
-            d.ringbuf,
-            d.op_table,
-            d.windows,
-            d.malformed,
-            d.whiteout_unnamed,
-            d.recursion,
-        ];
-        for (reason, v) in DROP_REASONS.into_iter().zip(values) {
+        for (reason, v) in d.by_reason() {
             let c = self.dropped.get_or_create(&ReasonLabels { reason });
             // Monotonic by construction; never move a counter backwards.
             c.inner().fetch_max(v, std::sync::atomic::Ordering::Relaxed);
