@@ -36,7 +36,7 @@
 //!
 //! ```text
 //! cargo bench -p cowprof-benches --bench copyup_storm -- [--files N] [--rounds PAIRS]
-//!     [--warmup W] [--backend kprobe|tracepoint] [--cowprof PATH] [--tmpfs] [--dir DIR]
+//!     [--warmup W] [--backend kprobe|tracepoint] [--cowprof PATH] [--record-arg ARG]... [--tmpfs] [--dir DIR]
 //!     [--output json|table|metrics] [--gap-ms MS] [--bpf-stats] [--order abba|alternate]
 //!     [--workload storm|getppid] [--calls N] [--peer-cmd CMD] [--peer-ready TEXT]
 //! ```
@@ -68,7 +68,7 @@ use serde_json::json;
 
 const USAGE: &str =
     "usage: copyup_storm [--files N] [--rounds PAIRS] [--warmup W] [--backend kprobe|tracepoint] \
-                     [--cowprof PATH] [--tmpfs] [--dir DIR] [--output json|table|metrics] [--gap-ms MS] \
+                     [--cowprof PATH] [--record-arg ARG]... [--tmpfs] [--dir DIR] [--output json|table|metrics] [--gap-ms MS] \
                      [--bpf-stats] [--order abba|alternate] [--workload storm|getppid] [--calls N] \
                      [--peer-cmd CMD] [--peer-ready TEXT]";
 /// Attaching in a TCG VM (BTF parsing, the verifier) is slow; so is draining 10k events there.
@@ -81,6 +81,8 @@ struct Args {
     warmup: usize,
     backend: Option<String>,
     cowprof: Option<PathBuf>,
+    /// More `record` options, one per `--record-arg` (e.g. `--no-phases`).
+    record_args: Vec<String>,
     tmpfs: bool,
     dir: Option<PathBuf>,
     output: Output,
@@ -110,6 +112,7 @@ fn parse_args() -> Result<Args> {
         warmup: env_num("COWPROF_BENCH_WARMUP", 1)?,
         backend: None,
         cowprof: None,
+        record_args: Vec::new(),
         tmpfs: false,
         dir: None,
         output: Output::Json,
@@ -143,6 +146,7 @@ fn parse_args() -> Result<Args> {
             "--warmup" => a.warmup = num(value("a number of warm-up rounds")?)?,
             "--backend" => a.backend = Some(value("kprobe or tracepoint")?),
             "--cowprof" => a.cowprof = Some(value("the path of the cowprof binary")?.into()),
+            "--record-arg" => a.record_args.push(value("a cowprof record option")?),
             "--dir" => a.dir = Some(value("a directory")?.into()),
             "--tmpfs" => a.tmpfs = true,
             "--output" => {
@@ -314,8 +318,13 @@ fn run_round(
     };
     let collector = match mode {
         Mode::Attached => {
-            let mut c =
-                Collector::spawn(bin, a.backend.as_deref(), a.output, &collector_dir(scratch))?;
+            let mut c = Collector::spawn(
+                bin,
+                a.backend.as_deref(),
+                &a.record_args,
+                a.output,
+                &collector_dir(scratch),
+            )?;
             c.wait_start(START_TIMEOUT)?;
             Some(c)
         }

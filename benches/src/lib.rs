@@ -420,7 +420,14 @@ fn free_port() -> Result<u16> {
 
 impl Collector {
     /// `dir` holds the output file (and the readiness file of [`Output::Metrics`]).
-    pub fn spawn(bin: &Path, backend: Option<&str>, output: Output, dir: &Path) -> Result<Self> {
+    /// `extra`: more `record` options (e.g. `--no-phases`).
+    pub fn spawn(
+        bin: &Path,
+        backend: Option<&str>,
+        extra: &[String],
+        output: Output,
+        dir: &Path,
+    ) -> Result<Self> {
         let out_path = dir.join("collector.out");
         let ready_path = dir.join("collector.ready");
         let _ = fs::remove_file(&ready_path);
@@ -444,6 +451,7 @@ impl Collector {
         if let Some(b) = backend {
             cmd.args(["--backend", b]);
         }
+        cmd.args(extra);
         if output == Output::Metrics {
             // Nothing is printed in quiet mode: the command record runs once attached says so.
             cmd.args([

@@ -764,7 +764,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__record)
-            opts="-q -v -h --backend --pid --comm --cgroup --mount --container --containerd-socket --min-latency --btf --btf-overlay --duration --json --metrics-addr --metrics-max-series --quiet --ringbuf-size --canary-timeout --verbose --help"
+            opts="-q -v -h --backend --pid --comm --cgroup --mount --container --containerd-socket --min-latency --btf --btf-overlay --duration --json --metrics-addr --metrics-max-series --quiet --ringbuf-size --canary-timeout --no-phases --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

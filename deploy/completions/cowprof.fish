@@ -55,6 +55,7 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l ringbuf-size 
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l canary-timeout -d 'Bound of the start-up check (canary) that proves the backend sees copy-ups and whiteouts before recording starts (default 20s; it ends as soon as it has seen them)' -r
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l json -d 'JSON lines (schema-versioned) instead of the table'
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s q -l quiet -d 'Print nothing on stdout (a daemon serving --metrics-addr)'
+complete -c cowprof -n "__fish_cowprof_using_subcommand record" -l no-phases -d 'Do not split copy-ups into phases: fewer probes and less kernel work per copy-up (events and the summary then carry no phases)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand record" -s h -l help -d 'Print help'
 complete -c cowprof -n "__fish_cowprof_using_subcommand top" -l backend -d 'Kernel mechanism (default: the best one this kernel allows; see `cowprof doctor`)' -r -f -a "kprobe\t''

@@ -282,6 +282,9 @@ pub mod config_flags {
     /// preemptibly): the tracepoint backend opens a window late for a tracked syscall whose
     /// entry was skipped.
     pub const TWO_COPIES: u32 = 2;
+    /// `record --no-phases`: copy-ups are not split into phases (no task is armed; the phase
+    /// probes are not attached).
+    pub const NO_PHASES: u32 = 4;
 }
 
 /// Read by every program from the one-element `CONFIG` array.

@@ -116,6 +116,9 @@ fn add(t: &mut Totals, phase: u32, d: u64) {
 /// `reset`). Returns its entry.
 #[inline(never)]
 pub(crate) fn arm(reset: u32) -> u32 {
+    if config().is_none_or(|c| c.flags & config_flags::NO_PHASES != 0) {
+        return 0;
+    }
     let task = current();
     if let Some(p) = PHASE_TASKS.get_ptr_mut(&task) {
         if reset != 0 {

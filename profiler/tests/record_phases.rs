@@ -85,16 +85,16 @@ fn overlay(disk: &Path, files: &[(&str, usize)], extra: &str, c: &mut Cleanup) -
 }
 
 fn record(m: &Path, script: &str) -> Recording {
-    let mut running = Running::spawn(Command::new(BIN).args([
-        "record",
-        "--json",
-        "--mount",
-        m.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        script,
-    ]));
+    record_with(m, script, &[])
+}
+
+fn record_with(m: &Path, script: &str, extra: &[&str]) -> Recording {
+    let mut running = Running::spawn(
+        Command::new(BIN)
+            .args(["record", "--json", "--mount", m.to_str().unwrap()])
+            .args(extra)
+            .args(["--", "sh", "-c", script]),
+    );
     let start = running.next_line(common::START_TIMEOUT);
     let (status, rest, stderr) = running.wait(Duration::from_mins(2));
     assert!(status.success(), "record failed: {stderr}");
@@ -210,6 +210,48 @@ fn phases_on_ext4_tmpfs_volatile_metacopy_and_a_throttled_disk() {
                 assert_eq!(fsync, None, "{name}: no fsync tracepoint on tmpfs");
             }
         });
+    }
+    // --no-phases: the same copy-ups, exact, none with phases, and no phase table.
+    {
+        let mut c = Cleanup {
+            mounts: vec![],
+            cgroup: None,
+        };
+        let disk = backing(&root.join("nophases"), false, &mut c);
+        let m = overlay(&disk, FILES, "", &mut c);
+        let rec = record_with(
+            &m,
+            &format!("cd '{}' && {APPEND}", m.display()),
+            &["--no-phases"],
+        );
+        let mut got: Vec<(Kind, &str)> = rec
+            .events
+            .iter()
+            .map(|e| (e.kind, e.path.as_str()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (Kind::DataCopyUp, "big"),
+                (Kind::DataCopyUp, "d/f"),
+                (Kind::DataCopyUp, "small"),
+                (Kind::DirCopyUp, "d"),
+            ],
+            "{:#?}",
+            rec.events
+        );
+        assert!(
+            rec.events.iter().all(|e| e.phases.is_none()),
+            "{:#?}",
+            rec.events
+        );
+        assert!(
+            rec.summary.phases_by_kind.is_empty(),
+            "{:?}",
+            rec.summary.phases_by_kind
+        );
+        assert_eq!(rec.summary.drops.total(), 0);
     }
     metacopy_case(root);
     throttled_case(root);

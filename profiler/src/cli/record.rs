@@ -64,6 +64,7 @@ impl FilterArgs {
                 filter_cgroup,
                 ringbuf_size: None,
                 canary_timeout: None,
+                no_phases: false,
             },
             comm: self.comm,
             mount: self.mount,
@@ -109,6 +110,10 @@ pub struct RecordArgs {
     /// whiteouts before recording starts (default 20s; it ends as soon as it has seen them).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub canary_timeout: Option<std::time::Duration>,
+    /// Do not split copy-ups into phases: fewer probes and less kernel work per copy-up
+    /// (events and the summary then carry no phases).
+    #[arg(long)]
+    pub no_phases: bool,
     /// Run this command once attached and stop when it exits.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -124,6 +129,7 @@ pub async fn run(args: RecordArgs, out: &mut dyn Write) -> Exit {
         quiet,
         ringbuf_size,
         canary_timeout,
+        no_phases,
         command,
     } = args;
     // Bound before anything is loaded: a bad address leaves nothing behind.
@@ -147,6 +153,7 @@ pub async fn run(args: RecordArgs, out: &mut dyn Write) -> Exit {
     };
     opts.probe.ringbuf_size = ringbuf_size;
     opts.probe.canary_timeout = canary_timeout;
+    opts.probe.no_phases = no_phases;
     opts.duration = duration;
     opts.command = command;
     opts.metrics = metrics;

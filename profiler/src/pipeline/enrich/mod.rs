@@ -255,7 +255,8 @@ impl Enricher {
             (Some(idx), Some(t)) => t.layer(idx, &mut self.layer_names),
             _ => (None, None),
         };
-        let phases = kind.is_copy_up().then(|| {
+        // None when nothing was measured (`record --no-phases`, or the task could not be armed).
+        let phases = (kind.is_copy_up() && ev.phases.seen != 0).then(|| {
             let has_data = matches!(kind, Kind::DataCopyUp | Kind::DeferredDataCopyUp);
             CopyUpPhases::from_wire(&ev.phases, ev.latency_ns, has_data)
         });

@@ -145,6 +145,9 @@ pub struct ProbeOptions {
     pub ringbuf_size: Option<u32>,
     /// Bound of the start-up check (`None` = [`canary::DEFAULT_TIMEOUT`]).
     pub canary_timeout: Option<std::time::Duration>,
+    /// No copy-up phases: the phase probes are not attached and no task is armed (less
+    /// kernel work per copy-up; events carry no phases).
+    pub no_phases: bool,
 }
 
 /// Checks a ring buffer size the way the kernel will (`BPF_MAP_TYPE_RINGBUF` wants a power of
@@ -506,6 +509,10 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             profiler_common::config_flags::TWO_COPIES
         } else {
             0
+        } | if opts.no_phases {
+            profiler_common::config_flags::NO_PHASES
+        } else {
+            0
         },
         _pad: 0,
         off: offsets,
@@ -610,8 +617,10 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             });
         }
     }
-    phases::attach(&mut ebpf, backend, &syms, &mut attached, &mut skipped)?;
-    lap("attach phase probes");
+    if !opts.no_phases {
+        phases::attach(&mut ebpf, backend, &syms, &mut attached, &mut skipped)?;
+        lap("attach phase probes");
+    }
     // Syscall windows last: a window opened before the operation probes existed is harmless,
     // but operations seen without their window would lose their syscall.
     let sys_exit = if backend == Backend::Tracepoint {
