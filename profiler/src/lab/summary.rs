@@ -189,6 +189,18 @@ fn print_curve(
     Ok(())
 }
 
+/// A cell named in one line: `ext4 metacopy=on first_write 1M depth 4`.
+fn cell_name(run: &RunResult, c: &Cell) -> String {
+    format!(
+        "{} {} {} {} depth {}",
+        run.fs,
+        options_label(&run.mount_options),
+        c.op,
+        format_size(c.size_bytes),
+        c.layer_depth
+    )
+}
+
 /// How many cells the "what dominates" reading covers.
 const DOMINATES: usize = 3;
 
@@ -211,17 +223,7 @@ pub fn dominates(r: &Results, n: usize) -> Vec<String> {
     cells
         .iter()
         .take(n)
-        .map(|(run, c, p)| {
-            let key = format!(
-                "{} {} {} {} depth {}",
-                run.fs,
-                options_label(&run.mount_options),
-                c.op,
-                format_size(c.size_bytes),
-                c.layer_depth
-            );
-            crate::pipeline::phases::explain_one(&key, p)
-        })
+        .map(|(run, c, p)| crate::pipeline::phases::explain_one(&cell_name(run, c), p))
         .collect()
 }
 
@@ -263,16 +265,7 @@ pub fn print_brief(
     effs.sort_by(|a, b| a.0.total_cmp(&b.0));
     if let (Some(lo), Some(hi)) = (effs.first(), effs.last()) {
         let mid = effs[effs.len() / 2].0;
-        let name = |(_, run, c): &(f64, &RunResult, &Cell)| {
-            format!(
-                "{} {} {} {} depth {}",
-                run.fs,
-                options_label(&run.mount_options),
-                c.op,
-                format_size(c.size_bytes),
-                c.layer_depth
-            )
-        };
+        let name = |(_, run, c): &(f64, &RunResult, &Cell)| cell_name(run, c);
         writeln!(
             out,
             "\n{} median {mid:.2} over {} cells, lowest {:.2} ({}), highest {:.2} ({})",
