@@ -149,6 +149,28 @@ pub(crate) struct Window {
     pub(crate) _pad: u32,
 }
 
+impl Window {
+    /// A syscall's window as its entry opens it. Small: the op table is allocated only if the
+    /// syscall meets an overlay (see `op_table`).
+    #[inline(always)]
+    pub(crate) fn opened(nr: i64, cls: u8, enter_mark: u32, enter_ns: u64) -> Self {
+        Self {
+            enter_ns,
+            nr: nr as i32,
+            class: u32::from(cls),
+            emitted: 0,
+            nops: 0,
+            consumed_whiteout: 0,
+            ncands: 0,
+            has_table: 0,
+            last_temp: 0,
+            ovl_sb: 0,
+            enter_mark,
+            _pad: 0,
+        }
+    }
+}
+
 /// Tracepoint backend: the CoW operations and overlay inodes one syscall met. Only the first
 /// `Window::nops` / `Window::ncands` entries are meaningful (stale ones are never read).
 #[repr(C)]

@@ -120,21 +120,7 @@ fn sys_enter(ctx: &RawTracePointContext, second: bool, tp_backend: bool) -> i32 
 /// (the emission's frames leave little of the verifier's 512-byte combined stack).
 #[inline(never)]
 fn open_window(tid: u32, nr: i64, cls: u8, mark: u32, enter_ns: u64) -> i32 {
-    // Small: the op table is allocated only if the syscall meets an overlay (see `op_table`).
-    let w = Window {
-        enter_ns,
-        nr: nr as i32,
-        class: u32::from(cls),
-        emitted: 0,
-        nops: 0,
-        consumed_whiteout: 0,
-        ncands: 0,
-        has_table: 0,
-        last_temp: 0,
-        ovl_sb: 0,
-        enter_mark: u32::from(mark != 0),
-        _pad: 0,
-    };
+    let w = Window::opened(nr, cls, u32::from(mark != 0), enter_ns);
     let flags = if mark == 1 { BPF_NOEXIST } else { BPF_ANY };
     match WINDOWS.insert(&tid, &w, flags) {
         Ok(()) => 0,
@@ -363,21 +349,8 @@ pub(crate) fn late_window(tid: u32, inode: u64) -> bool {
         // The mount record's target and options, as `sys_enter` would have taken them.
         capture_mount_args(regs, tid);
     }
-    let w = Window {
-        // SAFETY: plain helper call.
-        enter_ns: unsafe { bpf_ktime_get_ns() },
-        nr: nr as i32,
-        class: u32::from(cls),
-        emitted: 0,
-        nops: 0,
-        consumed_whiteout: 0,
-        ncands: 0,
-        has_table: 0,
-        last_temp: 0,
-        ovl_sb: 0,
-        enter_mark: 0,
-        _pad: 0,
-    };
+    // SAFETY: plain helper call.
+    let w = Window::opened(nr, cls, 0, unsafe { bpf_ktime_get_ns() });
     WINDOWS.insert(&tid, &w, BPF_NOEXIST).is_ok()
 }
 
