@@ -146,7 +146,9 @@ pub(crate) struct Window {
     /// Set by the first copy of `sys_enter` (see "Two copies" in `syscalls.rs`), cleared by
     /// the second: 1 tells the second that the first opened this window.
     pub(crate) enter_mark: u32,
-    pub(crate) _pad: u32,
+    /// Tracepoint backend: 1 + the index of the op the last ctime update in this window
+    /// concerned (0: none); its next update is found without a table scan.
+    pub(crate) last_op: u32,
 }
 
 impl Window {
@@ -166,7 +168,7 @@ impl Window {
             last_temp: 0,
             ovl_sb: 0,
             enter_mark,
-            _pad: 0,
+            last_op: 0,
         }
     }
 }

@@ -25,9 +25,36 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     };
     let Some(cfg) = config() else { return 0 };
     let off = &cfg.off;
-    let sb = ptr(inode, off.inode_i_sb);
     // SAFETY: only this tid touches its window.
     let w = unsafe { &mut *w };
+    // The next update of the inode the previous one concerned (a data copy-up changes its
+    // temp's ctime about ten times in a row): no superblock reads, no table scan. One index
+    // the verifier does not know, so `update_op` is verified once here, not once per slot.
+    if w.last_op != 0 {
+        // SAFETY: only this tid touches its table.
+        if let Some(t) = OP_TABLES.get_ptr_mut(&tid).map(|t| unsafe { &mut *t }) {
+            let i = (w.last_op - 1) as usize & (MAX_OPS - 1);
+            if t.ops[i].inode == inode {
+                if w.class & u32::from(class::REMOVE | class::RENAME) != 0 {
+                    name_cands(off, t, w.ncands);
+                }
+                // SAFETY: plain helper call.
+                let now = unsafe { bpf_ktime_get_ns() };
+                let op = &mut t.ops[i];
+                // The mode is kept from the first update after the birth (as below).
+                let mode = if op.state == NEWBORN {
+                    inode_mode(off, inode)
+                } else {
+                    op.mode
+                };
+                let dev = op.dev;
+                let alias = ptr(inode, off.inode_i_dentry);
+                update_op(off, w, op, i, dev, mode, alias, now);
+                return 0;
+            }
+        }
+    }
+    let sb = ptr(inode, off.inode_i_sb);
     if read::<u64>(sb, off.sb_s_magic) == Some(OVERLAY_SUPER_MAGIC) {
         overlay_inode(w, tid, sb, inode);
         return 0;
@@ -61,6 +88,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
             // negative offset into the table, which 7.x's verifier refuses.
             let i = core::hint::black_box(i) & (MAX_OPS - 1);
             if t.ops[i].inode == inode {
+                w.last_op = i as u32 + 1;
                 update_op(off, w, &mut t.ops[i], i, dev, mode, alias, now);
                 return 0;
             }
@@ -114,6 +142,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         lower_flag: 0,
     };
     w.nops += 1;
+    w.last_op = n as u32 + 1;
     crate::phases::tp_op_started(n as u32);
     0
 }
