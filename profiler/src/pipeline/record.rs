@@ -81,6 +81,8 @@ pub struct Outcome {
     /// Ended because the overlay module was unloaded under the kprobe backend (its probes are
     /// gone for good: the kernel never re-arms them, even when the module is loaded again).
     pub overlay_unloaded: bool,
+    /// Runs the kernel skipped, per program (see `Probe::recursion_misses_by_program`).
+    pub skipped_runs: Vec<(String, u64)>,
 }
 
 /// The line `record` prints when the overlay module goes away under its probes.
@@ -357,6 +359,7 @@ pub async fn record(
     if let Some(note) = tap.get_ref().probe().recursion_note() {
         eprintln!("cowprof: {note}");
     }
+    let skipped_runs = tap.get_ref().probe().recursion_misses_by_program();
     if let Some(m) = &opts.metrics {
         m.set_drops(&summary.drops);
     }
@@ -369,6 +372,7 @@ pub async fn record(
         command_status,
         interrupted,
         overlay_unloaded,
+        skipped_runs,
     })
 }
 

@@ -212,6 +212,23 @@ fn two_copies_wanted(release: &str, forced: Option<&str>) -> bool {
     }
 }
 
+/// The programs the kernel skipped runs of in both copies (from
+/// [`Probe::recursion_misses_by_program`]): the condition under which a hit can be lost
+/// without a trace (docs/backends.md, "Skipped program runs").
+#[must_use]
+pub fn both_copies_skipped(skipped: &[(String, u64)]) -> Vec<String> {
+    skipped
+        .iter()
+        .filter(|(p, _)| {
+            !p.ends_with(SECOND_COPY)
+                && skipped
+                    .iter()
+                    .any(|(q, _)| q.strip_suffix(SECOND_COPY) == Some(p.as_str()))
+        })
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
 /// `recursion_misses` from a program's fdinfo (absent before 5.12).
 fn parse_recursion_misses(fdinfo: &str) -> Option<u64> {
     fdinfo
@@ -756,6 +773,25 @@ mod tests {
             two_copies_wanted("7.3.4", Some("yes")),
             "unknown values leave the default"
         );
+    }
+
+    #[test]
+    fn both_copies() {
+        let s = |v: &[(&str, u64)]| {
+            v.iter()
+                .map(|&(p, n)| (p.to_string(), n))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            both_copies_skipped(&s(&[
+                ("cowprof_sys_enter_tp", 3),
+                ("cowprof_sys_enter_tp_fb", 1),
+                ("cowprof_sys_exit_tp", 2),
+                ("cowprof_tp_set_ctime_fb", 4),
+            ])),
+            vec!["cowprof_sys_enter_tp".to_string()]
+        );
+        assert!(both_copies_skipped(&[]).is_empty());
     }
 
     #[test]
