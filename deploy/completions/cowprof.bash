@@ -838,7 +838,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__selftest)
-            opts="-v -h --backend --tmpfs --doctor --expect-chosen --compare-backends --expect-backends --expect-metacopy --storm --storm-backends --btf --btf-overlay --verbose --help"
+            opts="-v -h --backend --tmpfs --doctor --expect-chosen --compare-backends --expect-backends --expect-metacopy --storm --storm-backends --attempts-on-skips --btf --btf-overlay --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -862,6 +862,10 @@ _cowprof() {
                     ;;
                 --storm-backends)
                     COMPREPLY=($(compgen -W "kprobe tracepoint" -- "${cur}"))
+                    return 0
+                    ;;
+                --attempts-on-skips)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --btf)
