@@ -191,7 +191,20 @@ pub fn cowprof_kp_fill_super(ctx: ProbeContext) -> u32 {
     if config().is_none_or(|cfg| (id >> 32) as u32 == cfg.self_tgid) {
         return 0;
     }
-    let _ = FILL_SB.insert(&(id as u32), &sb, 0);
+    let tid = id as u32;
+    // `mount(2)`'s arguments, if its entry did not capture them (both copies of `sys_enter`
+    // skipped on 7.x, or its user memory not yet faulted in there): the kernel has copied them
+    // by now, and the task's registers still point at them. Without them user space would
+    // have to find the mount in mountinfo, where a stack already gone is not.
+    // SAFETY: read-only lookup.
+    if unsafe { MOUNT_ARGS.get(&tid) }.is_none() {
+        // SAFETY: plain helper calls; the registers are read with bpf_probe_read_kernel.
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+        if read::<i64>(regs, REGS_ORIG_AX).unwrap_or(-1) as i32 == NR_MOUNT {
+            crate::syscalls::capture_mount_args(regs, tid);
+        }
+    }
+    let _ = FILL_SB.insert(&tid, &sb, 0);
     0
 }
 

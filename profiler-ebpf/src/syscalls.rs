@@ -192,7 +192,7 @@ fn stale_window(w: &Window, tid: u32, tp_backend: bool) {
 /// in could be overwritten in between by the other copy of `sys_enter` where programs run
 /// preemptibly (see "Two copies").
 #[inline(never)]
-fn capture_mount_args(regs: u64, tid: u32) {
+pub(crate) fn capture_mount_args(regs: u64, tid: u32) {
     let fstype = read::<u64>(regs, REGS_DX).unwrap_or(0);
     // SAFETY: user memory read, faults safely.
     let ty = unsafe { bpf_probe_read_user(fstype as *const [u8; 8]) }.unwrap_or([0; 8]);

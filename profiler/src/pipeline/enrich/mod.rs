@@ -119,9 +119,19 @@ impl Enricher {
                 let cwd = std::fs::read_link(format!("/proc/{}/cwd", rec.pid)).ok();
                 crate::host::mountinfo::from_mount_args(target, data, cwd.as_deref(), kdev)
             }
+            // By its upper root, which no other live mount shares (the device number is
+            // handed to the next mount as soon as this one is gone).
             None => crate::host::mountinfo::read_overlay_mounts()
                 .ok()
-                .and_then(|all| all.into_iter().rev().find(|m| m.kdev == kdev)),
+                .and_then(|all| {
+                    all.into_iter().rev().find(|m| {
+                        m.kdev == kdev
+                            && m.upperdir
+                                .as_deref()
+                                .and_then(crate::host::mountinfo::upper_root_key)
+                                == Some((rec.upper_dev, rec.upper_root_ino))
+                    })
+                }),
         };
         let Some(mut mount) = mount else {
             log::debug!(
