@@ -23,6 +23,9 @@
 //! over the block's baseline, cowprof's minus the peer's, and the ratio of the two overheads'
 //! medians, all with 95 % bootstrap intervals (the blocks resampled together). A peer that
 //! prints a histogram must count every copy-up in it (N samples) or the round is a mismatch.
+//! `--peer-is-floor` says the peer is the floor, not a rival: `empty_hooks` (benches/src/bin), an
+//! empty program on each of the tracepoint backend's hooks, what any program there costs; the
+//! report then gives cowprof's overhead as a multiple of the floor's and no target verdict.
 //!
 //! Reported: every round's wall and CPU time; the median of the per-pair differences (attached
 //! minus baseline) with its 95 % bootstrap interval, per copy-up (or syscall) and in percent; the
@@ -38,7 +41,7 @@
 //! cargo bench -p cowprof-benches --bench copyup_storm -- [--files N] [--rounds PAIRS]
 //!     [--warmup W] [--backend kprobe|tracepoint] [--cowprof PATH] [--record-arg ARG]... [--tmpfs] [--dir DIR]
 //!     [--output json|table|metrics] [--gap-ms MS] [--bpf-stats] [--order abba|alternate]
-//!     [--workload storm|getppid] [--calls N] [--peer-cmd CMD] [--peer-ready TEXT]
+//!     [--workload storm|getppid] [--calls N] [--peer-cmd CMD] [--peer-ready TEXT] [--peer-is-floor]
 //! ```
 //!
 //! Environment: `COWPROF_BENCH_FILES`, `COWPROF_BENCH_ROUNDS`, `COWPROF_BENCH_WARMUP` (the options
@@ -70,7 +73,7 @@ const USAGE: &str =
     "usage: copyup_storm [--files N] [--rounds PAIRS] [--warmup W] [--backend kprobe|tracepoint] \
                      [--cowprof PATH] [--record-arg ARG]... [--tmpfs] [--dir DIR] [--output json|table|metrics] [--gap-ms MS] \
                      [--bpf-stats] [--order abba|alternate] [--workload storm|getppid] [--calls N] \
-                     [--peer-cmd CMD] [--peer-ready TEXT]";
+                     [--peer-cmd CMD] [--peer-ready TEXT] [--peer-is-floor]";
 /// Attaching in a TCG VM (BTF parsing, the verifier) is slow; so is draining 10k events there.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 const STOP_TIMEOUT: Duration = Duration::from_secs(180);
@@ -93,6 +96,8 @@ struct Args {
     calls: usize,
     peer_cmd: Option<String>,
     peer_ready: String,
+    /// The peer is `empty_hooks`, the floor: no target verdict, the overhead as a multiple of it.
+    peer_is_floor: bool,
 }
 
 fn env_num(name: &str, default: usize) -> Result<usize> {
@@ -123,6 +128,7 @@ fn parse_args() -> Result<Args> {
         calls: 1_000_000,
         peer_cmd: None,
         peer_ready: "Attaching".to_owned(),
+        peer_is_floor: false,
     };
     let mut it = env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -169,6 +175,7 @@ fn parse_args() -> Result<Args> {
             "--calls" => a.calls = num(value("a number of syscalls")?)?,
             "--peer-cmd" => a.peer_cmd = Some(value("a command line (run with /bin/sh -c)")?),
             "--peer-ready" => a.peer_ready = value("the text of the peer's ready line")?,
+            "--peer-is-floor" => a.peer_is_floor = true,
             // cargo bench passes --bench to harness=false benches.
             "--bench" => {}
             "-h" | "--help" => {
@@ -180,6 +187,9 @@ fn parse_args() -> Result<Args> {
     }
     if a.files == 0 || a.pairs == 0 {
         bail!("--files and --rounds must be at least 1");
+    }
+    if a.peer_is_floor && a.peer_cmd.is_none() {
+        bail!("--peer-is-floor needs --peer-cmd (e.g. target/release/empty_hooks, ready line \"attached\")");
     }
     if a.peer_cmd.as_deref().is_some_and(|c| c.trim().is_empty()) || a.peer_ready.is_empty() {
         bail!("--peer-cmd and --peer-ready must not be empty");
@@ -839,11 +849,20 @@ fn run(a: &Args) -> Result<bool> {
             fmt_ratio(ratio_w),
             fmt_ratio(ratio_c)
         );
-        println!(
-            "target (cowprof's overhead <= the peer's): storm thread CPU {}; wall {}",
-            verdict(vs_c),
-            verdict(vs_w)
-        );
+        if a.peer_is_floor {
+            println!(
+                "the peer is the floor (an empty program on each hook): cowprof's overhead is {} \
+                 the floor's in the storm thread's CPU, {} in wall time",
+                fmt_ratio(ratio_c),
+                fmt_ratio(ratio_w)
+            );
+        } else {
+            println!(
+                "target (cowprof's overhead <= the peer's): storm thread CPU {}; wall {}",
+                verdict(vs_c),
+                verdict(vs_w)
+            );
+        }
         println!(
             "peer: CPU after attach {} µs per {unit} [95 %]; peak RSS {peer_peak_rss} KiB ({:.1} MiB); \
              attach median {:.2} s; histogram samples per round {:?} (expected {})",
@@ -956,6 +975,7 @@ fn run(a: &Args) -> Result<bool> {
         "peer_peak_rss_kib": if with_peer { Some(peer_peak_rss) } else { None },
         "peer_attach_ms": r3(&peer_attach_ms),
         "peer_histogram_samples": peer_runs.iter().map(|r| r.histogram_count).collect::<Vec<_>>(),
+        "peer_is_floor": a.peer_is_floor,
         "peer_stop_nudges": peer_runs.iter().map(|r| r.nudges).collect::<Vec<_>>(),
         "peer_bpf_us_per_op_median_ci": if peer_bpf.rounds > 0 { j3(ci(&peer_bpf.per_op_us)) } else { json!(null) },
         "peer_bpf_programs": bpf_json(&peer_bpf),
