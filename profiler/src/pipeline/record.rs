@@ -143,6 +143,8 @@ pub async fn record(
         .map_err(|source| RecordError::Io { source })?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())
         .map_err(|source| RecordError::Io { source })?;
+    // Opened before the first read: a mount made after it is reported by the watch.
+    let mut mount_watch = watch_mounts();
     let mounts = mountinfo::read_overlay_mounts()?;
     let mount_dev = match &opts.mount {
         Some(p) => Some(
@@ -329,6 +331,14 @@ pub async fn record(
                     break;
                 }
             }
+            () = mounts_changed(&mut mount_watch) => {
+                if let Ok(now) = mountinfo::read_overlay_mounts() {
+                    if enricher.add_mounts(&now) {
+                        tap.get_mut().probe_mut().register_mounts(&now)?;
+                        enricher.containers_mut().scan_proc();
+                    }
+                }
+            }
             _ = mount_check.tick() => {
                 if overlay_module.is_some() && overlay_module_id() != overlay_module {
                     overlay_unloaded = true;
@@ -336,6 +346,10 @@ pub async fn record(
                 }
                 if let Some(m) = &opts.metrics {
                     m.set_drops(&tap.get_ref().drops());
+                }
+                // Polled only where the mount table cannot be watched.
+                if mount_watch.is_some() {
+                    continue;
                 }
                 if let Ok(now) = mountinfo::read_overlay_mounts() {
                     if enricher.add_mounts(&now) {
@@ -381,6 +395,27 @@ async fn logs_readable<T: std::os::fd::AsRawFd>(
 ) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
     match logs {
         Some(l) => l.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The mount table of this namespace, watched: `/proc/self/mountinfo` reports `POLLPRI` each
+/// time a mount is added or removed (as libmount's monitor and systemd use it), so new mounts are
+/// read when they appear instead of on a 200 ms poll. `None` where it cannot be registered.
+fn watch_mounts() -> Option<AsyncFd<std::fs::File>> {
+    let f = std::fs::File::open("/proc/self/mountinfo").ok()?;
+    // SAFETY: the AsyncFd owns the file, so the fd lives as long as the registration.
+    unsafe { AsyncFd::register_with_interest(f, tokio::io::Interest::PRIORITY) }.ok()
+}
+
+/// Resolves when the mount table changed since the last call (never without a watch).
+async fn mounts_changed(watch: &mut Option<AsyncFd<std::fs::File>>) {
+    match watch {
+        Some(w) => match w.ready(tokio::io::Interest::PRIORITY).await {
+            Ok(mut g) => g.clear_ready(),
+            // Not watchable after all: back to the poll.
+            Err(_) => *watch = None,
+        },
         None => std::future::pending().await,
     }
 }
