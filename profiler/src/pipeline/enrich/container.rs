@@ -184,8 +184,11 @@ pub struct CgroupCache {
     by_pid: HashMap<(u32, u64), Seen>,
     /// v2 cgroup id → container, learnt when a container was found on a `0::` line.
     by_cgroup_id: HashMap<u64, Origin>,
-    /// Mount namespace inode → container.
-    by_mnt_ns: HashMap<u64, Origin>,
+    /// Mount namespace inode → container, and the v2 cgroup id of the process it was learnt
+    /// from when known. The kernel hands a namespace's inode number to the next namespace as
+    /// soon as it is freed (a short-lived container's, to the next container's): an event
+    /// whose cgroup id differs from the one learnt is not recognised by it.
+    by_mnt_ns: HashMap<u64, (Origin, Option<u64>)>,
 }
 
 impl Default for CgroupCache {
@@ -223,7 +226,8 @@ impl CgroupCache {
                         self.by_cgroup_id.insert(cgroup_id, origin.clone());
                     }
                     if mnt_ns != 0 {
-                        self.by_mnt_ns.insert(mnt_ns, origin.clone());
+                        let cg = (v2 && cgroup_id != 0).then_some(cgroup_id);
+                        self.by_mnt_ns.insert(mnt_ns, (origin.clone(), cg));
                     }
                     Seen::Container(origin)
                 }
@@ -231,11 +235,15 @@ impl CgroupCache {
             },
             // Gone already: recognise it by its keys, and do not cache a guess.
             Err(_) => {
-                return self
-                    .by_cgroup_id
-                    .get(&cgroup_id)
-                    .or_else(|| self.by_mnt_ns.get(&mnt_ns))
-                    .cloned();
+                if let Some(o) = self.by_cgroup_id.get(&cgroup_id) {
+                    return Some(o.clone());
+                }
+                return match self.by_mnt_ns.get(&mnt_ns) {
+                    // Another container's namespace had this inode number: not this one's.
+                    Some((_, Some(cg))) if cgroup_id != 0 && *cg != cgroup_id => None,
+                    Some((o, _)) => Some(o.clone()),
+                    None => None,
+                };
             }
         };
         if self.by_pid.len() > 65_536 {
@@ -251,9 +259,14 @@ impl CgroupCache {
     /// Teach the cache a container's mount namespace (from its init pid). What the /proc scan
     /// already learnt (with the pod) is kept.
     pub fn learn_mnt_ns(&mut self, mnt_ns: u64, container_id: &str) {
-        self.by_mnt_ns.entry(mnt_ns).or_insert_with(|| Origin {
-            id: container_id.to_owned(),
-            pod: None,
+        self.by_mnt_ns.entry(mnt_ns).or_insert_with(|| {
+            (
+                Origin {
+                    id: container_id.to_owned(),
+                    pod: None,
+                },
+                None,
+            )
         });
     }
 
@@ -280,13 +293,25 @@ impl CgroupCache {
             let Ok(ns) = std::fs::metadata(e.path().join("ns/mnt")) else {
                 continue;
             };
+            let cg = if c.v2 { v2_cgroup_id(&text) } else { None };
             let origin = Origin::from(c);
-            self.by_mnt_ns.insert(ns.ino(), origin.clone());
+            self.by_mnt_ns.insert(ns.ino(), (origin.clone(), cg));
             self.by_pid.insert((pid, ns.ino()), Seen::Container(origin));
             seen += 1;
         }
         seen
     }
+}
+
+/// The v2 cgroup id of a `/proc/PID/cgroup` text's `0::` line: the inode number of its
+/// directory in the cgroup2 mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid
+/// host), which is what `bpf_get_current_cgroup_id` returns.
+fn v2_cgroup_id(text: &str) -> Option<u64> {
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .find_map(|root| std::fs::metadata(format!("{root}{path}")).ok())
+        .map(|m| m.ino())
 }
 
 /// The mount namespace inode of a process, as the eBPF side reads it.
@@ -718,6 +743,9 @@ mod tests {
             Some(ID)
         );
         assert_eq!(c.container_of(13, 2, 2), None);
+        // Pid 14 is gone, in a namespace with container 10's old inode number (500) but a
+        // cgroup of its own (78): another container, not recognised as container 10.
+        assert_eq!(c.container_of(14, 500, 78), None);
         // Cached: still answered after the process is gone.
         std::fs::remove_dir_all(proc.path().join("10")).unwrap();
         assert_eq!(
