@@ -217,34 +217,32 @@ impl CgroupCache {
             };
         }
         let path = self.proc_root.join(pid.to_string()).join("cgroup");
-        let seen = match std::fs::read_to_string(&path) {
-            Ok(text) => match container_of_cgroup(&text) {
-                Some(c) => {
-                    let v2 = c.v2;
-                    let origin = Origin::from(c);
-                    if v2 && cgroup_id != 0 {
-                        self.by_cgroup_id.insert(cgroup_id, origin.clone());
-                    }
-                    if mnt_ns != 0 {
-                        let cg = (v2 && cgroup_id != 0).then_some(cgroup_id);
-                        self.by_mnt_ns.insert(mnt_ns, (origin.clone(), cg));
-                    }
-                    Seen::Container(origin)
-                }
-                None => Seen::Host,
-            },
+        let Ok(text) = std::fs::read_to_string(&path) else {
             // Gone already: recognise it by its keys, and do not cache a guess.
-            Err(_) => {
-                if let Some(o) = self.by_cgroup_id.get(&cgroup_id) {
-                    return Some(o.clone());
-                }
-                return match self.by_mnt_ns.get(&mnt_ns) {
-                    // Another container's namespace had this inode number: not this one's.
-                    Some((_, Some(cg))) if cgroup_id != 0 && *cg != cgroup_id => None,
-                    Some((o, _)) => Some(o.clone()),
-                    None => None,
-                };
+            if let Some(o) = self.by_cgroup_id.get(&cgroup_id) {
+                return Some(o.clone());
             }
+            return match self.by_mnt_ns.get(&mnt_ns) {
+                // Another container's namespace had this inode number: not this one's.
+                Some((_, Some(cg))) if cgroup_id != 0 && *cg != cgroup_id => None,
+                Some((o, _)) => Some(o.clone()),
+                None => None,
+            };
+        };
+        let seen = match container_of_cgroup(&text) {
+            Some(c) => {
+                let v2 = c.v2;
+                let origin = Origin::from(c);
+                if v2 && cgroup_id != 0 {
+                    self.by_cgroup_id.insert(cgroup_id, origin.clone());
+                }
+                if mnt_ns != 0 {
+                    let cg = (v2 && cgroup_id != 0).then_some(cgroup_id);
+                    self.by_mnt_ns.insert(mnt_ns, (origin.clone(), cg));
+                }
+                Seen::Container(origin)
+            }
+            None => Seen::Host,
         };
         if self.by_pid.len() > 65_536 {
             self.by_pid.clear();
