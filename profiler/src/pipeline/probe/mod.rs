@@ -447,7 +447,14 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     // Where attaching spends its time (`RUST_LOG=cowprof=debug`): see docs/performance.md.
     let mut phase = std::time::Instant::now();
     let mut lap = |what: &str| {
-        log::debug!("attach phase {what}: {:?}", phase.elapsed());
+        log::debug!(
+            "attach phase {what}: {:?} (rss {} KiB: anon {}, file {}; peak {} KiB)",
+            phase.elapsed(),
+            own_status_kib("VmRSS").unwrap_or(0),
+            own_status_kib("RssAnon").unwrap_or(0),
+            own_status_kib("RssFile").unwrap_or(0),
+            own_status_kib("VmHWM").unwrap_or(0)
+        );
         phase = std::time::Instant::now();
     };
     let kbtf = KernelBtf::load(&opts.btf)?;
@@ -490,9 +497,17 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         Backend::Tracepoint => survey.status(Backend::Kprobe).usable,
         _ => survey.status(Backend::Tracepoint).usable,
     };
-    // The parsed BTF is large and not needed past this point.
+    // The parsed BTF is large and not needed past this point, nor are the kernel's symbols
+    // for the tracepoint backend (only kprobes look them up).
     drop(survey);
     drop(kbtf);
+    let syms = if backend == Backend::Tracepoint {
+        drop(syms);
+        String::new()
+    } else {
+        syms
+    };
+    release_freed_memory();
 
     // No kernel BTF for the loader: it would only serve CO-RE relocations, and the object has
     // none (the programs read kernel structures at the offsets `Config` carries, resolved
@@ -754,6 +769,29 @@ pub(super) fn attach_kprobe<'a>(
     Ok(format!("{kind}:{func}"))
 }
 
+/// Gives the memory freed so far back to the kernel. glibc keeps freed heap memory for reuse;
+/// the parses that follow (the object, the `tp_btf` targets' BTF) allocate large blocks of their
+/// own and would not reuse it, so without this the collector's peak RSS held both (musl returns
+/// freed memory by itself).
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`: the peak so far).
+fn own_status_kib(field: &str) -> Option<u64> {
+    let s = fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -802,3 +840,4 @@ mod tests {
         assert_eq!(parse_recursion_misses("pos:\t0\nprog_type:\t17\n"), None);
     }
 }
+
