@@ -77,7 +77,7 @@ impl Tap {
         while let Some(item) = self.ring.next() {
             match decode::decode(&item) {
                 Ok(Record::Cow(ev)) => {
-                    // A mount made since the last poll of mountinfo (every 200 ms): read it
+                    // A mount made since mountinfo was last read (on its change): read it
                     // now, once per batch, so that its first events name it while it still
                     // exists.
                     if let Some(mounts) = new_mounts.as_deref_mut() {

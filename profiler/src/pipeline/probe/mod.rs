@@ -840,4 +840,3 @@ mod tests {
         assert_eq!(parse_recursion_misses("pos:\t0\nprog_type:\t17\n"), None);
     }
 }
-
