@@ -11,7 +11,7 @@ pub mod phases;
 use std::{fs, os::unix::fs::MetadataExt as _};
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, KProbe, ProgramError, RawTracePoint},
     Btf, Ebpf, EbpfLoader,
 };
@@ -371,15 +371,26 @@ impl Probe {
                     HashMap::try_from(self.ebpf.map_mut(name).expect("map in object"))
                         .map_err(|source| ProbeError::Map { name, source })?;
                 // The kernel side registers the mounts it sees being made, with its own
-                // serial, before their first event: that entry stays.
-                if map
-                    .get(&k, 0)
-                    .is_ok_and(|serial| serial & USER_MOUNT_SERIAL == 0)
-                {
-                    return Ok(());
+                // serial, before their first event: that entry stays. A key nobody holds is
+                // added only if it is still free when it is written (`BPF_NOEXIST`): between
+                // the read and the write the kernel side may register a new mount under it
+                // (the device number and the upper root's inode number of a fresh tmpfs come
+                // back as soon as the last one is unmounted), and this mount, read from
+                // mountinfo a moment before, may be the one that is gone.
+                let flags = match map.get(&k, 0) {
+                    Ok(serial) if serial & USER_MOUNT_SERIAL == 0 => return Ok(()),
+                    Ok(_) => 0,
+                    Err(_) => BPF_NOEXIST,
+                };
+                match map.insert(k, USER_MOUNT_SERIAL | m.mount_id, flags) {
+                    Err(MapError::SyscallError(e))
+                        if flags == BPF_NOEXIST
+                            && e.io_error.raw_os_error() == Some(libc::EEXIST) =>
+                    {
+                        Ok(())
+                    }
+                    r => r.map_err(|source| ProbeError::Map { name, source }),
                 }
-                map.insert(k, USER_MOUNT_SERIAL | m.mount_id, 0)
-                    .map_err(|source| ProbeError::Map { name, source })
             };
             // Overlay makes its temps in `<workdir>/work`, or in `<workdir>/index` with
             // index=on (the index dir then serves as the copy-up work dir).
@@ -403,6 +414,9 @@ impl Probe {
         Ok(())
     }
 }
+
+/// `bpf_map_update_elem`'s flag: add the key only if it is absent.
+const BPF_NOEXIST: u64 = 1;
 
 /// The capabilities loading and attaching needs that this process lacks (effective set, from
 /// /proc/self/status), e.g. `CAP_PERFMON,CAP_BPF`; `None` when it has them. The kernel accepts
