@@ -711,6 +711,21 @@ pub fn other_tracers() -> Vec<String> {
     out
 }
 
+/// Tracing programs loaded now (kprobe, tracepoint, perf event, raw tracepoint, tracing: the kinds a
+/// tracer attaches), by name: called before anything of the bench's own is loaded, each is another
+/// tracer's, whatever its process is called (a cowprof binary renamed, a bpftrace run elsewhere).
+pub fn foreign_tracing_programs() -> Vec<String> {
+    // BPF_PROG_TYPE_KPROBE, TRACEPOINT, PERF_EVENT, RAW_TRACEPOINT, RAW_TRACEPOINT_WRITABLE, TRACING.
+    const TRACING_TYPES: [u32; 6] = [2, 5, 7, 17, 24, 26];
+    let mut out: Vec<String> = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| TRACING_TYPES.contains(&(p.program_type() as u32)))
+        .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
 // ------------------------------------------------------------------------------ BPF statistics --
 
 /// BPF run-time statistics on while this lives (`BPF_ENABLE_STATS`, the same switch as
