@@ -149,18 +149,6 @@ pub(crate) struct Window {
     /// Tracepoint backend: 1 + the index of the op the last ctime update in this window
     /// concerned (0: none); its next update is found without a table scan.
     pub(crate) last_op: u32,
-    /// Tracepoint backend: the last inode whose ctime update in this syscall was found to be
-    /// none of ours (an existing inode of an upper filesystem, or one of another filesystem),
-    /// and its `i_ino` (a freed inode's memory may come back as another inode): its next
-    /// updates return after one read.
-    pub(crate) other_inode: u64,
-    pub(crate) other_ino: u64,
-    /// Tracepoint backend: the first overlay inodes the syscall met, kept here until it needs
-    /// an op table (a write to an overlay file meets its inode and makes no CoW operation: it
-    /// allocates no table). Moved to the table's candidates when one is allocated.
-    pub(crate) icands: [u64; 2],
-    pub(crate) nicands: u32,
-    pub(crate) _pad: u32,
 }
 
 impl Window {
@@ -181,11 +169,6 @@ impl Window {
             ovl_sb: 0,
             enter_mark,
             last_op: 0,
-            other_inode: 0,
-            other_ino: 0,
-            icands: [0; 2],
-            nicands: 0,
-            _pad: 0,
         }
     }
 }

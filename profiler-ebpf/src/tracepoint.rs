@@ -27,11 +27,6 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     let off = &cfg.off;
     // SAFETY: only this tid touches its window.
     let w = unsafe { &mut *w };
-    // The inode the last slow pass found none of ours (an upper directory changes its ctime
-    // two or three times in a copy-up's rename, a written file once per write).
-    if w.other_inode == inode && read::<u64>(inode, off.inode_i_ino) == Some(w.other_ino) {
-        return 0;
-    }
     // The next update of the inode the previous one concerned (a data copy-up changes its
     // temp's ctime about ten times in a row): no superblock reads, no table scan. One index
     // the verifier does not know, so `update_op` is verified once here, not once per slot.
@@ -70,7 +65,6 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     let dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
     // SAFETY: read-only lookup.
     if unsafe { UPPER_DEVS.get(&dev) }.is_none() {
-        not_ours(off, w, inode);
         return 0;
     }
     // SAFETY: plain helper call.
@@ -112,10 +106,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     } else if alias == 0 {
         NEWBORN
     } else {
-        // An existing inode: not a CoW temp, and it cannot become one (a temp is born in the
-        // syscall, without a dentry).
-        not_ours(off, w, inode);
-        return 0;
+        return 0; // an existing inode: not a CoW temp
     };
     let n = w.nops as usize;
     if n >= MAX_OPS {
@@ -126,7 +117,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
         );
         return 0;
     }
-    let Some(t) = tp_table(w, tid) else {
+    let Some(t) = op_table(w, tid) else {
         return 0;
     };
     t.ops[n & (MAX_OPS - 1)] = Op {
@@ -267,26 +258,13 @@ pub(crate) fn overlay_inode(w: &mut Window, tid: u32, sb: u64, inode: u64) {
         w.ovl_sb = sb;
         return;
     }
-    // No table yet, in a syscall that removes and renames nothing (whose candidates' names
-    // must be read while their dentries live): the first two stay in the window.
-    if w.has_table == 0 && w.class & u32::from(class::REMOVE | class::RENAME) == 0 {
-        let k = w.nicands;
-        if (k >= 1 && w.icands[0] == inode) || (k >= 2 && w.icands[1] == inode) {
-            return;
-        }
-        if k < 2 {
-            w.icands[(k & 1) as usize] = inode;
-            w.nicands = k + 1;
-            return;
-        }
-    }
-    let Some(t) = tp_table(w, tid) else {
-        return;
-    };
     let n = w.ncands as usize;
     if n >= MAX_CANDS {
         return;
     }
+    let Some(t) = op_table(w, tid) else {
+        return;
+    };
     for i in 0..MAX_CANDS {
         if i < n && t.cands[i].inode == inode {
             return;
@@ -299,36 +277,6 @@ pub(crate) fn overlay_inode(w: &mut Window, tid: u32, sb: u64, inode: u64) {
         name: [0; 3],
     };
     w.ncands += 1;
-}
-
-/// Remembers `inode` as none of this syscall's CoW operations (see `Window::other_inode`).
-#[inline(always)]
-fn not_ours(off: &Offsets, w: &mut Window, inode: u64) {
-    if let Some(ino) = read::<u64>(inode, off.inode_i_ino) {
-        w.other_inode = inode;
-        w.other_ino = ino;
-    }
-}
-
-/// The window's op table (allocated on first use), with the overlay inodes the window held
-/// until then moved into its candidates.
-#[inline(always)]
-fn tp_table(w: &mut Window, tid: u32) -> Option<&'static mut OpTable> {
-    let t = op_table(w, tid)?;
-    for j in 0..2 {
-        let n = w.ncands as usize;
-        if j < w.nicands as usize && n < MAX_CANDS {
-            t.cands[n & (MAX_CANDS - 1)] = Cand {
-                inode: w.icands[j],
-                name_len: 0,
-                _pad: 0,
-                name: [0; 3],
-            };
-            w.ncands += 1;
-        }
-    }
-    w.nicands = 0;
-    Some(t)
 }
 
 /// Length and first 24 bytes (zero-padded) of a dentry's name.
