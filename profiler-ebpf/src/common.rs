@@ -257,21 +257,22 @@ pub(crate) static COPY_UPS: HashMap<u32, Pending> = HashMap::with_max_entries(16
 pub(crate) static DIR_OPS: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
 
 /// `bpf_ringbuf_submit`/`output` flags and `bpf_ringbuf_query` selectors (uapi `BPF_RB_*`).
-pub(crate) const RB_NO_WAKEUP: u64 = 1;
 pub(crate) const RB_FORCE_WAKEUP: u64 = 2;
 const RB_AVAIL_DATA: u64 = 0;
 const RB_RING_SIZE: u64 = 1;
 
-/// Flags for a ring-buffer submit: the reader is not woken per record (it drains on a short
-/// timer, see `pipeline::record`), except once an eighth of the buffer is waiting, so that a
-/// burst never fills it while the reader sleeps. A wakeup per record cost an irq_work (an IPI
-/// on a VM) and a reader pass per event.
+/// Flags for a ring-buffer submit. Below an eighth full: none, so the kernel wakes the reader
+/// only for a record that finds every earlier one consumed (the first of a batch); the reader
+/// then waits a short interval before it drains (`pipeline::record`), so the records of a burst
+/// wake it once, and an idle reader is never woken. From an eighth full: a forced wakeup, so
+/// that a burst never fills the buffer while the reader waits. A wakeup per record cost an
+/// irq_work (an IPI on a VM) and a reader pass per event.
 #[inline(always)]
 pub(crate) fn rb_flags() -> u64 {
     if EVENTS.query(RB_AVAIL_DATA) >= EVENTS.query(RB_RING_SIZE) / 8 {
         RB_FORCE_WAKEUP
     } else {
-        RB_NO_WAKEUP
+        0
     }
 }
 

@@ -3,8 +3,9 @@
 //! `AsyncFd`); [`KernelTap`] wraps it for tools that mount their own overlays (the lab's
 //! kernel-side timings, `image forecast --verify`) and read it between writes.
 //!
-//! The kernel side wakes a reader only once the ring buffer is an eighth full
-//! (`BPF_RB_NO_WAKEUP` below that): an async reader also drains on a [`DRAIN_INTERVAL`] tick.
+//! The kernel side wakes a reader for the first record of a batch (one that finds every earlier
+//! record consumed) and again once the ring buffer is an eighth full: an async reader drains
+//! [`DRAIN_INTERVAL`] after the first wakeup, or at once on the second.
 
 use std::{
     os::fd::AsRawFd,
@@ -24,8 +25,9 @@ use crate::{
     pipeline::probe::{self, Probe, ProbeError, ProbeOptions},
 };
 
-/// How often a reader drains the ring buffer without being woken: the most an event waits
-/// before it is printed (a burst wakes the reader at once, see the eBPF side's `rb_flags`).
+/// How long a reader woken for the first record of a batch waits before it drains: the most
+/// an event waits before it is printed (an eighth-full buffer wakes the reader again at once,
+/// see the eBPF side's `rb_flags`).
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// An attached probe and its ring buffer. Dropping it detaches every program.
