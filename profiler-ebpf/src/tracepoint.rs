@@ -544,8 +544,9 @@ fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
         // (overlay swaps in an empty opaque dir made in the work dir before whiting out a
         // directory that held whiteouts), not a copy-up. A whiteout: made, but its name in
         // the upper dir cannot be read (no dentry: an upper filesystem's own
-        // RENAME_WHITEOUT), so lost and counted.
-        entry.discard(RB_NO_WAKEUP);
+        // RENAME_WHITEOUT), so lost and counted. Flags 0, as for a submit: a record after
+        // this one wakes the reader only if this one was consumed (see `rb_flags`).
+        entry.discard(0);
         count_unnamed(op.state);
         return;
     }
@@ -620,5 +621,24 @@ pub fn cowprof_tp_ctime_xchg_skip_fb(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "inode_set_ctime_to_ts")]
 pub fn cowprof_tp_set_ctime_fb(ctx: BtfTracePointContext) -> i32 {
+    tp_inode(&ctx, ctx.arg::<u64>(0))
+}
+
+// Third copies: the ctime programs are the one place where a hit both copies miss cannot be
+// recovered later (a CoW temp whose updates all went unseen is never known), so they get one
+// more copy (user space attaches it with the second).
+
+#[btf_tracepoint(function = "ctime_ns_xchg")]
+pub fn cowprof_tp_ctime_ns_xchg_fb2(ctx: BtfTracePointContext) -> i32 {
+    tp_inode(&ctx, ctx.arg::<u64>(0))
+}
+
+#[btf_tracepoint(function = "ctime_xchg_skip")]
+pub fn cowprof_tp_ctime_xchg_skip_fb2(ctx: BtfTracePointContext) -> i32 {
+    tp_inode(&ctx, ctx.arg::<u64>(0))
+}
+
+#[btf_tracepoint(function = "inode_set_ctime_to_ts")]
+pub fn cowprof_tp_set_ctime_fb2(ctx: BtfTracePointContext) -> i32 {
     tp_inode(&ctx, ctx.arg::<u64>(0))
 }

@@ -53,7 +53,7 @@ pub struct SelftestArgs {
     #[arg(long, value_parser = super::backend_arg(), value_name = "BACKENDS", value_delimiter = ',', requires = "storm")]
     pub storm_backends: Option<Vec<Backend>>,
     /// Up to N attempts in all for a scenario or storm run that only missed events while the
-    /// kernel skipped runs of both copies of one of its programs (the one loss cowprof can
+    /// kernel skipped runs of every copy of one of its programs (the one loss cowprof can
     /// neither avoid nor count, on kernels that run tracepoint programs preemptibly: see
     /// docs/backends.md, "Skipped program runs"). Every attempt is reported; a wrong,
     /// duplicate or dropped event, or a miss without such skips, fails at once.
@@ -100,7 +100,7 @@ pub struct Expect {
     pub storm: usize,
     /// The backends the storm runs under (`None`: all).
     pub storm_backends: Option<Vec<Backend>>,
-    /// Attempts in all for a run that only missed events while both copies of a program were
+    /// Attempts in all for a run that only missed events while every copy of a program was
     /// skipped (`--attempts-on-skips`; 1 = no second attempt).
     pub attempts: u32,
 }
@@ -358,13 +358,16 @@ async fn storm_under(
             // A whiteout whose name a skipped run lost is counted (`whiteout_unnamed`): the
             // same loss, counted; any other drop fails at once.
             let drops = &run.outcome.summary.drops;
-            let only_missed = run.missing > 0
+            let only_missed = run.missing + run.layer_unknown > 0
                 && run.misattributed == 0
                 && run.duplicates == 0
                 && run.from_removal == 0
                 && drops.total() == drops.whiteout_unnamed;
             if only_missed && attempt < expect.attempts {
-                let what = format!("{} of {} events", run.expected - run.missing, run.expected);
+                let what = format!(
+                    "{} of {} events ({} with no source layer)",
+                    run.exact, run.expected, run.layer_unknown
+                );
                 if retry_note(b, "storm", &what, &run.outcome, attempt, expect, out) {
                     for ex in &run.examples {
                         let _ = writeln!(out, "  {ex}");
@@ -378,7 +381,7 @@ async fn storm_under(
     }
 }
 
-/// When the run's programs were skipped in both copies, says that the run is attempted again
+/// When the run's programs were skipped in every copy, says that the run is attempted again
 /// (and why) and returns true; false when nothing explains the miss (the run then fails).
 fn retry_note(
     b: Backend,
@@ -389,13 +392,13 @@ fn retry_note(
     expect: &Expect,
     out: &mut dyn Write,
 ) -> bool {
-    let both = probe::both_copies_skipped(&outcome.skipped_runs);
+    let both = probe::all_copies_skipped(&outcome.skipped_runs);
     if both.is_empty() {
         return false;
     }
     let _ = writeln!(
         out,
-        "selftest: again {what} backend={b}: {got}, and the kernel skipped runs of both copies of {} \
+        "selftest: again {what} backend={b}: {got}, and the kernel skipped runs of every copy of {} \
          (the uncounted loss of docs/backends.md, \"Skipped program runs\"); attempt {} of {}",
         both.join(", "),
         attempt + 1,
@@ -422,7 +425,7 @@ fn judge_storm(
     let _ = writeln!(
         out,
         "selftest: {verdict} storm backend={b} kernel={kernel} stacks={} ({} one at a time, the rest {} at once) \
-         events expected={} exact={} missing={} misattributed={} duplicates={} from_removal={} dropped={} \
+         events expected={} exact={} missing={} misattributed={} layer_unknown={} duplicates={} from_removal={} dropped={} \
          mount_to_first_write_max_ns={}",
         run.stacks,
         run.stacks / 2,
@@ -431,6 +434,7 @@ fn judge_storm(
         run.exact,
         run.missing,
         run.misattributed,
+        run.layer_unknown,
         run.duplicates,
         run.from_removal,
         run.outcome.summary.drops.total(),
