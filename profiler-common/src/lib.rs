@@ -285,6 +285,11 @@ pub mod config_flags {
     /// `record --no-phases`: copy-ups are not split into phases (no task is armed; the phase
     /// probes are not attached).
     pub const NO_PHASES: u32 = 4;
+    /// Bits 4–5: how many copies of each ctime program are attached (1–3), when their checkers
+    /// are (kernels that run tracepoint programs preemptibly); 0 = no checkers. A checker counts
+    /// a hit that every attached copy skipped ([`super::counter::CTIME_SKIPPED`]).
+    pub const CTIME_COPIES_SHIFT: u32 = 4;
+    pub const CTIME_COPIES_MASK: u32 = 3;
 }
 
 /// Read by every program from the one-element `CONFIG` array.
@@ -330,7 +335,12 @@ pub mod counter {
     /// [`config_flags::TWO_COPIES`]): found still open at the thread's next tracked syscall,
     /// holding a CoW temp or whiteout that could not be emitted late.
     pub const WINDOWS_LOST: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Tracepoint backend, where the ctime programs' checkers are attached: updates of an
+    /// inode on an overlay or upper filesystem that the kernel skipped in every copy of a ctime
+    /// program (each copy preempted on that CPU). An upper bound: each may have been the only
+    /// sign of a copy-up or whiteout, most are updates that lose nothing.
+    pub const CTIME_SKIPPED: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 const _: () = assert!(size_of::<CowEvent>() == 128 + 72 + COMM_LEN + PATH_BUF);

@@ -588,19 +588,94 @@ fn emit_tp_op(cfg: &Config, t: &OpTable, c: &EmitCtx, i: usize) {
     entry.submit(rb_flags());
 }
 
+/// The ctime hooks, in [`CTIME_BUSY`]'s order.
+const HOOK_NS_XCHG: usize = 0;
+const HOOK_XCHG_SKIP: usize = 1;
+const HOOK_SET_CTIME: usize = 2;
+
+/// One copy of a ctime program: marks the copy busy on this CPU while it runs (for the
+/// checkers, below), and processes the hit.
+#[inline(always)]
+fn ctime_copy(ctx: &BtfTracePointContext, hook: usize, copy: usize) -> i32 {
+    let busy = CTIME_BUSY.get_ptr_mut(0);
+    if let Some(b) = busy {
+        // SAFETY: per-CPU slot of this copy; only the one task running it here writes it.
+        unsafe { (*b)[hook & 3][copy & 3] = 1 };
+    }
+    let r = tp_inode(ctx, ctx.arg::<u64>(0));
+    if let Some(b) = busy {
+        // SAFETY: as above.
+        unsafe { (*b)[hook & 3][copy & 3] = 0 };
+    }
+    r
+}
+
+/// A ctime hook's checker, attached after its copies: a hit of an inode on an overlay or upper
+/// filesystem that finds every attached copy busy on this CPU is one they all skipped (each is
+/// preempted here by another task inside it), so it is counted (`CTIME_SKIPPED`) when it is
+/// one that could lose an event (an overlay inode, or an upper inode's birth or a whiteout): an
+/// upper bound of the copy-ups and whiteouts the copies lost.
+#[inline(always)]
+fn ctime_check(ctx: &BtfTracePointContext, hook: usize) -> i32 {
+    let Some(cfg) = config() else { return 0 };
+    let n = (cfg.flags >> config_flags::CTIME_COPIES_SHIFT) & config_flags::CTIME_COPIES_MASK;
+    let Some(b) = CTIME_BUSY.get(0) else { return 0 };
+    let b = &b[hook & 3];
+    let all_busy = match n {
+        1 => b[0] != 0,
+        2 => b[0] != 0 && b[1] != 0,
+        3 => b[0] != 0 && b[1] != 0 && b[2] != 0,
+        _ => false,
+    };
+    if !all_busy {
+        return 0;
+    }
+    let inode = ctx.arg::<u64>(0);
+    let off = &cfg.off;
+    let sb = ptr(inode, off.inode_i_sb);
+    if read::<u64>(sb, off.sb_s_magic) != Some(OVERLAY_SUPER_MAGIC) {
+        let dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
+        // SAFETY: read-only lookup.
+        if unsafe { UPPER_DEVS.get(&dev) }.is_none() {
+            return 0;
+        }
+        // On an upper filesystem only what `tp_inode` cannot learn from a later update: an
+        // inode with no dentry yet (a CoW temp's birth; once it has one it is taken for an
+        // existing inode) or a whiteout. A skipped update of a temp already known loses
+        // nothing.
+        let newborn = ptr(inode, off.inode_i_dentry) == 0;
+        let whiteout = inode_mode(off, inode) & S_IFMT == S_IFCHR
+            && read::<u32>(inode, off.inode_i_rdev) == Some(0);
+        if !newborn && !whiteout {
+            return 0;
+        }
+    }
+    // Under a process or cgroup filter only a tracked syscall's hits count (its window is
+    // opened for filtered tasks only).
+    if cfg.filter_tgid != 0 || cfg.filter_cgroup != 0 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        // SAFETY: read-only lookup.
+        if unsafe { WINDOWS.get(&tid) }.is_none() {
+            return 0;
+        }
+    }
+    bump(counter::CTIME_SKIPPED);
+    0
+}
+
 #[btf_tracepoint(function = "ctime_ns_xchg")]
 pub fn cowprof_tp_ctime_ns_xchg(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    ctime_copy(&ctx, HOOK_NS_XCHG, 0)
 }
 
 #[btf_tracepoint(function = "ctime_xchg_skip")]
 pub fn cowprof_tp_ctime_xchg_skip(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    ctime_copy(&ctx, HOOK_XCHG_SKIP, 0)
 }
 
 #[btf_tracepoint(function = "inode_set_ctime_to_ts")]
 pub fn cowprof_tp_set_ctime(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    ctime_copy(&ctx, HOOK_SET_CTIME, 0)
 }
 
 // The second copies of the ctime programs (see "Two copies" in `syscalls.rs`). Both copies
@@ -611,17 +686,17 @@ pub fn cowprof_tp_set_ctime(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "ctime_ns_xchg")]
 pub fn cowprof_tp_ctime_ns_xchg_fb(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    ctime_copy(&ctx, HOOK_NS_XCHG, 1)
 }
 
 #[btf_tracepoint(function = "ctime_xchg_skip")]
 pub fn cowprof_tp_ctime_xchg_skip_fb(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    ctime_copy(&ctx, HOOK_XCHG_SKIP, 1)
 }
 
 #[btf_tracepoint(function = "inode_set_ctime_to_ts")]
 pub fn cowprof_tp_set_ctime_fb(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    ctime_copy(&ctx, HOOK_SET_CTIME, 1)
 }
 
 // Third copies: the ctime programs are the one place where a hit both copies miss cannot be
@@ -630,15 +705,33 @@ pub fn cowprof_tp_set_ctime_fb(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "ctime_ns_xchg")]
 pub fn cowprof_tp_ctime_ns_xchg_fb2(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    ctime_copy(&ctx, HOOK_NS_XCHG, 2)
 }
 
 #[btf_tracepoint(function = "ctime_xchg_skip")]
 pub fn cowprof_tp_ctime_xchg_skip_fb2(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    ctime_copy(&ctx, HOOK_XCHG_SKIP, 2)
 }
 
 #[btf_tracepoint(function = "inode_set_ctime_to_ts")]
 pub fn cowprof_tp_set_ctime_fb2(ctx: BtfTracePointContext) -> i32 {
-    tp_inode(&ctx, ctx.arg::<u64>(0))
+    ctime_copy(&ctx, HOOK_SET_CTIME, 2)
+}
+
+// The checkers (user space attaches them after the copies, where copies are attached): what
+// every copy skipped is counted, not lost without a trace.
+
+#[btf_tracepoint(function = "ctime_ns_xchg")]
+pub fn cowprof_tp_ctime_ns_xchg_chk(ctx: BtfTracePointContext) -> i32 {
+    ctime_check(&ctx, HOOK_NS_XCHG)
+}
+
+#[btf_tracepoint(function = "ctime_xchg_skip")]
+pub fn cowprof_tp_ctime_xchg_skip_chk(ctx: BtfTracePointContext) -> i32 {
+    ctime_check(&ctx, HOOK_XCHG_SKIP)
+}
+
+#[btf_tracepoint(function = "inode_set_ctime_to_ts")]
+pub fn cowprof_tp_set_ctime_chk(ctx: BtfTracePointContext) -> i32 {
+    ctime_check(&ctx, HOOK_SET_CTIME)
 }

@@ -65,6 +65,7 @@ impl FilterArgs {
                 ringbuf_size: None,
                 canary_timeout: None,
                 no_phases: false,
+                ctime_copies: None,
             },
             comm: self.comm,
             mount: self.mount,

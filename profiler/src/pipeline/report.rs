@@ -369,7 +369,15 @@ impl Exporter for Table {
             } else {
                 String::new()
             }
-        )
+        )?;
+        if d.ctime_skipped > 0 {
+            writeln!(
+                out,
+                "  {} inode updates skipped by every copy of a ctime program (each may have been a copy-up or whiteout lost; most lose nothing)",
+                d.ctime_skipped
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -503,6 +511,7 @@ mod tests {
         agg.record(&sample_event());
         let summary = agg.summary(crate::pipeline::aggregate::Drops {
             ringbuf: 1,
+            ctime_skipped: 3,
             ..Default::default()
         });
         let mut out = Vec::new();
@@ -511,6 +520,7 @@ mod tests {
         assert_eq!(v["schema"], 1);
         assert_eq!(v["type"], "summary");
         assert_eq!(v["drops"]["ringbuf"], 1);
+        assert_eq!(v["drops"]["ctime_skipped"], 3);
         assert_eq!(v["by_container"]["web (4f797c539e6c)"]["count"], 1);
         assert_eq!(v["by_image_layer"]["sha256:d2"]["count"], 1);
         let back: Summary = serde_json::from_value(v).unwrap();
@@ -642,6 +652,19 @@ mod tests {
         let coloured = String::from_utf8(coloured).unwrap();
         assert!(coloured.contains("\x1b[1mKIND"));
         assert!(coloured.contains("\x1b[31mdropped: 2"));
+        let plain = String::from_utf8(plain).unwrap();
+        assert!(!plain.contains("skipped by every copy"), "no line at 0");
+        summary.drops.ctime_skipped = 4;
+        let mut out = Vec::new();
+        Table::with_layout(Layout::PLAIN)
+            .summary(&mut out, &summary)
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("dropped: 2 "), "not in the drop total: {out}");
+        assert!(
+            out.contains("  4 inode updates skipped by every copy of a ctime program"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl Tap {
             syscall_ends: c[counter::SYSCALL_END_DROPS as usize],
             whiteout_unnamed: c[counter::WHITEOUT_UNNAMED as usize],
             recursion: c[counter::WINDOWS_LOST as usize],
+            ctime_skipped: c[counter::CTIME_SKIPPED as usize],
         }
     }
 }

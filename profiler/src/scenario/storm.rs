@@ -263,6 +263,18 @@ impl StormRun {
             && self.from_removal == 0
             && self.outcome.summary.drops.total() == 0
     }
+
+    /// Nothing wrong, duplicated or from a removal, and every event not delivered exactly
+    /// covered by a counted loss: a drop, or an inode update every ctime copy skipped
+    /// (`ctime_skipped`, an upper bound).
+    #[must_use]
+    pub fn accounted(&self) -> bool {
+        let d = &self.outcome.summary.drops;
+        self.misattributed == 0
+            && self.duplicates == 0
+            && self.from_removal == 0
+            && (self.missing + self.layer_unknown) as u64 <= d.total() + d.ctime_skipped
+    }
 }
 
 /// A tmpfs mounted for the storm's stacks, unmounted on drop (also on the error paths).
@@ -449,6 +461,91 @@ fn check(outcome: Outcome, dir: &Path, truths: &[StackTruth], parallel: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_with(
+        missing: usize,
+        layer_unknown: usize,
+        drops: crate::pipeline::aggregate::Drops,
+    ) -> StormRun {
+        StormRun {
+            outcome: Outcome {
+                info: crate::pipeline::report::RunInfo {
+                    backend: crate::event::Backend::Tracepoint,
+                    kernel: "7.3.4".into(),
+                    attached: vec![],
+                    skipped: vec![],
+                },
+                events: vec![],
+                summary: crate::pipeline::aggregate::Aggregate::default().summary(drops),
+                command_status: None,
+                interrupted: false,
+                overlay_unloaded: false,
+                skipped_runs: vec![],
+            },
+            stacks: 60,
+            parallel: 3,
+            events: vec![],
+            expected: 420,
+            exact: 420 - missing - layer_unknown,
+            missing,
+            misattributed: 0,
+            layer_unknown,
+            duplicates: 0,
+            from_removal: 0,
+            max_mount_to_write: Duration::ZERO,
+            examples: vec![],
+        }
+    }
+
+    /// `--accounted`: a miss passes only when counted losses cover it; a counted loss never
+    /// makes a run exact.
+    #[test]
+    fn accounted_needs_every_miss_counted() {
+        use crate::pipeline::aggregate::Drops;
+        let exact = run_with(0, 0, Drops::default());
+        assert!(exact.ok() && exact.accounted());
+        let skipped_only = run_with(
+            0,
+            0,
+            Drops {
+                ctime_skipped: 5,
+                ..Default::default()
+            },
+        );
+        assert!(skipped_only.ok(), "an upper bound alone is no drop");
+        let covered = run_with(
+            9,
+            2,
+            Drops {
+                ctime_skipped: 10,
+                whiteout_unnamed: 1,
+                ..Default::default()
+            },
+        );
+        assert!(covered.accounted() && !covered.ok());
+        let short = run_with(
+            9,
+            2,
+            Drops {
+                ctime_skipped: 10,
+                ..Default::default()
+            },
+        );
+        assert!(!short.accounted(), "11 lost, 10 counted");
+        let blind = run_with(3, 0, Drops::default());
+        assert!(!blind.accounted(), "a loss nothing counted");
+        let mut wrong = run_with(
+            0,
+            0,
+            Drops {
+                ctime_skipped: 50,
+                ..Default::default()
+            },
+        );
+        wrong.misattributed = 1;
+        wrong.exact -= 1;
+        assert!(!wrong.accounted(), "a wrong event is never accounted for");
+    }
 
     fn key(kind: Kind, path: &str, layer: Option<u32>) -> StormKey {
         (kind, path.to_owned(), layer)

@@ -429,6 +429,7 @@ pub struct Recorder {
     events: Counter,
     folded: Counter,
     dropped: Family<ReasonLabels, Counter>,
+    ctime_skipped: Counter,
     backend: Family<BackendLabels, Gauge>,
     canary_ok: Family<CanaryLabels, Gauge>,
     canary_events: Family<CanaryOpLabels, Gauge>,
@@ -451,6 +452,7 @@ impl Recorder {
             events: Counter::default(),
             folded: Counter::default(),
             dropped: Family::default(),
+            ctime_skipped: Counter::default(),
             backend: Family::default(),
             canary_ok: Family::default(),
             canary_events: Family::default(),
@@ -481,6 +483,7 @@ impl Recorder {
             "events": "Every event delivered (all kinds, all label sets)" => rec.events.clone();
             "folded_events": "Events counted under the label set `other` (the label budget was full)" => rec.folded.clone();
             "dropped_events": "Events lost: ring buffer full, op table full, syscall windows, malformed samples, whiteouts whose name could not be read" => rec.dropped.clone();
+            "ctime_updates_skipped": "Tracepoint backend, 7.0 and later: inode updates on an overlay or upper filesystem that every copy of a ctime program skipped; an upper bound of the copy-ups and whiteouts lost that way, not part of dropped_events" => rec.ctime_skipped.clone();
             "backend_info": "The kernel mechanism in use (value 1)" => rec.backend.clone();
             "canary_ok": "Start-up check: 1 = the backend saw a data copy-up, a directory copy-up and a whiteout on a private overlay before recording; 0 = the check could not run (e.g. no CAP_SYS_ADMIN for a mount namespace)" => rec.canary_ok.clone();
             "canary_events": "Start-up check: events the backend saw of each operation of the check (not counted anywhere else)" => rec.canary_events.clone();
@@ -574,6 +577,9 @@ impl Recorder {
             // Monotonic by construction; never move a counter backwards.
             c.inner().fetch_max(v, std::sync::atomic::Ordering::Relaxed);
         }
+        self.ctime_skipped
+            .inner()
+            .fetch_max(d.ctime_skipped, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn set_backend(&self, info: &RunInfo) {
@@ -850,6 +856,7 @@ mod tests {
             syscall_ends: 5,
             whiteout_unnamed: 7,
             recursion: 4,
+            ctime_skipped: 9,
         });
         rec.set_backend(&RunInfo {
             backend: crate::event::Backend::Tracepoint,
@@ -872,6 +879,17 @@ mod tests {
         assert!((drop("op_table")).abs() < f64::EPSILON);
         assert!((drop("whiteout_unnamed") - 7.0).abs() < f64::EPSILON);
         assert!((drop("recursion") - 4.0).abs() < f64::EPSILON);
+        // Not a drop reason: an upper bound, in a counter of its own.
+        assert_eq!(
+            samples(&text, "cowprof_dropped_events_total{").len(),
+            6,
+            "{text}"
+        );
+        assert!(
+            (value(samples(&text, "cowprof_ctime_updates_skipped_total")[0]) - 9.0).abs()
+                < f64::EPSILON,
+            "{text}"
+        );
         assert!(text.contains(r#"cowprof_backend_info{backend="tracepoint",kernel="6.18""#));
         let rss = value(samples(&text, "process_resident_memory_bytes")[0]);
         assert!(rss >= 4096.0, "{text}");
@@ -911,12 +929,12 @@ mod tests {
             .collect();
         assert_eq!(sets.len(), max + 1, "{max} label sets of their own + other");
         // The documented bound: per label set 5 copy-up kinds × (count + bytes + 27 histogram
-        // lines) + 3 whiteout kinds, for N + 1 label sets, plus 15 fixed series (6 of them drop
+        // lines) + 3 whiteout kinds, for N + 1 label sets, plus 16 fixed series (6 of them drop
         // reasons). Here exactly: 25 sets with a data copy-up (29 each), 25 with a whiteout
         // (1), `other` with both (30).
         let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert!(all_series <= (max + 1) * (5 * 29 + 3) + 15);
-        assert_eq!(all_series, 25 * 29 + 25 + 30 + 15);
+        assert!(all_series <= (max + 1) * (5 * 29 + 3) + 16);
+        assert_eq!(all_series, 25 * 29 + 25 + 30 + 16);
         let total: f64 = copy.iter().chain(&white).map(|l| value(l)).sum();
         assert!(
             (total - 5_000.0).abs() < f64::EPSILON,
@@ -948,7 +966,7 @@ mod tests {
         }
         let text = encode(&reg);
         let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(all_series, (DEFAULT_MAX_SERIES + 1) * 148 + 15);
+        assert_eq!(all_series, (DEFAULT_MAX_SERIES + 1) * 148 + 16);
     }
 
     /// An idle label set gives its place to a new one; active ones keep theirs.

@@ -78,6 +78,10 @@ pub const SECOND_COPY: &str = "_fb";
 /// mostly recovered later; the ctime programs are also cheap to run and verify.
 pub const THIRD_COPY: &str = "_fb2";
 
+/// Suffix of a ctime program's checker, attached after its copies where they are: it counts a
+/// hit every copy skipped (`drops.ctime_skipped`), so the loss copies cannot prevent is counted.
+pub const CHECKER: &str = "_chk";
+
 /// The copies of `prog` besides itself (where the kernel can skip programs that way).
 fn extra_copies(prog: &str) -> &'static [&'static str] {
     if TP_HOOKS.iter().any(|&(p, _)| p == prog) {
@@ -87,9 +91,10 @@ fn extra_copies(prog: &str) -> &'static [&'static str] {
     }
 }
 
-/// `name` is a second or third copy.
+/// `name` is a second or third copy, or a checker: a program whose skipped runs lose nothing
+/// by themselves.
 fn is_extra_copy(name: &str) -> bool {
-    name.ends_with(SECOND_COPY) || name.ends_with(THIRD_COPY)
+    name.ends_with(SECOND_COPY) || name.ends_with(THIRD_COPY) || name.ends_with(CHECKER)
 }
 
 /// Overlay functions whose presence `doctor` reports (static ones may be inlined).
@@ -167,6 +172,9 @@ pub struct ProbeOptions {
     /// No copy-up phases: the phase probes are not attached and no task is armed (less
     /// kernel work per copy-up; events carry no phases).
     pub no_phases: bool,
+    /// How many copies of each ctime program to attach where copies are (1–3; `None` = 3), for
+    /// tests: with fewer, the checkers have more to count.
+    pub ctime_copies: Option<u8>,
 }
 
 /// Checks a ring buffer size the way the kernel will (`BPF_MAP_TYPE_RINGBUF` wants a power of
@@ -574,7 +582,11 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         &fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
         std::env::var("COWPROF_SECOND_COPIES").ok().as_deref(),
     );
-    log::debug!("second copies of the syscall and ctime programs: {two_copies}");
+    let ctime_copies = opts.ctime_copies.unwrap_or(3).clamp(1, 3);
+    log::debug!(
+        "second copies of the syscall and ctime programs: {two_copies} (ctime programs: {} copies and a checker)",
+        if two_copies { ctime_copies } else { 1 }
+    );
     let cfg = Config {
         self_tgid: std::process::id(),
         filter_tgid: opts.filter_tgid,
@@ -589,6 +601,10 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             0
         } | if opts.no_phases {
             profiler_common::config_flags::NO_PHASES
+        } else {
+            0
+        } | if two_copies && backend == Backend::Tracepoint {
+            u32::from(ctime_copies) << profiler_common::config_flags::CTIME_COPIES_SHIFT
         } else {
             0
         },
@@ -664,10 +680,14 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                     }
                 })?;
             lap("btf (tp_btf targets)");
+            // Each program's copies, then (where copies are) its checker, which must run after
+            // them.
             let copies = TP_HOOKS.iter().flat_map(|&(p, tp)| {
                 let extra = extra_copies(p)
                     .iter()
+                    .take(usize::from(ctime_copies).saturating_sub(1))
                     .filter(|_| two_copies)
+                    .chain(two_copies.then_some(&CHECKER))
                     .map(move |s| (format!("{p}{s}"), tp));
                 std::iter::once((p.to_owned(), tp)).chain(extra)
             });
@@ -879,12 +899,15 @@ mod tests {
                 ("cowprof_tp_set_ctime", 1),
                 ("cowprof_tp_set_ctime_fb", 4),
                 ("cowprof_tp_set_ctime_fb2", 4),
+                ("cowprof_tp_set_ctime_chk", 2),
+                ("cowprof_tp_ctime_ns_xchg_chk", 3),
             ])),
             vec![
                 "cowprof_sys_enter_tp".to_string(),
                 "cowprof_tp_set_ctime".to_string()
             ],
-            "a ctime program counts only when its third copy was skipped too"
+            "a ctime program counts only when its third copy was skipped too; a skipped checker \
+             is no program of its own"
         );
         assert!(all_copies_skipped(&[]).is_empty());
     }
