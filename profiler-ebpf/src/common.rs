@@ -74,12 +74,13 @@ pub(crate) static FILL_SB: HashMap<u32, u64> = HashMap::with_max_entries(256, 0)
 /// never written, all zeros.
 #[map]
 pub(crate) static MOUNT_BLANK: PerCpuArray<MountEvent> = PerCpuArray::with_max_entries(1, 0);
-/// Per CPU, per ctime hook (`tracepoint::HOOK_*`), per copy: 1 while that copy runs there. The
+/// Per CPU, per ctime hook (`tracepoint::HOOK_*`; four slots, so that an index masked with 3 is
+/// always in bounds), per copy: 1 while that copy runs there. The
 /// kernel skips a copy on a CPU while it is preempted there (7.0+), so a copy's slot set when
 /// another task's hit reaches the checker is a copy that skipped the hit. One byte a copy: each is
 /// written only by the one task inside that copy on that CPU, never read-modified-written by two.
 #[map]
-pub(crate) static CTIME_BUSY: PerCpuArray<[[u8; 4]; 3]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static CTIME_BUSY: PerCpuArray<[[u8; 4]; 4]> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU counter behind the kernel's mount serials.
 #[map]
 pub(crate) static MOUNT_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);

@@ -53,9 +53,9 @@ pub struct SelftestArgs {
     #[arg(long, value_parser = super::backend_arg(), value_name = "BACKENDS", value_delimiter = ',', requires = "storm")]
     pub storm_backends: Option<Vec<Backend>>,
     /// Up to N attempts in all for a scenario or storm run that only missed events while the
-    /// kernel skipped runs of every copy of one of its programs (the one loss cowprof can
-    /// neither avoid nor count, on kernels that run tracepoint programs preemptibly: see
-    /// docs/backends.md, "Skipped program runs"). Every attempt is reported; a wrong,
+    /// kernel skipped runs of every copy of one of its programs (the one loss cowprof cannot
+    /// avoid, and counts only as an upper bound, on kernels that run tracepoint programs
+    /// preemptibly: see docs/backends.md, "Skipped program runs"). Every attempt is reported; a wrong,
     /// duplicate or dropped event, or a miss without such skips, fails at once.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub attempts_on_skips: u32,
@@ -418,7 +418,7 @@ fn retry_note(
     let _ = writeln!(
         out,
         "selftest: again {what} backend={b}: {got}, and the kernel skipped runs of every copy of {} \
-         (the uncounted loss of docs/backends.md, \"Skipped program runs\"); attempt {} of {}",
+         (the loss of docs/backends.md, \"Skipped program runs\"); attempt {} of {}",
         both.join(", "),
         attempt + 1,
         expect.attempts

@@ -583,10 +583,13 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         std::env::var("COWPROF_SECOND_COPIES").ok().as_deref(),
     );
     let ctime_copies = opts.ctime_copies.unwrap_or(3).clamp(1, 3);
-    log::debug!(
-        "second copies of the syscall and ctime programs: {two_copies} (ctime programs: {} copies and a checker)",
-        if two_copies { ctime_copies } else { 1 }
-    );
+    if two_copies {
+        log::debug!(
+            "second copies of the syscall programs; ctime programs: {ctime_copies} copies and a checker (tracepoint backend)"
+        );
+    } else {
+        log::debug!("no second copies of the syscall and ctime programs");
+    }
     let cfg = Config {
         self_tgid: std::process::id(),
         filter_tgid: opts.filter_tgid,
