@@ -103,6 +103,19 @@ pub async fn run(args: SelftestArgs, out: &mut dyn Write) -> Exit {
     run_all(backend, tmpfs, doctor, &expect, &btf.paths(), out).await
 }
 
+/// One backend's events of the scenario or the storm, and whether the kernel skipped runs of
+/// every copy of its `sys_enter` program in that run (see [`entry_skipped`]).
+type Stream = (Backend, Vec<Event>, bool);
+
+/// The kernel skipped runs of every copy of the run's `sys_enter` program: an event of a
+/// syscall whose entry they all missed has no syscall (kprobe backend; docs/backends.md,
+/// "Skipped program runs").
+fn entry_skipped(outcome: &cowprof::pipeline::record::Outcome) -> bool {
+    probe::all_copies_skipped(&outcome.skipped_runs)
+        .iter()
+        .any(|p| p.starts_with("cowprof_sys_enter"))
+}
+
 /// What `selftest --expect-*` and `--compare-backends` require beyond every scenario run passing.
 pub struct Expect {
     pub chosen: Option<Backend>,
@@ -179,8 +192,8 @@ pub async fn run_all(
     btf: &BtfPaths,
     out: &mut dyn std::io::Write,
 ) -> Exit {
-    let mut streams: Vec<(Backend, Vec<Event>)> = Vec::new();
-    let mut storm_streams: Vec<(Backend, Vec<Event>)> = Vec::new();
+    let mut streams: Vec<Stream> = Vec::new();
+    let mut storm_streams: Vec<Stream> = Vec::new();
     let facts = probe::kernel_facts(btf);
     if doctor {
         print_doctor(out, &facts, None);
@@ -219,7 +232,7 @@ pub async fn run_all(
         match judge(b, result, &facts.release, expect.metacopy, out) {
             Some(events) => {
                 passed += 1;
-                streams.push((b, events));
+                streams.push((b, events.0, events.1));
             }
             None => failed += 1,
         }
@@ -232,7 +245,7 @@ pub async fn run_all(
             match storm_under(b, btf, tmpfs, expect, &facts.release, out).await {
                 Some(events) => {
                     passed += 1;
-                    storm_streams.push((b, events));
+                    storm_streams.push((b, events.0, events.1));
                 }
                 None => failed += 1,
             }
@@ -305,7 +318,7 @@ fn judge(
     kernel: &str,
     want_metacopy: bool,
     out: &mut dyn Write,
-) -> Option<Vec<Event>> {
+) -> Option<(Vec<Event>, bool)> {
     match result {
         Ok(run) if run.problems.is_empty() && (run.with_meta || !want_metacopy) => {
             let _ = writeln!(
@@ -316,7 +329,7 @@ fn judge(
                 run.outcome.summary.drops.total(),
                 if run.with_meta { "yes" } else { "no" }
             );
-            Some(run.events)
+            Some((run.events, entry_skipped(&run.outcome)))
         }
         Ok(run) if run.problems.is_empty() => {
             let _ = writeln!(
@@ -355,7 +368,7 @@ async fn storm_under(
     expect: &Expect,
     kernel: &str,
     out: &mut dyn Write,
-) -> Option<Vec<Event>> {
+) -> Option<(Vec<Event>, bool)> {
     let mut attempt = 1;
     loop {
         let result = storm::run_storm(
@@ -433,7 +446,7 @@ fn judge_storm(
     kernel: &str,
     accounted: bool,
     out: &mut dyn Write,
-) -> Option<Vec<Event>> {
+) -> Option<(Vec<Event>, bool)> {
     let run = match result {
         Ok(run) => run,
         Err(e) => {
@@ -473,7 +486,8 @@ fn judge_storm(
     if drops.total() != 0 {
         let _ = writeln!(out, "  drops: {drops:?}");
     }
-    pass.then_some(run.events)
+    let skipped = entry_skipped(&run.outcome);
+    pass.then_some((run.events, skipped))
 }
 
 /// `selftest --compare-backends`: every stream as JSON lines (when `print`), then the first
@@ -481,7 +495,7 @@ fn judge_storm(
 /// compare).
 fn compare_streams(
     what: &str,
-    streams: &[(Backend, Vec<Event>)],
+    streams: &[Stream],
     print: bool,
     kernel: &str,
     out: &mut dyn Write,
@@ -493,13 +507,13 @@ fn compare_streams(
             streams.len(),
             streams
                 .iter()
-                .map(|(b, _)| b.to_string())
+                .map(|(b, _, _)| b.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         );
         return None;
     }
-    for (b, events) in streams.iter().filter(|_| print) {
+    for (b, events, _) in streams.iter().filter(|_| print) {
         for e in events {
             let _ = writeln!(
                 out,
@@ -508,10 +522,14 @@ fn compare_streams(
             );
         }
     }
-    let (first, first_events) = &streams[0];
+    let (first, first_events, first_skipped) = &streams[0];
     let mut agree = true;
-    for (b, events) in &streams[1..] {
-        let (diffs, notes) = crosscheck::compare((*first, first_events), (*b, events));
+    for (b, events, skipped) in &streams[1..] {
+        let (diffs, notes) = crosscheck::compare_runs(
+            (*first, first_events),
+            (*b, events),
+            [*first_skipped, *skipped],
+        );
         for n in &notes {
             let _ = writeln!(out, "  note: {n}");
         }
