@@ -170,10 +170,29 @@ fn expected(s: &Stack, mount_point: &str) -> BTreeSet<Key> {
 }
 
 /// Unmounts the stack and removes its directories with `rm -rf` (as an engine's clean-up does).
+/// A transient `EBUSY` (another task's path walk holding the mount for a moment) is tried again,
+/// up to 1 s, as containerd does; a mount still busy after that fails the test.
 fn unmount_and_remove(s: &Stack) {
     let target = cstr(&s.merged);
-    // SAFETY: valid NUL-terminated string.
-    let rc = unsafe { libc::umount2(target.as_ptr(), 0) };
+    let mut busy = 0;
+    let rc = loop {
+        // SAFETY: valid NUL-terminated string.
+        let rc = unsafe { libc::umount2(target.as_ptr(), 0) };
+        if rc == 0
+            || std::io::Error::last_os_error().raw_os_error() != Some(libc::EBUSY)
+            || busy == 50
+        {
+            break rc;
+        }
+        busy += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if busy > 0 {
+        eprintln!(
+            "{}: umount busy {busy} time(s) before it went",
+            s.merged.display()
+        );
+    }
     assert_eq!(rc, 0, "umount: {}", std::io::Error::last_os_error());
     let st = Command::new("rm").arg("-rf").arg(&s.root).status().unwrap();
     assert!(st.success());
