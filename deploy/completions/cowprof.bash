@@ -838,7 +838,7 @@ _cowprof() {
             return 0
             ;;
         cowprof__subcmd__selftest)
-            opts="-v -h --backend --tmpfs --doctor --expect-chosen --compare-backends --expect-backends --expect-metacopy --storm --storm-backends --attempts-on-skips --ctime-copies --accounted --btf --btf-overlay --verbose --help"
+            opts="-v -h --backend --tmpfs --doctor --expect-chosen --compare-backends --expect-backends --expect-metacopy --storm --storm-backends --attempts-on-skips --ctime-copies --accounted --storm-only --btf --btf-overlay --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -106,6 +106,7 @@ complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l doctor -d '
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l compare-backends -d 'Where two or more backends run, print each one\'s events (JSON lines) and fail unless they agree exactly: kinds, mounts, paths, layers, syscalls (not times or pids)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l expect-metacopy -d 'Fail unless the metacopy=on stack is part of every run (the kernel has metacopy)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l accounted -d 'A storm passes when every event it did not deliver exactly is covered by a counted loss (`dropped`, or `ctime_skipped`: inode updates every ctime copy skipped), instead of only when it is exact; anything wrong, duplicated or from a removal still fails'
+complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -l storm-only -d 'Run only the lifecycle storm, not the scenario (e.g. with `--accounted` under a test hook that loses events on purpose)'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -s v -l verbose -d 'More diagnostics (eBPF-side aya-log messages, skipped samples); repeat for more'
 complete -c cowprof -n "__fish_cowprof_using_subcommand selftest" -s h -l help -d 'Print help'
 complete -c cowprof -n "__fish_cowprof_using_subcommand bench" -l spec -d 'TOML spec of the matrix (default: the built-in one, about a minute)' -r -F

@@ -321,7 +321,8 @@ pub struct InodeKey {
 pub mod counter {
     /// Ring-buffer reservations that failed: events lost.
     pub const RINGBUF_DROPS: u32 = 0;
-    /// Tracepoint backend: more CoW operations in one syscall than its table holds (lost).
+    /// Tracepoint backend: more CoW operations in one syscall than its table holds; kprobe
+    /// backend: an operation whose start could not be stored (lost).
     pub const OP_TABLE_FULL: u32 = 1;
     /// Syscall windows that could not be stored (map full).
     pub const WINDOW_DROPS: u32 = 2;
@@ -340,7 +341,12 @@ pub mod counter {
     /// program (each copy preempted on that CPU). An upper bound: each may have been the only
     /// sign of a copy-up or whiteout, most are updates that lose nothing.
     pub const CTIME_SKIPPED: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// kprobe backend: copy-ups whose pair of probes did not both run (lost): an
+    /// `ovl_copy_up_end` of a traced task with no start recorded for it, or an
+    /// `ovl_copy_up_start` that found the task's previous copy-up never ended (the kernel
+    /// missed a probe, or a hit came before the probes were attached).
+    pub const COPY_UP_UNPAIRED: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 const _: () = assert!(size_of::<CowEvent>() == 128 + 72 + COMM_LEN + PATH_BUF);

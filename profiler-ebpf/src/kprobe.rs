@@ -74,7 +74,9 @@ pub(crate) fn start(map: &HashMap<u32, Pending>, dentry: u64, arg: u64, kind_id:
         },
         op,
     };
-    let _ = map.insert(&tid, &p, 0);
+    if map.insert(&tid, &p, 0).is_err() {
+        bump(counter::OP_TABLE_FULL);
+    }
 }
 
 /// Emits one kprobe-backend event for a finished operation.
@@ -243,10 +245,18 @@ pub fn cowprof_kp_copy_up_start(ctx: ProbeContext) -> u32 {
     } else {
         0
     };
-    start(&COPY_UPS, dentry, had_upper, 0, OP_COPY_UP);
-    if wanted(cfg).is_some() {
-        crate::phases::arm(1);
+    let Some((_, tid)) = wanted(cfg) else {
+        return 0;
+    };
+    // The task's previous copy-up never reached `ovl_copy_up_end` here (its end probe did
+    // not run): that copy-up was not reported. (A start that returned non-zero removes its
+    // entry in `cowprof_kp_copy_up_start_ret`.)
+    // SAFETY: read-only lookup of this tid's entry.
+    if unsafe { COPY_UPS.get(&tid) }.is_some() {
+        bump(counter::COPY_UP_UNPAIRED);
     }
+    start(&COPY_UPS, dentry, had_upper, 0, OP_COPY_UP);
+    crate::phases::arm(1);
     0
 }
 
@@ -268,6 +278,10 @@ pub fn cowprof_kp_copy_up_end(_ctx: ProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: value copied out before removal.
     let Some(p) = (unsafe { COPY_UPS.get(&tid) }).copied() else {
+        // A traced task's copy-up whose start probe did not run: not reported, counted.
+        if config().is_some_and(|cfg| wanted(cfg).is_some()) {
+            bump(counter::COPY_UP_UNPAIRED);
+        }
         return 0;
     };
     let _ = COPY_UPS.remove(&tid);

@@ -210,22 +210,28 @@ pub struct Drops {
     /// of [`Drops::total`].
     #[serde(default)]
     pub ctime_skipped: u64,
+    /// kprobe backend: copy-ups whose pair of probes did not both run (an end with no start,
+    /// or a start that found the task's previous copy-up never ended): lost, counted.
+    #[serde(default)]
+    pub unpaired: u64,
 }
 
 impl Drops {
     /// The counters that are lost events, by the names the metrics give them (`reason`).
-    pub const REASONS: [&'static str; 6] = [
+    pub const REASONS: [&'static str; 7] = [
         "ringbuf",
         "op_table",
         "windows",
         "malformed",
         "whiteout_unnamed",
         "recursion",
+        "unpaired",
     ];
 
     /// Each lost-event counter with its name ([`Drops::REASONS`] order).
-    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
-        let [ringbuf, op_table, windows, malformed, whiteout_unnamed, recursion] = Self::REASONS;
+    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
+        let [ringbuf, op_table, windows, malformed, whiteout_unnamed, recursion, unpaired] =
+            Self::REASONS;
         [
             (ringbuf, self.ringbuf),
             (op_table, self.op_table),
@@ -233,6 +239,7 @@ impl Drops {
             (malformed, self.malformed),
             (whiteout_unnamed, self.whiteout_unnamed),
             (recursion, self.recursion),
+            (unpaired, self.unpaired),
         ]
     }
 
@@ -362,10 +369,11 @@ mod tests {
             whiteout_unnamed: 6,
             recursion: 7,
             ctime_skipped: 8,
+            unpaired: 9,
         };
         assert_eq!(
             d.total(),
-            23,
+            32,
             "syscall_ends are not events; ctime_skipped is an upper bound"
         );
     }

@@ -394,6 +394,9 @@ pub async fn record(
     if let Some(note) = tap.get_ref().probe().recursion_note() {
         eprintln!("cowprof: {note}");
     }
+    if let Some(note) = tap.get_ref().probe().kprobe_missed_note() {
+        eprintln!("cowprof: {note}");
+    }
     let skipped_runs = tap.get_ref().probe().recursion_misses_by_program();
     if let Some(m) = &opts.metrics {
         m.set_drops(&summary.drops);

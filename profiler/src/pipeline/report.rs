@@ -354,13 +354,14 @@ impl Exporter for Table {
         };
         writeln!(
             out,
-            "\n  {dropped} (ring buffer full {}, op table full {}, window map full {}, malformed {}, whiteout unnamed {}, windows lost to skipped runs {}){}",
+            "\n  {dropped} (ring buffer full {}, op table full {}, window map full {}, malformed {}, whiteout unnamed {}, windows lost to skipped runs {}, copy-ups with a probe missed {}){}",
             d.ringbuf,
             d.op_table,
             d.windows,
             d.malformed,
             d.whiteout_unnamed,
             d.recursion,
+            d.unpaired,
             if d.syscall_ends > 0 {
                 format!(
                     "; {} syscall-end markers lost (their events kept, latency partial)",

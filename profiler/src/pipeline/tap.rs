@@ -116,6 +116,7 @@ impl Tap {
             whiteout_unnamed: c[counter::WHITEOUT_UNNAMED as usize],
             recursion: c[counter::WINDOWS_LOST as usize],
             ctime_skipped: c[counter::CTIME_SKIPPED as usize],
+            unpaired: c[counter::COPY_UP_UNPAIRED as usize],
         }
     }
 }

@@ -396,7 +396,7 @@ impl Budget {
 
 /// The `reason` label values of `cowprof_dropped_events_total`, each exported from the start
 /// (at 0).
-pub const DROP_REASONS: [&str; 6] = Drops::REASONS;
+pub const DROP_REASONS: [&str; 7] = Drops::REASONS;
 
 /// Registers metrics in order: `"name" [in Unit]: "help" => metric;` each.
 macro_rules! register {
@@ -847,7 +847,7 @@ mod tests {
     fn drops_backend_and_process() {
         let (rec, reg) = Recorder::new(DEFAULT_MAX_SERIES).unwrap();
         let before = encode(&reg);
-        assert_eq!(samples(&before, "cowprof_dropped_events_total{").len(), 6);
+        assert_eq!(samples(&before, "cowprof_dropped_events_total{").len(), 7);
         rec.set_drops(&Drops {
             ringbuf: 3,
             op_table: 0,
@@ -857,6 +857,7 @@ mod tests {
             whiteout_unnamed: 7,
             recursion: 4,
             ctime_skipped: 9,
+            unpaired: 6,
         });
         rec.set_backend(&RunInfo {
             backend: crate::event::Backend::Tracepoint,
@@ -879,10 +880,11 @@ mod tests {
         assert!((drop("op_table")).abs() < f64::EPSILON);
         assert!((drop("whiteout_unnamed") - 7.0).abs() < f64::EPSILON);
         assert!((drop("recursion") - 4.0).abs() < f64::EPSILON);
+        assert!((drop("unpaired") - 6.0).abs() < f64::EPSILON);
         // Not a drop reason: an upper bound, in a counter of its own.
         assert_eq!(
             samples(&text, "cowprof_dropped_events_total{").len(),
-            6,
+            7,
             "{text}"
         );
         assert!(
@@ -929,12 +931,12 @@ mod tests {
             .collect();
         assert_eq!(sets.len(), max + 1, "{max} label sets of their own + other");
         // The documented bound: per label set 5 copy-up kinds × (count + bytes + 27 histogram
-        // lines) + 3 whiteout kinds, for N + 1 label sets, plus 16 fixed series (6 of them drop
+        // lines) + 3 whiteout kinds, for N + 1 label sets, plus 17 fixed series (7 of them drop
         // reasons). Here exactly: 25 sets with a data copy-up (29 each), 25 with a whiteout
         // (1), `other` with both (30).
         let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert!(all_series <= (max + 1) * (5 * 29 + 3) + 16);
-        assert_eq!(all_series, 25 * 29 + 25 + 30 + 16);
+        assert!(all_series <= (max + 1) * (5 * 29 + 3) + 17);
+        assert_eq!(all_series, 25 * 29 + 25 + 30 + 17);
         let total: f64 = copy.iter().chain(&white).map(|l| value(l)).sum();
         assert!(
             (total - 5_000.0).abs() < f64::EPSILON,
@@ -966,7 +968,7 @@ mod tests {
         }
         let text = encode(&reg);
         let all_series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(all_series, (DEFAULT_MAX_SERIES + 1) * 148 + 16);
+        assert_eq!(all_series, (DEFAULT_MAX_SERIES + 1) * 148 + 17);
     }
 
     /// An idle label set gives its place to a new one; active ones keep theirs.

@@ -45,6 +45,29 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The environment variable of the test hook (module docs).
 pub const BLIND_ENV: &str = "COWPROF_TEST_BLIND_CANARY";
 
+/// Test hook: with `COWPROF_TEST_DETACH_AFTER_CANARY=PROGRAM` (a kprobe program of the object,
+/// e.g. `cowprof_kp_copy_up_start`) that program is detached once the check has passed, so the
+/// run loses what it would have seen the way a probe the kernel missed loses it (the accounting
+/// test of `scripts/vm-kprobe-unpaired.sh`).
+pub const DETACH_ENV: &str = "COWPROF_TEST_DETACH_AFTER_CANARY";
+
+/// Applies [`DETACH_ENV`], if set.
+pub fn detach_for_test(ebpf: &mut Ebpf) -> Result<(), String> {
+    let Some(name) = std::env::var_os(DETACH_ENV) else {
+        return Ok(());
+    };
+    let name = name.to_string_lossy();
+    let prog: &mut aya::programs::KProbe = ebpf
+        .program_mut(&name)
+        .ok_or_else(|| format!("{DETACH_ENV}: no program {name}"))?
+        .try_into()
+        .map_err(|e| format!("{DETACH_ENV}: {name}: {e}"))?;
+    prog.unload()
+        .map_err(|e| format!("{DETACH_ENV}: detaching {name}: {e}"))?;
+    log::warn!("{DETACH_ENV}: {name} detached (a test hook)");
+    Ok(())
+}
+
 /// Mount id given to the canary's overlay in the tracepoint backend's maps; no real mount has it
 /// (the lab's synthetic ids start at `0x7000_0000` and stay far below).
 const CANARY_MOUNT_ID: u32 = u32::MAX - 1;

@@ -6,6 +6,7 @@
 pub mod btf;
 pub mod canary;
 mod facts;
+mod links;
 pub mod phases;
 
 use std::{fs, os::unix::fs::MetadataExt as _};
@@ -341,6 +342,25 @@ impl Probe {
             list.join(", "),
             self.counters()[counter::WINDOWS_LOST as usize]
         ))
+    }
+
+    /// One line naming the kprobes and kretprobes whose hits the kernel did not run our
+    /// programs for (Linux 6.7+ reports it; see `links`); `None` when it missed none.
+    pub fn kprobe_missed_note(&self) -> Option<String> {
+        let all = links::kprobe_missed();
+        log::debug!("kprobe links and their missed hits: {all:?}");
+        let missed: Vec<String> = all
+            .into_iter()
+            .filter(|&(_, n)| n > 0)
+            .map(|(f, n)| format!("{f} {n}"))
+            .collect();
+        (!missed.is_empty()).then(|| {
+            format!(
+                "the kernel missed hits of kprobes: {}; copy-ups lost to it: {} (drops.unpaired)",
+                missed.join(", "),
+                self.counters()[counter::COPY_UP_UNPAIRED as usize]
+            )
+        })
     }
 
     fn recursion_misses_total(&self) -> Vec<(String, u64)> {
@@ -797,6 +817,8 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             Err(e.to_string())
         }
     };
+    canary::detach_for_test(&mut ebpf)
+        .map_err(|reason| ProbeError::Unavailable { backend, reason })?;
     let mut probe = Probe {
         ebpf,
         backend,
