@@ -1,34 +1,47 @@
 #!/bin/busybox sh
-# The kprobe backend counts a copy-up whose pair of probes did not both run (run by vm-init.sh as
-# `sh SCRIPT BIN`, packed by `scripts/vm-matrix --after scripts/vm-kprobe-unpaired.sh`; a kernel
-# with kprobes).
+# The kprobe backend counts a copy-up or whiteout whose pair of probes did not both run (run by
+# vm-init.sh as `sh SCRIPT BIN`, packed by `scripts/vm-matrix --after scripts/vm-kprobe-unpaired.sh`;
+# a kernel with kprobes).
 #
-# The test hook COWPROF_TEST_DETACH_AFTER_CANARY detaches `cowprof_kp_copy_up_start` once the
-# start-up check has passed: every later copy-up reaches `ovl_copy_up_end` with no start, the way
-# a start probe the kernel missed would. The storm of 20 stacks then loses its 100 copy-ups (5 a
-# stack) and keeps its 40 whiteouts; each lost copy-up must be counted in `drops.unpaired`
-# (`dropped=100`), nothing else may be wrong. Without the pairing counter the storm fails
-# `--accounted` (100 missing, 0 counted); a counter that counted anything else fails the exact
-# match below.
-# Prints the selftest's lines and "vm-kprobe-unpaired: PASS" (exit 0) or "... FAIL" (exit 1).
+# The test hook COWPROF_TEST_DETACH_AFTER_CANARY detaches one program once the start-up check has
+# passed, the way a probe the kernel missed loses its hits. The storm of 20 stacks makes 100
+# copy-ups (5 a stack) and 40 whiteouts (2 a stack).
+# 1. `cowprof_kp_copy_up_start` detached: every copy-up reaches `ovl_copy_up_end` with no start;
+#    the storm must miss exactly its 100 copy-ups, keep its 40 whiteouts, and count exactly 100 in
+#    `drops.unpaired` (`dropped=100`).
+# 2. `cowprof_kp_dir_op_ret` (the return of unlink, rmdir, rename...) detached: every whiteout's
+#    start stays; each is counted at its thread's next one, the last ones at the end of the
+#    recording. The storm must miss exactly its 40 whiteouts and count exactly 40.
+# Without the counting, `--accounted` fails (missing, 0 counted); a count of anything else fails
+# the exact match. Prints the selftest's lines and "vm-kprobe-unpaired: PASS" (exit 0) or
+# "... FAIL" (exit 1).
 B=$1
 out=/tmp/vm-kprobe-unpaired.out
-COWPROF_TEST_DETACH_AFTER_CANARY=cowprof_kp_copy_up_start \
-  "$B" selftest --tmpfs --backend kprobe --storm 20 --storm-only --accounted >"$out" 2>&1
-rc=$?
-cat "$out"
-if [ "$rc" -ne 0 ]; then
-  echo "vm-kprobe-unpaired: FAIL: selftest exited $rc"
-  exit 1
-fi
-line=$(grep 'storm backend=kprobe' "$out")
-case "$line" in
-  *"ok (accounted)"*) ;;
-  *) echo "vm-kprobe-unpaired: FAIL: no accounted storm verdict"; exit 1 ;;
-esac
-case "$line" in
-  *" expected=140 exact=40 missing=100 misattributed=0 layer_unknown=0 duplicates=0 from_removal=0 dropped=100 "*)
-    echo "vm-kprobe-unpaired: PASS (100 copy-ups lost to the detached start probe, 100 counted)" ;;
-  *) echo "vm-kprobe-unpaired: FAIL: expected 100 copy-ups missing and exactly those counted"; exit 1 ;;
-esac
+# $1 = program to detach, $2 = the expected "events ... dropped=" part of the storm line, $3 = what.
+check() {
+  COWPROF_TEST_DETACH_AFTER_CANARY=$1 \
+    "$B" selftest --tmpfs --backend kprobe --storm 20 --storm-only --accounted >"$out" 2>&1
+  rc=$?
+  cat "$out"
+  if [ "$rc" -ne 0 ]; then
+    echo "vm-kprobe-unpaired: FAIL: selftest with $1 detached exited $rc"
+    exit 1
+  fi
+  line=$(grep 'storm backend=kprobe' "$out")
+  case "$line" in
+    *"ok (accounted)"*) ;;
+    *) echo "vm-kprobe-unpaired: FAIL: no accounted storm verdict with $1 detached"; exit 1 ;;
+  esac
+  case "$line" in
+    *" $2 "*) echo "vm-kprobe-unpaired: $3" ;;
+    *) echo "vm-kprobe-unpaired: FAIL: $1 detached: expected '$2'"; exit 1 ;;
+  esac
+}
+check cowprof_kp_copy_up_start \
+  "expected=140 exact=40 missing=100 misattributed=0 layer_unknown=0 duplicates=0 from_removal=0 dropped=100" \
+  "100 copy-ups lost to the detached start probe, 100 counted"
+check cowprof_kp_dir_op_ret \
+  "expected=140 exact=100 missing=40 misattributed=0 layer_unknown=0 duplicates=0 from_removal=0 dropped=40" \
+  "40 whiteouts lost to the detached return probe, 40 counted"
+echo "vm-kprobe-unpaired: PASS"
 exit 0

@@ -78,6 +78,10 @@ pub mod class {
 }
 
 pub const COMM_LEN: usize = 16;
+
+/// Size of the kernel side's record of an operation in progress (kprobe backend: `COPY_UPS`,
+/// `DIR_OPS`), which user space counts at the end of a recording (operations never ended).
+pub const PENDING_SIZE: usize = 48;
 /// Path components, leaf first, each NUL-terminated.
 pub const PATH_BUF: usize = 512;
 pub const PATH_MAX_DEPTH: u32 = 16;
@@ -341,11 +345,12 @@ pub mod counter {
     /// program (each copy preempted on that CPU). An upper bound: each may have been the only
     /// sign of a copy-up or whiteout, most are updates that lose nothing.
     pub const CTIME_SKIPPED: u32 = 6;
-    /// kprobe backend: copy-ups whose pair of probes did not both run (lost): an
-    /// `ovl_copy_up_end` of a traced task with no start recorded for it, or an
-    /// `ovl_copy_up_start` that found the task's previous copy-up never ended (the kernel
-    /// missed a probe, or a hit came before the probes were attached).
-    pub const COPY_UP_UNPAIRED: u32 = 7;
+    /// kprobe backend: copy-ups and whiteouts whose pair of probes did not both run (lost): an
+    /// `ovl_copy_up_end` of a traced task with no start recorded for it, or a start (of a
+    /// copy-up, or of a directory operation that makes or replaces a whiteout) that found the
+    /// task's previous one never ended (the kernel missed a probe, or a hit came before the
+    /// probes were attached).
+    pub const UNPAIRED: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 

@@ -246,6 +246,8 @@ pub(crate) struct Pending {
     pub(crate) op: u32,
 }
 
+const _: () = assert!(core::mem::size_of::<Pending>() == profiler_common::PENDING_SIZE);
+
 /// `Pending::op` values (kprobe backend without overlay's types).
 pub(crate) const OP_COPY_UP: u32 = 1;
 pub(crate) const OP_REMOVE: u32 = 2;

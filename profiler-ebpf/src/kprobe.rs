@@ -74,6 +74,18 @@ pub(crate) fn start(map: &HashMap<u32, Pending>, dentry: u64, arg: u64, kind_id:
         },
         op,
     };
+    // The task's previous operation in this map never reached its end probe (`ovl_copy_up_end`,
+    // or the return of a directory operation): not reported, counted. Each end removes its
+    // entry whatever the outcome (and a copy-up start that returned non-zero, in
+    // `cowprof_kp_copy_up_start_ret`), so an entry still here is one whose end did not run. A
+    // directory operation without overlay's types is armed for every removal and create, most
+    // of which report nothing: not counted then.
+    // SAFETY: read-only lookup of this tid's entry.
+    if let Some(old) = unsafe { map.get(&tid) } {
+        if old.op == OP_COPY_UP || ovl_types(cfg) {
+            bump(counter::UNPAIRED);
+        }
+    }
     if map.insert(&tid, &p, 0).is_err() {
         bump(counter::OP_TABLE_FULL);
     }
@@ -245,18 +257,10 @@ pub fn cowprof_kp_copy_up_start(ctx: ProbeContext) -> u32 {
     } else {
         0
     };
-    let Some((_, tid)) = wanted(cfg) else {
-        return 0;
-    };
-    // The task's previous copy-up never reached `ovl_copy_up_end` here (its end probe did
-    // not run): that copy-up was not reported. (A start that returned non-zero removes its
-    // entry in `cowprof_kp_copy_up_start_ret`.)
-    // SAFETY: read-only lookup of this tid's entry.
-    if unsafe { COPY_UPS.get(&tid) }.is_some() {
-        bump(counter::COPY_UP_UNPAIRED);
-    }
     start(&COPY_UPS, dentry, had_upper, 0, OP_COPY_UP);
-    crate::phases::arm(1);
+    if wanted(cfg).is_some() {
+        crate::phases::arm(1);
+    }
     0
 }
 
@@ -280,7 +284,7 @@ pub fn cowprof_kp_copy_up_end(_ctx: ProbeContext) -> u32 {
     let Some(p) = (unsafe { COPY_UPS.get(&tid) }).copied() else {
         // A traced task's copy-up whose start probe did not run: not reported, counted.
         if config().is_some_and(|cfg| wanted(cfg).is_some()) {
-            bump(counter::COPY_UP_UNPAIRED);
+            bump(counter::UNPAIRED);
         }
         return 0;
     };

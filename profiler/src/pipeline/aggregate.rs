@@ -210,8 +210,9 @@ pub struct Drops {
     /// of [`Drops::total`].
     #[serde(default)]
     pub ctime_skipped: u64,
-    /// kprobe backend: copy-ups whose pair of probes did not both run (an end with no start,
-    /// or a start that found the task's previous copy-up never ended): lost, counted.
+    /// kprobe backend: copy-ups and whiteouts whose pair of probes did not both run (a copy-up's
+    /// end with no start, or a start that found the task's previous operation never ended):
+    /// lost, counted.
     #[serde(default)]
     pub unpaired: u64,
 }

@@ -390,7 +390,7 @@ pub async fn record(
     let mut rest = enricher.flush();
     attributor.fill(&mut rest).await;
     deliver(&mut rest, out, exporter);
-    let summary = agg.summary(tap.get_ref().drops());
+    let summary = agg.summary(tap.get_ref().final_drops());
     if let Some(note) = tap.get_ref().probe().recursion_note() {
         eprintln!("cowprof: {note}");
     }

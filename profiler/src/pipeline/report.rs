@@ -354,7 +354,7 @@ impl Exporter for Table {
         };
         writeln!(
             out,
-            "\n  {dropped} (ring buffer full {}, op table full {}, window map full {}, malformed {}, whiteout unnamed {}, windows lost to skipped runs {}, copy-ups with a probe missed {}){}",
+            "\n  {dropped} (ring buffer full {}, op table full {}, window map full {}, malformed {}, whiteout unnamed {}, windows lost to skipped runs {}, operations with a probe missed {}){}",
             d.ringbuf,
             d.op_table,
             d.windows,

@@ -104,6 +104,14 @@ impl Tap {
         }
     }
 
+    /// [`Self::drops`] at the end of a recording, with the kprobe backend's operations that
+    /// started and never ended ([`Probe::unfinished_ops`]) in `unpaired`.
+    pub fn final_drops(&self) -> Drops {
+        let mut d = self.drops();
+        d.unpaired += self.probe.unfinished_ops();
+        d
+    }
+
     /// Everything lost so far: the kernel side's counters and the samples that did not decode.
     pub fn drops(&self) -> Drops {
         let c = self.probe.counters();
@@ -116,7 +124,7 @@ impl Tap {
             whiteout_unnamed: c[counter::WHITEOUT_UNNAMED as usize],
             recursion: c[counter::WINDOWS_LOST as usize],
             ctime_skipped: c[counter::CTIME_SKIPPED as usize],
-            unpaired: c[counter::COPY_UP_UNPAIRED as usize],
+            unpaired: c[counter::UNPAIRED as usize],
         }
     }
 }

@@ -214,6 +214,9 @@ pub struct Probe {
     misses_base: std::collections::HashMap<String, u64>,
     /// The second and third copies attached (see [`SECOND_COPY`], [`THIRD_COPY`]).
     second_copies: Vec<String>,
+    /// Overlay's types were found (kprobe backend: only then is a directory operation armed
+    /// only where it makes or replaces a whiteout).
+    ovl_types: bool,
 }
 
 /// The first kernel whose tracepoint callbacks run preemptibly (under SRCU-fast, with only
@@ -356,11 +359,30 @@ impl Probe {
             .collect();
         (!missed.is_empty()).then(|| {
             format!(
-                "the kernel missed hits of kprobes: {}; copy-ups lost to it: {} (drops.unpaired)",
+                "the kernel missed hits of kprobes: {}; copy-ups and whiteouts lost to it: {} (drops.unpaired)",
                 missed.join(", "),
-                self.counters()[counter::COPY_UP_UNPAIRED as usize]
+                self.counters()[counter::UNPAIRED as usize]
             )
         })
+    }
+
+    /// kprobe backend, at the end of a recording: the operations whose start probe ran and
+    /// whose end never did (each end removes its start): copy-ups, and with overlay's types the
+    /// directory operations that make or replace a whiteout. None of them was reported; a
+    /// thread's next start counts its own (`counter::UNPAIRED`), these are the last ones.
+    pub fn unfinished_ops(&self) -> u64 {
+        if self.backend != Backend::Kprobe {
+            return 0;
+        }
+        let count = |name: &str| -> u64 {
+            self.ebpf
+                .map(name)
+                .and_then(|m| {
+                    HashMap::<_, u32, [u8; profiler_common::PENDING_SIZE]>::try_from(m).ok()
+                })
+                .map_or(0, |m| m.keys().flatten().count() as u64)
+        };
+        count("COPY_UPS") + if self.ovl_types { count("DIR_OPS") } else { 0 }
     }
 
     fn recursion_misses_total(&self) -> Vec<(String, u64)> {
@@ -827,6 +849,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         registered: std::collections::HashSet::new(),
         logger,
         canary,
+        ovl_types,
         counters_base: [0; counter::COUNT as usize],
         misses_base: std::collections::HashMap::new(),
         second_copies,
