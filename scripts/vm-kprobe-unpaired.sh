@@ -4,14 +4,14 @@
 # a kernel with kprobes).
 #
 # The test hook COWPROF_TEST_DETACH_AFTER_CANARY detaches one program once the start-up check has
-# passed, the way a probe the kernel missed loses its hits. The storm of 20 stacks makes 100
-# copy-ups (5 a stack) and 40 whiteouts (2 a stack).
+# passed, the way a probe the kernel missed loses its hits. The storm of 10 stacks makes 50
+# copy-ups (5 a stack) and 20 whiteouts (2 a stack).
 # 1. `cowprof_kp_copy_up_start` detached: every copy-up reaches `ovl_copy_up_end` with no start;
-#    the storm must miss exactly its 100 copy-ups, keep its 40 whiteouts, and count exactly 100 in
-#    `drops.unpaired` (`dropped=100`).
+#    the storm must miss exactly its 50 copy-ups, keep its 20 whiteouts, and count exactly 50 in
+#    `drops.unpaired` (`dropped=50`).
 # 2. `cowprof_kp_dir_op_ret` (the return of unlink, rmdir, rename...) detached: every whiteout's
 #    start stays; each is counted at its thread's next one, the last ones at the end of the
-#    recording. The storm must miss exactly its 40 whiteouts and count exactly 40.
+#    recording. The storm must miss exactly its 20 whiteouts and count exactly 20.
 # Without the counting, `--accounted` fails (missing, 0 counted); a count of anything else fails
 # the exact match. Prints the selftest's lines and "vm-kprobe-unpaired: PASS" (exit 0) or
 # "... FAIL" (exit 1).
@@ -20,7 +20,7 @@ out=/tmp/vm-kprobe-unpaired.out
 # $1 = program to detach, $2 = the expected "events ... dropped=" part of the storm line, $3 = what.
 check() {
   COWPROF_TEST_DETACH_AFTER_CANARY=$1 \
-    "$B" selftest --tmpfs --backend kprobe --storm 20 --storm-only --accounted >"$out" 2>&1
+    "$B" selftest --tmpfs --backend kprobe --storm 10 --storm-only --accounted >"$out" 2>&1
   rc=$?
   cat "$out"
   if [ "$rc" -ne 0 ]; then
@@ -38,10 +38,10 @@ check() {
   esac
 }
 check cowprof_kp_copy_up_start \
-  "expected=140 exact=40 missing=100 misattributed=0 layer_unknown=0 duplicates=0 from_removal=0 dropped=100" \
-  "100 copy-ups lost to the detached start probe, 100 counted"
+  "expected=70 exact=20 missing=50 misattributed=0 layer_unknown=0 duplicates=0 from_removal=0 dropped=50" \
+  "50 copy-ups lost to the detached start probe, 50 counted"
 check cowprof_kp_dir_op_ret \
-  "expected=140 exact=100 missing=40 misattributed=0 layer_unknown=0 duplicates=0 from_removal=0 dropped=40" \
-  "40 whiteouts lost to the detached return probe, 40 counted"
+  "expected=70 exact=50 missing=20 misattributed=0 layer_unknown=0 duplicates=0 from_removal=0 dropped=20" \
+  "20 whiteouts lost to the detached return probe, 20 counted"
 echo "vm-kprobe-unpaired: PASS"
 exit 0
