@@ -93,6 +93,7 @@ pub struct FieldSource {
 }
 
 /// The overlay-typed part of [`Offsets`], all `u32::MAX` when overlay's types are not used.
+#[derive(Clone, Copy)]
 struct OvlOffsets {
     vfs_inode: u32,
     upperdentry: u32,
@@ -126,8 +127,11 @@ impl OvlOffsets {
 pub struct KernelBtf {
     vmlinux: Btf,
     module: Option<Btf>,
-    /// Overlay's types were found and every member cowprof reads is there.
-    ovl_usable: bool,
+    /// Overlay's members cowprof reads, when its types were found and every one is there.
+    ovl: Option<OvlOffsets>,
+    /// [`KernelBtf::offsets`], found once (each lookup walks the BTF by name: the survey and
+    /// the loader both ask, and it is a tenth of the attach time on the host).
+    offsets: std::cell::OnceCell<Offsets>,
     pub info: BtfInfo,
 }
 
@@ -205,7 +209,8 @@ impl KernelBtf {
         let mut kbtf = Self {
             vmlinux,
             module,
-            ovl_usable: false,
+            ovl: None,
+            offsets: std::cell::OnceCell::new(),
             info: BtfInfo {
                 vmlinux: paths.vmlinux.display().to_string(),
                 overlay_module,
@@ -216,7 +221,7 @@ impl KernelBtf {
         if overlay_missing.is_none() {
             // Overlay's types are there but not in a layout cowprof knows: work without them.
             match kbtf.ovl_offsets() {
-                Ok(_) => kbtf.ovl_usable = true,
+                Ok(o) => kbtf.ovl = Some(o),
                 Err(e) => overlay_missing = Some(e.to_string()),
             }
         }
@@ -231,7 +236,7 @@ impl KernelBtf {
 
     /// Overlay's own types are available and usable: the programs read overlay's structures.
     pub fn has_overlay_types(&self) -> bool {
-        self.ovl_usable
+        self.ovl.is_some()
     }
 
     /// Whether a type of that name exists (e.g. `btf_trace_<tracepoint>` for `tp_btf` targets).
@@ -400,6 +405,14 @@ impl KernelBtf {
     }
 
     pub fn offsets(&self) -> Result<Offsets, BtfError> {
+        if let Some(o) = self.offsets.get() {
+            return Ok(*o);
+        }
+        let o = self.find_offsets()?;
+        Ok(*self.offsets.get_or_init(|| o))
+    }
+
+    fn find_offsets(&self) -> Result<Offsets, BtfError> {
         let v = &self.vmlinux;
         let need = |btf: &Btf, s: &str, path: &[&str]| {
             member_offset(btf, s, path).ok_or_else(|| BtfError::Missing {
@@ -414,11 +427,7 @@ impl KernelBtf {
                     what: format!("{s}.{}", paths[0].join(".")),
                 })
         };
-        let o = if self.ovl_usable {
-            self.ovl_offsets()?
-        } else {
-            OvlOffsets::ABSENT
-        };
+        let o = self.ovl.unwrap_or(OvlOffsets::ABSENT);
         let opt = |s: &str, m: &str| member_offset(v, s, &[m]).unwrap_or(u32::MAX);
         Ok(Offsets {
             dentry_d_parent: need(v, "dentry", &["d_parent"])?,
