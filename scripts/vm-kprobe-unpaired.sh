@@ -13,7 +13,9 @@
 #    start stays; each is counted at its thread's next one, the last ones at the end of the
 #    recording. The storm must miss exactly its 20 whiteouts and count exactly 20.
 # Without the counting, `--accounted` fails (missing, 0 counted); a count of anything else fails
-# the exact match. Prints the selftest's lines and "vm-kprobe-unpaired: PASS" (exit 0) or
+# the exact match. The test command boots 6.1 and 6.12 with this script: 6.1 runs check 1, 6.12
+# check 2 (the counting is the same code on both; one check per boot keeps the stage's time).
+# On any other kernel both run. Prints the selftest's lines and "vm-kprobe-unpaired: PASS" (exit 0) or
 # "... FAIL" (exit 1).
 B=$1
 out=/tmp/vm-kprobe-unpaired.out
@@ -37,10 +39,15 @@ check() {
     *) echo "vm-kprobe-unpaired: FAIL: $1 detached: expected '$2'"; exit 1 ;;
   esac
 }
-check cowprof_kp_copy_up_start \
+case "$(uname -r)" in
+  6.12.*) run1=no; run2=yes ;;
+  6.1.*) run1=yes; run2=no ;;
+  *) run1=yes; run2=yes ;;
+esac
+[ "$run1" = yes ] && check cowprof_kp_copy_up_start \
   "expected=70 exact=20 missing=50 misattributed=0 layer_unknown=0 duplicates=0 from_removal=0 dropped=50" \
   "50 copy-ups lost to the detached start probe, 50 counted"
-check cowprof_kp_dir_op_ret \
+[ "$run2" = yes ] && check cowprof_kp_dir_op_ret \
   "expected=70 exact=50 missing=20 misattributed=0 layer_unknown=0 duplicates=0 from_removal=0 dropped=20" \
   "20 whiteouts lost to the detached return probe, 20 counted"
 echo "vm-kprobe-unpaired: PASS"
