@@ -361,7 +361,7 @@ impl Probe {
             format!(
                 "the kernel missed hits of kprobes: {}; copy-ups and whiteouts lost to it: {} (drops.unpaired)",
                 missed.join(", "),
-                self.counters()[counter::UNPAIRED as usize]
+                self.counters()[counter::UNPAIRED as usize] + self.unfinished_ops()
             )
         })
     }
