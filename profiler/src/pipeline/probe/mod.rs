@@ -21,7 +21,7 @@ use profiler_common::{counter, Config, InodeKey, USER_MOUNT_SERIAL};
 pub use crate::event::Backend;
 use crate::host::{mountinfo::OverlayMount, syscalls};
 pub use btf::{BtfError, BtfInfo, BtfPaths, FieldSource, KernelBtf, Source};
-use facts::{fentry_supported, kallsyms, status, symbol_present, Survey};
+use facts::{fentry_supported, status, Survey, TextSymbols};
 pub use facts::{kernel_facts, BackendStatus, KernelFacts};
 
 /// kprobe attach points: (program, kernel function, required). A missing optional function is
@@ -556,7 +556,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     let offsets = kbtf.offsets()?;
     let ovl_types = kbtf.has_overlay_types();
     lap("btf (offsets)");
-    let syms = kallsyms();
+    let syms = TextSymbols::read();
     lap("kallsyms");
     let survey = Survey::new(Some(&kbtf), None, &syms);
     let backend = if let Some(b) = opts.backend {
@@ -599,7 +599,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     drop(kbtf);
     let syms = if backend == Backend::Tracepoint {
         drop(syms);
-        String::new()
+        TextSymbols::default()
     } else {
         syms
     };
@@ -698,7 +698,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         Backend::Kprobe => {
             let mut loaded = std::collections::HashSet::new();
             for &(prog_name, func, required) in KPROBE_HOOKS {
-                if !symbol_present(&syms, func) {
+                if !syms.contains(func) {
                     skipped.push(format!("{func}: not in /proc/kallsyms"));
                     if required {
                         return Err(ProbeError::Unavailable {
@@ -872,12 +872,18 @@ pub(super) fn attach_kprobe<'a>(
         .expect("program in object")
         .try_into()
         .map_err(program_err(prog_name.into()))?;
+    let start = std::time::Instant::now();
     if loaded.insert(prog_name) {
         prog.load()
             .map_err(program_err(format!("loading {prog_name}")))?;
     }
+    let verified = start.elapsed();
     prog.attach(func, 0)
         .map_err(program_err(format!("attaching {prog_name} to {func}")))?;
+    log::debug!(
+        "kprobe {prog_name} on {func}: load {verified:?}, attach {:?}",
+        start.elapsed().saturating_sub(verified)
+    );
     let kind = if prog_name.ends_with("_ret") {
         "kretprobe"
     } else {

@@ -8,7 +8,7 @@
 use aya::{maps::Array, programs::RawTracePoint, Ebpf};
 use profiler_common::phase_seen;
 
-use super::{facts::symbol_present, Backend, ProbeError};
+use super::{facts::TextSymbols, Backend, ProbeError};
 
 /// kprobe backend: (program, kernel function, the phase bit it serves). A phase is shown when
 /// every function of its bit is attachable (static functions may be inlined).
@@ -49,8 +49,8 @@ pub const PHASE_KPROBES: &[(&str, &str, u32)] = &[
 /// overlay clones with `do_clone_file_range`, which `vfs_clone_file_range` wraps; 6.8 merged the
 /// two and overlay calls `vfs_clone_file_range`. Probing the inner one where it exists sees every
 /// clone of copy-up on both, once (a probe on the wrapper alone misses overlay's clones on 6.1).
-fn phase_function(syms: &str, func: &'static str) -> &'static str {
-    if func == "vfs_clone_file_range" && symbol_present(syms, "do_clone_file_range") {
+fn phase_function(syms: &TextSymbols, func: &'static str) -> &'static str {
+    if func == "vfs_clone_file_range" && syms.contains("do_clone_file_range") {
         "do_clone_file_range"
     } else {
         func
@@ -73,7 +73,7 @@ pub struct PhaseStatus {
 }
 
 /// The phase bits a kprobe backend can show given the kernel's symbols.
-pub(super) fn kprobe_bits(syms: &str) -> u32 {
+pub(super) fn kprobe_bits(syms: &TextSymbols) -> u32 {
     let mut bits = 0;
     for bit in [
         phase_seen::METADATA,
@@ -84,7 +84,7 @@ pub(super) fn kprobe_bits(syms: &str) -> u32 {
         if PHASE_KPROBES
             .iter()
             .filter(|(_, _, b)| *b == bit)
-            .all(|(_, f, _)| symbol_present(syms, phase_function(syms, f)))
+            .all(|(_, f, _)| syms.contains(phase_function(syms, f)))
         {
             bits |= bit;
         }
@@ -96,7 +96,7 @@ pub(super) fn kprobe_bits(syms: &str) -> u32 {
 }
 
 /// Which phases `backend` shows on this kernel, and how.
-pub fn visible_phases(backend: Backend, syms: &str) -> Vec<PhaseStatus> {
+pub(super) fn visible_phases(backend: Backend, syms: &TextSymbols) -> Vec<PhaseStatus> {
     let funcs = |bit: u32| {
         let mut names: Vec<&str> = PHASE_KPROBES
             .iter()
@@ -125,7 +125,7 @@ pub fn visible_phases(backend: Backend, syms: &str) -> Vec<PhaseStatus> {
                 let missing: Vec<&str> = names
                     .iter()
                     .copied()
-                    .filter(|f| !symbol_present(syms, f))
+                    .filter(|f| !syms.contains(f))
                     .collect();
                 rows.push(if bits & bit != 0 {
                     row(phase, true, format!("kprobes on {}", names.join(", ")))
@@ -172,7 +172,7 @@ pub fn visible_phases(backend: Backend, syms: &str) -> Vec<PhaseStatus> {
 pub(super) fn attach(
     ebpf: &mut Ebpf,
     backend: Backend,
-    syms: &str,
+    syms: &TextSymbols,
     attached: &mut Vec<String>,
     skipped: &mut Vec<String>,
 ) -> Result<(), ProbeError> {
@@ -228,9 +228,11 @@ mod tests {
     /// 6.1 has both clone functions (overlay calls the inner one), 6.12 only the wrapper.
     #[test]
     fn clone_probe_follows_the_kernel() {
-        let k6_1 =
-            "ffffffff81300000 T do_clone_file_range\nffffffff81300100 T vfs_clone_file_range\n";
-        let k6_12 = "ffffffff81300100 T vfs_clone_file_range\n";
+        let k6_1 = &TextSymbols::parse(
+            "ffffffff81300000 T do_clone_file_range\nffffffff81300100 T vfs_clone_file_range\n"
+                .as_bytes(),
+        );
+        let k6_12 = &TextSymbols::parse("ffffffff81300100 T vfs_clone_file_range\n".as_bytes());
         assert_eq!(
             phase_function(k6_1, "vfs_clone_file_range"),
             "do_clone_file_range"
