@@ -338,7 +338,7 @@ mod tests {
     use super::TextSymbols;
 
     /// Text symbols only, exact names (a module's `[overlay]` column ignored), duplicates
-    /// (static functions of the same name in several files) kept once.
+    /// (static functions of the same name in several files) found.
     #[test]
     fn text_symbols_lookup() {
         let syms = TextSymbols::parse(
