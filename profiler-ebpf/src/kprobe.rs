@@ -208,8 +208,9 @@ pub(crate) fn mount_serial(off: &Offsets, sb: u64) -> u32 {
 /// `ovl_fill_super(sb, ...)` (6.1: `(sb, data, silent)`; since 6.5: `(sb, fc)`; the superblock
 /// comes first in both): the overlay a `mount`/`fsconfig` syscall is making. It is registered
 /// when `ovl_fill_super` returns 0 (`cowprof_kp_fill_super_ret`), not at the syscall's exit:
-/// kprobes are never skipped the way tracepoint programs can be (see "Two copies" in
-/// `syscalls.rs`). The tracepoint backend learns the superblock from its root inode's ctime and
+/// kprobes are not skipped the way tracepoint programs can be (see "Two copies" in
+/// `syscalls.rs`), only while the CPU's `bpf_prog_active` is held (docs/backends.md, "Missed
+/// kprobes"). The tracepoint backend learns the superblock from its root inode's ctime and
 /// registers it at the syscall's exit.
 #[kprobe]
 pub fn cowprof_kp_fill_super(ctx: ProbeContext) -> u32 {

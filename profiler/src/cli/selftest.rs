@@ -401,14 +401,23 @@ async fn storm_under(
         )
         .await;
         if let Ok(run) = &result {
-            // A whiteout whose name a skipped run lost is counted (`whiteout_unnamed`): the
-            // same loss, counted; any other drop fails at once.
+            // A whiteout whose name a skipped run lost is counted (`whiteout_unnamed`), and so
+            // is a kprobe-backend operation whose start or end the kernel skipped (`unpaired`,
+            // only while it skipped runs of a kprobe program): the same loss, counted; any
+            // other drop fails at once.
             let drops = &run.outcome.summary.drops;
+            let kprobe_skipped = run
+                .outcome
+                .skipped_runs
+                .iter()
+                .any(|(p, _)| probe::is_kprobe_program(p));
+            let explained =
+                drops.whiteout_unnamed + if kprobe_skipped { drops.unpaired } else { 0 };
             let only_missed = run.missing + run.layer_unknown > 0
                 && run.misattributed == 0
                 && run.duplicates == 0
                 && run.from_removal == 0
-                && drops.total() == drops.whiteout_unnamed;
+                && drops.total() == explained;
             if only_missed && !expect.accounted && attempt < expect.attempts {
                 let what = format!(
                     "{} of {} events ({} with no source layer; {} inode updates every ctime copy skipped)",
@@ -499,6 +508,13 @@ fn judge_storm(
     let drops = run.outcome.summary.drops;
     if drops.total() != 0 {
         let _ = writeln!(out, "  drops: {drops:?}");
+    }
+    if !run.outcome.skipped_runs.is_empty() {
+        let _ = writeln!(
+            out,
+            "  runs the kernel skipped (program, runs): {:?}",
+            run.outcome.skipped_runs
+        );
     }
     let skipped = entry_skipped(&run.outcome);
     pass.then_some((run.events, skipped))

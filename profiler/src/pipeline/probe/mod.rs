@@ -83,13 +83,23 @@ pub const THIRD_COPY: &str = "_fb2";
 /// hit every copy skipped (`drops.ctime_skipped`), so the loss copies cannot prevent is counted.
 pub const CHECKER: &str = "_chk";
 
-/// The copies of `prog` besides itself (where the kernel can skip programs that way).
+/// The copies of `prog` besides itself (where the kernel can skip programs that way). kprobe
+/// programs have none: they all share one per-CPU guard (`bpf_prog_active`), so a copy would
+/// be skipped with the first (docs/backends.md, "Skipped program runs").
 fn extra_copies(prog: &str) -> &'static [&'static str] {
-    if TP_HOOKS.iter().any(|&(p, _)| p == prog) {
+    if is_kprobe_program(prog) {
+        &[]
+    } else if TP_HOOKS.iter().any(|&(p, _)| p == prog) {
         &[SECOND_COPY, THIRD_COPY]
     } else {
         &[SECOND_COPY]
     }
+}
+
+/// `name` is a kprobe or kretprobe program (the kprobe backend's, or a phase probe's).
+#[must_use]
+pub fn is_kprobe_program(name: &str) -> bool {
+    name.starts_with("cowprof_kp_") || name.starts_with("cowprof_ph_")
 }
 
 /// `name` is a second or third copy, or a checker: a program whose skipped runs lose nothing
@@ -340,8 +350,20 @@ impl Probe {
                 }
             })
             .collect();
+        // kprobe programs share one guard per CPU with every bpf() map operation of any
+        // process, which 7.x can preempt while it holds it.
+        let kprobes = if by_program.iter().any(|(p, _)| is_kprobe_program(p)) {
+            format!(
+                "; kprobe programs skipped (another BPF program, or a bpf() map operation of any process, \
+                 held their CPU): copy-ups and whiteouts lost to it: {} (drops.unpaired), and a skipped \
+                 ovl_fill_super leaves its mount unknown or stale",
+                self.counters()[counter::UNPAIRED as usize] + self.unfinished_ops()
+            )
+        } else {
+            String::new()
+        };
         Some(format!(
-            "the kernel skipped runs of programs already running on their CPU: {}; syscall windows lost to it: {} (drops.recursion)",
+            "the kernel skipped runs of programs already running on their CPU: {}; syscall windows lost to it: {} (drops.recursion){kprobes}",
             list.join(", "),
             self.counters()[counter::WINDOWS_LOST as usize]
         ))
@@ -955,13 +977,15 @@ mod tests {
                 ("cowprof_tp_set_ctime_fb2", 4),
                 ("cowprof_tp_set_ctime_chk", 2),
                 ("cowprof_tp_ctime_ns_xchg_chk", 3),
+                ("cowprof_kp_copy_up_start", 1),
             ])),
             vec![
                 "cowprof_sys_enter_tp".to_string(),
-                "cowprof_tp_set_ctime".to_string()
+                "cowprof_tp_set_ctime".to_string(),
+                "cowprof_kp_copy_up_start".to_string()
             ],
             "a ctime program counts only when its third copy was skipped too; a skipped checker \
-             is no program of its own"
+             is no program of its own; a kprobe program has no copies"
         );
         assert!(all_copies_skipped(&[]).is_empty());
     }
