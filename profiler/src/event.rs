@@ -66,6 +66,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Self; 8] = [
+        Self::DataCopyUp,
+        Self::Metacopy,
+        Self::DirCopyUp,
+        Self::SpecialCopyUp,
+        Self::DeferredDataCopyUp,
+        Self::Whiteout,
+        Self::OpaqueDir,
+        Self::CreateOverWhiteout,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::DataCopyUp => "data_copy_up",

@@ -96,7 +96,7 @@ impl Exporter for JsonLines {
         // The text `Tagged { schema, kind: "event", body: ev }` serialises to: the tag fields,
         // then the event's own fields (its opening brace becomes the comma after the tags).
         self.line.truncate(self.prefix);
-        serde_json::to_writer(&mut self.line, ev)?;
+        super::json_event::write_event(&mut self.line, ev);
         if let Some(brace) = self.line.get_mut(self.prefix) {
             *brace = b',';
         }

@@ -251,16 +251,7 @@ struct CanaryOpLabels {
     op: &'static str,
 }
 
-const ALL_KINDS: [Kind; 8] = [
-    Kind::DataCopyUp,
-    Kind::Metacopy,
-    Kind::DirCopyUp,
-    Kind::SpecialCopyUp,
-    Kind::DeferredDataCopyUp,
-    Kind::Whiteout,
-    Kind::OpaqueDir,
-    Kind::CreateOverWhiteout,
-];
+const ALL_KINDS: [Kind; 8] = Kind::ALL;
 
 /// Which label sets have series of their own.
 #[derive(Debug)]
