@@ -328,6 +328,7 @@ fn prometheus_scrapes_the_workload() {
     // capabilities it cannot run, which the gauge says (0) while recording goes on.
     let canary = prom.query("cowprof_canary_ok");
     let canary_events = prom.query("cowprof_canary_events");
+    let skipped_runs = prom.by_label("cowprof_program_runs_skipped_total", "program");
     let rss = prom.query("process_resident_memory_bytes")[0].1;
     let buckets: Vec<(f64, f64)> = {
         let mut b: Vec<(f64, f64)> = prom
@@ -343,6 +344,29 @@ fn prometheus_scrapes_the_workload() {
     )[0]
     .1;
 
+    // One series per loaded program, read at each scrape. Before 7.0 the kernel runs tracepoint
+    // programs with preemption disabled and nothing else here runs BPF programs: no run is
+    // skipped, so there every series is 0 (docs/backends.md, "Skipped program runs").
+    for prog in [
+        "cowprof_sys_enter_tp",
+        "cowprof_sys_exit_tp",
+        "cowprof_tp_ctime_ns_xchg",
+        "cowprof_tp_ctime_xchg_skip",
+        "cowprof_tp_set_ctime",
+    ] {
+        assert!(skipped_runs.contains_key(prog), "{prog}: {skipped_runs:?}");
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let before_7 = release
+        .split('.')
+        .next()
+        .and_then(|m| m.trim().parse::<u32>().ok())
+        .is_some_and(|major| major < 7);
+    assert!(
+        !before_7 || skipped_runs.values().all(|&v| v == 0.0),
+        "skipped runs on {release}: {skipped_runs:?}"
+    );
+
     check_dashboard(
         &prom,
         last_scrape,
@@ -353,11 +377,13 @@ fn prometheus_scrapes_the_workload() {
             folded,
             data_p50: p50,
             backend: backend[0].0["backend"].clone(),
+            before_7,
         },
     );
 
     eprintln!(
-        "prometheus: events {n}, copy-ups {copy_ups:?}, whiteouts {whiteouts:?}, by mount {mounts:?}, folded {folded}, data_copy_up p50 {p50} s"
+        "prometheus: events {n}, copy-ups {copy_ups:?}, whiteouts {whiteouts:?}, by mount {mounts:?}, folded {folded}, data_copy_up p50 {p50} s, skipped runs of {} programs all 0",
+        skipped_runs.len()
     );
     rec.signal(libc::SIGTERM);
     let (status, mut lines, stderr) = rec.wait(Duration::from_secs(30));
@@ -559,6 +585,8 @@ struct DashboardWant {
     folded: f64,
     data_p50: f64,
     backend: String,
+    /// The kernel's major version is below 7: no program run is skipped.
+    before_7: bool,
 }
 
 /// Every target of every panel runs (as Grafana would with every variable on "All"): it must be
@@ -576,7 +604,7 @@ fn check_dashboard(prom: &Prometheus, at: f64, want: &DashboardWant) {
     };
     let d = grafana::load();
     let targets = grafana::targets(&d);
-    assert_eq!(targets.len(), 14, "targets of the dashboard");
+    assert_eq!(targets.len(), 15, "targets of the dashboard");
     let sum = |r: &[(BTreeMap<String, String>, f64)]| r.iter().map(|x| x.1).sum::<f64>();
     for t in &targets {
         let live = prom.query_ok(&grafana::concrete(&t.expr, "10m"), at);
@@ -612,6 +640,10 @@ fn check_dashboard(prom: &Prometheus, at: f64, want: &DashboardWant) {
                 "{what}"
             );
             assert!(r.iter().all(|x| x.1 == 0.0), "{what}");
+        } else if e.contains("cowprof_program_runs_skipped_total") {
+            // A series per loaded program; none skipped before 7.0 (as checked above).
+            assert!(r.len() >= 5, "{what}");
+            assert!(!want.before_7 || r.iter().all(|x| x.1 == 0.0), "{what}");
         } else if e.starts_with("cowprof_backend_info") {
             assert_eq!(r.len(), 1, "{what}");
             assert_eq!(r[0].0["backend"], want.backend, "{what}");

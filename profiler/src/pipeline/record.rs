@@ -230,6 +230,7 @@ pub async fn record(
     if let Some(m) = &opts.metrics {
         m.set_backend(&info);
         m.set_canary(&info.backend.to_string(), &probe.canary);
+        m.set_programs(probe.program_fds());
     }
     // Readers wait for this line to know the probes are attached.
     let _ = out.flush();

@@ -10,6 +10,7 @@
 
 mod process;
 mod server;
+pub mod skipped;
 
 use std::{
     collections::HashMap,
@@ -425,6 +426,7 @@ pub struct Recorder {
     canary_ok: Family<CanaryLabels, Gauge>,
     canary_events: Family<CanaryOpLabels, Gauge>,
     label_sets: Gauge,
+    skipped_runs: skipped::SkippedRuns,
     budget: Arc<Mutex<Budget>>,
 }
 
@@ -448,6 +450,7 @@ impl Recorder {
             canary_ok: Family::default(),
             canary_events: Family::default(),
             label_sets: Gauge::default(),
+            skipped_runs: skipped::SkippedRuns::default(),
             budget: Arc::new(Mutex::new(Budget {
                 max: max_series,
                 admitted: HashMap::new(),
@@ -481,6 +484,7 @@ impl Recorder {
             "label_sets": "Label sets (mount, container, pod, namespace, image, layer_digest) with series of their own" => rec.label_sets.clone();
             "label_sets_max": "The label-set budget (--metrics-max-series)" => max;
         );
+        reg.register_collector(Box::new(rec.skipped_runs.clone()));
         Ok((rec, root))
     }
 
@@ -571,6 +575,12 @@ impl Recorder {
         self.ctime_skipped
             .inner()
             .fetch_max(d.ctime_skipped, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The attached programs whose skipped runs each scrape reads
+    /// (`cowprof_program_runs_skipped_total`).
+    pub fn set_programs(&self, programs: Vec<skipped::Program>) {
+        self.skipped_runs.set(programs);
     }
 
     pub fn set_backend(&self, info: &RunInfo) {

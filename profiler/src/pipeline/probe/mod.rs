@@ -273,7 +273,8 @@ pub fn all_copies_skipped(skipped: &[(String, u64)]) -> Vec<String> {
 }
 
 /// `recursion_misses` from a program's fdinfo (absent before 5.12).
-fn parse_recursion_misses(fdinfo: &str) -> Option<u64> {
+#[must_use]
+pub fn parse_recursion_misses(fdinfo: &str) -> Option<u64> {
     fdinfo
         .lines()
         .find_map(|l| l.strip_prefix("recursion_misses:"))
@@ -325,6 +326,23 @@ impl Probe {
             .filter(|&(_, n)| n > 0)
             .collect();
         out.sort();
+        out
+    }
+
+    /// Every attached program with a duplicate of its fd and its skipped runs at the end of
+    /// the start-up check: what `cowprof_program_runs_skipped_total` reads at each scrape.
+    pub fn program_fds(&self) -> Vec<crate::pipeline::metrics::skipped::Program> {
+        use std::os::fd::AsFd as _;
+        let mut out: Vec<_> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let fd = prog.fd().ok()?.as_fd().try_clone_to_owned().ok()?;
+                let base = self.misses_base.get(name).copied().unwrap_or(0);
+                Some((name.to_owned(), fd, base))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
