@@ -368,6 +368,7 @@ impl Probe {
                 }
             })
             .collect();
+        let counters = self.counters();
         // kprobe programs share one guard per CPU with every bpf() map operation of any
         // process, which 7.x can preempt while it holds it.
         let kprobes = if by_program.iter().any(|(p, _)| is_kprobe_program(p)) {
@@ -375,7 +376,7 @@ impl Probe {
                 "; kprobe programs skipped (another BPF program, or a bpf() map operation of any process, \
                  held their CPU): copy-ups and whiteouts lost to it: {} (drops.unpaired), and a skipped \
                  ovl_fill_super leaves its mount unknown or stale",
-                self.counters()[counter::UNPAIRED as usize] + self.unfinished_ops()
+                counters[counter::UNPAIRED as usize] + self.unfinished_ops()
             )
         } else {
             String::new()
@@ -383,7 +384,7 @@ impl Probe {
         Some(format!(
             "the kernel skipped runs of programs already running on their CPU: {}; syscall windows lost to it: {} (drops.recursion){kprobes}",
             list.join(", "),
-            self.counters()[counter::WINDOWS_LOST as usize]
+            counters[counter::WINDOWS_LOST as usize]
         ))
     }
 
