@@ -252,8 +252,6 @@ struct CanaryOpLabels {
     op: &'static str,
 }
 
-const ALL_KINDS: [Kind; 8] = Kind::ALL;
-
 /// Which label sets have series of their own.
 #[derive(Debug)]
 struct Budget {
@@ -274,7 +272,7 @@ struct Budget {
 const HOT_SETS: usize = 8;
 
 /// An admitted label set, the time of its latest event and its series' handles per kind
-/// ([`ALL_KINDS`] order), made at the first event of each kind.
+/// ([`Kind::ALL`] order), made at the first event of each kind.
 #[derive(Debug)]
 struct Hot {
     src: Source,
@@ -518,7 +516,7 @@ impl Recorder {
                 }
             }
         }
-        let kind_idx = ALL_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        let kind_idx = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
         if let Some(hot) = budget.hot.iter_mut().rev().find(|h| h.src.is(labels)) {
             hot.seen = now;
             let series = hot.series[kind_idx].get_or_insert_with(|| self.series(&hot.src, kind));
@@ -533,7 +531,7 @@ impl Recorder {
             }
             admission => {
                 if let Admission::Replaces(old) = admission {
-                    for kind in ALL_KINDS {
+                    for kind in Kind::ALL {
                         let l = old.series(kind);
                         self.copy_ups.remove(&l);
                         self.whiteouts.remove(&l);
@@ -962,7 +960,7 @@ mod tests {
         let (rec, reg) = Recorder::new(DEFAULT_MAX_SERIES).unwrap();
         let t0 = Instant::now();
         for set in 0..2 * DEFAULT_MAX_SERIES {
-            for kind in ALL_KINDS {
+            for kind in Kind::ALL {
                 let l = labels(kind, &format!("/m{set}"), &format!("c{set}"));
                 rec.observe_at(&l, &event(kind, "/x", 1_000, 1), t0);
             }
