@@ -47,3 +47,20 @@ pub fn storm(base: &Path, stacks: usize, parallel: usize, truth: &Path) -> Exit 
         }
     }
 }
+
+pub fn bpf_busy(secs: u64) -> Exit {
+    let start = std::time::Instant::now();
+    match scenario::bpf_busy::run(2, std::time::Duration::from_secs(secs)) {
+        Ok(n) => {
+            println!(
+                "bpf-busy: {n} map lookups in {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("cowprof bpf-busy: cannot create a BPF map: {e}");
+            Exit::Failure
+        }
+    }
+}

@@ -121,6 +121,9 @@ enum Command {
         merged: PathBuf,
         meta_merged: Option<PathBuf>,
     },
+    /// (internal) keeps `bpf()` busy for SECS seconds in two threads (scripts/vm-kprobe-guard.sh).
+    #[command(name = "__bpf-busy", hide = true)]
+    BpfBusy { secs: u64 },
     /// (internal) the lifecycle storm's workload, run by `selftest --storm` in a separate process.
     #[command(name = "__storm", hide = true)]
     Storm {
@@ -224,5 +227,6 @@ async fn run(command: Command) -> Exit {
             parallel,
             truth,
         } => internal::storm(&base, stacks, parallel, &truth),
+        Command::BpfBusy { secs } => internal::bpf_busy(secs),
     }
 }

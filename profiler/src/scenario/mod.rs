@@ -3,6 +3,7 @@
 //! saw with the upper directory's contents afterwards. Used by `cowprof demo`, the host
 //! integration tests and the in-VM self-test alike.
 
+pub mod bpf_busy;
 pub mod crosscheck;
 pub mod phases;
 pub mod selftest;

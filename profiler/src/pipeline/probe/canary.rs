@@ -435,6 +435,10 @@ fn drain(ring: &mut RingBuf<&mut MapData>, child: u32, report: &mut CanaryReport
     }
 }
 
+/// Attempts in all for a check that missed an operation while the kernel skipped every copy of
+/// one of the programs (docs/backends.md, "Missed kprobes").
+pub const ATTEMPTS_ON_SKIPS: u32 = 3;
+
 /// Runs the check on an attached object whose `CONFIG` is `cfg` (restored before returning).
 ///
 /// Returns what the backend saw of the child's operations; [`CanaryError`] when the check could

@@ -272,6 +272,23 @@ pub fn all_copies_skipped(skipped: &[(String, u64)]) -> Vec<String> {
         .collect()
 }
 
+/// Each loaded program's `recursion_misses` so far (from its fdinfo).
+fn recursion_misses_of(ebpf: &Ebpf) -> Vec<(String, u64)> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let mut out = Vec::new();
+    for (name, prog) in ebpf.programs() {
+        let Ok(fd) = prog.fd() else { continue };
+        let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+        let Ok(info) = fs::read_to_string(path) else {
+            continue;
+        };
+        if let Some(n) = parse_recursion_misses(&info) {
+            out.push((name.to_owned(), n));
+        }
+    }
+    out
+}
+
 /// `recursion_misses` from a program's fdinfo (absent before 5.12).
 #[must_use]
 pub fn parse_recursion_misses(fdinfo: &str) -> Option<u64> {
@@ -427,19 +444,7 @@ impl Probe {
     }
 
     fn recursion_misses_total(&self) -> Vec<(String, u64)> {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        let mut out = Vec::new();
-        for (name, prog) in self.ebpf.programs() {
-            let Ok(fd) = prog.fd() else { continue };
-            let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
-            let Ok(info) = fs::read_to_string(path) else {
-                continue;
-            };
-            if let Some(n) = parse_recursion_misses(&info) {
-                out.push((name.to_owned(), n));
-            }
-        }
-        out
+        recursion_misses_of(&self.ebpf)
     }
 
     fn counters_total(&self) -> [u64; counter::COUNT as usize] {
@@ -847,12 +852,44 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     }
     // Fails only if the object has no log call sites; diagnostics are optional either way.
     let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
-    let canary = match canary::run(
-        &mut ebpf,
-        backend,
-        cfg,
-        opts.canary_timeout.unwrap_or(canary::DEFAULT_TIMEOUT),
-    ) {
+    // A check that missed an operation while the kernel skipped every copy of one of the
+    // programs (kprobe programs beside another process's bpf() calls on 7.x; see
+    // docs/backends.md, "Missed kprobes") proves nothing about the hooks: it runs again.
+    let mut attempt = 1;
+    let checked = loop {
+        let before: std::collections::HashMap<String, u64> =
+            recursion_misses_of(&ebpf).into_iter().collect();
+        let r = canary::run(
+            &mut ebpf,
+            backend,
+            cfg,
+            opts.canary_timeout.unwrap_or(canary::DEFAULT_TIMEOUT),
+        );
+        if let Ok(report) = &r {
+            let skipped: Vec<(String, u64)> = recursion_misses_of(&ebpf)
+                .into_iter()
+                .map(|(p, n)| {
+                    let d = n.saturating_sub(before.get(&p).copied().unwrap_or(0));
+                    (p, d)
+                })
+                .filter(|&(_, d)| d > 0)
+                .collect();
+            let lost_to = all_copies_skipped(&skipped);
+            if !report.ok() && !lost_to.is_empty() && attempt < canary::ATTEMPTS_ON_SKIPS {
+                log::warn!(
+                    "start-up check saw {} while the kernel skipped every copy of {}: attempt {} of {}",
+                    report.seen(),
+                    lost_to.join(", "),
+                    attempt + 1,
+                    canary::ATTEMPTS_ON_SKIPS
+                );
+                attempt += 1;
+                continue;
+            }
+        }
+        break r;
+    };
+    let canary = match checked {
         Ok(report) if report.ok() => Ok(report),
         Ok(report) => {
             let other = if backend == Backend::Tracepoint {
