@@ -197,27 +197,6 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// --cowprof, else $COWPROF_BIN, else the workspace's target/release/cowprof, else target/debug.
-fn cowprof_bin(arg: Option<&Path>) -> Result<PathBuf> {
-    let explicit = arg
-        .map(Path::to_path_buf)
-        .or_else(|| env::var_os("COWPROF_BIN").map(PathBuf::from));
-    if let Some(p) = explicit {
-        if !p.is_file() {
-            bail!("cowprof binary {} does not exist", p.display());
-        }
-        return Ok(p);
-    }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for rel in ["target/release/cowprof", "target/debug/cowprof"] {
-        let p = ws.join(rel);
-        if p.is_file() {
-            return Ok(p.canonicalize().unwrap_or(p));
-        }
-    }
-    bail!("no cowprof binary: run `cargo build --release -p profiler`, or give --cowprof PATH or COWPROF_BIN")
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Baseline,
@@ -556,7 +535,7 @@ fn verdict((m, lo, hi): (f64, f64, f64)) -> &'static str {
 }
 
 fn run(a: &Args) -> Result<bool> {
-    let bin = cowprof_bin(a.cowprof.as_deref())?;
+    let bin = b::cowprof_bin(a.cowprof.as_deref())?;
     let kernel = b::kernel_release();
     let base = a.dir.clone().unwrap_or_else(env::temp_dir);
     // tmpfs pages: lower 1 per file, upper 2 per file (4 KiB + the appended byte), some slack.

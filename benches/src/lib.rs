@@ -329,6 +329,27 @@ pub fn storm(paths: &[CString]) -> Result<Timed> {
     })
 }
 
+/// --cowprof, else $COWPROF_BIN, else the workspace's target/release/cowprof, else target/debug.
+pub fn cowprof_bin(arg: Option<&Path>) -> Result<PathBuf> {
+    let explicit = arg
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("COWPROF_BIN").map(PathBuf::from));
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            bail!("cowprof binary {} does not exist", p.display());
+        }
+        return Ok(p);
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for rel in ["target/release/cowprof", "target/debug/cowprof"] {
+        let p = ws.join(rel);
+        if p.is_file() {
+            return Ok(p.canonicalize().unwrap_or(p));
+        }
+    }
+    bail!("no cowprof binary: run `cargo build --release -p profiler`, or give --cowprof PATH or COWPROF_BIN")
+}
+
 // ---------------------------------------------------------------------------------- collector --
 
 /// What one `cowprof record --json` session produced, read after it exited.
