@@ -50,8 +50,13 @@ pub(crate) static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 pub(crate) static SYSCALLS: Array<u8> = Array::with_max_entries(512, 0);
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+/// `BPF_F_MMAPABLE`: user space maps [`COUNTERS`] and reads it without a `bpf()` call.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+/// What was lost, by `counter::*`. One array for every CPU, added to atomically, and mapped
+/// by user space: reading it takes no `bpf()` map operation, which would hold the per-CPU guard
+/// every kprobe program shares (see `profiler/src/pipeline/probe/counters.rs`).
 #[map]
-pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+pub(crate) static COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, BPF_F_MMAPABLE);
 /// Tracepoint backend: the work directories (`<workdir>/work`) of the overlay mounts, with
 /// their mount serial. LRU: keys of mounts that are gone (which never match again, see
 /// `ovl_inuse`) make room for new ones however many mounts a session sees.
@@ -293,8 +298,17 @@ pub(crate) fn config() -> Option<&'static Config> {
 #[inline(always)]
 pub(crate) fn bump(idx: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(idx) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
-        unsafe { *c += 1 };
+        // SAFETY: a live, aligned slot of the array. Every writer adds atomically (programs
+        // on other CPUs, or one that preempted this one on kernels that run them preemptibly):
+        // BPF's atomic add, which `core`'s atomics do not offer on this target.
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({p} + 0) += {one}",
+                p = in(reg) c,
+                one = in(reg) 1u64,
+                options(nostack),
+            );
+        }
     }
 }
 

@@ -17,6 +17,8 @@
 //! `CONFIG` (see `profiler/src/probe/btf.rs`).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// BPF inline assembly: the atomic add of `common::bump`.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
 mod common;

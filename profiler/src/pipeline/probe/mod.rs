@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod canary;
+mod counters;
 mod facts;
 mod links;
 pub mod phases;
@@ -12,7 +13,7 @@ pub mod phases;
 use std::{fs, os::unix::fs::MetadataExt as _};
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, RingBuf},
     programs::{BtfTracePoint, KProbe, ProgramError, RawTracePoint},
     Btf, Ebpf, EbpfLoader,
 };
@@ -217,6 +218,8 @@ pub struct Probe {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// The start-up check: what it saw, or why it could not run.
     pub canary: Result<canary::CanaryReport, String>,
+    /// The kernel side's loss counters, mapped (read without a `bpf()` call).
+    counters: counters::Counters,
     /// Counters at the end of the start-up check: [`Probe::counters`] counts from there.
     counters_base: [u64; counter::COUNT as usize],
     /// Each program's skipped runs at the end of the start-up check (see
@@ -448,19 +451,7 @@ impl Probe {
     }
 
     fn counters_total(&self) -> [u64; counter::COUNT as usize] {
-        let mut out = [0u64; counter::COUNT as usize];
-        let Some(map) = self.ebpf.map("COUNTERS") else {
-            return out;
-        };
-        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
-            return out;
-        };
-        for (i, slot) in out.iter_mut().enumerate() {
-            if let Ok(values) = arr.get(&(i as u32), 0) {
-                *slot = values.iter().sum();
-            }
-        }
-        out
+        self.counters.read(&self.ebpf)
     }
 
     /// Tells the kernel side about overlay mounts it did not see being made (work dirs, upper
@@ -919,7 +910,9 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     };
     canary::detach_for_test(&mut ebpf)
         .map_err(|reason| ProbeError::Unavailable { backend, reason })?;
+    let counters = counters::Counters::map(&ebpf);
     let mut probe = Probe {
+        counters,
         ebpf,
         backend,
         attached,
