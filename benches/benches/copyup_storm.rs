@@ -746,6 +746,12 @@ fn run(a: &Args) -> Result<bool> {
         .filter_map(|r| r.cpu_after_start)
         .map(|d| d.as_secs_f64() * 1e6 / events)
         .collect();
+    // Metrics: without the CPU the collector spent answering the bench's checking scrapes.
+    let coll_no_scrapes: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| Some(r.cpu_after_start?.saturating_sub(r.scrape_cpu?)))
+        .map(|d| d.as_secs_f64() * 1e6 / events)
+        .collect();
     let peer_us_per_op: Vec<f64> = peer_runs
         .iter()
         .filter_map(|r| r.cpu_after_start)
@@ -873,6 +879,13 @@ fn run(a: &Args) -> Result<bool> {
         peak_rss as f64 / 1024.0,
         b::median(&attach_ms) / 1e3,
     );
+    if !coll_no_scrapes.is_empty() {
+        println!(
+            "collector without the bench's checking scrapes after the storm: {} µs per {} [95 %]",
+            fmt_ci(ci(&coll_no_scrapes), 2),
+            if a.getppid { "round" } else { "event" },
+        );
+    }
     // In-kernel time: per program, summed over the measured rounds of each tracer.
     let bpf = bpf_summary(pairs.iter().map(|p| p.1), per);
     let peer_bpf = bpf_summary(peer_blocks.iter().map(|p| p.1), per);
@@ -941,6 +954,8 @@ fn run(a: &Args) -> Result<bool> {
         "pair_cpu_diff_us_median_ci": j3(c_us),
         "pair_cpu_diff_pct_median_ci": j3(c_pct),
         "collector_cpu_us_per_event_median_ci": j3(coll),
+        "collector_cpu_us_per_event_without_scrapes_median_ci":
+            (!coll_no_scrapes.is_empty()).then(|| j3(ci(&coll_no_scrapes))),
         "collector_peak_rss_kib": peak_rss,
         "collector_attach_ms": r3(&attach_ms),
         "bpf_us_per_op_median_ci": if bpf.rounds > 0 { j3(ci(&bpf.per_op_us)) } else { json!(null) },

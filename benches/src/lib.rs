@@ -375,6 +375,9 @@ pub struct CollectorRun {
     pub cpu: Duration,
     /// `cpu` less what it had used when it said it was attached: the cost of the events.
     pub cpu_after_start: Option<Duration>,
+    /// [`Output::Metrics`]: the collector's CPU time spent answering the bench's own scrapes
+    /// after the storm (which check the counts), part of `cpu_after_start`.
+    pub scrape_cpu: Option<Duration>,
     /// Events and drops were counted (JSON lines or the metrics page; not for the table).
     pub counted: bool,
     /// CPU time (user + system) the collector used between its "start" line and SIGINT, i.e.
@@ -594,6 +597,7 @@ impl Collector {
             .map(|(now, then)| now.saturating_sub(then));
         // The page lags the kernel by what the collector has not read yet: scrape until the
         // counts stop changing (100 ms apart, at most 5 s).
+        let before_scrapes = self.cpu_so_far();
         let scraped = if self.output == Output::Metrics {
             let names = [
                 "cowprof_copy_ups_total",
@@ -613,6 +617,9 @@ impl Collector {
         } else {
             None
         };
+        let scrape_cpu = scraped
+            .as_ref()
+            .and_then(|_| Some(self.cpu_so_far()?.saturating_sub(before_scrapes?)));
         let t0 = Instant::now();
         let Some((status, ru)) = self.child.stop(libc::SIGINT, timeout) else {
             bail!("cowprof record did not exit within {timeout:?} of SIGINT (killed)");
@@ -639,6 +646,7 @@ impl Collector {
             maxrss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
             cpu,
             cpu_after_start: self.cpu_at_start.map(|c| cpu.saturating_sub(c)),
+            scrape_cpu,
             storm_cpu,
             attach_time: self.attach_time,
             stop_time,
