@@ -178,7 +178,6 @@ fn stale_window(w: &Window, tid: u32, tp_backend: bool) {
         // entry's stack already carries the new window and the emission's frames).
         // SAFETY: plain helper call.
         emit_tp_ops(w, tid, 0, unsafe { bpf_ktime_get_ns() });
-        crate::phases::disarm();
     } else if held_cow(w, tid) {
         bump(counter::WINDOWS_LOST);
     } else if w.emitted != 0 {
@@ -403,8 +402,11 @@ pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
         }
         let _ = MOUNT_ARGS.remove(&tid);
     } else if tp_backend && w.nops != 0 {
+        // The task stays armed (its entry is reused by its next copy-up; the LRU map drops
+        // the entries of tasks that stopped making them): an insert and a delete per
+        // copy-up saved. Its totals keep growing, but each operation reports the difference
+        // of its own snapshots.
         emit_tp_ops(&w, tid, ret, now);
-        crate::phases::disarm();
     }
     if w.has_table != 0 {
         let _ = OP_TABLES.remove(&tid);
