@@ -267,6 +267,8 @@ fn run_writers(paths: &[Vec<CString>]) -> Result<Vec<Report>> {
         // SAFETY: our own child.
         unsafe { libc::waitpid(pid, &raw mut status, 0) };
     }
+    // Ctrl-C interrupts the read above: report it as such (exit 130), after the reaping.
+    b::check_stop()?;
     if forked != paths.len() {
         bail!("fork: only {forked} of {} writers started", paths.len());
     }
