@@ -401,31 +401,7 @@ fn run_round(
                 r.ours_by_kind
             ));
         }
-        if r.dropped != 0 {
-            problems.push(format!(
-                "{label}: the collector dropped {} events: {}",
-                r.dropped,
-                r.summary
-                    .as_ref()
-                    .map_or(json!(null), |s| s["drops"].clone())
-            ));
-        }
-        if a.output == Output::Json {
-            match &r.summary {
-                None => problems.push(format!("{label}: no summary line from the collector")),
-                Some(s) if s["events"].as_u64() != Some(r.event_lines) => problems.push(format!(
-                    "{label}: the summary says {} events, the collector printed {} event lines",
-                    s["events"], r.event_lines
-                )),
-                Some(_) => {}
-            }
-        }
-        if r.exit_status != 0 {
-            problems.push(format!(
-                "{label}: the collector exited with status {}",
-                r.exit_status
-            ));
-        }
+        problems.extend(r.problems(&label));
     }
     drop(ov);
     let start = reports.iter().map(|r| r.start_ns).min().unwrap_or(0);

@@ -380,6 +380,7 @@ pub struct CollectorRun {
     pub scrape_cpu: Option<Duration>,
     /// Events and drops were counted (JSON lines or the metrics page; not for the table).
     pub counted: bool,
+    pub output: Output,
     /// CPU time (user + system) the collector used between its "start" line and SIGINT, i.e.
     /// while the storm ran (None if /proc could not be read).
     pub storm_cpu: Option<Duration>,
@@ -388,6 +389,47 @@ pub struct CollectorRun {
     /// From SIGINT to the collector's exit (reading what is left of the ring buffer, the summary).
     pub stop_time: Duration,
     pub exit_status: i32,
+}
+
+impl CollectorRun {
+    /// What is wrong with the session itself, whatever the workload: events dropped, with JSON
+    /// no summary line or one that does not count every event line, lines that are not the
+    /// collector's, an exit status other than 0. Each line begins with `label`.
+    pub fn problems(&self, label: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.counted && self.dropped != 0 {
+            out.push(format!(
+                "{label}: the collector dropped {} events: {}",
+                self.dropped,
+                self.summary
+                    .as_ref()
+                    .map_or(Value::Null, |s| s["drops"].clone())
+            ));
+        }
+        if self.output == Output::Json {
+            match &self.summary {
+                None => out.push(format!("{label}: no summary line from the collector")),
+                Some(s) if s["events"].as_u64() != Some(self.event_lines) => out.push(format!(
+                    "{label}: the summary says {} events, the collector printed {} event lines",
+                    s["events"], self.event_lines
+                )),
+                Some(_) => {}
+            }
+            if self.odd_lines != 0 {
+                out.push(format!(
+                    "{label}: {} unparsable or unknown lines from the collector",
+                    self.odd_lines
+                ));
+            }
+        }
+        if self.exit_status != 0 {
+            out.push(format!(
+                "{label}: the collector exited with status {}",
+                self.exit_status
+            ));
+        }
+        out
+    }
 }
 
 /// What the collector prints, and so what it spends its CPU on.
@@ -652,6 +694,7 @@ impl Collector {
             stop_time,
             exit_status: exit_code(status),
             counted: self.output != Output::Table,
+            output: self.output,
         };
         if let Some(v) = scraped {
             run.ours = (v[0] + v[1]) as u64;
