@@ -64,8 +64,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use cowprof_benches::{
-    self as b, Collector, CollectorRun, Interrupted, Output, Overlay, Peer, PeerRun, ProgInfo,
-    Scratch, Timed,
+    self as b, Collector, CollectorRun, Output, Overlay, Peer, PeerRun, ProgInfo, Scratch, Timed,
 };
 use serde_json::json;
 
@@ -961,30 +960,5 @@ fn run(a: &Args) -> Result<bool> {
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = b::install_stop_handlers() {
-        eprintln!("copyup_storm: {e:#}");
-        return ExitCode::FAILURE;
-    }
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("copyup_storm: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    // Every guard (mounts, scratch directory, collector) is dropped inside run().
-    match run(&args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) if e.is::<Interrupted>() => {
-            eprintln!(
-                "copyup_storm: interrupted; mounts, scratch files and the collector are cleaned up"
-            );
-            ExitCode::from(130)
-        }
-        Err(e) => {
-            eprintln!("copyup_storm: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    b::bench_main("copyup_storm", parse_args, run)
 }

@@ -38,7 +38,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use cowprof_benches::{self as b, Collector, CollectorRun, Interrupted, Output, Overlay, Scratch};
+use cowprof_benches::{self as b, Collector, CollectorRun, Output, Overlay, Scratch};
 use serde_json::json;
 
 const USAGE: &str = "usage: event_rate [--files N] [--writers W] [--rounds PAIRS] [--warmup W] \
@@ -575,29 +575,5 @@ fn run(a: &Args) -> Result<bool> {
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = b::install_stop_handlers() {
-        eprintln!("event_rate: {e:#}");
-        return ExitCode::FAILURE;
-    }
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("event_rate: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) if e.is::<Interrupted>() => {
-            eprintln!(
-                "event_rate: interrupted; mounts, scratch files and the collector are cleaned up"
-            );
-            ExitCode::from(130)
-        }
-        Err(e) => {
-            eprintln!("event_rate: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    b::bench_main("event_rate", parse_args, run)
 }

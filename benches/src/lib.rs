@@ -39,6 +39,43 @@ extern "C" fn on_stop_signal(_sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// A bench's `main`: installs the stop handlers, parses its options (exit 2 on an error),
+/// runs it (exit 0 when it says its figures are valid, 1 when not or on an error, 130 when
+/// interrupted, after every guard has cleaned up).
+pub fn bench_main<A>(
+    name: &str,
+    parse: impl FnOnce() -> Result<A>,
+    run: impl FnOnce(&A) -> Result<bool>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    if let Err(e) = install_stop_handlers() {
+        eprintln!("{name}: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // Every guard (mounts, scratch directory, collector) is dropped inside run().
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) if e.is::<Interrupted>() => {
+            eprintln!(
+                "{name}: interrupted; mounts, scratch files and the collector are cleaned up"
+            );
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// SIGINT, SIGTERM and SIGHUP only set a flag; the long loops poll it ([`check_stop`]) and unwind
 /// through the guards, so cleanup always runs.
 pub fn install_stop_handlers() -> Result<()> {
