@@ -18,7 +18,7 @@ use crate::{
     },
     pipeline::probe::{self, ProbeError, ProbeOptions},
     pipeline::report::{Exporter, RunInfo},
-    pipeline::tap::{Tap, DRAIN_INTERVAL},
+    pipeline::tap::{Tap, BATCH_MAX, DRAIN_INTERVAL},
 };
 
 #[derive(Debug, Clone, Default)]
@@ -294,18 +294,27 @@ pub async fn record(
 
     // Reads what the ring buffer holds, registers the mounts it names that were not known yet,
     // and delivers the batch; evaluates to the number of events it delivered.
+    // In chunks of at most BATCH_MAX records: what the collector holds at once (events,
+    // their output) does not grow with the event rate.
     macro_rules! drain_batch {
         () => {{
-            let mut seen = Vec::new();
-            tap.get_mut()
-                .drain(&mut enricher, Some(&mut seen), &mut batch);
-            if !seen.is_empty() {
-                tap.get_mut().probe_mut().register_mounts(&seen)?;
-            }
-            let n = batch.len();
-            if n != 0 {
-                attributor.fill(&mut batch).await;
-                deliver(&mut batch, out, exporter);
+            let mut n = 0;
+            loop {
+                let mut seen = Vec::new();
+                let more = tap
+                    .get_mut()
+                    .drain(&mut enricher, Some(&mut seen), &mut batch, BATCH_MAX);
+                if !seen.is_empty() {
+                    tap.get_mut().probe_mut().register_mounts(&seen)?;
+                }
+                n += batch.len();
+                if !batch.is_empty() {
+                    attributor.fill(&mut batch).await;
+                    deliver(&mut batch, out, exporter);
+                }
+                if !more {
+                    break;
+                }
             }
             n
         }};
@@ -384,10 +393,7 @@ pub async fn record(
         }
     }
     // Everything the kernel produced before we stopped is already in the ring buffer.
-    tap.get_mut()
-        .drain(&mut enricher, Some(&mut Vec::new()), &mut batch);
-    attributor.fill(&mut batch).await;
-    deliver(&mut batch, out, exporter);
+    drain_batch!();
     let mut rest = enricher.flush();
     attributor.fill(&mut rest).await;
     deliver(&mut rest, out, exporter);

@@ -30,6 +30,10 @@ use crate::{
 /// see the eBPF side's `rb_flags`).
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The most records `record` reads before it delivers them: the events and output it holds at
+/// once stay bounded whatever the rate (the ring buffer holds about 5,700).
+pub const BATCH_MAX: usize = 512;
+
 /// An attached probe and its ring buffer. Dropping it detaches every program.
 pub struct Tap {
     // The ring buffer first: it is a map of the probe's object.
@@ -64,19 +68,24 @@ impl Tap {
         &mut self.probe
     }
 
-    /// Reads every sample currently in the ring buffer into `enricher` and appends the events
-    /// it completed to `out` (a buffer the caller keeps, so that batches do not regrow one). With `new_mounts`: if an event names a mount not seen yet, mountinfo is
-    /// read again (once per call) and, if that found new mounts, `new_mounts` gets them (the
-    /// caller registers them with the probe). Without it the caller registers every mount
-    /// itself (the lab, with mount ids of its own).
+    /// Reads the samples currently in the ring buffer, at most `limit` of them, into `enricher`
+    /// and appends the events it completed to `out` (a buffer the caller keeps, so that
+    /// batches do not regrow one). Returns true if it stopped at `limit` (more may wait). With
+    /// `new_mounts`: if an event names a mount not seen yet, mountinfo is read again (once per
+    /// call) and, if that found new mounts, `new_mounts` gets them (the caller registers them
+    /// with the probe). Without it the caller registers every mount itself (the lab, with
+    /// mount ids of its own).
     pub fn drain(
         &mut self,
         enricher: &mut Enricher,
         mut new_mounts: Option<&mut Vec<OverlayMount>>,
         out: &mut Vec<Event>,
-    ) {
+        limit: usize,
+    ) -> bool {
         let mut refreshed = false;
+        let mut read = 0;
         while let Some(item) = self.ring.next() {
+            read += 1;
             match decode::decode(&item) {
                 Ok(Record::Cow(ev)) => {
                     // A mount made since mountinfo was last read (on its change): read it
@@ -101,7 +110,11 @@ impl Tap {
                     log::debug!("skipping malformed sample: {e}");
                 }
             }
+            if read >= limit {
+                return true;
+            }
         }
+        false
     }
 
     /// [`Self::drops`] at the end of a recording, with the kprobe backend's operations that
@@ -239,7 +252,8 @@ impl KernelTap {
     /// itself, under ids of its own).
     pub fn drain(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
-        self.tap.drain(&mut self.enricher, None, &mut out);
+        self.tap
+            .drain(&mut self.enricher, None, &mut out, usize::MAX);
         out
     }
 
