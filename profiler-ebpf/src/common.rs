@@ -214,25 +214,36 @@ pub(crate) static OP_SCRATCH: PerCpuArray<OpTable> = PerCpuArray::with_max_entri
 #[map]
 pub(crate) static WINDOWS: HashMap<u32, Window> = HashMap::with_max_entries(16384, 0);
 
-/// tid -> the op table of its syscall, while it has one (allocated lazily, removed at exit).
+/// tid -> the op table of its syscalls (allocated at the first syscall that needs one, kept
+/// for the thread's next ones; LRU: threads that stopped making them give their entries up).
 #[map]
-pub(crate) static OP_TABLES: HashMap<u32, OpTable> = HashMap::with_max_entries(4096, 0);
+pub(crate) static OP_TABLES: LruHashMap<u32, OpTable> = LruHashMap::with_max_entries(4096, 0);
 
-/// The op table of `tid`'s syscall window `w`, allocated on first use. `None` when the map is
-/// full (counted as a window drop: the syscall's operations are lost).
+/// The op table of `tid`'s syscall window `w`: the thread's table from an earlier syscall as
+/// it is (the window's counts say which entries are valid), else a new one. `None` when none
+/// can be had, or the table was given up while in use (more than the map's threads made
+/// operations since): counted as a window drop, the syscall's operations are lost.
 #[inline(always)]
 pub(crate) fn op_table(w: &mut Window, tid: u32) -> Option<&'static mut OpTable> {
     if w.has_table == 0 {
+        w.has_table = 1;
+        if let Some(t) = OP_TABLES.get_ptr_mut(&tid) {
+            // SAFETY: only this tid touches its table.
+            return Some(unsafe { &mut *t });
+        }
         let scratch = OP_SCRATCH.get_ptr(0)?;
         // SAFETY: per-CPU slot, read-only here.
         if OP_TABLES.insert(&tid, unsafe { &*scratch }, 0).is_err() {
             bump(counter::WINDOW_DROPS);
             return None;
         }
-        w.has_table = 1;
     }
     // SAFETY: only this tid touches its table.
-    OP_TABLES.get_ptr_mut(&tid).map(|t| unsafe { &mut *t })
+    if let Some(t) = OP_TABLES.get_ptr_mut(&tid) {
+        return Some(unsafe { &mut *t });
+    }
+    bump(counter::WINDOW_DROPS);
+    None
 }
 
 #[repr(C)]

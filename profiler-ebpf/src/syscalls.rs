@@ -408,9 +408,7 @@ pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
         // of its own snapshots.
         emit_tp_ops(&w, tid, ret, now);
     }
-    if w.has_table != 0 {
-        let _ = OP_TABLES.remove(&tid);
-    }
+    // The op table stays, for the thread's next syscall (see `op_table`).
     // kprobe backend: its events were sent mid-syscall; this record gives them the syscall's
     // return value and latency.
     if w.emitted != 0 {

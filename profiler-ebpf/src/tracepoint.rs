@@ -492,6 +492,8 @@ pub extern "C" fn cowprof_emit_op(tid: u32, i: u32, ret: i64, now: u64) -> i32 {
     };
     // SAFETY: as above.
     let Some(t) = OP_TABLES.get_ptr_mut(&tid).map(|t| unsafe { &mut *t }) else {
+        // Given up while in use (see `op_table`): the syscall's operations are lost, counted.
+        bump(counter::WINDOW_DROPS);
         return 1;
     };
     let c = EmitCtx {
