@@ -328,7 +328,8 @@ pub mod counter {
     /// Tracepoint backend: more CoW operations in one syscall than its table holds; kprobe
     /// backend: an operation whose start could not be stored (lost).
     pub const OP_TABLE_FULL: u32 = 1;
-    /// Syscall windows that could not be stored (map full).
+    /// Syscall windows that could not be stored (map full), or whose op table could not be had
+    /// or was given up while in use (tracepoint backend; its operations are lost).
     pub const WINDOW_DROPS: u32 = 2;
     /// Syscall-end markers the ring buffer had no room for. No event is lost: the syscall's
     /// events are delivered when recording ends, with a partial latency.
