@@ -301,9 +301,9 @@ pub async fn record(
             let mut n = 0;
             loop {
                 let mut seen = Vec::new();
-                let more = tap
-                    .get_mut()
-                    .drain(&mut enricher, Some(&mut seen), &mut batch, BATCH_MAX);
+                let more =
+                    tap.get_mut()
+                        .drain(&mut enricher, Some(&mut seen), &mut batch, BATCH_MAX);
                 if !seen.is_empty() {
                     tap.get_mut().probe_mut().register_mounts(&seen)?;
                 }
