@@ -275,6 +275,13 @@ pub struct Offsets {
     pub task_in_iowait_bit: u32,
 }
 
+impl Offsets {
+    /// Every member absent: the value of an offsets table nobody has filled in.
+    pub const ABSENT: Offsets =
+        // SAFETY: `Offsets` is `repr(C)` and made of `u32`s only (its size is asserted below).
+        unsafe { core::mem::transmute([u32::MAX; size_of::<Offsets>() / 4]) };
+}
+
 /// Bits of [`Config::flags`].
 pub mod config_flags {
     /// Overlay's own types (`ovl_inode`, `ovl_entry`, `ovl_layer`, `ovl_fs`) were found in BTF:

@@ -27,12 +27,18 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     let off = &cfg.off;
     // SAFETY: only this tid touches its window.
     let w = unsafe { &mut *w };
+    // The syscall's op table, if it has one: looked up once for both passes below.
+    let table = if w.has_table != 0 {
+        OP_TABLES.get_ptr_mut(&tid)
+    } else {
+        None
+    };
     // The next update of the inode the previous one concerned (a data copy-up changes its
     // temp's ctime about ten times in a row): no superblock reads, no table scan. One index
     // the verifier does not know, so `update_op` is verified once here, not once per slot.
     if w.last_op != 0 {
         // SAFETY: only this tid touches its table.
-        if let Some(t) = OP_TABLES.get_ptr_mut(&tid).map(|t| unsafe { &mut *t }) {
+        if let Some(t) = table.map(|t| unsafe { &mut *t }) {
             let i = (w.last_op - 1) as usize & (MAX_OPS - 1);
             if t.ops[i].inode == inode {
                 if w.class & u32::from(class::REMOVE | class::RENAME) != 0 {
@@ -43,37 +49,35 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
                 let op = &mut t.ops[i];
                 // The mode is kept from the first update after the birth (as below).
                 let mode = if op.state == NEWBORN {
-                    inode_mode(off, inode)
+                    btf_mode(inode)
                 } else {
                     op.mode
                 };
                 let dev = op.dev;
-                let alias = ptr(inode, off.inode_i_dentry);
-                update_op(off, w, op, i, dev, mode, alias, now);
+                let alias = field::<u64>(inode, known_off!(inode_i_dentry));
+                update_op(off, w, op, i, inode, dev, mode, alias, now);
                 return 0;
             }
         }
     }
-    let sb = ptr(inode, off.inode_i_sb);
-    if read::<u64>(sb, off.sb_s_magic) == Some(OVERLAY_SUPER_MAGIC) {
+    let sb = field::<u64>(inode, known_off!(inode_i_sb));
+    if field::<u64>(sb, known_off!(sb_s_magic)) == OVERLAY_SUPER_MAGIC {
         overlay_inode(w, tid, sb, inode);
         return 0;
     }
     if w.class & u32::from(class::MOUNT) != 0 {
         return 0;
     }
-    let dev = read::<u32>(sb, off.sb_s_dev).unwrap_or(0);
+    let dev = field::<u32>(sb, known_off!(sb_s_dev));
     // SAFETY: read-only lookup.
     if unsafe { UPPER_DEVS.get(&dev) }.is_none() {
         return 0;
     }
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let mode = inode_mode(off, inode);
-    let alias = ptr(inode, off.inode_i_dentry);
+    let mode = btf_mode(inode);
+    let alias = field::<u64>(inode, known_off!(inode_i_dentry));
     if w.has_table != 0 {
         // SAFETY: only this tid touches its table.
-        let Some(t) = OP_TABLES.get_ptr_mut(&tid).map(|t| unsafe { &mut *t }) else {
+        let Some(t) = table.map(|t| unsafe { &mut *t }) else {
             return 0;
         };
         if w.class & u32::from(class::REMOVE | class::RENAME) != 0 {
@@ -89,12 +93,15 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
             let i = core::hint::black_box(i) & (MAX_OPS - 1);
             if t.ops[i].inode == inode {
                 w.last_op = i as u32 + 1;
-                update_op(off, w, &mut t.ops[i], i, dev, mode, alias, now);
+                // SAFETY: plain helper call.
+                let now = unsafe { bpf_ktime_get_ns() };
+                update_op(off, w, &mut t.ops[i], i, inode, dev, mode, alias, now);
                 return 0;
             }
         }
     }
-    let is_whiteout = mode & S_IFMT == S_IFCHR && read::<u32>(inode, off.inode_i_rdev) == Some(0);
+    let is_whiteout =
+        mode & S_IFMT == S_IFCHR && field::<u32>(inode, known_off!(inode_i_rdev)) == 0;
     let state = if is_whiteout {
         // Whiteouts are made by remove and rename; in other syscalls a whiteout's ctime
         // changes because something is created over it.
@@ -120,6 +127,8 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     let Some(t) = op_table(w, tid) else {
         return 0;
     };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
     t.ops[n & (MAX_OPS - 1)] = Op {
         inode,
         first_ns: now,
@@ -147,7 +156,14 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     0
 }
 
-/// A later ctime update of the window's operation `op` (index `i`).
+/// The mode of the ctime programs' `inode` argument (see [`field`]).
+#[inline(always)]
+fn btf_mode(inode: u64) -> u32 {
+    u32::from(field::<u16>(inode, known_off!(inode_i_mode)))
+}
+
+/// A later ctime update of the window's operation `op` (index `i`), whose inode is the ctime
+/// program's argument `inode` (read directly, see [`field`]).
 #[inline(always)]
 #[expect(
     clippy::too_many_arguments,
@@ -158,6 +174,7 @@ fn update_op(
     w: &mut Window,
     op: &mut Op,
     i: usize,
+    inode: u64,
     dev: u32,
     mode: u32,
     alias: u64,
@@ -174,14 +191,14 @@ fn update_op(
         // it carries the whiteout's final name.
         let ours = added_after(alias, op.alias_before);
         if ours != 0 {
-            op.whiteout_dentry = ours - u64::from(off.dentry_d_alias);
+            op.whiteout_dentry = ours - u64::from(known_off!(dentry_d_alias));
         }
         op.alias_before = alias;
         // Linked into a work dir (ours, or under concurrency the newest link): made by
         // overlay.
         let linked = if ours != 0 { ours } else { alias };
         if linked != 0 {
-            let wd = linked - u64::from(off.dentry_d_alias);
+            let wd = linked - u64::from(known_off!(dentry_d_alias));
             if workdir_serial(off, dev, ptr(wd, off.dentry_d_parent)) != 0 {
                 op.via_work = 1;
             }
@@ -194,7 +211,7 @@ fn update_op(
     // The temp's operation lasts while its newest name is in the work directory; the
     // link or rename into the upper dir still counts (its ctime update comes before
     // the new name is attached), later changes in the same syscall do not.
-    let dentry = alias - u64::from(off.dentry_d_alias);
+    let dentry = alias - u64::from(known_off!(dentry_d_alias));
     let parent = ptr(dentry, off.dentry_d_parent);
     // A temp seen in a work dir before, still under the same parent: still there (a data
     // copy-up changes the temp's ctime about ten times before it is linked into the upper dir).
@@ -208,7 +225,7 @@ fn update_op(
         op.state = if in_workdir { TEMP } else { IGNORE };
         op.mount_id = serial;
         op.mode = mode;
-        op.nlink = read::<u32>(op.inode, off.inode_i_nlink).unwrap_or(0);
+        op.nlink = field::<u32>(inode, known_off!(inode_i_nlink));
         if in_workdir && w.last_temp < i as u32 + 1 {
             w.last_temp = i as u32 + 1;
         }
@@ -216,7 +233,7 @@ fn update_op(
     if in_workdir {
         op.work_parent = parent;
         op.last_ns = now;
-        op.size = read::<u64>(op.inode, off.inode_i_size).unwrap_or(0);
+        op.size = field::<u64>(inode, known_off!(inode_i_size));
         crate::phases::tp_op_advanced(i as u32);
     }
 }

@@ -650,6 +650,9 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         if let Some(bytes) = opts.ringbuf_size {
             aya_loader.map_max_entries("EVENTS", bytes);
         }
+        // The same offsets as constants the verifier knows: the ctime programs load their
+        // inode's fields directly (`field` in profiler-ebpf's common.rs).
+        aya_loader.override_global("TP_OFFSETS", &offsets, true);
         aya_loader
             .load(crate::EBPF_OBJECT)
             .map_err(|source| ProbeError::Load { source })?
