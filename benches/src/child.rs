@@ -16,6 +16,8 @@ use anyhow::{Context as _, Result};
 pub(crate) struct TracerChild {
     pid: libc::pid_t,
     reaped: bool,
+    /// The highest `VmHWM` read from /proc while it ran (see [`TracerChild::peak_rss_kib`]).
+    hwm_kib: Option<u64>,
 }
 
 /// A wait status as a shell shows it: the exit code, or 128 + the signal.
@@ -55,7 +57,26 @@ impl TracerChild {
         // Reaped with wait4() below (for its rusage), never through `child`.
         let pid = libc::pid_t::try_from(child.id()).context("pid")?;
         drop(child);
-        Ok(Self { pid, reaped: false })
+        Ok(Self {
+            pid,
+            reaped: false,
+            hwm_kib: None,
+        })
+    }
+
+    /// The child's peak RSS (KiB): its `VmHWM`, read every time the bench polls it, so the
+    /// last read is within a poll (1 ms while it stops) of its exit. Not `wait4`'s
+    /// `ru_maxrss`: Linux carries the high-water mark of the memory a process had before
+    /// `exec` into it (`setmax_mm_hiwater_rss` in `exec_mmap`), so a child forked from the
+    /// bench reports at least the bench's own peak (which grows when it reads a large output).
+    pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
+        self.hwm_kib
+    }
+
+    fn sample_hwm(&mut self) {
+        if let Some(kib) = self.status_kib("VmHWM") {
+            self.hwm_kib = Some(self.hwm_kib.map_or(kib, |h| h.max(kib)));
+        }
     }
 
     pub(crate) fn pid(&self) -> libc::pid_t {
@@ -64,6 +85,7 @@ impl TracerChild {
 
     /// The wait status and rusage if it has exited (then it is reaped).
     pub(crate) fn try_reap(&mut self) -> Option<(libc::c_int, libc::rusage)> {
+        self.sample_hwm();
         let mut status = 0;
         // SAFETY: zeroed rusage is valid; pid is our unreaped child.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -81,6 +103,7 @@ impl TracerChild {
     }
 
     pub(crate) fn reap_blocking(&mut self) -> (libc::c_int, libc::rusage) {
+        self.sample_hwm();
         let mut status = 0;
         // SAFETY: as in try_reap.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };

@@ -407,8 +407,10 @@ pub struct CollectorRun {
     pub vmhwm_kib: Option<u64>,
     /// `VmRSS` just before SIGINT (steady state after the storm), KiB.
     pub vmrss_kib: Option<u64>,
-    /// wait4() rusage of the collector: peak RSS (KiB) and CPU time (user + system).
+    /// Peak RSS of the collector, KiB: its `VmHWM` last read before it exited (see
+    /// `TracerChild::peak_rss_kib`; `wait4`'s `ru_maxrss` only if it was never read).
     pub maxrss_kib: u64,
+    /// User + system CPU time, from `wait4`'s rusage.
     pub cpu: Duration,
     /// `cpu` less what it had used when it said it was attached: the cost of the events.
     pub cpu_after_start: Option<Duration>,
@@ -722,7 +724,10 @@ impl Collector {
             dropped: 0,
             vmhwm_kib,
             vmrss_kib,
-            maxrss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
+            maxrss_kib: self
+                .child
+                .peak_rss_kib()
+                .unwrap_or_else(|| u64::try_from(ru.ru_maxrss).unwrap_or(0)),
             cpu,
             cpu_after_start: self.cpu_at_start.map(|c| cpu.saturating_sub(c)),
             scrape_cpu,

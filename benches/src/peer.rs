@@ -37,8 +37,9 @@ pub struct PeerRun {
     /// The sum of the counts of the histogram rows it printed (bpftrace's `hist()`/`lhist()`
     /// rows `[lo, hi)   N |@@@|`), None if it printed none.
     pub histogram_count: Option<u64>,
-    /// wait4() rusage: peak RSS (KiB) and CPU time (user + system).
+    /// Peak RSS, KiB: its `VmHWM` last read before it exited (see `TracerChild::peak_rss_kib`).
     pub maxrss_kib: u64,
+    /// User + system CPU time, from `wait4`'s rusage.
     pub cpu: Duration,
     /// `cpu` less what it had used when it printed the ready line.
     pub cpu_after_start: Option<Duration>,
@@ -154,7 +155,10 @@ impl Peer {
         Ok(PeerRun {
             histogram_count: histogram_count(&output),
             output,
-            maxrss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
+            maxrss_kib: self
+                .child
+                .peak_rss_kib()
+                .unwrap_or_else(|| u64::try_from(ru.ru_maxrss).unwrap_or(0)),
             cpu,
             cpu_after_start: self.cpu_at_start.map(|c| cpu.saturating_sub(c)),
             attach_time: self.attach_time,
