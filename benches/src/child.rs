@@ -185,3 +185,35 @@ impl Drop for TracerChild {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child forked while the bench holds 128 MiB: `wait4` reports the bench's peak through
+    /// `exec`, [`TracerChild::peak_rss_kib`] the child's own.
+    #[test]
+    fn peak_rss_is_the_childs_own() {
+        const BIG: usize = 128 << 20;
+        let mut ballast = vec![0u8; BIG];
+        for page in ballast.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        let mut cmd = Command::new("sleep");
+        cmd.arg("0.3");
+        let mut child = TracerChild::spawn(cmd, "sleep").expect("spawn sleep");
+        thread::sleep(Duration::from_millis(100));
+        let (status, ru) = child
+            .stop(libc::SIGTERM, Duration::from_secs(5))
+            .expect("sleep exits on SIGTERM");
+        assert_eq!(exit_code(status), 128 + libc::SIGTERM);
+        std::hint::black_box(&ballast);
+        let own = child.peak_rss_kib().expect("VmHWM read while it ran");
+        let carried = u64::try_from(ru.ru_maxrss).unwrap();
+        assert!(
+            carried >= (BIG as u64 >> 10),
+            "ru_maxrss {carried} KiB: the kernel no longer carries the parent's peak through exec"
+        );
+        assert!(own < 16 << 10, "sleep's own peak read as {own} KiB");
+    }
+}
