@@ -14,7 +14,8 @@
 //!   work directory is a CoW temp, and a char 0/0 inode on an upper filesystem is a whiteout.
 //!
 //! No struct layout is compiled in: every offset comes from the running kernel's BTF through
-//! `CONFIG` (see `profiler/src/probe/btf.rs`).
+//! `CONFIG` (see `profiler/src/pipeline/probe/btf.rs`), and through `TP_OFFSETS`, the same
+//! offsets as constants the verifier knows, for the ctime programs' direct loads (`common.rs`).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // BPF inline assembly: the atomic add of `common::bump`.
