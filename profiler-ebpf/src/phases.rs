@@ -198,8 +198,10 @@ pub(crate) fn leave(method: u32, bytes: i64) {
 pub fn cowprof_sched_switch(ctx: RawTracePointContext) -> i32 {
     let prev: u64 = ctx.arg(1);
     let next: u64 = ctx.arg(2);
-    let t = now();
+    // The clock is read only for an armed task: this runs at every context switch of the
+    // host, most of them between tasks that never made a copy-up.
     if let Some(p) = PHASE_TASKS.get_ptr_mut(&prev) {
+        let t = now();
         let io = match config() {
             Some(cfg) if cfg.off.task_in_iowait_bit != u32::MAX => {
                 let bit = cfg.off.task_in_iowait_bit;
@@ -217,6 +219,7 @@ pub fn cowprof_sched_switch(ctx: RawTracePointContext) -> i32 {
         }
     }
     if let Some(p) = PHASE_TASKS.get_ptr_mut(&next) {
+        let t = now();
         // SAFETY: as above, for `next` before it runs.
         unsafe {
             if (*p).off_since != 0 {
