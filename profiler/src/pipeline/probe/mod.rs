@@ -850,6 +850,8 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     // programs (kprobe programs beside another process's bpf() calls on 7.x; see
     // docs/backends.md, "Missed kprobes") proves nothing about the hooks: it runs again.
     let mut attempt = 1;
+    // The programs whose every copy the kernel skipped in the last attempt (named in the error).
+    let mut last_lost: Vec<String> = Vec::new();
     let checked = loop {
         let before: std::collections::HashMap<String, u64> =
             recursion_misses_of(&ebpf).into_iter().collect();
@@ -869,6 +871,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                 .filter(|&(_, d)| d > 0)
                 .collect();
             let lost_to = all_copies_skipped(&skipped);
+            last_lost.clone_from(&lost_to);
             if !report.ok() && !lost_to.is_empty() && attempt < canary::ATTEMPTS_ON_SKIPS {
                 log::warn!(
                     "start-up check saw {} while the kernel skipped every copy of {}: attempt {} of {}",
@@ -902,7 +905,15 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                     .unwrap_or_default()
                     .trim()
                     .to_owned(),
-                seen: report.seen(),
+                seen: if last_lost.is_empty() {
+                    report.seen()
+                } else {
+                    format!(
+                        "{} while the kernel skipped every copy of {} ({attempt} attempts)",
+                        report.seen(),
+                        last_lost.join(", ")
+                    )
+                },
                 hint,
             });
         }
