@@ -886,8 +886,10 @@ pub fn bpf_progs() -> Result<BTreeMap<u64, ProgInfo>> {
 }
 
 /// Per program of `ids`: (name, run time ns, runs, verified insns) spent between two snapshots.
-/// The kernel keeps 15 characters of a name, so the name is prefixed with the program's rank in
-/// load order (`ids` ascending): `2:cowprof_tp_ctim`.
+/// The kernel keeps 15 characters of a name, so a name that several of the programs share is
+/// suffixed with the program's rank among them in load order (`ids` ascending):
+/// `cowprof_tp_ctim:1`. (cowprof loads programs on several threads, but those the kernel names
+/// alike one after another, in a fixed order.)
 pub fn bpf_delta(
     before: &BTreeMap<u64, ProgInfo>,
     after: &BTreeMap<u64, ProgInfo>,
@@ -895,13 +897,25 @@ pub fn bpf_delta(
 ) -> Vec<(String, u64, u64, u64)> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
+    let name_of = |id: &u64| after.get(id).map(|a| a.name.as_str());
+    let mut rank: BTreeMap<&str, usize> = BTreeMap::new();
     ids.iter()
-        .enumerate()
-        .filter_map(|(k, id)| {
+        .filter_map(|id| {
             let a = after.get(id)?;
             let b = before.get(id);
+            let shared = ids
+                .iter()
+                .filter(|o| name_of(o) == Some(a.name.as_str()))
+                .count();
+            let k = rank.entry(a.name.as_str()).or_insert(0);
+            let label = if shared > 1 {
+                format!("{}:{k}", a.name)
+            } else {
+                a.name.clone()
+            };
+            *k += 1;
             Some((
-                format!("{k}:{}", a.name),
+                label,
                 a.run_time_ns - b.map_or(0, |b| b.run_time_ns),
                 a.run_cnt - b.map_or(0, |b| b.run_cnt),
                 a.verified_insns,
@@ -920,4 +934,45 @@ pub fn load_average() -> String {
 pub fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "?".into(), |s| s.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prog(id: u64, name: &str, t: u64, n: u64) -> (u64, ProgInfo) {
+        (
+            id,
+            ProgInfo {
+                id,
+                name: name.into(),
+                run_time_ns: t,
+                run_cnt: n,
+                verified_insns: 7,
+            },
+        )
+    }
+
+    #[test]
+    fn shared_names_are_ranked_among_themselves() {
+        let before: BTreeMap<u64, ProgInfo> =
+            [prog(12, "cowprof_tp_ctim", 100, 1)].into_iter().collect();
+        // Verification ended in this order: the syscall program between the two ctime ones.
+        let after: BTreeMap<u64, ProgInfo> = [
+            prog(12, "cowprof_tp_ctim", 600, 6),
+            prog(13, "cowprof_sys_exi", 50, 5),
+            prog(14, "cowprof_tp_ctim", 40, 4),
+            prog(15, "other", 1, 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            bpf_delta(&before, &after, &[14, 13, 12]),
+            vec![
+                ("cowprof_tp_ctim:0".to_owned(), 500, 5, 7),
+                ("cowprof_sys_exi".to_owned(), 50, 5, 7),
+                ("cowprof_tp_ctim:1".to_owned(), 40, 4, 7),
+            ]
+        );
+    }
 }

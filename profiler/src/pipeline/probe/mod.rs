@@ -8,6 +8,7 @@ pub mod canary;
 mod counters;
 mod facts;
 mod links;
+mod load;
 pub mod phases;
 
 use std::{fs, os::unix::fs::MetadataExt as _};
@@ -734,9 +735,79 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
             source,
         }
     };
+    // The syscall programs, each with its second copy where there is one.
+    let (sys_enter, sys_exit) = if backend == Backend::Tracepoint {
+        ("cowprof_sys_enter_tp", "cowprof_sys_exit_tp")
+    } else {
+        ("cowprof_sys_enter", "cowprof_sys_exit")
+    };
+    let sys_copies: Vec<(String, &str)> = [(sys_enter, "sys_enter"), (sys_exit, "sys_exit")]
+        .into_iter()
+        .flat_map(|(p, tp)| {
+            let second = two_copies.then(|| (format!("{p}{SECOND_COPY}"), tp));
+            std::iter::once((p.to_owned(), tp)).chain(second)
+        })
+        .collect();
+    // The ctime programs' copies, then (where copies are) each one's checker, which must run
+    // after them (tracepoint backend).
+    let tp_copies: Vec<(String, &str)> = TP_HOOKS
+        .iter()
+        .flat_map(|&(p, tp)| {
+            let extra = extra_copies(p)
+                .iter()
+                .take(usize::from(ctime_copies).saturating_sub(1))
+                .filter(|_| two_copies)
+                .chain(two_copies.then_some(&CHECKER))
+                .map(move |s| (format!("{p}{s}"), tp));
+            std::iter::once((p.to_owned(), tp)).chain(extra)
+        })
+        .collect();
+    // Every program of the backend is loaded (verified) first, on several cores
+    // (`load.rs`); attaching below keeps the order.
+    let sys_load = sys_copies
+        .iter()
+        .map(|(p, _)| (p.clone(), load::Kind::RawTp));
+    let mut kprobes_loaded = std::collections::HashSet::new();
     match backend {
         Backend::Kprobe => {
-            let mut loaded = std::collections::HashSet::new();
+            let mut wanted: Vec<(String, load::Kind<'_>)> = Vec::new();
+            let kprobes = KPROBE_HOOKS
+                .iter()
+                .filter(|&&(_, func, _)| syms.contains(func))
+                .map(|&(p, _, _)| p)
+                .chain(VFS_HOOKS.iter().filter(|_| !ovl_types).map(|&(p, _)| p));
+            for p in kprobes {
+                if kprobes_loaded.insert(p) {
+                    wanted.push((p.to_owned(), load::Kind::KProbe));
+                }
+            }
+            wanted.extend(sys_load);
+            load::load_all(&mut ebpf, &wanted, None)?;
+        }
+        Backend::Tracepoint => {
+            let btf =
+                Btf::parse_file(&opts.btf.vmlinux, aya::Endianness::default()).map_err(|e| {
+                    ProbeError::Unavailable {
+                        backend,
+                        reason: format!("BTF: {e}"),
+                    }
+                })?;
+            lap("btf (tp_btf targets)");
+            let wanted: Vec<(String, load::Kind<'_>)> = tp_copies
+                .iter()
+                .map(|(p, tp)| (p.clone(), load::Kind::TpBtf(tp)))
+                .chain(sys_load)
+                .collect();
+            load::load_all(&mut ebpf, &wanted, Some(&btf))?;
+        }
+        Backend::Fentry => {}
+    }
+    // What the loading threads allocated is freed in their own heaps (glibc), which the
+    // collector would not reuse.
+    release_freed_memory();
+    lap("verify, every program of the backend");
+    match backend {
+        Backend::Kprobe => {
             for &(prog_name, func, required) in KPROBE_HOOKS {
                 if !syms.contains(func) {
                     skipped.push(format!("{func}: not in /proc/kallsyms"));
@@ -748,44 +819,32 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                     }
                     continue;
                 }
-                attached.push(attach_kprobe(&mut ebpf, &mut loaded, prog_name, func)?);
+                attached.push(attach_kprobe(
+                    &mut ebpf,
+                    &mut kprobes_loaded,
+                    prog_name,
+                    func,
+                )?);
             }
             // Without overlay's types, what overlay does to the upper filesystem tells what
             // it did (the survey checked these exist).
             for &(prog_name, func) in VFS_HOOKS.iter().filter(|_| !ovl_types) {
-                attached.push(attach_kprobe(&mut ebpf, &mut loaded, prog_name, func)?);
+                attached.push(attach_kprobe(
+                    &mut ebpf,
+                    &mut kprobes_loaded,
+                    prog_name,
+                    func,
+                )?);
             }
         }
         Backend::Tracepoint => {
-            let btf =
-                Btf::parse_file(&opts.btf.vmlinux, aya::Endianness::default()).map_err(|e| {
-                    ProbeError::Unavailable {
-                        backend,
-                        reason: format!("BTF: {e}"),
-                    }
-                })?;
-            lap("btf (tp_btf targets)");
-            // Each program's copies, then (where copies are) its checker, which must run after
-            // them.
-            let copies = TP_HOOKS.iter().flat_map(|&(p, tp)| {
-                let extra = extra_copies(p)
-                    .iter()
-                    .take(usize::from(ctime_copies).saturating_sub(1))
-                    .filter(|_| two_copies)
-                    .chain(two_copies.then_some(&CHECKER))
-                    .map(move |s| (format!("{p}{s}"), tp));
-                std::iter::once((p.to_owned(), tp)).chain(extra)
-            });
-            for (prog_name, tp) in copies {
+            for (prog_name, tp) in &tp_copies {
                 let prog_name = prog_name.as_str();
                 let prog: &mut BtfTracePoint = ebpf
                     .program_mut(prog_name)
                     .expect("program in object")
                     .try_into()
                     .map_err(program_err(prog_name.into()))?;
-                prog.load(tp, &btf)
-                    .map_err(program_err(format!("loading {prog_name} for tp_btf/{tp}")))?;
-                lap(&format!("verify {prog_name}"));
                 prog.attach()
                     .map_err(program_err(format!("attaching tp_btf/{tp}")))?;
                 lap(&format!("attach {prog_name}"));
@@ -809,32 +868,13 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     }
     // Syscall windows last: a window opened before the operation probes existed is harmless,
     // but operations seen without their window would lose their syscall.
-    let sys_exit = if backend == Backend::Tracepoint {
-        "cowprof_sys_exit_tp"
-    } else {
-        "cowprof_sys_exit"
-    };
-    let sys_enter = if backend == Backend::Tracepoint {
-        "cowprof_sys_enter_tp"
-    } else {
-        "cowprof_sys_enter"
-    };
-    let copies = [(sys_enter, "sys_enter"), (sys_exit, "sys_exit")]
-        .into_iter()
-        .flat_map(|(p, tp)| {
-            let second = two_copies.then(|| (format!("{p}{SECOND_COPY}"), tp));
-            std::iter::once((p.to_owned(), tp)).chain(second)
-        });
-    for (prog_name, tp) in copies {
+    for (prog_name, tp) in &sys_copies {
         let prog_name = prog_name.as_str();
         let prog: &mut RawTracePoint = ebpf
             .program_mut(prog_name)
             .expect("program in object")
             .try_into()
             .map_err(program_err(prog_name.into()))?;
-        prog.load()
-            .map_err(program_err(format!("loading {prog_name}")))?;
-        lap(&format!("verify {prog_name}"));
         prog.attach(tp)
             .map_err(program_err(format!("attaching raw_tp/{tp}")))?;
         lap(&format!("attach {prog_name}"));
