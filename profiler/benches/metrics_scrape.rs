@@ -58,7 +58,7 @@ fn event(kind: Kind, mount: &str, i: u64) -> Event {
         pid: 1,
         tid: 1,
         comm: "bench".into(),
-        mount_point: Some(mount.to_owned()),
+        mount_point: Some(mount.into()),
         path: "p".into(),
         size_bytes: 4096,
         bytes_copied: 4096,

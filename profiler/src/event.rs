@@ -103,6 +103,11 @@ impl Kind {
     }
 }
 
+/// A text many events share (a mount's device and mount point, a layer's directory and image
+/// layer, a syscall's name): built once, and each event holds a reference to it, so making an
+/// event allocates nothing for it.
+pub type Text = std::sync::Arc<str>;
+
 /// An enriched event: one JSON line, one table row.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
@@ -121,8 +126,8 @@ pub struct Event {
     pub cgroup_id: u64,
     pub mnt_ns: u64,
     /// `major:minor` of the overlay mount.
-    pub dev: Option<String>,
-    pub mount_point: Option<String>,
+    pub dev: Option<Text>,
+    pub mount_point: Option<Text>,
     /// Relative to the overlay root.
     pub path: String,
     pub path_truncated: bool,
@@ -130,8 +135,8 @@ pub struct Event {
     pub bytes_copied: u64,
     /// 1 = topmost lower layer.
     pub lower_layer: Option<u32>,
-    pub lower_layer_dir: Option<String>,
-    pub syscall: Option<String>,
+    pub lower_layer_dir: Option<Text>,
+    pub syscall: Option<Text>,
     pub syscall_latency_ns: Option<u64>,
     pub syscall_ret: Option<i64>,
     /// Full 64-hex id of the container the acting process runs in; `None` for a host process
@@ -150,7 +155,7 @@ pub struct Event {
     /// diffID (`sha256:…`) of the image layer the copied-up file came from, `"init"` for a
     /// container's init layer; `None` when the lower layer is in no known image store.
     #[serde(default)]
-    pub layer_digest: Option<String>,
+    pub layer_digest: Option<Text>,
     /// The Kubernetes pod's name and namespace, from containerd's API (the kubelet's labels).
     #[serde(default)]
     pub pod_name: Option<String>,

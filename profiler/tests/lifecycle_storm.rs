@@ -355,7 +355,12 @@ fn lifecycle_storm_is_exact_per_stack() {
 }
 
 fn key(e: &Event) -> Key {
-    (e.kind, e.path.clone(), e.lower_layer, e.mount_point.clone())
+    (
+        e.kind,
+        e.path.clone(),
+        e.lower_layer,
+        e.mount_point.as_deref().map(str::to_owned),
+    )
 }
 
 fn check(
@@ -384,7 +389,7 @@ fn check(
     let mut dup = 0;
     for e in ours.iter().filter(|e| e.comm != "rm") {
         if !by_mount
-            .entry(e.mount_point.clone())
+            .entry(e.mount_point.as_deref().map(str::to_owned))
             .or_default()
             .insert(key(e))
         {

@@ -273,7 +273,13 @@ fn short_lived_containers_are_exact() {
             .collect();
         let init_got: BTreeSet<Key> = init
             .iter()
-            .map(|e| (e.kind, e.path.clone(), e.layer_digest.clone()))
+            .map(|e| {
+                (
+                    e.kind,
+                    e.path.clone(),
+                    e.layer_digest.as_deref().map(str::to_owned),
+                )
+            })
             .collect();
         expected_total += t.init_expected.len();
         exact += t.init_expected.intersection(&init_got).count();
@@ -288,7 +294,13 @@ fn short_lived_containers_are_exact() {
         }
         let got: BTreeSet<Key> = mine
             .iter()
-            .map(|e| (e.kind, e.path.clone(), e.layer_digest.clone()))
+            .map(|e| {
+                (
+                    e.kind,
+                    e.path.clone(),
+                    e.layer_digest.as_deref().map(str::to_owned),
+                )
+            })
             .collect();
         expected_total += t.expected.len();
         exact += t.expected.intersection(&got).count();

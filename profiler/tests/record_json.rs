@@ -160,11 +160,11 @@ fn record_json_matches_expected_events_and_upper_dir() {
 
     // Syscall attribution for a few known steps.
     let syscall = |kind, path| find(rec, kind, path).syscall.clone().unwrap_or_default();
-    assert_eq!(syscall(Kind::DataCopyUp, "etc/app.conf"), "openat");
-    assert_eq!(syscall(Kind::DataCopyUp, "var/log/app.log"), "truncate");
-    assert!(["unlink", "unlinkat"].contains(&syscall(Kind::Whiteout, "data/old.bin").as_str()));
-    assert!(["mkdir", "mkdirat"].contains(&syscall(Kind::OpaqueDir, "tmpdel").as_str()));
-    assert_eq!(syscall(Kind::SpecialCopyUp, "link"), "lchown");
+    assert_eq!(&*syscall(Kind::DataCopyUp, "etc/app.conf"), "openat");
+    assert_eq!(&*syscall(Kind::DataCopyUp, "var/log/app.log"), "truncate");
+    assert!(["unlink", "unlinkat"].contains(&&*syscall(Kind::Whiteout, "data/old.bin")));
+    assert!(["mkdir", "mkdirat"].contains(&&*syscall(Kind::OpaqueDir, "tmpdel")));
+    assert_eq!(&*syscall(Kind::SpecialCopyUp, "link"), "lchown");
 
     // Layer directories name the right lower dir; a syscall contains its copy-up.
     for e in &rec.events {

@@ -88,8 +88,10 @@ pub fn container_key(ev: &Event) -> String {
 /// The "by mount" key: the mount point, else the device.
 pub fn mount_key(ev: &Event) -> String {
     ev.mount_point
-        .clone()
-        .unwrap_or_else(|| ev.dev.clone().unwrap_or_else(|| "?".into()))
+        .as_deref()
+        .or(ev.dev.as_deref())
+        .unwrap_or("?")
+        .to_owned()
 }
 
 /// The "by source layer" key: the mount, the layer's index and its directory.
@@ -287,7 +289,7 @@ mod tests {
             size_bytes: 10,
             bytes_copied: 10,
             lower_layer: Some(layer),
-            lower_layer_dir: Some(format!("/l{layer}")),
+            lower_layer_dir: Some(format!("/l{layer}").into()),
             ..Event::new(kind, crate::event::Backend::Kprobe)
         }
     }

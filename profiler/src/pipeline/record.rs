@@ -118,10 +118,10 @@ impl Filters {
             && self
                 .mount_dev
                 .as_ref()
-                .is_none_or(|d| ev.dev.as_ref() == Some(d))
+                .is_none_or(|d| ev.dev.as_deref() == Some(d.as_str()))
             && self.container.as_ref().is_none_or(|(id, merged)| {
                 ev.container_id.as_ref() == Some(id)
-                    || (merged.is_some() && ev.mount_point == *merged)
+                    || (merged.is_some() && ev.mount_point.as_deref() == merged.as_deref())
             })
             && ev.latency_ns >= self.min_latency_ns
     }

@@ -24,10 +24,10 @@ impl Fact {
     pub fn of(e: &Event) -> Self {
         Self {
             kind: e.kind,
-            mount_point: e.mount_point.clone(),
+            mount_point: e.mount_point.as_deref().map(str::to_owned),
             path: e.path.clone(),
             lower_layer: e.lower_layer,
-            syscall: e.syscall.clone(),
+            syscall: e.syscall.as_deref().map(str::to_owned),
             errno: e.errno,
             comm: e.comm.clone(),
         }

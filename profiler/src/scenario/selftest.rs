@@ -111,7 +111,7 @@ pub async fn run_scenario(
         .filter(|e| {
             e.mount_point
                 .as_ref()
-                .is_none_or(|m| mount_points.contains(m))
+                .is_none_or(|m| mount_points.iter().any(|p| **p == **m))
         })
         .cloned()
         .collect();

@@ -393,7 +393,7 @@ fn check(outcome: Outcome, dir: &Path, truths: &[StackTruth], parallel: usize) -
     for e in events.iter().filter(|e| e.comm != REMOVER_COMM) {
         let key = (e.kind, e.path.clone(), e.lower_layer);
         if !by_mount
-            .entry(e.mount_point.clone())
+            .entry(e.mount_point.as_deref().map(str::to_owned))
             .or_default()
             .insert(key)
         {

@@ -550,7 +550,7 @@ impl Attributor {
                             .lower_layer_dir
                             .as_deref()
                             .and_then(|d| layers.by_dir.get(d))
-                            .cloned();
+                            .map(|d| d.as_str().into());
                     }
                 }
                 ev.container_name = c.container_name;

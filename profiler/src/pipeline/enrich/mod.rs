@@ -16,7 +16,7 @@ use profiler_common::SyscallEnd;
 
 use crate::host::{lower::DirStacks, mountinfo::OverlayMount, syscalls};
 use crate::{
-    event::{CopyUpPhases, Event, Kind},
+    event::{CopyUpPhases, Event, Kind, Text},
     pipeline::decode::{RawEvent, SyscallExit, WireKind},
 };
 use container::CgroupCache;
@@ -35,6 +35,8 @@ pub struct Enricher {
     dir_stacks: Vec<DirStacks>,
     /// Per mount (same index): the texts its events carry, made once.
     texts: Vec<MountTexts>,
+    /// Syscall names by number, made at a syscall's first event.
+    syscall_texts: HashMap<i32, Text>,
     /// Monotonic-to-wall-clock offset, ns.
     wall_offset_ns: i128,
     /// Events waiting for their syscall's exit, by (tid, syscall enter time).
@@ -68,6 +70,7 @@ impl Enricher {
             upper_roots: Vec::new(),
             dir_stacks: Vec::new(),
             texts: Vec::new(),
+            syscall_texts: HashMap::new(),
             wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
             pending: HashMap::new(),
             containers: CgroupCache::default(),
@@ -230,6 +233,17 @@ impl Enricher {
 
     /// `origin`: the acting process's container; `end`: the syscall's enter time and its exit,
     /// when known.
+    /// The name of syscall `nr` (`name`, or `syscall_NR` for one not in the table).
+    fn syscall_text(&mut self, nr: i32, name: Option<&str>) -> Text {
+        self.syscall_texts
+            .entry(nr)
+            .or_insert_with(|| match name {
+                Some(n) => n.into(),
+                None => format!("syscall_{nr}").into(),
+            })
+            .clone()
+    }
+
     fn finish(
         &mut self,
         ev: RawEvent,
@@ -294,9 +308,7 @@ impl Enricher {
             bytes_copied,
             lower_layer,
             lower_layer_dir,
-            syscall: syscall_name
-                .map(str::to_owned)
-                .or_else(|| ev.syscall_nr.map(|n| format!("syscall_{n}"))),
+            syscall: ev.syscall_nr.map(|nr| self.syscall_text(nr, syscall_name)),
             syscall_latency_ns: end.map(|(enter, exit)| exit.exit_ns.saturating_sub(enter)),
             syscall_ret: end.map(|(_, exit)| exit.ret),
             container_id: origin.map(|o| o.id),
@@ -323,11 +335,11 @@ impl Enricher {
 /// event.
 struct MountTexts {
     /// `major:minor`.
-    dev: String,
-    mount_point: String,
+    dev: Text,
+    mount_point: Text,
     /// Per layer (index `idx - 1`): its directory and its image layer (see
     /// [`LayerNames::name_of`]), looked up at the first event from it.
-    layers: Vec<Option<(String, Option<String>)>>,
+    layers: Vec<Option<(Text, Option<Text>)>>,
     /// Layer directories, in [`OverlayMount::layer_dir`] order.
     dirs: Vec<PathBuf>,
 }
@@ -336,15 +348,15 @@ impl MountTexts {
     fn of(m: &OverlayMount) -> Self {
         let dirs: Vec<PathBuf> = m.lowerdirs.iter().chain(&m.datadirs).cloned().collect();
         Self {
-            dev: format!("{}:{}", m.major, m.minor),
-            mount_point: m.mount_point.display().to_string(),
+            dev: format!("{}:{}", m.major, m.minor).into(),
+            mount_point: m.mount_point.display().to_string().into(),
             layers: vec![None; dirs.len()],
             dirs,
         }
     }
 
     /// Layer `idx`'s (1-based) directory and image layer digest.
-    fn layer(&mut self, idx: u32, names: &mut LayerNames) -> (Option<String>, Option<String>) {
+    fn layer(&mut self, idx: u32, names: &mut LayerNames) -> (Option<Text>, Option<Text>) {
         let Some(i) = usize::try_from(idx).ok().and_then(|i| i.checked_sub(1)) else {
             return (None, None);
         };
@@ -353,8 +365,8 @@ impl MountTexts {
         };
         let (dir, digest) = slot.get_or_insert_with(|| {
             let dir = self.dirs[i].display().to_string();
-            let digest = names.name_of(&dir);
-            (dir, digest)
+            let digest = names.name_of(&dir).map(Text::from);
+            (dir.into(), digest)
         });
         (Some(dir.clone()), digest.clone())
     }

@@ -78,7 +78,7 @@ impl EventLabels {
     pub fn from_event(ev: &Event) -> Self {
         Self {
             kind: ev.kind,
-            mount: ev.mount_point.clone(),
+            mount: ev.mount_point.as_deref().map(str::to_owned),
             // The name where the engine told it, else the short id (as `docker ps` shows it).
             container: ev.container_name.clone().or_else(|| {
                 ev.container_id
@@ -88,7 +88,7 @@ impl EventLabels {
             pod: ev.pod_name.clone().or_else(|| ev.pod_uid.clone()),
             namespace: ev.pod_name.as_ref().and(ev.pod_namespace.clone()),
             image: ev.image.clone(),
-            layer_digest: ev.layer_digest.clone(),
+            layer_digest: ev.layer_digest.as_deref().map(str::to_owned),
         }
     }
 }
@@ -109,6 +109,7 @@ impl<'a> LabelRefs<'a> {
     /// The same values as [`EventLabels::from_event`].
     fn of_event(ev: &'a Event) -> Self {
         let s = |v: &'a Option<String>| v.as_deref().unwrap_or_default();
+        let t = |v: &'a Option<crate::event::Text>| v.as_deref().unwrap_or_default();
         let container = match (&ev.container_name, &ev.container_id) {
             (Some(name), _) => name.as_str(),
             // The short id: its first 12 characters.
@@ -116,7 +117,7 @@ impl<'a> LabelRefs<'a> {
             (None, None) => "",
         };
         Self {
-            mount: s(&ev.mount_point),
+            mount: t(&ev.mount_point),
             container,
             pod: ev
                 .pod_name
@@ -129,7 +130,7 @@ impl<'a> LabelRefs<'a> {
                 .and(ev.pod_namespace.as_deref())
                 .unwrap_or_default(),
             image: s(&ev.image),
-            layer_digest: s(&ev.layer_digest),
+            layer_digest: t(&ev.layer_digest),
         }
     }
 
