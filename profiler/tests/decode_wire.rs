@@ -29,7 +29,7 @@ fn event(f: impl FnOnce(&mut CowEvent)) -> Vec<u8> {
 
 fn cow(bytes: &[u8]) -> cowprof::pipeline::decode::RawEvent {
     match decode(bytes) {
-        Ok(Record::Cow(ev)) => *ev,
+        Ok(Record::Cow(ev)) => ev,
         other => panic!("not a cow event: {other:?}"),
     }
 }

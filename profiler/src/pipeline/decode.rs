@@ -110,8 +110,13 @@ pub struct MountRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a record lives on the stack between decode and the enricher; boxing each event \
+              cost a large allocation and free per event"
+)]
 pub enum Record {
-    Cow(Box<RawEvent>),
+    Cow(RawEvent),
     SyscallEnd(SyscallEnd),
     Mount(Box<MountRecord>),
 }
@@ -165,7 +170,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 return Err(DecodeError::BadPath { len: ev.path_len });
             }
             let in_syscall = ev.flags & flags::IN_SYSCALL != 0;
-            Ok(Record::Cow(Box::new(RawEvent {
+            Ok(Record::Cow(RawEvent {
                 kind: WireKind::try_from(ev.kind)?,
                 backend: wire_backend(ev.backend)?,
                 end_ns: ev.end_ns,
@@ -197,7 +202,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 path_truncated: ev.flags & flags::PATH_TRUNCATED != 0,
                 no_ovl_types: ev.flags & flags::NO_OVL_TYPES != 0,
                 phases: ev.phases,
-            })))
+            }))
         }
         other => Err(DecodeError::UnknownRecord { tag: other }),
     }

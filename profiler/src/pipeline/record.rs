@@ -288,8 +288,6 @@ pub async fn record(
                 }
             }
         }
-        // One write per ring-buffer batch, not per event.
-        let _ = out.flush();
     };
 
     // Reads what the ring buffer holds, registers the mounts it names that were not known yet,
@@ -316,6 +314,8 @@ pub async fn record(
                     break;
                 }
             }
+            // One write per drain, not per event or chunk.
+            let _ = out.flush();
             n
         }};
     }
@@ -397,6 +397,7 @@ pub async fn record(
     let mut rest = enricher.flush();
     attributor.fill(&mut rest).await;
     deliver(&mut rest, out, exporter);
+    let _ = out.flush();
     let summary = agg.summary(tap.get_ref().final_drops());
     if let Some(note) = tap.get_ref().probe().recursion_note() {
         eprintln!("cowprof: {note}");
