@@ -231,8 +231,6 @@ impl Enricher {
             .container_of(ev.pid, u64::from(ev.mnt_ns), ev.cgroup_id)
     }
 
-    /// `origin`: the acting process's container; `end`: the syscall's enter time and its exit,
-    /// when known.
     /// The name of syscall `nr` (`name`, or `syscall_NR` for one not in the table).
     fn syscall_text(&mut self, nr: i32, name: Option<&str>) -> Text {
         self.syscall_texts
@@ -244,6 +242,8 @@ impl Enricher {
             .clone()
     }
 
+    /// `origin`: the acting process's container; `end`: the syscall's enter time and its exit,
+    /// when known.
     fn finish(
         &mut self,
         ev: RawEvent,
