@@ -767,7 +767,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     let sys_load = sys_copies
         .iter()
         .map(|(p, _)| (p.clone(), load::Kind::RawTp));
-    let mut kprobes_loaded = std::collections::HashSet::new();
+    let mut loaded = std::collections::HashSet::new();
     match backend {
         Backend::Kprobe => {
             let mut wanted: Vec<(String, load::Kind<'_>)> = Vec::new();
@@ -777,7 +777,7 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                 .map(|&(p, _, _)| p)
                 .chain(VFS_HOOKS.iter().filter(|_| !ovl_types).map(|&(p, _)| p));
             for p in kprobes {
-                if kprobes_loaded.insert(p) {
+                if loaded.insert(p) {
                     wanted.push((p.to_owned(), load::Kind::KProbe));
                 }
             }
@@ -819,22 +819,12 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
                     }
                     continue;
                 }
-                attached.push(attach_kprobe(
-                    &mut ebpf,
-                    &mut kprobes_loaded,
-                    prog_name,
-                    func,
-                )?);
+                attached.push(attach_kprobe(&mut ebpf, &mut loaded, prog_name, func)?);
             }
             // Without overlay's types, what overlay does to the upper filesystem tells what
             // it did (the survey checked these exist).
             for &(prog_name, func) in VFS_HOOKS.iter().filter(|_| !ovl_types) {
-                attached.push(attach_kprobe(
-                    &mut ebpf,
-                    &mut kprobes_loaded,
-                    prog_name,
-                    func,
-                )?);
+                attached.push(attach_kprobe(&mut ebpf, &mut loaded, prog_name, func)?);
             }
         }
         Backend::Tracepoint => {
