@@ -130,6 +130,27 @@ fn read_pod<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
+/// A copy-up or whiteout record without its path buffer, which stays zeroed: the path is read
+/// from the sample in place ([`cow_path`]). The buffer is most of the record (512 of its 728
+/// bytes), and past the path's own bytes the kernel never writes it: copying it whole read up
+/// to eight cache lines per event that nothing uses.
+fn read_cow(bytes: &[u8]) -> Result<CowEvent, DecodeError> {
+    if bytes.len() < size_of::<CowEvent>() {
+        return Err(DecodeError::Short { len: bytes.len() });
+    }
+    let mut ev = std::mem::MaybeUninit::<CowEvent>::zeroed();
+    // SAFETY: length checked; the first `PATH_AT` bytes of the sample go over the same bytes
+    // of a zeroed CowEvent (integers only: every bit pattern valid).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), ev.as_mut_ptr().cast::<u8>(), PATH_AT);
+        Ok(ev.assume_init())
+    }
+}
+
+/// Where [`CowEvent::path`] starts in a sample: the record's last field.
+const PATH_AT: usize = std::mem::offset_of!(CowEvent, path);
+const _: () = assert!(PATH_AT + PATH_BUF == size_of::<CowEvent>());
+
 fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
@@ -164,7 +185,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             })))
         }
         RECORD_COW => {
-            let ev: CowEvent = read_pod(bytes)?;
+            let ev = read_cow(bytes)?;
             let len = ev.path_len as usize;
             if len > PATH_BUF {
                 return Err(DecodeError::BadPath { len: ev.path_len });
@@ -198,7 +219,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 lower_idx: (ev.lower_idx != 0).then_some(ev.lower_idx),
                 mode: ev.mode,
                 comm: cstr(&ev.comm[..COMM_LEN]),
-                path: join_path(&ev.path, len),
+                // `read_cow` checked that the sample holds the whole buffer.
+                path: join_path(&bytes[PATH_AT..PATH_AT + PATH_BUF], len),
                 path_truncated: ev.flags & flags::PATH_TRUNCATED != 0,
                 no_ovl_types: ev.flags & flags::NO_OVL_TYPES != 0,
                 phases: ev.phases,

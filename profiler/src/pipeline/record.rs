@@ -273,13 +273,14 @@ pub async fn record(
     // One batch buffer for the session: each drain appends to it, `deliver` empties it.
     let mut batch: Vec<Event> = Vec::new();
     let mut deliver = |evs: &mut Vec<Event>, out: &mut dyn Write, exporter: &mut dyn Exporter| {
+        let now = std::time::Instant::now();
         for ev in evs.drain(..) {
             if filters.keep(&ev) {
                 if summarize {
                     agg.record(&ev);
                 }
                 if let Some(m) = &opts.metrics {
-                    m.observe(&ev);
+                    m.observe_in_batch(&ev, now);
                 }
                 // A closed stdout (e.g. `| head`) ends output, not the recording of the summary.
                 let _ = exporter.event(out, &ev);

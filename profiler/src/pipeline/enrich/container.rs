@@ -34,7 +34,7 @@ use std::{
 use super::{
     containerd::{ContainerdClient, ContainerdError, ContainerdInfo, ImageLayers},
     docker::{ContainerInfo, DockerClient, DockerError},
-    pod, Event,
+    pod, Event, FastMap,
 };
 
 /// Which convention the cgroup path followed.
@@ -181,14 +181,14 @@ impl From<CgroupContainer> for Origin {
 /// namespace): a reused pid in another namespace is read afresh.
 pub struct CgroupCache {
     proc_root: PathBuf,
-    by_pid: HashMap<(u32, u64), Seen>,
+    by_pid: FastMap<(u32, u64), Seen>,
     /// v2 cgroup id → container, learnt when a container was found on a `0::` line.
-    by_cgroup_id: HashMap<u64, Origin>,
+    by_cgroup_id: FastMap<u64, Origin>,
     /// Mount namespace inode → container, and the v2 cgroup id of the process it was learnt
     /// from when known. The kernel hands a namespace's inode number to the next namespace as
     /// soon as it is freed (a short-lived container's, to the next container's): an event
     /// whose cgroup id differs from the one learnt is not recognised by it.
-    by_mnt_ns: HashMap<u64, (Origin, Option<u64>)>,
+    by_mnt_ns: FastMap<u64, (Origin, Option<u64>)>,
 }
 
 impl Default for CgroupCache {
@@ -201,9 +201,9 @@ impl CgroupCache {
     pub fn new(proc_root: &Path) -> Self {
         Self {
             proc_root: proc_root.to_path_buf(),
-            by_pid: HashMap::new(),
-            by_cgroup_id: HashMap::new(),
-            by_mnt_ns: HashMap::new(),
+            by_pid: FastMap::default(),
+            by_cgroup_id: FastMap::default(),
+            by_mnt_ns: FastMap::default(),
         }
     }
 

@@ -488,7 +488,14 @@ impl Recorder {
     }
 
     pub fn observe(&self, ev: &Event) {
-        self.observe_refs(ev.kind, LabelRefs::of_event(ev), ev, Instant::now());
+        self.observe_in_batch(ev, Instant::now());
+    }
+
+    /// [`Self::observe`] for an event of a batch read at `now`: the label-set budget's clock
+    /// ([`IDLE_EVICT`], minutes) needs no finer grain than a batch, and a clock read per event
+    /// was about 3 % of the collector's CPU with `--quiet --metrics-addr`.
+    pub fn observe_in_batch(&self, ev: &Event, now: Instant) {
+        self.observe_refs(ev.kind, LabelRefs::of_event(ev), ev, now);
     }
 
     #[cfg(test)]
