@@ -356,39 +356,58 @@ pub(crate) fn late_window(tid: u32, inode: u64) -> bool {
 /// Syscall exit for the kprobe backend: closes the window.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, false)
+    sys_exit(ctx.arg(1), false)
 }
 
 /// The second copy of `cowprof_sys_exit` (see "Two copies"): the first removes the window it
 /// closes, so a window still there is one the first did not run for.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn cowprof_sys_exit_fb(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, false)
+    sys_exit(ctx.arg(1), false)
 }
 
 /// Syscall exit for the tracepoint backend: also emits the window's CoW temps. A separate
 /// program so kernels without the ctime tracepoints (6.1's verifier finds the emission loop
-/// too complex) never load that code.
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn cowprof_sys_exit_tp(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, true)
+/// too complex) never load that code. A `tp_btf` program (every kernel with the ctime
+/// tracepoints has BTF), so that it reads the syscall's number from its registers with a plain
+/// load and leaves an untracked syscall without looking for a window.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn cowprof_sys_exit_tp(ctx: BtfTracePointContext) -> i32 {
+    if !exit_of_tracked(&ctx) {
+        return 0;
+    }
+    sys_exit(ctx.arg(1), true)
 }
 
 /// The second copy of `cowprof_sys_exit_tp` (see "Two copies").
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn cowprof_sys_exit_tp_fb(ctx: RawTracePointContext) -> i32 {
-    sys_exit(&ctx, true)
+#[btf_tracepoint(function = "sys_exit")]
+pub fn cowprof_sys_exit_tp_fb(ctx: BtfTracePointContext) -> i32 {
+    if !exit_of_tracked(&ctx) {
+        return 0;
+    }
+    sys_exit(ctx.arg(1), true)
+}
+
+/// Whether the syscall now exiting is one `sys_enter` (or `late_window`) may have opened a
+/// window for: its number (`orig_ax`, what both read it from; the kernel fires `sys_exit`
+/// before a signal's delivery may rewrite it for a restart) is in the syscall table. Every other
+/// syscall of the host (nearly all of them) leaves here, without the window lookup that missed
+/// for each of them: a hash of the thread id and a bucket read.
+#[inline(always)]
+fn exit_of_tracked(ctx: &BtfTracePointContext) -> bool {
+    let regs: u64 = ctx.arg(0);
+    let nr = field::<i64>(regs, REGS_ORIG_AX);
+    (0..512).contains(&nr) && SYSCALLS.get(nr as u32).is_some_and(|&cls| cls != 0)
 }
 
 #[inline(always)]
-pub(crate) fn sys_exit(ctx: &RawTracePointContext, tp_backend: bool) -> i32 {
+pub(crate) fn sys_exit(ret: i64, tp_backend: bool) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(w) = WINDOWS.get_ptr_mut(&tid) else {
         return 0;
     };
     // SAFETY: only this tid touches its window; copied out before it is removed.
     let w = unsafe { *w };
-    let ret: i64 = ctx.arg(1);
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     if w.class & u32::from(class::MOUNT) != 0 {

@@ -104,6 +104,14 @@ pub fn is_kprobe_program(name: &str) -> bool {
     name.starts_with("cowprof_kp_") || name.starts_with("cowprof_ph_")
 }
 
+/// Whether a syscall hook's programs are `tp_btf` (the tracepoint backend's `sys_exit`: it
+/// reads the syscall number from the registers with a plain load, see `syscalls.rs`) rather than
+/// raw tracepoints (`sys_enter`, whose number is an argument, and every hook of the kprobe
+/// backend, which also runs on kernels without BTF).
+fn tp_btf_syscall_hook(backend: Backend, tp: &str) -> bool {
+    backend == Backend::Tracepoint && tp == "sys_exit"
+}
+
 /// `name` is a second or third copy, or a checker: a program whose skipped runs lose nothing
 /// by themselves.
 fn is_extra_copy(name: &str) -> bool {
@@ -764,9 +772,14 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         .collect();
     // Every program of the backend is loaded (verified) first, on several cores
     // (`load.rs`); attaching below keeps the order.
-    let sys_load = sys_copies
-        .iter()
-        .map(|(p, _)| (p.clone(), load::Kind::RawTp));
+    let sys_load = sys_copies.iter().map(|(p, tp)| {
+        let kind = if tp_btf_syscall_hook(backend, tp) {
+            load::Kind::TpBtf(tp)
+        } else {
+            load::Kind::RawTp
+        };
+        (p.clone(), kind)
+    });
     let mut loaded = std::collections::HashSet::new();
     match backend {
         Backend::Kprobe => {
@@ -860,18 +873,25 @@ pub fn load_and_attach(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
     // but operations seen without their window would lose their syscall.
     for (prog_name, tp) in &sys_copies {
         let prog_name = prog_name.as_str();
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(prog_name)
-            .expect("program in object")
-            .try_into()
-            .map_err(program_err(prog_name.into()))?;
-        prog.attach(tp)
-            .map_err(program_err(format!("attaching raw_tp/{tp}")))?;
+        let program = ebpf.program_mut(prog_name).expect("program in object");
+        let hook = if tp_btf_syscall_hook(backend, tp) {
+            let prog: &mut BtfTracePoint =
+                program.try_into().map_err(program_err(prog_name.into()))?;
+            prog.attach()
+                .map_err(program_err(format!("attaching tp_btf/{tp}")))?;
+            format!("tp_btf:{tp}")
+        } else {
+            let prog: &mut RawTracePoint =
+                program.try_into().map_err(program_err(prog_name.into()))?;
+            prog.attach(tp)
+                .map_err(program_err(format!("attaching raw_tp/{tp}")))?;
+            format!("raw_tp:{tp}")
+        };
         lap(&format!("attach {prog_name}"));
         if is_extra_copy(prog_name) {
             second_copies.push(prog_name.to_owned());
         } else {
-            attached.push(format!("raw_tp:{tp}"));
+            attached.push(hook);
         }
     }
     // Fails only if the object has no log call sites; diagnostics are optional either way.
