@@ -447,6 +447,13 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
         ev.flags |= flags::PATH_TRUNCATED;
         return false;
     }
+    // An upper root is in use by its overlay (`I_OVL_INUSE` in `i_state`, as `ovl_inuse`
+    // reads it): only an inode with that bit is looked up in `UPPER_ROOTS`, a flag read
+    // instead of a hash lookup at every level. Not tested for "absent" here (a branch before
+    // the loop doubled the states the verifier walks through it): without `i_state` the read
+    // fails and gives 0, so no inode is in use, as `ovl_inuse` has it.
+    let i_state = core::hint::black_box(off.inode_i_state);
+    let in_use = core::hint::black_box(off.i_ovl_inuse);
     let mut pos: usize = 0;
     let mut depth: u32 = 0;
     let mut truncated = 1u32;
@@ -458,15 +465,14 @@ pub(crate) fn walk(off: &Offsets, ev: &mut CowEvent, mut dentry: u64, upper_dev:
         }
         let inode = peek(dentry, d_inode);
         let parent = peek(dentry, d_parent);
-        if upper_dev != 0 && inode != 0 {
+        if upper_dev != 0 && inode != 0 && (peek(inode, i_state) as u32 & in_use) != 0 {
             let key = InodeKey {
                 dev: upper_dev,
                 _pad: 0,
                 ino: peek(inode, i_ino),
             };
             // SAFETY: read-only map lookup.
-            if let Some(serial) = unsafe { UPPER_ROOTS.get(&key) }.filter(|_| ovl_inuse(off, inode))
-            {
+            if let Some(serial) = unsafe { UPPER_ROOTS.get(&key) } {
                 if ev.mount_id == 0 {
                     ev.mount_id = *serial;
                 }
