@@ -132,6 +132,9 @@ impl TracerChild {
         timeout: Duration,
     ) -> Option<(libc::c_int, libc::rusage)> {
         let t0 = Instant::now();
+        // Before the signal: a child that dies of it at once is a zombie by the first poll,
+        // and a zombie's status has no VmHWM.
+        self.sample_hwm();
         self.signal(sig);
         loop {
             if let Some(r) = self.try_reap() {
@@ -199,8 +202,9 @@ mod tests {
         for page in ballast.chunks_mut(4096) {
             page[0] = 1;
         }
+        // Long enough to be alive when it is stopped, however loaded the machine.
         let mut cmd = Command::new("sleep");
-        cmd.arg("0.3");
+        cmd.arg("30");
         let mut child = TracerChild::spawn(cmd, "sleep").expect("spawn sleep");
         thread::sleep(Duration::from_millis(100));
         let (status, ru) = child
