@@ -192,6 +192,13 @@ impl Window {
 pub(crate) struct OpTable {
     pub(crate) ops: [Op; MAX_OPS],
     pub(crate) cands: [Cand; MAX_CANDS],
+    /// 1 + the index of the op whose phase snapshot (`phases::tp_op_advanced`) was taken last
+    /// (0: none; a new table from `OP_SCRATCH` is all zero), on which CPU, at which value of
+    /// that CPU's `PHASE_GEN`. Kept across syscalls: it speaks of the thread's phase totals,
+    /// not of the syscall.
+    pub(crate) phase_op: u32,
+    pub(crate) phase_cpu: u32,
+    pub(crate) phase_gen: u64,
 }
 
 /// An overlay inode seen in a syscall window (tracepoint backend).

@@ -94,6 +94,31 @@ pub(crate) static PHASE_TASKS: LruHashMap<u64, TaskPhases> = LruHashMap::with_ma
 #[map]
 static PHASE_SCRATCH: PerCpuArray<TaskPhases> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per CPU, a count of the changes to any armed task's totals made on that CPU: a task's totals
+/// change only on the CPU it runs on, or as it is switched out of or into one (both counted
+/// there), or when it is armed. So while the count of the CPU a task runs on has not moved since
+/// it read its totals there, they have not changed: a data copy-up's ten ctime updates in a row
+/// take its phase snapshot once (`tp_op_advanced`) instead of looking its entry up ten times.
+#[map]
+static PHASE_GEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts a change of an armed task's totals on this CPU (see [`PHASE_GEN`]). Atomic: where
+/// programs run preemptibly, another program on this CPU may add at the same time.
+#[inline(always)]
+fn changed() {
+    if let Some(g) = PHASE_GEN.get_ptr_mut(0) {
+        // SAFETY: this CPU's live, aligned slot; BPF's atomic add, as in `bump`.
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({p} + 0) += {one}",
+                p = in(reg) g,
+                one = in(reg) 1u64,
+                options(nostack),
+            );
+        }
+    }
+}
+
 #[inline(always)]
 fn now() -> u64 {
     // SAFETY: plain helper call.
@@ -129,9 +154,11 @@ pub(crate) fn arm(reset: u32) -> u32 {
                 (*p).off_since = 0;
                 (*p).t = ZERO;
             }
+            changed();
         }
         return 1;
     }
+    changed();
     let Some(s) = PHASE_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -166,6 +193,7 @@ pub(crate) fn enter(phase: u32) {
         (*p).cur = phase;
         (*p).cur_since = t;
     }
+    changed();
 }
 
 /// The current task leaves its function phase; `bytes` > 0 are added to the data method of
@@ -190,6 +218,7 @@ pub(crate) fn leave(method: u32, bytes: i64) {
             }
         }
     }
+    changed();
 }
 
 /// `sched_switch(preempt, prev, next, prev_state)`: closes `prev`'s on-CPU stretch and
@@ -217,6 +246,7 @@ pub fn cowprof_sched_switch(ctx: RawTracePointContext) -> i32 {
             (*p).off_since = t;
             (*p).off_io = u32::from(io);
         }
+        changed();
     }
     if let Some(p) = PHASE_TASKS.get_ptr_mut(&next) {
         let t = now();
@@ -233,6 +263,7 @@ pub fn cowprof_sched_switch(ctx: RawTracePointContext) -> i32 {
             }
             (*p).cur_since = t;
         }
+        changed();
     }
     0
 }
@@ -250,13 +281,14 @@ pub fn cowprof_ph_ext4_sync_exit(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Tracepoint backend: operation `i` of the window began (its first update).
+/// Tracepoint backend: operation `i` of the window (its op table `t`) began (its first
+/// update).
 #[inline(never)]
-pub(crate) fn tp_op_started(i: u32) {
+pub(crate) fn tp_op_started(i: u32, t: &mut OpTable) {
     if arm(0) == 0 {
         return;
     }
-    tp_op_advanced(i);
+    tp_op_advanced(i, t);
     if let Some(p) = PHASE_TASKS.get_ptr_mut(&current()) {
         let i = i as usize & (MAX_OPS - 1);
         // SAFETY: see `arm`.
@@ -264,13 +296,27 @@ pub(crate) fn tp_op_started(i: u32) {
     }
 }
 
-/// Tracepoint backend: operation `i` of the window was updated (its latest update so far).
+/// Tracepoint backend: operation `i` of the window (its op table `t`) was updated (its latest
+/// update so far): its snapshot's end is the task's totals now. Unless the last snapshot was
+/// this operation's, on this CPU, and this CPU's [`PHASE_GEN`] has not moved since: the totals
+/// have not changed, and the snapshot already holds them.
 #[inline(never)]
-pub(crate) fn tp_op_advanced(i: u32) {
+pub(crate) fn tp_op_advanced(i: u32, t: &mut OpTable) {
+    // SAFETY: plain helper call.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    // Read before the totals: a change between the two leaves an older count with newer
+    // totals, which only makes the next update take its snapshot again.
+    let gen = PHASE_GEN.get(0).copied().unwrap_or(0);
+    if t.phase_op == i + 1 && t.phase_cpu == cpu && t.phase_gen == gen {
+        return;
+    }
     if let Some(p) = PHASE_TASKS.get_ptr_mut(&current()) {
         let i = i as usize & (MAX_OPS - 1);
         // SAFETY: see `arm`.
         unsafe { (*p).snaps[i].end = tp_totals(&(*p).t) };
+        t.phase_op = i as u32 + 1;
+        t.phase_cpu = cpu;
+        t.phase_gen = gen;
     }
 }
 

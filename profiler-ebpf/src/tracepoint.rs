@@ -55,7 +55,9 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
                 };
                 let dev = op.dev;
                 let alias = field::<u64>(inode, known_off!(inode_i_dentry));
-                update_op(off, w, op, i, inode, dev, mode, alias, now);
+                if update_op(off, w, op, i, inode, dev, mode, alias, now) {
+                    crate::phases::tp_op_advanced(i as u32, t);
+                }
                 return 0;
             }
         }
@@ -95,7 +97,9 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
                 w.last_op = i as u32 + 1;
                 // SAFETY: plain helper call.
                 let now = unsafe { bpf_ktime_get_ns() };
-                update_op(off, w, &mut t.ops[i], i, inode, dev, mode, alias, now);
+                if update_op(off, w, &mut t.ops[i], i, inode, dev, mode, alias, now) {
+                    crate::phases::tp_op_advanced(i as u32, t);
+                }
                 return 0;
             }
         }
@@ -152,7 +156,7 @@ pub(crate) fn tp_inode(ctx: &BtfTracePointContext, inode: u64) -> i32 {
     };
     w.nops += 1;
     w.last_op = n as u32 + 1;
-    crate::phases::tp_op_started(n as u32);
+    crate::phases::tp_op_started(n as u32, t);
     0
 }
 
@@ -163,7 +167,9 @@ fn btf_mode(inode: u64) -> u32 {
 }
 
 /// A later ctime update of the window's operation `op` (index `i`), whose inode is the ctime
-/// program's argument `inode` (read directly, see [`field`]).
+/// program's argument `inode` (read directly, see [`field`]). True when the temp advanced in
+/// its work directory: the caller then takes the phase snapshot (`phases::tp_op_advanced`,
+/// which needs the whole table).
 #[inline(always)]
 #[expect(
     clippy::too_many_arguments,
@@ -179,7 +185,7 @@ fn update_op(
     mode: u32,
     alias: u64,
     now: u64,
-) {
+) -> bool {
     if op.state == WHITEOUT {
         op.last_ns = now;
         // Overlay links its one shared whiteout inode into the work dir (this update
@@ -203,10 +209,10 @@ fn update_op(
                 op.via_work = 1;
             }
         }
-        return;
+        return false;
     }
     if alias == 0 || (op.state != NEWBORN && op.state != TEMP) {
-        return;
+        return false;
     }
     // The temp's operation lasts while its newest name is in the work directory; the
     // link or rename into the upper dir still counts (its ctime update comes before
@@ -234,8 +240,8 @@ fn update_op(
         op.work_parent = parent;
         op.last_ns = now;
         op.size = field::<u64>(inode, known_off!(inode_i_size));
-        crate::phases::tp_op_advanced(i as u32);
     }
+    in_workdir
 }
 
 /// Before emission: drops a whiteout that was neither born in the syscall nor went through a
