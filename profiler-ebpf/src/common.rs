@@ -348,17 +348,27 @@ pub(crate) fn field<T: Copy>(base: u64, off: u32) -> T {
 #[inline(always)]
 pub(crate) fn bump(idx: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(idx) {
-        // SAFETY: a live, aligned slot of the array. Every writer adds atomically (programs
-        // on other CPUs, or one that preempted this one on kernels that run them preemptibly):
-        // BPF's atomic add, which `core`'s atomics do not offer on this target.
-        unsafe {
-            core::arch::asm!(
-                "lock *(u64 *)({p} + 0) += {one}",
-                p = in(reg) c,
-                one = in(reg) 1u64,
-                options(nostack),
-            );
-        }
+        // Every writer adds atomically: programs on other CPUs, or one that preempted this one
+        // on kernels that run them preemptibly.
+        // SAFETY: a live, aligned slot of the array.
+        unsafe { add_one(c) };
+    }
+}
+
+/// Adds 1 to `*c` with BPF's atomic add, which `core`'s atomics do not offer on this target.
+///
+/// # Safety
+/// `c` points to a live, aligned `u64` (a map value from a lookup).
+#[inline(always)]
+pub(crate) unsafe fn add_one(c: *mut u64) {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {one}",
+            p = in(reg) c,
+            one = in(reg) 1u64,
+            options(nostack),
+        );
     }
 }
 

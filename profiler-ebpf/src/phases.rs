@@ -107,15 +107,8 @@ static PHASE_GEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 fn changed() {
     if let Some(g) = PHASE_GEN.get_ptr_mut(0) {
-        // SAFETY: this CPU's live, aligned slot; BPF's atomic add, as in `bump`.
-        unsafe {
-            core::arch::asm!(
-                "lock *(u64 *)({p} + 0) += {one}",
-                p = in(reg) g,
-                one = in(reg) 1u64,
-                options(nostack),
-            );
-        }
+        // SAFETY: this CPU's live, aligned slot.
+        unsafe { add_one(g) };
     }
 }
 
