@@ -45,12 +45,7 @@ pub fn cowprof_sys_enter_tp_fb(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn sys_enter(ctx: &RawTracePointContext, second: bool, tp_backend: bool) -> i32 {
     let nr: i64 = ctx.arg(1);
-    if !(0..512).contains(&nr) {
-        return 0;
-    }
-    let Some(&cls) = SYSCALLS.get(nr as u32) else {
-        return 0;
-    };
+    let cls = syscall_class(nr);
     if cls == 0 {
         return 0;
     }
@@ -297,12 +292,7 @@ pub(crate) fn register_overlay(cfg: &Config, sb: u64, tid: u32, now: u64) {
 /// the filter `sys_enter` applies.
 #[inline(always)]
 pub(crate) fn traced_class(cfg: &Config, nr: i64) -> u8 {
-    if !(0..512).contains(&nr) {
-        return 0;
-    }
-    let Some(&cls) = SYSCALLS.get(nr as u32) else {
-        return 0;
-    };
+    let cls = syscall_class(nr);
     if cls == 0 {
         return 0;
     }
@@ -397,7 +387,16 @@ pub fn cowprof_sys_exit_tp_fb(ctx: BtfTracePointContext) -> i32 {
 fn exit_of_tracked(ctx: &BtfTracePointContext) -> bool {
     let regs: u64 = ctx.arg(0);
     let nr = field::<i64>(regs, REGS_ORIG_AX);
-    (0..512).contains(&nr) && SYSCALLS.get(nr as u32).is_some_and(|&cls| cls != 0)
+    syscall_class(nr) != 0
+}
+
+/// The `class` bits of syscall `nr` in the syscall table, whoever makes it (0: not tracked).
+#[inline(always)]
+fn syscall_class(nr: i64) -> u8 {
+    if !(0..512).contains(&nr) {
+        return 0;
+    }
+    SYSCALLS.get(nr as u32).copied().unwrap_or(0)
 }
 
 #[inline(always)]

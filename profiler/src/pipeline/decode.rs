@@ -130,8 +130,8 @@ fn read_pod<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
-/// A copy-up or whiteout record without its path buffer, which stays zeroed: the path is read
-/// from the sample in place ([`cow_path`]). The buffer is most of the record (512 of its 728
+/// A copy-up or whiteout record without its path buffer, which stays zeroed: `decode` reads the
+/// path from the sample in place (at [`PATH_AT`]). The buffer is most of the record (512 of its 728
 /// bytes), and past the path's own bytes the kernel never writes it: copying it whole read up
 /// to eight cache lines per event that nothing uses.
 fn read_cow(bytes: &[u8]) -> Result<CowEvent, DecodeError> {
