@@ -362,11 +362,31 @@ pub(crate) fn bump(idx: u32) {
 #[inline(always)]
 pub(crate) unsafe fn add_one(c: *mut u64) {
     // SAFETY: the caller's guarantee.
+    unsafe { atomic_add(c, 1) };
+}
+
+/// Subtracts 1 from `*c` atomically (see [`add_one`]).
+///
+/// # Safety
+/// As [`add_one`].
+#[inline(always)]
+pub(crate) unsafe fn sub_one(c: *mut u64) {
+    // SAFETY: the caller's guarantee.
+    unsafe { atomic_add(c, u64::MAX) };
+}
+
+/// Adds `v` to `*c` atomically, wrapping.
+///
+/// # Safety
+/// As [`add_one`].
+#[inline(always)]
+unsafe fn atomic_add(c: *mut u64, v: u64) {
+    // SAFETY: the caller's guarantee.
     unsafe {
         core::arch::asm!(
-            "lock *(u64 *)({p} + 0) += {one}",
+            "lock *(u64 *)({p} + 0) += {v}",
             p = in(reg) c,
-            one = in(reg) 1u64,
+            v = in(reg) v,
             options(nostack),
         );
     }

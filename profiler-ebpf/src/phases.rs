@@ -91,6 +91,39 @@ pub(crate) struct TaskPhases {
 /// blocks a slot.
 #[map]
 pub(crate) static PHASE_TASKS: LruHashMap<u64, TaskPhases> = LruHashMap::with_max_entries(4096, 0);
+
+/// How many of [`PHASE_TASKS`]' entries hash to each bucket ([`bucket`]): `sched_switch` runs at
+/// every context switch of the host, and looks a task up only when its bucket is not empty (an
+/// array slot the verifier inlines, instead of two LRU hash lookups for tasks that never made a
+/// copy-up). A count is raised before its entry is inserted and lowered after it is removed, by
+/// `disarm` or when the task exits (`cowprof_sched_exit`), so it never undercounts; an entry the
+/// LRU map evicts leaves its count raised, which only costs lookups.
+#[map]
+static PHASE_ARMED: Array<u64> = Array::with_max_entries(ARMED_BUCKETS, 0);
+const ARMED_BUCKETS: u32 = 1 << 14;
+
+/// The bucket of a task in [`PHASE_ARMED`]: a multiplicative hash of its `task_struct` address.
+#[inline(always)]
+fn bucket(task: u64) -> u32 {
+    ((task >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50) as u32 & (ARMED_BUCKETS - 1)
+}
+
+/// Whether `task` may be armed (its bucket is not empty).
+#[inline(always)]
+fn maybe_armed(task: u64) -> bool {
+    PHASE_ARMED.get(bucket(task)).is_some_and(|c| *c != 0)
+}
+
+/// Removes `task`'s entry, if any, and lowers its bucket's count.
+#[inline(always)]
+fn forget(task: u64) {
+    if PHASE_TASKS.remove(&task).is_ok() {
+        if let Some(c) = PHASE_ARMED.get_ptr_mut(bucket(task)) {
+            // SAFETY: a live, aligned slot of the array.
+            unsafe { sub_one(c) };
+        }
+    }
+}
 #[map]
 static PHASE_SCRATCH: PerCpuArray<TaskPhases> = PerCpuArray::with_max_entries(1, 0);
 
@@ -155,20 +188,30 @@ pub(crate) fn arm(reset: u32) -> u32 {
     let Some(s) = PHASE_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    // SAFETY: per-CPU scratch, ours while this program runs.
+    let Some(count) = PHASE_ARMED.get_ptr_mut(bucket(task)) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, ours while this program runs; `count` is a live, aligned slot,
+    // raised before the entry exists (see `PHASE_ARMED`) and lowered again if it cannot be made.
     unsafe {
         (*s).cur = PH_NONE;
         (*s).off_io = 0;
         (*s).cur_since = 0;
         (*s).off_since = 0;
         (*s).t = ZERO;
-        u32::from(PHASE_TASKS.insert(&task, &*s, 0).is_ok())
+        add_one(count);
+        if PHASE_TASKS.insert(&task, &*s, 0).is_ok() {
+            1
+        } else {
+            sub_one(count);
+            0
+        }
     }
 }
 
 #[inline(always)]
 pub(crate) fn disarm() {
-    let _ = PHASE_TASKS.remove(&current());
+    forget(current());
 }
 
 /// The current task enters a function phase (if armed).
@@ -220,9 +263,13 @@ pub(crate) fn leave(method: u32, bytes: i64) {
 pub fn cowprof_sched_switch(ctx: RawTracePointContext) -> i32 {
     let prev: u64 = ctx.arg(1);
     let next: u64 = ctx.arg(2);
-    // The clock is read only for an armed task: this runs at every context switch of the
-    // host, most of them between tasks that never made a copy-up.
-    if let Some(p) = PHASE_TASKS.get_ptr_mut(&prev) {
+    // This runs at every context switch of the host, most of them between tasks that never
+    // made a copy-up: a task is looked up only if its bucket counts armed tasks, and the clock
+    // is read only for an armed one.
+    if let Some(p) = maybe_armed(prev)
+        .then(|| PHASE_TASKS.get_ptr_mut(&prev))
+        .flatten()
+    {
         let t = now();
         let io = match config() {
             Some(cfg) if cfg.off.task_in_iowait_bit != u32::MAX => {
@@ -241,7 +288,10 @@ pub fn cowprof_sched_switch(ctx: RawTracePointContext) -> i32 {
         }
         changed();
     }
-    if let Some(p) = PHASE_TASKS.get_ptr_mut(&next) {
+    if let Some(p) = maybe_armed(next)
+        .then(|| PHASE_TASKS.get_ptr_mut(&next))
+        .flatten()
+    {
         let t = now();
         // SAFETY: as above, for `next` before it runs.
         unsafe {
@@ -257,6 +307,17 @@ pub fn cowprof_sched_switch(ctx: RawTracePointContext) -> i32 {
             (*p).cur_since = t;
         }
         changed();
+    }
+    0
+}
+
+/// `sched_process_exit(p, ...)`: a task that exits armed (the tracepoint backend keeps tasks
+/// armed between copy-ups) leaves `PHASE_TASKS` and its bucket's count.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn cowprof_sched_exit(ctx: RawTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    if maybe_armed(task) {
+        forget(task);
     }
     0
 }

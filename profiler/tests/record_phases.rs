@@ -339,3 +339,84 @@ fn throttled_case(root: &Path) {
         );
     }
 }
+
+/// The values of a `bpftool -j map dump` (of a map without BTF: each value a list of hex bytes)
+/// as little-endian integers of up to 8 bytes, read from `file`.
+fn dumped_values(file: &Path) -> Vec<u64> {
+    let text = fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("bpftool JSON");
+    v.as_array()
+        .unwrap_or_else(|| panic!("{}: not a list of entries: {text}", file.display()))
+        .iter()
+        .map(|e| {
+            let bytes: Vec<u8> = e["value"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{}: an entry without value bytes: {e}", file.display()))
+                .iter()
+                .map(|b| {
+                    let b = b.as_str().expect("a hex byte");
+                    u8::from_str_radix(b.trim_start_matches("0x"), 16).expect("a hex byte")
+                })
+                .collect();
+            bytes
+                .iter()
+                .take(8)
+                .rev()
+                .fold(0u64, |acc, b| acc << 8 | u64::from(*b))
+        })
+        .collect()
+}
+
+/// A task that made a copy-up stays armed only while it lives: five processes each copy a file
+/// up and exit, a sixth copies one up and stays (it execs `sleep`). While `record` runs (read
+/// with bpftool from inside the recorded command), its map of armed tasks holds exactly the
+/// live one on the tracepoint backend, which keeps tasks armed between copy-ups (the kprobe
+/// backend disarms each at its copy-up's end: none), and the per-bucket counts `sched_switch`
+/// checks first add up to the same number: the exit hook removed the five and lowered their
+/// counts.
+#[test]
+fn armed_tasks_are_forgotten_when_they_exit() {
+    if !require_root("record_phases") {
+        return;
+    }
+    if Command::new("bpftool").arg("version").output().is_err() {
+        skip(
+            "record_phases",
+            "no-bpftool",
+            "bpftool not found (Debian package bpftool): the armed tasks cannot be read",
+        );
+        return;
+    }
+    let _l = lock();
+    let dir = disk_tempdir();
+    let root = dir.path();
+    let mut c = Cleanup {
+        mounts: vec![],
+        cgroup: None,
+    };
+    let disk = backing(&root.join("exit"), false, &mut c);
+    let names = ["f1", "f2", "f3", "f4", "f5", "g"];
+    let files: Vec<(&str, usize)> = names.iter().map(|f| (*f, 4096)).collect();
+    let m = overlay(&disk, &files, "", &mut c);
+    let out = root.join("maps");
+    fs::create_dir_all(&out).unwrap();
+    let script = format!(
+        "cd '{m}' && for i in 1 2 3 4 5; do sh -c \"echo x >> f$i\"; done; \
+         sh -c 'echo cowprof-marker >> g; exec sleep 60' & s=$!; \
+         until grep -q cowprof-marker g; do sleep 0.05; done; \
+         bpftool -j map dump name PHASE_TASKS > '{o}/tasks.json' && \
+         bpftool -j map dump name PHASE_ARMED > '{o}/armed.json'; rc=$?; kill $s; exit $rc",
+        m = m.display(),
+        o = out.display()
+    );
+    let rec = record(&m, &script);
+    let evs = checked(&rec);
+    let mut paths: Vec<&str> = evs.iter().map(|e| e.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(paths, names, "{evs:#?}");
+    let armed = dumped_values(&out.join("tasks.json")).len() as u64;
+    let counted: u64 = dumped_values(&out.join("armed.json")).iter().sum();
+    let expected = u64::from(rec.start.backend == Backend::Tracepoint);
+    assert_eq!(armed, expected, "armed tasks while one of six lives");
+    assert_eq!(counted, expected, "bucket counts while one of six lives");
+}

@@ -167,7 +167,8 @@ pub(super) fn visible_phases(backend: Backend, syms: &TextSymbols) -> Vec<PhaseS
     rows
 }
 
-/// Attaches the phase probes of `backend`: `sched_switch` always, then the function phases.
+/// Attaches the phase probes of `backend`: `sched_switch` and `sched_process_exit` always, then
+/// the function phases.
 /// Missing kprobe symbols are skipped (their phase is reported unseen).
 pub(super) fn attach(
     ebpf: &mut Ebpf,
@@ -177,7 +178,10 @@ pub(super) fn attach(
     skipped: &mut Vec<String>,
 ) -> Result<(), ProbeError> {
     let program_err = |what: String| move |source| ProbeError::Program { what, source };
-    let mut raw: Vec<(&str, &str)> = vec![("cowprof_sched_switch", "sched_switch")];
+    let mut raw: Vec<(&str, &str)> = vec![
+        ("cowprof_sched_switch", "sched_switch"),
+        ("cowprof_sched_exit", "sched_process_exit"),
+    ];
     if backend == Backend::Tracepoint {
         raw.extend_from_slice(PHASE_TRACEPOINTS);
     }
