@@ -24,6 +24,7 @@ fn run(cmd: &mut Command) {
 }
 
 /// Everything a case mounted or made, undone on drop (also when an assertion fails).
+#[derive(Default)]
 struct Cleanup {
     mounts: Vec<PathBuf>,
     cgroup: Option<PathBuf>,
@@ -166,10 +167,7 @@ fn phases_on_ext4_tmpfs_volatile_metacopy_and_a_throttled_disk() {
 
     // ext4 upper: fsync measured (> 0: it writes the copied data).
     {
-        let mut c = Cleanup {
-            mounts: vec![],
-            cgroup: None,
-        };
+        let mut c = Cleanup::default();
         let disk = backing(&root.join("ext4"), true, &mut c);
         let m = overlay(&disk, FILES, "", &mut c);
         let rec = record(&m, &format!("cd '{}' && {APPEND}", m.display()));
@@ -182,10 +180,7 @@ fn phases_on_ext4_tmpfs_volatile_metacopy_and_a_throttled_disk() {
     }
     // ext4 upper with `volatile`: overlay skips the fsync.
     {
-        let mut c = Cleanup {
-            mounts: vec![],
-            cgroup: None,
-        };
+        let mut c = Cleanup::default();
         let disk = backing(&root.join("volatile"), true, &mut c);
         let m = overlay(&disk, FILES, ",volatile", &mut c);
         let rec = record(&m, &format!("cd '{}' && {APPEND}", m.display()));
@@ -197,10 +192,7 @@ fn phases_on_ext4_tmpfs_volatile_metacopy_and_a_throttled_disk() {
     // tmpfs upper: bytes by splice; the tracepoint backend has no fsync tracepoint there.
     let backend;
     {
-        let mut c = Cleanup {
-            mounts: vec![],
-            cgroup: None,
-        };
+        let mut c = Cleanup::default();
         let disk = backing(&root.join("tmpfs"), false, &mut c);
         let m = overlay(&disk, FILES, "", &mut c);
         let rec = record(&m, &format!("cd '{}' && {APPEND}", m.display()));
@@ -213,10 +205,7 @@ fn phases_on_ext4_tmpfs_volatile_metacopy_and_a_throttled_disk() {
     }
     // --no-phases: the same copy-ups, exact, none with phases, and no phase table.
     {
-        let mut c = Cleanup {
-            mounts: vec![],
-            cgroup: None,
-        };
+        let mut c = Cleanup::default();
         let disk = backing(&root.join("nophases"), false, &mut c);
         let m = overlay(&disk, FILES, "", &mut c);
         let rec = record_with(
@@ -260,10 +249,7 @@ fn phases_on_ext4_tmpfs_volatile_metacopy_and_a_throttled_disk() {
 /// metacopy: a chmod copies metadata only, no data phase.
 fn metacopy_case(root: &Path) {
     if cowprof::host::mounts::overlay_param("metacopy").is_some() {
-        let mut c = Cleanup {
-            mounts: vec![],
-            cgroup: None,
-        };
+        let mut c = Cleanup::default();
         let disk = backing(&root.join("meta"), false, &mut c);
         let m = overlay(&disk, &[("f", 4096)], ",metacopy=on", &mut c);
         let rec = record(&m, &format!("chmod 600 '{}/f'", m.display()));
@@ -390,10 +376,7 @@ fn armed_tasks_are_forgotten_when_they_exit() {
     let _l = lock();
     let dir = disk_tempdir();
     let root = dir.path();
-    let mut c = Cleanup {
-        mounts: vec![],
-        cgroup: None,
-    };
+    let mut c = Cleanup::default();
     let disk = backing(&root.join("exit"), false, &mut c);
     let names = ["f1", "f2", "f3", "f4", "f5", "g"];
     let files: Vec<(&str, usize)> = names.iter().map(|f| (*f, 4096)).collect();
