@@ -12,7 +12,16 @@
 # (exit 1).
 B=$1
 T=/tmp/vm-unload
-fail() { echo "vm-unload: FAIL: $*"; echo "--- record stderr:"; cat "$T/rec.err" 2>/dev/null; exit 1; }
+# On failure: the current recording's stderr and the lines it wrote (CUR: rec or rec2); a
+# recording still running is stopped first, so that its summary (drops included) is there.
+fail() {
+  echo "vm-unload: FAIL: $*"
+  if [ -n "${RP:-}" ] && kill -0 "$RP" 2>/dev/null; then kill -INT "$RP"; wait "$RP"; fi
+  echo "--- record stderr ($CUR):"; cat "$T/$CUR.err" 2>/dev/null
+  echo "--- record output ($CUR):"; cat "$T/$CUR.json" 2>/dev/null
+  exit 1
+}
+CUR=rec
 kinds() { grep -o '"kind":"[a-z_]*"' "$1" | sort | tr '\n' ' '; }
 # "kind path mount_point;" of every event line of $1, sorted.
 events() {
@@ -28,6 +37,7 @@ want() { echo "data_copy_up a $T/s$1/m;whiteout b $T/s$1/m;"; }
 
 # $1 = tag. Starts record in the background, waits until its header line says it is attached.
 start_record() {
+  CUR=$1
   "$B" record --backend kprobe --json >"$T/$1.json" 2>"$T/$1.err" &
   RP=$!
   i=0
@@ -43,6 +53,11 @@ use_overlay() {
   d=$T/s$1; mkdir -p "$d/l" "$d/u" "$d/w" "$d/m"
   echo lower >"$d/l/a"; echo lower >"$d/l/b"
   mount -t overlay overlay -o "lowerdir=$d/l,upperdir=$d/u,workdir=$d/w" "$d/m" || fail "mount $1"
+  # record registers a new mount with bpf() map updates as it appears; from 7.0 such a call
+  # preempted on the one vCPU makes the kernel skip kprobe programs (docs/backends.md, "Missed
+  # kprobes"). This test is about the module's unload: it writes once that is done (the
+  # lifecycle storm covers writes at mount time, with the skips accounted).
+  sleep 1
   echo more >>"$d/m/a" && rm "$d/m/b" || fail "use of overlay $1"
   i=0
   while [ "$(grep -c '"type":"event"' "$2")" -lt 2 ]; do
