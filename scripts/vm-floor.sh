@@ -12,23 +12,27 @@
 # (exit 1).
 E=/extra/empty_hooks
 L=/sys/kernel/debug/kprobes/list
-fail() { echo "vm-floor: FAIL: $*"; cat /tmp/vm-floor.out 2>/dev/null; exit 1; }
+fail() { echo "vm-floor: FAIL: $*"; cat "$out" 2>/dev/null; exit 1; }
 [ -x "$E" ] || fail "$E is not packed (scripts/vm-matrix --extra <static empty_hooks>)"
 [ -r "$L" ] || fail "$L is missing: this kernel has no kprobes or debugfs is not mounted"
 probes() { wc -l <"$L"; }
 
 # $1 = options, $2 = hooks expected, $3 = kprobes expected.
 check() {
+  # A file of its own per run, made before it starts: the wait below must not read the line
+  # of an earlier run (the background redirection may truncate the file after it looks).
+  out=/tmp/vm-floor.$2.out
+  : >"$out"
   before=$(probes)
-  $E --kprobe $1 >/tmp/vm-floor.out 2>&1 &
+  $E --kprobe $1 >>"$out" 2>&1 &
   pid=$!
   i=0
-  until grep -q '^attached' /tmp/vm-floor.out; do
+  until grep -q '^attached' "$out"; do
     kill -0 "$pid" 2>/dev/null || { wait "$pid"; fail "empty_hooks --kprobe $1 exited ($?) before attaching"; }
     i=$((i + 1)); [ $i -lt 600 ] || fail "empty_hooks --kprobe $1 did not attach in 60 s"
     sleep 0.1
   done
-  n=$(sed -n 's/^attached \([0-9]*\) hooks.*/\1/p' /tmp/vm-floor.out)
+  n=$(sed -n 's/^attached \([0-9]*\) hooks.*/\1/p' "$out")
   during=$(probes)
   kill -INT "$pid"
   wait "$pid"
