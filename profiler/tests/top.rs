@@ -5,7 +5,8 @@
 mod common;
 
 use std::{
-    path::Path,
+    fs,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -119,16 +120,19 @@ fn plain_mode_counts_every_interval_exactly() {
     baseline.assert_clean("plain_mode_counts_every_interval_exactly");
 }
 
-/// A tmux server of our own (its own socket), killed on drop.
+/// A tmux server of our own, on a socket of our own in the system's temp dir; killed and its
+/// socket removed on drop (tmux leaves the socket file behind).
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 impl Tmux {
     fn start(width: u16, height: u16) -> Option<Self> {
-        let socket = format!("cowprof-test-{}", std::process::id());
+        let socket = std::env::temp_dir().join(format!("cowprof-test-tmux-{}", std::process::id()));
         let ok = Command::new("tmux")
-            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d", "-x"])
+            .arg("-S")
+            .arg(&socket)
+            .args(["-f", "/dev/null", "new-session", "-d", "-x"])
             .arg(width.to_string())
             .arg("-y")
             .arg(height.to_string())
@@ -142,7 +146,7 @@ impl Tmux {
 
     fn cmd(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
-            .arg("-L")
+            .arg("-S")
             .arg(&self.socket)
             .args(args)
             .output()
@@ -191,6 +195,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         self.cmd(&["kill-server"]);
+        let _ = fs::remove_file(&self.socket);
     }
 }
 
