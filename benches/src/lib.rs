@@ -24,6 +24,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
 
 mod child;
+pub mod floor;
 mod peer;
 mod stats;
 

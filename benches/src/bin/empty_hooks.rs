@@ -17,76 +17,10 @@
 //! A HOOK is a tracepoint name (a raw tracepoint), `kprobe:FUNCTION` or `kretprobe:FUNCTION`.
 //! Prints `attached N hooks` once every program is attached; exits 0 when stopped, 1 when a
 //! program cannot be loaded or attached (the line names the hook and the kernel's error). Closing
-//! the file descriptors at exit detaches everything.
+//! the file descriptors at exit detaches everything. The hook lists: `cowprof_benches::floor`.
 
+use cowprof_benches::floor;
 use std::{ffi::CString, io, os::fd::FromRawFd as _, os::fd::OwnedFd};
-
-/// The hooks `record --backend tracepoint` attaches (phases included): the syscall entry and exit,
-/// the three ctime tracepoints, the scheduler switch and process exit, ext4's fsync.
-const DEFAULT_HOOKS: &[&str] = &[
-    "sys_enter",
-    "sys_exit",
-    "ctime_ns_xchg",
-    "ctime_xchg_skip",
-    "inode_set_ctime_to_ts",
-    "sched_switch",
-    "sched_process_exit",
-    "ext4_sync_file_enter",
-    "ext4_sync_file_exit",
-];
-
-/// The hooks `record --backend kprobe` attaches on a kernel with overlay's BTF, without the phases
-/// (profiler's `pipeline::probe`: the copy-up, directory-operation and mount probes, the syscall
-/// tracepoints).
-const KPROBE_HOOKS: &[&str] = &[
-    "sys_enter",
-    "sys_exit",
-    "kprobe:ovl_copy_up_start",
-    "kretprobe:ovl_copy_up_start",
-    "kprobe:ovl_copy_up_end",
-    "kprobe:ovl_unlink",
-    "kretprobe:ovl_unlink",
-    "kprobe:ovl_rmdir",
-    "kretprobe:ovl_rmdir",
-    "kprobe:ovl_rename",
-    "kretprobe:ovl_rename",
-    "kprobe:ovl_create",
-    "kretprobe:ovl_create",
-    "kprobe:ovl_mkdir",
-    "kretprobe:ovl_mkdir",
-    "kprobe:ovl_mknod",
-    "kretprobe:ovl_mknod",
-    "kprobe:ovl_symlink",
-    "kretprobe:ovl_symlink",
-    "kprobe:ovl_link",
-    "kretprobe:ovl_link",
-    "kprobe:ovl_fill_super",
-    "kretprobe:ovl_fill_super",
-];
-
-/// The kprobe backend's phase hooks (profiler's `pipeline::probe::phases`).
-const KPROBE_PHASE_HOOKS: &[&str] = &[
-    "kprobe:ovl_copy_xattr",
-    "kretprobe:ovl_copy_xattr",
-    "kprobe:ovl_set_attr",
-    "kretprobe:ovl_set_attr",
-    "kprobe:vfs_clone_file_range",
-    "kretprobe:vfs_clone_file_range",
-    "kprobe:do_splice_direct",
-    "kretprobe:do_splice_direct",
-    "kprobe:vfs_fsync",
-    "kretprobe:vfs_fsync",
-    "kprobe:vfs_fsync_range",
-    "kretprobe:vfs_fsync_range",
-    "kprobe:vfs_link",
-    "kretprobe:vfs_link",
-    "kprobe:vfs_rename",
-    "kretprobe:vfs_rename",
-    "sched_switch",
-    "sched_process_exit",
-    "ext4_sync_file_enter",
-    "ext4_sync_file_exit",
-];
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
@@ -251,7 +185,7 @@ fn main() {
         println!(
             "usage: empty_hooks [HOOK ...] | empty_hooks --kprobe [--no-phases]\n\
              HOOK: a tracepoint, kprobe:FUNCTION or kretprobe:FUNCTION (default: {})",
-            DEFAULT_HOOKS.join(" ")
+            floor::TRACEPOINT_HOOKS.join(" ")
         );
         return;
     }
@@ -270,16 +204,16 @@ fn main() {
         std::process::exit(2);
     }
     let hooks: Vec<&str> = match (kprobe, named.is_empty()) {
-        (true, true) => KPROBE_HOOKS
+        (true, true) => floor::KPROBE_HOOKS
             .iter()
             .chain(if no_phases {
                 &[][..]
             } else {
-                KPROBE_PHASE_HOOKS
+                floor::KPROBE_PHASE_HOOKS
             })
             .copied()
             .collect(),
-        (false, true) => DEFAULT_HOOKS.to_vec(),
+        (false, true) => floor::TRACEPOINT_HOOKS.to_vec(),
         (false, false) => named,
         (true, false) => {
             eprintln!("empty_hooks: --kprobe chooses the hooks; give either it or HOOKs");

@@ -57,6 +57,12 @@ fn phase_function(syms: &TextSymbols, func: &'static str) -> &'static str {
     }
 }
 
+/// Every backend: the off-CPU phases (`sched_switch`) and the exit of an armed task.
+pub const PHASE_RAW_TRACEPOINTS: &[(&str, &str)] = &[
+    ("cowprof_sched_switch", "sched_switch"),
+    ("cowprof_sched_exit", "sched_process_exit"),
+];
+
 /// Tracepoint backend: fsync of an ext4 upper (the only filesystem fsync tracepoints hooked).
 pub const PHASE_TRACEPOINTS: &[(&str, &str)] = &[
     ("cowprof_ph_ext4_sync_enter", "ext4_sync_file_enter"),
@@ -178,10 +184,7 @@ pub(super) fn attach(
     skipped: &mut Vec<String>,
 ) -> Result<(), ProbeError> {
     let program_err = |what: String| move |source| ProbeError::Program { what, source };
-    let mut raw: Vec<(&str, &str)> = vec![
-        ("cowprof_sched_switch", "sched_switch"),
-        ("cowprof_sched_exit", "sched_process_exit"),
-    ];
+    let mut raw: Vec<(&str, &str)> = PHASE_RAW_TRACEPOINTS.to_vec();
     if backend == Backend::Tracepoint {
         raw.extend_from_slice(PHASE_TRACEPOINTS);
     }
