@@ -40,36 +40,32 @@ fn main() -> anyhow::Result<()> {
         .to_owned();
     println!("cargo:rerun-if-changed=../profiler-common/src");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
-    let shared = target_root(&out_dir).map(|t| t.join("bpf"));
-    if let Some(shared) = &shared {
-        fs::create_dir_all(shared).with_context(|| format!("creating {}", shared.display()))?;
-        // Only this build script runs in this process; aya-build reads the variable.
-        env::set_var("OUT_DIR", shared);
-    }
-    // Builds running at once share the directory: one at a time builds and copies.
-    let lock = match &shared {
-        Some(shared) => {
-            let f = fs::File::create(shared.join(".lock"))?;
-            f.lock()?;
-            Some(f)
-        }
-        None => None,
+    let Some(shared) = target_root(&out_dir).map(|t| t.join("bpf")) else {
+        return build(&root);
     };
+    fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
+    // Builds running at once share the directory: one at a time builds and copies.
+    let lock = fs::File::create(shared.join(".lock"))?;
+    lock.lock()?;
+    // Only this build script runs in this process; aya-build reads the variable.
+    env::set_var("OUT_DIR", &shared);
+    build(&root)?;
+    env::set_var("OUT_DIR", &out_dir);
+    let (from, to) = (shared.join("cowprof"), out_dir.join("cowprof"));
+    fs::copy(&from, &to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// The eBPF object into `OUT_DIR`'s `cowprof`.
+fn build(root: &str) -> anyhow::Result<()> {
     aya_build::build_ebpf(
         [Package {
             name: "profiler-ebpf",
-            root_dir: &root,
+            root_dir: root,
             ..Default::default()
         }],
         // Must be the toolchain bpf-linker was built against (scripts/setup links it).
         Toolchain::Custom("cowprof-nightly"),
-    )?;
-    if let Some(shared) = &shared {
-        env::set_var("OUT_DIR", &out_dir);
-        let (from, to) = (shared.join("cowprof"), out_dir.join("cowprof"));
-        fs::copy(&from, &to)
-            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    }
-    drop(lock);
-    Ok(())
+    )
 }
