@@ -29,8 +29,12 @@ fn target_root(out_dir: &Path) -> Option<PathBuf> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // The eBPF crate sits beside this one; its directory is all aya-build needs.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiler-ebpf");
+    // The eBPF crate sits beside this one; its directory is all aya-build needs. Read when the
+    // script runs, not when it was compiled: a checkout moved with its target directory keeps
+    // this script's binary, and the path baked into it would name the old place.
+    let manifest_dir =
+        env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| anyhow!("CARGO_MANIFEST_DIR not set"))?;
+    let root = Path::new(&manifest_dir).join("../profiler-ebpf");
     let root = root
         .canonicalize()
         .map_err(|e| anyhow!("profiler-ebpf not found next to profiler: {e}"))?;
